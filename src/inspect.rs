@@ -1,0 +1,83 @@
+//! The `inspect` report: a manifest's classification as stable JSON.
+//!
+//! Shape (keys in this order; `entries` only for indexes, `platform` only when
+//! known, `subject` only for attestations):
+//!
+//! ```json
+//! {"digest":"sha256:…","media_type":"application/vnd.oci.image.index.v1+json","kind":"index",
+//!  "entries":[{"digest":"sha256:…","media_type":"…","class":"runnable","platform":"linux/arm64/v8"},
+//!             {"digest":"sha256:…","media_type":"…","class":"attestation","subject":"sha256:…"}]}
+//! ```
+
+use serde::Serialize;
+
+use crate::classify::{Classification, EntryClass, ManifestKind};
+use crate::digest::Digest;
+
+/// The report for one manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InspectReport {
+    /// SHA-256 of the bytes.
+    pub digest: Digest,
+    /// Media type.
+    pub media_type: String,
+    /// `index | image | attestation | signature | artifact`.
+    pub kind: &'static str,
+    /// Subject of a standalone attestation, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// Entries of an index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<EntryReport>>,
+}
+
+/// The report for one index entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryReport {
+    /// Digest of the entry.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// `runnable | attestation | signature | index | other`.
+    pub class: &'static str,
+    /// `os/architecture[/variant]`, for runnable entries whose platform is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// The described manifest, for attestations whose subject is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+impl From<&Classification> for InspectReport {
+    fn from(c: &Classification) -> Self {
+        let entries = matches!(c.kind, ManifestKind::Index).then(|| {
+            c.entries
+                .iter()
+                .map(|e| EntryReport {
+                    digest: e.digest().clone(),
+                    media_type: e.descriptor.media_type.clone(),
+                    class: e.class.name(),
+                    platform: match &e.class {
+                        EntryClass::Runnable { platform } => platform.as_ref().map(ToString::to_string),
+                        _ => None,
+                    },
+                    subject: match &e.class {
+                        EntryClass::Attestation { subject } => subject.clone(),
+                        _ => None,
+                    },
+                })
+                .collect()
+        });
+        let subject = match &c.kind {
+            ManifestKind::Attestation { subject, .. } => subject.clone(),
+            _ => None,
+        };
+        InspectReport {
+            digest: c.digest.clone(),
+            media_type: c.media_type.as_str().to_owned(),
+            kind: c.kind.name(),
+            subject,
+            entries,
+        }
+    }
+}

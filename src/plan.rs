@@ -1,0 +1,699 @@
+//! The planner: from an index, its classification, what the registry says and
+//! the policy, an ordered list of actions and of skipped actions with reasons.
+//!
+//! Invariants, held by construction (and property-tested in `tests/plan_properties.rs`):
+//!
+//! 1. A runnable manifest is never deleted; nothing tagged is deleted; nothing
+//!    referenced by an index that still exists after the plan is deleted; an
+//!    index is deleted before the children it frees.
+//! 2. The pushed tag is only moved while it still points at the index being
+//!    remediated (otherwise the whole plan is skipped as `superseded`).
+//! 3. Planning again on the state the plan produces gives no action.
+//! 4. `observe` and `dry_run` plans contain no write.
+//! 5. `signature`, `index` and `other` entries are never written to or deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use crate::classify::{ClassifiedEntry, Classification, EntryClass};
+use crate::digest::Digest;
+use crate::manifest::RawManifest;
+use crate::names::ImageTag;
+use crate::policy::{Mode, Policy};
+use crate::repository::RepositoryView;
+
+/// Why a tag is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagRole {
+    /// The tag that was pushed (moved by promote and strip).
+    Pushed,
+    /// A per-platform tag derived from the template.
+    Derived,
+    /// The tag keeping a replaced index reachable.
+    Keep,
+}
+
+/// What is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteRole {
+    /// The remediated index, left untagged by the plan.
+    Index,
+    /// An attestation manifest nothing references any more.
+    Attestation,
+}
+
+/// One write to the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Give an image a tag that does not exist yet.
+    AddTag {
+        /// The tag.
+        tag: ImageTag,
+        /// The image.
+        digest: Digest,
+        /// Why.
+        role: TagRole,
+    },
+    /// Move an existing tag to another image.
+    MoveTag {
+        /// The tag.
+        tag: ImageTag,
+        /// Where it points now.
+        from: Digest,
+        /// Where it will point.
+        to: Digest,
+        /// Why.
+        role: TagRole,
+    },
+    /// Store a new index (strip mode) under the pushed tag.
+    PutIndex {
+        /// The tag it gets.
+        tag: ImageTag,
+        /// The new index, bytes included.
+        #[serde(rename = "digest", serialize_with = "manifest_digest")]
+        manifest: RawManifest,
+        /// The index it replaces.
+        replaces: Digest,
+    },
+    /// Delete an image by digest.
+    Delete {
+        /// The image.
+        digest: Digest,
+        /// Why.
+        role: DeleteRole,
+    },
+}
+
+fn manifest_digest<S: Serializer>(m: &RawManifest, s: S) -> Result<S::Ok, S::Error> {
+    m.digest().serialize(s)
+}
+
+impl Action {
+    /// The image this action writes to or deletes.
+    pub fn target(&self) -> &Digest {
+        match self {
+            Action::AddTag { digest, .. } | Action::Delete { digest, .. } => digest,
+            Action::MoveTag { to, .. } => to,
+            Action::PutIndex { manifest, .. } => manifest.digest(),
+        }
+    }
+
+    /// True for [`Action::Delete`].
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Action::Delete { .. })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::AddTag { tag, digest, .. } => write!(f, "tag {digest} as {tag}"),
+            Action::MoveTag { tag, from, to, .. } => write!(f, "move {tag} from {from} to {to}"),
+            Action::PutIndex { tag, manifest, replaces } => {
+                write!(f, "put index {} as {tag}, replacing {replaces}", manifest.digest())
+            }
+            Action::Delete { digest, role } => {
+                let what = match role {
+                    DeleteRole::Index => "index",
+                    DeleteRole::Attestation => "attestation",
+                };
+                write!(f, "delete {what} {digest}")
+            }
+        }
+    }
+}
+
+/// Why something was not done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The policy says dry run.
+    DryRun,
+    /// The classification was made for another manifest (a caller bug).
+    Inconsistent,
+    /// The pushed manifest is a single image manifest: nothing to remediate.
+    NotAnIndex,
+    /// The index has no tag to remediate.
+    Untagged,
+    /// The tag has the shape of a keep tag this policy writes.
+    OwnKeepTag {
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// The index is no longer in the repository.
+    IndexGone,
+    /// The pushed tag no longer points at the index (a newer push moved it).
+    Superseded {
+        /// Where the tag points now (absent: the tag was deleted).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        now: Option<Digest>,
+    },
+    /// The index has no runnable manifest.
+    NoRunnable,
+    /// The runnable manifest's platform is unknown, so no tag is derived from it.
+    UnknownPlatform,
+    /// The template gave no valid tag.
+    InvalidDerivedTag {
+        /// Why.
+        error: String,
+    },
+    /// Two runnable manifests would get the same derived tag.
+    DerivedTagCollision {
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// The derived tag is the pushed tag or its keep tag.
+    DerivedTagClash {
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// A manifest the action needs is not in the repository.
+    ChildMissing,
+    /// No attestation entry to strip.
+    NothingToStrip,
+    /// Stripping would leave an empty index.
+    StripWouldEmpty,
+    /// Building the stripped index failed.
+    StripFailed {
+        /// Why.
+        error: String,
+    },
+    /// Still tagged after the plan, so not deleted.
+    StillTagged {
+        /// Its tags.
+        tags: Vec<ImageTag>,
+    },
+    /// Still referenced by an index that remains, so not deleted.
+    StillReferenced {
+        /// The indexes.
+        by: Vec<Digest>,
+    },
+    /// The repository's indexes were not all read, so references cannot be ruled out.
+    ReferencesUnknown,
+    /// Also listed in the index as a non-attestation entry.
+    ProtectedEntry,
+    /// Not known to be in the repository.
+    NotInView,
+    /// More deletions than the policy's cap.
+    MaxDeletes {
+        /// Deletions the plan wanted.
+        planned: usize,
+        /// The cap.
+        max: u32,
+    },
+    /// The plan's own actions could not be replayed on the view (a bug or a racing change).
+    Conflict {
+        /// Why.
+        error: String,
+    },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::DryRun => write!(f, "dry run"),
+            SkipReason::Inconsistent => write!(f, "classification does not belong to this manifest"),
+            SkipReason::NotAnIndex => write!(f, "a single image manifest was pushed; nothing to remediate"),
+            SkipReason::Untagged => write!(f, "the index has no tag"),
+            SkipReason::OwnKeepTag { tag } => write!(f, "{tag} is a keep tag written by ecr-remediator"),
+            SkipReason::IndexGone => write!(f, "the index is no longer in the repository"),
+            SkipReason::Superseded { now: Some(d) } => write!(f, "superseded: the tag now points to {d}"),
+            SkipReason::Superseded { now: None } => write!(f, "superseded: the tag no longer exists"),
+            SkipReason::NoRunnable => write!(f, "the index has no runnable manifest"),
+            SkipReason::UnknownPlatform => write!(f, "platform unknown; no tag is derived from it"),
+            SkipReason::InvalidDerivedTag { error } => write!(f, "no valid derived tag: {error}"),
+            SkipReason::DerivedTagCollision { tag } => {
+                write!(f, "several runnable manifests would get the tag {tag}")
+            }
+            SkipReason::DerivedTagClash { tag } => write!(f, "derived tag {tag} would clash with the pushed or keep tag"),
+            SkipReason::ChildMissing => write!(f, "manifest not in the repository"),
+            SkipReason::NothingToStrip => write!(f, "the index has no attestation to strip"),
+            SkipReason::StripWouldEmpty => write!(f, "stripping would leave an empty index"),
+            SkipReason::StripFailed { error } => write!(f, "cannot build the stripped index: {error}"),
+            SkipReason::StillTagged { tags } => {
+                let t: Vec<&str> = tags.iter().map(ImageTag::as_str).collect();
+                write!(f, "still tagged ({})", t.join(", "))
+            }
+            SkipReason::StillReferenced { by } => {
+                let b: Vec<String> = by.iter().map(ToString::to_string).collect();
+                write!(f, "still referenced by {}", b.join(", "))
+            }
+            SkipReason::ReferencesUnknown => {
+                write!(f, "the repository's indexes were not all read; a reference cannot be ruled out")
+            }
+            SkipReason::ProtectedEntry => write!(f, "also listed as a non-attestation entry"),
+            SkipReason::NotInView => write!(f, "not known to be in the repository"),
+            SkipReason::MaxDeletes { planned, max } => {
+                write!(f, "{planned} deletions planned, over max_deletes = {max}")
+            }
+            SkipReason::Conflict { error } => write!(f, "state conflict: {error}"),
+        }
+    }
+}
+
+/// Something not done, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The action that would have run, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// The manifest concerned, when the skip is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// Why.
+    #[serde(flatten)]
+    pub reason: SkipReason,
+}
+
+/// The result of planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The mode acted in (promote may fall back to tag).
+    pub mode: Mode,
+    /// The mode the policy asked for.
+    pub requested_mode: Mode,
+    /// Whether the policy is a dry run.
+    pub dry_run: bool,
+    /// Writes, in the order they must run.
+    pub actions: Vec<Action>,
+    /// What was not done and why.
+    pub skipped: Vec<Skipped>,
+    /// Explanations (fallbacks, resumptions, settings without effect).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    fn new(policy: &Policy) -> Self {
+        Plan {
+            mode: policy.mode,
+            requested_mode: policy.mode,
+            dry_run: policy.dry_run,
+            actions: Vec::new(),
+            skipped: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// True when the plan has no write.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// The reason the whole plan was skipped, if it was.
+    pub fn halted(&self) -> Option<&SkipReason> {
+        self.skipped
+            .iter()
+            .find(|s| s.action.is_none() && s.digest.is_none())
+            .map(|s| &s.reason)
+    }
+
+    fn halt(mut self, reason: SkipReason) -> Self {
+        self.skipped.push(Skipped {
+            action: None,
+            digest: None,
+            reason,
+        });
+        self
+    }
+
+    fn skip_entry(&mut self, digest: &Digest, reason: SkipReason) {
+        self.skipped.push(Skipped {
+            action: None,
+            digest: Some(digest.clone()),
+            reason,
+        });
+    }
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    /// The pushed manifest.
+    pub manifest: &'a RawManifest,
+    /// Its classification (possibly refined with child manifests).
+    pub classification: &'a Classification,
+    /// The pushed tag.
+    pub tag: Option<&'a ImageTag>,
+    /// What the registry says.
+    pub view: &'a RepositoryView,
+    /// The repository's policy.
+    pub policy: &'a Policy,
+}
+
+enum Target<'a> {
+    Tag,
+    Promote(&'a ClassifiedEntry),
+    Strip(RawManifest),
+}
+
+/// Runnable entries, one per digest, in index order.
+fn runnables(c: &Classification) -> Vec<&ClassifiedEntry> {
+    let mut seen = BTreeSet::new();
+    c.entries
+        .iter()
+        .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+        .filter(|e| seen.insert(e.digest().clone()))
+        .collect()
+}
+
+fn platform_of(e: &ClassifiedEntry) -> Option<&crate::manifest::Platform> {
+    match &e.class {
+        EntryClass::Runnable { platform } => platform.as_ref(),
+        _ => None,
+    }
+}
+
+/// Picks the runnable to promote, or says why promotion falls back to tag mode.
+fn promotion<'a>(c: &'a Classification, policy: &Policy) -> Result<&'a ClassifiedEntry, Option<String>> {
+    let all = runnables(c);
+    if all.is_empty() {
+        return Err(None);
+    }
+    let describe = |es: &[&ClassifiedEntry]| {
+        es.iter()
+            .map(|e| platform_of(e).map_or_else(|| "unknown".to_owned(), ToString::to_string))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match &policy.promote_platform {
+        None if all.len() == 1 => Ok(all[0]),
+        None => Err(Some(format!(
+            "promote: {} runnable manifests ({}) and no promote_platform; fell back to tag mode",
+            all.len(),
+            describe(&all)
+        ))),
+        Some(sel) => {
+            let unknown = all.iter().filter(|e| platform_of(e).is_none()).count();
+            let matching: Vec<&ClassifiedEntry> = all
+                .iter()
+                .copied()
+                .filter(|e| platform_of(e).is_some_and(|p| sel.matches(p)))
+                .collect();
+            if unknown > 0 {
+                Err(Some(format!(
+                    "promote: {unknown} runnable manifest(s) of unknown platform, so {sel} cannot be \
+                     chosen safely; fell back to tag mode"
+                )))
+            } else if matching.len() == 1 {
+                Ok(matching[0])
+            } else {
+                Err(Some(format!(
+                    "promote: {} runnable manifests match {sel} (platforms: {}); fell back to tag mode",
+                    matching.len(),
+                    describe(&all)
+                )))
+            }
+        }
+    }
+}
+
+/// Plans the remediation of one pushed index.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let PlanInput {
+        manifest,
+        classification,
+        tag,
+        view,
+        policy,
+    } = *input;
+    let mut p = Plan::new(policy);
+    if policy.mode == Mode::Observe {
+        p.notes.push("observe mode: classified and recorded, nothing changed".to_owned());
+        return p;
+    }
+    let idx = manifest.digest();
+    if classification.digest != *idx {
+        return p.halt(SkipReason::Inconsistent);
+    }
+    if !manifest.media_type().is_index() {
+        return p.halt(SkipReason::NotAnIndex);
+    }
+    let Some(tag) = tag else {
+        return p.halt(SkipReason::Untagged);
+    };
+    if policy.keep_tag.as_ref().is_some_and(|k| k.could_have_written(tag)) {
+        return p.halt(SkipReason::OwnKeepTag { tag: tag.clone() });
+    }
+    if !view.contains(idx) {
+        return p.halt(SkipReason::IndexGone);
+    }
+
+    let target = match policy.mode {
+        Mode::Observe | Mode::Tag => Target::Tag,
+        Mode::Promote => match promotion(classification, policy) {
+            Ok(e) => Target::Promote(e),
+            Err(None) => return p.halt(SkipReason::NoRunnable),
+            Err(Some(why)) => {
+                p.mode = Mode::Tag;
+                p.notes.push(why);
+                Target::Tag
+            }
+        },
+        Mode::Strip => {
+            let positions: BTreeSet<usize> = classification
+                .entries
+                .iter()
+                .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
+                .map(|e| e.position)
+                .collect();
+            if positions.is_empty() {
+                return p.halt(SkipReason::NothingToStrip);
+            }
+            if positions.len() == classification.entries.len() {
+                return p.halt(SkipReason::StripWouldEmpty);
+            }
+            match manifest.without_entries(&positions) {
+                Ok(stripped) => Target::Strip(stripped),
+                Err(e) => return p.halt(SkipReason::StripFailed { error: e.to_string() }),
+            }
+        }
+    };
+
+    let pushed_target = match &target {
+        Target::Tag => idx,
+        Target::Promote(e) => e.digest(),
+        Target::Strip(n) => n.digest(),
+    };
+    let now = view.tag_target(tag);
+    match now {
+        Some(d) if d == idx => {}
+        Some(d) if d == pushed_target => p
+            .notes
+            .push(format!("{tag} already points to {d}: resuming an earlier remediation")),
+        other => return p.halt(SkipReason::Superseded { now: other.cloned() }),
+    }
+    let tag_on_index = now == Some(idx);
+
+    match &target {
+        Target::Tag => derived_tags(&mut p, classification, tag, view, policy),
+        Target::Promote(e) => {
+            if !view.contains(e.digest()) {
+                p.skip_entry(e.digest(), SkipReason::ChildMissing);
+                return finish(p, policy);
+            }
+            keep_tag(&mut p, tag, idx, view, policy);
+            if tag_on_index {
+                p.actions.push(Action::MoveTag {
+                    tag: tag.clone(),
+                    from: idx.clone(),
+                    to: e.digest().clone(),
+                    role: TagRole::Pushed,
+                });
+            }
+        }
+        Target::Strip(stripped) => {
+            if let Some(missing) = stripped.entries().iter().find(|d| !view.contains(&d.digest)) {
+                p.skip_entry(&missing.digest, SkipReason::ChildMissing);
+                return finish(p, policy);
+            }
+            keep_tag(&mut p, tag, idx, view, policy);
+            if tag_on_index {
+                p.actions.push(Action::PutIndex {
+                    tag: tag.clone(),
+                    manifest: stripped.clone(),
+                    replaces: idx.clone(),
+                });
+            }
+        }
+    }
+
+    if policy.delete_orphans {
+        if p.mode == Mode::Tag {
+            p.notes.push(
+                "delete_orphans has no effect in tag mode: the index keeps its tag, so its attestations stay referenced"
+                    .to_owned(),
+            );
+        } else {
+            deletions(&mut p, classification, idx, view);
+        }
+    }
+    finish(p, policy)
+}
+
+/// Applies the deletion cap and dry run.
+fn finish(mut p: Plan, policy: &Policy) -> Plan {
+    let planned = p.actions.iter().filter(|a| a.is_delete()).count();
+    if planned > policy.max_deletes as usize {
+        let (deletes, keep): (Vec<Action>, Vec<Action>) = p.actions.into_iter().partition(Action::is_delete);
+        p.actions = keep;
+        for a in deletes {
+            p.skipped.push(Skipped {
+                digest: None,
+                action: Some(a),
+                reason: SkipReason::MaxDeletes {
+                    planned,
+                    max: policy.max_deletes,
+                },
+            });
+        }
+    }
+    if policy.dry_run {
+        for a in std::mem::take(&mut p.actions) {
+            p.skipped.push(Skipped {
+                action: Some(a),
+                digest: None,
+                reason: SkipReason::DryRun,
+            });
+        }
+    }
+    p
+}
+
+fn set_tag(p: &mut Plan, tag: &ImageTag, digest: &Digest, view: &RepositoryView, role: TagRole) {
+    match view.tag_target(tag) {
+        Some(d) if d == digest => {}
+        None => p.actions.push(Action::AddTag {
+            tag: tag.clone(),
+            digest: digest.clone(),
+            role,
+        }),
+        Some(from) => p.actions.push(Action::MoveTag {
+            tag: tag.clone(),
+            from: from.clone(),
+            to: digest.clone(),
+            role,
+        }),
+    }
+}
+
+fn keep_tag(p: &mut Plan, tag: &ImageTag, idx: &Digest, view: &RepositoryView, policy: &Policy) {
+    let Some(template) = &policy.keep_tag else {
+        return;
+    };
+    match template.render(tag, None) {
+        Ok(keep) => set_tag(p, &keep, idx, view, TagRole::Keep),
+        Err(e) => p.skip_entry(idx, SkipReason::InvalidDerivedTag { error: e.to_string() }),
+    }
+}
+
+fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &RepositoryView, policy: &Policy) {
+    let keep = policy.keep_tag.as_ref().and_then(|k| k.render(tag, None).ok());
+    let mut wanted: BTreeMap<ImageTag, Vec<&Digest>> = BTreeMap::new();
+    for e in runnables(c) {
+        let Some(platform) = platform_of(e) else {
+            p.skip_entry(e.digest(), SkipReason::UnknownPlatform);
+            continue;
+        };
+        match policy.tag_template.render(tag, Some(platform)) {
+            Err(err) => p.skip_entry(e.digest(), SkipReason::InvalidDerivedTag { error: err.to_string() }),
+            Ok(t) if t == *tag || Some(&t) == keep.as_ref() => p.skip_entry(e.digest(), SkipReason::DerivedTagClash { tag: t }),
+            Ok(t) => wanted.entry(t).or_default().push(e.digest()),
+        }
+    }
+    for (t, digests) in wanted {
+        if let [d] = digests.as_slice() {
+            if view.contains(d) {
+                set_tag(p, &t, d, view, TagRole::Derived);
+            } else {
+                p.skip_entry(d, SkipReason::ChildMissing);
+            }
+        } else {
+            for d in digests {
+                p.skip_entry(d, SkipReason::DerivedTagCollision { tag: t.clone() });
+            }
+        }
+    }
+}
+
+fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView) {
+    let mut after = view.clone();
+    for a in &p.actions {
+        if let Err(e) = after.apply(a) {
+            p.skip_entry(idx, SkipReason::Conflict { error: e.to_string() });
+            return;
+        }
+    }
+    let tags = after.tags_of(idx).cloned().unwrap_or_default();
+    if !tags.is_empty() {
+        p.skip_entry(
+            idx,
+            SkipReason::StillTagged {
+                tags: tags.into_iter().collect(),
+            },
+        );
+        return;
+    }
+    let by = after.referrers(idx, Some(idx));
+    if !by.is_empty() {
+        p.skip_entry(idx, SkipReason::StillReferenced { by });
+        return;
+    }
+    if !after.indexes_complete() {
+        p.skip_entry(idx, SkipReason::ReferencesUnknown);
+        return;
+    }
+    let delete_index = Action::Delete {
+        digest: idx.clone(),
+        role: DeleteRole::Index,
+    };
+    if let Err(e) = after.apply(&delete_index) {
+        p.skip_entry(idx, SkipReason::Conflict { error: e.to_string() });
+        return;
+    }
+    p.actions.push(delete_index);
+
+    let protected: BTreeSet<&Digest> = c
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.class, EntryClass::Attestation { .. }))
+        .map(ClassifiedEntry::digest)
+        .collect();
+    let mut seen = BTreeSet::new();
+    for e in c.entries.iter().filter(|e| matches!(e.class, EntryClass::Attestation { .. })) {
+        let d = e.digest();
+        if !seen.insert(d) {
+            continue;
+        }
+        if protected.contains(d) {
+            p.skip_entry(d, SkipReason::ProtectedEntry);
+            continue;
+        }
+        let Some(tags) = after.tags_of(d) else {
+            p.skip_entry(d, SkipReason::NotInView);
+            continue;
+        };
+        if !tags.is_empty() {
+            let tags = tags.iter().cloned().collect();
+            p.skip_entry(d, SkipReason::StillTagged { tags });
+            continue;
+        }
+        let by = after.referrers(d, None);
+        if !by.is_empty() {
+            p.skip_entry(d, SkipReason::StillReferenced { by });
+            continue;
+        }
+        let delete = Action::Delete {
+            digest: d.clone(),
+            role: DeleteRole::Attestation,
+        };
+        match after.apply(&delete) {
+            Ok(()) => p.actions.push(delete),
+            Err(err) => p.skip_entry(d, SkipReason::Conflict { error: err.to_string() }),
+        }
+    }
+}

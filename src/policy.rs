@@ -1,0 +1,673 @@
+//! Remediation policy: what to do with an image, chosen per repository.
+//!
+//! A [`PolicySet`] is an ordered list of rules (repository globs → settings)
+//! plus a default. It is loaded from a TOML file ([`PolicySet::from_toml`]) or
+//! from environment variables ([`load`]); anything invalid is refused with a
+//! message naming the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::glob::Glob;
+use crate::manifest::Platform;
+use crate::names::RepositoryName;
+use crate::template::TagTemplate;
+
+/// What a plan may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Classify and record; change nothing.
+    Observe,
+    /// Give each runnable manifest a derived per-platform tag.
+    Tag,
+    /// Move the pushed tag onto the single runnable manifest.
+    Promote,
+    /// Replace the index with one without attestation entries.
+    Strip,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "observe" => Some(Mode::Observe),
+            "tag" => Some(Mode::Tag),
+            "promote" => Some(Mode::Promote),
+            "strip" => Some(Mode::Strip),
+            _ => None,
+        }
+    }
+
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Tag => "tag",
+            Mode::Promote => "promote",
+            Mode::Strip => "strip",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A platform to promote, e.g. `linux/arm64` or `linux/arm/v7`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformSelector {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl PlatformSelector {
+    /// Parses `os/arch[/variant]`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Some(PlatformSelector {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: None,
+            }),
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Some(PlatformSelector {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: Some((*variant).to_owned()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// True when `p` is this platform. A selector without variant matches any
+    /// variant; with one, the platform's variant must match after the usual
+    /// normalisation (arm64 ≡ arm64/v8, arm ≡ arm/v7).
+    pub fn matches(&self, p: &Platform) -> bool {
+        if self.os != p.os || self.architecture != p.architecture {
+            return false;
+        }
+        match &self.variant {
+            None => true,
+            Some(want) => {
+                let default = match p.architecture.as_str() {
+                    "arm64" => Some("v8"),
+                    "arm" => Some("v7"),
+                    _ => None,
+                };
+                p.variant.as_deref().or(default) == Some(want.as_str())
+            }
+        }
+    }
+}
+
+impl fmt::Display for PlatformSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The default cap on deletions per image.
+pub const DEFAULT_MAX_DELETES: u32 = 10;
+
+/// The settings applied to one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// What the plan may do.
+    pub mode: Mode,
+    /// Template for derived per-platform tags (`tag` mode and promote's fallback).
+    pub tag_template: TagTemplate,
+    /// Template of the tag that keeps a replaced index reachable (promote,
+    /// strip); `None` disables it.
+    pub keep_tag: Option<TagTemplate>,
+    /// In promote mode, the platform to promote when the index has several.
+    pub promote_platform: Option<PlatformSelector>,
+    /// Delete attestation manifests (and an index the plan left untagged) once
+    /// nothing references them.
+    pub delete_orphans: bool,
+    /// Most deletions one image may cause; above it, no deletion happens.
+    pub max_deletes: u32,
+    /// Plan and record, write nothing.
+    pub dry_run: bool,
+}
+
+impl Default for Policy {
+    /// `tag` mode, default templates, no deletion, no dry run.
+    fn default() -> Self {
+        Policy {
+            mode: Mode::Tag,
+            tag_template: TagTemplate::default_derived(),
+            keep_tag: Some(TagTemplate::default_keep()),
+            promote_platform: None,
+            delete_orphans: false,
+            max_deletes: DEFAULT_MAX_DELETES,
+            dry_run: false,
+        }
+    }
+}
+
+/// One rule of a [`PolicySet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Name used in audit records (`rules[N]` when not given).
+    pub name: String,
+    /// Repository globs; the rule applies when any matches.
+    pub repositories: Vec<Glob>,
+    /// The settings.
+    pub policy: Policy,
+}
+
+/// Ordered rules plus a default: the whole policy configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySet {
+    /// Rules, first match wins.
+    pub rules: Vec<Rule>,
+    /// Applied when no rule matches.
+    pub default: Policy,
+}
+
+impl Default for PolicySet {
+    fn default() -> Self {
+        PolicySet {
+            rules: Vec::new(),
+            default: Policy::default(),
+        }
+    }
+}
+
+/// The policy chosen for a repository and the rule that chose it.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    /// The rule's name, or `default`.
+    pub rule: &'a str,
+    /// The settings.
+    pub policy: &'a Policy,
+}
+
+impl PolicySet {
+    /// The first rule matching `repository`, else the default.
+    pub fn select(&self, repository: &RepositoryName) -> Selected<'_> {
+        self.rules
+            .iter()
+            .find(|r| r.repositories.iter().any(|g| g.matches(repository.as_str())))
+            .map(|r| Selected {
+                rule: &r.name,
+                policy: &r.policy,
+            })
+            .unwrap_or(Selected {
+                rule: "default",
+                policy: &self.default,
+            })
+    }
+
+    /// Parses a policy file (TOML). See `policy.example.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let doc: FileDoc = toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
+        let default = match doc.default {
+            Some(d) => d.apply_to(&Policy::default(), "default")?,
+            None => Policy::default(),
+        };
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for (i, r) in doc.rules.into_iter().enumerate() {
+            let path = format!("rules[{i}]");
+            if r.repositories.is_empty() {
+                return Err(PolicyError::field(format!("{path}.repositories"), "must list at least one pattern"));
+            }
+            let repositories = r
+                .repositories
+                .iter()
+                .map(|p| Glob::parse(p).map_err(|e| PolicyError::field(format!("{path}.repositories"), e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let name = r.name.clone().unwrap_or_else(|| path.clone());
+            let policy = r.settings().apply_to(&default, &path)?;
+            rules.push(Rule {
+                name,
+                repositories,
+                policy,
+            });
+        }
+        Ok(PolicySet { rules, default })
+    }
+
+    /// Builds a single-default policy from `ECR_REMEDIATOR_*` variables
+    /// (see [`ENV_VARS`]); unset or empty variables keep the defaults.
+    pub fn from_env_vars(vars: &BTreeMap<String, String>) -> Result<Self, PolicyError> {
+        let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let bool_var = |k: &str| -> Result<Option<bool>, PolicyError> {
+            get(k)
+                .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(PolicyError::field(k, format!("{v:?} is not a boolean (true/false)"))),
+                })
+                .transpose()
+        };
+        let keep = get(ENV_KEEP_TAG).map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "false" | "off" | "none" | "disabled" => KeepDoc::Enabled(false),
+            "true" | "on" => KeepDoc::Enabled(true),
+            _ => KeepDoc::Template(v.to_owned()),
+        });
+        let max_deletes = get(ENV_MAX_DELETES)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| PolicyError::field(ENV_MAX_DELETES, format!("{v:?} is not a non-negative integer")))
+            })
+            .transpose()?;
+        let settings = SettingsDoc {
+            mode: get(ENV_MODE).map(str::to_owned),
+            tag_template: get(ENV_TAG_TEMPLATE).map(str::to_owned),
+            keep_tag: keep,
+            promote_platform: get(ENV_PROMOTE_PLATFORM).map(str::to_owned),
+            delete_orphans: bool_var(ENV_DELETE_ORPHANS)?,
+            max_deletes,
+            dry_run: bool_var(ENV_DRY_RUN)?,
+        };
+        let default = settings.apply_to_env(&Policy::default())?;
+        Ok(PolicySet {
+            rules: Vec::new(),
+            default,
+        })
+    }
+}
+
+/// Path of a TOML policy file; when set, no other policy variable may be set.
+pub const ENV_POLICY_FILE: &str = "ECR_REMEDIATOR_POLICY_FILE";
+/// `observe | tag | promote | strip`.
+pub const ENV_MODE: &str = "ECR_REMEDIATOR_MODE";
+/// Derived-tag template.
+pub const ENV_TAG_TEMPLATE: &str = "ECR_REMEDIATOR_TAG_TEMPLATE";
+/// Keep-tag template, or `false` to disable.
+pub const ENV_KEEP_TAG: &str = "ECR_REMEDIATOR_KEEP_TAG";
+/// Platform to promote, e.g. `linux/arm64`.
+pub const ENV_PROMOTE_PLATFORM: &str = "ECR_REMEDIATOR_PROMOTE_PLATFORM";
+/// `true` to delete orphaned attestations.
+pub const ENV_DELETE_ORPHANS: &str = "ECR_REMEDIATOR_DELETE_ORPHANS";
+/// Deletion cap per image.
+pub const ENV_MAX_DELETES: &str = "ECR_REMEDIATOR_MAX_DELETES";
+/// `true` to plan without writing.
+pub const ENV_DRY_RUN: &str = "ECR_REMEDIATOR_DRY_RUN";
+
+/// Every policy variable.
+pub const ENV_VARS: [&str; 8] = [
+    ENV_POLICY_FILE,
+    ENV_MODE,
+    ENV_TAG_TEMPLATE,
+    ENV_KEEP_TAG,
+    ENV_PROMOTE_PLATFORM,
+    ENV_DELETE_ORPHANS,
+    ENV_MAX_DELETES,
+    ENV_DRY_RUN,
+];
+
+/// Loads the policy from the environment: from the file named by
+/// [`ENV_POLICY_FILE`] (read with `read_file`), else from the individual
+/// variables. Setting both is refused, so no setting is silently ignored.
+pub fn load<E>(
+    vars: &BTreeMap<String, String>,
+    read_file: impl FnOnce(&str) -> Result<String, E>,
+) -> Result<PolicySet, PolicyError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let set = |k: &&&str| vars.get(**k).is_some_and(|v| !v.trim().is_empty());
+    match vars.get(ENV_POLICY_FILE).filter(|v| !v.trim().is_empty()) {
+        Some(path) => {
+            let others: Vec<&str> = ENV_VARS[1..].iter().filter(set).copied().collect();
+            if !others.is_empty() {
+                return Err(PolicyError::field(
+                    ENV_POLICY_FILE,
+                    format!(
+                        "is set, so the policy comes from that file; also setting {} would be ignored — \
+                         move those settings into the file",
+                        others.join(", ")
+                    ),
+                ));
+            }
+            let text = read_file(path).map_err(|e| PolicyError::Read {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            PolicySet::from_toml(&text).map_err(|e| e.in_file(path))
+        }
+        None => PolicySet::from_env_vars(vars),
+    }
+}
+
+/// An invalid policy configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A field has an invalid value.
+    #[error("invalid policy: {field}: {problem}")]
+    Field {
+        /// The field's path (`rules[1].mode`) or variable name.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The TOML does not parse (unknown field, wrong type, syntax).
+    #[error("invalid policy file: {0}")]
+    Toml(String),
+    /// The policy file could not be read.
+    #[error("cannot read policy file {path}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An error inside a named file.
+    #[error("{path}: {inner}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// The error.
+        inner: Box<PolicyError>,
+    },
+}
+
+impl PolicyError {
+    fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        PolicyError::Field {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn in_file(self, path: &str) -> Self {
+        PolicyError::InFile {
+            path: path.to_owned(),
+            inner: Box::new(self),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    default: Option<SettingsDoc>,
+    #[serde(default)]
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum KeepDoc {
+    Enabled(bool),
+    Template(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SettingsDoc {
+    mode: Option<String>,
+    tag_template: Option<String>,
+    keep_tag: Option<KeepDoc>,
+    promote_platform: Option<String>,
+    delete_orphans: Option<bool>,
+    max_deletes: Option<u32>,
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    name: Option<String>,
+    #[serde(default)]
+    repositories: Vec<String>,
+    mode: Option<String>,
+    tag_template: Option<String>,
+    keep_tag: Option<KeepDoc>,
+    promote_platform: Option<String>,
+    delete_orphans: Option<bool>,
+    max_deletes: Option<u32>,
+    dry_run: Option<bool>,
+}
+
+impl RuleDoc {
+    fn settings(&self) -> SettingsDoc {
+        SettingsDoc {
+            mode: self.mode.clone(),
+            tag_template: self.tag_template.clone(),
+            keep_tag: self.keep_tag.clone(),
+            promote_platform: self.promote_platform.clone(),
+            delete_orphans: self.delete_orphans,
+            max_deletes: self.max_deletes,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+/// Largest accepted `max_deletes`: one index plus one attestation per entry.
+const MAX_MAX_DELETES: u32 = 1 + crate::manifest::MAX_INDEX_ENTRIES as u32;
+
+impl SettingsDoc {
+    /// Field names are TOML paths (`rules[0].mode`).
+    fn apply_to(self, base: &Policy, path: &str) -> Result<Policy, PolicyError> {
+        self.apply(base, |f| format!("{path}.{f}"))
+    }
+
+    /// Field names are environment variables.
+    fn apply_to_env(self, base: &Policy) -> Result<Policy, PolicyError> {
+        self.apply(base, |f| {
+            match f {
+                "mode" => ENV_MODE,
+                "tag_template" => ENV_TAG_TEMPLATE,
+                "keep_tag" => ENV_KEEP_TAG,
+                "promote_platform" => ENV_PROMOTE_PLATFORM,
+                "delete_orphans" => ENV_DELETE_ORPHANS,
+                "max_deletes" => ENV_MAX_DELETES,
+                _ => ENV_DRY_RUN,
+            }
+            .to_owned()
+        })
+    }
+
+    fn apply(self, base: &Policy, name: impl Fn(&str) -> String) -> Result<Policy, PolicyError> {
+        let mut p = base.clone();
+        if let Some(m) = self.mode {
+            p.mode = Mode::parse(&m).ok_or_else(|| {
+                PolicyError::field(name("mode"), format!("unknown mode {m:?} (expected observe, tag, promote or strip)"))
+            })?;
+        }
+        if let Some(t) = self.tag_template {
+            p.tag_template =
+                TagTemplate::parse_derived(&t).map_err(|e| PolicyError::field(name("tag_template"), e.to_string()))?;
+        }
+        match self.keep_tag {
+            None => {}
+            Some(KeepDoc::Enabled(false)) => p.keep_tag = None,
+            Some(KeepDoc::Enabled(true)) => {
+                if p.keep_tag.is_none() {
+                    p.keep_tag = Some(TagTemplate::default_keep());
+                }
+            }
+            Some(KeepDoc::Template(t)) => {
+                p.keep_tag = Some(
+                    TagTemplate::parse_keep(&t).map_err(|e| PolicyError::field(name("keep_tag"), e.to_string()))?,
+                );
+            }
+        }
+        if let Some(s) = self.promote_platform {
+            p.promote_platform = Some(PlatformSelector::parse(&s).ok_or_else(|| {
+                PolicyError::field(name("promote_platform"), format!("{s:?} is not os/arch or os/arch/variant"))
+            })?);
+        }
+        if let Some(d) = self.delete_orphans {
+            p.delete_orphans = d;
+        }
+        if let Some(m) = self.max_deletes {
+            if m > MAX_MAX_DELETES {
+                return Err(PolicyError::field(name("max_deletes"), format!("{m} is over the limit of {MAX_MAX_DELETES}")));
+            }
+            p.max_deletes = m;
+        }
+        if let Some(d) = self.dry_run {
+            p.dry_run = d;
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(s: &str) -> RepositoryName {
+        RepositoryName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let d = Policy::default();
+        assert_eq!(d.mode, Mode::Tag);
+        assert!(!d.delete_orphans);
+        assert!(!d.dry_run);
+        assert_eq!(d.tag_template.as_str(), crate::template::DEFAULT_TAG_TEMPLATE);
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let text = include_str!("../policy.example.toml");
+        let set = PolicySet::from_toml(text).unwrap();
+        assert!(!set.rules.is_empty());
+    }
+
+    #[test]
+    fn rules_inherit_default_and_first_match_wins() {
+        let set = PolicySet::from_toml(
+            r#"
+            [default]
+            mode = "observe"
+            max_deletes = 3
+
+            [[rules]]
+            name = "lambdas"
+            repositories = ["lambda/**"]
+            mode = "promote"
+            promote_platform = "linux/arm64"
+            delete_orphans = true
+            keep_tag = false
+
+            [[rules]]
+            repositories = ["lambda/special", "web-*"]
+            mode = "strip"
+            "#,
+        )
+        .unwrap();
+        let s = set.select(&repo("lambda/orders"));
+        assert_eq!(s.rule, "lambdas");
+        assert_eq!(s.policy.mode, Mode::Promote);
+        assert_eq!(s.policy.max_deletes, 3);
+        assert!(s.policy.keep_tag.is_none());
+        assert!(s.policy.delete_orphans);
+        assert_eq!(set.select(&repo("lambda/special")).rule, "lambdas");
+        let w = set.select(&repo("web-frontend"));
+        assert_eq!((w.rule, w.policy.mode), ("rules[1]", Mode::Strip));
+        let d = set.select(&repo("other"));
+        assert_eq!((d.rule, d.policy.mode), ("default", Mode::Observe));
+    }
+
+    fn toml_err(text: &str) -> String {
+        PolicySet::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_files_name_the_field() {
+        assert!(toml_err("[default]\nmode = \"promot\"").contains("default.mode"));
+        assert!(toml_err("[default]\nmodee = \"tag\"").contains("modee"));
+        assert!(toml_err("[[rules]]\nrepositories = []\n").contains("rules[0].repositories"));
+        assert!(toml_err("[[rules]]\nrepositories = [\"UP\"]\n").contains("rules[0].repositories"));
+        assert!(toml_err("[[rules]]\nrepositories = [\"a\"]\ntag_template = \"{tag}-x\"").contains("rules[0].tag_template"));
+        assert!(toml_err("[default]\nkeep_tag = \"{tag}\"").contains("default.keep_tag"));
+        assert!(toml_err("[default]\npromote_platform = \"arm64\"").contains("default.promote_platform"));
+        assert!(toml_err("[default]\nmax_deletes = 99999").contains("default.max_deletes"));
+        assert!(toml_err("[default]\nmax_deletes = -1").contains("max_deletes"));
+        assert!(toml_err("[default]\ndry_run = \"yes\"").contains("dry_run"));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn no_file(_: &str) -> Result<String, std::io::Error> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+    }
+
+    #[test]
+    fn env_configuration() {
+        let set = load(
+            &env(&[
+                (ENV_MODE, "promote"),
+                (ENV_KEEP_TAG, "false"),
+                (ENV_DELETE_ORPHANS, "TRUE"),
+                (ENV_MAX_DELETES, "4"),
+                (ENV_PROMOTE_PLATFORM, "linux/arm64"),
+                (ENV_DRY_RUN, ""),
+                ("UNRELATED", "x"),
+            ]),
+            no_file,
+        )
+        .unwrap();
+        let p = &set.default;
+        assert_eq!(p.mode, Mode::Promote);
+        assert!(p.keep_tag.is_none());
+        assert!(p.delete_orphans);
+        assert_eq!(p.max_deletes, 4);
+        assert!(!p.dry_run);
+        assert_eq!(load(&env(&[]), no_file).unwrap(), PolicySet::default());
+        let e = load(&env(&[(ENV_MODE, "bogus")]), no_file).unwrap_err().to_string();
+        assert!(e.contains(ENV_MODE), "{e}");
+        let e = load(&env(&[(ENV_DRY_RUN, "maybe")]), no_file).unwrap_err().to_string();
+        assert!(e.contains(ENV_DRY_RUN), "{e}");
+        let e = load(&env(&[(ENV_MAX_DELETES, "x")]), no_file).unwrap_err().to_string();
+        assert!(e.contains(ENV_MAX_DELETES), "{e}");
+    }
+
+    #[test]
+    fn file_and_variables_are_exclusive() {
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml"), (ENV_MODE, "tag")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_POLICY_FILE) && e.contains(ENV_MODE), "{e}");
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), no_file).unwrap_err();
+        assert!(matches!(e, PolicyError::Read { .. }));
+        let ok = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {
+            Ok::<_, std::io::Error>("[default]\nmode = \"strip\"".to_owned())
+        })
+        .unwrap();
+        assert_eq!(ok.default.mode, Mode::Strip);
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {
+            Ok::<_, std::io::Error>("[default]\nmode = 1".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("/p.toml: "), "{e}");
+    }
+
+    #[test]
+    fn platform_selector() {
+        let s = PlatformSelector::parse("linux/arm64").unwrap();
+        assert!(s.matches(&Platform::new("linux", "arm64", Some("v8"))));
+        assert!(s.matches(&Platform::new("linux", "arm64", None)));
+        assert!(!s.matches(&Platform::new("linux", "amd64", None)));
+        let v8 = PlatformSelector::parse("linux/arm64/v8").unwrap();
+        assert!(v8.matches(&Platform::new("linux", "arm64", None)));
+        let v6 = PlatformSelector::parse("linux/arm/v6").unwrap();
+        assert!(!v6.matches(&Platform::new("linux", "arm", None)));
+        assert!(v6.matches(&Platform::new("linux", "arm", Some("v6"))));
+        for bad in ["", "linux", "linux/", "a/b/c/d", "linux/arm 64"] {
+            assert!(PlatformSelector::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

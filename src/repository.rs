@@ -1,0 +1,191 @@
+//! A pure model of one ECR repository's state, as far as the planner needs it.
+//!
+//! [`RepositoryView`] records which images exist, their tags and which
+//! children each index references. [`RepositoryView::apply`] replays a plan
+//! action with ECR's semantics (a tag moves, an index cannot be stored before
+//! its children, a referenced child cannot be deleted), which lets the planner
+//! reason about "after the plan", lets tests check plans without a registry,
+//! and serves as the in-memory registry's state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::digest::Digest;
+use crate::names::ImageTag;
+use crate::plan::Action;
+
+/// What is known of a repository.
+///
+/// Images absent from the view are *unknown*, not necessarily absent from
+/// the registry; the planner never deletes or tags what it does not know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryView {
+    images: BTreeMap<Digest, BTreeSet<ImageTag>>,
+    tags: BTreeMap<ImageTag, Digest>,
+    indexes: BTreeMap<Digest, Vec<Digest>>,
+    indexes_complete: bool,
+}
+
+/// A state change that ECR would refuse (or that contradicts the view).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// One tag on two images.
+    #[error("tag {tag} is given to both {first} and {second}")]
+    DuplicateTag {
+        /// The tag.
+        tag: ImageTag,
+        /// First holder.
+        first: Digest,
+        /// Second holder.
+        second: Digest,
+    },
+    /// The image is not in the view.
+    #[error("image {0} is not in the repository")]
+    ImageNotFound(Digest),
+    /// `ReferencedImagesNotFoundException`.
+    #[error("index {index} refers to {missing}, which is not in the repository")]
+    ReferencedImagesNotFound {
+        /// The index being stored.
+        index: Digest,
+        /// A missing child.
+        missing: Digest,
+    },
+    /// `ImageReferencedByManifestList`.
+    #[error("{child} is referenced by index {index}")]
+    ImageReferencedByManifestList {
+        /// The image being deleted.
+        child: Digest,
+        /// An index referring to it.
+        index: Digest,
+    },
+}
+
+impl RepositoryView {
+    /// An empty view. `indexes_complete` says whether every index of the
+    /// repository will be recorded with [`Self::insert_index`]; only then can
+    /// the planner prove that nothing references an image it would delete.
+    pub fn new(indexes_complete: bool) -> Self {
+        RepositoryView {
+            indexes_complete,
+            ..Default::default()
+        }
+    }
+
+    /// Records an image and its tags (adding to any already recorded).
+    pub fn insert_image(
+        &mut self,
+        digest: Digest,
+        tags: impl IntoIterator<Item = ImageTag>,
+    ) -> Result<(), ViewError> {
+        let entry = self.images.entry(digest.clone()).or_default();
+        for tag in tags {
+            if let Some(holder) = self.tags.get(&tag) {
+                if *holder != digest {
+                    return Err(ViewError::DuplicateTag {
+                        tag,
+                        first: holder.clone(),
+                        second: digest,
+                    });
+                }
+            }
+            self.tags.insert(tag.clone(), digest.clone());
+            entry.insert(tag);
+        }
+        Ok(())
+    }
+
+    /// Records that `index` (which must be recorded as an image too) refers to `children`.
+    pub fn insert_index(&mut self, index: Digest, children: Vec<Digest>) {
+        self.images.entry(index.clone()).or_default();
+        self.indexes.insert(index, children);
+    }
+
+    /// Whether every index of the repository is recorded.
+    pub fn indexes_complete(&self) -> bool {
+        self.indexes_complete
+    }
+
+    /// True when the image is known to exist.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.images.contains_key(digest)
+    }
+
+    /// The image's tags, if the image is known.
+    pub fn tags_of(&self, digest: &Digest) -> Option<&BTreeSet<ImageTag>> {
+        self.images.get(digest)
+    }
+
+    /// The image a tag points to, if the tag is known.
+    pub fn tag_target(&self, tag: &ImageTag) -> Option<&Digest> {
+        self.tags.get(tag)
+    }
+
+    /// Known indexes (other than `except`) that refer to `digest`.
+    pub fn referrers(&self, digest: &Digest, except: Option<&Digest>) -> Vec<Digest> {
+        self.indexes
+            .iter()
+            .filter(|(idx, children)| Some(*idx) != except && children.contains(digest))
+            .map(|(idx, _)| idx.clone())
+            .collect()
+    }
+
+    /// Every known image and its tags.
+    pub fn images(&self) -> impl Iterator<Item = (&Digest, &BTreeSet<ImageTag>)> {
+        self.images.iter()
+    }
+
+    /// Children of a known index.
+    pub fn children_of(&self, index: &Digest) -> Option<&[Digest]> {
+        self.indexes.get(index).map(Vec::as_slice)
+    }
+
+    fn put_tag(&mut self, tag: &ImageTag, digest: &Digest) {
+        if let Some(prev) = self.tags.insert(tag.clone(), digest.clone()) {
+            if let Some(t) = self.images.get_mut(&prev) {
+                t.remove(tag);
+            }
+        }
+        self.images.entry(digest.clone()).or_default().insert(tag.clone());
+    }
+
+    /// Applies one action with ECR's semantics.
+    pub fn apply(&mut self, action: &Action) -> Result<(), ViewError> {
+        match action {
+            Action::AddTag { tag, digest, .. } | Action::MoveTag { tag, to: digest, .. } => {
+                if !self.contains(digest) {
+                    return Err(ViewError::ImageNotFound(digest.clone()));
+                }
+                self.put_tag(tag, digest);
+            }
+            Action::PutIndex { tag, manifest, .. } => {
+                let digest = manifest.digest().clone();
+                let children: Vec<Digest> = manifest.entries().iter().map(|d| d.digest.clone()).collect();
+                if let Some(missing) = children.iter().find(|c| !self.contains(c)) {
+                    return Err(ViewError::ReferencedImagesNotFound {
+                        index: digest,
+                        missing: missing.clone(),
+                    });
+                }
+                self.insert_index(digest.clone(), children);
+                self.put_tag(tag, &digest);
+            }
+            Action::Delete { digest, .. } => {
+                if !self.contains(digest) {
+                    return Err(ViewError::ImageNotFound(digest.clone()));
+                }
+                if let Some(index) = self.referrers(digest, Some(digest)).into_iter().next() {
+                    return Err(ViewError::ImageReferencedByManifestList {
+                        child: digest.clone(),
+                        index,
+                    });
+                }
+                if let Some(tags) = self.images.remove(digest) {
+                    for t in tags {
+                        self.tags.remove(&t);
+                    }
+                }
+                self.indexes.remove(digest);
+            }
+        }
+        Ok(())
+    }
+}
