@@ -351,12 +351,25 @@ enum Target<'a> {
     Strip(RawManifest),
 }
 
-/// Runnable entries, one per digest, in index order.
+/// Digests listed under a protected class (signature, index, other).
+fn protected_digests(c: &Classification) -> BTreeSet<&Digest> {
+    c.entries
+        .iter()
+        .filter(|e| e.class.is_protected())
+        .map(ClassifiedEntry::digest)
+        .collect()
+}
+
+/// Runnable entries, one per digest, in index order. A digest that the index
+/// also lists under a protected class is not runnable: recognition must be
+/// unambiguous.
 fn runnables(c: &Classification) -> Vec<&ClassifiedEntry> {
+    let protected = protected_digests(c);
     let mut seen = BTreeSet::new();
     c.entries
         .iter()
         .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+        .filter(|e| !protected.contains(e.digest()))
         .filter(|e| seen.insert(e.digest().clone()))
         .collect()
 }
