@@ -1,0 +1,70 @@
+//! Helpers shared by the planner tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use ecr_remediator::classify::{Classification, classify};
+use ecr_remediator::digest::Digest;
+use ecr_remediator::manifest::RawManifest;
+use ecr_remediator::names::ImageTag;
+use ecr_remediator::plan::{Plan, PlanInput, plan};
+use ecr_remediator::policy::Policy;
+use ecr_remediator::repository::RepositoryView;
+
+pub fn tag(s: &str) -> ImageTag {
+    ImageTag::parse(s).unwrap()
+}
+
+pub fn digest_of(s: &str) -> Digest {
+    Digest::sha256_of(s.as_bytes())
+}
+
+pub fn fixture(name: &str) -> RawManifest {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests").join(name);
+    RawManifest::parse(std::fs::read(path).unwrap(), None).unwrap()
+}
+
+/// A repository as `docker push` leaves it: children untagged, the index tagged.
+pub fn pushed(index: &RawManifest, pushed_tag: &str) -> RepositoryView {
+    let mut v = RepositoryView::new(true);
+    for d in index.entries() {
+        v.insert_image(d.digest.clone(), []).unwrap();
+    }
+    v.insert_image(index.digest().clone(), [tag(pushed_tag)]).unwrap();
+    v.insert_index(index.digest().clone(), index.entries().iter().map(|d| d.digest.clone()).collect());
+    v
+}
+
+pub struct Case {
+    pub index: RawManifest,
+    pub classification: Classification,
+    pub tag: ImageTag,
+}
+
+impl Case {
+    pub fn new(index: RawManifest, pushed_tag: &str) -> Self {
+        let classification = classify(&index);
+        Case {
+            index,
+            classification,
+            tag: tag(pushed_tag),
+        }
+    }
+
+    pub fn plan(&self, view: &RepositoryView, policy: &Policy) -> Plan {
+        plan(&PlanInput {
+            manifest: &self.index,
+            classification: &self.classification,
+            tag: Some(&self.tag),
+            view,
+            policy,
+        })
+    }
+}
+
+/// Applies every action of the plan, panicking on a refusal ECR would give.
+pub fn apply(view: &RepositoryView, p: &Plan) -> RepositoryView {
+    let mut after = view.clone();
+    for a in &p.actions {
+        after.apply(a).unwrap_or_else(|e| panic!("ECR would refuse {a}: {e}"));
+    }
+    after
+}

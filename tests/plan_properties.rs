@@ -1,0 +1,409 @@
+//! Property tests of the planner's invariants over generated indexes,
+//! repository states and policies (at least 1 000 cases per run).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{digest_of, tag};
+use ecr_remediator::classify::{EntryClass, classify};
+use ecr_remediator::digest::Digest;
+use ecr_remediator::manifest::RawManifest;
+use ecr_remediator::plan::{Action, PlanInput, SkipReason, TagRole, plan};
+use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
+use ecr_remediator::repository::RepositoryView;
+use ecr_remediator::template::TagTemplate;
+use proptest::prelude::*;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+enum Spec {
+    /// Runnable with a platform from `PLATFORMS` (None: no platform field).
+    Runnable(Option<usize>),
+    /// Attestation (legacy or artifact form) describing runnable number `n` (mod count).
+    Attestation { subject: usize, artifact: bool },
+    Signature,
+    Other,
+    Nested,
+}
+
+const PLATFORMS: [(&str, &str, Option<&str>); 5] = [
+    ("linux", "amd64", None),
+    ("linux", "arm64", Some("v8")),
+    ("linux", "arm", Some("v7")),
+    ("windows", "amd64", None),
+    ("linux", "amd64", None), // duplicate platform: derived-tag collision
+];
+
+fn spec() -> impl Strategy<Value = Spec> {
+    prop_oneof![
+        4 => prop::option::weighted(0.85, 0..PLATFORMS.len()).prop_map(Spec::Runnable),
+        4 => (0usize..4, any::<bool>()).prop_map(|(subject, artifact)| Spec::Attestation { subject, artifact }),
+        1 => Just(Spec::Signature),
+        1 => Just(Spec::Other),
+        1 => Just(Spec::Nested),
+    ]
+}
+
+/// Where the pushed tag points before planning.
+#[derive(Debug, Clone, Copy)]
+enum TagState {
+    Index,
+    Elsewhere,
+    Missing,
+    FirstEntry,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    entries: Vec<Spec>,
+    duplicate_first: bool,
+    tag_state: TagState,
+    extra_index_tag: bool,
+    tagged: Vec<bool>,
+    referenced_elsewhere: Vec<bool>,
+    absent: Vec<bool>,
+    nested_reference_to_index: bool,
+    indexes_complete: bool,
+    stale_derived_tag: Option<usize>,
+    stale_keep_tag: bool,
+    mode: Mode,
+    keep: bool,
+    delete: bool,
+    max_deletes: u32,
+    dry_run: bool,
+    promote_arm64: bool,
+    platform_template: bool,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    let flags = |n: usize, p: f64| prop::collection::vec(prop::bool::weighted(p), n);
+    (prop::collection::vec(spec(), 0..7), any::<bool>()).prop_flat_map(move |(entries, dup)| {
+        let n = entries.len();
+        (
+            (
+                Just(entries),
+                Just(dup && n > 1),
+                prop_oneof![
+                    7 => Just(TagState::Index),
+                    1 => Just(TagState::Elsewhere),
+                    1 => Just(TagState::Missing),
+                    1 => Just(TagState::FirstEntry)
+                ],
+                prop::bool::weighted(0.2),
+                flags(n, 0.15),
+                flags(n, 0.15),
+                flags(n, 0.05),
+                prop::bool::weighted(0.1),
+                prop::bool::weighted(0.8),
+            ),
+            (
+                prop::option::weighted(0.3, 0usize..8),
+                prop::bool::weighted(0.2),
+                prop_oneof![Just(Mode::Observe), Just(Mode::Tag), Just(Mode::Promote), Just(Mode::Strip)],
+                prop::bool::weighted(0.4),
+                prop::bool::weighted(0.6),
+                0u32..12,
+                prop::bool::weighted(0.1),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (entries, duplicate_first, tag_state, extra_index_tag, tagged, referenced_elsewhere, absent, nested, complete),
+                    (stale_derived_tag, stale_keep_tag, mode, keep, delete, max_deletes, dry_run, promote_arm64, platform_template),
+                )| Scenario {
+                    entries,
+                    duplicate_first,
+                    tag_state,
+                    extra_index_tag,
+                    tagged,
+                    referenced_elsewhere,
+                    absent,
+                    nested_reference_to_index: nested,
+                    indexes_complete: complete,
+                    stale_derived_tag,
+                    stale_keep_tag,
+                    mode,
+                    keep,
+                    delete,
+                    max_deletes,
+                    dry_run,
+                    promote_arm64,
+                    platform_template,
+                },
+            )
+    })
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn build_index(s: &Scenario) -> RawManifest {
+    let digests: Vec<Digest> = (0..s.entries.len()).map(|i| digest_of(&format!("entry-{i}"))).collect();
+    let runnable_digests: Vec<&Digest> = s
+        .entries
+        .iter()
+        .zip(&digests)
+        .filter(|(e, _)| matches!(e, Spec::Runnable(_)))
+        .map(|(_, d)| d)
+        .collect();
+    let stranger = digest_of("stranger");
+    let mut manifests: Vec<serde_json::Value> = s
+        .entries
+        .iter()
+        .zip(&digests)
+        .map(|(e, d)| {
+            let d = d.to_string();
+            match e {
+                Spec::Runnable(Some(p)) => {
+                    let (os, arch, variant) = PLATFORMS[*p];
+                    let mut platform = json!({"architecture": arch, "os": os});
+                    if let Some(v) = variant {
+                        platform["variant"] = json!(v);
+                    }
+                    json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 500, "platform": platform})
+                }
+                Spec::Runnable(None) => json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 500}),
+                Spec::Attestation { subject, artifact } => {
+                    let subject = if runnable_digests.is_empty() {
+                        stranger.to_string()
+                    } else {
+                        runnable_digests[subject % runnable_digests.len()].to_string()
+                    };
+                    let mut e = json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 300,
+                        "platform": {"architecture": "unknown", "os": "unknown"},
+                        "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                        "vnd.docker.reference.digest": subject}});
+                    if *artifact {
+                        e["artifactType"] = json!("application/vnd.docker.attestation.manifest.v1+json");
+                    }
+                    e
+                }
+                Spec::Signature => json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 300,
+                    "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}),
+                Spec::Other => json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 300,
+                    "platform": {"architecture": "unknown", "os": "unknown"}}),
+                Spec::Nested => json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": 300}),
+            }
+        })
+        .collect();
+    if s.duplicate_first {
+        // The first entry's digest listed again under another class.
+        let mut dup = manifests[manifests.len() - 1].clone();
+        dup["digest"] = manifests[0]["digest"].clone();
+        manifests.push(dup);
+    }
+    let doc = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    RawManifest::parse(serde_json::to_vec(&doc).unwrap(), None).unwrap()
+}
+
+fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
+    let pushed = tag("v1");
+    let mut v = RepositoryView::new(s.indexes_complete);
+    let children: Vec<Digest> = index.entries().iter().map(|d| d.digest.clone()).collect();
+    let stranger = digest_of("stranger");
+    v.insert_image(stranger.clone(), []).unwrap();
+    for (i, d) in children.iter().enumerate() {
+        if s.absent.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let tags = if s.tagged.get(i).copied().unwrap_or(false) { vec![tag(&format!("user-{i}"))] } else { vec![] };
+        v.insert_image(d.clone(), tags).unwrap();
+    }
+    let mut index_tags = vec![];
+    match s.tag_state {
+        TagState::Index => index_tags.push(pushed.clone()),
+        TagState::Elsewhere => v.insert_image(stranger.clone(), [pushed.clone()]).unwrap(),
+        TagState::Missing => {}
+        TagState::FirstEntry => match children.first() {
+            Some(d) if v.contains(d) => v.insert_image(d.clone(), [pushed.clone()]).unwrap(),
+            _ => index_tags.push(pushed.clone()),
+        },
+    }
+    if s.extra_index_tag {
+        index_tags.push(tag("latest"));
+    }
+    v.insert_image(index.digest().clone(), index_tags).unwrap();
+    v.insert_index(index.digest().clone(), children.clone());
+    let other = digest_of("other-index");
+    let mut other_children: Vec<Digest> = children
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| s.referenced_elsewhere.get(*i).copied().unwrap_or(false))
+        .map(|(_, d)| d.clone())
+        .collect();
+    if s.nested_reference_to_index {
+        other_children.push(index.digest().clone());
+    }
+    v.insert_image(other.clone(), [tag("other")]).unwrap();
+    v.insert_index(other, other_children);
+    if let Some(k) = s.stale_derived_tag {
+        let t = ["v1-linux-amd64", "v1-linux-arm64-v8", "v1-linux-arm-v7", "v1-windows-amd64"][k % 4];
+        let holder = if k >= 4 { children.first().unwrap_or(&stranger).clone() } else { stranger.clone() };
+        if v.contains(&holder) && v.tag_target(&tag(t)).is_none() {
+            v.insert_image(holder, [tag(t)]).unwrap();
+        }
+    }
+    if s.stale_keep_tag {
+        v.insert_image(stranger, [tag("v1-index")]).unwrap();
+    }
+    v
+}
+
+fn build_policy(s: &Scenario) -> Policy {
+    Policy {
+        mode: s.mode,
+        tag_template: if s.platform_template {
+            TagTemplate::parse_derived("{tag}-{platform}").unwrap()
+        } else {
+            TagTemplate::default_derived()
+        },
+        keep_tag: s.keep.then(TagTemplate::default_keep),
+        promote_platform: s.promote_arm64.then(|| PlatformSelector::parse("linux/arm64").unwrap()),
+        delete_orphans: s.delete,
+        max_deletes: s.max_deletes,
+        dry_run: s.dry_run,
+    }
+}
+
+fn check(s: &Scenario) -> Result<(), TestCaseError> {
+    let index = build_index(s);
+    let classification = classify(&index);
+    let view = build_view(s, &index);
+    let policy = build_policy(s);
+    let pushed = tag("v1");
+    let input = PlanInput { manifest: &index, classification: &classification, tag: Some(&pushed), view: &view, policy: &policy };
+    let p = plan(&input);
+
+    // 4. observe and dry_run plans contain no write.
+    if policy.mode == Mode::Observe || policy.dry_run {
+        prop_assert!(p.actions.is_empty(), "observe/dry-run plan wrote: {:?}", p.actions);
+    }
+
+    // 5. signature, index and other entries are never written to or deleted.
+    let protected: BTreeSet<&Digest> =
+        classification.entries.iter().filter(|e| e.class.is_protected()).map(|e| e.digest()).collect();
+    let runnable: BTreeSet<&Digest> = classification
+        .entries
+        .iter()
+        .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+        .map(|e| e.digest())
+        .collect();
+    for a in &p.actions {
+        prop_assert!(!protected.contains(a.target()), "protected entry touched by {a}");
+    }
+
+    // 2. The pushed tag only moves off the index being remediated; a
+    //    superseded tag means no write at all.
+    let before = view.tag_target(&pushed).cloned();
+    let ours: BTreeSet<Digest> = index.entries().iter().map(|d| d.digest.clone()).collect();
+    let stripped_digest = {
+        let atts: BTreeSet<usize> = classification
+            .entries
+            .iter()
+            .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
+            .map(|e| e.position)
+            .collect();
+        index.without_entries(&atts).ok().map(|m| m.digest().clone())
+    };
+    let recognisable = before.as_ref().is_some_and(|b| {
+        b == index.digest() || ours.contains(b) || stripped_digest.as_ref() == Some(b)
+    });
+    if !recognisable {
+        prop_assert!(p.actions.is_empty(), "tag was elsewhere ({before:?}) yet plan wrote {:?}", p.actions);
+    }
+    for a in &p.actions {
+        match a {
+            Action::MoveTag { tag, from, role: TagRole::Pushed, .. } => {
+                prop_assert_eq!(tag, &pushed);
+                prop_assert_eq!(from, index.digest());
+            }
+            Action::PutIndex { replaces, .. } => {
+                prop_assert_eq!(before.as_ref(), Some(index.digest()));
+                prop_assert_eq!(replaces, index.digest());
+            }
+            _ => {}
+        }
+    }
+
+    // 1. Replay with ECR's rules: every write is accepted; a deletion never
+    //    hits a runnable or tagged image, and the index goes before its children.
+    let mut state = view.clone();
+    let mut deleted = Vec::new();
+    for a in &p.actions {
+        if let Action::Delete { digest, .. } = a {
+            prop_assert!(!runnable.contains(digest), "runnable {digest} deleted");
+            let tags = state.tags_of(digest).cloned().unwrap_or_default();
+            prop_assert!(tags.is_empty(), "{digest} deleted while tagged {tags:?}");
+            deleted.push(digest.clone());
+        }
+        if let Err(e) = state.apply(a) {
+            return Err(TestCaseError::fail(format!("ECR would refuse {a}: {e}")));
+        }
+    }
+    for (idx, _) in state.images() {
+        if let Some(children) = state.children_of(idx) {
+            for d in &deleted {
+                prop_assert!(!children.contains(d), "{d} deleted but still referenced by {idx}");
+            }
+        }
+    }
+    if !view.indexes_complete() {
+        prop_assert!(deleted.is_empty(), "deleted without knowing every index");
+    }
+
+    // 3. Idempotence: planning again on the resulting state gives no write.
+    let again = plan(&PlanInput { view: &state, ..input });
+    prop_assert!(again.actions.is_empty(), "second plan not empty: {:?}\nfirst: {:?}", again.actions, p.actions);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn planner_invariants_hold(s in scenario()) {
+        check(&s)?;
+    }
+
+    #[test]
+    fn manifest_parsing_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = RawManifest::parse(bytes, None);
+    }
+
+    #[test]
+    fn manifest_parsing_never_panics_on_mutated_indexes(s in scenario(), cut in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = build_index(&s).bytes().to_vec();
+        let i = cut.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(m) = RawManifest::parse(bytes, None) {
+            let _ = classify(&m);
+        }
+    }
+}
+
+#[test]
+fn the_generator_reaches_every_kind_of_plan() {
+    // Guard against a generator that silently stops exercising deletions,
+    // promotions or strips: sample deterministically and count.
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut deletes, mut moves, mut puts, mut superseded) = (0, 0, 0, 0);
+    for _ in 0..2000 {
+        let s = scenario().new_tree(&mut runner).unwrap().current();
+        let index = build_index(&s);
+        let c = classify(&index);
+        let view = build_view(&s, &index);
+        let policy = build_policy(&s);
+        let t = tag("v1");
+        let p = plan(&PlanInput { manifest: &index, classification: &c, tag: Some(&t), view: &view, policy: &policy });
+        deletes += p.actions.iter().filter(|a| a.is_delete()).count();
+        moves += p.actions.iter().filter(|a| matches!(a, Action::MoveTag { role: TagRole::Pushed, .. })).count();
+        puts += p.actions.iter().filter(|a| matches!(a, Action::PutIndex { .. })).count();
+        superseded += usize::from(matches!(p.halted(), Some(SkipReason::Superseded { .. })));
+    }
+    assert!(deletes > 50 && moves > 50 && puts > 50 && superseded > 20, "{deletes} {moves} {puts} {superseded}");
+}
