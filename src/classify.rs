@@ -164,9 +164,7 @@ pub fn classify_entry(d: &Descriptor) -> EntryClass {
             });
         }
         return match subject_annotation {
-            Some(subject) => EntryClass::Attestation {
-                subject: Some(subject),
-            },
+            Some(subject) => EntryClass::Attestation { subject: Some(subject) },
             None => EntryClass::Other(OtherReason::AttestationWithoutSubject),
         };
     }
@@ -378,7 +376,8 @@ mod tests {
         ));
 
         let mut att = desc(mt::OCI_MANIFEST, unknown());
-        att.annotations.insert(REFERENCE_TYPE.into(), ATTESTATION_MANIFEST.into());
+        att.annotations
+            .insert(REFERENCE_TYPE.into(), ATTESTATION_MANIFEST.into());
         assert_eq!(
             classify_entry(&att),
             EntryClass::Other(OtherReason::AttestationWithoutSubject)
@@ -403,7 +402,10 @@ mod tests {
         sig.artifact_type = Some(mt::NOTATION_SIGNATURE.into());
         assert_eq!(classify_entry(&sig), EntryClass::Signature);
         sig.artifact_type = Some("application/vnd.amazon.soci.index.v2+json".into());
-        assert!(matches!(classify_entry(&sig), EntryClass::Other(OtherReason::Artifact { .. })));
+        assert!(matches!(
+            classify_entry(&sig),
+            EntryClass::Other(OtherReason::Artifact { .. })
+        ));
     }
 
     fn image(config: &str, layers: &[&str], artifact_type: Option<&str>, subject: bool) -> ImageManifest {
@@ -419,19 +421,70 @@ mod tests {
     #[test]
     fn manifest_rules() {
         let k = |im: ImageManifest| classify_image(&im).name();
-        assert_eq!(k(image(mt::OCI_CONFIG, &["application/vnd.oci.image.layer.v1.tar+gzip"], None, false)), "image");
-        assert_eq!(k(image(mt::DOCKER_CONFIG, &[], None, false)), "image");
-        assert_eq!(k(image(mt::OCI_CONFIG, &[mt::IN_TOTO, mt::IN_TOTO], None, false)), "attestation");
         assert_eq!(
-            k(image(mt::OCI_EMPTY, &[mt::IN_TOTO], Some(mt::DOCKER_ATTESTATION_MANIFEST), true)),
+            k(image(
+                mt::OCI_CONFIG,
+                &["application/vnd.oci.image.layer.v1.tar+gzip"],
+                None,
+                false
+            )),
+            "image"
+        );
+        assert_eq!(k(image(mt::DOCKER_CONFIG, &[], None, false)), "image");
+        assert_eq!(
+            k(image(mt::OCI_CONFIG, &[mt::IN_TOTO, mt::IN_TOTO], None, false)),
             "attestation"
         );
-        assert_eq!(k(image(mt::OCI_CONFIG, &[mt::COSIGN_SIMPLESIGNING], None, false)), "signature");
-        assert_eq!(k(image(mt::OCI_EMPTY, &["application/jose+json"], Some(mt::NOTATION_SIGNATURE), true)), "signature");
+        assert_eq!(
+            k(image(
+                mt::OCI_EMPTY,
+                &[mt::IN_TOTO],
+                Some(mt::DOCKER_ATTESTATION_MANIFEST),
+                true
+            )),
+            "attestation"
+        );
+        assert_eq!(
+            k(image(mt::OCI_CONFIG, &[mt::COSIGN_SIMPLESIGNING], None, false)),
+            "signature"
+        );
+        assert_eq!(
+            k(image(
+                mt::OCI_EMPTY,
+                &["application/jose+json"],
+                Some(mt::NOTATION_SIGNATURE),
+                true
+            )),
+            "signature"
+        );
         assert_eq!(k(image(mt::NOTATION_SIGNATURE, &[], None, true)), "signature");
-        assert_eq!(k(image(mt::HELM_CONFIG, &["application/vnd.cncf.helm.chart.content.v1.tar+gzip"], None, false)), "artifact");
-        assert_eq!(k(image(mt::OCI_EMPTY, &[mt::IN_TOTO], Some("application/spdx+json"), true)), "artifact");
-        assert_eq!(k(image(mt::OCI_CONFIG, &["application/vnd.oci.image.layer.v1.tar"], None, true)), "artifact");
+        assert_eq!(
+            k(image(
+                mt::HELM_CONFIG,
+                &["application/vnd.cncf.helm.chart.content.v1.tar+gzip"],
+                None,
+                false
+            )),
+            "artifact"
+        );
+        assert_eq!(
+            k(image(
+                mt::OCI_EMPTY,
+                &[mt::IN_TOTO],
+                Some("application/spdx+json"),
+                true
+            )),
+            "artifact"
+        );
+        assert_eq!(
+            k(image(
+                mt::OCI_CONFIG,
+                &["application/vnd.oci.image.layer.v1.tar"],
+                None,
+                true
+            )),
+            "artifact"
+        );
         assert_eq!(k(image(mt::OCI_CONFIG, &[mt::DSSE_ENVELOPE], None, false)), "signature");
         assert_eq!(k(image(mt::OCI_CONFIG, &["text/spdx+json"], None, false)), "artifact");
     }
@@ -442,11 +495,19 @@ mod tests {
         let child = RawManifest::parse(child_bytes.to_vec(), None).unwrap();
         let mut e = ClassifiedEntry {
             position: 0,
-            descriptor: Descriptor { digest: child.digest().clone(), ..desc(mt::OCI_MANIFEST, None) },
+            descriptor: Descriptor {
+                digest: child.digest().clone(),
+                ..desc(mt::OCI_MANIFEST, None)
+            },
             class: EntryClass::Runnable { platform: None },
         };
         e.refine_with_child(&child, Some(Platform::new("linux", "amd64", None)));
-        assert_eq!(e.class, EntryClass::Runnable { platform: Some(Platform::new("linux", "amd64", None)) });
+        assert_eq!(
+            e.class,
+            EntryClass::Runnable {
+                platform: Some(Platform::new("linux", "amd64", None))
+            }
+        );
 
         e.class = EntryClass::Attestation { subject: Some(dg(2)) };
         e.refine_with_child(&child, None);

@@ -59,8 +59,8 @@ fn main() -> ExitCode {
 
 fn inspect(file: &std::path::Path, media_type: Option<&str>) -> anyhow::Result<String> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let manifest =
-        RawManifest::parse(bytes, media_type).with_context(|| format!("{} is not a usable manifest", file.display()))?;
+    let manifest = RawManifest::parse(bytes, media_type)
+        .with_context(|| format!("{} is not a usable manifest", file.display()))?;
     let report = InspectReport::from(&classify(&manifest));
     Ok(serde_json::to_string(&report)?)
 }

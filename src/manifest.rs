@@ -93,10 +93,7 @@ impl Platform {
 
     /// True for BuildKit's `unknown/unknown` (or any platform naming `unknown`).
     pub fn is_unknown(&self) -> bool {
-        self.os.is_empty()
-            || self.architecture.is_empty()
-            || self.os == "unknown"
-            || self.architecture == "unknown"
+        self.os.is_empty() || self.architecture.is_empty() || self.os == "unknown" || self.architecture == "unknown"
     }
 }
 
@@ -171,9 +168,9 @@ pub struct ImageManifest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
     /// An OCI index or Docker manifest list.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// An image manifest.
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
 }
 
 /// A manifest together with the exact bytes it was parsed from and their digest.
@@ -216,9 +213,7 @@ impl RawManifest {
             Some(v) => return Err(ManifestError::SchemaVersion(v.to_string())),
             None => return Err(ManifestError::SchemaVersion("missing".to_owned())),
         }
-        let known = |s: &str| {
-            ManifestMediaType::parse(s).ok_or_else(|| ManifestError::UnknownMediaType(s.to_owned()))
-        };
+        let known = |s: &str| ManifestMediaType::parse(s).ok_or_else(|| ManifestError::UnknownMediaType(s.to_owned()));
         let media_type = match (doc.media_type.as_deref(), reported) {
             (Some(declared), Some(reported)) => {
                 let d = known(declared)?;
@@ -237,9 +232,7 @@ impl RawManifest {
                 (true, false) => ManifestMediaType::OciIndex,
                 (false, true) => ManifestMediaType::OciManifest,
                 (true, true) => {
-                    return Err(ManifestError::UndeterminedMediaType(
-                        "it has both manifests and config",
-                    ));
+                    return Err(ManifestError::UndeterminedMediaType("it has both manifests and config"));
                 }
                 (false, false) => {
                     return Err(ManifestError::UndeterminedMediaType(
@@ -248,10 +241,7 @@ impl RawManifest {
                 }
             },
         };
-        let structure = |problem| ManifestError::Structure {
-            media_type,
-            problem,
-        };
+        let structure = |problem| ManifestError::Structure { media_type, problem };
         let manifest = if media_type.is_index() {
             if doc.config.is_some() || doc.layers.is_some() {
                 return Err(structure("an index must not have config or layers"));
@@ -262,12 +252,12 @@ impl RawManifest {
             if manifests.len() > MAX_INDEX_ENTRIES {
                 return Err(ManifestError::TooManyEntries(manifests.len()));
             }
-            Manifest::Index(ImageIndex {
+            Manifest::Index(Box::new(ImageIndex {
                 manifests,
                 artifact_type: doc.artifact_type,
                 subject: doc.subject,
                 annotations: doc.annotations,
-            })
+            }))
         } else {
             if doc.manifests.is_some() {
                 return Err(structure("an image manifest must not have manifests"));
@@ -278,13 +268,13 @@ impl RawManifest {
             let layers = doc
                 .layers
                 .ok_or_else(|| structure("an image manifest needs a layers array"))?;
-            Manifest::Image(ImageManifest {
+            Manifest::Image(Box::new(ImageManifest {
                 config,
                 layers,
                 artifact_type: doc.artifact_type,
                 subject: doc.subject,
                 annotations: doc.annotations,
-            })
+            }))
         };
         let digest = Digest::sha256_of(&bytes);
         Ok(RawManifest {
@@ -335,8 +325,7 @@ impl RawManifest {
         if !self.media_type.is_index() {
             return Err(structure("only an index has entries to remove"));
         }
-        let mut value: serde_json::Value =
-            serde_json::from_slice(&self.bytes).map_err(ManifestError::Json)?;
+        let mut value: serde_json::Value = serde_json::from_slice(&self.bytes).map_err(ManifestError::Json)?;
         let manifests = value
             .get_mut("manifests")
             .and_then(serde_json::Value::as_array_mut)
@@ -399,11 +388,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.media_type(), ManifestMediaType::DockerManifestList);
-        let err = RawManifest::parse(no_mt.into_bytes(), Some("application/vnd.oci.image.manifest.v1+json"))
-            .unwrap_err();
+        let err =
+            RawManifest::parse(no_mt.into_bytes(), Some("application/vnd.oci.image.manifest.v1+json")).unwrap_err();
         assert!(matches!(err, ManifestError::Structure { .. }), "{err}");
-        let err = RawManifest::parse(index_json().into_bytes(), Some("application/vnd.oci.image.manifest.v1+json"))
-            .unwrap_err();
+        let err = RawManifest::parse(
+            index_json().into_bytes(),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .unwrap_err();
         assert!(matches!(err, ManifestError::MediaTypeMismatch { .. }), "{err}");
         let err = RawManifest::parse(index_json().into_bytes(), Some("text/plain")).unwrap_err();
         assert!(matches!(err, ManifestError::UnknownMediaType(_)), "{err}");
@@ -419,11 +411,33 @@ mod tests {
             (b"{\"schemaVersion\":\"2\",\"manifests\":[]}".to_vec(), "string schema"),
             (b"{\"manifests\":[]}".to_vec(), "no schema"),
             (b"{\"schemaVersion\":2}".to_vec(), "no shape"),
-            (b"{\"schemaVersion\":2,\"manifests\":[{\"digest\":\"sha256:00\",\"size\":1,\"mediaType\":\"x\"}]}".to_vec(), "bad digest"),
-            (b"{\"schemaVersion\":2,\"manifests\":[{\"size\":1}]}".to_vec(), "no digest"),
-            (format!("{{\"schemaVersion\":2,\"manifests\":[{{\"mediaType\":\"x\",\"digest\":\"{}\",\"size\":-1}}]}}", d(1)).into_bytes(), "negative size"),
-            (b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"layers\":[]}".to_vec(), "no config"),
-            (b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v1+prettyjws\"}".to_vec(), "schema1 media type"),
+            (
+                b"{\"schemaVersion\":2,\"manifests\":[{\"digest\":\"sha256:00\",\"size\":1,\"mediaType\":\"x\"}]}"
+                    .to_vec(),
+                "bad digest",
+            ),
+            (
+                b"{\"schemaVersion\":2,\"manifests\":[{\"size\":1}]}".to_vec(),
+                "no digest",
+            ),
+            (
+                format!(
+                    "{{\"schemaVersion\":2,\"manifests\":[{{\"mediaType\":\"x\",\"digest\":\"{}\",\"size\":-1}}]}}",
+                    d(1)
+                )
+                .into_bytes(),
+                "negative size",
+            ),
+            (
+                b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"layers\":[]}"
+                    .to_vec(),
+                "no config",
+            ),
+            (
+                b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v1+prettyjws\"}"
+                    .to_vec(),
+                "schema1 media type",
+            ),
             (index_json().as_bytes()[..100].to_vec(), "truncated"),
         ];
         for (bytes, what) in cases {
@@ -453,11 +467,16 @@ mod tests {
         let stripped = m.without_entries(&BTreeSet::from([1])).unwrap();
         assert_eq!(stripped.entries().len(), 1);
         assert_eq!(stripped.entries()[0], m.entries()[0]);
-        let Manifest::Index(i) = stripped.manifest() else { panic!("not an index") };
+        let Manifest::Index(i) = stripped.manifest() else {
+            panic!("not an index")
+        };
         assert_eq!(i.annotations.len(), 1);
         assert_ne!(stripped.digest(), m.digest());
         // deterministic
-        assert_eq!(m.without_entries(&BTreeSet::from([1])).unwrap().bytes(), stripped.bytes());
+        assert_eq!(
+            m.without_entries(&BTreeSet::from([1])).unwrap().bytes(),
+            stripped.bytes()
+        );
         // key order preserved: schemaVersion first as in the source
         assert!(stripped.bytes().starts_with(b"{\"schemaVersion\":2,\"mediaType\""));
     }

@@ -149,7 +149,9 @@ mod tests {
     fn signature_types() {
         assert!(is_signature_type(NOTATION_SIGNATURE));
         assert!(is_signature_type(SIGSTORE_BUNDLE_V03));
-        assert!(is_signature_type("application/vnd.dev.sigstore.bundle+json;version=0.3"));
+        assert!(is_signature_type(
+            "application/vnd.dev.sigstore.bundle+json;version=0.3"
+        ));
         assert!(is_signature_type(COSIGN_ARTIFACT_SIG));
         assert!(!is_signature_type(DOCKER_ATTESTATION_MANIFEST));
         assert!(!is_signature_type(HELM_CONFIG));
@@ -160,7 +162,9 @@ mod tests {
         assert!(is_image_layer("application/vnd.oci.image.layer.v1.tar+gzip"));
         assert!(is_image_layer("application/vnd.oci.image.layer.v1.tar+zstd"));
         assert!(is_image_layer("application/vnd.docker.image.rootfs.diff.tar.gzip"));
-        assert!(is_image_layer("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"));
+        assert!(is_image_layer(
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        ));
         assert!(!is_image_layer(IN_TOTO));
         assert!(!is_image_layer("application/vnd.cncf.helm.chart.content.v1.tar+gzip"));
     }

@@ -135,7 +135,17 @@ mod tests {
             assert!(RepositoryName::parse(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "a", "My-Repo", "team//svc", "/svc", "svc/", "a--b", "-ab", "ab-", "a b", "a:b",
+            "",
+            "a",
+            "My-Repo",
+            "team//svc",
+            "/svc",
+            "svc/",
+            "a--b",
+            "-ab",
+            "ab-",
+            "a b",
+            "a:b",
         ] {
             assert!(RepositoryName::parse(bad).is_err(), "{bad}");
         }

@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::classify::{ClassifiedEntry, Classification, EntryClass};
+use crate::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::names::ImageTag;
@@ -76,7 +76,7 @@ pub enum Action {
         tag: ImageTag,
         /// The new index, bytes included.
         #[serde(rename = "digest", serialize_with = "manifest_digest")]
-        manifest: RawManifest,
+        manifest: Box<RawManifest>,
         /// The index it replaces.
         replaces: Digest,
     },
@@ -89,7 +89,8 @@ pub enum Action {
     },
 }
 
-fn manifest_digest<S: Serializer>(m: &RawManifest, s: S) -> Result<S::Ok, S::Error> {
+#[allow(clippy::borrowed_box)] // the signature serde's `serialize_with` calls
+fn manifest_digest<S: Serializer>(m: &Box<RawManifest>, s: S) -> Result<S::Ok, S::Error> {
     m.digest().serialize(s)
 }
 
@@ -114,7 +115,11 @@ impl fmt::Display for Action {
         match self {
             Action::AddTag { tag, digest, .. } => write!(f, "tag {digest} as {tag}"),
             Action::MoveTag { tag, from, to, .. } => write!(f, "move {tag} from {from} to {to}"),
-            Action::PutIndex { tag, manifest, replaces } => {
+            Action::PutIndex {
+                tag,
+                manifest,
+                replaces,
+            } => {
                 write!(f, "put index {} as {tag}, replacing {replaces}", manifest.digest())
             }
             Action::Delete { digest, role } => {
@@ -230,7 +235,9 @@ impl fmt::Display for SkipReason {
             SkipReason::DerivedTagCollision { tag } => {
                 write!(f, "several runnable manifests would get the tag {tag}")
             }
-            SkipReason::DerivedTagClash { tag } => write!(f, "derived tag {tag} would clash with the pushed or keep tag"),
+            SkipReason::DerivedTagClash { tag } => {
+                write!(f, "derived tag {tag} would clash with the pushed or keep tag")
+            }
             SkipReason::ChildMissing => write!(f, "manifest not in the repository"),
             SkipReason::NothingToStrip => write!(f, "the index has no attestation to strip"),
             SkipReason::StripWouldEmpty => write!(f, "stripping would leave an empty index"),
@@ -244,7 +251,10 @@ impl fmt::Display for SkipReason {
                 write!(f, "still referenced by {}", b.join(", "))
             }
             SkipReason::ReferencesUnknown => {
-                write!(f, "the repository's indexes were not all read; a reference cannot be ruled out")
+                write!(
+                    f,
+                    "the repository's indexes were not all read; a reference cannot be ruled out"
+                )
             }
             SkipReason::ProtectedEntry => write!(f, "also listed as a non-attestation entry"),
             SkipReason::NotInView => write!(f, "not known to be in the repository"),
@@ -348,7 +358,7 @@ pub struct PlanInput<'a> {
 enum Target<'a> {
     Tag,
     Promote(&'a ClassifiedEntry),
-    Strip(RawManifest),
+    Strip(Box<RawManifest>),
 }
 
 /// Digests listed under a protected class (signature, index, other).
@@ -436,7 +446,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     } = *input;
     let mut p = Plan::new(policy);
     if policy.mode == Mode::Observe {
-        p.notes.push("observe mode: classified and recorded, nothing changed".to_owned());
+        p.notes
+            .push("observe mode: classified and recorded, nothing changed".to_owned());
         return p;
     }
     let idx = manifest.digest();
@@ -481,7 +492,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 return p.halt(SkipReason::StripWouldEmpty);
             }
             match manifest.without_entries(&positions) {
-                Ok(stripped) => Target::Strip(stripped),
+                Ok(stripped) => Target::Strip(Box::new(stripped)),
                 Err(e) => return p.halt(SkipReason::StripFailed { error: e.to_string() }),
             }
         }
@@ -614,7 +625,9 @@ fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &Reposit
         };
         match policy.tag_template.render(tag, Some(platform)) {
             Err(err) => p.skip_entry(e.digest(), SkipReason::InvalidDerivedTag { error: err.to_string() }),
-            Ok(t) if t == *tag || Some(&t) == keep.as_ref() => p.skip_entry(e.digest(), SkipReason::DerivedTagClash { tag: t }),
+            Ok(t) if t == *tag || Some(&t) == keep.as_ref() => {
+                p.skip_entry(e.digest(), SkipReason::DerivedTagClash { tag: t })
+            }
             Ok(t) => wanted.entry(t).or_default().push(e.digest()),
         }
     }
@@ -677,7 +690,11 @@ fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryVi
         .map(ClassifiedEntry::digest)
         .collect();
     let mut seen = BTreeSet::new();
-    for e in c.entries.iter().filter(|e| matches!(e.class, EntryClass::Attestation { .. })) {
+    for e in c
+        .entries
+        .iter()
+        .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
+    {
         let d = e.digest();
         if !seen.insert(d) {
             continue;

@@ -167,21 +167,12 @@ pub struct Rule {
 }
 
 /// Ordered rules plus a default: the whole policy configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicySet {
     /// Rules, first match wins.
     pub rules: Vec<Rule>,
     /// Applied when no rule matches.
     pub default: Policy,
-}
-
-impl Default for PolicySet {
-    fn default() -> Self {
-        PolicySet {
-            rules: Vec::new(),
-            default: Policy::default(),
-        }
-    }
 }
 
 /// The policy chosen for a repository and the rule that chose it.
@@ -220,7 +211,10 @@ impl PolicySet {
         for (i, r) in doc.rules.into_iter().enumerate() {
             let path = format!("rules[{i}]");
             if r.repositories.is_empty() {
-                return Err(PolicyError::field(format!("{path}.repositories"), "must list at least one pattern"));
+                return Err(PolicyError::field(
+                    format!("{path}.repositories"),
+                    "must list at least one pattern",
+                ));
             }
             let repositories = r
                 .repositories
@@ -477,7 +471,10 @@ impl SettingsDoc {
         let mut p = base.clone();
         if let Some(m) = self.mode {
             p.mode = Mode::parse(&m).ok_or_else(|| {
-                PolicyError::field(name("mode"), format!("unknown mode {m:?} (expected observe, tag, promote or strip)"))
+                PolicyError::field(
+                    name("mode"),
+                    format!("unknown mode {m:?} (expected observe, tag, promote or strip)"),
+                )
             })?;
         }
         if let Some(t) = self.tag_template {
@@ -487,20 +484,19 @@ impl SettingsDoc {
         match self.keep_tag {
             None => {}
             Some(KeepDoc::Enabled(false)) => p.keep_tag = None,
-            Some(KeepDoc::Enabled(true)) => {
-                if p.keep_tag.is_none() {
-                    p.keep_tag = Some(TagTemplate::default_keep());
-                }
-            }
+            Some(KeepDoc::Enabled(true)) if p.keep_tag.is_none() => p.keep_tag = Some(TagTemplate::default_keep()),
+            Some(KeepDoc::Enabled(true)) => {}
             Some(KeepDoc::Template(t)) => {
-                p.keep_tag = Some(
-                    TagTemplate::parse_keep(&t).map_err(|e| PolicyError::field(name("keep_tag"), e.to_string()))?,
-                );
+                p.keep_tag =
+                    Some(TagTemplate::parse_keep(&t).map_err(|e| PolicyError::field(name("keep_tag"), e.to_string()))?);
             }
         }
         if let Some(s) = self.promote_platform {
             p.promote_platform = Some(PlatformSelector::parse(&s).ok_or_else(|| {
-                PolicyError::field(name("promote_platform"), format!("{s:?} is not os/arch or os/arch/variant"))
+                PolicyError::field(
+                    name("promote_platform"),
+                    format!("{s:?} is not os/arch or os/arch/variant"),
+                )
             })?);
         }
         if let Some(d) = self.delete_orphans {
@@ -508,7 +504,10 @@ impl SettingsDoc {
         }
         if let Some(m) = self.max_deletes {
             if m > MAX_MAX_DELETES {
-                return Err(PolicyError::field(name("max_deletes"), format!("{m} is over the limit of {MAX_MAX_DELETES}")));
+                return Err(PolicyError::field(
+                    name("max_deletes"),
+                    format!("{m} is over the limit of {MAX_MAX_DELETES}"),
+                ));
             }
             p.max_deletes = m;
         }
@@ -588,7 +587,9 @@ mod tests {
         assert!(toml_err("[default]\nmodee = \"tag\"").contains("modee"));
         assert!(toml_err("[[rules]]\nrepositories = []\n").contains("rules[0].repositories"));
         assert!(toml_err("[[rules]]\nrepositories = [\"UP\"]\n").contains("rules[0].repositories"));
-        assert!(toml_err("[[rules]]\nrepositories = [\"a\"]\ntag_template = \"{tag}-x\"").contains("rules[0].tag_template"));
+        assert!(
+            toml_err("[[rules]]\nrepositories = [\"a\"]\ntag_template = \"{tag}-x\"").contains("rules[0].tag_template")
+        );
         assert!(toml_err("[default]\nkeep_tag = \"{tag}\"").contains("default.keep_tag"));
         assert!(toml_err("[default]\npromote_platform = \"arm64\"").contains("default.promote_platform"));
         assert!(toml_err("[default]\nmax_deletes = 99999").contains("default.max_deletes"));

@@ -71,11 +71,7 @@ impl RepositoryView {
     }
 
     /// Records an image and its tags (adding to any already recorded).
-    pub fn insert_image(
-        &mut self,
-        digest: Digest,
-        tags: impl IntoIterator<Item = ImageTag>,
-    ) -> Result<(), ViewError> {
+    pub fn insert_image(&mut self, digest: Digest, tags: impl IntoIterator<Item = ImageTag>) -> Result<(), ViewError> {
         let entry = self.images.entry(digest.clone()).or_default();
         for tag in tags {
             if let Some(holder) = self.tags.get(&tag) {

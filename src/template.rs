@@ -269,8 +269,14 @@ mod tests {
 
     #[test]
     fn defaults_equal_their_parsed_forms() {
-        assert_eq!(TagTemplate::default_derived(), TagTemplate::parse_derived(DEFAULT_TAG_TEMPLATE).unwrap());
-        assert_eq!(TagTemplate::default_keep(), TagTemplate::parse_keep(DEFAULT_KEEP_TEMPLATE).unwrap());
+        assert_eq!(
+            TagTemplate::default_derived(),
+            TagTemplate::parse_derived(DEFAULT_TAG_TEMPLATE).unwrap()
+        );
+        assert_eq!(
+            TagTemplate::default_keep(),
+            TagTemplate::parse_keep(DEFAULT_KEEP_TEMPLATE).unwrap()
+        );
     }
 
     #[test]
@@ -280,7 +286,10 @@ mod tests {
         let amd = Platform::new("linux", "amd64", None);
         assert_eq!(t.render(&tag("v7"), Some(&arm)).unwrap().as_str(), "v7-linux-arm64-v8");
         assert_eq!(t.render(&tag("v7"), Some(&amd)).unwrap().as_str(), "v7-linux-amd64");
-        assert!(matches!(t.render(&tag("v7"), None), Err(TemplateError::UnknownPlatform(_))));
+        assert!(matches!(
+            t.render(&tag("v7"), None),
+            Err(TemplateError::UnknownPlatform(_))
+        ));
         let p = TagTemplate::parse_derived("{platform}-{tag}").unwrap();
         assert_eq!(p.render(&tag("v7"), Some(&arm)).unwrap().as_str(), "linux-arm64-v8-v7");
     }
@@ -295,7 +304,12 @@ mod tests {
         ));
         let weird = Platform::new("linux", "amd64+x", None);
         assert!(t.render(&tag("v1"), Some(&Platform::new("li nux", "a", None))).is_err());
-        assert!(TagTemplate::parse_derived("{tag}-{arch}").unwrap().render(&tag("v1"), Some(&weird)).is_err());
+        assert!(
+            TagTemplate::parse_derived("{tag}-{arch}")
+                .unwrap()
+                .render(&tag("v1"), Some(&weird))
+                .is_err()
+        );
     }
 
     #[test]

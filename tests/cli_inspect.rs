@@ -9,7 +9,9 @@ use ecr_remediator::inspect::InspectReport;
 use ecr_remediator::manifest::RawManifest;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/manifests")
+        .join(name)
 }
 
 fn inspect(args: &[&str]) -> (i32, String, String) {
@@ -75,7 +77,10 @@ fn image_manifest_has_no_entries_and_standalone_attestation_has_subject() {
     let (_, out, _) = inspect(&[fixture("buildkit-attestation-artifact.json").to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["kind"], "attestation");
-    assert_eq!(v["subject"], "sha256:73a961b1cc025a771134b89dab34385225d012e1edf7e91e2a8485e22bc88834");
+    assert_eq!(
+        v["subject"],
+        "sha256:73a961b1cc025a771134b89dab34385225d012e1edf7e91e2a8485e22bc88834"
+    );
 }
 
 #[test]

@@ -77,8 +77,8 @@ fn served_fixtures_match_their_published_digests() {
 fn every_fixture_classifies_as_catalogued() {
     for f in catalog().fixture {
         let bytes = std::fs::read(dir().join(&f.file)).unwrap();
-        let m = RawManifest::parse(bytes.clone(), f.media_type.as_deref())
-            .unwrap_or_else(|e| panic!("{}: {e}", f.file));
+        let m =
+            RawManifest::parse(bytes.clone(), f.media_type.as_deref()).unwrap_or_else(|e| panic!("{}: {e}", f.file));
         assert_eq!(m.bytes(), bytes.as_slice(), "{}: bytes must be kept as-is", f.file);
         let c = classify(&m);
         assert_eq!(c.kind.name(), f.kind, "{}", f.file);
@@ -109,7 +109,10 @@ fn every_fixture_classifies_as_catalogued() {
         if let Some(want) = &f.subject {
             match &c.kind {
                 ManifestKind::Attestation { subject, .. } => {
-                    assert_eq!(subject.as_ref().map(ToString::to_string).as_deref(), Some(want.as_str()))
+                    assert_eq!(
+                        subject.as_ref().map(ToString::to_string).as_deref(),
+                        Some(want.as_str())
+                    )
                 }
                 other => panic!("{}: {other:?} has no subject", f.file),
             }
@@ -121,8 +124,13 @@ fn every_fixture_classifies_as_catalogued() {
 fn attestation_predicate_types_are_read_from_layers() {
     let bytes = std::fs::read(dir().join("buildkit-attestation-artifact.json")).unwrap();
     let c = classify(&RawManifest::parse(bytes, None).unwrap());
-    let ManifestKind::Attestation { predicate_types, .. } = c.kind else { panic!("not an attestation") };
-    assert_eq!(predicate_types, ["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"]);
+    let ManifestKind::Attestation { predicate_types, .. } = c.kind else {
+        panic!("not an attestation")
+    };
+    assert_eq!(
+        predicate_types,
+        ["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"]
+    );
 }
 
 #[test]
@@ -148,11 +156,17 @@ fn wrong_types_are_errors() {
         ("\"manifests\":[", "\"manifests\":{\"x\":["),
         ("\"platform\":{", "\"platform\":[{"),
         ("\"size\":", "\"size\":-"),
-        ("\"annotations\":{\"vnd.docker.reference.digest\":\"", "\"annotations\":{\"vnd.docker.reference.digest\":1,\"x\":\""),
+        (
+            "\"annotations\":{\"vnd.docker.reference.digest\":\"",
+            "\"annotations\":{\"vnd.docker.reference.digest\":1,\"x\":\"",
+        ),
         ("\"digest\":\"sha256:", "\"digest\":\"md5:"),
     ] {
         let bad = base.replacen(from, to, 1);
         assert_ne!(bad, base, "mutation {from} did not apply");
-        assert!(RawManifest::parse(bad.into_bytes(), None).is_err(), "{from} -> {to} parsed");
+        assert!(
+            RawManifest::parse(bad.into_bytes(), None).is_err(),
+            "{from} -> {to} parsed"
+        );
     }
 }

@@ -22,7 +22,10 @@ enum Spec {
     /// Runnable with a platform from `PLATFORMS` (None: no platform field).
     Runnable(Option<usize>),
     /// Attestation (legacy or artifact form) describing runnable number `n` (mod count).
-    Attestation { subject: usize, artifact: bool },
+    Attestation {
+        subject: usize,
+        artifact: bool,
+    },
     Signature,
     Other,
     Nested,
@@ -101,7 +104,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             (
                 prop::option::weighted(0.3, 0usize..8),
                 prop::bool::weighted(0.2),
-                prop_oneof![Just(Mode::Observe), Just(Mode::Tag), Just(Mode::Promote), Just(Mode::Strip)],
+                prop_oneof![
+                    Just(Mode::Observe),
+                    Just(Mode::Tag),
+                    Just(Mode::Promote),
+                    Just(Mode::Strip)
+                ],
                 prop::bool::weighted(0.4),
                 prop::bool::weighted(0.6),
                 0u32..12,
@@ -112,8 +120,28 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         )
             .prop_map(
                 |(
-                    (entries, duplicate_first, tag_state, extra_index_tag, tagged, referenced_elsewhere, absent, nested, complete),
-                    (stale_derived_tag, stale_keep_tag, mode, keep, delete, max_deletes, dry_run, promote_arm64, platform_template),
+                    (
+                        entries,
+                        duplicate_first,
+                        tag_state,
+                        extra_index_tag,
+                        tagged,
+                        referenced_elsewhere,
+                        absent,
+                        nested,
+                        complete,
+                    ),
+                    (
+                        stale_derived_tag,
+                        stale_keep_tag,
+                        mode,
+                        keep,
+                        delete,
+                        max_deletes,
+                        dry_run,
+                        promote_arm64,
+                        platform_template,
+                    ),
                 )| Scenario {
                     entries,
                     duplicate_first,
@@ -185,7 +213,9 @@ fn build_index(s: &Scenario) -> RawManifest {
                     "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}),
                 Spec::Other => json!({"mediaType": OCI_MANIFEST, "digest": d, "size": 300,
                     "platform": {"architecture": "unknown", "os": "unknown"}}),
-                Spec::Nested => json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": 300}),
+                Spec::Nested => {
+                    json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": 300})
+                }
             }
         })
         .collect();
@@ -195,7 +225,8 @@ fn build_index(s: &Scenario) -> RawManifest {
         dup["digest"] = manifests[0]["digest"].clone();
         manifests.push(dup);
     }
-    let doc = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    let doc =
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
     RawManifest::parse(serde_json::to_vec(&doc).unwrap(), None).unwrap()
 }
 
@@ -209,7 +240,11 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
         if s.absent.get(i).copied().unwrap_or(false) {
             continue;
         }
-        let tags = if s.tagged.get(i).copied().unwrap_or(false) { vec![tag(&format!("user-{i}"))] } else { vec![] };
+        let tags = if s.tagged.get(i).copied().unwrap_or(false) {
+            vec![tag(&format!("user-{i}"))]
+        } else {
+            vec![]
+        };
         v.insert_image(d.clone(), tags).unwrap();
     }
     let mut index_tags = vec![];
@@ -240,8 +275,17 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
     v.insert_image(other.clone(), [tag("other")]).unwrap();
     v.insert_index(other, other_children);
     if let Some(k) = s.stale_derived_tag {
-        let t = ["v1-linux-amd64", "v1-linux-arm64-v8", "v1-linux-arm-v7", "v1-windows-amd64"][k % 4];
-        let holder = if k >= 4 { children.first().unwrap_or(&stranger).clone() } else { stranger.clone() };
+        let t = [
+            "v1-linux-amd64",
+            "v1-linux-arm64-v8",
+            "v1-linux-arm-v7",
+            "v1-windows-amd64",
+        ][k % 4];
+        let holder = if k >= 4 {
+            children.first().unwrap_or(&stranger).clone()
+        } else {
+            stranger.clone()
+        };
         if v.contains(&holder) && v.tag_target(&tag(t)).is_none() {
             v.insert_image(holder, [tag(t)]).unwrap();
         }
@@ -274,7 +318,13 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     let view = build_view(s, &index);
     let policy = build_policy(s);
     let pushed = tag("v1");
-    let input = PlanInput { manifest: &index, classification: &classification, tag: Some(&pushed), view: &view, policy: &policy };
+    let input = PlanInput {
+        manifest: &index,
+        classification: &classification,
+        tag: Some(&pushed),
+        view: &view,
+        policy: &policy,
+    };
     let p = plan(&input);
 
     // 4. observe and dry_run plans contain no write.
@@ -283,8 +333,12 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     }
 
     // 5. signature, index and other entries are never written to or deleted.
-    let protected: BTreeSet<&Digest> =
-        classification.entries.iter().filter(|e| e.class.is_protected()).map(|e| e.digest()).collect();
+    let protected: BTreeSet<&Digest> = classification
+        .entries
+        .iter()
+        .filter(|e| e.class.is_protected())
+        .map(|e| e.digest())
+        .collect();
     let runnable: BTreeSet<&Digest> = classification
         .entries
         .iter()
@@ -308,15 +362,24 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
             .collect();
         index.without_entries(&atts).ok().map(|m| m.digest().clone())
     };
-    let recognisable = before.as_ref().is_some_and(|b| {
-        b == index.digest() || ours.contains(b) || stripped_digest.as_ref() == Some(b)
-    });
+    let recognisable = before
+        .as_ref()
+        .is_some_and(|b| b == index.digest() || ours.contains(b) || stripped_digest.as_ref() == Some(b));
     if !recognisable {
-        prop_assert!(p.actions.is_empty(), "tag was elsewhere ({before:?}) yet plan wrote {:?}", p.actions);
+        prop_assert!(
+            p.actions.is_empty(),
+            "tag was elsewhere ({before:?}) yet plan wrote {:?}",
+            p.actions
+        );
     }
     for a in &p.actions {
         match a {
-            Action::MoveTag { tag, from, role: TagRole::Pushed, .. } => {
+            Action::MoveTag {
+                tag,
+                from,
+                role: TagRole::Pushed,
+                ..
+            } => {
                 prop_assert_eq!(tag, &pushed);
                 prop_assert_eq!(from, index.digest());
             }
@@ -356,7 +419,12 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
 
     // 3. Idempotence: planning again on the resulting state gives no write.
     let again = plan(&PlanInput { view: &state, ..input });
-    prop_assert!(again.actions.is_empty(), "second plan not empty: {:?}\nfirst: {:?}", again.actions, p.actions);
+    prop_assert!(
+        again.actions.is_empty(),
+        "second plan not empty: {:?}\nfirst: {:?}",
+        again.actions,
+        p.actions
+    );
     Ok(())
 }
 
@@ -399,11 +467,36 @@ fn the_generator_reaches_every_kind_of_plan() {
         let view = build_view(&s, &index);
         let policy = build_policy(&s);
         let t = tag("v1");
-        let p = plan(&PlanInput { manifest: &index, classification: &c, tag: Some(&t), view: &view, policy: &policy });
+        let p = plan(&PlanInput {
+            manifest: &index,
+            classification: &c,
+            tag: Some(&t),
+            view: &view,
+            policy: &policy,
+        });
         deletes += p.actions.iter().filter(|a| a.is_delete()).count();
-        moves += p.actions.iter().filter(|a| matches!(a, Action::MoveTag { role: TagRole::Pushed, .. })).count();
-        puts += p.actions.iter().filter(|a| matches!(a, Action::PutIndex { .. })).count();
+        moves += p
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::MoveTag {
+                        role: TagRole::Pushed,
+                        ..
+                    }
+                )
+            })
+            .count();
+        puts += p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::PutIndex { .. }))
+            .count();
         superseded += usize::from(matches!(p.halted(), Some(SkipReason::Superseded { .. })));
     }
-    assert!(deletes > 50 && moves > 50 && puts > 50 && superseded > 20, "{deletes} {moves} {puts} {superseded}");
+    assert!(
+        deletes > 50 && moves > 50 && puts > 50 && superseded > 20,
+        "{deletes} {moves} {puts} {superseded}"
+    );
 }

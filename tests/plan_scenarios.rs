@@ -52,14 +52,26 @@ fn promote_moves_the_tag_and_keeps_the_index_reachable() {
     assert_eq!(
         p.actions,
         vec![
-            Action::AddTag { tag: tag("v7-index"), digest: c.index.digest().clone(), role: TagRole::Keep },
-            Action::MoveTag { tag: tag("v7"), from: c.index.digest().clone(), to: runnable(&c), role: TagRole::Pushed },
+            Action::AddTag {
+                tag: tag("v7-index"),
+                digest: c.index.digest().clone(),
+                role: TagRole::Keep
+            },
+            Action::MoveTag {
+                tag: tag("v7"),
+                from: c.index.digest().clone(),
+                to: runnable(&c),
+                role: TagRole::Pushed
+            },
         ]
     );
     let after = apply(&view, &p);
     assert_eq!(after.tag_target(&tag("v7")), Some(&runnable(&c)));
     assert_eq!(after.tag_target(&tag("v7-index")), Some(c.index.digest()));
-    assert!(after.contains(&attestation(&c)), "provenance stays reachable through v7-index");
+    assert!(
+        after.contains(&attestation(&c)),
+        "provenance stays reachable through v7-index"
+    );
     let again = c.plan(&after, &policy(Mode::Promote));
     assert!(again.is_empty(), "{again:?}");
 }
@@ -68,23 +80,48 @@ fn promote_moves_the_tag_and_keeps_the_index_reachable() {
 fn promote_with_delete_and_keep_deletes_nothing_because_the_index_stays_tagged() {
     let c = seed();
     let view = pushed(&c.index, "v7");
-    let p = c.plan(&view, &Policy { delete_orphans: true, ..policy(Mode::Promote) });
+    let p = c.plan(
+        &view,
+        &Policy {
+            delete_orphans: true,
+            ..policy(Mode::Promote)
+        },
+    );
     assert!(p.actions.iter().all(|a| !a.is_delete()));
-    assert!(p.skipped.iter().any(|s| matches!(&s.reason, SkipReason::StillTagged { tags } if tags == &[tag("v7-index")])));
+    assert!(
+        p.skipped
+            .iter()
+            .any(|s| matches!(&s.reason, SkipReason::StillTagged { tags } if tags == &[tag("v7-index")]))
+    );
 }
 
 #[test]
 fn promote_without_keep_and_with_delete_removes_index_then_attestation() {
     let c = seed();
     let view = pushed(&c.index, "v7");
-    let pol = Policy { delete_orphans: true, keep_tag: None, ..policy(Mode::Promote) };
+    let pol = Policy {
+        delete_orphans: true,
+        keep_tag: None,
+        ..policy(Mode::Promote)
+    };
     let p = c.plan(&view, &pol);
     assert_eq!(
         p.actions,
         vec![
-            Action::MoveTag { tag: tag("v7"), from: c.index.digest().clone(), to: runnable(&c), role: TagRole::Pushed },
-            Action::Delete { digest: c.index.digest().clone(), role: DeleteRole::Index },
-            Action::Delete { digest: attestation(&c), role: DeleteRole::Attestation },
+            Action::MoveTag {
+                tag: tag("v7"),
+                from: c.index.digest().clone(),
+                to: runnable(&c),
+                role: TagRole::Pushed
+            },
+            Action::Delete {
+                digest: c.index.digest().clone(),
+                role: DeleteRole::Index
+            },
+            Action::Delete {
+                digest: attestation(&c),
+                role: DeleteRole::Attestation
+            },
         ]
     );
     let after = apply(&view, &p);
@@ -97,10 +134,21 @@ fn promote_without_keep_and_with_delete_removes_index_then_attestation() {
 fn strip_puts_an_index_without_attestations() {
     let c = seed();
     let view = pushed(&c.index, "v7");
-    let pol = Policy { delete_orphans: true, keep_tag: None, ..policy(Mode::Strip) };
+    let pol = Policy {
+        delete_orphans: true,
+        keep_tag: None,
+        ..policy(Mode::Strip)
+    };
     let p = c.plan(&view, &pol);
-    let [Action::PutIndex { tag: t, manifest, replaces }, Action::Delete { digest: d1, .. }, Action::Delete { digest: d2, .. }] =
-        p.actions.as_slice()
+    let [
+        Action::PutIndex {
+            tag: t,
+            manifest,
+            replaces,
+        },
+        Action::Delete { digest: d1, .. },
+        Action::Delete { digest: d2, .. },
+    ] = p.actions.as_slice()
     else {
         panic!("unexpected plan {p:?}")
     };
@@ -117,9 +165,18 @@ fn strip_puts_an_index_without_attestations() {
 fn strip_with_keep_tag_keeps_the_original_index() {
     let c = seed();
     let view = pushed(&c.index, "v7");
-    let pol = Policy { delete_orphans: true, ..policy(Mode::Strip) };
+    let pol = Policy {
+        delete_orphans: true,
+        ..policy(Mode::Strip)
+    };
     let p = c.plan(&view, &pol);
-    assert!(matches!(p.actions[0], Action::AddTag { role: TagRole::Keep, .. }));
+    assert!(matches!(
+        p.actions[0],
+        Action::AddTag {
+            role: TagRole::Keep,
+            ..
+        }
+    ));
     assert!(matches!(p.actions[1], Action::PutIndex { .. }));
     assert_eq!(p.actions.len(), 2);
     let after = apply(&view, &p);
@@ -133,7 +190,11 @@ fn multi_platform_promote_falls_back_to_tag_mode_and_says_why() {
     let p = c.plan(&view, &policy(Mode::Promote));
     assert_eq!(p.mode, Mode::Tag);
     assert_eq!(p.requested_mode, Mode::Promote);
-    assert!(p.notes.iter().any(|n| n.contains("8 runnable manifests")), "{:?}", p.notes);
+    assert!(
+        p.notes.iter().any(|n| n.contains("8 runnable manifests")),
+        "{:?}",
+        p.notes
+    );
     let tags: Vec<String> = p
         .actions
         .iter()
@@ -145,8 +206,14 @@ fn multi_platform_promote_falls_back_to_tag_mode_and_says_why() {
     assert_eq!(
         tags,
         [
-            "17.11-linux-386", "17.11-linux-amd64", "17.11-linux-arm-v5", "17.11-linux-arm-v7",
-            "17.11-linux-arm64-v8", "17.11-linux-ppc64le", "17.11-linux-riscv64", "17.11-linux-s390x"
+            "17.11-linux-386",
+            "17.11-linux-amd64",
+            "17.11-linux-arm-v5",
+            "17.11-linux-arm-v7",
+            "17.11-linux-arm64-v8",
+            "17.11-linux-ppc64le",
+            "17.11-linux-riscv64",
+            "17.11-linux-s390x"
         ]
     );
 }
@@ -155,7 +222,10 @@ fn multi_platform_promote_falls_back_to_tag_mode_and_says_why() {
 fn promote_platform_selects_one_of_many() {
     let c = Case::new(fixture("postgres-17.11-index.json"), "17.11");
     let view = pushed(&c.index, "17.11");
-    let pol = Policy { promote_platform: PlatformSelector::parse("linux/arm64"), ..policy(Mode::Promote) };
+    let pol = Policy {
+        promote_platform: PlatformSelector::parse("linux/arm64"),
+        ..policy(Mode::Promote)
+    };
     let p = c.plan(&view, &pol);
     let arm64 = ecr_remediator::digest::Digest::parse(
         "sha256:86fa57b44a1d38f09970f64ac71eb492f7a9cf94d08b85e1c8f07bb0fc0a1761",
@@ -176,9 +246,21 @@ fn a_newer_push_supersedes_and_nothing_is_clobbered() {
     let newer = digest_of("newer index");
     view.insert_image(newer.clone(), [tag("v7")]).unwrap();
     for mode in [Mode::Tag, Mode::Promote, Mode::Strip] {
-        let p = c.plan(&view, &Policy { delete_orphans: true, keep_tag: None, ..policy(mode) });
+        let p = c.plan(
+            &view,
+            &Policy {
+                delete_orphans: true,
+                keep_tag: None,
+                ..policy(mode)
+            },
+        );
         assert!(p.is_empty(), "{mode}: {p:?}");
-        assert_eq!(p.halted(), Some(&SkipReason::Superseded { now: Some(newer.clone()) }));
+        assert_eq!(
+            p.halted(),
+            Some(&SkipReason::Superseded {
+                now: Some(newer.clone())
+            })
+        );
     }
 }
 
@@ -195,7 +277,15 @@ fn observe_and_dry_run_write_nothing_but_say_what_they_would_do() {
     let c = seed();
     let view = pushed(&c.index, "v7");
     assert!(c.plan(&view, &policy(Mode::Observe)).is_empty());
-    let p = c.plan(&view, &Policy { dry_run: true, delete_orphans: true, keep_tag: None, ..policy(Mode::Promote) });
+    let p = c.plan(
+        &view,
+        &Policy {
+            dry_run: true,
+            delete_orphans: true,
+            keep_tag: None,
+            ..policy(Mode::Promote)
+        },
+    );
     assert!(p.is_empty());
     assert_eq!(p.skipped.iter().filter(|s| s.reason == SkipReason::DryRun).count(), 3);
 }
@@ -213,7 +303,10 @@ fn max_deletes_caps_the_blast_radius() {
     let p = c.plan(&view, &pol);
     assert!(p.actions.iter().all(|a| !a.is_delete()));
     assert_eq!(
-        p.skipped.iter().filter(|s| s.reason == SkipReason::MaxDeletes { planned: 9, max: 5 }).count(),
+        p.skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::MaxDeletes { planned: 9, max: 5 })
+            .count(),
         9
     );
     let p = c.plan(&view, &Policy { max_deletes: 9, ..pol });
@@ -223,16 +316,30 @@ fn max_deletes_caps_the_blast_radius() {
 #[test]
 fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     let c = seed();
-    let pol = Policy { delete_orphans: true, keep_tag: None, ..policy(Mode::Promote) };
+    let pol = Policy {
+        delete_orphans: true,
+        keep_tag: None,
+        ..policy(Mode::Promote)
+    };
     // referenced by another index
     let mut view = pushed(&c.index, "v7");
     let other = digest_of("other index");
     view.insert_image(other.clone(), [tag("other")]).unwrap();
     view.insert_index(other.clone(), vec![attestation(&c)]);
     let p = c.plan(&view, &pol);
-    assert!(p.actions.contains(&Action::Delete { digest: c.index.digest().clone(), role: DeleteRole::Index }));
-    assert!(!p.actions.iter().any(|a| a.target() == &attestation(&c) && a.is_delete()));
-    assert!(p.skipped.iter().any(|s| s.reason == SkipReason::StillReferenced { by: vec![other.clone()] }));
+    assert!(p.actions.contains(&Action::Delete {
+        digest: c.index.digest().clone(),
+        role: DeleteRole::Index
+    }));
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| a.target() == &attestation(&c) && a.is_delete())
+    );
+    assert!(p.skipped.iter().any(|s| s.reason
+        == SkipReason::StillReferenced {
+            by: vec![other.clone()]
+        }));
     // tagged
     let mut view = pushed(&c.index, "v7");
     view.insert_image(attestation(&c), [tag("keep-me")]).unwrap();
@@ -253,9 +360,17 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
 fn index_deleted_before_handling_or_single_manifest_pushes_are_noops() {
     let c = seed();
     let view = ecr_remediator::repository::RepositoryView::new(true);
-    assert_eq!(c.plan(&view, &policy(Mode::Promote)).halted(), Some(&SkipReason::IndexGone));
+    assert_eq!(
+        c.plan(&view, &policy(Mode::Promote)).halted(),
+        Some(&SkipReason::IndexGone)
+    );
     let single = Case::new(fixture("buildx-arm64-image.json"), "v7");
-    assert_eq!(single.plan(&pushed(&single.index, "v7"), &policy(Mode::Promote)).halted(), Some(&SkipReason::NotAnIndex));
+    assert_eq!(
+        single
+            .plan(&pushed(&single.index, "v7"), &policy(Mode::Promote))
+            .halted(),
+        Some(&SkipReason::NotAnIndex)
+    );
 }
 
 #[test]
@@ -267,17 +382,32 @@ fn unknown_platforms_never_get_derived_tags() {
     assert!(p.skipped.iter().any(|s| s.reason == SkipReason::UnknownPlatform));
     // but promote may promote the single runnable: Lambda does not need the platform
     let p = c.plan(&view, &policy(Mode::Promote));
-    assert!(p.actions.iter().any(|a| matches!(a, Action::MoveTag { role: TagRole::Pushed, .. })));
+    assert!(p.actions.iter().any(|a| matches!(
+        a,
+        Action::MoveTag {
+            role: TagRole::Pushed,
+            ..
+        }
+    )));
 }
 
 #[test]
 fn resuming_after_a_partial_run_finishes_the_job() {
     let c = seed();
-    let pol = Policy { delete_orphans: true, keep_tag: None, ..policy(Mode::Promote) };
+    let pol = Policy {
+        delete_orphans: true,
+        keep_tag: None,
+        ..policy(Mode::Promote)
+    };
     let mut view = pushed(&c.index, "v7");
     // An earlier run moved the tag, then died before deleting.
-    view.apply(&Action::MoveTag { tag: tag("v7"), from: c.index.digest().clone(), to: runnable(&c), role: TagRole::Pushed })
-        .unwrap();
+    view.apply(&Action::MoveTag {
+        tag: tag("v7"),
+        from: c.index.digest().clone(),
+        to: runnable(&c),
+        role: TagRole::Pushed,
+    })
+    .unwrap();
     let p = c.plan(&view, &pol);
     assert_eq!(p.actions.len(), 2, "{p:?}");
     assert!(p.actions.iter().all(Action::is_delete));

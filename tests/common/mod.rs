@@ -18,7 +18,9 @@ pub fn digest_of(s: &str) -> Digest {
 }
 
 pub fn fixture(name: &str) -> RawManifest {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/manifests")
+        .join(name);
     RawManifest::parse(std::fs::read(path).unwrap(), None).unwrap()
 }
 
@@ -29,7 +31,10 @@ pub fn pushed(index: &RawManifest, pushed_tag: &str) -> RepositoryView {
         v.insert_image(d.digest.clone(), []).unwrap();
     }
     v.insert_image(index.digest().clone(), [tag(pushed_tag)]).unwrap();
-    v.insert_index(index.digest().clone(), index.entries().iter().map(|d| d.digest.clone()).collect());
+    v.insert_index(
+        index.digest().clone(),
+        index.entries().iter().map(|d| d.digest.clone()).collect(),
+    );
     v
 }
 

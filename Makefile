@@ -1,0 +1,56 @@
+# ecr-remediator — developer entry points. `make help` lists them.
+#
+# `make test` is exactly what CI runs (via .ci/run) on a clean clone.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Everything local points the AWS SDK at loopback only, never at AWS or the
+# instance-metadata service.
+export AWS_REGION ?= us-east-1
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: test
+test: fmt-check lint unit ## What CI runs: format check, clippy -D warnings, every test
+
+.PHONY: check
+check: test doc ## test, plus docs built with warnings denied
+
+.PHONY: fmt-check
+fmt-check: ## Fail if code is not rustfmt-formatted
+	$(CARGO) fmt --all -- --check
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## clippy on every target, warnings are errors
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+.PHONY: unit
+unit: ## Run every test (unit, fixture corpus, CLI, planner properties)
+	$(CARGO) test --all-targets --locked
+	$(CARGO) test --doc --locked
+
+.PHONY: doc
+doc: ## Build the docs, warnings are errors
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --locked
+
+.PHONY: build
+build: ## Debug build of every binary
+	$(CARGO) build --locked
+
+.PHONY: inspect-fixtures
+inspect-fixtures: build ## Classify every fixture manifest with `ecr-remediator inspect`
+	@for f in tests/fixtures/manifests/*.json; do \
+	  printf '%s\n  ' "$$f"; ./target/debug/ecr-remediator inspect "$$f"; \
+	done
