@@ -29,7 +29,7 @@ pub enum ManifestError {
     #[error("manifest is {0} bytes, over ECR's 4 MiB limit")]
     TooLarge(usize),
     /// Not JSON, or JSON of the wrong shape.
-    #[error("manifest is not a valid JSON manifest document: {0}")]
+    #[error("manifest is not a valid JSON manifest document")]
     Json(#[source] serde_json::Error),
     /// `schemaVersion` missing or other than 2.
     #[error("manifest schemaVersion is {0}, only 2 is supported")]

@@ -493,7 +493,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
             match manifest.without_entries(&positions) {
                 Ok(stripped) => Target::Strip(Box::new(stripped)),
-                Err(e) => return p.halt(SkipReason::StripFailed { error: e.to_string() }),
+                Err(e) => return p.halt(SkipReason::StripFailed { error: chain(&e) }),
             }
         }
     };
@@ -557,6 +557,18 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     finish(p, policy)
+}
+
+/// An error and its causes on one line, for audit reasons.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// Applies the deletion cap and dry run.

@@ -413,6 +413,8 @@ struct SettingsDoc {
     dry_run: Option<bool>,
 }
 
+/// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
+/// which would let unknown keys through and drop key names from errors).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleDoc {
@@ -585,6 +587,10 @@ mod tests {
     fn invalid_files_name_the_field() {
         assert!(toml_err("[default]\nmode = \"promot\"").contains("default.mode"));
         assert!(toml_err("[default]\nmodee = \"tag\"").contains("modee"));
+        // RuleDoc repeats SettingsDoc's fields on purpose: through serde's
+        // `flatten`, unknown keys pass silently and type errors lose the key.
+        assert!(toml_err("[[rules]]\nrepositories = [\"a\"]\nkeep_tags = false").contains("keep_tags"));
+        assert!(toml_err("[[rules]]\nrepositories = [\"a\"]\nmode = 3").contains("mode"));
         assert!(toml_err("[[rules]]\nrepositories = []\n").contains("rules[0].repositories"));
         assert!(toml_err("[[rules]]\nrepositories = [\"UP\"]\n").contains("rules[0].repositories"));
         assert!(

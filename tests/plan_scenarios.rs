@@ -18,6 +18,15 @@ fn policy(mode: Mode) -> Policy {
     }
 }
 
+/// `mode` with deletion on and no keep tag: the index is meant to go.
+fn deleting(mode: Mode) -> Policy {
+    Policy {
+        delete_orphans: true,
+        keep_tag: None,
+        ..policy(mode)
+    }
+}
+
 fn runnable(c: &Case) -> ecr_remediator::digest::Digest {
     c.index.entries()[0].digest.clone()
 }
@@ -99,11 +108,7 @@ fn promote_with_delete_and_keep_deletes_nothing_because_the_index_stays_tagged()
 fn promote_without_keep_and_with_delete_removes_index_then_attestation() {
     let c = seed();
     let view = pushed(&c.index, "v7");
-    let pol = Policy {
-        delete_orphans: true,
-        keep_tag: None,
-        ..policy(Mode::Promote)
-    };
+    let pol = deleting(Mode::Promote);
     let p = c.plan(&view, &pol);
     assert_eq!(
         p.actions,
@@ -134,11 +139,7 @@ fn promote_without_keep_and_with_delete_removes_index_then_attestation() {
 fn strip_puts_an_index_without_attestations() {
     let c = seed();
     let view = pushed(&c.index, "v7");
-    let pol = Policy {
-        delete_orphans: true,
-        keep_tag: None,
-        ..policy(Mode::Strip)
-    };
+    let pol = deleting(Mode::Strip);
     let p = c.plan(&view, &pol);
     let [
         Action::PutIndex {
@@ -316,11 +317,7 @@ fn max_deletes_caps_the_blast_radius() {
 #[test]
 fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     let c = seed();
-    let pol = Policy {
-        delete_orphans: true,
-        keep_tag: None,
-        ..policy(Mode::Promote)
-    };
+    let pol = deleting(Mode::Promote);
     // referenced by another index
     let mut view = pushed(&c.index, "v7");
     let other = digest_of("other index");
@@ -394,11 +391,7 @@ fn unknown_platforms_never_get_derived_tags() {
 #[test]
 fn resuming_after_a_partial_run_finishes_the_job() {
     let c = seed();
-    let pol = Policy {
-        delete_orphans: true,
-        keep_tag: None,
-        ..policy(Mode::Promote)
-    };
+    let pol = deleting(Mode::Promote);
     let mut view = pushed(&c.index, "v7");
     // An earlier run moved the tag, then died before deleting.
     view.apply(&Action::MoveTag {
