@@ -303,9 +303,13 @@ pub struct Classification {
 }
 
 impl Classification {
-    /// Entries of one class name (`runnable`, `attestation`, …).
-    pub fn of_class<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ClassifiedEntry> + 'a {
-        self.entries.iter().filter(move |e| e.class.name() == name)
+    /// Positions (in `manifests`) of the attestation entries: what strip mode removes.
+    pub fn attestation_positions(&self) -> std::collections::BTreeSet<usize> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
+            .map(|e| e.position)
+            .collect()
     }
 }
 

@@ -479,12 +479,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
         },
         Mode::Strip => {
-            let positions: BTreeSet<usize> = classification
-                .entries
-                .iter()
-                .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
-                .map(|e| e.position)
-                .collect();
+            let positions = classification.attestation_positions();
             if positions.is_empty() {
                 return p.halt(SkipReason::NothingToStrip);
             }

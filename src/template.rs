@@ -187,11 +187,6 @@ impl TagTemplate {
         &self.source
     }
 
-    /// True when the template uses a platform placeholder.
-    pub fn uses_platform(&self) -> bool {
-        self.parts.iter().any(Part::is_platform)
-    }
-
     /// Renders the template for `tag` on `platform`, validating the result as a tag.
     pub fn render(&self, tag: &ImageTag, platform: Option<&Platform>) -> Result<ImageTag, TemplateError> {
         let mut out = String::new();

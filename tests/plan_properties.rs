@@ -353,15 +353,10 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     //    superseded tag means no write at all.
     let before = view.tag_target(&pushed).cloned();
     let ours: BTreeSet<Digest> = index.entries().iter().map(|d| d.digest.clone()).collect();
-    let stripped_digest = {
-        let atts: BTreeSet<usize> = classification
-            .entries
-            .iter()
-            .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
-            .map(|e| e.position)
-            .collect();
-        index.without_entries(&atts).ok().map(|m| m.digest().clone())
-    };
+    let stripped_digest = index
+        .without_entries(&classification.attestation_positions())
+        .ok()
+        .map(|m| m.digest().clone());
     let recognisable = before
         .as_ref()
         .is_some_and(|b| b == index.digest() || ours.contains(b) || stripped_digest.as_ref() == Some(b));
