@@ -12,14 +12,23 @@ CARGO ?= cargo
 export AWS_REGION ?= us-east-1
 export AWS_ACCESS_KEY_ID ?= testing
 export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_DEFAULT_REGION ?= $(AWS_REGION)
 export AWS_EC2_METADATA_DISABLED := true
+
+# The Python side (ECR emulator, pusher, contract suite) lives in its own venv,
+# built from pinned requirements; nothing is installed globally.
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+EMULATOR_DIR := tests/emulator
+PORT ?= 5000
 
 .PHONY: help
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: fmt-check lint unit ## What CI runs: format check, clippy -D warnings, every test
+test: fmt-check lint unit contract ## What CI runs: format check, clippy -D warnings, every test
 
 .PHONY: check
 check: test doc ## test, plus docs built with warnings denied
@@ -40,6 +49,23 @@ lint: ## clippy on every target, warnings are errors
 unit: ## Run every test (unit, fixture corpus, CLI, planner properties)
 	$(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked
+
+$(VENV)/.installed: $(EMULATOR_DIR)/requirements.txt $(EMULATOR_DIR)/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check \
+	  -r $(EMULATOR_DIR)/requirements.txt -c $(EMULATOR_DIR)/constraints.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the Python venv (emulator, pusher, test tools) with pinned packages
+
+.PHONY: emulator
+emulator: venv ## Run the local ECR emulator in the foreground on 127.0.0.1:PORT (default 5000)
+	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator --port $(PORT)
+
+.PHONY: contract
+contract: venv ## ECR contract suite + pusher tests against a private emulator (ECR_CONTRACT_TARGET=aws: real ECR)
+	$(VENV_PY) -m pytest -q -c $(EMULATOR_DIR)/pytest.ini $(EMULATOR_DIR)
 
 .PHONY: doc
 doc: ## Build the docs, warnings are errors

@@ -1,0 +1,155 @@
+"""Fault injection, set at run time per operation through the control API.
+
+A rule for one operation (``PutImage``, ``BatchGetImage``, ... or any other
+JSON-protocol operation the emulator serves, such as ``PutEvents``) holds:
+
+* ``sequence``: outcomes consumed one per call, in order. Each is ``"ok"``,
+  an error name (``ThrottlingException``, ``ServerException``,
+  ``InternalError`` or any ECR error code), or ``{"error": ..., "latency_ms": ...}``.
+  When the sequence runs out the operation behaves normally again.
+* ``rate`` and ``error``: after the sequence, fail this fraction of calls
+  with ``error`` (random, reproducible with ``seed``).
+* ``latency_ms``: delay added to every call.
+
+Every injected fault is counted, so a test can assert its client retried.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Errors the emulator knows how to send, with their HTTP status.
+STATUS = {
+    "ThrottlingException": 400,
+    "ServerException": 500,
+    "InternalError": 500,
+    "ServiceUnavailable": 503,
+    "LimitExceededException": 400,
+}
+
+MESSAGES = {
+    "ThrottlingException": "Rate exceeded",
+    "ServerException": "Injected server-side error",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "ServiceUnavailable": "Service unavailable",
+}
+
+
+class FaultError(ValueError):
+    """A fault rule the control API cannot accept."""
+
+
+@dataclass
+class Outcome:
+    """What one call gets: an error to send (or none) and a delay."""
+
+    error: str | None = None
+    latency_ms: int = 0
+
+
+@dataclass
+class Rule:
+    """The faults configured for one operation."""
+
+    sequence: list[Outcome] = field(default_factory=list)
+    rate: float = 0.0
+    error: str = "ThrottlingException"
+    latency_ms: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def _outcome(item: Any) -> Outcome:
+    if item == "ok" or item is None:
+        return Outcome()
+    if isinstance(item, str):
+        return Outcome(error=item)
+    if isinstance(item, dict):
+        error = item.get("error")
+        if error is not None and not isinstance(error, str):
+            raise FaultError(f"'error' must be a string, got {error!r}")
+        latency = item.get("latency_ms", 0)
+        if not isinstance(latency, int) or latency < 0:
+            raise FaultError(f"'latency_ms' must be a non-negative integer, got {latency!r}")
+        return Outcome(error=None if error == "ok" else error, latency_ms=latency)
+    raise FaultError(f"a sequence item must be 'ok', an error name or an object, got {item!r}")
+
+
+class Faults:
+    """Fault rules per operation, and counts of what was injected."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: dict[str, Rule] = {}
+        self.injected: dict[str, dict[str, int]] = {}
+
+    def set(self, operation: str, spec: dict[str, Any]) -> None:
+        """Replaces the rule for ``operation``."""
+        if not operation or not isinstance(operation, str):
+            raise FaultError("'operation' is required")
+        sequence = spec.get("sequence") or []
+        if not isinstance(sequence, list):
+            raise FaultError("'sequence' must be a list")
+        rate = spec.get("rate", 0.0)
+        if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise FaultError(f"'rate' must be between 0 and 1, got {rate!r}")
+        error = spec.get("error", "ThrottlingException")
+        if not isinstance(error, str):
+            raise FaultError("'error' must be a string")
+        latency = spec.get("latency_ms", 0)
+        if not isinstance(latency, int) or latency < 0:
+            raise FaultError(f"'latency_ms' must be a non-negative integer, got {latency!r}")
+        rule = Rule([_outcome(i) for i in sequence], float(rate), error, latency)
+        if "seed" in spec:
+            rule.rng.seed(spec["seed"])
+        with self._lock:
+            self._rules[operation] = rule
+
+    def clear(self) -> None:
+        """Removes every rule and count."""
+        with self._lock:
+            self._rules.clear()
+            self.injected.clear()
+
+    def next(self, operation: str) -> Outcome:
+        """The outcome for this call of ``operation``."""
+        with self._lock:
+            rule = self._rules.get(operation)
+            if rule is None:
+                return Outcome()
+            if rule.sequence:
+                outcome = rule.sequence.pop(0)
+                outcome = Outcome(outcome.error, outcome.latency_ms + rule.latency_ms)
+            elif rule.rate and rule.rng.random() < rule.rate:
+                outcome = Outcome(rule.error, rule.latency_ms)
+            else:
+                outcome = Outcome(None, rule.latency_ms)
+            if outcome.error:
+                counts = self.injected.setdefault(operation, {})
+                counts[outcome.error] = counts.get(outcome.error, 0) + 1
+            return outcome
+
+    def next_for(self, service: str, operation: str) -> Outcome:
+        """The outcome for a call; a rule for ``service:Operation`` wins over one for ``Operation``."""
+        qualified = f"{service}:{operation}"
+        with self._lock:
+            key = qualified if qualified in self._rules else operation
+        return self.next(key)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The rules still pending and the counts of injected faults."""
+        with self._lock:
+            return {
+                "rules": {
+                    op: {
+                        "pending": [o.error or "ok" for o in r.sequence],
+                        "rate": r.rate,
+                        "error": r.error,
+                        "latency_ms": r.latency_ms,
+                    }
+                    for op, r in self._rules.items()
+                },
+                "injected": {op: dict(c) for op, c in self.injected.items()},
+            }

@@ -1,0 +1,276 @@
+"""The emulator's HTTP front: ECR here, every other service from moto.
+
+One WSGI application on one port. A request whose ``X-Amz-Target`` names the
+ECR API is answered by :mod:`ecr_emulator.registry`; ``/_emulator/...`` is the
+control API (health, faults, call counts, emitted events, settings, reset);
+everything else (EventBridge, SQS, CloudWatch Logs, STS, CloudFormation, ...)
+goes to moto's server unchanged. ECR events are published into moto's
+EventBridge backend in the same process, so rules and targets created through
+the normal EventBridge API receive them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Iterable
+
+from moto.events import utils as moto_events_utils
+from moto.events.models import events_backends
+from moto.iam.models import get_account_id_from
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.wrappers import Request, Response
+
+from . import __version__
+from .faults import MESSAGES, STATUS, FaultError, Faults
+from .registry import EcrError, Registry
+
+log = logging.getLogger("ecr_emulator")
+
+ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
+SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+DEFAULT_REGION = "us-east-1"
+
+#: ECR operation name -> Registry method. Methods returning a tuple also
+#: return the ECR events the call caused.
+ECR_OPERATIONS = {
+    "CreateRepository": "create_repository",
+    "DescribeRepositories": "describe_repositories",
+    "DeleteRepository": "delete_repository",
+    "PutImageTagMutability": "put_image_tag_mutability",
+    "InitiateLayerUpload": "initiate_layer_upload",
+    "UploadLayerPart": "upload_layer_part",
+    "CompleteLayerUpload": "complete_layer_upload",
+    "BatchCheckLayerAvailability": "batch_check_layer_availability",
+    "PutImage": "put_image",
+    "BatchGetImage": "batch_get_image",
+    "BatchDeleteImage": "batch_delete_image",
+    "DescribeImages": "describe_images",
+    "ListImages": "list_images",
+}
+
+StartResponse = Callable[..., Any]
+
+#: The fields of an event as EventBridge delivers it to a target.
+ENVELOPE = ("version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail")
+
+
+_moto_parse = moto_events_utils.EventTemplateParser.parse
+
+
+def _deliver_whole_event(input_template: Any, input_paths_map: Any, event: Any) -> Any:
+    """Fidelity fix for moto's EventBridge: without an input transformer, a
+    target receives the whole event as AWS sends it (moto 5.2.5's default
+    template drops ``account``). ``time`` stays numeric here: moto's SQS and
+    Logs targets turn it into ISO-8601 when they deliver."""
+    if input_template or input_paths_map:
+        return _moto_parse(input_template, input_paths_map, event)
+    return {k: event[k] for k in ENVELOPE if k in event}
+
+
+moto_events_utils.EventTemplateParser.parse = staticmethod(_deliver_whole_event)  # type: ignore[method-assign]
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers or {}, content_type="application/x-amz-json-1.1")
+
+
+def _error(code: str, message: str, status: int) -> Response:
+    return _json(status, {"__type": code, "message": message}, {"x-amzn-ErrorType": code})
+
+
+class Emulator:
+    """The WSGI application."""
+
+    def __init__(self, check_layers: bool = True):
+        self.registry = Registry(check_layers=check_layers)
+        self.faults = Faults()
+        self.calls: Counter[str] = Counter()
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
+        self._moto = DomainDispatcherApplication(create_backend_app)
+
+    # -- WSGI ---------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        if request.path.startswith("/_emulator/"):
+            return self._control(request)(environ, start_response)
+        target = request.headers.get("X-Amz-Target", "")
+        if target:
+            access_key, region, service = self._scope(request)
+            operation = target.rsplit(".", 1)[-1]
+            with self._lock:
+                self.calls[f"{service}:{operation}"] += 1
+            outcome = self.faults.next_for(service, operation)
+            if outcome.latency_ms:
+                time.sleep(outcome.latency_ms / 1000)
+            if outcome.error:
+                log.info("fault injected: %s:%s -> %s", service, operation, outcome.error)
+                status = STATUS.get(outcome.error, 400)
+                return _error(outcome.error, MESSAGES.get(outcome.error, "Injected fault"), status)(environ, start_response)
+            if target.startswith(ECR_TARGET):
+                return self._ecr(request, operation, access_key, region)(environ, start_response)
+        if request.path == "/moto-api/reset":
+            self.reset_ecr()
+        return self._moto(environ, start_response)
+
+    @staticmethod
+    def _scope(request: Request) -> tuple[str, str, str]:
+        match = SCOPE.search(request.headers.get("Authorization", ""))
+        if match is None:
+            return "", DEFAULT_REGION, "unknown"
+        return match.group(1), match.group(2), match.group(3)
+
+    # -- ECR ----------------------------------------------------------------
+
+    def _ecr(self, request: Request, operation: str, access_key: str, region: str) -> Response:
+        try:
+            body = json.loads(request.get_data() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("request body is not an object")
+        except ValueError as err:
+            return _error("SerializationException", f"Cannot parse the request body: {err}", 400)
+        account = get_account_id_from(access_key) if access_key else "123456789012"
+        registry_id = body.get("registryId")
+        if registry_id is not None and registry_id != account:
+            # The emulator serves one registry per account: a foreign registry id
+            # is a repository it cannot see.
+            return _error(
+                "RepositoryNotFoundException",
+                f"The repository with name '{body.get('repositoryName')}' does not exist in the registry with id '{registry_id}'",
+                400,
+            )
+        if operation == "GetAuthorizationToken":
+            return _json(200, _auth_token(account, region))
+        method = ECR_OPERATIONS.get(operation)
+        if method is None:
+            return _error(
+                "UnsupportedOperationException",
+                f"ecr-emulator does not implement the ECR operation {operation}; it implements "
+                + ", ".join(sorted(ECR_OPERATIONS) + ["GetAuthorizationToken"]),
+                400,
+            )
+        with self._lock:
+            try:
+                result = getattr(self.registry, method)(account, region, body)
+            except EcrError as err:
+                log.info("ECR %s %s -> %s: %s", operation, body.get("repositoryName"), err.code, err.message)
+                return _error(err.code, err.message, err.status)
+            events: list[dict[str, Any]] = []
+            if isinstance(result, tuple):
+                result, events = result
+            for detail in events:
+                self._publish(account, region, detail)
+        log.info("ECR %s %s -> ok", operation, body.get("repositoryName"))
+        return _json(200, result)
+
+    def _publish(self, account: str, region: str, detail: dict[str, Any]) -> None:
+        """Sends an ``ECR Image Action`` event to the default bus of the account and region."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        entry = {
+            "Source": "aws.ecr",
+            "DetailType": "ECR Image Action",
+            "Detail": json.dumps(detail),
+            "Resources": [],
+            "Time": stamp.timestamp(),
+        }
+        try:
+            result = events_backends[account][region].put_events([entry])
+            event_id = result[0].get("EventId") if result else None
+            error = result[0].get("ErrorMessage") if result else "no result"
+        except Exception as err:  # noqa: BLE001 - delivery is best effort, as in ECR
+            log.exception("could not deliver ECR event %s", detail)
+            event_id, error = None, f"{type(err).__name__}: {err}"
+        self.events.append(
+            {
+                "version": "0",
+                "id": event_id,
+                "detail-type": "ECR Image Action",
+                "source": "aws.ecr",
+                "account": account,
+                "time": when,
+                "region": region,
+                "resources": [],
+                "detail": detail,
+                **({"delivery_error": error} if error else {}),
+            }
+        )
+
+    def reset_ecr(self) -> None:
+        """Forgets every repository, fault rule, call count and recorded event."""
+        with self._lock:
+            self.registry = Registry(check_layers=self.registry.check_layers)
+            self.faults.clear()
+            self.calls.clear()
+            self.events.clear()
+
+    # -- control API ----------------------------------------------------------
+
+    def _control(self, request: Request) -> Response:
+        path = request.path[len("/_emulator/") :].rstrip("/")
+        method = request.method
+        try:
+            body = json.loads(request.get_data() or b"{}") if method in ("POST", "PUT") else {}
+        except ValueError as err:
+            return _json(400, {"error": f"body is not JSON: {err}"})
+        if path == "health":
+            return _json(200, {"ok": True, "service": "ecr-emulator", "version": __version__})
+        if path == "reset" and method == "POST":
+            self.reset_ecr()
+            moto_api_backend.reset()
+            return _json(200, {"reset": True})
+        if path == "faults":
+            if method == "GET":
+                return _json(200, self.faults.snapshot())
+            if method == "DELETE":
+                self.faults.clear()
+                return _json(200, self.faults.snapshot())
+            if method == "POST":
+                try:
+                    self.faults.set(body.get("operation"), body)
+                except FaultError as err:
+                    return _json(400, {"error": str(err)})
+                return _json(200, self.faults.snapshot())
+        if path == "calls":
+            if method == "DELETE":
+                with self._lock:
+                    self.calls.clear()
+            with self._lock:
+                return _json(200, dict(self.calls))
+        if path == "events":
+            if method == "DELETE":
+                with self._lock:
+                    self.events.clear()
+            with self._lock:
+                return _json(200, list(self.events))
+        if path == "config":
+            if method == "POST":
+                check = body.get("check_layers")
+                if check is not None:
+                    if not isinstance(check, bool):
+                        return _json(400, {"error": "'check_layers' must be true or false"})
+                    self.registry.check_layers = check
+            return _json(200, {"check_layers": self.registry.check_layers})
+        return _json(404, {"error": f"no control endpoint {method} /_emulator/{path}"})
+
+
+def _auth_token(account: str, region: str) -> dict[str, Any]:
+    expires = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=12)
+    return {
+        "authorizationData": [
+            {
+                "authorizationToken": base64.b64encode(b"AWS:ecr-emulator").decode(),
+                "expiresAt": expires.timestamp(),
+                "proxyEndpoint": f"https://{account}.dkr.ecr.{region}.amazonaws.com",
+            }
+        ]
+    }

@@ -1,0 +1,114 @@
+"""Start and drive a private emulator from test code.
+
+``EmulatorProcess`` runs ``python -m ecr_emulator --port 0`` in a child
+process, waits for its ready line and stops it again; ``Control`` wraps the
+``/_emulator/`` control API (faults, call counts, recorded events, reset).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class EmulatorProcess:
+    """A private emulator on a free loopback port."""
+
+    def __init__(self, *args: str, ready_timeout: float = 60.0):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(PACKAGE_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecr_emulator", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline() if self.proc.stdout else ""), daemon=True)
+        reader.start()
+        reader.join(ready_timeout)
+        if not line or "ready on " not in line[0]:
+            self.stop()
+            raise RuntimeError(f"emulator did not start within {ready_timeout}s: {line} {''.join(self.stderr_lines[-20:])}")
+        self.url = line[0].strip().rsplit(" ", 1)[-1]
+        self.control = Control(self.url)
+
+    def _drain_stderr(self) -> None:
+        if self.proc.stderr is None:
+            return
+        for text in self.proc.stderr:
+            self.stderr_lines.append(text)
+
+    def stop(self) -> None:
+        """Stops the emulator (SIGTERM, then SIGKILL after 10 s)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Control:
+    """The emulator's control API."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "health")
+
+    def reset(self) -> None:
+        self._call("POST", "reset", {})
+
+    def fault(self, operation: str, **spec: Any) -> dict[str, Any]:
+        """Sets the fault rule for ``operation`` (see :mod:`ecr_emulator.faults`)."""
+        return self._call("POST", "faults", {"operation": operation, **spec})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def faults(self) -> dict[str, Any]:
+        return self._call("GET", "faults")
+
+    def calls(self) -> dict[str, int]:
+        return self._call("GET", "calls")
+
+    def clear_calls(self) -> None:
+        self._call("DELETE", "calls")
+
+    def events(self) -> list[dict[str, Any]]:
+        return self._call("GET", "events")
+
+    def config(self, **settings: Any) -> dict[str, Any]:
+        return self._call("POST", "config", settings)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
+    """Polls ``predicate`` until it returns something truthy or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

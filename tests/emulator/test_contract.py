@@ -1,0 +1,430 @@
+"""The ECR contract: behaviours 1-8 of the emulator issue, through boto3.
+
+Every assertion here is what Amazon ECR does (ECR-FACTS.md). The suite runs
+against the emulator by default and unchanged against real ECR with
+``ECR_CONTRACT_TARGET=aws`` (see tests/emulator/README.md). Where AWS's
+behaviour is not confirmed, the test accepts every documented possibility and
+says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import EVENT_TIMEOUT, EventQueue
+from ecr_emulator.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, build_buildx_layout
+from ecr_emulator.push import push
+
+ALL_TYPES = [
+    OCI_INDEX,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    OCI_MANIFEST,
+    "application/vnd.docker.distribution.manifest.v2+json",
+]
+
+
+def sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def error_code(err: pytest.ExceptionInfo[ClientError]) -> str:
+    return err.value.response["Error"]["Code"]
+
+
+def buildx(salt: str, **kwargs: Any) -> tuple[Layout, dict[str, Any]]:
+    """A default-buildx layout and its parsed index."""
+    layout = build_buildx_layout(salt=salt, **kwargs)
+    index = json.loads(layout.blobs[layout.top[0]["digest"]])
+    return layout, index
+
+
+def single_image(salt: str) -> tuple[Layout, str]:
+    """A layout whose top is one runnable image manifest (as `--provenance=false` pushes)."""
+    layout, index = buildx(salt)
+    desc = index["manifests"][0]
+    layout.top = [{k: desc[k] for k in ("mediaType", "digest", "size")}]
+    return layout, desc["digest"]
+
+
+def get(ecr: Any, repo: str, **image_id: str) -> dict[str, Any]:
+    reply = ecr.batch_get_image(repositoryName=repo, imageIds=[image_id], acceptedMediaTypes=ALL_TYPES)
+    assert not reply["failures"], reply["failures"]
+    return reply["images"][0]
+
+
+def describe(ecr: Any, repo: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return [d for page in ecr.get_paginator("describe_images").paginate(repositoryName=repo, **kwargs) for d in page["imageDetails"]]
+
+
+def tag_targets(ecr: Any, repo: str) -> dict[str, str]:
+    return {t: d["imageDigest"] for d in describe(ecr, repo) for t in d.get("imageTags", [])}
+
+
+# -- 1. digests over exact bytes ------------------------------------------------
+
+
+def test_digest_is_sha256_of_the_exact_bytes_and_they_come_back_unchanged(ecr: Any, repo: str, salt: str) -> None:
+    layout, image_digest = single_image(salt)
+    push(ecr, repo, layout, [])
+    # The same index written three ways: different bytes, so three digests.
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}], "annotations": {"note": f"caf\u00e9 {salt}"}}
+    variants = [
+        json.dumps(index),
+        json.dumps(index, indent=3, ensure_ascii=False) + "\n",
+        json.dumps(index, separators=(",", ":"), sort_keys=True),
+    ]
+    for i, text in enumerate(variants):
+        reply = ecr.put_image(repositoryName=repo, imageManifest=text, imageTag=f"v{i}")
+        assert reply["image"]["imageId"]["imageDigest"] == sha(text)
+        image = get(ecr, repo, imageTag=f"v{i}")
+        assert image["imageManifest"] == text
+        assert image["imageId"]["imageDigest"] == sha(text)
+        assert image["imageManifestMediaType"] == OCI_INDEX
+    assert len({sha(v) for v in variants}) == 3
+
+
+def test_stored_media_type_comes_back_and_accepted_media_types_are_honoured(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, ["v1"])
+    image = get(ecr, repo, imageTag="v1")
+    assert image["imageManifestMediaType"] == OCI_INDEX
+    assert image["imageManifest"].encode() == layout.blobs[layout.top[0]["digest"]]
+    # Asking only for image manifests must not hand back the index as if it were one.
+    # (ECR may refuse or convert; both are allowed, serving the index bytes is not.)
+    reply = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}], acceptedMediaTypes=[OCI_MANIFEST])
+    for served in reply["images"]:
+        assert served["imageManifestMediaType"] == OCI_MANIFEST
+        assert served["imageId"]["imageDigest"] != layout.top[0]["digest"]
+    # A child is served as stored.
+    child = index["manifests"][0]["digest"]
+    assert get(ecr, repo, imageDigest=child)["imageManifest"].encode() == layout.blobs[child]
+
+
+def test_batch_get_image_reports_unknown_ids_as_failures(ecr: Any, repo: str) -> None:
+    missing = "sha256:" + "0" * 64
+    reply = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageDigest": missing}, {"imageTag": "nope"}], acceptedMediaTypes=ALL_TYPES)
+    assert reply["images"] == []
+    assert sorted(f["failureCode"] for f in reply["failures"]) == ["ImageNotFound", "ImageNotFound"]
+
+
+# -- 2. digest mismatch -----------------------------------------------------------
+
+
+def test_put_image_with_a_digest_that_does_not_match_the_bytes_is_refused(ecr: Any, repo: str, salt: str) -> None:
+    layout, image_digest = single_image(salt)
+    push(ecr, repo, layout, [])
+    text = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}]})
+    with pytest.raises(ClientError) as err:
+        ecr.put_image(repositoryName=repo, imageManifest=text, imageDigest="sha256:" + "1" * 64, imageTag="v1")
+    assert error_code(err) == "ImageDigestDoesNotMatchException"
+    assert "v1" not in tag_targets(ecr, repo)
+
+
+# -- 3. references must exist -------------------------------------------------------
+
+
+def test_index_whose_children_are_missing_is_refused(ecr: Any, repo: str, salt: str) -> None:
+    layout, _ = buildx(salt)
+    index_text = layout.blobs[layout.top[0]["digest"]].decode()
+    with pytest.raises(ClientError) as err:
+        ecr.put_image(repositoryName=repo, imageManifest=index_text, imageManifestMediaType=OCI_INDEX, imageTag="v1")
+    assert error_code(err) == "ReferencedImagesNotFoundException"
+    assert describe(ecr, repo) == []
+
+
+def test_image_manifest_whose_layers_were_never_uploaded_is_refused(ecr: Any, repo: str, salt: str) -> None:
+    layout, image_digest = single_image(salt)
+    with pytest.raises(ClientError) as err:
+        ecr.put_image(repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST)
+    assert error_code(err) == "LayersNotFoundException"
+
+
+# -- 4. tags: already there, immutability ----------------------------------------------
+
+
+def test_putting_a_tag_the_digest_already_has_is_image_already_exists(ecr: Any, repo: str, salt: str) -> None:
+    layout, _ = buildx(salt)
+    push(ecr, repo, layout, ["v1"])
+    text = layout.blobs[layout.top[0]["digest"]].decode()
+    with pytest.raises(ClientError) as err:
+        ecr.put_image(repositoryName=repo, imageManifest=text, imageManifestMediaType=OCI_INDEX, imageTag="v1")
+    assert error_code(err) == "ImageAlreadyExistsException"
+    # A new tag on the same bytes is fine and adds the tag.
+    ecr.put_image(repositoryName=repo, imageManifest=text, imageManifestMediaType=OCI_INDEX, imageTag="v1-copy")
+    assert tag_targets(ecr, repo)["v1-copy"] == layout.top[0]["digest"]
+
+
+def test_mutable_repository_moves_a_tag_and_leaves_the_old_image_untagged(ecr: Any, repo: str, salt: str) -> None:
+    first, _ = buildx(salt + "a")
+    second, _ = buildx(salt + "b")
+    push(ecr, repo, first, ["v1"])
+    push(ecr, repo, second, ["v1"])
+    assert tag_targets(ecr, repo)["v1"] == second.top[0]["digest"]
+    old = [d for d in describe(ecr, repo) if d["imageDigest"] == first.top[0]["digest"]]
+    assert old and "imageTags" not in old[0]
+
+
+def test_immutable_repository_refuses_to_move_a_tag(ecr: Any, repo: str, salt: str) -> None:
+    first, _ = buildx(salt + "a")
+    second, _ = buildx(salt + "b")
+    push(ecr, repo, first, ["v1"])
+    ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability="IMMUTABLE")
+    with pytest.raises(ClientError) as err:
+        push(ecr, repo, second, ["v1"])
+    assert error_code(err) == "ImageTagAlreadyExistsException"
+    assert tag_targets(ecr, repo)["v1"] == first.top[0]["digest"]
+    # New tags are still fine, and re-sending the same digest+tag is ImageAlreadyExists.
+    push(ecr, repo, second, ["v2"])
+    with pytest.raises(ClientError) as again:
+        ecr.put_image(repositoryName=repo, imageManifest=second.blobs[second.top[0]["digest"]].decode(), imageManifestMediaType=OCI_INDEX, imageTag="v2")
+    assert error_code(again) == "ImageAlreadyExistsException"
+
+
+@pytest.mark.parametrize(
+    ("mode", "movable", "fixed"),
+    [("IMMUTABLE_WITH_EXCLUSION", "latest", "v1"), ("MUTABLE_WITH_EXCLUSION", "v1", "release-1")],
+)
+def test_exclusion_filters_decide_which_tags_move(ecr: Any, repo: str, salt: str, mode: str, movable: str, fixed: str) -> None:
+    first, _ = buildx(salt + "a")
+    second, _ = buildx(salt + "b")
+    push(ecr, repo, first, [movable, fixed])
+    pattern = "latest*" if mode == "IMMUTABLE_WITH_EXCLUSION" else "release-*"
+    ecr.put_image_tag_mutability(
+        repositoryName=repo,
+        imageTagMutability=mode,
+        imageTagMutabilityExclusionFilters=[{"filterType": "WILDCARD", "filter": pattern}],
+    )
+    push(ecr, repo, second, [movable])
+    with pytest.raises(ClientError) as err:
+        push(ecr, repo, second, [fixed])
+    assert error_code(err) == "ImageTagAlreadyExistsException"
+    targets = tag_targets(ecr, repo)
+    assert targets[movable] == second.top[0]["digest"]
+    assert targets[fixed] == first.top[0]["digest"]
+
+
+# -- 5. deletion ------------------------------------------------------------------------
+
+
+def test_a_manifest_an_index_refers_to_cannot_be_deleted(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, ["v1"])
+    runnable, attestation = (m["digest"] for m in index["manifests"])
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": attestation}, {"imageDigest": runnable}])
+    assert reply["imageIds"] == []
+    assert sorted(f["failureCode"] for f in reply["failures"]) == ["ImageReferencedByManifestList"] * 2
+    assert {d["imageDigest"] for d in describe(ecr, repo)} == {layout.top[0]["digest"], runnable, attestation}
+    # Delete the index first, then its children go.
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": layout.top[0]["digest"]}])
+    assert reply["failures"] == []
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": attestation}, {"imageDigest": runnable}])
+    assert reply["failures"] == []
+    assert describe(ecr, repo) == []
+
+
+def test_a_child_shared_by_two_indexes_stays_until_both_are_gone(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, ["v1"])
+    runnable = index["manifests"][0]
+    other = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [runnable]})
+    ecr.put_image(repositoryName=repo, imageManifest=other, imageTag="solo")
+    ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": runnable["digest"]}])
+    assert [f["failureCode"] for f in reply["failures"]] == ["ImageReferencedByManifestList"]
+
+
+def test_delete_by_tag_removes_the_tag_and_the_image_with_its_last_tag(ecr: Any, repo: str, salt: str) -> None:
+    layout, _ = single_image(salt)
+    digest = layout.top[0]["digest"]
+    push(ecr, repo, layout, ["a", "b"])
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "a"}])
+    assert reply["failures"] == []
+    assert [d.get("imageTags") for d in describe(ecr, repo)] == [["b"]]
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "b"}])
+    assert reply["failures"] == []
+    assert reply["imageIds"] == [{"imageDigest": digest, "imageTag": "b"}]
+    assert describe(ecr, repo) == []
+
+
+def test_delete_reports_unknown_images_per_id(ecr: Any, repo: str) -> None:
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": "sha256:" + "2" * 64}, {"imageTag": "ghost"}])
+    assert [f["failureCode"] for f in reply["failures"]] == ["ImageNotFound", "ImageNotFound"]
+
+
+def test_delete_takes_at_most_100_ids(ecr: Any, repo: str) -> None:
+    ids = [{"imageDigest": "sha256:" + f"{i:064x}"} for i in range(101)]
+    with pytest.raises(ClientError) as err:
+        ecr.batch_delete_image(repositoryName=repo, imageIds=ids)
+    # AWS's code for a list-length violation is not confirmed; both are documented forms.
+    assert error_code(err) in ("InvalidParameterException", "ValidationException")
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=ids[:100])
+    assert len(reply["failures"]) == 100
+
+
+# -- 6. DescribeImages ------------------------------------------------------------------
+
+
+def test_describe_images_reports_ecr_fields(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, ["v7"])
+    details = {d["imageDigest"]: d for d in describe(ecr, repo)}
+    top = details[layout.top[0]["digest"]]
+    assert top["imageManifestMediaType"] == OCI_INDEX
+    assert top["imageTags"] == ["v7"]
+    assert "artifactMediaType" not in top
+    runnable = details[index["manifests"][0]["digest"]]
+    manifest = json.loads(layout.blobs[runnable["imageDigest"]])
+    assert runnable["imageManifestMediaType"] == OCI_MANIFEST
+    assert runnable["artifactMediaType"] == OCI_CONFIG
+    assert runnable["imageSizeInBytes"] >= sum(layer["size"] for layer in manifest["layers"])
+    assert "imageTags" not in runnable
+    for detail in details.values():
+        assert detail["repositoryName"] == repo
+        assert detail["imagePushedAt"]
+
+
+def test_describe_images_tag_status_filter(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, ["v7"])
+    tagged = {d["imageDigest"] for d in describe(ecr, repo, filter={"tagStatus": "TAGGED"})}
+    untagged = {d["imageDigest"] for d in describe(ecr, repo, filter={"tagStatus": "UNTAGGED"})}
+    assert tagged == {layout.top[0]["digest"]}
+    assert untagged == {m["digest"] for m in index["manifests"]}
+
+
+def test_describe_images_paginates(ecr: Any, repo: str, salt: str) -> None:
+    layout, _ = buildx(salt, platforms=["linux/amd64", "linux/arm64", "linux/arm/v7"])
+    push(ecr, repo, layout, ["multi"])
+    pages = list(ecr.get_paginator("describe_images").paginate(repositoryName=repo, PaginationConfig={"PageSize": 2}))
+    digests = [d["imageDigest"] for p in pages for d in p["imageDetails"]]
+    assert len(pages) >= 4
+    assert all(len(p["imageDetails"]) <= 2 for p in pages)
+    assert len(digests) == len(set(digests)) == 7
+
+
+def test_describe_images_by_unknown_id_is_image_not_found(ecr: Any, repo: str) -> None:
+    with pytest.raises(ClientError) as err:
+        ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": "ghost"}])
+    assert error_code(err) == "ImageNotFoundException"
+
+
+# -- 7. events ----------------------------------------------------------------------------
+
+
+def test_a_buildx_push_emits_one_push_event_per_manifest(ecr: Any, repo: str, salt: str, event_queue: EventQueue) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, ["v7"])
+    events = event_queue.drain(3, EVENT_TIMEOUT)
+    assert len(events) == 3
+    by_digest = {e["detail"]["image-digest"]: e for e in events}
+    for event in events:
+        assert event["source"] == "aws.ecr"
+        assert event["detail-type"] == "ECR Image Action"
+        assert event["detail"]["action-type"] == "PUSH"
+        assert event["detail"]["result"] == "SUCCESS"
+        assert event["detail"]["repository-name"] == repo
+        assert event["account"] and event["region"] and event["time"].endswith("Z")
+    top = by_digest[layout.top[0]["digest"]]["detail"]
+    assert top["image-tag"] == "v7"
+    assert top["manifest-media-type"] == OCI_INDEX
+    assert "artifact-media-type" not in top
+    for child in index["manifests"]:
+        detail = by_digest[child["digest"]]["detail"]
+        assert detail["image-tag"] == ""
+        assert detail["manifest-media-type"] == OCI_MANIFEST
+        assert detail["artifact-media-type"] == OCI_CONFIG
+
+
+def test_adding_a_tag_and_deleting_emit_events(ecr: Any, repo: str, salt: str, event_queue: EventQueue) -> None:
+    layout, image_digest = single_image(salt)
+    push(ecr, repo, layout, ["v1"])
+    ecr.put_image(repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v1-extra")
+    ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": image_digest}])
+    events = event_queue.drain(4, EVENT_TIMEOUT)
+    pushes = sorted(e["detail"]["image-tag"] for e in events if e["detail"]["action-type"] == "PUSH")
+    deletes = [e["detail"] for e in events if e["detail"]["action-type"] == "DELETE"]
+    assert pushes == ["v1", "v1-extra"]
+    assert deletes and all(d["image-digest"] == image_digest for d in deletes)
+
+
+# -- the issue's acceptance scenario ---------------------------------------------------------
+
+
+def test_pushed_buildx_index_exact_digests_protected_attestation_three_events(ecr: Any, repo: str, salt: str, event_queue: EventQueue) -> None:
+    layout, index = buildx(salt)
+    stored = push(ecr, repo, layout, ["v7"])
+    assert [s.tag for s in stored] == ["", "", "v7"]
+    for item in stored:
+        assert get(ecr, repo, imageDigest=item.digest)["imageManifest"].encode() == layout.blobs[item.digest]
+        assert item.digest == "sha256:" + hashlib.sha256(layout.blobs[item.digest]).hexdigest()
+    attestation = index["manifests"][1]
+    assert attestation["platform"] == {"architecture": "unknown", "os": "unknown"}
+    reply = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": attestation["digest"]}])
+    assert [f["failureCode"] for f in reply["failures"]] == ["ImageReferencedByManifestList"]
+    events = event_queue.drain(3, EVENT_TIMEOUT)
+    assert sorted((e["detail"]["image-digest"], e["detail"]["image-tag"]) for e in events) == sorted((s.digest, s.tag) for s in stored)
+
+
+# -- 8. fault injection (emulator only) ---------------------------------------------------------
+
+
+@pytest.mark.emulator_only
+def test_scripted_throttling_is_retried_by_the_sdk(client_factory: Any, control: Any, repo: str, salt: str) -> None:
+    ecr = client_factory("ecr", retries={"mode": "standard", "max_attempts": 5})
+    layout, image_digest = single_image(salt)
+    push(ecr, repo, layout, [])
+    control.fault("PutImage", sequence=["ThrottlingException", "ThrottlingException"])
+    ecr.put_image(repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v1")
+    assert control.faults()["injected"] == {"PutImage": {"ThrottlingException": 2}}
+    assert tag_targets(ecr, repo) == {"v1": image_digest}
+
+
+@pytest.mark.emulator_only
+def test_server_errors_are_http_500(client_factory: Any, control: Any, repo: str) -> None:
+    ecr = client_factory("ecr", retries={"mode": "standard", "total_max_attempts": 1})
+    control.fault("ecr:BatchGetImage", sequence=["ServerException", "ok"])
+    with pytest.raises(ClientError) as err:
+        ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "x"}], acceptedMediaTypes=ALL_TYPES)
+    assert error_code(err) == "ServerException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    # The sequence is used up: the next call is served normally.
+    assert ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "x"}], acceptedMediaTypes=ALL_TYPES)["failures"]
+
+
+@pytest.mark.emulator_only
+def test_error_rate_and_latency(client_factory: Any, control: Any, repo: str) -> None:
+    ecr = client_factory("ecr", retries={"mode": "standard", "total_max_attempts": 1})
+    control.fault("DescribeImages", rate=1.0, error="ThrottlingException")
+    with pytest.raises(ClientError) as err:
+        ecr.describe_images(repositoryName=repo)
+    assert error_code(err) == "ThrottlingException"
+    control.fault("DescribeImages", rate=0.5, error="ServerException", seed=7)
+    outcomes = []
+    for _ in range(40):
+        try:
+            ecr.describe_images(repositoryName=repo)
+            outcomes.append("ok")
+        except ClientError as e:
+            outcomes.append(e.response["Error"]["Code"])
+    failed = outcomes.count("ServerException")
+    assert 5 < failed < 35 and failed + outcomes.count("ok") == 40
+    assert control.faults()["injected"]["DescribeImages"]["ServerException"] == failed
+    control.fault("DescribeImages", latency_ms=300)
+    started = time.monotonic()
+    ecr.describe_images(repositoryName=repo)
+    assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.emulator_only
+def test_fault_rules_are_validated(control: Any) -> None:
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as err:
+        control.fault("PutImage", rate=2)
+    assert err.value.code == 400
