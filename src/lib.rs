@@ -8,14 +8,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
+pub mod aws;
 pub mod classify;
+pub mod config;
 pub mod digest;
+pub mod event;
 pub mod glob;
+pub mod handler;
 pub mod inspect;
+pub mod logging;
 pub mod manifest;
 pub mod media_type;
 pub mod names;
 pub mod plan;
 pub mod policy;
+pub mod registry;
 pub mod repository;
+pub mod service;
 pub mod template;

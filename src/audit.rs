@@ -1,0 +1,472 @@
+//! The audit record: one versioned JSON document per handled image.
+//!
+//! Written to an EventBridge bus (source [`AUDIT_SOURCE`], detail-type
+//! [`AUDIT_DETAIL_TYPE`]) and as a JSON log line. A record larger than
+//! EventBridge's entry limit is cut down by [`AuditRecord::to_bounded_json`]
+//! with a `truncated` marker, never dropped.
+
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::classify::{Classification, EntryClass, ManifestKind};
+use crate::digest::Digest;
+use crate::plan::{Action, Skipped};
+use crate::policy::Mode;
+
+/// The record's schema name.
+pub const AUDIT_SCHEMA: &str = "ecr-remediator/audit-record";
+/// The record's schema version; bumped on any incompatible change.
+pub const AUDIT_SCHEMA_VERSION: u32 = 1;
+/// EventBridge `source` of audit records.
+pub const AUDIT_SOURCE: &str = "ecr-remediator";
+/// EventBridge `detail-type` of audit records.
+pub const AUDIT_DETAIL_TYPE: &str = "ECR Remediation Record";
+/// The most detail bytes a record may take: EventBridge's 256 KiB entry limit,
+/// less room for the source, detail-type and entry overhead.
+pub const MAX_DETAIL_BYTES: usize = 256 * 1024 - 1024;
+
+/// What started the handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// An ECR push event.
+    Push,
+    /// A person, with `ecr-remediator remediate`.
+    Manual,
+    /// A reconciliation sweep.
+    Sweep,
+}
+
+/// The policy that applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySummary {
+    /// The rule's name, or `default`.
+    pub rule: String,
+    /// The mode acted in.
+    pub mode: Mode,
+    /// The mode the policy asked for (differs when promote fell back to tag).
+    pub requested_mode: Mode,
+    /// Dry run.
+    pub dry_run: bool,
+    /// Whether orphan deletion is on.
+    pub delete_orphans: bool,
+}
+
+/// A runnable entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunnableEntry {
+    /// Its digest.
+    pub digest: Digest,
+    /// `os/arch[/variant]`, when known.
+    pub platform: Option<String>,
+}
+
+/// An attestation entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttestationEntry {
+    /// Its digest.
+    pub digest: Digest,
+    /// The manifest it describes.
+    pub subject: Option<Digest>,
+    /// Predicate types of its statements, when its manifest was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub predicate_types: Vec<String>,
+}
+
+/// Any other entry (left alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OtherEntry {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its class (`signature`, `index`, `other`).
+    pub class: String,
+}
+
+/// What the image was found to contain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ClassificationSummary {
+    /// `index`, `image`, ...
+    pub kind: String,
+    /// The manifest media type.
+    pub media_type: String,
+    /// Runnable entries.
+    pub runnable: Vec<RunnableEntry>,
+    /// Attestation entries.
+    pub attestations: Vec<AttestationEntry>,
+    /// Everything else.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other: Vec<OtherEntry>,
+}
+
+impl ClassificationSummary {
+    /// Summarises a classification; `child_kind` gives the kind of a child
+    /// manifest that was read (for predicate types).
+    pub fn of(c: &Classification, child_kind: impl Fn(&Digest) -> Option<ManifestKind>) -> Self {
+        let mut out = ClassificationSummary {
+            kind: c.kind.name().to_owned(),
+            media_type: c.media_type.as_str().to_owned(),
+            ..Default::default()
+        };
+        for e in &c.entries {
+            match &e.class {
+                EntryClass::Runnable { platform } => out.runnable.push(RunnableEntry {
+                    digest: e.digest().clone(),
+                    platform: platform.as_ref().map(ToString::to_string),
+                }),
+                EntryClass::Attestation { subject } => {
+                    let predicate_types = match child_kind(e.digest()) {
+                        Some(ManifestKind::Attestation { predicate_types, .. }) => predicate_types,
+                        _ => Vec::new(),
+                    };
+                    out.attestations.push(AttestationEntry {
+                        digest: e.digest().clone(),
+                        subject: subject.clone(),
+                        predicate_types,
+                    });
+                }
+                other => out.other.push(OtherEntry {
+                    digest: e.digest().clone(),
+                    class: other.name().to_owned(),
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// How one action ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// Done now.
+    Applied,
+    /// Found already done (a retry, or a duplicate event).
+    Already,
+    /// Not done, for this reason.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Attempted and failed.
+    Failed {
+        /// Stable error code.
+        code: String,
+        /// The error.
+        error: String,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+}
+
+/// One action and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionRecord {
+    /// The action.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Its outcome.
+    #[serde(flatten)]
+    pub outcome: ActionOutcome,
+}
+
+/// The overall outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// At least one write was made and nothing failed.
+    Remediated,
+    /// Nothing needed doing (or it was all done already).
+    Noop,
+    /// Not handled, for this reason.
+    Skipped {
+        /// Stable reason code.
+        code: String,
+        /// Explanation.
+        reason: String,
+    },
+    /// Something failed.
+    Failed {
+        /// Stable error code.
+        code: String,
+        /// The error.
+        error: String,
+        /// Whether a retry may succeed (the invocation then fails so it is retried).
+        retryable: bool,
+    },
+}
+
+/// What truncation removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Truncation {
+    /// Size of the full record.
+    pub original_bytes: usize,
+    /// Action records left out (from the end).
+    pub actions_omitted: usize,
+    /// Classification entries left out (from the end of each list).
+    pub entries_omitted: usize,
+    /// Planner skip records left out.
+    pub skipped_omitted: usize,
+    /// Notes left out.
+    pub notes_omitted: usize,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// [`AUDIT_SCHEMA`].
+    pub schema: &'static str,
+    /// [`AUDIT_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The triggering event's id.
+    pub event_id: Option<String>,
+    /// Account.
+    pub account: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Repository (absent only for an event too malformed to name one).
+    pub repository: Option<String>,
+    /// The handled image (index) digest.
+    pub index_digest: Option<String>,
+    /// The pushed tag.
+    pub tag: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The policy applied.
+    pub policy: Option<PolicySummary>,
+    /// Classification.
+    pub classification: Option<ClassificationSummary>,
+    /// Every planned action with its outcome, in order.
+    pub actions: Vec<ActionRecord>,
+    /// What the planner skipped and why.
+    pub skipped: Vec<Skipped>,
+    /// Explanations.
+    pub notes: Vec<String>,
+    /// Overall outcome.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Start time, RFC 3339 UTC.
+    pub started_at: String,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// Present when the record was cut to fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+}
+
+impl AuditRecord {
+    /// A record with only its identity filled in, outcome `noop`.
+    pub fn new(trigger: Trigger, repository: Option<&str>, started: SystemTime) -> Self {
+        AuditRecord {
+            schema: AUDIT_SCHEMA,
+            schema_version: AUDIT_SCHEMA_VERSION,
+            event_id: None,
+            account: None,
+            region: None,
+            repository: repository.map(str::to_owned),
+            index_digest: None,
+            tag: None,
+            trigger,
+            policy: None,
+            classification: None,
+            actions: Vec::new(),
+            skipped: Vec::new(),
+            notes: Vec::new(),
+            outcome: Outcome::Noop,
+            started_at: rfc3339(started),
+            duration_ms: 0,
+            truncated: None,
+        }
+    }
+
+    /// The record as compact JSON of at most `limit` bytes, cutting lists
+    /// from the end (with a `truncated` marker) when it is larger. Identity,
+    /// policy and outcome are always kept.
+    pub fn to_bounded_json(&self, limit: usize) -> String {
+        let full = self.to_json();
+        if full.len() <= limit {
+            return full;
+        }
+        let mut keep = self.actions.len().max(self.skipped.len()).max(self.notes.len()).max(
+            self.classification
+                .as_ref()
+                .map_or(0, |c| c.runnable.len().max(c.attestations.len()).max(c.other.len())),
+        );
+        loop {
+            keep /= 2;
+            let cut = self.cut(keep, full.len());
+            let text = cut.to_json();
+            if text.len() <= limit || keep == 0 {
+                return text;
+            }
+        }
+    }
+
+    fn cut(&self, keep: usize, original_bytes: usize) -> AuditRecord {
+        let mut r = self.clone();
+        let mut entries_omitted = 0;
+        if let Some(c) = r.classification.as_mut() {
+            entries_omitted += c.runnable.len().saturating_sub(keep)
+                + c.attestations.len().saturating_sub(keep)
+                + c.other.len().saturating_sub(keep);
+            c.runnable.truncate(keep);
+            c.attestations.truncate(keep);
+            c.other.truncate(keep);
+        }
+        let t = Truncation {
+            original_bytes,
+            actions_omitted: r.actions.len().saturating_sub(keep),
+            entries_omitted,
+            skipped_omitted: r.skipped.len().saturating_sub(keep),
+            notes_omitted: r.notes.len().saturating_sub(keep),
+        };
+        r.actions.truncate(keep);
+        r.skipped.truncate(keep);
+        r.notes.truncate(keep);
+        r.truncated = Some(t);
+        r
+    }
+
+    /// The full record as compact JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"schema\":\"{AUDIT_SCHEMA}\",\"error\":\"{e}\"}}"))
+    }
+
+    /// Whether the invocation that produced this record should fail (so it is retried).
+    pub fn needs_retry(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed { retryable: true, .. })
+    }
+}
+
+/// Could not write an audit record.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The bus accepted the call but rejected the entry.
+    #[error("audit record rejected by {destination}: {code}: {message}")]
+    Rejected {
+        /// Where it was sent.
+        destination: String,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+    },
+    /// The call failed.
+    #[error("could not write the audit record to {destination}: {message}")]
+    Unavailable {
+        /// Where it was sent.
+        destination: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Where audit records go.
+pub trait AuditSink: Sync {
+    /// Writes one record; an error means it was not stored.
+    fn write(&self, record: &AuditRecord) -> impl Future<Output = Result<(), AuditError>> + Send;
+}
+
+/// The audit record as one JSON log line on stdout (`{"audit_record": {...}}`),
+/// so CloudWatch Logs Insights can query its fields.
+pub fn log_line(record: &AuditRecord) -> String {
+    format!("{{\"audit_record\":{}}}", record.to_bounded_json(MAX_DETAIL_BYTES))
+}
+
+/// `t` as RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plan::DeleteRole;
+
+    fn digest(n: u8) -> Digest {
+        Digest::sha256_of(&[n])
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_435_200_123);
+        assert_eq!(rfc3339(t), "2026-11-23T12:00:00.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn record_has_schema_and_flattened_outcomes() {
+        let mut r = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
+        r.actions.push(ActionRecord {
+            action: Action::Delete {
+                digest: digest(1),
+                role: DeleteRole::Attestation,
+            },
+            outcome: ActionOutcome::Skipped { reason: "x".into() },
+        });
+        r.outcome = Outcome::Skipped {
+            code: "superseded".into(),
+            reason: "moved".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["schema"], AUDIT_SCHEMA);
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["trigger"], "push");
+        assert_eq!(v["outcome"], "skipped");
+        assert_eq!(v["code"], "superseded");
+        assert_eq!(v["actions"][0]["action"], "delete");
+        assert_eq!(v["actions"][0]["outcome"], "skipped");
+        assert!(v.get("truncated").is_none());
+    }
+
+    #[test]
+    fn oversized_records_are_truncated_with_a_marker_not_dropped() {
+        let mut r = AuditRecord::new(Trigger::Sweep, Some("team/app"), UNIX_EPOCH);
+        for i in 0..5000u32 {
+            r.actions.push(ActionRecord {
+                action: Action::Delete {
+                    digest: Digest::sha256_of(&i.to_be_bytes()),
+                    role: DeleteRole::Attestation,
+                },
+                outcome: ActionOutcome::Applied,
+            });
+        }
+        r.outcome = Outcome::Remediated;
+        let full = r.to_json();
+        assert!(full.len() > MAX_DETAIL_BYTES);
+        let text = r.to_bounded_json(MAX_DETAIL_BYTES);
+        assert!(text.len() <= MAX_DETAIL_BYTES);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["outcome"], "remediated");
+        assert_eq!(v["truncated"]["original_bytes"], full.len());
+        let kept = v["actions"].as_array().unwrap().len();
+        assert!(kept > 100, "kept {kept}");
+        assert_eq!(v["truncated"]["actions_omitted"], 5000 - kept);
+        assert_eq!(r.to_bounded_json(usize::MAX), full);
+    }
+}

@@ -1,0 +1,109 @@
+//! Adapters to AWS services: the only code that imports `aws_sdk_*`.
+//!
+//! Configuration (region, credentials, endpoint) comes from the standard AWS
+//! chain, so `AWS_ENDPOINT_URL` points every client at a local emulator.
+//! SDK errors are mapped to the core's error types here and nowhere else.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_ecr::error::ProvideErrorMetadata;
+use aws_sdk_ecr::error::SdkError;
+
+use crate::config::ServiceConfig;
+use crate::handler::Handler;
+use crate::registry::RegistryError;
+
+pub mod audit;
+pub mod ecr;
+pub mod sqs;
+
+/// Loads the shared AWS configuration with the service's retry and timeout
+/// settings: `max_attempts` attempts per call (the first included) for
+/// throttling, 5xx and transport errors, with exponential backoff.
+pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(max_attempts.max(1))
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// The service wired to ECR and EventBridge with the standard AWS configuration.
+pub async fn handler(config: &ServiceConfig) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
+    let sdk = load_config(config.max_attempts).await;
+    Handler {
+        registry: ecr::EcrRegistry::new(aws_sdk_ecr::Client::new(&sdk), config.put_tps),
+        audit: audit::EventBridgeAudit::new(aws_sdk_eventbridge::Client::new(&sdk), config.audit_bus.clone()),
+        policies: config.policies.clone(),
+        log_records: true,
+    }
+}
+
+/// Maps an SDK error to the core's registry error.
+pub(crate) fn registry_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> RegistryError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("Unknown").to_owned();
+            let message = e.message().unwrap_or_default().to_owned();
+            classify_code(operation, code, message)
+        }
+        SdkError::TimeoutError(_) => RegistryError::Unavailable {
+            operation,
+            message: "timed out".to_owned(),
+        },
+        SdkError::DispatchFailure(d) => RegistryError::Unavailable {
+            operation,
+            message: format!("could not reach the service: {d:?}"),
+        },
+        SdkError::ResponseError(r) => RegistryError::Unavailable {
+            operation,
+            message: format!("unreadable response: {r:?}"),
+        },
+        other => RegistryError::Service {
+            operation,
+            code: "ClientError".to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Maps an AWS error code to the core's registry error.
+pub(crate) fn classify_code(operation: &'static str, code: String, message: String) -> RegistryError {
+    match code.as_str() {
+        "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "Throttling" => {
+            RegistryError::Throttled { operation, message }
+        }
+        "ServerException" | "InternalError" | "InternalFailure" | "InternalServerError" | "ServiceUnavailable"
+        | "ServiceUnavailableException" => RegistryError::Unavailable { operation, message },
+        "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
+            operation,
+            repository: message,
+        },
+        "ImageTagAlreadyExistsException" => RegistryError::TagImmutable { operation, tag: message },
+        "ReferencedImagesNotFoundException" => RegistryError::ReferencedImagesNotFound { operation, message },
+        _ => RegistryError::Service {
+            operation,
+            code,
+            message,
+        },
+    }
+}

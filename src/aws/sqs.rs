@@ -1,0 +1,156 @@
+//! The long-running worker on an SQS queue (`ecr-remediator serve`).
+//!
+//! Long polling; each message's visibility is extended while it is worked
+//! on; a message is deleted only when handled (and its audit record written);
+//! on failure it is left to become visible again (the queue's redrive policy
+//! moves it to a dead-letter queue after enough attempts). Stops receiving on
+//! the shutdown signal and finishes the message in hand.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+
+use crate::audit::{AuditSink, Trigger};
+use crate::handler::Handler;
+use crate::registry::Registry;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The queue.
+    pub queue_url: String,
+    /// Visibility timeout asked for on receive and kept extended while working.
+    pub visibility_timeout: Duration,
+    /// Long-poll wait per receive (at most 20 s).
+    pub wait: Duration,
+    /// Exit after a receive that returns nothing (for batch runs and the demo).
+    pub exit_when_idle: bool,
+}
+
+/// What the worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    /// Messages handled and deleted.
+    pub handled: u64,
+    /// Messages left for redelivery.
+    pub failed: u64,
+}
+
+/// The worker could not go on.
+#[derive(Debug, thiserror::Error)]
+#[error("SQS {operation} on {queue}: {message}")]
+pub struct WorkerError {
+    operation: &'static str,
+    queue: String,
+    message: String,
+}
+
+fn secs(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// Runs the worker until `shutdown` resolves (or the queue is idle with `exit_when_idle`).
+pub async fn serve<R: Registry, A: AuditSink>(
+    handler: &Handler<R, A>,
+    client: &Client,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ServeStats, WorkerError> {
+    let mut stats = ServeStats::default();
+    let mut consecutive_errors = 0u32;
+    tokio::pin!(shutdown);
+    loop {
+        let receive = client
+            .receive_message()
+            .queue_url(&options.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(secs(options.wait).min(20))
+            .visibility_timeout(secs(options.visibility_timeout))
+            .send();
+        let reply = tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested; stopping");
+                return Ok(stats);
+            }
+            reply = receive => reply,
+        };
+        let reply = match reply {
+            Ok(r) => {
+                consecutive_errors = 0;
+                r
+            }
+            Err(e) => {
+                let fatal = e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist());
+                let message = DisplayErrorContext(&e).to_string();
+                consecutive_errors += 1;
+                if fatal || consecutive_errors >= 10 {
+                    return Err(WorkerError {
+                        operation: "ReceiveMessage",
+                        queue: options.queue_url.clone(),
+                        message,
+                    });
+                }
+                tracing::warn!(error = %message, "receive failed; retrying");
+                tokio::time::sleep(Duration::from_secs(u64::from(consecutive_errors))).await;
+                continue;
+            }
+        };
+        let messages = reply.messages();
+        if messages.is_empty() && options.exit_when_idle {
+            return Ok(stats);
+        }
+        for message in messages {
+            let (Some(body), Some(receipt)) = (message.body(), message.receipt_handle()) else {
+                continue;
+            };
+            let id = message.message_id().unwrap_or_default();
+            let work = handler.handle_text(body, Trigger::Push);
+            let heartbeat = keep_invisible(client, options, receipt);
+            tokio::pin!(work);
+            tokio::pin!(heartbeat);
+            let result = tokio::select! {
+                r = &mut work => r,
+                () = &mut heartbeat => work.await,
+            };
+            match result {
+                Ok(r) => {
+                    tracing::info!(message_id = id, result = ?r, "message handled");
+                    if let Err(e) = client
+                        .delete_message()
+                        .queue_url(&options.queue_url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                    {
+                        tracing::warn!(message_id = id, error = %DisplayErrorContext(&e), "could not delete a handled message; it will be handled again (idempotent)");
+                    }
+                    stats.handled += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = id, error = %e, "message failed; left for redelivery");
+                    stats.failed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Extends the message's visibility at half the timeout, forever (raced against the work).
+async fn keep_invisible(client: &Client, options: &ServeOptions, receipt: &str) {
+    let period = (options.visibility_timeout / 2).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(e) = client
+            .change_message_visibility()
+            .queue_url(&options.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs(options.visibility_timeout))
+            .send()
+            .await
+        {
+            tracing::warn!(error = %DisplayErrorContext(&e), "could not extend message visibility");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Service configuration from the environment, validated once at start-up.
+//!
+//! The policy comes from [`crate::policy::load`]; the settings here are the
+//! service's own. Every error names the variable.
+
+use std::collections::BTreeMap;
+
+use crate::policy::{PolicyError, PolicySet, load};
+
+/// Audit bus name or ARN (default: `default`).
+pub const ENV_AUDIT_BUS: &str = "ECR_REMEDIATOR_AUDIT_BUS";
+/// Client-side `PutImage` calls per second (default 2).
+pub const ENV_PUT_TPS: &str = "ECR_REMEDIATOR_PUT_TPS";
+/// Attempts per AWS call, the first included (default 5).
+pub const ENV_MAX_ATTEMPTS: &str = "ECR_REMEDIATOR_MAX_ATTEMPTS";
+
+/// Default `PutImage` rate: well under ECR's 10 TPS per account and region,
+/// which every `docker push` shares.
+pub const DEFAULT_PUT_TPS: f64 = 2.0;
+/// Default attempts per AWS call.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Everything the service needs besides AWS's own configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The policies.
+    pub policies: PolicySet,
+    /// The audit bus.
+    pub audit_bus: String,
+    /// `PutImage` calls per second.
+    pub put_tps: f64,
+    /// Attempts per AWS call.
+    pub max_attempts: u32,
+}
+
+/// Invalid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A service setting is invalid.
+    #[error("invalid configuration: {variable}={value:?}: {problem}")]
+    Setting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+impl ServiceConfig {
+    /// Reads the configuration from `vars` (reading a policy file with `read_file`).
+    pub fn from_vars<E>(
+        vars: &BTreeMap<String, String>,
+        read_file: impl FnOnce(&str) -> Result<String, E>,
+    ) -> Result<Self, ConfigError>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let policies = load(vars, read_file)?;
+        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let audit_bus = get(ENV_AUDIT_BUS).unwrap_or("default").to_owned();
+        let put_tps = match get(ENV_PUT_TPS) {
+            None => DEFAULT_PUT_TPS,
+            Some(v) => match v.parse::<f64>() {
+                Ok(n) if n.is_finite() && n > 0.0 && n <= 10.0 => n,
+                _ => {
+                    return Err(ConfigError::Setting {
+                        variable: ENV_PUT_TPS,
+                        value: v.to_owned(),
+                        problem: "must be a number above 0 and at most 10 (ECR's PutImage quota)",
+                    });
+                }
+            },
+        };
+        let max_attempts = match get(ENV_MAX_ATTEMPTS) {
+            None => DEFAULT_MAX_ATTEMPTS,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=20).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::Setting {
+                        variable: ENV_MAX_ATTEMPTS,
+                        value: v.to_owned(),
+                        problem: "must be a whole number from 1 to 20",
+                    });
+                }
+            },
+        };
+        Ok(ServiceConfig {
+            policies,
+            audit_bus,
+            put_tps,
+            max_attempts,
+        })
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars, |path: &str| std::fs::read_to_string(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn no_file(_: &str) -> Result<String, std::io::Error> {
+        Err(std::io::Error::other("no file"))
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = ServiceConfig::from_vars(&vars(&[]), no_file).unwrap();
+        assert_eq!(c.audit_bus, "default");
+        assert!((c.put_tps - DEFAULT_PUT_TPS).abs() < f64::EPSILON);
+        assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(c.policies.default.mode, crate::policy::Mode::Tag);
+        assert!(!c.policies.default.delete_orphans);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (k, v) in [(ENV_PUT_TPS, "50"), (ENV_PUT_TPS, "fast"), (ENV_MAX_ATTEMPTS, "0")] {
+            let err = ServiceConfig::from_vars(&vars(&[(k, v)]), no_file).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+        }
+        let err = ServiceConfig::from_vars(&vars(&[("ECR_REMEDIATOR_MODE", "yolo")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ECR_REMEDIATOR_MODE") || err.contains("mode"), "{err}");
+    }
+}

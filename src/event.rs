@@ -1,0 +1,332 @@
+//! ECR's `ECR Image Action` EventBridge event, and which ones the service handles.
+//!
+//! ECR emits one PUSH event per stored manifest (ECR-FACTS §3): each child of
+//! a buildx index arrives untagged with an image-manifest media type, the
+//! index with its tag. Only a successful PUSH of a tagged index is work; all
+//! else is skipped here, before any registry call, with a typed reason.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::media_type::ManifestMediaType;
+use crate::names::{ImageTag, RepositoryName};
+use crate::template::TagTemplate;
+
+/// The `source` of ECR's events.
+pub const ECR_SOURCE: &str = "aws.ecr";
+/// The `detail-type` of ECR's image events.
+pub const IMAGE_ACTION: &str = "ECR Image Action";
+
+/// An EventBridge event envelope, with the detail left raw.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Envelope {
+    /// Event id (unique per event, reused on redelivery).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `detail-type`.
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    /// `source`.
+    pub source: String,
+    /// Account that emitted it.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Region it was emitted in.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// ISO-8601 time.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// The detail, parsed once the type is known.
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// The `detail` of an `ECR Image Action` event.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ImageActionDetail {
+    /// `SUCCESS` or `FAILURE`.
+    pub result: String,
+    /// Repository name.
+    #[serde(rename = "repository-name")]
+    pub repository_name: String,
+    /// Digest of the manifest.
+    #[serde(rename = "image-digest")]
+    pub image_digest: String,
+    /// `PUSH`, `DELETE`, `UPDATE_STORAGE_CLASS`, ...
+    #[serde(rename = "action-type")]
+    pub action_type: String,
+    /// The tag, `""` when untagged.
+    #[serde(rename = "image-tag", default)]
+    pub image_tag: Option<String>,
+    /// The manifest's media type (absent in some older events).
+    #[serde(rename = "manifest-media-type", default)]
+    pub manifest_media_type: Option<String>,
+    /// The config media type (image manifests only).
+    #[serde(rename = "artifact-media-type", default)]
+    pub artifact_media_type: Option<String>,
+}
+
+/// A pushed, tagged index: the service's unit of work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushedIndex {
+    /// The event id.
+    pub event_id: Option<String>,
+    /// Account of the event.
+    pub account: Option<String>,
+    /// Region of the event.
+    pub region: Option<String>,
+    /// Repository.
+    pub repository: RepositoryName,
+    /// The index's digest.
+    pub digest: Digest,
+    /// The tag it was pushed with.
+    pub tag: ImageTag,
+}
+
+/// Why an event is not handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Ignored {
+    /// Not from ECR.
+    OtherSource {
+        /// The source.
+        source: String,
+    },
+    /// From ECR but not an image action (scan, replication, ...).
+    OtherDetailType {
+        /// The detail-type.
+        detail_type: String,
+    },
+    /// Not a PUSH (DELETE, UPDATE_STORAGE_CLASS, ...).
+    NotPush {
+        /// The action type.
+        action_type: String,
+    },
+    /// The push failed.
+    Failed,
+    /// A single manifest (a child of an index, or the service's own retag).
+    NotAnIndex {
+        /// Its media type.
+        media_type: String,
+    },
+    /// Untagged: a child manifest being stored.
+    Untagged,
+    /// A tag shaped like the service's own keep tag.
+    OwnKeepTag {
+        /// The tag.
+        tag: String,
+    },
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ignored::OtherSource { source } => write!(f, "event source {source} is not {ECR_SOURCE}"),
+            Ignored::OtherDetailType { detail_type } => write!(f, "detail-type {detail_type} is not {IMAGE_ACTION}"),
+            Ignored::NotPush { action_type } => write!(f, "action-type {action_type} is not PUSH"),
+            Ignored::Failed => f.write_str("the push failed (result FAILURE)"),
+            Ignored::NotAnIndex { media_type } => {
+                write!(f, "{media_type} is a single manifest (a child push or our own retag)")
+            }
+            Ignored::Untagged => f.write_str("untagged push (a child manifest)"),
+            Ignored::OwnKeepTag { tag } => write!(f, "tag {tag} has the shape of our own keep tag"),
+        }
+    }
+}
+
+/// An event that cannot be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Not an EventBridge event.
+    #[error("malformed event: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The ECR detail lacks a field or has a wrong type.
+    #[error("malformed ECR Image Action detail: {0}")]
+    Detail(#[source] serde_json::Error),
+    /// A field has an invalid value.
+    #[error("malformed ECR Image Action detail: {field}: {problem}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// What to do with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Triage {
+    /// Handle this pushed index.
+    Handle(PushedIndex),
+    /// Skip, for this reason.
+    Ignore(Ignored),
+}
+
+/// Parses an EventBridge event from JSON text.
+pub fn parse_envelope(text: &str) -> Result<Envelope, EventError> {
+    serde_json::from_str(text).map_err(EventError::Json)
+}
+
+/// Decides whether `event` is work, without any registry call.
+///
+/// `keep_tag` is the keep-tag template of the repository's policy (if any):
+/// a tag of that shape is the service's own write and is never handled again.
+/// A PUSH without `manifest-media-type` is handled (the registry tells).
+pub fn triage<'a>(
+    event: &Envelope,
+    keep_tag: impl Fn(&RepositoryName) -> Option<&'a TagTemplate>,
+) -> Result<Triage, EventError> {
+    if event.source != ECR_SOURCE {
+        return Ok(Triage::Ignore(Ignored::OtherSource {
+            source: event.source.clone(),
+        }));
+    }
+    if event.detail_type != IMAGE_ACTION {
+        return Ok(Triage::Ignore(Ignored::OtherDetailType {
+            detail_type: event.detail_type.clone(),
+        }));
+    }
+    let detail: ImageActionDetail = serde_json::from_value(event.detail.clone()).map_err(EventError::Detail)?;
+    if detail.action_type != "PUSH" {
+        return Ok(Triage::Ignore(Ignored::NotPush {
+            action_type: detail.action_type,
+        }));
+    }
+    if detail.result != "SUCCESS" {
+        return Ok(Triage::Ignore(Ignored::Failed));
+    }
+    if let Some(mt) = &detail.manifest_media_type
+        && !ManifestMediaType::parse(mt).is_some_and(ManifestMediaType::is_index)
+    {
+        return Ok(Triage::Ignore(Ignored::NotAnIndex { media_type: mt.clone() }));
+    }
+    let repository = RepositoryName::parse(&detail.repository_name).map_err(|e| EventError::Field {
+        field: "repository-name",
+        problem: e.to_string(),
+    })?;
+    let digest = Digest::parse(&detail.image_digest).map_err(|e| EventError::Field {
+        field: "image-digest",
+        problem: e.to_string(),
+    })?;
+    let tag = match detail.image_tag.as_deref() {
+        None | Some("") => return Ok(Triage::Ignore(Ignored::Untagged)),
+        Some(t) => ImageTag::parse(t).map_err(|e| EventError::Field {
+            field: "image-tag",
+            problem: e.to_string(),
+        })?,
+    };
+    if keep_tag(&repository).is_some_and(|k| k.could_have_written(&tag)) {
+        return Ok(Triage::Ignore(Ignored::OwnKeepTag {
+            tag: tag.as_str().to_owned(),
+        }));
+    }
+    Ok(Triage::Handle(PushedIndex {
+        event_id: event.id.clone(),
+        account: event.account.clone(),
+        region: event.region.clone(),
+        repository,
+        digest,
+        tag,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    const DIGEST: &str = "sha256:42b5e3bd0b6a7e2a6f1f4ab6b3e6c0c5d2b4a1f0e9d8c7b6a5f4e3d2c1b0a998";
+
+    fn event(detail: serde_json::Value) -> Envelope {
+        serde_json::from_value(serde_json::json!({
+            "version": "0", "id": "e1", "detail-type": IMAGE_ACTION, "source": ECR_SOURCE,
+            "account": "123456789012", "time": "2026-11-23T12:00:00Z", "region": "eu-central-1",
+            "resources": [], "detail": detail
+        }))
+        .unwrap()
+    }
+
+    fn push(tag: &str, media_type: &str) -> Envelope {
+        event(serde_json::json!({
+            "result": "SUCCESS", "repository-name": "team/app", "image-digest": DIGEST,
+            "action-type": "PUSH", "image-tag": tag, "manifest-media-type": media_type
+        }))
+    }
+
+    fn keep() -> TagTemplate {
+        TagTemplate::default_keep()
+    }
+
+    fn run(e: &Envelope) -> Triage {
+        let k = keep();
+        triage(e, |_| Some(&k)).unwrap()
+    }
+
+    #[test]
+    fn a_tagged_index_push_is_handled() {
+        let Triage::Handle(p) = run(&push("v7", INDEX)) else {
+            panic!("not handled")
+        };
+        assert_eq!(p.repository.as_str(), "team/app");
+        assert_eq!(p.tag.as_str(), "v7");
+        assert_eq!(p.digest.to_string(), DIGEST);
+        assert_eq!(p.event_id.as_deref(), Some("e1"));
+        let list = push("v7", "application/vnd.docker.distribution.manifest.list.v2+json");
+        assert!(matches!(run(&list), Triage::Handle(_)));
+    }
+
+    #[test]
+    fn children_own_retags_deletes_and_other_events_are_ignored() {
+        let image = "application/vnd.oci.image.manifest.v1+json";
+        assert_eq!(run(&push("", INDEX)), Triage::Ignore(Ignored::Untagged));
+        assert!(matches!(run(&push("", image)), Triage::Ignore(Ignored::NotAnIndex { .. })));
+        assert!(matches!(run(&push("v7", image)), Triage::Ignore(Ignored::NotAnIndex { .. })));
+        assert!(matches!(run(&push("v7-index", INDEX)), Triage::Ignore(Ignored::OwnKeepTag { .. })));
+        let mut delete = push("v7", INDEX);
+        delete.detail["action-type"] = "DELETE".into();
+        assert!(matches!(run(&delete), Triage::Ignore(Ignored::NotPush { .. })));
+        let mut failed = push("v7", INDEX);
+        failed.detail["result"] = "FAILURE".into();
+        assert_eq!(run(&failed), Triage::Ignore(Ignored::Failed));
+        let mut scan = push("v7", INDEX);
+        scan.detail_type = "ECR Image Scan".into();
+        assert!(matches!(run(&scan), Triage::Ignore(Ignored::OtherDetailType { .. })));
+        let mut other = push("v7", INDEX);
+        other.source = "aws.s3".into();
+        assert!(matches!(run(&other), Triage::Ignore(Ignored::OtherSource { .. })));
+    }
+
+    #[test]
+    fn missing_media_type_is_handled_and_the_registry_decides() {
+        let mut e = push("v7", INDEX);
+        e.detail.as_object_mut().unwrap().remove("manifest-media-type");
+        assert!(matches!(run(&e), Triage::Handle(_)));
+    }
+
+    #[test]
+    fn malformed_events_are_errors_naming_the_problem() {
+        assert!(parse_envelope("{").is_err());
+        assert!(parse_envelope("{\"source\": 1}").is_err());
+        let mut e = push("v7", INDEX);
+        e.detail["image-digest"] = "sha256:nothex".into();
+        let k = keep();
+        let err = triage(&e, |_| Some(&k)).unwrap_err().to_string();
+        assert!(err.contains("image-digest"), "{err}");
+        let mut e = push("v7", INDEX);
+        e.detail.as_object_mut().unwrap().remove("repository-name");
+        let err = triage(&e, |_| Some(&k)).unwrap_err().to_string();
+        assert!(err.contains("repository-name"), "{err}");
+        let mut e = push("bad tag!", INDEX);
+        e.detail["image-tag"] = "bad tag!".into();
+        assert!(triage(&e, |_| Some(&k)).is_err());
+    }
+
+    #[test]
+    fn without_keep_tag_a_dash_index_tag_is_handled() {
+        let e = push("v7-index", INDEX);
+        assert!(matches!(triage(&e, |_| None).unwrap(), Triage::Handle(_)));
+    }
+}

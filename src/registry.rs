@@ -1,0 +1,219 @@
+//! The registry as the service sees it: a small trait, with no SDK type in it.
+//!
+//! The real adapter (`aws::ecr`) implements it with aws-sdk-ecr; [`memory`]
+//! is an in-memory double with ECR's rules for unit tests. Calls map to ECR
+//! operations one to one, so call counts mean the same on both.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::manifest::{ManifestError, RawManifest};
+use crate::names::{ImageTag, RepositoryName};
+
+pub mod memory;
+
+/// An image named by digest or by tag.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum ImageRef {
+    /// By digest.
+    Digest(Digest),
+    /// By tag.
+    Tag(ImageTag),
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Digest(d) => write!(f, "{d}"),
+            ImageRef::Tag(t) => write!(f, ":{t}"),
+        }
+    }
+}
+
+/// Why one image of a batch could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchFailure {
+    /// No such image or tag.
+    #[error("not found")]
+    NotFound,
+    /// The registry served something that is not a valid manifest.
+    #[error("invalid manifest: {0}")]
+    Invalid(#[source] ManifestError),
+    /// Any other per-image failure the registry reported.
+    #[error("{code}: {reason}")]
+    Other {
+        /// The registry's failure code.
+        code: String,
+        /// Its explanation.
+        reason: String,
+    },
+}
+
+/// The result of reading several images in one call, in request order.
+pub type Fetched = Vec<(ImageRef, Result<RawManifest, FetchFailure>)>;
+
+/// What `put_image` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The registry stored the manifest or tag.
+    Stored,
+    /// That digest already had that tag (`ImageAlreadyExistsException`).
+    AlreadyExists,
+}
+
+/// What deleting one image did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum DeleteOutcome {
+    /// Deleted.
+    Deleted,
+    /// It was already gone.
+    NotFound,
+    /// An index in the repository still refers to it.
+    ReferencedByManifestList,
+    /// Another per-image failure.
+    Failed {
+        /// The registry's failure code.
+        code: String,
+        /// Its explanation.
+        reason: String,
+    },
+}
+
+/// One image as a repository listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its tags.
+    pub tags: Vec<ImageTag>,
+    /// Its manifest media type as reported (may be absent).
+    pub media_type: Option<String>,
+}
+
+/// A registry call that failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The repository does not exist.
+    #[error("{operation}: repository {repository} does not exist")]
+    RepositoryNotFound {
+        /// The operation.
+        operation: &'static str,
+        /// The repository.
+        repository: String,
+    },
+    /// The tag exists and the repository's tag immutability forbids moving it.
+    #[error("{operation}: tag {tag} is immutable in this repository")]
+    TagImmutable {
+        /// The operation.
+        operation: &'static str,
+        /// The tag.
+        tag: String,
+    },
+    /// An index refers to manifests the repository does not have.
+    #[error("{operation}: the index refers to images not in the repository: {message}")]
+    ReferencedImagesNotFound {
+        /// The operation.
+        operation: &'static str,
+        /// The registry's message.
+        message: String,
+    },
+    /// Throttled, after the SDK's own retries.
+    #[error("{operation}: throttled: {message}")]
+    Throttled {
+        /// The operation.
+        operation: &'static str,
+        /// The registry's message.
+        message: String,
+    },
+    /// A server-side or transport failure, after retries.
+    #[error("{operation}: service unavailable: {message}")]
+    Unavailable {
+        /// The operation.
+        operation: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// Any other error the service returned (access denied, invalid parameter, ...).
+    #[error("{operation}: {code}: {message}")]
+    Service {
+        /// The operation.
+        operation: &'static str,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+    },
+    /// The response did not make sense.
+    #[error("{operation}: unexpected response: {problem}")]
+    InvalidResponse {
+        /// The operation.
+        operation: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl RegistryError {
+    /// True when trying again later may succeed (throttling, 5xx, transport).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RegistryError::Throttled { .. } | RegistryError::Unavailable { .. })
+    }
+
+    /// A short stable code for audit records.
+    pub fn code(&self) -> &str {
+        match self {
+            RegistryError::RepositoryNotFound { .. } => "RepositoryNotFound",
+            RegistryError::TagImmutable { .. } => "ImageTagAlreadyExists",
+            RegistryError::ReferencedImagesNotFound { .. } => "ReferencedImagesNotFound",
+            RegistryError::Throttled { .. } => "Throttled",
+            RegistryError::Unavailable { .. } => "Unavailable",
+            RegistryError::Service { code, .. } => code,
+            RegistryError::InvalidResponse { .. } => "InvalidResponse",
+        }
+    }
+}
+
+/// The registry operations the service uses.
+pub trait Registry: Sync {
+    /// Reads images by digest or tag in one call (`BatchGetImage`, ≤ 100 ids;
+    /// the adapter splits larger requests). Manifest bytes are exactly as stored.
+    fn get_images(
+        &self,
+        repository: &RepositoryName,
+        ids: &[ImageRef],
+    ) -> impl Future<Output = Result<Fetched, RegistryError>> + Send;
+
+    /// Stores `manifest` (byte for byte) with `tag` (`PutImage`).
+    fn put_image(
+        &self,
+        repository: &RepositoryName,
+        manifest: &RawManifest,
+        tag: &ImageTag,
+    ) -> impl Future<Output = Result<PutOutcome, RegistryError>> + Send;
+
+    /// Deletes images by digest (`BatchDeleteImage` in chunks of ≤ 100), in order.
+    fn delete_images(
+        &self,
+        repository: &RepositoryName,
+        digests: &[Digest],
+    ) -> impl Future<Output = Result<Vec<(Digest, DeleteOutcome)>, RegistryError>> + Send;
+
+    /// Every image in the repository with its tags (`DescribeImages`, paginated).
+    fn list_images(
+        &self,
+        repository: &RepositoryName,
+    ) -> impl Future<Output = Result<Vec<ImageSummary>, RegistryError>> + Send;
+
+    /// The tags of each of `digests` (`DescribeImages` by id); `None` for an
+    /// image that no longer exists.
+    fn tags_of(
+        &self,
+        repository: &RepositoryName,
+        digests: &[Digest],
+    ) -> impl Future<Output = Result<BTreeMap<Digest, Option<Vec<ImageTag>>>, RegistryError>> + Send;
+}
