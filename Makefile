@@ -46,7 +46,7 @@ lint: ## clippy on every target, warnings are errors
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 .PHONY: unit
-unit: ## Run every test (unit, fixture corpus, CLI, planner properties)
+unit: venv ## Run every Rust test (unit, corpus, CLI, planner properties, live path on the emulator)
 	$(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked
 

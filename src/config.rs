@@ -129,7 +129,9 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         for (k, v) in [(ENV_PUT_TPS, "50"), (ENV_PUT_TPS, "fast"), (ENV_MAX_ATTEMPTS, "0")] {
-            let err = ServiceConfig::from_vars(&vars(&[(k, v)]), no_file).unwrap_err().to_string();
+            let err = ServiceConfig::from_vars(&vars(&[(k, v)]), no_file)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(k), "{err}");
         }
         let err = ServiceConfig::from_vars(&vars(&[("ECR_REMEDIATOR_MODE", "yolo")]), no_file)

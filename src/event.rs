@@ -282,9 +282,18 @@ mod tests {
     fn children_own_retags_deletes_and_other_events_are_ignored() {
         let image = "application/vnd.oci.image.manifest.v1+json";
         assert_eq!(run(&push("", INDEX)), Triage::Ignore(Ignored::Untagged));
-        assert!(matches!(run(&push("", image)), Triage::Ignore(Ignored::NotAnIndex { .. })));
-        assert!(matches!(run(&push("v7", image)), Triage::Ignore(Ignored::NotAnIndex { .. })));
-        assert!(matches!(run(&push("v7-index", INDEX)), Triage::Ignore(Ignored::OwnKeepTag { .. })));
+        assert!(matches!(
+            run(&push("", image)),
+            Triage::Ignore(Ignored::NotAnIndex { .. })
+        ));
+        assert!(matches!(
+            run(&push("v7", image)),
+            Triage::Ignore(Ignored::NotAnIndex { .. })
+        ));
+        assert!(matches!(
+            run(&push("v7-index", INDEX)),
+            Triage::Ignore(Ignored::OwnKeepTag { .. })
+        ));
         let mut delete = push("v7", INDEX);
         delete.detail["action-type"] = "DELETE".into();
         assert!(matches!(run(&delete), Triage::Ignore(Ignored::NotPush { .. })));

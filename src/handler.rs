@@ -88,12 +88,20 @@ pub enum Payload<'a> {
 /// Recognises an SQS batch (`Records` with `eventSource: aws:sqs`); anything else is an event.
 pub fn payload(value: &Value) -> Payload<'_> {
     match value.get("Records").and_then(Value::as_array) {
-        Some(records) if records.iter().all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")) => {
+        Some(records)
+            if records
+                .iter()
+                .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")) =>
+        {
             Payload::SqsBatch(
                 records
                     .iter()
                     .map(|r| {
-                        let id = r.get("messageId").and_then(Value::as_str).unwrap_or_default().to_owned();
+                        let id = r
+                            .get("messageId")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
                         let body = r.get("body").and_then(Value::as_str).unwrap_or_default().to_owned();
                         (id, body)
                     })
@@ -164,7 +172,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                 for (id, body) in messages {
                     if let Err(e) = self.handle_text(&body, Trigger::Push).await {
                         tracing::warn!(message_id = %id, error = %e, "message failed; it will be delivered again");
-                        response.batch_item_failures.push(BatchItemFailure { item_identifier: id });
+                        response
+                            .batch_item_failures
+                            .push(BatchItemFailure { item_identifier: id });
                     }
                 }
                 Ok(serde_json::to_value(response).unwrap_or(Value::Null))

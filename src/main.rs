@@ -120,7 +120,8 @@ impl PolicyFlags {
         let mut config = ServiceConfig::from_env().context("invalid configuration")?;
         if let Some(file) = &self.config {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            config.policies = PolicySet::from_toml(&text).with_context(|| format!("invalid policy file {}", file.display()))?;
+            config.policies =
+                PolicySet::from_toml(&text).with_context(|| format!("invalid policy file {}", file.display()))?;
         }
         let apply = |p: &mut Policy| {
             if let Some(m) = self.mode {
@@ -209,7 +210,11 @@ async fn remediate(
         region: std::env::var("AWS_REGION").ok(),
         repository: RepositoryName::parse(&repository).context("--repository")?,
         digest: Digest::parse(&image_digest).context("--image-digest")?,
-        tag: image_tag.as_deref().map(ImageTag::parse).transpose().context("--image-tag")?,
+        tag: image_tag
+            .as_deref()
+            .map(ImageTag::parse)
+            .transpose()
+            .context("--image-tag")?,
     };
     let config = flags.config()?;
     let mut handler = ecr_remediator::aws::handler(&config).await;

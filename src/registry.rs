@@ -161,7 +161,10 @@ pub enum RegistryError {
 impl RegistryError {
     /// True when trying again later may succeed (throttling, 5xx, transport).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RegistryError::Throttled { .. } | RegistryError::Unavailable { .. })
+        matches!(
+            self,
+            RegistryError::Throttled { .. } | RegistryError::Unavailable { .. }
+        )
     }
 
     /// A short stable code for audit records.

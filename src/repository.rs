@@ -74,14 +74,14 @@ impl RepositoryView {
     pub fn insert_image(&mut self, digest: Digest, tags: impl IntoIterator<Item = ImageTag>) -> Result<(), ViewError> {
         let entry = self.images.entry(digest.clone()).or_default();
         for tag in tags {
-            if let Some(holder) = self.tags.get(&tag) {
-                if *holder != digest {
-                    return Err(ViewError::DuplicateTag {
-                        tag,
-                        first: holder.clone(),
-                        second: digest,
-                    });
-                }
+            if let Some(holder) = self.tags.get(&tag)
+                && *holder != digest
+            {
+                return Err(ViewError::DuplicateTag {
+                    tag,
+                    first: holder.clone(),
+                    second: digest,
+                });
             }
             self.tags.insert(tag.clone(), digest.clone());
             entry.insert(tag);
@@ -135,10 +135,10 @@ impl RepositoryView {
     }
 
     fn put_tag(&mut self, tag: &ImageTag, digest: &Digest) {
-        if let Some(prev) = self.tags.insert(tag.clone(), digest.clone()) {
-            if let Some(t) = self.images.get_mut(&prev) {
-                t.remove(tag);
-            }
+        if let Some(prev) = self.tags.insert(tag.clone(), digest.clone())
+            && let Some(t) = self.images.get_mut(&prev)
+        {
+            t.remove(tag);
         }
         self.images.entry(digest.clone()).or_default().insert(tag.clone());
     }

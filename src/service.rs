@@ -113,10 +113,16 @@ async fn run<R: Registry>(
             return Ok(skipped("index_gone", "the image no longer exists in the repository"));
         }
         Some(Err(FetchFailure::Invalid(e))) => {
-            return Ok(skipped("invalid_manifest", format!("the stored manifest is not valid: {e}")));
+            return Ok(skipped(
+                "invalid_manifest",
+                format!("the stored manifest is not valid: {e}"),
+            ));
         }
         Some(Err(e @ FetchFailure::Other { .. })) => {
-            return Ok(skipped("unreadable", format!("the registry could not serve the image: {e}")));
+            return Ok(skipped(
+                "unreadable",
+                format!("the registry could not serve the image: {e}"),
+            ));
         }
     };
     let tag_target = match first.next().map(|(_, r)| r) {
@@ -182,7 +188,10 @@ async fn run<R: Registry>(
                     .map_err(|e| invalid("view", e))?;
             }
             if m.media_type().is_index() {
-                view.insert_index(m.digest().clone(), m.entries().iter().map(|e| e.digest.clone()).collect());
+                view.insert_index(
+                    m.digest().clone(),
+                    m.entries().iter().map(|e| e.digest.clone()).collect(),
+                );
             }
         }
         if let (Some(tag), Some(target)) = (&job.tag, &tag_target) {
@@ -231,7 +240,8 @@ fn invalid(what: &str, e: impl std::fmt::Display) -> RegistryError {
 }
 
 fn insert_tagged(view: &mut RepositoryView, digest: &Digest, tag: &ImageTag) -> Result<(), RegistryError> {
-    view.insert_image(digest.clone(), [tag.clone()]).map_err(|e| invalid("tags", e))
+    view.insert_image(digest.clone(), [tag.clone()])
+        .map_err(|e| invalid("tags", e))
 }
 
 /// The derived tags of every runnable entry, and the keep tag.
@@ -305,7 +315,10 @@ async fn full_view<R: Registry>(
             continue;
         }
         if m.media_type().is_index() {
-            view.insert_index(m.digest().clone(), m.entries().iter().map(|e| e.digest.clone()).collect());
+            view.insert_index(
+                m.digest().clone(),
+                m.entries().iter().map(|e| e.digest.clone()).collect(),
+            );
         }
     }
     if !complete {
@@ -331,7 +344,11 @@ fn reason_code(reason: &crate::plan::SkipReason) -> String {
 }
 
 fn overall(actions: &[ActionRecord]) -> Outcome {
-    if let Some(ActionOutcome::Failed { code, error, .. }) = actions.iter().map(|a| &a.outcome).find(|o| matches!(o, ActionOutcome::Failed { .. })) {
+    if let Some(ActionOutcome::Failed { code, error, .. }) = actions
+        .iter()
+        .map(|a| &a.outcome)
+        .find(|o| matches!(o, ActionOutcome::Failed { .. }))
+    {
         let retryable = actions
             .iter()
             .any(|a| matches!(a.outcome, ActionOutcome::Failed { retryable: true, .. }));
@@ -451,9 +468,10 @@ impl<R: Registry> Applier<'_, R> {
     fn derived_action(&self, tag: &ImageTag, digest: &Digest) -> Option<(Action, ImageTag)> {
         let platform = self.classification_platforms.get(digest)?;
         let derived = self.policy.tag_template.render(tag, Some(platform)).ok()?;
-        let already = self.records.iter().any(|r| {
-            matches!(&r.action, Action::AddTag { tag: t, digest: d, .. } if *t == derived && d == digest)
-        });
+        let already = self
+            .records
+            .iter()
+            .any(|r| matches!(&r.action, Action::AddTag { tag: t, digest: d, .. } if *t == derived && d == digest));
         (!already).then(|| {
             let action = Action::AddTag {
                 tag: derived.clone(),
@@ -592,9 +610,15 @@ impl<R: Registry> Applier<'_, R> {
                 _ => go.push(a),
             }
         }
-        let (indexes, rest): (Vec<&Action>, Vec<&Action>) = go
-            .into_iter()
-            .partition(|a| matches!(a, Action::Delete { role: crate::plan::DeleteRole::Index, .. }));
+        let (indexes, rest): (Vec<&Action>, Vec<&Action>) = go.into_iter().partition(|a| {
+            matches!(
+                a,
+                Action::Delete {
+                    role: crate::plan::DeleteRole::Index,
+                    ..
+                }
+            )
+        });
         for group in [indexes, rest] {
             if group.is_empty() {
                 continue;
@@ -614,7 +638,8 @@ impl<R: Registry> Applier<'_, R> {
                     Some(DeleteOutcome::Deleted) => ActionOutcome::Applied,
                     Some(DeleteOutcome::NotFound) => ActionOutcome::Already,
                     Some(DeleteOutcome::ReferencedByManifestList) => ActionOutcome::Skipped {
-                        reason: "an index in the repository still refers to it (ImageReferencedByManifestList)".to_owned(),
+                        reason: "an index in the repository still refers to it (ImageReferencedByManifestList)"
+                            .to_owned(),
                     },
                     Some(DeleteOutcome::Failed { code, reason }) => ActionOutcome::Failed {
                         code: code.clone(),

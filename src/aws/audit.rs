@@ -15,7 +15,10 @@ pub struct EventBridgeAudit {
 impl EventBridgeAudit {
     /// A sink writing to `bus` (a name or ARN; `default` for the default bus).
     pub fn new(client: Client, bus: impl Into<String>) -> Self {
-        EventBridgeAudit { client, bus: bus.into() }
+        EventBridgeAudit {
+            client,
+            bus: bus.into(),
+        }
     }
 
     /// The bus records go to.

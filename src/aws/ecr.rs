@@ -13,7 +13,9 @@ use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::media_type::ManifestMediaType;
 use crate::names::{ImageTag, RepositoryName};
-use crate::registry::{DeleteOutcome, FetchFailure, Fetched, ImageRef, ImageSummary, PutOutcome, Registry, RegistryError};
+use crate::registry::{
+    DeleteOutcome, FetchFailure, Fetched, ImageRef, ImageSummary, PutOutcome, Registry, RegistryError,
+};
 
 use crate::config::DEFAULT_PUT_TPS;
 
@@ -31,7 +33,11 @@ pub struct EcrRegistry {
 impl EcrRegistry {
     /// An adapter over `client`, issuing at most `put_tps` `PutImage` calls per second.
     pub fn new(client: Client, put_tps: f64) -> Self {
-        let tps = if put_tps.is_finite() && put_tps > 0.0 { put_tps } else { DEFAULT_PUT_TPS };
+        let tps = if put_tps.is_finite() && put_tps > 0.0 {
+            put_tps
+        } else {
+            DEFAULT_PUT_TPS
+        };
         EcrRegistry {
             client,
             put_interval: Duration::from_secs_f64(1.0 / tps),
@@ -130,7 +136,10 @@ impl Registry for EcrRegistry {
             .await;
         match sent {
             Ok(_) => Ok(PutOutcome::Stored),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_image_already_exists_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_image_already_exists_exception()) =>
+            {
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(e) => Err(registry_error("PutImage", e)),
@@ -148,12 +157,17 @@ impl Registry for EcrRegistry {
                 .client
                 .batch_delete_image()
                 .repository_name(repository.as_str())
-                .set_image_ids(Some(chunk.iter().map(|d| identifier(&ImageRef::Digest(d.clone()))).collect()))
+                .set_image_ids(Some(
+                    chunk.iter().map(|d| identifier(&ImageRef::Digest(d.clone()))).collect(),
+                ))
                 .send()
                 .await
                 .map_err(|e| registry_error("BatchDeleteImage", e))?;
             for d in chunk {
-                let deleted = reply.image_ids().iter().any(|i| i.image_digest() == Some(d.to_string().as_str()));
+                let deleted = reply
+                    .image_ids()
+                    .iter()
+                    .any(|i| i.image_digest() == Some(d.to_string().as_str()));
                 let failure = reply
                     .failures()
                     .iter()
@@ -162,7 +176,9 @@ impl Registry for EcrRegistry {
                     (true, _) => DeleteOutcome::Deleted,
                     (false, Some(f)) => match f.failure_code() {
                         Some(ImageFailureCode::ImageNotFound) => DeleteOutcome::NotFound,
-                        Some(ImageFailureCode::ImageReferencedByManifestList) => DeleteOutcome::ReferencedByManifestList,
+                        Some(ImageFailureCode::ImageReferencedByManifestList) => {
+                            DeleteOutcome::ReferencedByManifestList
+                        }
                         code => DeleteOutcome::Failed {
                             code: code.map_or("Unknown", ImageFailureCode::as_str).to_owned(),
                             reason: f.failure_reason().unwrap_or_default().to_owned(),
@@ -240,7 +256,12 @@ impl EcrRegistry {
             .client
             .describe_images()
             .repository_name(repository.as_str())
-            .set_image_ids(Some(digests.iter().map(|d| identifier(&ImageRef::Digest(d.clone()))).collect()))
+            .set_image_ids(Some(
+                digests
+                    .iter()
+                    .map(|d| identifier(&ImageRef::Digest(d.clone())))
+                    .collect(),
+            ))
             .send()
             .await;
         let reply = match reply {

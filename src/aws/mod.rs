@@ -45,9 +45,17 @@ pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
 /// The service wired to ECR and EventBridge with the standard AWS configuration.
 pub async fn handler(config: &ServiceConfig) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
     let sdk = load_config(config.max_attempts).await;
+    handler_with(&sdk, config)
+}
+
+/// The service wired to ECR and EventBridge with a given AWS configuration.
+pub fn handler_with(
+    sdk: &aws_config::SdkConfig,
+    config: &ServiceConfig,
+) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
     Handler {
-        registry: ecr::EcrRegistry::new(aws_sdk_ecr::Client::new(&sdk), config.put_tps),
-        audit: audit::EventBridgeAudit::new(aws_sdk_eventbridge::Client::new(&sdk), config.audit_bus.clone()),
+        registry: ecr::EcrRegistry::new(aws_sdk_ecr::Client::new(sdk), config.put_tps),
+        audit: audit::EventBridgeAudit::new(aws_sdk_eventbridge::Client::new(sdk), config.audit_bus.clone()),
         policies: config.policies.clone(),
         log_records: true,
     }
@@ -92,13 +100,20 @@ pub(crate) fn classify_code(operation: &'static str, code: String, message: Stri
         "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "Throttling" => {
             RegistryError::Throttled { operation, message }
         }
-        "ServerException" | "InternalError" | "InternalFailure" | "InternalServerError" | "ServiceUnavailable"
+        "ServerException"
+        | "InternalError"
+        | "InternalFailure"
+        | "InternalServerError"
+        | "ServiceUnavailable"
         | "ServiceUnavailableException" => RegistryError::Unavailable { operation, message },
         "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
             operation,
             repository: message,
         },
-        "ImageTagAlreadyExistsException" => RegistryError::TagImmutable { operation, tag: message },
+        "ImageTagAlreadyExistsException" => RegistryError::TagImmutable {
+            operation,
+            tag: message,
+        },
         "ReferencedImagesNotFoundException" => RegistryError::ReferencedImagesNotFound { operation, message },
         _ => RegistryError::Service {
             operation,

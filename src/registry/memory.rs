@@ -27,7 +27,11 @@ pub struct RepoState {
 impl RepoState {
     /// The tags of `digest`.
     pub fn tags_of(&self, digest: &Digest) -> Vec<ImageTag> {
-        self.tags.iter().filter(|(_, d)| *d == digest).map(|(t, _)| t.clone()).collect()
+        self.tags
+            .iter()
+            .filter(|(_, d)| *d == digest)
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     fn referenced(&self, digest: &Digest) -> bool {
@@ -67,9 +71,16 @@ impl MemoryRegistry {
     }
 
     /// Stores a manifest as a client push would (children must exist first).
-    pub fn push(&self, name: &RepositoryName, manifest: &RawManifest, tag: Option<&ImageTag>) -> Result<(), RegistryError> {
+    pub fn push(
+        &self,
+        name: &RepositoryName,
+        manifest: &RawManifest,
+        tag: Option<&ImageTag>,
+    ) -> Result<(), RegistryError> {
         let mut repos = lock(&self.repos);
-        let repo = repos.get_mut(name.as_str()).ok_or_else(|| not_found("PutImage", name))?;
+        let repo = repos
+            .get_mut(name.as_str())
+            .ok_or_else(|| not_found("PutImage", name))?;
         store(repo, manifest, tag)
     }
 

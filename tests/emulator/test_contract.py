@@ -422,6 +422,22 @@ def test_error_rate_and_latency(client_factory: Any, control: Any, repo: str) ->
 
 
 @pytest.mark.emulator_only
+def test_faults_and_call_counts_can_be_scoped_to_a_repository(client_factory: Any, control: Any, ecr: Any, repo: str, salt: str) -> None:
+    other = f"contract/other-{salt}"
+    ecr.create_repository(repositoryName=other)
+    try:
+        strict = client_factory("ecr", retries={"mode": "standard", "total_max_attempts": 1})
+        control.fault("ListImages", repository=repo, rate=1.0, error="ThrottlingException")
+        strict.list_images(repositoryName=other)
+        with pytest.raises(ClientError):
+            strict.list_images(repositoryName=repo)
+        assert control.calls(repository=other) == {"ecr:CreateRepository": 1, "ecr:ListImages": 1}
+        assert control.calls(repository=repo)["ecr:ListImages"] == 1
+    finally:
+        ecr.delete_repository(repositoryName=other, force=True)
+
+
+@pytest.mark.emulator_only
 def test_fault_rules_are_validated(control: Any) -> None:
     import urllib.error
 

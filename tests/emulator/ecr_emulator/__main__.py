@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         "(ECR refuses them with LayersNotFoundException; useful for pushing bare manifests)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop when stdin closes (test harnesses keep a pipe open, so the emulator dies with them)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -54,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     def stop(_signum: int, _frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    if args.exit_on_stdin_eof:
+
+        def watch_stdin() -> None:
+            while sys.stdin.buffer.read(1024):
+                pass
+            stop(0, None)
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"ecr-emulator ready on http://{args.host}:{server.server_port}", flush=True)

@@ -10,6 +10,8 @@ JSON-protocol operation the emulator serves, such as ``PutEvents``) holds:
 * ``rate`` and ``error``: after the sequence, fail this fraction of calls
   with ``error`` (random, reproducible with ``seed``).
 * ``latency_ms``: delay added to every call.
+* ``repository`` (optional): only ECR calls on that repository, so tests
+  running in parallel on one emulator do not take each other's faults.
 
 Every injected fault is counted, so a test can assert its client retried.
 """
@@ -101,11 +103,15 @@ class Faults:
         latency = spec.get("latency_ms", 0)
         if not isinstance(latency, int) or latency < 0:
             raise FaultError(f"'latency_ms' must be a non-negative integer, got {latency!r}")
+        repository = spec.get("repository")
+        if repository is not None and (not isinstance(repository, str) or not repository):
+            raise FaultError("'repository' must be a repository name")
         rule = Rule([_outcome(i) for i in sequence], float(rate), error, latency)
         if "seed" in spec:
             rule.rng.seed(spec["seed"])
+        key = f"{operation}@{repository}" if repository else operation
         with self._lock:
-            self._rules[operation] = rule
+            self._rules[key] = rule
 
     def clear(self) -> None:
         """Removes every rule and count."""
@@ -131,11 +137,16 @@ class Faults:
                 counts[outcome.error] = counts.get(outcome.error, 0) + 1
             return outcome
 
-    def next_for(self, service: str, operation: str) -> Outcome:
-        """The outcome for a call; a rule for ``service:Operation`` wins over one for ``Operation``."""
+    def next_for(self, service: str, operation: str, repository: str | None = None) -> Outcome:
+        """The outcome for a call. The most specific rule wins: one for this
+        repository over one for every repository, ``service:Operation`` over
+        ``Operation``."""
         qualified = f"{service}:{operation}"
+        keys = [qualified, operation]
+        if repository:
+            keys = [f"{qualified}@{repository}", f"{operation}@{repository}", *keys]
         with self._lock:
-            key = qualified if qualified in self._rules else operation
+            key = next((k for k in keys if k in self._rules), operation)
         return self.next(key)
 
     def snapshot(self) -> dict[str, Any]:

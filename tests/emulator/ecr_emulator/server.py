@@ -93,6 +93,7 @@ class Emulator:
         self.registry = Registry(check_layers=check_layers)
         self.faults = Faults()
         self.calls: Counter[str] = Counter()
+        self.calls_by_repository: dict[str, Counter[str]] = {}
         self.events: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._moto = DomainDispatcherApplication(create_backend_app)
@@ -107,9 +108,12 @@ class Emulator:
         if target:
             access_key, region, service = self._scope(request)
             operation = target.rsplit(".", 1)[-1]
+            repository = self._repository_of(request) if target.startswith(ECR_TARGET) else None
             with self._lock:
                 self.calls[f"{service}:{operation}"] += 1
-            outcome = self.faults.next_for(service, operation)
+                if repository:
+                    self.calls_by_repository.setdefault(repository, Counter())[f"{service}:{operation}"] += 1
+            outcome = self.faults.next_for(service, operation, repository)
             if outcome.latency_ms:
                 time.sleep(outcome.latency_ms / 1000)
             if outcome.error:
@@ -121,6 +125,15 @@ class Emulator:
         if request.path == "/moto-api/reset":
             self.reset_ecr()
         return self._moto(environ, start_response)
+
+    @staticmethod
+    def _repository_of(request: Request) -> str | None:
+        try:
+            body = json.loads(request.get_data(cache=True) or b"{}")
+        except ValueError:
+            return None
+        name = body.get("repositoryName") if isinstance(body, dict) else None
+        return name if isinstance(name, str) else None
 
     @staticmethod
     def _scope(request: Request) -> tuple[str, str, str]:
@@ -211,6 +224,7 @@ class Emulator:
             self.registry = Registry(check_layers=self.registry.check_layers)
             self.faults.clear()
             self.calls.clear()
+            self.calls_by_repository.clear()
             self.events.clear()
 
     # -- control API ----------------------------------------------------------
@@ -241,10 +255,16 @@ class Emulator:
                     return _json(400, {"error": str(err)})
                 return _json(200, self.faults.snapshot())
         if path == "calls":
-            if method == "DELETE":
-                with self._lock:
-                    self.calls.clear()
+            repository = request.args.get("repository")
             with self._lock:
+                if method == "DELETE":
+                    if repository:
+                        self.calls_by_repository.pop(repository, None)
+                    else:
+                        self.calls.clear()
+                        self.calls_by_repository.clear()
+                if repository:
+                    return _json(200, dict(self.calls_by_repository.get(repository, {})))
                 return _json(200, dict(self.calls))
         if path == "events":
             if method == "DELETE":

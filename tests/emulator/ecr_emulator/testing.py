@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,9 @@ class Control:
     def faults(self) -> dict[str, Any]:
         return self._call("GET", "faults")
 
-    def calls(self) -> dict[str, int]:
-        return self._call("GET", "calls")
+    def calls(self, repository: str | None = None) -> dict[str, int]:
+        """Calls per ``service:Operation``; with ``repository``, only ECR calls on it."""
+        return self._call("GET", "calls" + (f"?repository={urllib.parse.quote(repository)}" if repository else ""))
 
     def clear_calls(self) -> None:
         self._call("DELETE", "calls")

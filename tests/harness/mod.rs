@@ -1,0 +1,376 @@
+//! Integration-test harness: a private ECR emulator per test binary, real
+//! AWS SDK clients pointed at it, and the pusher for buildx-shaped images.
+//!
+//! The emulator is `.venv/bin/python -m ecr_emulator` (built by `make venv`,
+//! which `make test` runs first). It is started once per test binary on a
+//! free loopback port and stops when the binary exits (it watches its stdin).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecr::config::Credentials;
+use ecr_remediator::aws::{audit::EventBridgeAudit, ecr::EcrRegistry};
+use ecr_remediator::config::ServiceConfig;
+use ecr_remediator::handler::Handler;
+use serde_json::Value;
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+pub struct Emulator {
+    pub url: String,
+    port: u16,
+    _child: Mutex<Child>,
+    _stdin: Mutex<ChildStdin>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} not found: run `make venv` first (`make test` does it)",
+        p.display()
+    );
+    p
+}
+
+/// The emulator shared by every test of this binary.
+pub fn emulator() -> &'static Emulator {
+    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+    EMULATOR.get_or_init(|| {
+        let mut child = Command::new(python())
+            .args(["-m", "ecr_emulator", "--port", "0", "--exit-on-stdin-eof"])
+            .env("PYTHONPATH", root().join("tests/emulator"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the emulator");
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "emulator did not start: {line:?}");
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Emulator {
+            url,
+            port,
+            _child: Mutex::new(child),
+            _stdin: Mutex::new(stdin),
+        }
+    })
+}
+
+impl Emulator {
+    /// A control-API call; returns the JSON body.
+    pub fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "{method} /_emulator/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(" 200 "), "control {method} {path}: {head}\n{body}");
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// ECR calls made on one repository, per `ecr:Operation`.
+    pub fn calls(&self, repository: &str) -> BTreeMap<String, u64> {
+        let v = self.control(
+            "GET",
+            &format!("calls?repository={}", repository.replace('/', "%2F")),
+            None,
+        );
+        serde_json::from_value(v).unwrap()
+    }
+
+    pub fn clear_calls(&self, repository: &str) {
+        self.control(
+            "DELETE",
+            &format!("calls?repository={}", repository.replace('/', "%2F")),
+            None,
+        );
+    }
+
+    /// Scripts faults for one operation on one repository.
+    pub fn fault(&self, repository: &str, operation: &str, sequence: &[&str]) {
+        self.control(
+            "POST",
+            "faults",
+            Some(serde_json::json!({"operation": operation, "repository": repository, "sequence": sequence})),
+        );
+    }
+
+    pub fn injected(&self) -> Value {
+        self.control("GET", "faults", None)["injected"].clone()
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh repository name.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "live/{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&emulator().url)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(4)
+                .with_initial_backoff(std::time::Duration::from_millis(20)),
+        )
+        .load()
+        .await
+}
+
+/// The service wired to the emulator with a policy given as environment variables.
+pub async fn handler(policy: &[(&str, &str)]) -> Handler<EcrRegistry, EventBridgeAudit> {
+    let vars: BTreeMap<String, String> = policy.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let mut config = ServiceConfig::from_vars(&vars, |_: &str| Err(std::io::Error::other("no policy file"))).unwrap();
+    config.put_tps = 10.0;
+    let mut h = ecr_remediator::aws::handler_with(&sdk_config().await, &config);
+    h.log_records = false;
+    h
+}
+
+/// What the pusher stored.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub index: String,
+    /// Children in index order.
+    pub children: Vec<String>,
+}
+
+impl Pushed {
+    pub fn runnable(&self) -> &str {
+        &self.children[0]
+    }
+    pub fn attestation(&self) -> &str {
+        self.children.last().unwrap()
+    }
+}
+
+fn run_python(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(args)
+        .env("PYTHONPATH", root().join("tests/emulator"))
+        .env("AWS_ENDPOINT_URL", &emulator().url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn create_repository(name: &str, immutable: bool) {
+    let mutability = if immutable { "IMMUTABLE" } else { "MUTABLE" };
+    run_python(&[
+        "-c",
+        &format!(
+            "import boto3; boto3.client('ecr').create_repository(repositoryName='{name}', imageTagMutability='{mutability}')"
+        ),
+    ]);
+}
+
+/// Builds a default-buildx OCI layout (image(s) + provenance) and pushes it as `tag`.
+pub fn push_buildx(repository: &str, tag: &str, platforms: &[&str], salt: &str) -> Pushed {
+    let dir = std::env::temp_dir().join(format!("ecr-remediator-{}", unique("layout").replace('/', "-")));
+    let dir_s = dir.to_string_lossy().into_owned();
+    let mut args = vec!["-m", "ecr_emulator.oci", "build", dir_s.as_str(), "--salt", salt];
+    for p in platforms {
+        args.push("--platform");
+        args.push(p);
+    }
+    run_python(&args);
+    let out = run_python(&[
+        "-m",
+        "ecr_emulator.push",
+        "--repository",
+        repository,
+        "--tag",
+        tag,
+        &dir_s,
+    ]);
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (top, children) = lines.split_last().unwrap();
+    Pushed {
+        index: top["digest"].as_str().unwrap().to_owned(),
+        children: children
+            .iter()
+            .map(|c| c["digest"].as_str().unwrap().to_owned())
+            .collect(),
+    }
+}
+
+/// One image as DescribeImages shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub media_type: String,
+}
+
+pub async fn list(repository: &str) -> Vec<Listed> {
+    let ecr = aws_sdk_ecr::Client::new(&sdk_config().await);
+    let reply = ecr.describe_images().repository_name(repository).send().await.unwrap();
+    reply
+        .image_details()
+        .iter()
+        .map(|d| Listed {
+            digest: d.image_digest().unwrap().to_owned(),
+            tags: d.image_tags().to_vec(),
+            media_type: d.image_manifest_media_type().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+pub async fn tags(repository: &str) -> BTreeMap<String, String> {
+    list(repository)
+        .await
+        .into_iter()
+        .flat_map(|l| l.tags.into_iter().map(move |t| (t, l.digest.clone())))
+        .collect()
+}
+
+pub async fn untagged(repository: &str) -> Vec<String> {
+    list(repository)
+        .await
+        .into_iter()
+        .filter(|l| l.tags.is_empty())
+        .map(|l| l.digest)
+        .collect()
+}
+
+/// An `ECR Image Action` PUSH event as ECR sends it.
+pub fn push_event(repository: &str, digest: &str, tag: &str, media_type: &str) -> String {
+    let mut detail = serde_json::json!({
+        "result": "SUCCESS", "repository-name": repository, "image-digest": digest,
+        "action-type": "PUSH", "image-tag": tag, "manifest-media-type": media_type
+    });
+    if media_type.contains("manifest.v1") || media_type.contains("manifest.v2") {
+        detail["artifact-media-type"] = "application/vnd.oci.image.config.v1+json".into();
+    }
+    serde_json::json!({
+        "version": "0", "id": format!("evt-{}", COUNTER.fetch_add(1, Ordering::SeqCst)),
+        "detail-type": "ECR Image Action", "source": "aws.ecr", "account": ACCOUNT,
+        "time": "2026-11-23T12:00:00Z", "region": REGION, "resources": [], "detail": detail
+    })
+    .to_string()
+}
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// An SQS queue receiving this repository's audit records through an EventBridge rule.
+pub struct AuditQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl AuditQueue {
+    pub async fn new(repository: &str) -> Self {
+        let sdk = sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        let name = repository.replace('/', "-");
+        let url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_owned();
+        let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}");
+        let pattern = serde_json::json!({
+            "source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"],
+            "detail": {"repository": [repository]}
+        });
+        events
+            .put_rule()
+            .name(&name)
+            .event_pattern(pattern.to_string())
+            .send()
+            .await
+            .unwrap();
+        events
+            .put_targets()
+            .rule(&name)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("q")
+                    .arn(arn)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        AuditQueue { sqs, url }
+    }
+
+    /// Every audit record delivered so far (the `detail` of each event).
+    pub async fn records(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let reply = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            if reply.messages().is_empty() {
+                return out;
+            }
+            for m in reply.messages() {
+                let event: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+                assert_eq!(event["source"], "ecr-remediator");
+                out.push(event["detail"].clone());
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
