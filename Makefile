@@ -63,6 +63,10 @@ venv: $(VENV)/.installed ## Create the Python venv (emulator, pusher, test tools
 emulator: venv ## Run the local ECR emulator in the foreground on 127.0.0.1:PORT (default 5000)
 	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator --port $(PORT)
 
+.PHONY: demo
+demo: venv build ## A buildx push into the local ECR, remediated by the worker: before, after, audit record
+	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator.demo --binary target/debug/ecr-remediator
+
 .PHONY: contract
 contract: venv ## ECR contract suite + pusher tests against a private emulator (ECR_CONTRACT_TARGET=aws: real ECR)
 	$(VENV_PY) -m pytest -q -c $(EMULATOR_DIR)/pytest.ini $(EMULATOR_DIR)

@@ -116,7 +116,7 @@ pub async fn serve<R: Registry, A: AuditSink>(
             };
             match result {
                 Ok(r) => {
-                    tracing::info!(message_id = id, result = ?r, "message handled");
+                    tracing::info!(message_id = id, result = %serde_json::to_string(&r).unwrap_or_default(), "message handled");
                     if let Err(e) = client
                         .delete_message()
                         .queue_url(&options.queue_url)

@@ -1,0 +1,139 @@
+"""``make demo``: a default buildx push into the local ECR, remediated end to end.
+
+Starts a private emulator, creates a repository, an EventBridge rule sending
+its push events to an SQS queue (the wiring the SAM template deploys), and a
+rule sending audit records to a second queue. Pushes a default-buildx
+single-platform image (image manifest + provenance attestation) as ``v7``,
+runs ``ecr-remediator serve`` on the queue until it is idle, and prints the
+repository before and after, and the audit record. Then stops the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from .oci import build_buildx_layout
+from .push import push
+from .testing import EmulatorProcess
+
+REPOSITORY = "demo/app"
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text}")
+
+
+def show(ecr: Any, title: str) -> None:
+    banner(title)
+    details = ecr.describe_images(repositoryName=REPOSITORY)["imageDetails"]
+    tag_map = {t: d for d in details for t in d.get("imageTags", [])}
+    v7 = tag_map.get("v7")
+    if v7:
+        kind = "an image INDEX (Lambda refuses it)" if v7["imageManifestMediaType"] in INDEX_TYPES else "a single IMAGE MANIFEST (Lambda accepts it)"
+        print(f"v7 -> {v7['imageDigest'][:19]}…  {v7['imageManifestMediaType']}  = {kind}")
+    for d in sorted(details, key=lambda d: d["imagePushedAt"]):
+        tags = ",".join(d.get("imageTags", [])) or "<untagged>"
+        size = d.get("imageSizeInBytes", 0)
+        artifact = d.get("artifactMediaType", "-")
+        print(f"  {d['imageDigest'][:19]}…  {tags:<12} {size:>8} B  {d['imageManifestMediaType']}  config={artifact}")
+    untagged = [d for d in details if not d.get("imageTags")]
+    print(f"untagged images: {len(untagged)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecr_emulator.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", required=True, type=Path, help="the ecr-remediator binary")
+    parser.add_argument("--mode", default="promote", choices=("observe", "tag", "promote", "strip"))
+    parser.add_argument("--delete-orphans", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.binary.exists():
+        print(f"{args.binary} not found (run `cargo build` first)", file=sys.stderr)
+        return 2
+
+    print("starting the local ECR emulator …")
+    emulator = EmulatorProcess()
+    try:
+        env = dict(
+            os.environ,
+            AWS_ENDPOINT_URL=emulator.url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_REGION="us-east-1",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        for k in [k for k in env if k.startswith("ECR_REMEDIATOR_")]:
+            del env[k]
+        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+        ecr = session.client("ecr", endpoint_url=emulator.url)
+        sqs = session.client("sqs", endpoint_url=emulator.url)
+        events = session.client("events", endpoint_url=emulator.url)
+        print(f"emulator on {emulator.url}")
+
+        ecr.create_repository(repositoryName=REPOSITORY)
+        queues = {}
+        patterns = {
+            "pushes": {
+                "source": ["aws.ecr"],
+                "detail-type": ["ECR Image Action"],
+                "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"], "manifest-media-type": list(INDEX_TYPES)},
+            },
+            "audit": {"source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"]},
+        }
+        for name, pattern in patterns.items():
+            url = sqs.create_queue(QueueName=f"demo-{name}")["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            events.put_rule(Name=f"demo-{name}", EventPattern=json.dumps(pattern))
+            events.put_targets(Rule=f"demo-{name}", Targets=[{"Id": "queue", "Arn": arn}])
+            queues[name] = url
+        print(f"repository {REPOSITORY}; rule demo-pushes -> queue demo-pushes (index pushes only); rule demo-audit -> queue demo-audit")
+
+        banner("docker buildx build --push -t …/demo/app:v7 (default: provenance on), without Docker")
+        layout = build_buildx_layout(["linux/arm64"])
+        with tempfile.TemporaryDirectory() as tmp:
+            layout.write(Path(tmp))
+        for item in push(ecr, REPOSITORY, layout, ["v7"]):
+            print(f"  PutImage {item.digest[:19]}…  tag={item.tag or '<none>'}  {item.media_type}")
+        show(ecr, "before")
+
+        banner(f"ecr-remediator serve --mode {args.mode}{' --delete-orphans' if args.delete_orphans else ''} (until the queue is idle)")
+        cmd = [str(args.binary), "serve", "--queue-url", queues["pushes"], "--wait", "1", "--exit-when-idle", "--mode", args.mode]
+        if args.delete_orphans:
+            cmd.append("--delete-orphans")
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        for line in run.stdout.splitlines():
+            if line.startswith("{\"audit_record\""):
+                continue
+            try:
+                entry = json.loads(line)
+                fields = entry.get("fields", {})
+                print(f"  [{entry.get('level')}] {fields.pop('message', '')} {json.dumps(fields) if fields else ''}")
+            except ValueError:
+                print(f"  {line}")
+        if run.returncode != 0:
+            print(run.stderr, file=sys.stderr)
+            return run.returncode
+        show(ecr, "after")
+
+        banner("audit record (from the audit rule's queue)")
+        reply = sqs.receive_message(QueueUrl=queues["audit"], MaxNumberOfMessages=10)
+        for message in reply.get("Messages", []):
+            print(json.dumps(json.loads(message["Body"])["detail"], indent=2))
+        return 0
+    finally:
+        emulator.stop()
+        print("\nemulator stopped.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
