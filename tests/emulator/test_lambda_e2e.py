@@ -1,0 +1,120 @@
+"""The built Lambda function (`bootstrap`) under cargo-lambda's Lambda runtime
+API emulator, against the ECR emulator: a fixture push event in, the registry
+checked afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ecr_emulator.oci import build_buildx_layout
+from ecr_emulator.push import push
+from ecr_emulator.testing import EmulatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+CARGO_LAMBDA = Path(sys.executable).parent / "cargo-lambda"
+
+pytestmark = pytest.mark.emulator_only
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def lambda_runtime(emulator: EmulatorProcess) -> Iterator[int]:
+    """`cargo lambda watch` serving the bootstrap binary on a free port."""
+    assert CARGO_LAMBDA.exists(), f"{CARGO_LAMBDA} missing: `make venv` installs cargo-lambda"
+    port = free_port()
+    env_vars = ",".join(
+        [
+            f"AWS_ENDPOINT_URL={emulator.url}",
+            "AWS_REGION=us-east-1",
+            "AWS_ACCESS_KEY_ID=testing",
+            "AWS_SECRET_ACCESS_KEY=testing",
+            "AWS_EC2_METADATA_DISABLED=true",
+            "ECR_REMEDIATOR_MODE=promote",
+            "ECR_REMEDIATOR_PUT_TPS=10",
+        ]
+    )
+    log = open(ROOT / "target" / "cargo-lambda-watch.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(CARGO_LAMBDA), "lambda", "watch", "--bin", "bootstrap", "--ignore-changes",
+         "-A", "127.0.0.1", "-P", str(port), "--env-var", env_vars],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 900  # a first build on a fresh machine compiles the AWS SDK
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((ROOT / "target" / "cargo-lambda-watch.log").read_text()[-3000:]) from None
+                time.sleep(1)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def invoke(port: int, payload: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    data = tmp_path / f"payload-{time.monotonic_ns()}.json"
+    data.write_text(json.dumps(payload))
+    return subprocess.run(
+        [str(CARGO_LAMBDA), "lambda", "invoke", "bootstrap", "-A", "127.0.0.1", "-P", str(port),
+         "--data-file", str(data), "--output-format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+
+
+def push_event(repo: str, digest: str, tag: str, media_type: str) -> dict[str, Any]:
+    return {
+        "version": "0", "id": f"e2e-{digest[7:15]}-{tag}", "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": "123456789012", "time": "2026-11-23T12:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest, "action-type": "PUSH",
+                   "image-tag": tag, "manifest-media-type": media_type},
+    }
+
+
+def test_bootstrap_remediates_a_push_event_and_an_sqs_batch(lambda_runtime: int, ecr: Any, repo: str, salt: str, tmp_path: Path) -> None:
+    layout = build_buildx_layout(salt=salt)
+    stored = push(ecr, repo, layout, ["v7"])
+    index, runnable = stored[-1].digest, stored[0].digest
+
+    direct = invoke(lambda_runtime, push_event(repo, index, "v7", stored[-1].media_type), tmp_path)
+    assert direct.returncode == 0, direct.stderr
+    assert json.loads(direct.stdout) == {"result": "handled", "outcome": "remediated", "digest": index}
+    tags = {t: d["imageDigest"] for d in ecr.describe_images(repositoryName=repo)["imageDetails"] for t in d.get("imageTags", [])}
+    assert tags == {"v7": runnable, "v7-index": index}
+
+    # The same push again, inside an SQS batch with a child push: nothing fails, nothing changes.
+    batch = {"Records": [
+        {"messageId": "m1", "eventSource": "aws:sqs", "body": json.dumps(push_event(repo, index, "v7", stored[-1].media_type))},
+        {"messageId": "m2", "eventSource": "aws:sqs", "body": json.dumps(push_event(repo, runnable, "", stored[0].media_type))},
+    ]}
+    batched = invoke(lambda_runtime, batch, tmp_path)
+    assert batched.returncode == 0, batched.stderr
+    assert json.loads(batched.stdout) == {"batchItemFailures": []}
+
+
+def test_a_malformed_event_is_answered_not_crashed_on(lambda_runtime: int, tmp_path: Path) -> None:
+    result = invoke(lambda_runtime, {"source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {"oops": 1}}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outcome"] == "skipped"
