@@ -17,11 +17,25 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let name = format!("{}-pushes", repo.replace('/', "-"));
-    let queue = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url().unwrap().to_owned();
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
     // Every image action in the repository, so the worker also sees the child
     // pushes and its own retags (the deployed rule filters those out earlier).
     let pattern = serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Image Action"], "detail": {"repository-name": [repo]}});
-    events.put_rule().name(&name).event_pattern(pattern.to_string()).send().await.unwrap();
+    events
+        .put_rule()
+        .name(&name)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .unwrap();
     events
         .put_targets()
         .rule(&name)
@@ -40,7 +54,16 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
 
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_ecr-remediator"))
-            .args(["serve", "--queue-url", &queue, "--wait", "1", "--exit-when-idle", "--mode", "promote"])
+            .args([
+                "serve",
+                "--queue-url",
+                &queue,
+                "--wait",
+                "1",
+                "--exit-when-idle",
+                "--mode",
+                "promote",
+            ])
             .env("AWS_ENDPOINT_URL", &emulator().url)
             .env("AWS_REGION", REGION)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -65,7 +88,10 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     let records = audit.records().await;
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["outcome"], "remediated");
-    assert!(log.lines().any(|l| l.starts_with("{\"audit_record\":")), "the record is also a log line");
+    assert!(
+        log.lines().any(|l| l.starts_with("{\"audit_record\":")),
+        "the record is also a log line"
+    );
 
     // A second run finds nothing to do and writes nothing.
     emulator().clear_calls(&repo);
@@ -73,7 +99,13 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     assert!(again.status.success());
     let calls = emulator().calls(&repo);
     assert!(!calls.contains_key("ecr:PutImage"), "{calls:?}");
-    let left = sqs.get_queue_attributes().queue_url(&queue).attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).send().await.unwrap();
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
     let n = left.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages].clone();
     assert_eq!(n, "0");
 }
