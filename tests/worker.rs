@@ -109,3 +109,85 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     let n = left.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages].clone();
     assert_eq!(n, "0");
 }
+
+fn cli(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-remediator"));
+    cmd.args(args)
+        .env("AWS_ENDPOINT_URL", &emulator().url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_stops_cleanly_on_sigterm() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let name = unique("sigterm").replace('/', "-");
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let child = cli(&["serve", "--queue-url", &queue, "--wait", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("shutdown requested"), "{log}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "stopped without waiting out the long poll"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediate_handles_one_image_now_and_prints_its_record() {
+    let repo = unique("cli");
+    create_repository(&repo, false);
+    let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "cli");
+    let base = [
+        "remediate",
+        "--repository",
+        &repo,
+        "--image-digest",
+        &pushed.index,
+        "--image-tag",
+        "v7",
+        "--mode",
+        "promote",
+    ];
+
+    let dry = cli(&[&base[..], &["--dry-run"]].concat()).output().unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(record["trigger"], "manual");
+    assert_eq!(record["policy"]["dry_run"], true);
+    assert_eq!(tags(&repo).await["v7"], pushed.index, "dry run writes nothing");
+
+    let real = cli(&base).output().unwrap();
+    assert!(real.status.success(), "{}", String::from_utf8_lossy(&real.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&real.stdout).unwrap();
+    assert_eq!(record["outcome"], "remediated");
+    assert_eq!(tags(&repo).await["v7"], pushed.runnable());
+
+    let bad = cli(&["remediate", "--repository", &repo, "--image-digest", "sha256:nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--image-digest"));
+}
