@@ -273,30 +273,30 @@ fn runnable_platforms(c: &crate::classify::Classification) -> BTreeMap<Digest, c
         .collect()
 }
 
-/// Lists the repository and reads every index in it, so the view knows every reference.
+/// Lists the repository and reads every index in it, so the view knows every
+/// reference. An index that cannot be read leaves the view incomplete, and
+/// the planner then deletes nothing.
 async fn full_view<R: Registry>(
     registry: &R,
     repo: &RepositoryName,
     known: &mut Known,
 ) -> Result<RepositoryView, RegistryError> {
     let images = registry.list_images(repo).await?;
-    let mut view = RepositoryView::new(true);
-    let mut indexes = Vec::new();
-    for image in &images {
-        view.insert_image(image.digest.clone(), image.tags.clone())
-            .map_err(|e| invalid("DescribeImages", e))?;
-        let is_index = image
-            .media_type
-            .as_deref()
-            .and_then(ManifestMediaType::parse)
-            .is_none_or(ManifestMediaType::is_index);
-        if is_index && !known.contains_key(&image.digest) {
-            indexes.push(ImageRef::Digest(image.digest.clone()));
-        }
-    }
+    let unread: Vec<ImageRef> = images
+        .iter()
+        .filter(|i| {
+            let index = i
+                .media_type
+                .as_deref()
+                .and_then(ManifestMediaType::parse)
+                .is_none_or(ManifestMediaType::is_index);
+            index && !known.contains_key(&i.digest)
+        })
+        .map(|i| ImageRef::Digest(i.digest.clone()))
+        .collect();
     let mut complete = true;
-    if !indexes.is_empty() {
-        for (id, result) in registry.get_images(repo, &indexes).await? {
+    if !unread.is_empty() {
+        for (id, result) in registry.get_images(repo, &unread).await? {
             match result {
                 Ok(m) => {
                     known.insert(m.digest().clone(), m);
@@ -310,28 +310,13 @@ async fn full_view<R: Registry>(
             }
         }
     }
-    for m in known.values() {
-        if !view.contains(m.digest()) {
-            continue;
+    let mut view = RepositoryView::new(complete);
+    for image in &images {
+        view.insert_image(image.digest.clone(), image.tags.clone())
+            .map_err(|e| invalid("DescribeImages", e))?;
+        if let Some(m) = known.get(&image.digest).filter(|m| m.media_type().is_index()) {
+            view.insert_index(m.digest().clone(), m.entries().iter().map(|e| e.digest.clone()).collect());
         }
-        if m.media_type().is_index() {
-            view.insert_index(
-                m.digest().clone(),
-                m.entries().iter().map(|e| e.digest.clone()).collect(),
-            );
-        }
-    }
-    if !complete {
-        let mut partial = RepositoryView::new(false);
-        for (d, tags) in view.images() {
-            partial
-                .insert_image(d.clone(), tags.iter().cloned())
-                .map_err(|e| invalid("view", e))?;
-            if let Some(children) = view.children_of(d) {
-                partial.insert_index(d.clone(), children.to_vec());
-            }
-        }
-        return Ok(partial);
     }
     Ok(view)
 }
