@@ -315,7 +315,10 @@ async fn full_view<R: Registry>(
         view.insert_image(image.digest.clone(), image.tags.clone())
             .map_err(|e| invalid("DescribeImages", e))?;
         if let Some(m) = known.get(&image.digest).filter(|m| m.media_type().is_index()) {
-            view.insert_index(m.digest().clone(), m.entries().iter().map(|e| e.digest.clone()).collect());
+            view.insert_index(
+                m.digest().clone(),
+                m.entries().iter().map(|e| e.digest.clone()).collect(),
+            );
         }
     }
     Ok(view)

@@ -254,3 +254,27 @@ async fn dry_run_plans_and_records_but_writes_nothing() {
     assert_eq!(reg.calls().get("PutImage"), None);
     assert_eq!(reg.calls().get("BatchDeleteImage"), None);
 }
+
+#[tokio::test]
+async fn strip_mode_reads_its_own_new_index_once_and_leaves_it_alone() {
+    let (reg, index, _, _) = pushed();
+    let set = policies(Mode::Strip, false, true);
+    let first = remediate(&reg, &set, &job(&index)).await;
+    assert_eq!(first.outcome, Outcome::Remediated);
+    let state = reg.state(&repo()).unwrap();
+    let stripped = state.tags[&tag("v7")].clone();
+    assert_ne!(&stripped, index.digest());
+    let own = Job {
+        digest: stripped.clone(),
+        ..job(&index)
+    };
+    let before = reg.calls();
+    let second = remediate(&reg, &set, &own).await;
+    match &second.outcome {
+        Outcome::Skipped { code, .. } => assert_eq!(code, "nothing_to_strip"),
+        other => panic!("{other:?}"),
+    }
+    let after = reg.calls();
+    assert_eq!(after.get("PutImage"), before.get("PutImage"));
+    assert_eq!(reg.state(&repo()).unwrap().tags[&tag("v7")], stripped);
+}
