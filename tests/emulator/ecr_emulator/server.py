@@ -22,6 +22,8 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 
 from moto.events import utils as moto_events_utils
+from moto.cloudformation import parsing as moto_cfn_parsing
+from moto.events import models as moto_events_models
 from moto.events.models import events_backends
 from moto.iam.models import get_account_id_from
 from moto.moto_api._internal.models import moto_api_backend
@@ -77,6 +79,50 @@ def _deliver_whole_event(input_template: Any, input_paths_map: Any, event: Any) 
 
 moto_events_utils.EventTemplateParser.parse = staticmethod(_deliver_whole_event)  # type: ignore[method-assign]
 
+_moto_pattern_load = moto_events_models.EventPattern.load.__func__  # type: ignore[attr-defined]
+
+
+def _load_pattern(cls: Any, raw_pattern: str | None) -> Any:
+    """Fidelity fix for moto's CloudFormation: an ``AWS::Events::Rule`` whose
+    ``EventPattern`` is a JSON string (as ``!Sub`` produces) is something
+    AWS accepts; moto 5.2.5 JSON-encodes it a second time and then fails. An
+    ``AWS::Events::Archive``'s pattern arrives as an object, which moto cannot
+    read at all."""
+    if isinstance(raw_pattern, dict):
+        raw_pattern = json.dumps(raw_pattern)
+    if isinstance(raw_pattern, str):
+        try:
+            inner = json.loads(raw_pattern)
+        except ValueError:
+            inner = None
+        if isinstance(inner, str):
+            raw_pattern = inner
+    return _moto_pattern_load(cls, raw_pattern)
+
+
+moto_events_models.EventPattern.load = classmethod(_load_pattern)  # type: ignore[method-assign,assignment]
+
+_moto_load_parameters = moto_cfn_parsing.ResourceMap.load_parameters
+
+
+def _load_parameters(self: Any) -> None:
+    """Fidelity fix for moto's CloudFormation: a list-typed parameter left at
+    its default is a list (moto 5.2.5 keeps the default as a string)."""
+    _moto_load_parameters(self)
+    for name, slot in self._template.get("Parameters", {}).items():
+        value = self.resolved_parameters.get(name)
+        kind = slot.get("Type", "String")
+        if isinstance(value, str) and (kind == "CommaDelimitedList" or kind.startswith("List<")):
+            self.resolved_parameters[name] = value.split(",")
+            self._parsed_resources[name] = self.resolved_parameters[name]
+
+
+moto_cfn_parsing.ResourceMap.load_parameters = _load_parameters  # type: ignore[method-assign]
+
+# Fidelity fix for moto's CloudFormation: `Ref` of an AWS::Events::EventBus is its name.
+if not hasattr(moto_events_models.EventBus, "physical_resource_id"):
+    moto_events_models.EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
+
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers or {}, content_type="application/x-amz-json-1.1")
@@ -122,6 +168,8 @@ class Emulator:
                 return _error(outcome.error, MESSAGES.get(outcome.error, "Injected fault"), status)(environ, start_response)
             if target.startswith(ECR_TARGET):
                 return self._ecr(request, operation, access_key, region)(environ, start_response)
+            if target == "AWSEvents.TestEventPattern":
+                return self._test_event_pattern(request)(environ, start_response)
         if request.path == "/moto-api/reset":
             self.reset_ecr()
         return self._moto(environ, start_response)
@@ -184,6 +232,23 @@ class Emulator:
                 self._publish(account, region, detail)
         log.info("ECR %s %s -> ok", operation, body.get("repositoryName"))
         return _json(200, result)
+
+    @staticmethod
+    def _test_event_pattern(request: Request) -> Response:
+        """EventBridge ``TestEventPattern`` (moto 5.2.5 does not implement it),
+        with moto's own matcher, the one its rules use."""
+        try:
+            body = json.loads(request.get_data() or b"{}")
+            pattern = moto_events_models.EventPattern.load(body["EventPattern"])
+            event = json.loads(body["Event"])
+        except (ValueError, KeyError, TypeError) as err:
+            return _error("InvalidEventPatternException", f"Event pattern is not valid: {err}", 400)
+        except Exception as err:  # noqa: BLE001 - moto raises its own exception types
+            return _error("InvalidEventPatternException", str(err), 400)
+        missing = [k for k in ("id", "account", "source", "time", "region", "detail-type") if k not in event]
+        if missing or not isinstance(event.get("resources", []), list):
+            return _error("InvalidArgument", f"Parameter Event is not valid: missing {', '.join(missing)}", 400)
+        return _json(200, {"Result": bool(pattern.matches_event(event))})
 
     def _publish(self, account: str, region: str, detail: dict[str, Any]) -> None:
         """Sends an ``ECR Image Action`` event to the default bus of the account and region."""

@@ -1,0 +1,273 @@
+"""infra/template.yaml: its event pattern and its wiring, read from the template.
+
+The SAM template is transformed to CloudFormation with aws-sam-translator (the
+version aws-sam-cli uses) and deployed into the emulator's CloudFormation
+(moto). The trigger rule's pattern is then read back from EventBridge, as
+deployed, and tested against fixture events with TestEventPattern, and a real
+push into the emulator's ECR is followed to the deployed queue.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ecr_emulator.oci import build_buildx_layout
+from ecr_emulator.push import push
+
+pytestmark = pytest.mark.emulator_only
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
+INDEX = "application/vnd.oci.image.index.v1+json"
+LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+IMAGE = "application/vnd.oci.image.manifest.v1+json"
+ARTIFACT_BUCKET = "ecr-remediator-artifacts"
+
+
+def cloudformation(parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The template after the SAM transform (code from a stand-in S3 object)."""
+    from cfnlint.decode import cfn_yaml
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    template = json.loads(json.dumps(cfn_yaml.load(str(TEMPLATE))))
+    template["Resources"]["Function"]["Properties"]["CodeUri"] = f"s3://{ARTIFACT_BUCKET}/bootstrap.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    return transform(template, parameters or {}, NoManagedPolicies())
+
+
+@pytest.fixture(scope="module")
+def clients(emulator: Any, client_factory: Any) -> dict[str, Any]:
+    return {name: client_factory(name) for name in ("cloudformation", "events", "sqs", "lambda", "iam", "logs", "s3", "ecr")}
+
+
+Stack = dict[str, Any]
+
+
+def deploy(clients: dict[str, Any], name: str, parameters: dict[str, str]) -> Stack:
+    s3 = clients["s3"]
+    try:
+        s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("bootstrap", "stand-in: the function is exercised by test_lambda_e2e.py")
+    s3.put_object(Bucket=ARTIFACT_BUCKET, Key="bootstrap.zip", Body=code.getvalue())
+    cf = clients["cloudformation"]
+    cf.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(cloudformation()),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    stack = cf.describe_stacks(StackName=name)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    resources = {r["LogicalResourceId"]: r for r in cf.list_stack_resources(StackName=name)["StackResourceSummaries"]}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return {"name": name, "resources": resources, "outputs": outputs}
+
+
+@pytest.fixture(scope="module")
+def stack(clients: dict[str, Any]) -> Iterator[Stack]:
+    deployed = deploy(clients, "remediator", {"RepositoryPrefixes": "team-a/,svc-", "Mode": "promote", "DeleteOrphans": "true"})
+    yield deployed
+    clients["cloudformation"].delete_stack(StackName="remediator")
+
+
+def physical(stack: Stack, logical: str) -> str:
+    return stack["resources"][logical]["PhysicalResourceId"]
+
+
+def event(detail_type: str = "ECR Image Action", source: str = "aws.ecr", **detail: Any) -> dict[str, Any]:
+    base = {
+        "result": "SUCCESS",
+        "repository-name": "team-a/api",
+        "image-digest": "sha256:" + "a" * 64,
+        "action-type": "PUSH",
+        "image-tag": "v7",
+        "manifest-media-type": INDEX,
+    }
+    base.update({k.replace("_", "-"): v for k, v in detail.items()})
+    return {
+        "version": "0",
+        "id": "f1b2c3d4-0000-4000-8000-000000000000",
+        "detail-type": detail_type,
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-11-23T12:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": base,
+    }
+
+
+CASES = [
+    ("buildx index push", event(), True),
+    ("manifest list push", event(manifest_media_type=LIST), True),
+    ("second selected prefix", event(repository_name="svc-billing"), True),
+    ("child manifest push", event(image_tag="", manifest_media_type=IMAGE, artifact_media_type="application/vnd.oci.image.config.v1+json"), False),
+    ("own retag: v7 onto the image manifest", event(manifest_media_type=IMAGE, artifact_media_type="application/vnd.oci.image.config.v1+json"), False),
+    ("own keep tag on the index", event(image_tag="v7-index"), False),
+    ("DELETE", event(action_type="DELETE"), False),
+    ("FAILURE", event(result="FAILURE"), False),
+    ("scan", event(detail_type="ECR Image Scan"), False),
+    ("replication", event(detail_type="ECR Replication Action"), False),
+    ("referrer action", event(detail_type="ECR Referrer Action"), False),
+    ("storage class change", event(action_type="UPDATE_STORAGE_CLASS"), False),
+    ("repository outside the selection", event(repository_name="team-b/api"), False),
+    ("prefix must be a prefix", event(repository_name="x-team-a/api"), False),
+    ("another source", event(source="aws.s3"), False),
+]
+
+
+@pytest.mark.parametrize(("name", "fixture_event", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_the_deployed_trigger_pattern(stack: Stack, clients: dict[str, Any], name: str, fixture_event: dict[str, Any], expected: bool) -> None:
+    rule = clients["events"].describe_rule(Name=physical(stack, "PushRule"))
+    result = clients["events"].test_event_pattern(EventPattern=rule["EventPattern"], Event=json.dumps(fixture_event))
+    assert result["Result"] is expected, f"{name}: {rule['EventPattern']}"
+
+
+def test_without_keep_tag_and_prefixes_every_tagged_index_push_matches(clients: dict[str, Any]) -> None:
+    deployed = deploy(clients, "remediator-open", {"KeepTag": "false", "AuditBus": "default"})
+    try:
+        pattern = clients["events"].describe_rule(Name=physical(deployed, "PushRule"))["EventPattern"]
+        for e, expected in [(event(repository_name="anything/at-all"), True), (event(image_tag="v7-index"), True), (event(manifest_media_type=IMAGE), False)]:
+            assert clients["events"].test_event_pattern(EventPattern=pattern, Event=json.dumps(e))["Result"] is expected
+    finally:
+        clients["cloudformation"].delete_stack(StackName="remediator-open")
+
+
+def test_a_real_push_reaches_the_queue_as_one_index_event(stack: Stack, clients: dict[str, Any], salt: str) -> None:
+    ecr, sqs = clients["ecr"], clients["sqs"]
+    repo = f"team-a/{salt}"
+    ecr.create_repository(repositoryName=repo)
+    try:
+        layout = build_buildx_layout(salt=salt)
+        stored = push(ecr, repo, layout, ["v7"])
+        # The service's own writes, as it makes them in promote mode.
+        index_bytes = layout.blobs[stored[-1].digest].decode()
+        ecr.put_image(repositoryName=repo, imageManifest=index_bytes, imageManifestMediaType=INDEX, imageTag="v7-index")
+        image_bytes = layout.blobs[stored[0].digest].decode()
+        ecr.put_image(repositoryName=repo, imageManifest=image_bytes, imageManifestMediaType=IMAGE, imageTag="v7")
+        url = stack["outputs"]["PushQueueUrl"]
+        url = sqs.get_queue_url(QueueName=url.rsplit("/", 1)[-1])["QueueUrl"]
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        bodies = [json.loads(m["Body"]) for m in got]
+        assert [(b["detail"]["image-digest"], b["detail"]["image-tag"]) for b in bodies] == [(stored[-1].digest, "v7")]
+    finally:
+        ecr.delete_repository(repositoryName=repo, force=True)
+
+
+def test_wiring_queue_dead_letter_mapping_audit(stack: Stack, clients: dict[str, Any]) -> None:
+    events, sqs, lam = clients["events"], clients["sqs"], clients["lambda"]
+    queue_name = stack["outputs"]["PushQueueUrl"].rsplit("/", 1)[-1]
+    queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    queue_arn = attributes["QueueArn"]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(stack["outputs"]["PushDeadLetterQueueUrl"].rsplit("/", 1)[-1])
+    assert int(redrive["maxReceiveCount"]) == 5
+    assert attributes.get("SqsManagedSseEnabled") == "true"
+
+    targets = events.list_targets_by_rule(Rule=physical(stack, "PushRule"))["Targets"]
+    assert [t["Arn"] for t in targets] == [queue_arn]
+
+    function = stack["outputs"]["FunctionName"]
+    mappings = lam.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]
+    assert len(mappings) == 1
+    mapping = mappings[0]
+    assert mapping["EventSourceArn"] == queue_arn
+    assert mapping["BatchSize"] == 10
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+
+    config = lam.get_function_configuration(FunctionName=function)
+    env = config["Environment"]["Variables"]
+    assert env["ECR_REMEDIATOR_MODE"] == "promote"
+    assert env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "true"
+    assert env["ECR_REMEDIATOR_AUDIT_BUS"].endswith(":event-bus/remediator-audit")
+    assert "ECR_REMEDIATOR_POLICY_FILE" not in env
+    assert config["Runtime"] == "provided.al2023" and config["Handler"] == "bootstrap"
+    # moto does not keep Architectures; the transformed template says it.
+    transformed = cloudformation()
+    assert transformed["Resources"]["Function"]["Properties"]["Architectures"] == [{"Ref": "Architecture"}]
+    assert transformed["Parameters"]["Architecture"]["Default"] == "arm64"
+
+    bus = "remediator-audit"
+    audit_rule = physical(stack, "AuditRule")
+    audit_targets = events.list_targets_by_rule(Rule=audit_rule, EventBusName=bus)["Targets"]
+    assert [t["Arn"].split(":log-group:")[-1] for t in audit_targets] == [stack["outputs"]["AuditLogGroupName"]]
+    archives = events.list_archives()["Archives"]
+    assert any(a["EventSourceArn"].endswith(f":event-bus/{bus}") for a in archives)
+
+
+def test_audit_records_land_in_the_log_group(stack: Stack, clients: dict[str, Any]) -> None:
+    record = {"schema": "ecr-remediator/audit-record", "schema_version": 1, "repository": "team-a/api", "outcome": "remediated"}
+    reply = clients["events"].put_events(
+        Entries=[{"Source": "ecr-remediator", "DetailType": "ECR Remediation Record", "Detail": json.dumps(record), "EventBusName": "remediator-audit"}]
+    )
+    assert reply["FailedEntryCount"] == 0
+    group = stack["outputs"]["AuditLogGroupName"]
+    messages = [e["message"] for e in clients["logs"].filter_log_events(logGroupName=group)["events"]]
+    assert any(json.loads(m)["detail"] == record for m in messages), messages
+
+
+def policy_statements(clients: dict[str, Any], stack: Stack) -> list[dict[str, Any]]:
+    iam = clients["iam"]
+    role = physical(stack, "FunctionRole")
+    out = []
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        if isinstance(doc, str):
+            # moto returns the stored document as a Python literal, AWS as JSON.
+            try:
+                doc = json.loads(doc)
+            except ValueError:
+                doc = ast.literal_eval(doc)
+        out.extend(doc["Statement"])
+    return out
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_least_privilege(stack: Stack, clients: dict[str, Any]) -> None:
+    statements = policy_statements(clients, stack)
+    writes = ("ecr:PutImage", "ecr:BatchDeleteImage", "events:PutEvents")
+    for s in statements:
+        actions, resources = as_list(s["Action"]), as_list(s["Resource"])
+        if any(a in writes for a in actions):
+            assert "*" not in resources, s
+    ecr = next(s for s in statements if "ecr:PutImage" in as_list(s["Action"]))
+    assert "ecr:BatchDeleteImage" in as_list(ecr["Action"])
+    resources = set(as_list(ecr["Resource"]))
+    assert resources == {
+        "arn:aws:ecr:us-east-1:123456789012:repository/team-a/*",
+        "arn:aws:ecr:us-east-1:123456789012:repository/svc-*",
+    }
+    put_events = next(s for s in statements if "events:PutEvents" in as_list(s["Action"]))
+    assert as_list(put_events["Resource"]) == ["arn:aws:events:us-east-1:123456789012:event-bus/remediator-audit"]
+
+
+def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> None:
+    deployed = deploy(clients, "remediator-safe", {})
+    try:
+        actions = [a for s in policy_statements(clients, deployed) for a in as_list(s["Action"])]
+        assert "ecr:PutImage" in actions
+        assert "ecr:BatchDeleteImage" not in actions
+        env = clients["lambda"].get_function_configuration(FunctionName=deployed["outputs"]["FunctionName"])["Environment"]["Variables"]
+        assert env["ECR_REMEDIATOR_MODE"] == "tag" and env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "false"
+    finally:
+        clients["cloudformation"].delete_stack(StackName="remediator-safe")
