@@ -28,7 +28,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: fmt-check lint unit contract ## What CI runs: format check, clippy -D warnings, every test
+test: fmt-check lint validate unit contract ## What CI runs: format, clippy -D warnings, template checks, every test
 
 .PHONY: check
 check: test doc ## test, plus docs built with warnings denied
@@ -62,6 +62,44 @@ venv: $(VENV)/.installed ## Create the Python venv (emulator, pusher, test tools
 .PHONY: emulator
 emulator: venv ## Run the local ECR emulator in the foreground on 127.0.0.1:PORT (default 5000)
 	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator --port $(PORT)
+
+# Infrastructure tools live in their own venvs: aws-sam-cli and checkov pin
+# conflicting dependencies.
+SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
+STACK ?= ecr-remediator
+
+$(SAM_VENV)/.installed: infra/requirements-sam.txt infra/constraints-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r infra/requirements-sam.txt -c infra/constraints-sam.txt
+	touch $@
+
+$(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt infra/constraints-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r infra/requirements-checkov.txt -c infra/constraints-checkov.txt
+	touch $@
+
+.PHONY: validate
+validate: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## cfn-lint, sam validate --lint and checkov on infra/ (no AWS account needed)
+	$(SAM_VENV)/bin/cfn-lint infra/template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template infra/template.yaml --region $(AWS_REGION)
+	$(CHECKOV_VENV)/bin/checkov --directory infra --framework cloudformation --quiet --compact --skip-download
+
+# `make deploy` talks to your AWS account with your own configuration: the
+# local test settings this Makefile exports are removed for it.
+REAL_AWS := env $(foreach v,AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_DEFAULT_REGION AWS_EC2_METADATA_DISABLED,$(if $(filter file,$(origin $(v))),-u $(v)))
+
+.PHONY: sam-build
+sam-build: $(SAM_VENV)/.installed ## sam build: the release function (arm64, cross-compiled with zig) from infra/template.yaml
+	cd infra && PATH="$(abspath $(SAM_VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build --template template.yaml --beta-features
+
+.PHONY: deploy
+deploy: sam-build ## sam build + sam deploy to your account (guided the first time, then infra/samconfig.toml)
+	cd infra && $(REAL_AWS) PATH="$(abspath $(SAM_VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
+	  sam deploy $(if $(wildcard infra/samconfig.toml),,--guided) --stack-name $(STACK) \
+	  --capabilities CAPABILITY_IAM --resolve-s3
 
 .PHONY: demo
 demo: venv build ## A buildx push into the local ECR, remediated by the worker: before, after, audit record
