@@ -523,21 +523,7 @@ impl<R: Registry> Applier<'_, R> {
             }
             _ => {}
         }
-        match self.registry.put_image(self.repo, manifest, tag).await {
-            Ok(PutOutcome::Stored) => self.push(action, ActionOutcome::Applied),
-            Ok(PutOutcome::AlreadyExists) => self.push(action, ActionOutcome::Already),
-            Err(RegistryError::TagImmutable { .. }) => {
-                self.push(
-                    action,
-                    ActionOutcome::Skipped {
-                        reason: format!("{IMMUTABLE_FALLBACK}: {tag} cannot be moved; derived tag written instead"),
-                    },
-                );
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(true)
+        self.write(action, manifest, tag).await
     }
 
     async fn put_index(
@@ -560,6 +546,13 @@ impl<R: Registry> Applier<'_, R> {
             self.push(action, ActionOutcome::Skipped { reason });
             return Ok(false);
         }
+        self.write(action, manifest, tag).await
+    }
+
+    /// `PutImage` of `manifest` as `tag`, recording the outcome. Ok(false) when
+    /// the repository's tag immutability refused it (the caller falls back to
+    /// derived tags).
+    async fn write(&mut self, action: &Action, manifest: &RawManifest, tag: &ImageTag) -> Result<bool, RegistryError> {
         match self.registry.put_image(self.repo, manifest, tag).await {
             Ok(PutOutcome::Stored) => self.push(action, ActionOutcome::Applied),
             Ok(PutOutcome::AlreadyExists) => self.push(action, ActionOutcome::Already),
@@ -567,7 +560,9 @@ impl<R: Registry> Applier<'_, R> {
                 self.push(
                     action,
                     ActionOutcome::Skipped {
-                        reason: format!("{IMMUTABLE_FALLBACK}: {tag} cannot be replaced; derived tags written instead"),
+                        reason: format!(
+                            "{IMMUTABLE_FALLBACK}: {tag} cannot be changed; derived tag(s) written instead"
+                        ),
                     },
                 );
                 return Ok(false);

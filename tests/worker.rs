@@ -13,42 +13,12 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     let repo = unique("worker");
     create_repository(&repo, false);
     let audit = AuditQueue::new(&repo).await;
-    let sdk = sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
     let name = format!("{}-pushes", repo.replace('/', "-"));
-    let queue = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
     // Every image action in the repository, so the worker also sees the child
     // pushes and its own retags (the deployed rule filters those out earlier).
     let pattern = serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Image Action"], "detail": {"repository-name": [repo]}});
-    events
-        .put_rule()
-        .name(&name)
-        .event_pattern(pattern.to_string())
-        .send()
-        .await
-        .unwrap();
-    events
-        .put_targets()
-        .rule(&name)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"))
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let queue = rule_to_queue(&name, &pattern).await;
 
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "worker");
 
@@ -108,17 +78,6 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
         .unwrap();
     let n = left.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages].clone();
     assert_eq!(n, "0");
-}
-
-fn cli(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-remediator"));
-    cmd.args(args)
-        .env("AWS_ENDPOINT_URL", &emulator().url)
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

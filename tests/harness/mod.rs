@@ -295,6 +295,56 @@ pub fn push_event(repository: &str, digest: &str, tag: &str, media_type: &str) -
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// A queue named `name` fed by a rule `name` on the default bus; returns the queue URL.
+pub async fn rule_to_queue(name: &str, pattern: &Value) -> String {
+    let sdk = sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    events
+        .put_rule()
+        .name(name)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+/// The `ecr-remediator` binary with the emulator's endpoint and test credentials.
+pub fn cli(args: &[&str]) -> std::process::Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-remediator"));
+    cmd.args(args)
+        .env("AWS_ENDPOINT_URL", &emulator().url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("ECR_REMEDIATOR_POLICY_FILE");
+    cmd
+}
+
 /// An SQS queue receiving this repository's audit records through an EventBridge rule.
 pub struct AuditQueue {
     sqs: aws_sdk_sqs::Client,
@@ -303,45 +353,15 @@ pub struct AuditQueue {
 
 impl AuditQueue {
     pub async fn new(repository: &str) -> Self {
-        let sdk = sdk_config().await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let events = aws_sdk_eventbridge::Client::new(&sdk);
-        let name = repository.replace('/', "-");
-        let url = sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_owned();
-        let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}");
         let pattern = serde_json::json!({
             "source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"],
             "detail": {"repository": [repository]}
         });
-        events
-            .put_rule()
-            .name(&name)
-            .event_pattern(pattern.to_string())
-            .send()
-            .await
-            .unwrap();
-        events
-            .put_targets()
-            .rule(&name)
-            .targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id("q")
-                    .arn(arn)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        AuditQueue { sqs, url }
+        let url = rule_to_queue(&repository.replace('/', "-"), &pattern).await;
+        AuditQueue {
+            sqs: aws_sdk_sqs::Client::new(&sdk_config().await),
+            url,
+        }
     }
 
     /// Every audit record delivered so far (the `detail` of each event).
