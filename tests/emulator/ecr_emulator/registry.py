@@ -242,11 +242,7 @@ class Registry:
             repos = [self.repo(account, region, n) for n in names]
             return {"repositories": [r.describe() for r in repos]}
         repos = [r for (a, g, _), r in sorted(self.repositories.items()) if a == account and g == region]
-        page, token = _paginate([r.describe() for r in repos], req, default=100, limit=1000, key="repositories")
-        out: dict[str, Any] = {"repositories": page}
-        if token:
-            out["nextToken"] = token
-        return out
+        return _page("repositories", [r.describe() for r in repos], req, key="repositories")
 
     def delete_repository(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         repo = self.repo(account, region, req.get("repositoryName"))
@@ -555,11 +551,7 @@ class Registry:
             return {"imageDetails": details}
         status = _tag_status(req)
         chosen = [i for i in repo.images.values() if _status_matches(status, bool(repo.tags_of(i.digest)))]
-        page, token = _paginate([self._details(repo, i) for i in chosen], req, default=100, limit=1000, key=f"images:{repo.name}")
-        out: dict[str, Any] = {"imageDetails": page}
-        if token:
-            out["nextToken"] = token
-        return out
+        return _page("imageDetails", [self._details(repo, i) for i in chosen], req, key=f"images:{repo.name}")
 
     def list_images(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         repo = self.repo(account, region, req.get("repositoryName"))
@@ -573,11 +565,7 @@ class Registry:
                 ids.extend({"imageDigest": image.digest, "imageTag": t} for t in tags)
             else:
                 ids.append({"imageDigest": image.digest})
-        page, token = _paginate(ids, req, default=100, limit=1000, key=f"list:{repo.name}")
-        out: dict[str, Any] = {"imageIds": page}
-        if token:
-            out["nextToken"] = token
-        return out
+        return _page("imageIds", ids, req, key=f"list:{repo.name}")
 
 
 def _failure(image_id: Any, code: str, reason: str) -> dict[str, Any]:
@@ -620,6 +608,15 @@ def _tag_status(req: dict[str, Any]) -> str:
 
 def _status_matches(status: str, tagged: bool) -> bool:
     return status == "ANY" or (status == "TAGGED") == tagged
+
+
+def _page(field: str, items: list[Any], req: dict[str, Any], key: str) -> dict[str, Any]:
+    """ECR's paginated reply: ``field`` holds one page (default 100, at most 1000), ``nextToken`` the rest."""
+    page, token = _paginate(items, req, default=100, limit=1000, key=key)
+    out: dict[str, Any] = {field: page}
+    if token:
+        out["nextToken"] = token
+    return out
 
 
 def _paginate(items: list[Any], req: dict[str, Any], default: int, limit: int, key: str) -> tuple[list[Any], str | None]:
