@@ -14,6 +14,7 @@ use crate::classify::{Classification, EntryClass, ManifestKind};
 use crate::digest::Digest;
 use crate::plan::{Action, Skipped};
 use crate::policy::Mode;
+use crate::registry::RegistryError;
 
 /// The record's schema name.
 pub const AUDIT_SCHEMA: &str = "ecr-remediator/audit-record";
@@ -150,14 +151,28 @@ pub enum ActionOutcome {
         reason: String,
     },
     /// Attempted and failed.
-    Failed {
-        /// Stable error code.
-        code: String,
-        /// The error.
-        error: String,
-        /// Whether a retry may succeed.
-        retryable: bool,
-    },
+    Failed(Failure),
+}
+
+/// A failure, as recorded for one action or for the whole record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// Stable error code.
+    pub code: String,
+    /// The error.
+    pub error: String,
+    /// Whether a retry may succeed (for the record: the invocation then fails so it is retried).
+    pub retryable: bool,
+}
+
+impl From<&RegistryError> for Failure {
+    fn from(e: &RegistryError) -> Self {
+        Failure {
+            code: e.code().to_owned(),
+            error: e.to_string(),
+            retryable: e.is_retryable(),
+        }
+    }
 }
 
 /// One action and how it ended.
@@ -187,14 +202,7 @@ pub enum Outcome {
         reason: String,
     },
     /// Something failed.
-    Failed {
-        /// Stable error code.
-        code: String,
-        /// The error.
-        error: String,
-        /// Whether a retry may succeed (the invocation then fails so it is retried).
-        retryable: bool,
-    },
+    Failed(Failure),
 }
 
 /// What truncation removed.
@@ -336,7 +344,7 @@ impl AuditRecord {
 
     /// Whether the invocation that produced this record should fail (so it is retried).
     pub fn needs_retry(&self) -> bool {
-        matches!(self.outcome, Outcome::Failed { retryable: true, .. })
+        matches!(&self.outcome, Outcome::Failed(f) if f.retryable)
     }
 }
 

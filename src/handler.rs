@@ -203,7 +203,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                 Outcome::Remediated => "remediated",
                 Outcome::Noop => "noop",
                 Outcome::Skipped { .. } => "skipped",
-                Outcome::Failed { .. } => "failed",
+                Outcome::Failed(_) => "failed",
             }
             .to_owned(),
             digest: record.index_digest.clone(),
@@ -212,11 +212,10 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             tracing::error!(error = %e, "audit record not written");
             return Err(RetryError::Audit(e));
         }
-        if let Outcome::Failed {
-            error, retryable: true, ..
-        } = &record.outcome
+        if let Outcome::Failed(f) = &record.outcome
+            && f.retryable
         {
-            return Err(RetryError::Remediation(error.clone()));
+            return Err(RetryError::Remediation(f.error.clone()));
         }
         Ok(result)
     }

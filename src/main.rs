@@ -226,7 +226,7 @@ async fn remediate(
         return Ok(ExitCode::FAILURE);
     }
     Ok(match record.outcome {
-        Outcome::Failed { .. } => ExitCode::FAILURE,
+        Outcome::Failed(_) => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
     })
 }

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
-use crate::audit::{ActionOutcome, ActionRecord, AuditRecord, ClassificationSummary, Outcome, PolicySummary, Trigger};
+use crate::audit::{
+    ActionOutcome, ActionRecord, AuditRecord, ClassificationSummary, Failure, Outcome, PolicySummary, Trigger,
+};
 use crate::classify::{EntryClass, classify, classify_manifest};
 use crate::digest::Digest;
 use crate::manifest::RawManifest;
@@ -73,11 +75,7 @@ pub async fn remediate<R: Registry>(registry: &R, policies: &PolicySet, job: &Jo
 }
 
 fn failed(e: &RegistryError) -> Outcome {
-    Outcome::Failed {
-        code: e.code().to_owned(),
-        error: e.to_string(),
-        retryable: e.is_retryable(),
-    }
+    Outcome::Failed(e.into())
 }
 
 fn skipped(code: &str, reason: impl Into<String>) -> Outcome {
@@ -332,19 +330,18 @@ fn reason_code(reason: &crate::plan::SkipReason) -> String {
 }
 
 fn overall(actions: &[ActionRecord]) -> Outcome {
-    if let Some(ActionOutcome::Failed { code, error, .. }) = actions
+    let failures: Vec<&Failure> = actions
         .iter()
-        .map(|a| &a.outcome)
-        .find(|o| matches!(o, ActionOutcome::Failed { .. }))
-    {
-        let retryable = actions
-            .iter()
-            .any(|a| matches!(a.outcome, ActionOutcome::Failed { retryable: true, .. }));
-        return Outcome::Failed {
-            code: code.clone(),
-            error: error.clone(),
-            retryable,
-        };
+        .filter_map(|a| match &a.outcome {
+            ActionOutcome::Failed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = failures.first() {
+        return Outcome::Failed(Failure {
+            retryable: failures.iter().any(|f| f.retryable),
+            ..(*first).clone()
+        });
     }
     if actions.iter().any(|a| a.outcome == ActionOutcome::Applied) {
         Outcome::Remediated
@@ -371,14 +368,7 @@ impl<R: Registry> Applier<'_, R> {
     }
 
     fn fail(&mut self, action: &Action, e: &RegistryError) {
-        self.push(
-            action,
-            ActionOutcome::Failed {
-                code: e.code().to_owned(),
-                error: e.to_string(),
-                retryable: e.is_retryable(),
-            },
-        );
+        self.push(action, ActionOutcome::Failed(e.into()));
     }
 
     async fn apply(&mut self, plan: &Plan, pushed: Option<&ImageTag>) {
@@ -624,16 +614,16 @@ impl<R: Registry> Applier<'_, R> {
                         reason: "an index in the repository still refers to it (ImageReferencedByManifestList)"
                             .to_owned(),
                     },
-                    Some(DeleteOutcome::Failed { code, reason }) => ActionOutcome::Failed {
+                    Some(DeleteOutcome::Failed { code, reason }) => ActionOutcome::Failed(Failure {
                         code: code.clone(),
                         error: reason.clone(),
                         retryable: false,
-                    },
-                    None => ActionOutcome::Failed {
+                    }),
+                    None => ActionOutcome::Failed(Failure {
                         code: "InvalidResponse".to_owned(),
                         error: "BatchDeleteImage said nothing about this image".to_owned(),
                         retryable: true,
-                    },
+                    }),
                 };
                 self.push(a, outcome);
             }

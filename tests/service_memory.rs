@@ -154,15 +154,15 @@ async fn a_non_retryable_write_failure_stops_the_plan_and_is_recorded() {
     );
     let record = remediate(&reg, &policies(Mode::Promote, true, false), &job(&index)).await;
     match &record.outcome {
-        Outcome::Failed { code, retryable, .. } => {
-            assert_eq!(code, "AccessDeniedException");
-            assert!(!retryable);
+        Outcome::Failed(f) => {
+            assert_eq!(f.code, "AccessDeniedException");
+            assert!(!f.retryable);
         }
         other => panic!("{other:?}"),
     }
     assert!(!record.needs_retry());
     let outcomes: Vec<&ActionOutcome> = record.actions.iter().map(|a| &a.outcome).collect();
-    assert!(matches!(outcomes[0], ActionOutcome::Failed { .. }));
+    assert!(matches!(outcomes[0], ActionOutcome::Failed(_)));
     assert!(
         outcomes[1..]
             .iter()

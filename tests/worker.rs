@@ -84,15 +84,7 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
 async fn the_worker_stops_cleanly_on_sigterm() {
     let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
     let name = unique("sigterm").replace('/', "-");
-    let queue = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let queue = create_queue(&sqs, &name).await;
     let child = cli(&["serve", "--queue-url", &queue, "--wait", "20"])
         .stdout(std::process::Stdio::piped())
         .spawn()

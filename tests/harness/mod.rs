@@ -295,20 +295,24 @@ pub fn push_event(repository: &str, digest: &str, tag: &str, media_type: &str) -
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// A queue named `name` fed by a rule `name` on the default bus; returns the queue URL.
-pub async fn rule_to_queue(name: &str, pattern: &Value) -> String {
-    let sdk = sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
-    let url = sqs
-        .create_queue()
+/// Creates an SQS queue and returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
         .queue_name(name)
         .send()
         .await
         .unwrap()
         .queue_url()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// A queue named `name` fed by a rule `name` on the default bus; returns the queue URL.
+pub async fn rule_to_queue(name: &str, pattern: &Value) -> String {
+    let sdk = sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let url = create_queue(&sqs, name).await;
     events
         .put_rule()
         .name(name)

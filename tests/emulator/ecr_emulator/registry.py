@@ -276,10 +276,7 @@ class Registry:
 
     def upload_layer_part(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         repo = self.repo(account, region, req.get("repositoryName"))
-        upload_id = req.get("uploadId")
-        upload = repo.uploads.get(upload_id or "")
-        if upload is None:
-            raise EcrError("UploadNotFoundException", f"Upload {upload_id} not found")
+        upload_id, upload = _upload(repo, req)
         first, last = req.get("partFirstByte"), req.get("partLastByte")
         try:
             blob = base64.b64decode(req.get("layerPartBlob") or "", validate=True)
@@ -295,10 +292,7 @@ class Registry:
 
     def complete_layer_upload(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         repo = self.repo(account, region, req.get("repositoryName"))
-        upload_id = req.get("uploadId")
-        upload = repo.uploads.get(upload_id or "")
-        if upload is None:
-            raise EcrError("UploadNotFoundException", f"Upload {upload_id} not found")
+        upload_id, upload = _upload(repo, req)
         digests = req.get("layerDigests") or []
         if len(digests) != 1:
             raise invalid("layerDigests must hold exactly one digest")
@@ -566,6 +560,15 @@ class Registry:
             else:
                 ids.append({"imageDigest": image.digest})
         return _page("imageIds", ids, req, key=f"list:{repo.name}")
+
+
+def _upload(repo: Repository, req: dict[str, Any]) -> tuple[str, Upload]:
+    """The upload a layer-upload request names, or ECR's error."""
+    upload_id = req.get("uploadId")
+    upload = repo.uploads.get(upload_id or "")
+    if upload is None or upload_id is None:
+        raise EcrError("UploadNotFoundException", f"Upload {upload_id} not found")
+    return upload_id, upload
 
 
 def _failure(image_id: Any, code: str, reason: str) -> dict[str, Any]:
