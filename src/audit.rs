@@ -145,6 +145,8 @@ pub enum ActionOutcome {
     Applied,
     /// Found already done (a retry, or a duplicate event).
     Already,
+    /// Planned and about to run (only in an `in_progress` checkpoint).
+    Pending,
     /// Not done, for this reason.
     Skipped {
         /// Why.
@@ -203,6 +205,23 @@ pub enum Outcome {
     },
     /// Something failed.
     Failed(Failure),
+    /// A checkpoint written right before deletions, listing them, so that no
+    /// deletion is ever applied without being in the audit trail; the final
+    /// record of the same handling follows it.
+    InProgress,
+}
+
+impl Outcome {
+    /// `remediated`, `noop`, `skipped`, `failed` or `in_progress`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Remediated => "remediated",
+            Outcome::Noop => "noop",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Failed(_) => "failed",
+            Outcome::InProgress => "in_progress",
+        }
+    }
 }
 
 /// What truncation removed.
@@ -254,6 +273,14 @@ pub struct AuditRecord {
     /// Overall outcome.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// Whether this is the last record of this image's handling for this
+    /// event: false for an `in_progress` checkpoint and for a retryable
+    /// failure that will be delivered again.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Delivery attempt of the event (SQS receive count), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     /// Start time, RFC 3339 UTC.
     pub started_at: String,
     /// Duration in milliseconds.
@@ -282,6 +309,8 @@ impl AuditRecord {
             skipped: Vec::new(),
             notes: Vec::new(),
             outcome: Outcome::Noop,
+            is_final: true,
+            attempt: None,
             started_at: rfc3339(started),
             duration_ms: 0,
             truncated: None,

@@ -11,14 +11,20 @@ use crate::policy::{PolicyError, PolicySet, load};
 pub const ENV_AUDIT_BUS: &str = "ECR_REMEDIATOR_AUDIT_BUS";
 /// Client-side `PutImage` calls per second (default 2).
 pub const ENV_PUT_TPS: &str = "ECR_REMEDIATOR_PUT_TPS";
-/// Attempts per AWS call, the first included (default 5).
+/// `PutImage` calls allowed at once before pacing starts (default 4).
+pub const ENV_PUT_BURST: &str = "ECR_REMEDIATOR_PUT_BURST";
+/// Attempts per AWS call, the first included (default 10).
 pub const ENV_MAX_ATTEMPTS: &str = "ECR_REMEDIATOR_MAX_ATTEMPTS";
+/// The queue's `maxReceiveCount`: the record of the last delivery is final.
+pub const ENV_MAX_RECEIVE_COUNT: &str = "ECR_REMEDIATOR_MAX_RECEIVE_COUNT";
 
 /// Default `PutImage` rate: well under ECR's 10 TPS per account and region,
 /// which every `docker push` shares.
 pub const DEFAULT_PUT_TPS: f64 = 2.0;
+/// Default `PutImage` burst: a two-platform push's writes go out without waiting.
+pub const DEFAULT_PUT_BURST: u32 = 4;
 /// Default attempts per AWS call.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = crate::retry::DEFAULT_ATTEMPTS;
 
 /// Everything the service needs besides AWS's own configuration.
 #[derive(Debug, Clone)]
@@ -29,8 +35,12 @@ pub struct ServiceConfig {
     pub audit_bus: String,
     /// `PutImage` calls per second.
     pub put_tps: f64,
+    /// `PutImage` calls allowed at once.
+    pub put_burst: u32,
     /// Attempts per AWS call.
     pub max_attempts: u32,
+    /// The queue's `maxReceiveCount`, when known.
+    pub max_receive_count: Option<u32>,
 }
 
 /// Invalid configuration.
@@ -76,24 +86,30 @@ impl ServiceConfig {
                 }
             },
         };
-        let max_attempts = match get(ENV_MAX_ATTEMPTS) {
-            None => DEFAULT_MAX_ATTEMPTS,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if (1..=20).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError::Setting {
-                        variable: ENV_MAX_ATTEMPTS,
+        let whole = |variable: &'static str, range: std::ops::RangeInclusive<u32>, problem: &'static str| {
+            get(variable)
+                .map(|v| match v.parse::<u32>() {
+                    Ok(n) if range.contains(&n) => Ok(n),
+                    _ => Err(ConfigError::Setting {
+                        variable,
                         value: v.to_owned(),
-                        problem: "must be a whole number from 1 to 20",
-                    });
-                }
-            },
+                        problem,
+                    }),
+                })
+                .transpose()
         };
+        let max_attempts = whole(ENV_MAX_ATTEMPTS, 1..=50, "must be a whole number from 1 to 50")?
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        let put_burst =
+            whole(ENV_PUT_BURST, 1..=10, "must be a whole number from 1 to 10")?.unwrap_or(DEFAULT_PUT_BURST);
+        let max_receive_count = whole(ENV_MAX_RECEIVE_COUNT, 1..=1000, "must be a whole number from 1 to 1000")?;
         Ok(ServiceConfig {
             policies,
             audit_bus,
             put_tps,
+            put_burst,
             max_attempts,
+            max_receive_count,
         })
     }
 

@@ -19,30 +19,9 @@ pub const ECR_SOURCE: &str = "aws.ecr";
 /// The `detail-type` of ECR's image events.
 pub const IMAGE_ACTION: &str = "ECR Image Action";
 
-/// An EventBridge event envelope, with the detail left raw.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Envelope {
-    /// Event id (unique per event, reused on redelivery).
-    #[serde(default)]
-    pub id: Option<String>,
-    /// `detail-type`.
-    #[serde(rename = "detail-type")]
-    pub detail_type: String,
-    /// `source`.
-    pub source: String,
-    /// Account that emitted it.
-    #[serde(default)]
-    pub account: Option<String>,
-    /// Region it was emitted in.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// ISO-8601 time.
-    #[serde(default)]
-    pub time: Option<String>,
-    /// The detail, parsed once the type is known.
-    #[serde(default)]
-    pub detail: serde_json::Value,
-}
+/// An EventBridge event with its detail left raw (parsed once the type is
+/// known): `aws_lambda_events`' own type, as Rust Lambda users expect.
+pub type Envelope = aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value>;
 
 /// The `detail` of an `ECR Image Action` event.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,22 +1,25 @@
 //! From an incoming payload to handled images and written audit records.
 //!
-//! Shared by the Lambda function (direct EventBridge events and SQS batches)
-//! and the `serve` worker (one SQS message at a time). Irrelevant events are
-//! skipped with a logged reason and cost no registry call; malformed ones get
-//! an audit record saying why; a failure that a retry may fix (throttling,
-//! 5xx, or the audit record not written) is reported so the message is
-//! delivered again, which the engine's idempotence makes safe.
+//! Shared by the Lambda function (direct EventBridge events and SQS batches,
+//! as `aws_lambda_events` types) and the `serve` worker (one SQS message at a
+//! time). Irrelevant events are skipped with a logged reason and cost no
+//! registry call; malformed ones get an audit record saying why; a failure
+//! that a retry may fix (throttling, 5xx, or the audit record not written)
+//! is reported so the message is delivered again, which the engine's
+//! idempotence makes safe.
 
 use std::time::SystemTime;
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::audit::{AuditRecord, AuditSink, Outcome, Trigger, log_line};
+use crate::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line};
+use crate::engine::{Engine, Job};
 use crate::event::{Triage, parse_envelope, triage};
 use crate::policy::PolicySet;
 use crate::registry::Registry;
-use crate::service::{Job, remediate};
+use crate::retry::{Jitter, RetryPolicy};
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]
@@ -29,6 +32,21 @@ pub struct Handler<R, A> {
     pub policies: PolicySet,
     /// Print each audit record as a JSON log line on stdout.
     pub log_records: bool,
+    /// Retries of retryable registry and audit failures.
+    pub retry: RetryPolicy,
+    /// Deliveries before the queue dead-letters a message (the queue's
+    /// `maxReceiveCount`), when known: the record of the last delivery is
+    /// marked final even when its failure was retryable.
+    pub max_receive_count: Option<u32>,
+}
+
+/// How one event reached the service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivery {
+    /// The delivery attempt (SQS `ApproximateReceiveCount`), when known.
+    pub attempt: Option<u32>,
+    /// The handling must be over by then (the Lambda deadline less a margin).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// What happened to one event.
@@ -57,67 +75,66 @@ pub enum RetryError {
     Remediation(String),
     /// The audit record could not be written.
     #[error("{0}; the event will be retried")]
-    Audit(#[from] crate::audit::AuditError),
-}
-
-/// SQS's partial batch response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-pub struct BatchResponse {
-    /// Messages to deliver again.
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<BatchItemFailure>,
-}
-
-/// One failed SQS message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BatchItemFailure {
-    /// The message id.
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
+    Audit(#[from] AuditError),
 }
 
 /// The kinds of payload the function accepts.
 #[derive(Debug)]
-pub enum Payload<'a> {
+pub enum Payload {
     /// An EventBridge event (direct rule target).
-    Event(&'a Value),
-    /// An SQS batch: (message id, body) pairs.
-    SqsBatch(Vec<(String, String)>),
+    Event(Value),
+    /// An SQS batch whose bodies are EventBridge events.
+    SqsBatch(SqsEvent),
 }
 
 /// Recognises an SQS batch (`Records` with `eventSource: aws:sqs`); anything else is an event.
-pub fn payload(value: &Value) -> Payload<'_> {
-    match value.get("Records").and_then(Value::as_array) {
-        Some(records)
-            if records
-                .iter()
-                .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")) =>
-        {
-            Payload::SqsBatch(
-                records
+pub fn payload(value: Value) -> Payload {
+    let is_batch = value
+        .get("Records")
+        .and_then(Value::as_array)
+        .is_some_and(|records| {
+            !records.is_empty()
+                && records
                     .iter()
-                    .map(|r| {
-                        let id = r
-                            .get("messageId")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned();
-                        let body = r.get("body").and_then(Value::as_str).unwrap_or_default().to_owned();
-                        (id, body)
-                    })
-                    .collect(),
-            )
+                    .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+        });
+    if is_batch {
+        match serde_json::from_value::<SqsEvent>(value.clone()) {
+            Ok(batch) => return Payload::SqsBatch(batch),
+            Err(e) => tracing::warn!(error = %e, "an SQS-shaped payload is not a valid SQS event; handled as an event"),
         }
-        _ => Payload::Event(value),
     }
+    Payload::Event(value)
 }
 
 impl<R: Registry, A: AuditSink> Handler<R, A> {
+    /// A handler with default retries and no known receive limit.
+    pub fn new(registry: R, audit: A, policies: PolicySet) -> Self {
+        Handler {
+            registry,
+            audit,
+            policies,
+            log_records: true,
+            retry: RetryPolicy::default(),
+            max_receive_count: None,
+        }
+    }
+
+    fn engine(&self, delivery: Delivery) -> Engine<'_, R, A> {
+        Engine {
+            registry: &self.registry,
+            audit: &self.audit,
+            policies: &self.policies,
+            retry: self.retry,
+            deadline: delivery.deadline,
+        }
+    }
+
     /// Handles one event given as JSON text.
-    pub async fn handle_text(&self, text: &str, trigger: Trigger) -> Result<EventResult, RetryError> {
+    pub async fn handle_text(&self, text: &str, trigger: Trigger, delivery: Delivery) -> Result<EventResult, RetryError> {
         let envelope = match parse_envelope(text) {
             Ok(e) => e,
-            Err(e) => return self.malformed(&e.to_string(), None).await,
+            Err(e) => return self.malformed(&e.to_string(), None, delivery).await,
         };
         let triaged = triage(&envelope, |repo| self.policies.select(repo).policy.keep_tag.as_ref());
         let pushed = match triaged {
@@ -128,7 +145,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                     reason: reason.to_string(),
                 });
             }
-            Err(e) => return self.malformed(&e.to_string(), envelope.id.clone()).await,
+            Err(e) => return self.malformed(&e.to_string(), envelope.id.clone(), delivery).await,
         };
         let job = Job {
             trigger,
@@ -139,42 +156,53 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             digest: pushed.digest,
             tag: Some(pushed.tag),
         };
-        self.handle_job(&job).await
+        self.handle_job_record(&job, delivery).await.1
     }
 
     /// Handles one job (a parsed event, or a manual request) and writes its record.
     pub async fn handle_job(&self, job: &Job) -> Result<EventResult, RetryError> {
-        self.handle_job_record(job).await.1
+        self.handle_job_record(job, Delivery::default()).await.1
     }
 
     /// Like [`Self::handle_job`], also returning the record.
-    pub async fn handle_job_record(&self, job: &Job) -> (AuditRecord, Result<EventResult, RetryError>) {
-        let record = remediate(&self.registry, &self.policies, job).await;
-        let result = self.finish(record.clone()).await;
+    pub async fn handle_job_record(
+        &self,
+        job: &Job,
+        delivery: Delivery,
+    ) -> (AuditRecord, Result<EventResult, RetryError>) {
+        let record = self.engine(delivery).remediate(job).await;
+        let result = self.finish(record.clone(), delivery).await;
         (record, result)
-    }
-
-    /// Handles one event value.
-    pub async fn handle_event(&self, event: &Value, trigger: Trigger) -> Result<EventResult, RetryError> {
-        self.handle_text(&event.to_string(), trigger).await
     }
 
     /// Handles a Lambda payload: a direct event (an error means "retry"), or an
     /// SQS batch (failed messages listed in the response).
-    pub async fn handle_payload(&self, value: &Value) -> Result<Value, RetryError> {
+    pub async fn handle_payload(
+        &self,
+        value: Value,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Value, RetryError> {
         match payload(value) {
             Payload::Event(event) => {
-                let result = self.handle_event(event, Trigger::Push).await?;
+                let delivery = Delivery { attempt: None, deadline };
+                let result = self.handle_text(&event.to_string(), Trigger::Push, delivery).await?;
                 Ok(serde_json::to_value(result).unwrap_or(Value::Null))
             }
-            Payload::SqsBatch(messages) => {
-                let mut response = BatchResponse::default();
-                for (id, body) in messages {
-                    if let Err(e) = self.handle_text(&body, Trigger::Push).await {
+            Payload::SqsBatch(batch) => {
+                let mut response = SqsBatchResponse::default();
+                for message in batch.records {
+                    let id = message.message_id.clone().unwrap_or_default();
+                    let attempt = message
+                        .attributes
+                        .get("ApproximateReceiveCount")
+                        .and_then(|n| n.parse().ok());
+                    let delivery = Delivery { attempt, deadline };
+                    let body = message.body.as_deref().unwrap_or_default();
+                    if let Err(e) = self.handle_text(body, Trigger::Push, delivery).await {
                         tracing::warn!(message_id = %id, error = %e, "message failed; it will be delivered again");
-                        response
-                            .batch_item_failures
-                            .push(BatchItemFailure { item_identifier: id });
+                        let mut failure = BatchItemFailure::default();
+                        failure.item_identifier = id;
+                        response.batch_item_failures.push(failure);
                     }
                 }
                 Ok(serde_json::to_value(response).unwrap_or(Value::Null))
@@ -182,7 +210,12 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         }
     }
 
-    async fn malformed(&self, problem: &str, event_id: Option<String>) -> Result<EventResult, RetryError> {
+    async fn malformed(
+        &self,
+        problem: &str,
+        event_id: Option<String>,
+        delivery: Delivery,
+    ) -> Result<EventResult, RetryError> {
         tracing::warn!(event_id = event_id.as_deref().unwrap_or(""), problem, "malformed event");
         let mut record = AuditRecord::new(Trigger::Push, None, SystemTime::now());
         record.event_id = event_id;
@@ -190,22 +223,19 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             code: "malformed_event".to_owned(),
             reason: problem.to_owned(),
         };
-        self.finish(record).await
+        self.finish(record, delivery).await
     }
 
-    async fn finish(&self, record: AuditRecord) -> Result<EventResult, RetryError> {
+    async fn finish(&self, mut record: AuditRecord, delivery: Delivery) -> Result<EventResult, RetryError> {
+        record.attempt = delivery.attempt;
+        let last_delivery = matches!((delivery.attempt, self.max_receive_count), (Some(a), Some(m)) if a >= m);
+        record.is_final = !record.needs_retry() || last_delivery;
         if self.log_records {
             println!("{}", log_line(&record));
         }
-        let write = self.audit.write(&record).await;
+        let write = self.write_record(&record).await;
         let result = EventResult::Handled {
-            outcome: match &record.outcome {
-                Outcome::Remediated => "remediated",
-                Outcome::Noop => "noop",
-                Outcome::Skipped { .. } => "skipped",
-                Outcome::Failed(_) => "failed",
-            }
-            .to_owned(),
+            outcome: record.outcome.name().to_owned(),
             digest: record.index_digest.clone(),
         };
         if let Err(e) = write {
@@ -218,5 +248,24 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             return Err(RetryError::Remediation(f.error.clone()));
         }
         Ok(result)
+    }
+
+    /// Writes the record, retrying with backoff.
+    async fn write_record(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let mut jitter = Jitter::new();
+        let mut attempt = 1;
+        loop {
+            match self.audit.write(record).await {
+                Ok(()) => return Ok(()),
+                Err(e) => match self.retry.backoff(attempt, jitter.next_unit()) {
+                    Some(wait) => {
+                        tracing::warn!(error = %e, attempt, "audit record not written; retrying");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
     }
 }

@@ -25,5 +25,6 @@ pub mod plan;
 pub mod policy;
 pub mod registry;
 pub mod repository;
-pub mod service;
+pub mod engine;
+pub mod retry;
 pub mod template;

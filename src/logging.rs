@@ -11,12 +11,32 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global subscriber; the level comes from `RUST_LOG` (default `info`).
-/// Logs go to stdout for JSON (Lambda collects stdout) and to stderr for text,
-/// so a CLI's stdout stays machine-readable.
+/// The filter: `RUST_LOG` when set (full `tracing` directives), else Lambda's
+/// `AWS_LAMBDA_LOG_LEVEL` (set by the function's `ApplicationLogLevel`),
+/// else `info`.
+pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
+    if let Some(directives) = rust_log.filter(|s| !s.trim().is_empty())
+        && let Ok(f) = EnvFilter::try_new(directives)
+    {
+        return f;
+    }
+    let level = match lambda_level.map(|l| l.trim().to_ascii_uppercase()).as_deref() {
+        Some("TRACE") => "trace",
+        Some("DEBUG") => "debug",
+        Some("WARN") => "warn",
+        Some("ERROR" | "FATAL") => "error",
+        _ => "info",
+    };
+    EnvFilter::new(level)
+}
+
+/// Installs the global subscriber (level: see [`filter`]). Logs go to stdout
+/// for JSON (Lambda collects stdout) and to stderr for text, so a CLI's
+/// stdout stays machine-readable.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter(rust_log.as_deref(), lambda_level.as_deref()));
     let result = match format {
         LogFormat::Json => builder
             .json()
@@ -28,4 +48,20 @@ pub fn init(format: LogFormat) {
     };
     // A second initialisation (tests) keeps the first subscriber.
     drop(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_log_level_applies_unless_rust_log_is_set() {
+        assert_eq!(filter(None, Some("DEBUG")).to_string(), "debug");
+        assert_eq!(filter(None, Some("warn")).to_string(), "warn");
+        assert_eq!(filter(None, Some("FATAL")).to_string(), "error");
+        assert_eq!(filter(None, None).to_string(), "info");
+        assert_eq!(filter(None, Some("bogus")).to_string(), "info");
+        assert_eq!(filter(Some("ecr_remediator=trace"), Some("ERROR")).to_string(), "ecr_remediator=trace");
+        assert_eq!(filter(Some(" "), Some("ERROR")).to_string(), "error");
+    }
 }

@@ -17,7 +17,8 @@ use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::manifest::RawManifest;
 use ecr_remediator::names::{ImageTag, RepositoryName};
 use ecr_remediator::policy::{Mode, Policy, PolicySet};
-use ecr_remediator::service::Job;
+use ecr_remediator::engine::Job;
+use ecr_remediator::handler::Delivery;
 
 /// Repairs what a default `docker buildx build --push` leaves in Amazon ECR.
 #[derive(Parser)]
@@ -219,7 +220,7 @@ async fn remediate(
     let config = flags.config()?;
     let mut handler = ecr_remediator::aws::handler(&config).await;
     handler.log_records = false;
-    let (record, result) = Box::pin(handler.handle_job_record(&job)).await;
+    let (record, result) = Box::pin(handler.handle_job_record(&job, Delivery::default())).await;
     println!("{}", serde_json::to_string_pretty(&record)?);
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -267,7 +268,13 @@ async fn shutdown_signal() {
 }
 
 fn inspect(file: &std::path::Path, media_type: Option<&str>) -> anyhow::Result<String> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Never more than one byte past ECR's manifest limit, whatever the file
+    // is (`/dev/zero`, a pipe, a huge file): the parser then reports the size.
+    let limit = u64::try_from(ecr_remediator::manifest::MAX_MANIFEST_BYTES).unwrap_or(u64::MAX);
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut bytes))
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let manifest = RawManifest::parse(bytes, media_type)
         .with_context(|| format!("{} is not a usable manifest", file.display()))?;
     let report = InspectReport::from(&classify(&manifest));

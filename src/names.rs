@@ -13,12 +13,15 @@ pub enum NameError {
          '.', '_', '-' separators, in '/'-separated components"
     )]
     Repository(String),
-    /// Tag outside the OCI tag grammar.
-    #[error(
-        "invalid image tag {0:?}: tags are 1-128 characters of letters, digits, '_', '.', '-', \
-         not starting with '.' or '-'"
-    )]
+    /// Not a tag ECR's API accepts (1-300 characters, no whitespace or control characters).
+    #[error("invalid image tag {0:?}: ECR tags are 1-300 characters without whitespace or control characters")]
     Tag(String),
+    /// A tag ECR accepts, but outside the OCI grammar `docker pull` understands.
+    #[error(
+        "invalid image tag {0:?} for writing: tags this service writes follow the OCI grammar, 1-128 characters \
+         of letters, digits, '_', '.', '-', not starting with '.' or '-'"
+    )]
+    NotOci(String),
 }
 
 /// An ECR repository name, e.g. `team/service`.
@@ -64,30 +67,51 @@ fn valid_component(c: &str) -> bool {
 
 /// An image tag, e.g. `v7` or `v7-linux-arm64`.
 ///
-/// The OCI distribution grammar `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, which is
-/// what `docker push`/`docker pull` accept (ECR's API allows longer tags, but
-/// nothing longer than 128 can be pulled by name).
+/// Any tag ECR's API accepts: 1 to 300 characters (`ImageIdentifier.imageTag`),
+/// so tags written by other tools are always readable. Tags this service
+/// writes itself are made with [`ImageTag::parse_oci`]: the OCI distribution
+/// grammar `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, the only tags `docker pull`
+/// can name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageTag(String);
 
-/// Longest tag the OCI grammar allows.
-pub const MAX_TAG_LEN: usize = 128;
+/// Longest tag ECR's API accepts.
+pub const MAX_TAG_LEN: usize = 300;
+/// Longest tag the OCI grammar allows (and the longest this service writes).
+pub const MAX_OCI_TAG_LEN: usize = 128;
 
 impl ImageTag {
-    /// Validates `s` as a tag.
+    /// Validates `s` as a tag ECR accepts (1-300 characters, no whitespace or control characters).
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let bytes = s.as_bytes();
-        let ok = !bytes.is_empty()
-            && bytes.len() <= MAX_TAG_LEN
-            && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        let ok = !s.is_empty()
+            && s.chars().count() <= MAX_TAG_LEN
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
         if ok {
             Ok(ImageTag(s.to_owned()))
         } else {
             Err(NameError::Tag(s.to_owned()))
         }
+    }
+
+    /// Validates `s` as an OCI tag (what this service writes).
+    pub fn parse_oci(s: &str) -> Result<Self, NameError> {
+        let tag = Self::parse(s)?;
+        if tag.is_oci() {
+            Ok(tag)
+        } else {
+            Err(NameError::NotOci(s.to_owned()))
+        }
+    }
+
+    /// True when the tag follows the OCI grammar (at most 128 characters).
+    pub fn is_oci(&self) -> bool {
+        let bytes = self.0.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_OCI_TAG_LEN
+            && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     }
 
     /// The tag.
@@ -164,10 +188,18 @@ mod tests {
         ] {
             assert!(ImageTag::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", ".v7", "-v7", "v7/x", "v7:x", "v 7", "é"] {
-            assert!(ImageTag::parse(bad).is_err(), "{bad}");
+        for bad in ["", "v 7", "v7\n", "\u{7f}"] {
+            assert!(ImageTag::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(ImageTag::parse(&"a".repeat(128)).is_ok());
-        assert!(ImageTag::parse(&"a".repeat(129)).is_err());
+        for foreign in [".v7", "-v7", "v7/x", "v7:x", "é"] {
+            assert!(ImageTag::parse(foreign).is_ok(), "{foreign}");
+            assert!(ImageTag::parse_oci(foreign).is_err(), "{foreign}");
+        }
+        assert!(ImageTag::parse_oci(&"a".repeat(128)).is_ok());
+        assert!(ImageTag::parse_oci(&"a".repeat(129)).is_err());
+        // ECR's API takes tags up to 300 characters: readable, never written by us.
+        let long = ImageTag::parse(&"a".repeat(300)).unwrap();
+        assert!(!long.is_oci());
+        assert!(ImageTag::parse(&"a".repeat(301)).is_err());
     }
 }

@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::names::ImageTag;
 use crate::policy::{Mode, Policy};
-use crate::repository::RepositoryView;
+use crate::repository::{Held, RepositoryView};
 
 /// Why a tag is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,6 +167,30 @@ pub enum SkipReason {
         /// Why.
         error: String,
     },
+    /// A keep tag is configured but cannot be rendered for this tag (e.g. it
+    /// would be longer than 128 characters). The keep tag is a gate: without
+    /// it the pushed tag is not moved and nothing is deleted.
+    KeepTagInvalid {
+        /// Why.
+        error: String,
+    },
+    /// The keep tag is held by something this service could not have
+    /// written it on (not an index): it is never taken, so the pushed tag is
+    /// not moved and nothing is deleted.
+    KeepTagTaken {
+        /// The keep tag.
+        tag: ImageTag,
+        /// What holds it.
+        holder: Digest,
+    },
+    /// The derived tag is held by something this service could not have
+    /// written it on (an index, or a manifest that is not runnable): never taken.
+    DerivedTagTaken {
+        /// The tag.
+        tag: ImageTag,
+        /// What holds it.
+        holder: Digest,
+    },
     /// Two runnable manifests would get the same derived tag.
     DerivedTagCollision {
         /// The tag.
@@ -198,8 +222,6 @@ pub enum SkipReason {
         /// The indexes.
         by: Vec<Digest>,
     },
-    /// The repository's indexes were not all read, so references cannot be ruled out.
-    ReferencesUnknown,
     /// Also listed in the index as a non-attestation entry.
     ProtectedEntry,
     /// Not known to be in the repository.
@@ -232,6 +254,17 @@ impl fmt::Display for SkipReason {
             SkipReason::NoRunnable => write!(f, "the index has no runnable manifest"),
             SkipReason::UnknownPlatform => write!(f, "platform unknown; no tag is derived from it"),
             SkipReason::InvalidDerivedTag { error } => write!(f, "no valid derived tag: {error}"),
+            SkipReason::KeepTagInvalid { error } => {
+                write!(f, "the keep tag cannot be written ({error}); the pushed tag is not moved")
+            }
+            SkipReason::KeepTagTaken { tag, holder } => write!(
+                f,
+                "keep tag {tag} is held by {holder}, which is not an index; it is never taken, so the pushed tag is not moved"
+            ),
+            SkipReason::DerivedTagTaken { tag, holder } => write!(
+                f,
+                "{tag} is held by {holder}, which is not a runnable image this service could have tagged; never taken"
+            ),
             SkipReason::DerivedTagCollision { tag } => {
                 write!(f, "several runnable manifests would get the tag {tag}")
             }
@@ -249,12 +282,6 @@ impl fmt::Display for SkipReason {
             SkipReason::StillReferenced { by } => {
                 let b: Vec<String> = by.iter().map(ToString::to_string).collect();
                 write!(f, "still referenced by {}", b.join(", "))
-            }
-            SkipReason::ReferencesUnknown => {
-                write!(
-                    f,
-                    "the repository's indexes were not all read; a reference cannot be ruled out"
-                )
             }
             SkipReason::ProtectedEntry => write!(f, "also listed as a non-attestation entry"),
             SkipReason::NotInView => write!(f, "not known to be in the repository"),
@@ -291,6 +318,10 @@ pub struct Plan {
     pub dry_run: bool,
     /// Writes, in the order they must run.
     pub actions: Vec<Action>,
+    /// Tags that must still point where they did at planning, besides the
+    /// ones the writes themselves move (checked right before the writes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<(ImageTag, Digest)>,
     /// What was not done and why.
     pub skipped: Vec<Skipped>,
     /// Explanations (fallbacks, resumptions, settings without effect).
@@ -304,6 +335,7 @@ impl Plan {
             requested_mode: policy.mode,
             dry_run: policy.dry_run,
             actions: Vec::new(),
+            guards: Vec::new(),
             skipped: Vec::new(),
             notes: Vec::new(),
         }
@@ -323,6 +355,8 @@ impl Plan {
     }
 
     fn halt(mut self, reason: SkipReason) -> Self {
+        self.actions.clear();
+        self.guards.clear();
         self.skipped.push(Skipped {
             action: None,
             digest: None,
@@ -353,6 +387,14 @@ pub struct PlanInput<'a> {
     pub view: &'a RepositoryView,
     /// The repository's policy.
     pub policy: &'a Policy,
+    /// Set when the reader established that the pushed tag points at the
+    /// remediation target of an index pushed *before* this one: a stale write
+    /// of a concurrent handling that raced this push. The planner then takes
+    /// the tag over instead of treating the push as superseded.
+    pub stale_holder: Option<&'a Digest>,
+    /// Set when ECR refused to move the pushed tag (tag immutability): the
+    /// planner falls back to tag mode.
+    pub pushed_tag_immutable: bool,
 }
 
 enum Target<'a> {
@@ -435,6 +477,23 @@ fn promotion<'a>(c: &'a Classification, policy: &Policy) -> Result<&'a Classifie
     }
 }
 
+/// The digest the pushed tag ends on when `manifest` is remediated under
+/// `policy` (the promoted image, or the stripped index), if the policy moves
+/// the tag at all. Lets the reader recognise a remediation already made.
+pub fn remediation_target(manifest: &RawManifest, classification: &Classification, policy: &Policy) -> Option<Digest> {
+    match policy.mode {
+        Mode::Observe | Mode::Tag => None,
+        Mode::Promote => promotion(classification, policy).ok().map(|e| e.digest().clone()),
+        Mode::Strip => {
+            let positions = classification.attestation_positions();
+            if positions.is_empty() || positions.len() == classification.entries.len() {
+                return None;
+            }
+            manifest.without_entries(&positions).ok().map(|m| m.digest().clone())
+        }
+    }
+}
+
 /// Plans the remediation of one pushed index.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let PlanInput {
@@ -443,6 +502,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         tag,
         view,
         policy,
+        stale_holder,
+        pushed_tag_immutable,
     } = *input;
     let mut p = Plan::new(policy);
     if policy.mode == Mode::Observe {
@@ -466,8 +527,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     if !view.contains(idx) {
         return p.halt(SkipReason::IndexGone);
     }
+    if pushed_tag_immutable && matches!(policy.mode, Mode::Promote | Mode::Strip) {
+        p.mode = Mode::Tag;
+        p.notes.push(format!(
+            "{tag} is immutable in this repository (ECR refused to move it): fell back to tag mode"
+        ));
+    }
 
-    let target = match policy.mode {
+    let target = match p.mode {
         Mode::Observe | Mode::Tag => Target::Tag,
         Mode::Promote => match promotion(classification, policy) {
             Ok(e) => Target::Promote(e),
@@ -498,15 +565,26 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         Target::Promote(e) => e.digest(),
         Target::Strip(n) => n.digest(),
     };
-    let now = view.tag_target(tag);
-    match now {
-        Some(d) if d == idx => {}
-        Some(d) if d == pushed_target => p
-            .notes
-            .push(format!("{tag} already points to {d}: resuming an earlier remediation")),
+    // Where the pushed tag must be moved from (None: it needs no move).
+    let from: Option<&Digest> = match view.tag_target(tag) {
+        Some(d) if d == idx => Some(idx),
+        Some(d) if d == pushed_target => {
+            p.notes
+                .push(format!("{tag} already points to {d}: resuming an earlier remediation"));
+            None
+        }
+        Some(d) if stale_holder == Some(d) && !matches!(target, Target::Tag) => {
+            p.notes.push(format!(
+                "{tag} points to {d}, the remediation of an index pushed before this one (a concurrent \
+                 handling raced this push): taken over"
+            ));
+            Some(d)
+        }
         other => return p.halt(SkipReason::Superseded { now: other.cloned() }),
+    };
+    if from.is_none() || matches!(target, Target::Tag) {
+        p.guards.push((tag.clone(), pushed_target.clone()));
     }
-    let tag_on_index = now == Some(idx);
 
     match &target {
         Target::Tag => derived_tags(&mut p, classification, tag, view, policy),
@@ -515,11 +593,13 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 p.skip_entry(e.digest(), SkipReason::ChildMissing);
                 return finish(p, policy);
             }
-            keep_tag(&mut p, tag, idx, view, policy);
-            if tag_on_index {
+            if let Err(reason) = keep_tag(&mut p, tag, idx, view, policy) {
+                return p.halt(reason);
+            }
+            if let Some(from) = from {
                 p.actions.push(Action::MoveTag {
                     tag: tag.clone(),
-                    from: idx.clone(),
+                    from: from.clone(),
                     to: e.digest().clone(),
                     role: TagRole::Pushed,
                 });
@@ -530,12 +610,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 p.skip_entry(&missing.digest, SkipReason::ChildMissing);
                 return finish(p, policy);
             }
-            keep_tag(&mut p, tag, idx, view, policy);
-            if tag_on_index {
+            if let Err(reason) = keep_tag(&mut p, tag, idx, view, policy) {
+                return p.halt(reason);
+            }
+            if let Some(from) = from {
                 p.actions.push(Action::PutIndex {
                     tag: tag.clone(),
                     manifest: stripped.clone(),
-                    replaces: idx.clone(),
+                    replaces: from.clone(),
                 });
             }
         }
@@ -554,8 +636,16 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     finish(p, policy)
 }
 
+/// The stable code of a skip reason (its `reason` tag), for audit records.
+pub fn reason_code(reason: &SkipReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "skipped".to_owned())
+}
+
 /// An error and its causes on one line, for audit reasons.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -595,7 +685,16 @@ fn finish(mut p: Plan, policy: &Policy) -> Plan {
     p
 }
 
-fn set_tag(p: &mut Plan, tag: &ImageTag, digest: &Digest, view: &RepositoryView, role: TagRole) {
+/// Points `tag` at `digest`, moving it only off an image of the kind this
+/// service writes that tag on (`owner`); anything else holding it is never taken.
+fn set_tag(
+    p: &mut Plan,
+    tag: &ImageTag,
+    digest: &Digest,
+    view: &RepositoryView,
+    role: TagRole,
+    owner: Held,
+) -> Result<(), SkipReason> {
     match view.tag_target(tag) {
         Some(d) if d == digest => {}
         None => p.actions.push(Action::AddTag {
@@ -603,23 +702,33 @@ fn set_tag(p: &mut Plan, tag: &ImageTag, digest: &Digest, view: &RepositoryView,
             digest: digest.clone(),
             role,
         }),
-        Some(from) => p.actions.push(Action::MoveTag {
+        Some(from) if view.kind_of(from) == Some(owner) => p.actions.push(Action::MoveTag {
             tag: tag.clone(),
             from: from.clone(),
             to: digest.clone(),
             role,
         }),
+        Some(holder) => {
+            let (tag, holder) = (tag.clone(), holder.clone());
+            return Err(match owner {
+                Held::Index => SkipReason::KeepTagTaken { tag, holder },
+                _ => SkipReason::DerivedTagTaken { tag, holder },
+            });
+        }
     }
+    Ok(())
 }
 
-fn keep_tag(p: &mut Plan, tag: &ImageTag, idx: &Digest, view: &RepositoryView, policy: &Policy) {
+/// The keep tag, a gate: when configured, it must be rendered and put on the
+/// index (or already be there) before the pushed tag moves.
+fn keep_tag(p: &mut Plan, tag: &ImageTag, idx: &Digest, view: &RepositoryView, policy: &Policy) -> Result<(), SkipReason> {
     let Some(template) = &policy.keep_tag else {
-        return;
+        return Ok(());
     };
-    match template.render(tag, None) {
-        Ok(keep) => set_tag(p, &keep, idx, view, TagRole::Keep),
-        Err(e) => p.skip_entry(idx, SkipReason::InvalidDerivedTag { error: e.to_string() }),
-    }
+    let keep = template
+        .render(tag, None)
+        .map_err(|e| SkipReason::KeepTagInvalid { error: chain(&e) })?;
+    set_tag(p, &keep, idx, view, TagRole::Keep, Held::Index)
 }
 
 fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &RepositoryView, policy: &Policy) {
@@ -641,7 +750,9 @@ fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &Reposit
     for (t, digests) in wanted {
         if let [d] = digests.as_slice() {
             if view.contains(d) {
-                set_tag(p, &t, d, view, TagRole::Derived);
+                if let Err(reason) = set_tag(p, &t, d, view, TagRole::Derived, Held::Runnable) {
+                    p.skip_entry(d, reason);
+                }
             } else {
                 p.skip_entry(d, SkipReason::ChildMissing);
             }
@@ -674,10 +785,6 @@ fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryVi
     let by = after.referrers(idx, Some(idx));
     if !by.is_empty() {
         p.skip_entry(idx, SkipReason::StillReferenced { by });
-        return;
-    }
-    if !after.indexes_complete() {
-        p.skip_entry(idx, SkipReason::ReferencesUnknown);
         return;
     }
     let delete_index = Action::Delete {

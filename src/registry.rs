@@ -13,6 +13,7 @@ use crate::digest::Digest;
 use crate::manifest::{ManifestError, RawManifest};
 use crate::names::{ImageTag, RepositoryName};
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 /// An image named by digest or by tag.
@@ -41,8 +42,14 @@ pub enum FetchFailure {
     #[error("not found")]
     NotFound,
     /// The registry served something that is not a valid manifest.
-    #[error("invalid manifest: {0}")]
-    Invalid(#[source] ManifestError),
+    #[error("invalid manifest: {error}")]
+    Invalid {
+        /// The image's digest, as the registry named it.
+        digest: Option<Digest>,
+        /// What is wrong with it.
+        #[source]
+        error: ManifestError,
+    },
     /// Any other per-image failure the registry reported.
     #[error("{code}: {reason}")]
     Other {
@@ -84,19 +91,18 @@ pub enum DeleteOutcome {
     },
 }
 
-/// One image as a repository listing shows it.
+/// What `DescribeImages` says of one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageSummary {
-    /// Its digest.
-    pub digest: Digest,
-    /// Its tags.
-    pub tags: Vec<ImageTag>,
-    /// Its manifest media type as reported (may be absent).
-    pub media_type: Option<String>,
+pub struct ImageInfo {
+    /// Its tags, as ECR reports them (any length ECR accepts; never parsed,
+    /// so a foreign tag can never make a read fail).
+    pub tags: Vec<String>,
+    /// When it was first pushed, as milliseconds since the Unix epoch.
+    pub pushed_at_ms: Option<i64>,
 }
 
 /// A registry call that failed as a whole.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The repository does not exist.
     #[error("{operation}: repository {repository} does not exist")]
@@ -206,17 +212,20 @@ pub trait Registry: Sync {
         digests: &[Digest],
     ) -> impl Future<Output = Result<Vec<(Digest, DeleteOutcome)>, RegistryError>> + Send;
 
-    /// Every image in the repository with its tags (`DescribeImages`, paginated).
-    fn list_images(
-        &self,
-        repository: &RepositoryName,
-    ) -> impl Future<Output = Result<Vec<ImageSummary>, RegistryError>> + Send;
-
-    /// The tags of each of `digests` (`DescribeImages` by id); `None` for an
-    /// image that no longer exists.
-    fn tags_of(
+    /// Details of each of `digests` (`DescribeImages` by `imageIds`, at most
+    /// 100 per call); `None` for an image that no longer exists.
+    fn describe_images(
         &self,
         repository: &RepositoryName,
         digests: &[Digest],
-    ) -> impl Future<Output = Result<BTreeMap<Digest, Option<Vec<ImageTag>>>, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<BTreeMap<Digest, Option<ImageInfo>>, RegistryError>> + Send;
+
+    /// Waits until `count` `PutImage` calls may be made under the client-side
+    /// rate limit, and reserves them. The engine calls it *before* its
+    /// precondition check, so no pacing ever sits between a check and the
+    /// write it guards. The default does not limit.
+    fn reserve_puts(&self, count: usize) -> impl Future<Output = ()> + Send {
+        let _ = count;
+        async {}
+    }
 }

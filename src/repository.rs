@@ -17,12 +17,30 @@ use crate::plan::Action;
 ///
 /// Images absent from the view are *unknown*, not necessarily absent from
 /// the registry; the planner never deletes or tags what it does not know.
+/// The view is partial by design (the service reads a constant amount per
+/// push, never the whole repository): references it does not know of are
+/// enforced by ECR itself at delete time (`ImageReferencedByManifestList`),
+/// and tags it does not know of are re-read right before any deletion.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepositoryView {
     images: BTreeMap<Digest, BTreeSet<ImageTag>>,
     tags: BTreeMap<ImageTag, Digest>,
     indexes: BTreeMap<Digest, Vec<Digest>>,
-    indexes_complete: bool,
+    kinds: BTreeMap<Digest, Held>,
+}
+
+/// What kind of manifest an image is, as far as tag ownership goes: the
+/// service only ever puts a derived tag on a runnable image manifest and a
+/// keep tag on an index, so a tag held by anything else is not one it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Held {
+    /// An image index or manifest list.
+    Index,
+    /// A runnable image manifest.
+    Runnable,
+    /// Anything else (attestation, signature, artifact).
+    Other,
 }
 
 /// A state change that ECR would refuse (or that contradicts the view).
@@ -60,14 +78,20 @@ pub enum ViewError {
 }
 
 impl RepositoryView {
-    /// An empty view. `indexes_complete` says whether every index of the
-    /// repository will be recorded with [`Self::insert_index`]; only then can
-    /// the planner prove that nothing references an image it would delete.
-    pub fn new(indexes_complete: bool) -> Self {
-        RepositoryView {
-            indexes_complete,
-            ..Default::default()
-        }
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records what kind of manifest `digest` is.
+    pub fn set_kind(&mut self, digest: &Digest, kind: Held) {
+        self.images.entry(digest.clone()).or_default();
+        self.kinds.insert(digest.clone(), kind);
+    }
+
+    /// The kind of a known image, when it was recorded.
+    pub fn kind_of(&self, digest: &Digest) -> Option<Held> {
+        self.kinds.get(digest).copied()
     }
 
     /// Records an image and its tags (adding to any already recorded).
@@ -89,15 +113,11 @@ impl RepositoryView {
         Ok(())
     }
 
-    /// Records that `index` (which must be recorded as an image too) refers to `children`.
+    /// Records that `index` refers to `children` (and that it is an index).
     pub fn insert_index(&mut self, index: Digest, children: Vec<Digest>) {
         self.images.entry(index.clone()).or_default();
+        self.kinds.insert(index.clone(), Held::Index);
         self.indexes.insert(index, children);
-    }
-
-    /// Whether every index of the repository is recorded.
-    pub fn indexes_complete(&self) -> bool {
-        self.indexes_complete
     }
 
     /// True when the image is known to exist.
@@ -180,6 +200,7 @@ impl RepositoryView {
                     }
                 }
                 self.indexes.remove(digest);
+                self.kinds.remove(digest);
             }
         }
         Ok(())

@@ -222,7 +222,7 @@ impl TagTemplate {
                 }
             }
         }
-        Ok(ImageTag::parse(&out)?)
+        Ok(ImageTag::parse_oci(&out)?)
     }
 
     /// For a keep-tag template (`prefix{tag}suffix`): true when `tag` has that

@@ -12,7 +12,7 @@ use ecr_remediator::digest::Digest;
 use ecr_remediator::manifest::RawManifest;
 use ecr_remediator::plan::{Action, PlanInput, SkipReason, TagRole, plan};
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
-use ecr_remediator::repository::RepositoryView;
+use ecr_remediator::repository::{Held, RepositoryView};
 use ecr_remediator::template::TagTemplate;
 use proptest::prelude::*;
 use serde_json::json;
@@ -68,7 +68,8 @@ struct Scenario {
     referenced_elsewhere: Vec<bool>,
     absent: Vec<bool>,
     nested_reference_to_index: bool,
-    indexes_complete: bool,
+    /// The unrelated image holding stale tags is an index (else a runnable).
+    stranger_is_index: bool,
     stale_derived_tag: Option<usize>,
     stale_keep_tag: bool,
     mode: Mode,
@@ -151,7 +152,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     referenced_elsewhere,
                     absent,
                     nested_reference_to_index: nested,
-                    indexes_complete: complete,
+                    stranger_is_index: complete,
                     stale_derived_tag,
                     stale_keep_tag,
                     mode,
@@ -232,10 +233,15 @@ fn build_index(s: &Scenario) -> RawManifest {
 
 fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
     let pushed = tag("v1");
-    let mut v = RepositoryView::new(s.indexes_complete);
+    let mut v = RepositoryView::new();
     let children: Vec<Digest> = index.entries().iter().map(|d| d.digest.clone()).collect();
     let stranger = digest_of("stranger");
     v.insert_image(stranger.clone(), []).unwrap();
+    v.set_kind(
+        &stranger,
+        if s.stranger_is_index { Held::Index } else { Held::Runnable },
+    );
+    let classification = classify(index);
     for (i, d) in children.iter().enumerate() {
         if s.absent.get(i).copied().unwrap_or(false) {
             continue;
@@ -246,6 +252,12 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
             vec![]
         };
         v.insert_image(d.clone(), tags).unwrap();
+        let kind = match &classification.entries[i].class {
+            EntryClass::Runnable { .. } => Held::Runnable,
+            EntryClass::Index => Held::Index,
+            _ => Held::Other,
+        };
+        v.set_kind(d, kind);
     }
     let mut index_tags = vec![];
     match s.tag_state {
@@ -324,8 +336,32 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         tag: Some(&pushed),
         view: &view,
         policy: &policy,
+        stale_holder: None,
+        pushed_tag_immutable: false,
     };
     let p = plan(&input);
+
+    // Tags are only ever taken from what this service writes them on: a
+    // derived tag from a runnable, a keep tag from an index.
+    for a in &p.actions {
+        if let Action::MoveTag { from, role, tag: t, .. } = a {
+            let expected = match role {
+                TagRole::Derived => Held::Runnable,
+                TagRole::Keep => Held::Index,
+                TagRole::Pushed => continue,
+            };
+            prop_assert_eq!(view.kind_of(from), Some(expected), "{} taken from {}", t, from);
+        }
+    }
+    // The keep tag is a gate: the pushed tag never moves unless the keep tag
+    // (when configured) ends on the index.
+    let moves_pushed = p.actions.iter().any(|a| {
+        matches!(a, Action::MoveTag { role: TagRole::Pushed, .. } | Action::PutIndex { .. })
+    });
+    if moves_pushed && policy.keep_tag.is_some() {
+        let after = common::apply(&view, &p);
+        prop_assert_eq!(after.tag_target(&tag("v1-index")), Some(index.digest()), "moved without the keep tag");
+    }
 
     // 4. observe and dry_run plans contain no write.
     if policy.mode == Mode::Observe || policy.dry_run {
@@ -408,9 +444,6 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
             }
         }
     }
-    if !view.indexes_complete() {
-        prop_assert!(deleted.is_empty(), "deleted without knowing every index");
-    }
 
     // 3. Idempotence: planning again on the resulting state gives no write.
     let again = plan(&PlanInput { view: &state, ..input });
@@ -468,6 +501,8 @@ fn the_generator_reaches_every_kind_of_plan() {
             tag: Some(&t),
             view: &view,
             policy: &policy,
+            stale_holder: None,
+            pushed_tag_immutable: false,
         });
         deletes += p.actions.iter().filter(|a| a.is_delete()).count();
         moves += p

@@ -342,21 +342,22 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     view.insert_image(attestation(&c), [tag("keep-me")]).unwrap();
     let p = c.plan(&view, &pol);
     assert!(!p.actions.iter().any(|a| a.target() == &attestation(&c)));
-    // references unknown
-    let mut partial = ecr_remediator::repository::RepositoryView::new(false);
+    // Other indexes unknown: the deletion is planned all the same; ECR itself
+    // refuses to delete what an index it holds still lists, and the engine
+    // records that as kept (tests/engine_memory.rs).
+    let mut partial = ecr_remediator::repository::RepositoryView::new();
     for d in c.index.entries() {
         partial.insert_image(d.digest.clone(), []).unwrap();
     }
     partial.insert_image(c.index.digest().clone(), [tag("v7")]).unwrap();
     let p = c.plan(&partial, &pol);
-    assert!(p.actions.iter().all(|a| !a.is_delete()));
-    assert!(p.skipped.iter().any(|s| s.reason == SkipReason::ReferencesUnknown));
+    assert!(p.actions.iter().any(|a| a.is_delete() && a.target() == &attestation(&c)));
 }
 
 #[test]
 fn index_deleted_before_handling_or_single_manifest_pushes_are_noops() {
     let c = seed();
-    let view = ecr_remediator::repository::RepositoryView::new(true);
+    let view = ecr_remediator::repository::RepositoryView::new();
     assert_eq!(
         c.plan(&view, &policy(Mode::Promote)).halted(),
         Some(&SkipReason::IndexGone)

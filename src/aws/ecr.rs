@@ -13,48 +13,67 @@ use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::media_type::ManifestMediaType;
 use crate::names::{ImageTag, RepositoryName};
-use crate::registry::{
-    DeleteOutcome, FetchFailure, Fetched, ImageRef, ImageSummary, PutOutcome, Registry, RegistryError,
-};
+use crate::registry::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 
-use crate::config::DEFAULT_PUT_TPS;
+use crate::config::{DEFAULT_PUT_BURST, DEFAULT_PUT_TPS};
 
 /// ECR's limit of image ids per `BatchGetImage`/`BatchDeleteImage`/`DescribeImages`.
 pub const MAX_IDS_PER_CALL: usize = 100;
 
-/// The ECR adapter.
+/// The ECR adapter. It makes one HTTP request per call: retrying is the
+/// engine's (see [`crate::retry`]), so that a write is only ever retried
+/// after its preconditions were checked again.
 #[derive(Debug)]
 pub struct EcrRegistry {
     client: Client,
-    put_interval: Duration,
-    next_put: Mutex<Instant>,
+    bucket: Mutex<Bucket>,
+}
+
+/// A token bucket for `PutImage`: `burst` calls at once, `rate` per second
+/// sustained. A reservation may take the balance below zero; the caller then
+/// waits until its debt is paid back, so concurrent callers queue fairly.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn reserve(&mut self, count: usize, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens -= count as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
 }
 
 impl EcrRegistry {
-    /// An adapter over `client`, issuing at most `put_tps` `PutImage` calls per second.
-    pub fn new(client: Client, put_tps: f64) -> Self {
-        let tps = if put_tps.is_finite() && put_tps > 0.0 {
+    /// An adapter over `client`, allowing `put_burst` `PutImage` calls at
+    /// once and `put_tps` per second sustained. `client` should have the
+    /// SDK's own retries off (see [`super::ecr_client`]).
+    pub fn new(client: Client, put_tps: f64, put_burst: u32) -> Self {
+        let rate = if put_tps.is_finite() && put_tps > 0.0 {
             put_tps
         } else {
             DEFAULT_PUT_TPS
         };
+        let burst = f64::from(if put_burst == 0 { DEFAULT_PUT_BURST } else { put_burst });
         EcrRegistry {
             client,
-            put_interval: Duration::from_secs_f64(1.0 / tps),
-            next_put: Mutex::new(Instant::now()),
+            bucket: Mutex::new(Bucket {
+                rate,
+                burst,
+                tokens: burst,
+                last: Instant::now(),
+            }),
         }
-    }
-
-    /// Waits for the client-side `PutImage` rate limit.
-    async fn pace_put(&self) {
-        let wait_until = {
-            let mut next = self.next_put.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.put_interval;
-            slot
-        };
-        tokio::time::sleep_until(wait_until).await;
     }
 }
 
@@ -90,7 +109,13 @@ impl Registry for EcrRegistry {
                 let result = if let Some(image) = reply.images().iter().find(|i| matches(id, i.image_id())) {
                     match image.image_manifest() {
                         Some(text) => RawManifest::parse(text.as_bytes().to_vec(), image.image_manifest_media_type())
-                            .map_err(FetchFailure::Invalid),
+                            .map_err(|error| FetchFailure::Invalid {
+                                digest: image
+                                    .image_id()
+                                    .and_then(ImageIdentifier::image_digest)
+                                    .and_then(|d| Digest::parse(d).ok()),
+                                error,
+                            }),
                         None => Err(FetchFailure::Other {
                             code: "NoManifest".to_owned(),
                             reason: "BatchGetImage returned the image without its manifest".to_owned(),
@@ -123,7 +148,6 @@ impl Registry for EcrRegistry {
             operation: "PutImage",
             problem: format!("manifest is not UTF-8: {e}"),
         })?;
-        self.pace_put().await;
         let sent = self
             .client
             .put_image()
@@ -195,34 +219,17 @@ impl Registry for EcrRegistry {
         Ok(out)
     }
 
-    async fn list_images(&self, repository: &RepositoryName) -> Result<Vec<ImageSummary>, RegistryError> {
-        let mut pages = self
-            .client
-            .describe_images()
-            .repository_name(repository.as_str())
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| registry_error("DescribeImages", e))?;
-            for detail in page.image_details() {
-                out.push(summary(detail)?);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn tags_of(
+    async fn describe_images(
         &self,
         repository: &RepositoryName,
         digests: &[Digest],
-    ) -> Result<BTreeMap<Digest, Option<Vec<ImageTag>>>, RegistryError> {
-        let mut out: BTreeMap<Digest, Option<Vec<ImageTag>>> = BTreeMap::new();
+    ) -> Result<BTreeMap<Digest, Option<ImageInfo>>, RegistryError> {
+        let mut out: BTreeMap<Digest, Option<ImageInfo>> = BTreeMap::new();
         for chunk in digests.chunks(MAX_IDS_PER_CALL) {
             match self.describe(repository, chunk).await {
                 Ok(found) => out.extend(found),
-                // One missing image fails the whole call: ask one by one.
+                // One missing image fails the whole call (ImageNotFoundException):
+                // only then, ask one by one.
                 Err(DescribeError::NotFound) => {
                     for d in chunk {
                         match self.describe(repository, std::slice::from_ref(d)).await {
@@ -237,7 +244,18 @@ impl Registry for EcrRegistry {
                 Err(DescribeError::Other(e)) => return Err(e),
             }
         }
+        for d in digests {
+            out.entry(d.clone()).or_insert(None);
+        }
         Ok(out)
+    }
+
+    async fn reserve_puts(&self, count: usize) {
+        let wait = self.bucket.lock().await.reserve(count, Instant::now());
+        if !wait.is_zero() {
+            tracing::debug!(wait_ms = wait.as_millis() as u64, "PutImage rate limit");
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -251,7 +269,7 @@ impl EcrRegistry {
         &self,
         repository: &RepositoryName,
         digests: &[Digest],
-    ) -> Result<Vec<(Digest, Option<Vec<ImageTag>>)>, DescribeError> {
+    ) -> Result<Vec<(Digest, Option<ImageInfo>)>, DescribeError> {
         let reply = self
             .client
             .describe_images()
@@ -274,26 +292,43 @@ impl EcrRegistry {
         reply
             .image_details()
             .iter()
-            .map(|d| summary(d).map(|s| (s.digest, Some(s.tags))))
-            .collect::<Result<_, _>>()
-            .map_err(DescribeError::Other)
+            .map(|detail| {
+                let digest = Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| {
+                    DescribeError::Other(RegistryError::InvalidResponse {
+                        operation: "DescribeImages",
+                        problem: e.to_string(),
+                    })
+                })?;
+                let info = ImageInfo {
+                    tags: detail.image_tags().to_vec(),
+                    pushed_at_ms: detail.image_pushed_at().and_then(|t| t.to_millis().ok()),
+                };
+                Ok((digest, Some(info)))
+            })
+            .collect()
     }
 }
 
-fn summary(detail: &aws_sdk_ecr::types::ImageDetail) -> Result<ImageSummary, RegistryError> {
-    let bad = |problem: String| RegistryError::InvalidResponse {
-        operation: "DescribeImages",
-        problem,
-    };
-    let digest = Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
-    let tags = detail
-        .image_tags()
-        .iter()
-        .map(|t| ImageTag::parse(t).map_err(|e| bad(format!("tag {t}: {e}"))))
-        .collect::<Result<_, _>>()?;
-    Ok(ImageSummary {
-        digest,
-        tags,
-        media_type: detail.image_manifest_media_type().map(str::to_owned),
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_paces() {
+        let start = Instant::now();
+        let mut b = Bucket {
+            rate: 2.0,
+            burst: 4.0,
+            tokens: 4.0,
+            last: start,
+        };
+        assert_eq!(b.reserve(2, start), Duration::ZERO);
+        assert_eq!(b.reserve(2, start), Duration::ZERO);
+        // Empty: the next call waits half a second at 2 per second.
+        assert_eq!(b.reserve(1, start), Duration::from_millis(500));
+        // Refilled after a while, never above the burst.
+        let later = start + Duration::from_secs(60);
+        assert_eq!(b.reserve(4, later), Duration::ZERO);
+        assert_eq!(b.reserve(1, later), Duration::from_millis(500));
+    }
 }

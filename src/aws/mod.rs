@@ -15,14 +15,15 @@ use aws_sdk_ecr::error::SdkError;
 use crate::config::ServiceConfig;
 use crate::handler::Handler;
 use crate::registry::RegistryError;
+use crate::retry::RetryPolicy;
 
 pub mod audit;
 pub mod ecr;
 pub mod sqs;
 
-/// Loads the shared AWS configuration with the service's retry and timeout
-/// settings: `max_attempts` attempts per call (the first included) for
-/// throttling, 5xx and transport errors, with exponential backoff.
+/// Loads the shared AWS configuration: the standard chain (so
+/// `AWS_ENDPOINT_URL` points every client at a local emulator), the SDK's
+/// standard retries for the clients that keep them (SQS), and timeouts.
 pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
@@ -42,6 +43,25 @@ pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
         .await
 }
 
+/// An ECR client with the SDK's retries off: the engine retries, with no
+/// retry quota to run out under sustained throttling, and re-checks every
+/// precondition before retrying a write.
+pub fn ecr_client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecr::Client {
+    let conf = aws_sdk_ecr::config::Builder::from(sdk)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_ecr::Client::from_conf(conf)
+}
+
+/// An EventBridge client with the SDK's retries off (the handler retries
+/// audit writes itself, for the same reason as [`ecr_client`]).
+pub fn eventbridge_client(sdk: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
+    let conf = aws_sdk_eventbridge::config::Builder::from(sdk)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_eventbridge::Client::from_conf(conf)
+}
+
 /// The service wired to ECR and EventBridge with the standard AWS configuration.
 pub async fn handler(config: &ServiceConfig) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
     let sdk = load_config(config.max_attempts).await;
@@ -53,12 +73,14 @@ pub fn handler_with(
     sdk: &aws_config::SdkConfig,
     config: &ServiceConfig,
 ) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
-    Handler {
-        registry: ecr::EcrRegistry::new(aws_sdk_ecr::Client::new(sdk), config.put_tps),
-        audit: audit::EventBridgeAudit::new(aws_sdk_eventbridge::Client::new(sdk), config.audit_bus.clone()),
-        policies: config.policies.clone(),
-        log_records: true,
-    }
+    let mut h = Handler::new(
+        ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst),
+        audit::EventBridgeAudit::new(eventbridge_client(sdk), config.audit_bus.clone()),
+        config.policies.clone(),
+    );
+    h.retry = RetryPolicy::with_attempts(config.max_attempts);
+    h.max_receive_count = config.max_receive_count;
+    h
 }
 
 /// Maps an SDK error to the core's registry error.

@@ -1,19 +1,23 @@
 //! The long-running worker on an SQS queue (`ecr-remediator serve`).
 //!
-//! Long polling; each message's visibility is extended while it is worked
-//! on; a message is deleted only when handled (and its audit record written);
+//! Long polling; every message of a received batch has its visibility
+//! extended until it is handled (not only the one being worked on, so no
+//! message is handled twice while the worker holds it); a message is deleted
+//! only when handled (and its audit record written);
 //! on failure it is left to become visible again (the queue's redrive policy
 //! moves it to a dead-letter queue after enough attempts). Stops receiving on
 //! the shutdown signal and finishes the message in hand.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName};
 
 use crate::audit::{AuditSink, Trigger};
-use crate::handler::Handler;
+use crate::handler::{Delivery, Handler};
 use crate::registry::Registry;
 
 /// Worker settings.
@@ -68,6 +72,7 @@ pub async fn serve<R: Registry, A: AuditSink>(
             .max_number_of_messages(10)
             .wait_time_seconds(secs(options.wait).min(20))
             .visibility_timeout(secs(options.visibility_timeout))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send();
         let reply = tokio::select! {
             () = &mut shutdown => {
@@ -101,56 +106,102 @@ pub async fn serve<R: Registry, A: AuditSink>(
         if messages.is_empty() && options.exit_when_idle {
             return Ok(stats);
         }
-        for message in messages {
-            let (Some(body), Some(receipt)) = (message.body(), message.receipt_handle()) else {
-                continue;
-            };
-            let id = message.message_id().unwrap_or_default();
-            let work = handler.handle_text(body, Trigger::Push);
-            let heartbeat = keep_invisible(client, options, receipt);
-            tokio::pin!(work);
-            tokio::pin!(heartbeat);
-            let result = tokio::select! {
-                r = &mut work => r,
-                () = &mut heartbeat => work.await,
-            };
-            match result {
-                Ok(r) => {
-                    tracing::info!(message_id = id, result = %serde_json::to_string(&r).unwrap_or_default(), "message handled");
-                    if let Err(e) = client
-                        .delete_message()
-                        .queue_url(&options.queue_url)
-                        .receipt_handle(receipt)
-                        .send()
-                        .await
-                    {
-                        tracing::warn!(message_id = id, error = %DisplayErrorContext(&e), "could not delete a handled message; it will be handled again (idempotent)");
+        // Every message of the batch stays invisible until it is handled.
+        let in_hand: Mutex<Vec<(String, String)>> = Mutex::new(
+            messages
+                .iter()
+                .filter_map(|m| Some((m.message_id()?.to_owned(), m.receipt_handle()?.to_owned())))
+                .collect(),
+        );
+        let work = async {
+            for message in messages {
+                let (Some(body), Some(receipt)) = (message.body(), message.receipt_handle()) else {
+                    continue;
+                };
+                let id = message.message_id().unwrap_or_default();
+                let attempt = message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse().ok());
+                let delivery = Delivery {
+                    attempt,
+                    deadline: None,
+                };
+                let result = handler.handle_text(body, Trigger::Push, delivery).await;
+                release(&in_hand, id);
+                match result {
+                    Ok(r) => {
+                        tracing::info!(message_id = id, result = %serde_json::to_string(&r).unwrap_or_default(), "message handled");
+                        if let Err(e) = client
+                            .delete_message()
+                            .queue_url(&options.queue_url)
+                            .receipt_handle(receipt)
+                            .send()
+                            .await
+                        {
+                            tracing::warn!(message_id = id, error = %DisplayErrorContext(&e), "could not delete a handled message; it will be handled again (idempotent)");
+                        }
+                        stats.handled += 1;
                     }
-                    stats.handled += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(message_id = id, error = %e, "message failed; left for redelivery");
-                    stats.failed += 1;
+                    Err(e) => {
+                        tracing::warn!(message_id = id, error = %e, "message failed; left for redelivery");
+                        stats.failed += 1;
+                    }
                 }
             }
+        };
+        let heartbeat = keep_invisible(client, options, &in_hand);
+        tokio::pin!(work);
+        tokio::pin!(heartbeat);
+        tokio::select! {
+            () = &mut work => {}
+            () = &mut heartbeat => work.await,
         }
     }
 }
 
-/// Extends the message's visibility at half the timeout, forever (raced against the work).
-async fn keep_invisible(client: &Client, options: &ServeOptions, receipt: &str) {
+fn release(in_hand: &Mutex<Vec<(String, String)>>, id: &str) {
+    in_hand
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .retain(|(m, _)| m != id);
+}
+
+/// Extends the visibility of every message still in hand at half the
+/// timeout, forever (raced against the work).
+async fn keep_invisible(client: &Client, options: &ServeOptions, in_hand: &Mutex<Vec<(String, String)>>) {
     let period = (options.visibility_timeout / 2).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(period).await;
-        if let Err(e) = client
-            .change_message_visibility()
+        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = in_hand
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .enumerate()
+            .filter_map(|(n, (_, receipt))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(format!("m{n}"))
+                    .receipt_handle(receipt)
+                    .visibility_timeout(secs(options.visibility_timeout))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        match client
+            .change_message_visibility_batch()
             .queue_url(&options.queue_url)
-            .receipt_handle(receipt)
-            .visibility_timeout(secs(options.visibility_timeout))
+            .set_entries(Some(entries))
             .send()
             .await
         {
-            tracing::warn!(error = %DisplayErrorContext(&e), "could not extend message visibility");
+            Ok(reply) if !reply.failed().is_empty() => {
+                tracing::warn!(failed = reply.failed().len(), "could not extend the visibility of some messages");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %DisplayErrorContext(&e), "could not extend message visibility"),
         }
     }
 }

@@ -5,21 +5,40 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use ecr_remediator::config::ServiceConfig;
 use ecr_remediator::logging::{LogFormat, init};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
+/// Time kept free before the invocation's deadline to write the record.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// When retries must stop: the invocation's deadline less a margin (at most
+/// half the time left), so the audit record is written before the timeout.
+fn retry_deadline(invocation_deadline: SystemTime) -> tokio::time::Instant {
+    let left = invocation_deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::Instant::now() + left - DEADLINE_MARGIN.min(left / 2)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init(LogFormat::Json);
     let config = ServiceConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    tracing::info!(audit_bus = %config.audit_bus, put_tps = config.put_tps, "ecr-remediator function ready");
+    tracing::info!(audit_bus = %config.audit_bus, put_tps = config.put_tps, put_burst = config.put_burst, "ecr-remediator function ready");
     let handler = Arc::new(ecr_remediator::aws::handler(&config).await);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
-        Box::pin(async move { handler.handle_payload(&event.payload).await.map_err(Error::from) })
+        let deadline = retry_deadline(event.context.deadline());
+        Box::pin(async move {
+            handler
+                .handle_payload(event.payload, Some(deadline))
+                .await
+                .map_err(Error::from)
+        })
     }))
     .await
 }

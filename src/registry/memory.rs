@@ -1,14 +1,16 @@
-//! An in-memory registry with ECR's rules, for unit tests.
+//! An in-memory registry with ECR's rules, for unit tests (feature
+//! `test-util`; never in the shipped binaries).
 //!
 //! Digests are over the exact bytes; an index needs its children; a child an
 //! index refers to cannot be deleted; tags move unless the repository is
-//! immutable. Calls are counted per ECR operation, and failures can be
-//! scripted per operation.
+//! immutable. Calls are counted per ECR operation, failures can be scripted
+//! per operation, and a hook can change the registry just before a chosen
+//! call, to stage races precisely.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{DeleteOutcome, FetchFailure, Fetched, ImageRef, ImageSummary, PutOutcome, Registry, RegistryError};
+use super::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::names::{ImageTag, RepositoryName};
@@ -22,6 +24,9 @@ pub struct RepoState {
     pub tags: BTreeMap<ImageTag, Digest>,
     /// Tag immutability.
     pub immutable: bool,
+    /// First-push time of each image (a logical clock, in milliseconds).
+    pub pushed_at: BTreeMap<Digest, i64>,
+    clock: i64,
 }
 
 impl RepoState {
@@ -41,12 +46,26 @@ impl RepoState {
     }
 }
 
+/// A hook run just before a call: the operation, how many calls of it were
+/// made before this one, and every repository's state to change.
+pub type Hook = Box<dyn FnMut(&'static str, usize, &mut BTreeMap<String, RepoState>) + Send>;
+
 /// The in-memory registry.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryRegistry {
     repos: Mutex<BTreeMap<String, RepoState>>,
     calls: Mutex<BTreeMap<&'static str, usize>>,
     failures: Mutex<BTreeMap<&'static str, VecDeque<RegistryError>>>,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for MemoryRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRegistry")
+            .field("repos", &self.repos)
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,8 +123,21 @@ impl MemoryRegistry {
         lock(&self.failures).entry(operation).or_default().extend(errors);
     }
 
+    /// Runs `hook` just before every later call (replacing any earlier hook).
+    pub fn on_call(&self, hook: impl FnMut(&'static str, usize, &mut BTreeMap<String, RepoState>) + Send + 'static) {
+        *lock(&self.hook) = Some(Box::new(hook));
+    }
+
     fn enter(&self, operation: &'static str) -> Result<(), RegistryError> {
-        *lock(&self.calls).entry(operation).or_default() += 1;
+        let before = {
+            let mut calls = lock(&self.calls);
+            let n = calls.entry(operation).or_default();
+            *n += 1;
+            *n - 1
+        };
+        if let Some(hook) = lock(&self.hook).as_mut() {
+            hook(operation, before, &mut lock(&self.repos));
+        }
         match lock(&self.failures).get_mut(operation).and_then(VecDeque::pop_front) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -132,7 +164,8 @@ fn not_found(operation: &'static str, name: &RepositoryName) -> RegistryError {
     }
 }
 
-fn store(repo: &mut RepoState, manifest: &RawManifest, tag: Option<&ImageTag>) -> Result<(), RegistryError> {
+/// Stores a manifest (and tag) with ECR's rules, as `PutImage` would.
+pub fn store(repo: &mut RepoState, manifest: &RawManifest, tag: Option<&ImageTag>) -> Result<(), RegistryError> {
     let digest = manifest.digest();
     let missing: Vec<String> = manifest
         .entries()
@@ -154,6 +187,10 @@ fn store(repo: &mut RepoState, manifest: &RawManifest, tag: Option<&ImageTag>) -
             operation: "PutImage",
             tag: t.to_string(),
         });
+    }
+    if !repo.images.contains_key(digest) {
+        repo.clock += 1000;
+        repo.pushed_at.insert(digest.clone(), repo.clock);
     }
     repo.images.insert(digest.clone(), manifest.clone());
     if let Some(t) = tag {
@@ -212,6 +249,7 @@ impl Registry for MemoryRegistry {
                             DeleteOutcome::ReferencedByManifestList
                         } else {
                             repo.images.remove(d);
+                            repo.pushed_at.remove(d);
                             repo.tags.retain(|_, t| t != d);
                             DeleteOutcome::Deleted
                         };
@@ -224,29 +262,21 @@ impl Registry for MemoryRegistry {
         Ok(out)
     }
 
-    async fn list_images(&self, repository: &RepositoryName) -> Result<Vec<ImageSummary>, RegistryError> {
-        self.with_repo("DescribeImages", repository, |repo| {
-            Ok(repo
-                .images
-                .iter()
-                .map(|(d, m)| ImageSummary {
-                    digest: d.clone(),
-                    tags: repo.tags_of(d),
-                    media_type: Some(m.media_type().as_str().to_owned()),
-                })
-                .collect())
-        })
-    }
-
-    async fn tags_of(
+    async fn describe_images(
         &self,
         repository: &RepositoryName,
         digests: &[Digest],
-    ) -> Result<BTreeMap<Digest, Option<Vec<ImageTag>>>, RegistryError> {
+    ) -> Result<BTreeMap<Digest, Option<ImageInfo>>, RegistryError> {
         self.with_repo("DescribeImages", repository, |repo| {
             Ok(digests
                 .iter()
-                .map(|d| (d.clone(), repo.images.contains_key(d).then(|| repo.tags_of(d))))
+                .map(|d| {
+                    let info = repo.images.contains_key(d).then(|| ImageInfo {
+                        tags: repo.tags_of(d).iter().map(ToString::to_string).collect(),
+                        pushed_at_ms: repo.pushed_at.get(d).copied(),
+                    });
+                    (d.clone(), info)
+                })
                 .collect())
         })
     }

@@ -7,7 +7,8 @@ use ecr_remediator::manifest::RawManifest;
 use ecr_remediator::names::ImageTag;
 use ecr_remediator::plan::{Plan, PlanInput, plan};
 use ecr_remediator::policy::Policy;
-use ecr_remediator::repository::RepositoryView;
+use ecr_remediator::classify::EntryClass;
+use ecr_remediator::repository::{Held, RepositoryView};
 
 pub fn tag(s: &str) -> ImageTag {
     ImageTag::parse(s).unwrap()
@@ -26,9 +27,14 @@ pub fn fixture(name: &str) -> RawManifest {
 
 /// A repository as `docker push` leaves it: children untagged, the index tagged.
 pub fn pushed(index: &RawManifest, pushed_tag: &str) -> RepositoryView {
-    let mut v = RepositoryView::new(true);
-    for d in index.entries() {
-        v.insert_image(d.digest.clone(), []).unwrap();
+    let mut v = RepositoryView::new();
+    for e in classify(index).entries {
+        let kind = match e.class {
+            EntryClass::Runnable { .. } => Held::Runnable,
+            EntryClass::Index => Held::Index,
+            _ => Held::Other,
+        };
+        v.set_kind(e.digest(), kind);
     }
     v.insert_image(index.digest().clone(), [tag(pushed_tag)]).unwrap();
     v.insert_index(
@@ -61,6 +67,8 @@ impl Case {
             tag: Some(&self.tag),
             view,
             policy,
+            stale_holder: None,
+            pushed_tag_immutable: false,
         })
     }
 }

@@ -1,0 +1,416 @@
+//! Executing a plan: no decision is made here, only re-checks.
+//!
+//! Writes run as one batch per attempt: reserve the `PutImage` calls under
+//! the client-side rate limit, then re-read every tag the plan depends on in
+//! one `BatchGetImage`, then write back to back, with nothing (no pacing, no
+//! retry) between that check and the writes. If any tag moved since
+//! planning, nothing is written and the engine plans again. A throttled or
+//! failed write is retried only through a fresh check.
+//!
+//! Deletions come after every write landed: a checkpoint record listing them
+//! goes to the audit trail first (no deletion is ever applied without being
+//! in the trail), then their tags are re-read by `imageIds`, then the index
+//! is deleted in its own call before its attestations. ECR refuses to delete
+//! a manifest an index in the repository still lists
+//! (`ImageReferencedByManifestList`); that is recorded as kept, not failed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Engine, Job, Known};
+use crate::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome};
+use crate::digest::Digest;
+use crate::manifest::RawManifest;
+use crate::names::ImageTag;
+use crate::plan::{Action, DeleteRole, Plan, TagRole};
+use crate::registry::{DeleteOutcome, ImageRef, PutOutcome, Registry, RegistryError};
+use crate::retry::Jitter;
+
+/// How applying ended.
+#[derive(Debug)]
+pub(super) enum Applied {
+    /// Every action has a record (applied, already, skipped or failed).
+    Done,
+    /// A precondition no longer held before this round's writes: plan again.
+    Conflict(String),
+    /// ECR refused to move the pushed tag (tag immutability): plan again in tag mode.
+    PushedTagImmutable,
+}
+
+/// One planned tag write, with what it expects to find.
+struct Write<'p> {
+    action: &'p Action,
+    tag: &'p ImageTag,
+    to: &'p Digest,
+    /// Where the tag must point right before the write (None: absent).
+    expect: Option<&'p Digest>,
+    role: Option<TagRole>,
+}
+
+fn write_of(action: &Action) -> Option<Write<'_>> {
+    match action {
+        Action::AddTag { tag, digest, role } => Some(Write {
+            action,
+            tag,
+            to: digest,
+            expect: None,
+            role: Some(*role),
+        }),
+        Action::MoveTag { tag, from, to, role } => Some(Write {
+            action,
+            tag,
+            to,
+            expect: Some(from),
+            role: Some(*role),
+        }),
+        Action::PutIndex {
+            tag,
+            manifest,
+            replaces,
+        } => Some(Write {
+            action,
+            tag,
+            to: manifest.digest(),
+            expect: Some(replaces),
+            role: Some(TagRole::Pushed),
+        }),
+        Action::Delete { .. } => None,
+    }
+}
+
+fn describe(d: Option<&Digest>) -> String {
+    d.map_or_else(|| "nothing".to_owned(), ToString::to_string)
+}
+
+fn push(records: &mut Vec<ActionRecord>, action: &Action, outcome: ActionOutcome) {
+    records.push(ActionRecord {
+        action: action.clone(),
+        outcome,
+    });
+}
+
+impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
+    /// Applies `plan`, adding one record per action to `record.actions`.
+    pub(super) async fn apply(&self, job: &Job, plan: &Plan, known: &Known, record: &mut AuditRecord) -> Applied {
+        let writes: Vec<Write<'_>> = plan.actions.iter().filter_map(write_of).collect();
+        let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.is_delete()).collect();
+        match self.write_all(job, plan, &writes, known, &mut record.actions).await {
+            WriteEnd::AllLanded => {}
+            WriteEnd::Conflict(why) => return Applied::Conflict(why),
+            WriteEnd::PushedTagImmutable => return Applied::PushedTagImmutable,
+            WriteEnd::Stopped(why) => {
+                for a in deletes {
+                    push(&mut record.actions, a, ActionOutcome::Skipped { reason: why.clone() });
+                }
+                return Applied::Done;
+            }
+        }
+        if !deletes.is_empty() {
+            self.delete_all(job, &deletes, record).await;
+        }
+        Applied::Done
+    }
+
+    async fn write_all(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        writes: &[Write<'_>],
+        known: &Known,
+        records: &mut Vec<ActionRecord>,
+    ) -> WriteEnd {
+        let repo = &job.repository;
+        let mut done = vec![false; writes.len()];
+        let mut jitter = Jitter::new();
+        let mut attempt = 1;
+        'attempts: loop {
+            let pending: Vec<usize> = (0..writes.len()).filter(|i| !done[*i]).collect();
+            if pending.is_empty() && attempt > 1 {
+                return WriteEnd::AllLanded;
+            }
+            // Pacing first: nothing may sit between the check and the writes.
+            self.registry.reserve_puts(pending.len()).await;
+            let mut tags: BTreeSet<&ImageTag> = plan.guards.iter().map(|(t, _)| t).collect();
+            tags.extend(pending.iter().map(|i| writes[*i].tag));
+            if tags.is_empty() {
+                return WriteEnd::AllLanded;
+            }
+            let ids: Vec<ImageRef> = tags.iter().map(|t| ImageRef::Tag((*t).clone())).collect();
+            let now = match self.registry.get_images(repo, &ids).await {
+                Ok(got) => tag_targets(got),
+                Err(e) => match self.retry_or_fail(attempt, &mut jitter, &e, writes, &pending, records).await {
+                    Some(end) => return end,
+                    None => {
+                        attempt += 1;
+                        continue 'attempts;
+                    }
+                },
+            };
+            let now = match now {
+                Ok(now) => now,
+                Err(why) => return WriteEnd::Conflict(why),
+            };
+            for (tag, expect) in &plan.guards {
+                let current = now.get(tag).and_then(Option::as_ref);
+                if current != Some(expect) {
+                    return WriteEnd::Conflict(format!(
+                        "{tag} now points at {}, not {expect}",
+                        describe(current)
+                    ));
+                }
+            }
+            let mut to_write = Vec::new();
+            for &i in &pending {
+                let w = &writes[i];
+                let current = now.get(w.tag).and_then(Option::as_ref);
+                if current == Some(w.to) {
+                    continue;
+                }
+                if current != w.expect {
+                    return WriteEnd::Conflict(format!(
+                        "{} now points at {}, not {}",
+                        w.tag,
+                        describe(current),
+                        describe(w.expect)
+                    ));
+                }
+                to_write.push(i);
+            }
+            // Every precondition holds: record what is already done, then write.
+            for &i in &pending {
+                if !to_write.contains(&i) {
+                    done[i] = true;
+                    push(records, writes[i].action, ActionOutcome::Already);
+                }
+            }
+            for (n, &i) in to_write.iter().enumerate() {
+                let w = &writes[i];
+                let Some(manifest) = manifest_of(w.action, known) else {
+                    let reason = format!("the manifest {} could not be read", w.to);
+                    push(records, w.action, ActionOutcome::Skipped { reason: reason.clone() });
+                    skip_rest(writes, &to_write[n + 1..], records, &reason);
+                    return WriteEnd::Stopped(format!("not attempted: {reason}"));
+                };
+                match self.registry.put_image(repo, manifest, w.tag).await {
+                    Ok(PutOutcome::Stored) => push(records, w.action, ActionOutcome::Applied),
+                    Ok(PutOutcome::AlreadyExists) => push(records, w.action, ActionOutcome::Already),
+                    Err(RegistryError::TagImmutable { .. }) => match w.role {
+                        Some(TagRole::Pushed) => return WriteEnd::PushedTagImmutable,
+                        Some(TagRole::Keep) => {
+                            let reason = format!(
+                                "the keep tag {} is immutable here and held by another image; the pushed tag is not moved",
+                                w.tag
+                            );
+                            push(records, w.action, ActionOutcome::Skipped { reason: reason.clone() });
+                            skip_rest(writes, &to_write[n + 1..], records, "not attempted: the keep tag could not be written");
+                            return WriteEnd::Stopped("not attempted: the keep tag could not be written".to_owned());
+                        }
+                        _ => push(
+                            records,
+                            w.action,
+                            ActionOutcome::Skipped {
+                                reason: format!("{} is immutable in this repository; left where it is", w.tag),
+                            },
+                        ),
+                    },
+                    Err(e) if e.is_retryable() => {
+                        // Retried only through a fresh check of every precondition.
+                        let rest: Vec<usize> = to_write[n..].to_vec();
+                        match self.retry_or_fail(attempt, &mut jitter, &e, writes, &rest, records).await {
+                            Some(end) => return end,
+                            None => {
+                                attempt += 1;
+                                continue 'attempts;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        push(records, w.action, ActionOutcome::Failed((&e).into()));
+                        let why = format!("not attempted: an earlier action failed ({})", e.code());
+                        skip_rest(writes, &to_write[n + 1..], records, &why);
+                        return WriteEnd::Stopped(why);
+                    }
+                }
+                done[i] = true;
+            }
+            return WriteEnd::AllLanded;
+        }
+    }
+
+    /// After a retryable failure: waits and returns None (try again), or,
+    /// with no attempt or time left, records the failure and returns the end.
+    async fn retry_or_fail(
+        &self,
+        attempt: u32,
+        jitter: &mut Jitter,
+        e: &RegistryError,
+        writes: &[Write<'_>],
+        pending: &[usize],
+        records: &mut Vec<ActionRecord>,
+    ) -> Option<WriteEnd> {
+        if self.wait_before_retry(attempt, jitter, e).await.is_ok() {
+            return None;
+        }
+        let why = format!("not attempted: an earlier action failed ({})", e.code());
+        if let Some((&first, rest)) = pending.split_first() {
+            push(records, writes[first].action, ActionOutcome::Failed(e.into()));
+            skip_rest(writes, rest, records, &why);
+        }
+        Some(WriteEnd::Stopped(why))
+    }
+
+    async fn delete_all(&self, job: &Job, deletes: &[&Action], record: &mut AuditRecord) {
+        let repo = &job.repository;
+        // The checkpoint: every deletion is in the trail before it happens.
+        let mut checkpoint = record.clone();
+        for a in deletes {
+            push(&mut checkpoint.actions, a, ActionOutcome::Pending);
+        }
+        checkpoint.outcome = Outcome::InProgress;
+        checkpoint.is_final = false;
+        if let Err(e) = self.write_checkpoint(&checkpoint).await {
+            let failure = Failure {
+                code: "AuditUnavailable".to_owned(),
+                error: format!("deletions not attempted: their checkpoint record could not be written: {e}"),
+                retryable: true,
+            };
+            for a in deletes {
+                push(&mut record.actions, a, ActionOutcome::Failed(failure.clone()));
+            }
+            return;
+        }
+        let digests: Vec<Digest> = deletes.iter().map(|a| a.target().clone()).collect();
+        let info = match self.retry(|| self.registry.describe_images(repo, &digests)).await {
+            Ok(info) => info,
+            Err(e) => {
+                for a in deletes {
+                    push(&mut record.actions, a, ActionOutcome::Failed((&e).into()));
+                }
+                return;
+            }
+        };
+        let mut go: Vec<&Action> = Vec::new();
+        for a in deletes {
+            match info.get(a.target()) {
+                Some(Some(i)) if !i.tags.is_empty() => push(
+                    &mut record.actions,
+                    a,
+                    ActionOutcome::Skipped {
+                        reason: format!("tagged ({}); never deleted", i.tags.join(", ")),
+                    },
+                ),
+                Some(None) | None => push(&mut record.actions, a, ActionOutcome::Already),
+                Some(Some(_)) => go.push(a),
+            }
+        }
+        let (indexes, rest): (Vec<&Action>, Vec<&Action>) = go.into_iter().partition(|a| {
+            matches!(
+                a,
+                Action::Delete {
+                    role: DeleteRole::Index,
+                    ..
+                }
+            )
+        });
+        for group in [indexes, rest] {
+            if group.is_empty() {
+                continue;
+            }
+            let ds: Vec<Digest> = group.iter().map(|a| a.target().clone()).collect();
+            let results: BTreeMap<Digest, DeleteOutcome> =
+                match self.retry(|| self.registry.delete_images(repo, &ds)).await {
+                    Ok(r) => r.into_iter().collect(),
+                    Err(e) => {
+                        for a in &group {
+                            push(&mut record.actions, a, ActionOutcome::Failed((&e).into()));
+                        }
+                        return;
+                    }
+                };
+            for a in group {
+                let outcome = match results.get(a.target()) {
+                    Some(DeleteOutcome::Deleted) => ActionOutcome::Applied,
+                    Some(DeleteOutcome::NotFound) => ActionOutcome::Already,
+                    Some(DeleteOutcome::ReferencedByManifestList) => ActionOutcome::Skipped {
+                        reason: "kept: still referenced by an index in the repository (ImageReferencedByManifestList)"
+                            .to_owned(),
+                    },
+                    Some(DeleteOutcome::Failed { code, reason }) => ActionOutcome::Failed(Failure {
+                        code: code.clone(),
+                        error: reason.clone(),
+                        retryable: false,
+                    }),
+                    None => ActionOutcome::Failed(Failure {
+                        code: "InvalidResponse".to_owned(),
+                        error: "BatchDeleteImage said nothing about this image".to_owned(),
+                        retryable: true,
+                    }),
+                };
+                push(&mut record.actions, a, outcome);
+            }
+        }
+    }
+}
+
+impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
+    /// Writes the checkpoint record, retrying with backoff.
+    async fn write_checkpoint(&self, record: &AuditRecord) -> Result<(), crate::audit::AuditError> {
+        let mut jitter = Jitter::new();
+        let mut attempt = 1;
+        loop {
+            match self.audit.write(record).await {
+                Ok(()) => return Ok(()),
+                Err(e) => match self.retry.backoff(attempt, jitter.next_unit()) {
+                    Some(wait) if self.deadline.is_none_or(|d| tokio::time::Instant::now() + wait < d) => {
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+}
+
+enum WriteEnd {
+    AllLanded,
+    Conflict(String),
+    PushedTagImmutable,
+    Stopped(String),
+}
+
+fn skip_rest(writes: &[Write<'_>], rest: &[usize], records: &mut Vec<ActionRecord>, why: &str) {
+    for &i in rest {
+        push(
+            records,
+            writes[i].action,
+            ActionOutcome::Skipped {
+                reason: why.to_owned(),
+            },
+        );
+    }
+}
+
+fn manifest_of<'k>(action: &'k Action, known: &'k Known) -> Option<&'k RawManifest> {
+    match action {
+        Action::PutIndex { manifest, .. } => Some(manifest),
+        other => known.get(other.target()),
+    }
+}
+
+/// Where each tag read points (None: absent), or why the answer cannot be trusted.
+fn tag_targets(
+    got: crate::registry::Fetched,
+) -> Result<BTreeMap<ImageTag, Option<Digest>>, String> {
+    let mut out = BTreeMap::new();
+    for (id, result) in got {
+        let ImageRef::Tag(tag) = id else { continue };
+        let target = match result {
+            Ok(m) => Some(m.digest().clone()),
+            Err(crate::registry::FetchFailure::NotFound) => None,
+            Err(crate::registry::FetchFailure::Invalid { digest: Some(d), .. }) => Some(d),
+            Err(e) => return Err(format!("cannot tell where {tag} points: {e}")),
+        };
+        out.insert(tag, target);
+    }
+    Ok(out)
+}

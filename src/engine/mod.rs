@@ -1,0 +1,231 @@
+//! Handling one image: read → plan → apply, then the audit record.
+//!
+//! A straight line: [`read`] gathers a constant amount of registry state,
+//! [`crate::plan::plan`] decides everything (fallbacks, gates, collisions)
+//! without IO, and [`apply`] only executes the plan and re-checks its
+//! preconditions right before writing. When the registry changed between
+//! reading and writing, the line runs again on fresh state (a bounded number
+//! of rounds). Works against any [`Registry`]; the ECR adapter and the
+//! in-memory double behave the same.
+//!
+//! Registry calls per push, when nothing races: at most 4 reads (the index
+//! and its tag; its children and candidate tags; one batched precondition
+//! check right before the writes; the tags of the deletion candidates right
+//! before deleting), one `PutImage` per tag written, and `BatchDeleteImage`
+//! (the index in its own call, then its attestations).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Instant, SystemTime};
+
+use crate::audit::{ActionRecord, AuditRecord, AuditSink, ClassificationSummary, Outcome, PolicySummary, Trigger};
+use crate::classify::classify_manifest;
+use crate::digest::Digest;
+use crate::manifest::RawManifest;
+use crate::names::{ImageTag, RepositoryName};
+use crate::plan::{PlanInput, plan};
+use crate::policy::{Mode, PolicySet};
+use crate::registry::{Registry, RegistryError};
+use crate::retry::{Jitter, RetryPolicy};
+
+mod apply;
+mod read;
+
+use apply::Applied;
+use read::Read;
+
+/// Manifests read, by digest.
+type Known = BTreeMap<Digest, RawManifest>;
+
+/// How many times the line runs when the registry keeps changing under it.
+pub const MAX_ROUNDS: u32 = 3;
+
+/// One image to handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// What started it.
+    pub trigger: Trigger,
+    /// The event id, for push-triggered jobs.
+    pub event_id: Option<String>,
+    /// Account (from the event), when known.
+    pub account: Option<String>,
+    /// Region (from the event), when known.
+    pub region: Option<String>,
+    /// Repository.
+    pub repository: RepositoryName,
+    /// The pushed image's digest.
+    pub digest: Digest,
+    /// The tag it was pushed with.
+    pub tag: Option<ImageTag>,
+}
+
+/// What the engine works with.
+#[derive(Debug)]
+pub struct Engine<'a, R, A> {
+    /// The registry.
+    pub registry: &'a R,
+    /// Where the pre-deletion checkpoint goes (the final record is written by the caller).
+    pub audit: &'a A,
+    /// The policies.
+    pub policies: &'a PolicySet,
+    /// Retries of retryable registry failures.
+    pub retry: RetryPolicy,
+    /// No retry wait may end after this instant (e.g. the Lambda deadline,
+    /// less a margin to write the record).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+pub(crate) fn skipped(code: &str, reason: impl Into<String>) -> Outcome {
+    Outcome::Skipped {
+        code: code.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
+    /// Handles one image and returns its audit record (not yet written).
+    pub async fn remediate(&self, job: &Job) -> AuditRecord {
+        let started = Instant::now();
+        let mut record = AuditRecord::new(job.trigger, Some(job.repository.as_str()), SystemTime::now());
+        record.event_id = job.event_id.clone();
+        record.account = job.account.clone();
+        record.region = job.region.clone();
+        record.index_digest = Some(job.digest.to_string());
+        record.tag = job.tag.as_ref().map(ToString::to_string);
+        let selected = self.policies.select(&job.repository);
+        record.policy = Some(PolicySummary {
+            rule: selected.rule.to_owned(),
+            mode: selected.policy.mode,
+            requested_mode: selected.policy.mode,
+            dry_run: selected.policy.dry_run,
+            delete_orphans: selected.policy.delete_orphans,
+        });
+        record.outcome = match self.run(selected.policy, job, &mut record).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed((&e).into()),
+        };
+        record.is_final = !record.needs_retry();
+        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        record
+    }
+
+    async fn run(
+        &self,
+        policy: &crate::policy::Policy,
+        job: &Job,
+        record: &mut AuditRecord,
+    ) -> Result<Outcome, RegistryError> {
+        let mut pushed_tag_immutable = false;
+        let mut conflicts: Vec<String> = Vec::new();
+        for _round in 0..MAX_ROUNDS {
+            let snapshot = match self.read(policy, job).await? {
+                Read::Skip(outcome) => return Ok(outcome),
+                Read::Ready(s) => s,
+            };
+            record.classification = Some(ClassificationSummary::of(&snapshot.classification, |d| {
+                snapshot.known.get(d).map(|m| classify_manifest(m.manifest()))
+            }));
+            let the_plan = plan(&PlanInput {
+                manifest: &snapshot.index,
+                classification: &snapshot.classification,
+                tag: job.tag.as_ref(),
+                view: &snapshot.view,
+                policy,
+                stale_holder: snapshot.stale_holder.as_ref(),
+                pushed_tag_immutable,
+            });
+            if let Some(p) = record.policy.as_mut() {
+                p.mode = the_plan.mode;
+                p.requested_mode = the_plan.requested_mode;
+            }
+            record.skipped = the_plan.skipped.clone();
+            record.notes = conflicts.iter().cloned().chain(the_plan.notes.iter().cloned()).collect();
+            if let Some(reason) = the_plan.halted() {
+                return Ok(skipped(&crate::plan::reason_code(reason), reason.to_string()));
+            }
+            if the_plan.dry_run || the_plan.mode == Mode::Observe || the_plan.actions.is_empty() {
+                return Ok(Outcome::Noop);
+            }
+            match self.apply(job, &the_plan, &snapshot.known, record).await {
+                Applied::Done => return Ok(overall(&record.actions)),
+                Applied::Conflict(why) => {
+                    tracing::info!(repository = %job.repository, digest = %job.digest, %why, "registry changed before the writes; planning again");
+                    conflicts.push(format!("planned again: {why}"));
+                }
+                Applied::PushedTagImmutable => {
+                    pushed_tag_immutable = true;
+                    conflicts.push("the pushed tag is immutable: planned again in tag mode".to_owned());
+                }
+            }
+        }
+        record.notes = conflicts;
+        Ok(skipped(
+            "conflict",
+            format!("the registry kept changing under {MAX_ROUNDS} attempts; left for the next event or sweep"),
+        ))
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or runs out of attempts
+    /// (or of time before the deadline), waiting with backoff in between.
+    pub(crate) async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut jitter = Jitter::new();
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(e) if e.is_retryable() => {
+                    self.wait_before_retry(attempt, &mut jitter, &e).await?;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits before attempt `attempt + 1`, or gives `e` back when no attempt
+    /// or time is left.
+    pub(crate) async fn wait_before_retry(
+        &self,
+        attempt: u32,
+        jitter: &mut Jitter,
+        e: &RegistryError,
+    ) -> Result<(), RegistryError> {
+        let Some(wait) = self.retry.backoff(attempt, jitter.next_unit()) else {
+            return Err(e.clone());
+        };
+        if self
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() + wait >= d)
+        {
+            return Err(e.clone());
+        }
+        tracing::debug!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retryable failure; waiting");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+fn overall(actions: &[ActionRecord]) -> Outcome {
+    use crate::audit::{ActionOutcome, Failure};
+    let failures: Vec<&Failure> = actions
+        .iter()
+        .filter_map(|a| match &a.outcome {
+            ActionOutcome::Failed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = failures.first() {
+        return Outcome::Failed(Failure {
+            retryable: failures.iter().any(|f| f.retryable),
+            ..(*first).clone()
+        });
+    }
+    if actions.iter().any(|a| a.outcome == ActionOutcome::Applied) {
+        Outcome::Remediated
+    } else {
+        Outcome::Noop
+    }
+}

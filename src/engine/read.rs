@@ -1,0 +1,259 @@
+//! Reading what the planner needs: a constant number of calls per push,
+//! whatever the repository holds.
+//!
+//! 1. `BatchGetImage` of the index and of its pushed tag's current target;
+//! 2. `BatchGetImage` of the children whose bytes are needed (runnable and
+//!    attestation entries) and of the tags the plan may write (derived tags,
+//!    the keep tag), which also tells what holds each of those tags;
+//! 3. only when the pushed tag points at what looks like the remediation of
+//!    an older index (a concurrent handling raced this push): `DescribeImages`
+//!    of the two indexes, to compare their push times.
+//!
+//! Nothing here lists the repository.
+
+use std::collections::BTreeSet;
+
+use super::Known;
+use crate::audit::Outcome;
+use crate::classify::{Classification, EntryClass, ManifestKind, classify, classify_manifest};
+use crate::digest::Digest;
+use crate::manifest::RawManifest;
+use crate::media_type::ManifestMediaType;
+use crate::names::ImageTag;
+use crate::plan::remediation_target;
+use crate::policy::{Mode, Policy};
+use crate::registry::{FetchFailure, ImageRef, Registry, RegistryError};
+use crate::repository::{Held, RepositoryView};
+
+use super::{Engine, Job, skipped};
+
+/// What the planner gets.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    /// The pushed index, bytes as stored.
+    pub index: RawManifest,
+    /// Its classification, refined with the children read.
+    pub classification: Classification,
+    /// What is known of the repository.
+    pub view: RepositoryView,
+    /// Manifests read, by digest.
+    pub known: Known,
+    /// See [`crate::plan::PlanInput::stale_holder`].
+    pub stale_holder: Option<Digest>,
+}
+
+/// The result of reading.
+#[derive(Debug)]
+pub(super) enum Read {
+    /// Nothing to plan (index gone, invalid, unreadable).
+    Skip(Outcome),
+    /// Ready to plan.
+    Ready(Box<Snapshot>),
+}
+
+fn held(m: &RawManifest) -> Held {
+    match classify_manifest(m.manifest()) {
+        ManifestKind::Index => Held::Index,
+        ManifestKind::Image => Held::Runnable,
+        _ => Held::Other,
+    }
+}
+
+/// Records a manifest the registry served (under `tag`, when read by tag).
+fn note(view: &mut RepositoryView, known: &mut Known, m: &RawManifest, tag: Option<&ImageTag>) {
+    let d = m.digest().clone();
+    // A tag maps to one digest in a single read, so this cannot clash; a
+    // clash would mean the registry contradicted itself, and the tag is then
+    // simply not recorded (the planner treats it as unknown, never taken).
+    let _ = view.insert_image(d.clone(), tag.cloned());
+    if m.media_type().is_index() {
+        view.insert_index(d.clone(), m.entries().iter().map(|e| e.digest.clone()).collect());
+    } else {
+        view.set_kind(&d, held(m));
+    }
+    known.entry(d).or_insert_with(|| m.clone());
+}
+
+/// The derived tags of every runnable entry, and the keep tag when the mode
+/// moves the pushed tag; never the pushed tag itself.
+fn candidate_tags(policy: &Policy, c: &Classification, tag: &ImageTag) -> Vec<ImageTag> {
+    let mut out = BTreeSet::new();
+    for e in &c.entries {
+        if let EntryClass::Runnable { platform: Some(p) } = &e.class
+            && let Ok(t) = policy.tag_template.render(tag, Some(p))
+        {
+            out.insert(t);
+        }
+    }
+    if matches!(policy.mode, Mode::Promote | Mode::Strip)
+        && let Some(keep) = &policy.keep_tag
+        && let Ok(t) = keep.render(tag, None)
+    {
+        out.insert(t);
+    }
+    out.remove(tag);
+    out.into_iter().collect()
+}
+
+impl<R: Registry, A: crate::audit::AuditSink> Engine<'_, R, A> {
+    /// Reads the snapshot for one job.
+    pub(super) async fn read(&self, policy: &Policy, job: &Job) -> Result<Read, RegistryError> {
+        let repo = &job.repository;
+        // 1. The index and its tag's current target, in one call.
+        let mut ids = vec![ImageRef::Digest(job.digest.clone())];
+        ids.extend(job.tag.iter().cloned().map(ImageRef::Tag));
+        let mut first = self
+            .retry(|| self.registry.get_images(repo, &ids))
+            .await?
+            .into_iter();
+        let index = match first.next().map(|(_, r)| r) {
+            Some(Ok(m)) if m.digest() == &job.digest => m,
+            Some(Ok(m)) => {
+                return Err(RegistryError::InvalidResponse {
+                    operation: "BatchGetImage",
+                    problem: format!("asked for {} and got {}", job.digest, m.digest()),
+                });
+            }
+            Some(Err(FetchFailure::NotFound)) | None => {
+                return Ok(Read::Skip(skipped(
+                    "index_gone",
+                    "the image no longer exists in the repository",
+                )));
+            }
+            Some(Err(FetchFailure::Invalid { error, .. })) => {
+                return Ok(Read::Skip(skipped(
+                    "invalid_manifest",
+                    format!("the stored manifest is not valid: {}", crate::plan::chain(&error)),
+                )));
+            }
+            Some(Err(e @ FetchFailure::Other { .. })) => {
+                return Ok(Read::Skip(skipped(
+                    "unreadable",
+                    format!("the registry could not serve the image: {e}"),
+                )));
+            }
+        };
+        let mut view = RepositoryView::new();
+        let mut known = Known::new();
+        note(&mut view, &mut known, &index, None);
+        if let (Some(tag), Some((_, Ok(target)))) = (&job.tag, first.next()) {
+            note(&mut view, &mut known, &target, Some(tag));
+        }
+        let mut classification = classify(&index);
+
+        // 2. Children whose bytes are needed, and the tags the plan may write.
+        let mut second: Vec<ImageRef> = Vec::new();
+        let mut wanted = BTreeSet::new();
+        for e in &classification.entries {
+            let needs_bytes = matches!(e.class, EntryClass::Runnable { .. } | EntryClass::Attestation { .. });
+            if needs_bytes && !known.contains_key(e.digest()) && wanted.insert(e.digest().clone()) {
+                second.push(ImageRef::Digest(e.digest().clone()));
+            }
+        }
+        let candidates = match &job.tag {
+            Some(tag) if index.media_type().is_index() => candidate_tags(policy, &classification, tag),
+            _ => Vec::new(),
+        };
+        second.extend(candidates.iter().cloned().map(ImageRef::Tag));
+        if !second.is_empty() {
+            let fetched = self.retry(|| self.registry.get_images(repo, &second)).await?;
+            for (id, result) in fetched {
+                match (id, result) {
+                    (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => note(&mut view, &mut known, &m, None),
+                    // Gone or unreadable: left out of the view, so the planner
+                    // neither tags nor deletes it.
+                    (ImageRef::Digest(_), _) => {}
+                    (ImageRef::Tag(t), Ok(m)) => note(&mut view, &mut known, &m, Some(&t)),
+                    (ImageRef::Tag(_), Err(FetchFailure::NotFound)) => {}
+                    // Held by something that is not a valid manifest: certainly
+                    // not ours, so recorded as such and never taken.
+                    (ImageRef::Tag(t), Err(FetchFailure::Invalid { digest: Some(d), .. })) => {
+                        let _ = view.insert_image(d.clone(), [t]);
+                        view.set_kind(&d, Held::Other);
+                    }
+                    (ImageRef::Tag(t), Err(e)) => {
+                        return Err(RegistryError::Unavailable {
+                            operation: "BatchGetImage",
+                            message: format!("cannot tell what holds the tag {t}: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        for e in &mut classification.entries {
+            if let Some(child) = known.get(e.digest()) {
+                e.refine_with_child(child, None);
+            }
+        }
+        // Entries whose bytes are not needed exist all the same: ECR stored
+        // the index only once every manifest it lists was in the repository,
+        // and refuses to delete a manifest an index still lists.
+        for e in &classification.entries {
+            if !wanted.contains(e.digest()) && !view.contains(e.digest()) {
+                let kind = match e.class {
+                    EntryClass::Index => Held::Index,
+                    _ => Held::Other,
+                };
+                view.set_kind(e.digest(), kind);
+            }
+        }
+
+        let stale_holder = self.stale_holder(policy, job, &index, &classification, &view, &known).await?;
+        Ok(Read::Ready(Box::new(Snapshot {
+            index,
+            classification,
+            view,
+            known,
+            stale_holder,
+        })))
+    }
+
+    /// When the pushed tag points at the remediation target of the index the
+    /// keep tag holds, and that index was pushed before this one, the tag
+    /// holds a stale write of a handling that raced this push.
+    async fn stale_holder(
+        &self,
+        policy: &Policy,
+        job: &Job,
+        index: &RawManifest,
+        classification: &Classification,
+        view: &RepositoryView,
+        known: &Known,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let (Some(tag), Some(keep)) = (&job.tag, &policy.keep_tag) else {
+            return Ok(None);
+        };
+        if !matches!(policy.mode, Mode::Promote | Mode::Strip) {
+            return Ok(None);
+        }
+        let Some(now) = view.tag_target(tag) else {
+            return Ok(None);
+        };
+        if now == index.digest() || Some(now) == remediation_target(index, classification, policy).as_ref() {
+            return Ok(None);
+        }
+        let Ok(keep) = keep.render(tag, None) else {
+            return Ok(None);
+        };
+        let Some(older) = view
+            .tag_target(&keep)
+            .filter(|d| *d != index.digest())
+            .and_then(|d| known.get(d))
+            .filter(|m| ManifestMediaType::is_index(m.media_type()))
+        else {
+            return Ok(None);
+        };
+        if remediation_target(older, &classify(older), policy).as_ref() != Some(now) {
+            return Ok(None);
+        }
+        let ids = [older.digest().clone(), index.digest().clone()];
+        let info = self
+            .retry(|| self.registry.describe_images(&job.repository, &ids))
+            .await?;
+        let pushed = |d: &Digest| info.get(d).and_then(Option::as_ref).and_then(|i| i.pushed_at_ms);
+        Ok(match (pushed(older.digest()), pushed(index.digest())) {
+            (Some(a), Some(b)) if a < b => Some(now.clone()),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,587 @@
+//! The engine against the in-memory registry double: races staged exactly
+//! between its reads and writes, failure paths, the keep-tag gate, tag
+//! ownership, and the call budget (constant whatever the repository holds).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{fixture, tag};
+use ecr_remediator::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Trigger};
+use ecr_remediator::digest::Digest;
+use ecr_remediator::engine::{Engine, Job};
+use ecr_remediator::manifest::RawManifest;
+use ecr_remediator::names::RepositoryName;
+use ecr_remediator::plan::Action;
+use ecr_remediator::policy::{Mode, PolicySet};
+use ecr_remediator::registry::RegistryError;
+use ecr_remediator::registry::memory::{MemoryRegistry, RepoState, store};
+use ecr_remediator::retry::RetryPolicy;
+use serde_json::json;
+
+fn repo() -> RepositoryName {
+    RepositoryName::parse("team/app").unwrap()
+}
+
+/// An audit sink keeping what it is given; it can be told to fail.
+#[derive(Default)]
+struct Audit {
+    records: Mutex<Vec<AuditRecord>>,
+    failures: AtomicUsize,
+}
+
+impl AuditSink for Audit {
+    async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(AuditError::Unavailable {
+                destination: "test".into(),
+                message: "down".into(),
+            });
+        }
+        self.records.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+    }
+}
+
+async fn run(reg: &MemoryRegistry, audit: &Audit, policies: &PolicySet, job: &Job) -> AuditRecord {
+    Engine {
+        registry: reg,
+        audit,
+        policies,
+        retry: fast_retries(),
+        deadline: None,
+    }
+    .remediate(job)
+    .await
+}
+
+fn policies(mode: Mode, delete: bool, keep: bool) -> PolicySet {
+    let mut vars = BTreeMap::new();
+    vars.insert("ECR_REMEDIATOR_MODE".to_owned(), mode.as_str().to_owned());
+    vars.insert("ECR_REMEDIATOR_DELETE_ORPHANS".to_owned(), delete.to_string());
+    if !keep {
+        vars.insert("ECR_REMEDIATOR_KEEP_TAG".to_owned(), "false".to_owned());
+    }
+    PolicySet::from_env_vars(&vars).unwrap()
+}
+
+fn job(index: &Digest, pushed_tag: &str) -> Job {
+    Job {
+        trigger: Trigger::Push,
+        event_id: Some("e1".into()),
+        account: None,
+        region: None,
+        repository: repo(),
+        digest: index.clone(),
+        tag: Some(tag(pushed_tag)),
+    }
+}
+
+fn raw(v: &serde_json::Value) -> RawManifest {
+    RawManifest::parse(serde_json::to_vec(v).unwrap(), None).unwrap()
+}
+
+/// A distinct runnable image manifest (`salt` changes its config digest).
+fn image(salt: &str) -> RawManifest {
+    raw(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::sha256_of(salt.as_bytes()).to_string(), "size": 10},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": Digest::sha256_of(format!("layer-{salt}").as_bytes()).to_string(), "size": 100}]
+    }))
+}
+
+/// A legacy BuildKit attestation manifest describing `subject`.
+fn attestation(salt: &str) -> RawManifest {
+    raw(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::sha256_of(format!("att-config-{salt}").as_bytes()).to_string(), "size": 10},
+        "layers": [{"mediaType": "application/vnd.in-toto+json",
+                    "digest": Digest::sha256_of(format!("att-{salt}").as_bytes()).to_string(), "size": 100,
+                    "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}]
+    }))
+}
+
+fn entry(m: &RawManifest, platform: Option<(&str, &str)>) -> serde_json::Value {
+    let mut e = json!({"mediaType": m.media_type().as_str(), "digest": m.digest().to_string(), "size": m.bytes().len()});
+    if let Some((os, arch)) = platform {
+        e["platform"] = json!({"os": os, "architecture": arch});
+    }
+    e
+}
+
+fn attestation_entry(m: &RawManifest, subject: &RawManifest) -> serde_json::Value {
+    let mut e = entry(m, Some(("unknown", "unknown")));
+    e["annotations"] = json!({
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": subject.digest().to_string()
+    });
+    e
+}
+
+/// What a default buildx push stored.
+struct Push {
+    index: RawManifest,
+    image: RawManifest,
+    attestation: RawManifest,
+}
+
+/// Pushes a buildx-shaped single-platform index as `pushed_tag`, with extra entries.
+fn push_buildx(reg: &MemoryRegistry, salt: &str, pushed_tag: &str, extra: &[RawManifest]) -> Push {
+    let img = image(salt);
+    let att = attestation(salt);
+    let mut entries = vec![entry(&img, Some(("linux", "arm64"))), attestation_entry(&att, &img)];
+    for m in extra {
+        reg.push(&repo(), m, None).unwrap();
+        entries.push(entry(m, None));
+    }
+    let index = raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}));
+    reg.push(&repo(), &img, None).unwrap();
+    reg.push(&repo(), &att, None).unwrap();
+    reg.push(&repo(), &index, Some(&tag(pushed_tag))).unwrap();
+    Push {
+        index,
+        image: img,
+        attestation: att,
+    }
+}
+
+fn registry(immutable: bool) -> MemoryRegistry {
+    let reg = MemoryRegistry::new();
+    reg.create_repository(&repo(), immutable);
+    reg
+}
+
+fn state(reg: &MemoryRegistry) -> RepoState {
+    reg.state(&repo()).unwrap()
+}
+
+fn target(reg: &MemoryRegistry, t: &str) -> Option<Digest> {
+    state(reg).tags.get(&tag(t)).cloned()
+}
+
+fn code(record: &AuditRecord) -> String {
+    match &record.outcome {
+        Outcome::Skipped { code, .. } => code.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn outcome_of<'r>(record: &'r AuditRecord, target: &Digest) -> &'r ActionOutcome {
+    &record
+        .actions
+        .iter()
+        .find(|a| a.action.target() == target)
+        .unwrap_or_else(|| panic!("no action on {target}: {:#?}", record.actions))
+        .outcome
+}
+
+#[tokio::test]
+async fn promote_reads_three_times_writes_twice_and_never_lists() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    let calls = reg.calls();
+    assert_eq!(calls.get("DescribeImages"), None, "{calls:?}");
+    assert_eq!(calls["BatchGetImage"], 3, "index+tag, children+candidate tags, one precondition check: {calls:?}");
+    assert_eq!(calls["PutImage"], 2, "{calls:?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()));
+    assert_eq!(target(&reg, "v7-index").as_ref(), Some(p.index.digest()));
+}
+
+#[tokio::test]
+async fn delete_mode_costs_the_same_calls_in_a_repository_of_any_size() {
+    let mut counts = Vec::new();
+    for others in [0usize, 300] {
+        let reg = registry(false);
+        for i in 0..others {
+            push_buildx(&reg, &format!("other-{i}"), &format!("o{i}"), &[]);
+        }
+        let p = push_buildx(&reg, "a", "v7", &[]);
+        let before = reg.calls();
+        let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+        assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+        let s = state(&reg);
+        assert!(!s.images.contains_key(p.index.digest()) && !s.images.contains_key(p.attestation.digest()));
+        assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()));
+        let after = reg.calls();
+        let delta: BTreeMap<&str, usize> = after
+            .iter()
+            .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        counts.push(delta);
+    }
+    assert_eq!(counts[0], counts[1], "per-push calls must not grow with the repository");
+    let reads = counts[0].get("BatchGetImage").unwrap() + counts[0].get("DescribeImages").unwrap();
+    assert!(reads <= 4, "{:?}", counts[0]);
+}
+
+#[tokio::test]
+async fn a_manifest_tagged_right_before_the_deletion_is_kept() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let att = p.attestation.clone();
+    // The moment the pushed tag moves, somebody tags the attestation.
+    reg.on_call(move |op, n, repos| {
+        if op == "PutImage" && n == 0 {
+            let r = repos.get_mut("team/app").unwrap();
+            store(r, &att, Some(&tag("sbom-pinned"))).unwrap();
+        }
+    });
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    assert!(state(&reg).images.contains_key(p.attestation.digest()), "tagged since planning: kept");
+    assert!(
+        matches!(outcome_of(&record, p.attestation.digest()), ActionOutcome::Skipped { reason } if reason.contains("sbom-pinned")),
+        "{record:#?}"
+    );
+    assert!(!state(&reg).images.contains_key(p.index.digest()), "the untagged index still goes");
+}
+
+#[tokio::test]
+async fn a_keep_tag_that_cannot_be_written_stops_everything() {
+    // 123 characters: the keep tag would be 129, over the OCI limit.
+    let long = "v".repeat(123);
+    for mode in [Mode::Promote, Mode::Strip] {
+        let reg = registry(false);
+        let p = push_buildx(&reg, "a", &long, &[]);
+        let record = run(&reg, &Audit::default(), &policies(mode, true, true), &job(p.index.digest(), &long)).await;
+        assert_eq!(code(&record), "keep_tag_invalid", "{record:#?}");
+        assert_eq!(target(&reg, &long).as_ref(), Some(p.index.digest()), "pushed tag not moved");
+        assert_eq!(state(&reg).images.len(), 3, "nothing deleted");
+        assert_eq!(reg.calls().get("PutImage"), None);
+    }
+}
+
+#[tokio::test]
+async fn a_keep_tag_held_by_a_non_index_is_never_taken() {
+    let reg = registry(false);
+    let mine = image("user");
+    reg.push(&repo(), &mine, Some(&tag("v7-index"))).unwrap();
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(code(&record), "keep_tag_taken", "{record:#?}");
+    assert_eq!(target(&reg, "v7-index").as_ref(), Some(mine.digest()));
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
+    assert_eq!(reg.calls().get("PutImage"), None);
+}
+
+#[tokio::test]
+async fn a_derived_tag_held_by_an_index_is_never_taken_and_the_record_names_it() {
+    let reg = registry(false);
+    let users = push_buildx(&reg, "user", "v7-linux-arm64", &[]);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let record = run(&reg, &Audit::default(), &policies(Mode::Tag, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(users.index.digest()));
+    let text = serde_json::to_string(&record).unwrap();
+    assert!(text.contains("derived_tag_taken"), "{text}");
+    assert!(text.contains(&users.index.digest().to_string()), "{text}");
+    assert_eq!(reg.calls().get("PutImage"), None);
+}
+
+#[tokio::test]
+async fn a_derived_tag_on_an_older_runnable_is_moved() {
+    let reg = registry(false);
+    let old = image("old");
+    reg.push(&repo(), &old, Some(&tag("v7-linux-arm64"))).unwrap();
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let record = run(&reg, &Audit::default(), &policies(Mode::Tag, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(p.image.digest()));
+}
+
+#[tokio::test]
+async fn a_push_landing_between_planning_and_writing_is_never_overwritten() {
+    let reg = registry(false);
+    let a = push_buildx(&reg, "a", "v1", &[]);
+    let img = image("b");
+    let att = attestation("b");
+    let index_b = raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&img, Some(("linux", "arm64"))), attestation_entry(&att, &img)]}));
+    let b = index_b.clone();
+    // Push B lands right before A's precondition check.
+    reg.on_call(move |op, n, repos| {
+        if op == "BatchGetImage" && n == 2 {
+            let r = repos.get_mut("team/app").unwrap();
+            store(r, &img, None).unwrap();
+            store(r, &att, None).unwrap();
+            store(r, &b, Some(&tag("v1"))).unwrap();
+        }
+    });
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, true), &job(a.index.digest(), "v1")).await;
+    assert_eq!(code(&record), "superseded", "{record:#?}");
+    assert_eq!(target(&reg, "v1").as_ref(), Some(index_b.digest()), "the newer push keeps its tag");
+    assert_eq!(reg.calls().get("PutImage"), None);
+    assert!(record.notes.iter().any(|n| n.contains("planned again")), "{:?}", record.notes);
+}
+
+#[tokio::test]
+async fn a_stale_remediation_of_an_older_push_is_taken_over_by_the_newer_one() {
+    let reg = registry(false);
+    let set = policies(Mode::Promote, false, true);
+    let a = push_buildx(&reg, "a", "v1", &[]);
+    let b = push_buildx(&reg, "b", "v1", &[]);
+    // A's handling read before B's push and wrote after it: v1 on A's image,
+    // v1-index on A's index, B's index untagged.
+    reg.push(&repo(), &a.image, Some(&tag("v1"))).unwrap();
+    reg.push(&repo(), &a.index, Some(&tag("v1-index"))).unwrap();
+    let record = run(&reg, &Audit::default(), &set, &job(b.index.digest(), "v1")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(target(&reg, "v1").as_ref(), Some(b.image.digest()), "never an older image than the newest push");
+    assert_eq!(target(&reg, "v1-index").as_ref(), Some(b.index.digest()), "the newer provenance is reachable");
+    assert!(record.notes.iter().any(|n| n.contains("taken over")), "{:?}", record.notes);
+}
+
+#[tokio::test]
+async fn a_newer_remediation_is_not_taken_over_by_a_late_event_of_an_older_push() {
+    let reg = registry(false);
+    let set = policies(Mode::Promote, false, true);
+    let a = push_buildx(&reg, "a", "v1", &[]);
+    let b = push_buildx(&reg, "b", "v1", &[]);
+    let first = run(&reg, &Audit::default(), &set, &job(b.index.digest(), "v1")).await;
+    assert_eq!(first.outcome, Outcome::Remediated);
+    // A's event arrives late (events are unordered).
+    let late = run(&reg, &Audit::default(), &set, &job(a.index.digest(), "v1")).await;
+    assert_eq!(code(&late), "superseded", "{late:#?}");
+    assert_eq!(target(&reg, "v1").as_ref(), Some(b.image.digest()));
+    assert_eq!(target(&reg, "v1-index").as_ref(), Some(b.index.digest()));
+}
+
+#[tokio::test]
+async fn a_throttled_write_is_retried_only_after_a_fresh_check() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.fail_next(
+        "PutImage",
+        [RegistryError::Throttled {
+            operation: "PutImage",
+            message: "Rate exceeded".into(),
+        }],
+    );
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    let calls = reg.calls();
+    assert_eq!(calls["BatchGetImage"], 4, "a second precondition check before the retry: {calls:?}");
+    assert_eq!(calls["PutImage"], 3, "{calls:?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()));
+}
+
+#[tokio::test]
+async fn a_push_during_a_throttled_retry_stops_the_move() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let newer = image("newer");
+    let n2 = newer.clone();
+    reg.fail_next(
+        "PutImage",
+        [RegistryError::Throttled {
+            operation: "PutImage",
+            message: "Rate exceeded".into(),
+        }],
+    );
+    reg.on_call(move |op, n, repos| {
+        if op == "BatchGetImage" && n == 3 {
+            store(repos.get_mut("team/app").unwrap(), &n2, Some(&tag("v7"))).unwrap();
+        }
+    });
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(code(&record), "superseded", "{record:#?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(newer.digest()));
+}
+
+#[tokio::test]
+async fn sustained_throttling_runs_out_of_attempts_as_a_retryable_failure() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.fail_next(
+        "PutImage",
+        (0..20).map(|_| RegistryError::Throttled {
+            operation: "PutImage",
+            message: "Rate exceeded".into(),
+        }),
+    );
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    assert!(record.needs_retry(), "{:?}", record.outcome);
+    assert!(!record.is_final);
+    assert_eq!(reg.calls().get("BatchDeleteImage"), None, "no deletion after a failed write");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
+}
+
+#[tokio::test]
+async fn deletions_wait_for_their_checkpoint_in_the_audit_trail() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let audit = Audit::default();
+    audit.failures.store(100, Ordering::SeqCst);
+    let set = policies(Mode::Promote, true, false);
+    let record = run(&reg, &audit, &set, &job(p.index.digest(), "v7")).await;
+    assert!(record.needs_retry(), "{:?}", record.outcome);
+    assert_eq!(reg.calls().get("BatchDeleteImage"), None, "nothing deleted without a checkpoint");
+    assert!(state(&reg).images.contains_key(p.attestation.digest()));
+    // The retry, with the trail back, finishes and the checkpoint lists the deletions first.
+    audit.failures.store(0, Ordering::SeqCst);
+    let retry = run(&reg, &audit, &set, &job(p.index.digest(), "v7")).await;
+    assert_eq!(retry.outcome, Outcome::Remediated, "{retry:#?}");
+    let written = audit.records.lock().unwrap().clone();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].outcome, Outcome::InProgress);
+    assert!(!written[0].is_final);
+    let pending: Vec<&Digest> = written[0]
+        .actions
+        .iter()
+        .filter(|a| a.outcome == ActionOutcome::Pending)
+        .map(|a| a.action.target())
+        .collect();
+    assert_eq!(pending, vec![p.index.digest(), p.attestation.digest()]);
+    assert!(!state(&reg).images.contains_key(p.attestation.digest()));
+}
+
+#[tokio::test]
+async fn an_attestation_another_index_still_lists_is_kept_not_failed() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    // Another index (untagged, unknown to the engine) lists the attestation too.
+    let other = raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&p.image, Some(("linux", "arm64"))), attestation_entry(&p.attestation, &p.image),
+                      entry(&image("x"), Some(("linux", "amd64")))]}));
+    reg.push(&repo(), &image("x"), None).unwrap();
+    reg.push(&repo(), &other, None).unwrap();
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert!(
+        matches!(outcome_of(&record, p.attestation.digest()), ActionOutcome::Skipped { reason } if reason.contains("still referenced")),
+        "{record:#?}"
+    );
+    assert!(state(&reg).images.contains_key(p.attestation.digest()));
+}
+
+#[tokio::test]
+async fn an_immutable_pushed_tag_falls_back_to_derived_tags_decided_by_the_planner() {
+    let reg = registry(true);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
+    assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(p.image.digest()));
+    assert_eq!(record.policy.as_ref().unwrap().mode, Mode::Tag);
+    assert!(record.notes.iter().any(|n| n.contains("immutable")), "{:?}", record.notes);
+}
+
+#[tokio::test]
+async fn strip_keeps_soci_and_signature_entries_without_delete() {
+    let reg = registry(false);
+    let soci = fixture("soci-index-v2.json");
+    let sig = fixture("notation-signature.json");
+    let p = push_buildx(&reg, "a", "v7", &[soci.clone(), sig.clone()]);
+    let record = run(&reg, &Audit::default(), &policies(Mode::Strip, false, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    let s = state(&reg);
+    let stripped = &s.images[&s.tags[&tag("v7")]];
+    let kept: Vec<&Digest> = stripped.entries().iter().map(|e| &e.digest).collect();
+    assert_eq!(kept, vec![p.image.digest(), soci.digest(), sig.digest()]);
+    assert_eq!(target(&reg, "v7-index").as_ref(), Some(p.index.digest()));
+}
+
+#[tokio::test]
+async fn a_repository_with_300_character_tags_is_handled() {
+    let reg = registry(false);
+    let long = "x".repeat(300);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.push(&repo(), &p.index, Some(&tag(&long))).unwrap();
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert!(
+        matches!(outcome_of(&record, p.index.digest()), ActionOutcome::Skipped { reason } if reason.contains("never deleted")),
+        "the index keeps its other, long tag: {record:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_event_twice_writes_once() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let set = policies(Mode::Strip, true, false);
+    let first = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    assert_eq!(first.outcome, Outcome::Remediated, "{first:#?}");
+    let writes = reg.calls().get("PutImage").copied();
+    let again = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    assert_eq!(code(&again), "index_gone");
+    assert_eq!(reg.calls().get("PutImage").copied(), writes);
+}
+
+#[tokio::test]
+async fn a_non_retryable_write_failure_stops_the_plan_and_is_recorded() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.fail_next(
+        "PutImage",
+        [RegistryError::Service {
+            operation: "PutImage",
+            code: "AccessDeniedException".into(),
+            message: "not allowed".into(),
+        }],
+    );
+    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    match &record.outcome {
+        Outcome::Failed(f) => {
+            assert_eq!(f.code, "AccessDeniedException");
+            assert!(!f.retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(record.is_final);
+    assert!(matches!(record.actions[0].outcome, ActionOutcome::Failed(_)));
+    assert!(record.actions[1..]
+        .iter()
+        .all(|a| matches!(&a.outcome, ActionOutcome::Skipped { reason } if reason.contains("not attempted"))));
+    assert_eq!(state(&reg).images.len(), 3);
+}
+
+#[tokio::test]
+async fn dry_run_plans_and_records_but_writes_nothing() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let mut set = policies(Mode::Promote, true, false);
+    set.default.dry_run = true;
+    let record = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Noop);
+    assert!(record.actions.is_empty());
+    assert!(record.skipped.iter().any(|s| matches!(&s.action, Some(Action::MoveTag { .. }))));
+    assert_eq!(reg.calls().get("PutImage"), None);
+    assert_eq!(reg.calls().get("BatchDeleteImage"), None);
+}
+
+#[tokio::test]
+async fn strip_mode_reads_its_own_new_index_and_leaves_it_alone() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let set = policies(Mode::Strip, false, true);
+    let first = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    assert_eq!(first.outcome, Outcome::Remediated);
+    let stripped = target(&reg, "v7").unwrap();
+    assert_ne!(&stripped, p.index.digest());
+    let before = reg.calls();
+    let second = run(&reg, &Audit::default(), &set, &job(&stripped, "v7")).await;
+    assert_eq!(code(&second), "nothing_to_strip");
+    assert_eq!(reg.calls().get("PutImage"), before.get("PutImage"));
+    assert_eq!(target(&reg, "v7"), Some(stripped));
+}
