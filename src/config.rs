@@ -98,8 +98,8 @@ impl ServiceConfig {
                 })
                 .transpose()
         };
-        let max_attempts = whole(ENV_MAX_ATTEMPTS, 1..=50, "must be a whole number from 1 to 50")?
-            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        let max_attempts =
+            whole(ENV_MAX_ATTEMPTS, 1..=50, "must be a whole number from 1 to 50")?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         let put_burst =
             whole(ENV_PUT_BURST, 1..=10, "must be a whole number from 1 to 10")?.unwrap_or(DEFAULT_PUT_BURST);
         let max_receive_count = whole(ENV_MAX_RECEIVE_COUNT, 1..=1000, "must be a whole number from 1 to 1000")?;

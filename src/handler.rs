@@ -89,15 +89,12 @@ pub enum Payload {
 
 /// Recognises an SQS batch (`Records` with `eventSource: aws:sqs`); anything else is an event.
 pub fn payload(value: Value) -> Payload {
-    let is_batch = value
-        .get("Records")
-        .and_then(Value::as_array)
-        .is_some_and(|records| {
-            !records.is_empty()
-                && records
-                    .iter()
-                    .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
-        });
+    let is_batch = value.get("Records").and_then(Value::as_array).is_some_and(|records| {
+        !records.is_empty()
+            && records
+                .iter()
+                .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+    });
     if is_batch {
         match serde_json::from_value::<SqsEvent>(value.clone()) {
             Ok(batch) => return Payload::SqsBatch(batch),
@@ -131,7 +128,12 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     }
 
     /// Handles one event given as JSON text.
-    pub async fn handle_text(&self, text: &str, trigger: Trigger, delivery: Delivery) -> Result<EventResult, RetryError> {
+    pub async fn handle_text(
+        &self,
+        text: &str,
+        trigger: Trigger,
+        delivery: Delivery,
+    ) -> Result<EventResult, RetryError> {
         let envelope = match parse_envelope(text) {
             Ok(e) => e,
             Err(e) => return self.malformed(&e.to_string(), None, delivery).await,
@@ -184,7 +186,10 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     ) -> Result<Value, RetryError> {
         match payload(value) {
             Payload::Event(event) => {
-                let delivery = Delivery { attempt: None, deadline };
+                let delivery = Delivery {
+                    attempt: None,
+                    deadline,
+                };
                 let result = self.handle_text(&event.to_string(), Trigger::Push, delivery).await?;
                 Ok(serde_json::to_value(result).unwrap_or(Value::Null))
             }

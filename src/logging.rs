@@ -61,7 +61,10 @@ mod tests {
         assert_eq!(filter(None, Some("FATAL")).to_string(), "error");
         assert_eq!(filter(None, None).to_string(), "info");
         assert_eq!(filter(None, Some("bogus")).to_string(), "info");
-        assert_eq!(filter(Some("ecr_remediator=trace"), Some("ERROR")).to_string(), "ecr_remediator=trace");
+        assert_eq!(
+            filter(Some("ecr_remediator=trace"), Some("ERROR")).to_string(),
+            "ecr_remediator=trace"
+        );
         assert_eq!(filter(Some(" "), Some("ERROR")).to_string(), "error");
     }
 }

@@ -12,13 +12,13 @@ use ecr_remediator::aws::sqs::{ServeOptions, serve};
 use ecr_remediator::classify::classify;
 use ecr_remediator::config::ServiceConfig;
 use ecr_remediator::digest::Digest;
+use ecr_remediator::engine::Job;
+use ecr_remediator::handler::Delivery;
 use ecr_remediator::inspect::InspectReport;
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::manifest::RawManifest;
 use ecr_remediator::names::{ImageTag, RepositoryName};
 use ecr_remediator::policy::{Mode, Policy, PolicySet};
-use ecr_remediator::engine::Job;
-use ecr_remediator::handler::Delivery;
 
 /// Repairs what a default `docker buildx build --push` leaves in Amazon ECR.
 #[derive(Parser)]

@@ -255,7 +255,10 @@ impl fmt::Display for SkipReason {
             SkipReason::UnknownPlatform => write!(f, "platform unknown; no tag is derived from it"),
             SkipReason::InvalidDerivedTag { error } => write!(f, "no valid derived tag: {error}"),
             SkipReason::KeepTagInvalid { error } => {
-                write!(f, "the keep tag cannot be written ({error}); the pushed tag is not moved")
+                write!(
+                    f,
+                    "the keep tag cannot be written ({error}); the pushed tag is not moved"
+                )
             }
             SkipReason::KeepTagTaken { tag, holder } => write!(
                 f,
@@ -721,7 +724,13 @@ fn set_tag(
 
 /// The keep tag, a gate: when configured, it must be rendered and put on the
 /// index (or already be there) before the pushed tag moves.
-fn keep_tag(p: &mut Plan, tag: &ImageTag, idx: &Digest, view: &RepositoryView, policy: &Policy) -> Result<(), SkipReason> {
+fn keep_tag(
+    p: &mut Plan,
+    tag: &ImageTag,
+    idx: &Digest,
+    view: &RepositoryView,
+    policy: &Policy,
+) -> Result<(), SkipReason> {
     let Some(template) = &policy.keep_tag else {
         return Ok(());
     };

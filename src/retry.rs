@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(RetryPolicy::with_attempts(0).max_attempts, 1);
         assert_eq!(RetryPolicy::with_attempts(1).backoff(1, 0.5), None);
         // Huge attempt numbers saturate rather than overflow.
-        assert_eq!(RetryPolicy::with_attempts(u32::MAX).backoff(1000, 1.0), Some(Duration::from_secs(5)));
+        assert_eq!(
+            RetryPolicy::with_attempts(u32::MAX).backoff(1000, 1.0),
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]

@@ -121,7 +121,8 @@ fn attestation(salt: &str) -> RawManifest {
 }
 
 fn entry(m: &RawManifest, platform: Option<(&str, &str)>) -> serde_json::Value {
-    let mut e = json!({"mediaType": m.media_type().as_str(), "digest": m.digest().to_string(), "size": m.bytes().len()});
+    let mut e =
+        json!({"mediaType": m.media_type().as_str(), "digest": m.digest().to_string(), "size": m.bytes().len()});
     if let Some((os, arch)) = platform {
         e["platform"] = json!({"os": os, "architecture": arch});
     }
@@ -153,7 +154,8 @@ fn push_buildx(reg: &MemoryRegistry, salt: &str, pushed_tag: &str, extra: &[RawM
         reg.push(&repo(), m, None).unwrap();
         entries.push(entry(m, None));
     }
-    let index = raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}));
+    let index =
+        raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}));
     reg.push(&repo(), &img, None).unwrap();
     reg.push(&repo(), &att, None).unwrap();
     reg.push(&repo(), &index, Some(&tag(pushed_tag))).unwrap();
@@ -198,11 +200,20 @@ fn outcome_of<'r>(record: &'r AuditRecord, target: &Digest) -> &'r ActionOutcome
 async fn promote_reads_three_times_writes_twice_and_never_lists() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     let calls = reg.calls();
     assert_eq!(calls.get("DescribeImages"), None, "{calls:?}");
-    assert_eq!(calls["BatchGetImage"], 3, "index+tag, children+candidate tags, one precondition check: {calls:?}");
+    assert_eq!(
+        calls["BatchGetImage"], 3,
+        "index+tag, children+candidate tags, one precondition check: {calls:?}"
+    );
     assert_eq!(calls["PutImage"], 2, "{calls:?}");
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()));
     assert_eq!(target(&reg, "v7-index").as_ref(), Some(p.index.digest()));
@@ -218,7 +229,13 @@ async fn delete_mode_costs_the_same_calls_in_a_repository_of_any_size() {
         }
         let p = push_buildx(&reg, "a", "v7", &[]);
         let before = reg.calls();
-        let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+        let record = run(
+            &reg,
+            &Audit::default(),
+            &policies(Mode::Promote, true, false),
+            &job(p.index.digest(), "v7"),
+        )
+        .await;
         assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
         let s = state(&reg);
         assert!(!s.images.contains_key(p.index.digest()) && !s.images.contains_key(p.attestation.digest()));
@@ -248,13 +265,25 @@ async fn a_manifest_tagged_right_before_the_deletion_is_kept() {
             store(r, &att, Some(&tag("sbom-pinned"))).unwrap();
         }
     });
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
-    assert!(state(&reg).images.contains_key(p.attestation.digest()), "tagged since planning: kept");
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
+    assert!(
+        state(&reg).images.contains_key(p.attestation.digest()),
+        "tagged since planning: kept"
+    );
     assert!(
         matches!(outcome_of(&record, p.attestation.digest()), ActionOutcome::Skipped { reason } if reason.contains("sbom-pinned")),
         "{record:#?}"
     );
-    assert!(!state(&reg).images.contains_key(p.index.digest()), "the untagged index still goes");
+    assert!(
+        !state(&reg).images.contains_key(p.index.digest()),
+        "the untagged index still goes"
+    );
 }
 
 #[tokio::test]
@@ -264,9 +293,19 @@ async fn a_keep_tag_that_cannot_be_written_stops_everything() {
     for mode in [Mode::Promote, Mode::Strip] {
         let reg = registry(false);
         let p = push_buildx(&reg, "a", &long, &[]);
-        let record = run(&reg, &Audit::default(), &policies(mode, true, true), &job(p.index.digest(), &long)).await;
+        let record = run(
+            &reg,
+            &Audit::default(),
+            &policies(mode, true, true),
+            &job(p.index.digest(), &long),
+        )
+        .await;
         assert_eq!(code(&record), "keep_tag_invalid", "{record:#?}");
-        assert_eq!(target(&reg, &long).as_ref(), Some(p.index.digest()), "pushed tag not moved");
+        assert_eq!(
+            target(&reg, &long).as_ref(),
+            Some(p.index.digest()),
+            "pushed tag not moved"
+        );
         assert_eq!(state(&reg).images.len(), 3, "nothing deleted");
         assert_eq!(reg.calls().get("PutImage"), None);
     }
@@ -278,7 +317,13 @@ async fn a_keep_tag_held_by_a_non_index_is_never_taken() {
     let mine = image("user");
     reg.push(&repo(), &mine, Some(&tag("v7-index"))).unwrap();
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(code(&record), "keep_tag_taken", "{record:#?}");
     assert_eq!(target(&reg, "v7-index").as_ref(), Some(mine.digest()));
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
@@ -290,7 +335,13 @@ async fn a_derived_tag_held_by_an_index_is_never_taken_and_the_record_names_it()
     let reg = registry(false);
     let users = push_buildx(&reg, "user", "v7-linux-arm64", &[]);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(&reg, &Audit::default(), &policies(Mode::Tag, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Tag, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(users.index.digest()));
     let text = serde_json::to_string(&record).unwrap();
     assert!(text.contains("derived_tag_taken"), "{text}");
@@ -304,7 +355,13 @@ async fn a_derived_tag_on_an_older_runnable_is_moved() {
     let old = image("old");
     reg.push(&repo(), &old, Some(&tag("v7-linux-arm64"))).unwrap();
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(&reg, &Audit::default(), &policies(Mode::Tag, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Tag, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(p.image.digest()));
 }
@@ -315,8 +372,10 @@ async fn a_push_landing_between_planning_and_writing_is_never_overwritten() {
     let a = push_buildx(&reg, "a", "v1", &[]);
     let img = image("b");
     let att = attestation("b");
-    let index_b = raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [entry(&img, Some(("linux", "arm64"))), attestation_entry(&att, &img)]}));
+    let index_b = raw(
+        &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&img, Some(("linux", "arm64"))), attestation_entry(&att, &img)]}),
+    );
     let b = index_b.clone();
     // Push B lands right before A's precondition check.
     reg.on_call(move |op, n, repos| {
@@ -327,11 +386,25 @@ async fn a_push_landing_between_planning_and_writing_is_never_overwritten() {
             store(r, &b, Some(&tag("v1"))).unwrap();
         }
     });
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, true), &job(a.index.digest(), "v1")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, true),
+        &job(a.index.digest(), "v1"),
+    )
+    .await;
     assert_eq!(code(&record), "superseded", "{record:#?}");
-    assert_eq!(target(&reg, "v1").as_ref(), Some(index_b.digest()), "the newer push keeps its tag");
+    assert_eq!(
+        target(&reg, "v1").as_ref(),
+        Some(index_b.digest()),
+        "the newer push keeps its tag"
+    );
     assert_eq!(reg.calls().get("PutImage"), None);
-    assert!(record.notes.iter().any(|n| n.contains("planned again")), "{:?}", record.notes);
+    assert!(
+        record.notes.iter().any(|n| n.contains("planned again")),
+        "{:?}",
+        record.notes
+    );
 }
 
 #[tokio::test]
@@ -346,9 +419,21 @@ async fn a_stale_remediation_of_an_older_push_is_taken_over_by_the_newer_one() {
     reg.push(&repo(), &a.index, Some(&tag("v1-index"))).unwrap();
     let record = run(&reg, &Audit::default(), &set, &job(b.index.digest(), "v1")).await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
-    assert_eq!(target(&reg, "v1").as_ref(), Some(b.image.digest()), "never an older image than the newest push");
-    assert_eq!(target(&reg, "v1-index").as_ref(), Some(b.index.digest()), "the newer provenance is reachable");
-    assert!(record.notes.iter().any(|n| n.contains("taken over")), "{:?}", record.notes);
+    assert_eq!(
+        target(&reg, "v1").as_ref(),
+        Some(b.image.digest()),
+        "never an older image than the newest push"
+    );
+    assert_eq!(
+        target(&reg, "v1-index").as_ref(),
+        Some(b.index.digest()),
+        "the newer provenance is reachable"
+    );
+    assert!(
+        record.notes.iter().any(|n| n.contains("taken over")),
+        "{:?}",
+        record.notes
+    );
 }
 
 #[tokio::test]
@@ -377,10 +462,19 @@ async fn a_throttled_write_is_retried_only_after_a_fresh_check() {
             message: "Rate exceeded".into(),
         }],
     );
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     let calls = reg.calls();
-    assert_eq!(calls["BatchGetImage"], 4, "a second precondition check before the retry: {calls:?}");
+    assert_eq!(
+        calls["BatchGetImage"], 4,
+        "a second precondition check before the retry: {calls:?}"
+    );
     assert_eq!(calls["PutImage"], 3, "{calls:?}");
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()));
 }
@@ -403,7 +497,13 @@ async fn a_push_during_a_throttled_retry_stops_the_move() {
             store(repos.get_mut("team/app").unwrap(), &n2, Some(&tag("v7"))).unwrap();
         }
     });
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(code(&record), "superseded", "{record:#?}");
     assert_eq!(target(&reg, "v7").as_ref(), Some(newer.digest()));
 }
@@ -419,10 +519,20 @@ async fn sustained_throttling_runs_out_of_attempts_as_a_retryable_failure() {
             message: "Rate exceeded".into(),
         }),
     );
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert!(record.needs_retry(), "{:?}", record.outcome);
     assert!(!record.is_final);
-    assert_eq!(reg.calls().get("BatchDeleteImage"), None, "no deletion after a failed write");
+    assert_eq!(
+        reg.calls().get("BatchDeleteImage"),
+        None,
+        "no deletion after a failed write"
+    );
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
 }
 
@@ -435,7 +545,11 @@ async fn deletions_wait_for_their_checkpoint_in_the_audit_trail() {
     let set = policies(Mode::Promote, true, false);
     let record = run(&reg, &audit, &set, &job(p.index.digest(), "v7")).await;
     assert!(record.needs_retry(), "{:?}", record.outcome);
-    assert_eq!(reg.calls().get("BatchDeleteImage"), None, "nothing deleted without a checkpoint");
+    assert_eq!(
+        reg.calls().get("BatchDeleteImage"),
+        None,
+        "nothing deleted without a checkpoint"
+    );
     assert!(state(&reg).images.contains_key(p.attestation.digest()));
     // The retry, with the trail back, finishes and the checkpoint lists the deletions first.
     audit.failures.store(0, Ordering::SeqCst);
@@ -460,12 +574,20 @@ async fn an_attestation_another_index_still_lists_is_kept_not_failed() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
     // Another index (untagged, unknown to the engine) lists the attestation too.
-    let other = raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    let other = raw(
+        &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [entry(&p.image, Some(("linux", "arm64"))), attestation_entry(&p.attestation, &p.image),
-                      entry(&image("x"), Some(("linux", "amd64")))]}));
+                      entry(&image("x"), Some(("linux", "amd64")))]}),
+    );
     reg.push(&repo(), &image("x"), None).unwrap();
     reg.push(&repo(), &other, None).unwrap();
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert!(
         matches!(outcome_of(&record, p.attestation.digest()), ActionOutcome::Skipped { reason } if reason.contains("still referenced")),
@@ -478,12 +600,22 @@ async fn an_attestation_another_index_still_lists_is_kept_not_failed() {
 async fn an_immutable_pushed_tag_falls_back_to_derived_tags_decided_by_the_planner() {
     let reg = registry(true);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
     assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(p.image.digest()));
     assert_eq!(record.policy.as_ref().unwrap().mode, Mode::Tag);
-    assert!(record.notes.iter().any(|n| n.contains("immutable")), "{:?}", record.notes);
+    assert!(
+        record.notes.iter().any(|n| n.contains("immutable")),
+        "{:?}",
+        record.notes
+    );
 }
 
 #[tokio::test]
@@ -492,7 +624,13 @@ async fn strip_keeps_soci_and_signature_entries_without_delete() {
     let soci = fixture("soci-index-v2.json");
     let sig = fixture("notation-signature.json");
     let p = push_buildx(&reg, "a", "v7", &[soci.clone(), sig.clone()]);
-    let record = run(&reg, &Audit::default(), &policies(Mode::Strip, false, true), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Strip, false, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     let s = state(&reg);
     let stripped = &s.images[&s.tags[&tag("v7")]];
@@ -507,7 +645,13 @@ async fn a_repository_with_300_character_tags_is_handled() {
     let long = "x".repeat(300);
     let p = push_buildx(&reg, "a", "v7", &[]);
     reg.push(&repo(), &p.index, Some(&tag(&long))).unwrap();
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert!(
         matches!(outcome_of(&record, p.index.digest()), ActionOutcome::Skipped { reason } if reason.contains("never deleted")),
@@ -540,7 +684,13 @@ async fn a_non_retryable_write_failure_stops_the_plan_and_is_recorded() {
             message: "not allowed".into(),
         }],
     );
-    let record = run(&reg, &Audit::default(), &policies(Mode::Promote, true, false), &job(p.index.digest(), "v7")).await;
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
     match &record.outcome {
         Outcome::Failed(f) => {
             assert_eq!(f.code, "AccessDeniedException");
@@ -550,9 +700,11 @@ async fn a_non_retryable_write_failure_stops_the_plan_and_is_recorded() {
     }
     assert!(record.is_final);
     assert!(matches!(record.actions[0].outcome, ActionOutcome::Failed(_)));
-    assert!(record.actions[1..]
-        .iter()
-        .all(|a| matches!(&a.outcome, ActionOutcome::Skipped { reason } if reason.contains("not attempted"))));
+    assert!(
+        record.actions[1..]
+            .iter()
+            .all(|a| matches!(&a.outcome, ActionOutcome::Skipped { reason } if reason.contains("not attempted")))
+    );
     assert_eq!(state(&reg).images.len(), 3);
 }
 
@@ -565,7 +717,12 @@ async fn dry_run_plans_and_records_but_writes_nothing() {
     let record = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
     assert_eq!(record.outcome, Outcome::Noop);
     assert!(record.actions.is_empty());
-    assert!(record.skipped.iter().any(|s| matches!(&s.action, Some(Action::MoveTag { .. }))));
+    assert!(
+        record
+            .skipped
+            .iter()
+            .any(|s| matches!(&s.action, Some(Action::MoveTag { .. })))
+    );
     assert_eq!(reg.calls().get("PutImage"), None);
     assert_eq!(reg.calls().get("BatchDeleteImage"), None);
 }

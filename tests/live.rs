@@ -23,9 +23,13 @@ async fn fresh(prefix: &str, immutable: bool) -> (String, AuditQueue) {
 }
 
 async fn handle_push(h: &H, repo: &str, pushed: &Pushed, tag: &str) -> EventResult {
-    h.handle_text(&push_event(repo, &pushed.index, tag, OCI_INDEX), Trigger::Push, Delivery::default())
-        .await
-        .unwrap()
+    h.handle_text(
+        &push_event(repo, &pushed.index, tag, OCI_INDEX),
+        Trigger::Push,
+        Delivery::default(),
+    )
+    .await
+    .unwrap()
 }
 
 fn actions(record: &Value) -> Vec<(String, String)> {
@@ -42,10 +46,33 @@ fn actions(record: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The one final record of a handling; a handling that deletes also wrote
+/// an `in_progress` checkpoint listing its deletions first.
 async fn one_record(audit: &AuditQueue) -> Value {
     let records = audit.records().await;
-    assert_eq!(records.len(), 1, "{records:#?}");
-    records.into_iter().next().unwrap()
+    let (checkpoints, finals): (Vec<Value>, Vec<Value>) =
+        records.into_iter().partition(|r| r["outcome"] == "in_progress");
+    assert_eq!(finals.len(), 1, "{finals:#?}");
+    let record = finals.into_iter().next().unwrap();
+    assert_eq!(record["final"], true, "{record}");
+    let deletes = record["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "delete" && a["outcome"] == "applied")
+        .count();
+    if deletes > 0 {
+        assert_eq!(checkpoints.len(), 1, "deletions without a checkpoint: {record}");
+        assert_eq!(checkpoints[0]["final"], false);
+        let pending = checkpoints[0]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] == "pending")
+            .count();
+        assert!(pending >= deletes, "{:#?}", checkpoints[0]);
+    }
+    record
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,7 +511,10 @@ async fn when_retries_run_out_the_event_fails_and_its_redelivery_finishes_the_jo
     emu.fault(&repo, "PutImage", &["ServerException"; 8]);
     let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
-    let err = h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap_err();
+    let err = h
+        .handle_text(&event, Trigger::Push, Delivery::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("retried"), "{err}");
     let failed = audit.records().await;
     assert_eq!(failed[0]["outcome"], "failed");
@@ -513,7 +543,11 @@ async fn an_audit_record_that_cannot_be_written_fails_the_event() {
         ..h
     };
     let err = h
-        .handle_text(&push_event(&repo, &pushed.index, "v7", OCI_INDEX), Trigger::Push, Delivery::default())
+        .handle_text(
+            &push_event(&repo, &pushed.index, "v7", OCI_INDEX),
+            Trigger::Push,
+            Delivery::default(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no-such-bus"), "{err}");

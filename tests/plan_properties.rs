@@ -239,7 +239,11 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
     v.insert_image(stranger.clone(), []).unwrap();
     v.set_kind(
         &stranger,
-        if s.stranger_is_index { Held::Index } else { Held::Runnable },
+        if s.stranger_is_index {
+            Held::Index
+        } else {
+            Held::Runnable
+        },
     );
     let classification = classify(index);
     for (i, d) in children.iter().enumerate() {
@@ -356,11 +360,21 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     // The keep tag is a gate: the pushed tag never moves unless the keep tag
     // (when configured) ends on the index.
     let moves_pushed = p.actions.iter().any(|a| {
-        matches!(a, Action::MoveTag { role: TagRole::Pushed, .. } | Action::PutIndex { .. })
+        matches!(
+            a,
+            Action::MoveTag {
+                role: TagRole::Pushed,
+                ..
+            } | Action::PutIndex { .. }
+        )
     });
     if moves_pushed && policy.keep_tag.is_some() {
         let after = common::apply(&view, &p);
-        prop_assert_eq!(after.tag_target(&tag("v1-index")), Some(index.digest()), "moved without the keep tag");
+        prop_assert_eq!(
+            after.tag_target(&tag("v1-index")),
+            Some(index.digest()),
+            "moved without the keep tag"
+        );
     }
 
     // 4. observe and dry_run plans contain no write.

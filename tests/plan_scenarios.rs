@@ -351,7 +351,11 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     }
     partial.insert_image(c.index.digest().clone(), [tag("v7")]).unwrap();
     let p = c.plan(&partial, &pol);
-    assert!(p.actions.iter().any(|a| a.is_delete() && a.target() == &attestation(&c)));
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| a.is_delete() && a.target() == &attestation(&c))
+    );
 }
 
 #[test]

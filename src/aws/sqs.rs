@@ -198,7 +198,10 @@ async fn keep_invisible(client: &Client, options: &ServeOptions, in_hand: &Mutex
             .await
         {
             Ok(reply) if !reply.failed().is_empty() => {
-                tracing::warn!(failed = reply.failed().len(), "could not extend the visibility of some messages");
+                tracing::warn!(
+                    failed = reply.failed().len(),
+                    "could not extend the visibility of some messages"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %DisplayErrorContext(&e), "could not extend message visibility"),

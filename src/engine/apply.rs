@@ -137,7 +137,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             let ids: Vec<ImageRef> = tags.iter().map(|t| ImageRef::Tag((*t).clone())).collect();
             let now = match self.registry.get_images(repo, &ids).await {
                 Ok(got) => tag_targets(got),
-                Err(e) => match self.retry_or_fail(attempt, &mut jitter, &e, writes, &pending, records).await {
+                Err(e) => match self
+                    .retry_or_fail(attempt, &mut jitter, &e, writes, &pending, records)
+                    .await
+                {
                     Some(end) => return end,
                     None => {
                         attempt += 1;
@@ -152,10 +155,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             for (tag, expect) in &plan.guards {
                 let current = now.get(tag).and_then(Option::as_ref);
                 if current != Some(expect) {
-                    return WriteEnd::Conflict(format!(
-                        "{tag} now points at {}, not {expect}",
-                        describe(current)
-                    ));
+                    return WriteEnd::Conflict(format!("{tag} now points at {}, not {expect}", describe(current)));
                 }
             }
             let mut to_write = Vec::new();
@@ -194,14 +194,31 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     Ok(PutOutcome::Stored) => push(records, w.action, ActionOutcome::Applied),
                     Ok(PutOutcome::AlreadyExists) => push(records, w.action, ActionOutcome::Already),
                     Err(RegistryError::TagImmutable { .. }) => match w.role {
-                        Some(TagRole::Pushed) => return WriteEnd::PushedTagImmutable,
+                        Some(TagRole::Pushed) => {
+                            push(
+                                records,
+                                w.action,
+                                ActionOutcome::Skipped {
+                                    reason: format!(
+                                        "{} is immutable in this repository (ImageTagAlreadyExists); planned again in tag mode",
+                                        w.tag
+                                    ),
+                                },
+                            );
+                            return WriteEnd::PushedTagImmutable;
+                        }
                         Some(TagRole::Keep) => {
                             let reason = format!(
                                 "the keep tag {} is immutable here and held by another image; the pushed tag is not moved",
                                 w.tag
                             );
                             push(records, w.action, ActionOutcome::Skipped { reason: reason.clone() });
-                            skip_rest(writes, &to_write[n + 1..], records, "not attempted: the keep tag could not be written");
+                            skip_rest(
+                                writes,
+                                &to_write[n + 1..],
+                                records,
+                                "not attempted: the keep tag could not be written",
+                            );
                             return WriteEnd::Stopped("not attempted: the keep tag could not be written".to_owned());
                         }
                         _ => push(
@@ -215,7 +232,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     Err(e) if e.is_retryable() => {
                         // Retried only through a fresh check of every precondition.
                         let rest: Vec<usize> = to_write[n..].to_vec();
-                        match self.retry_or_fail(attempt, &mut jitter, &e, writes, &rest, records).await {
+                        match self
+                            .retry_or_fail(attempt, &mut jitter, &e, writes, &rest, records)
+                            .await
+                        {
                             Some(end) => return end,
                             None => {
                                 attempt += 1;
@@ -383,9 +403,7 @@ fn skip_rest(writes: &[Write<'_>], rest: &[usize], records: &mut Vec<ActionRecor
         push(
             records,
             writes[i].action,
-            ActionOutcome::Skipped {
-                reason: why.to_owned(),
-            },
+            ActionOutcome::Skipped { reason: why.to_owned() },
         );
     }
 }
@@ -398,9 +416,7 @@ fn manifest_of<'k>(action: &'k Action, known: &'k Known) -> Option<&'k RawManife
 }
 
 /// Where each tag read points (None: absent), or why the answer cannot be trusted.
-fn tag_targets(
-    got: crate::registry::Fetched,
-) -> Result<BTreeMap<ImageTag, Option<Digest>>, String> {
+fn tag_targets(got: crate::registry::Fetched) -> Result<BTreeMap<ImageTag, Option<Digest>>, String> {
     let mut out = BTreeMap::new();
     for (id, result) in got {
         let ImageRef::Tag(tag) = id else { continue };

@@ -139,7 +139,11 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 p.requested_mode = the_plan.requested_mode;
             }
             record.skipped = the_plan.skipped.clone();
-            record.notes = conflicts.iter().cloned().chain(the_plan.notes.iter().cloned()).collect();
+            record.notes = conflicts
+                .iter()
+                .cloned()
+                .chain(the_plan.notes.iter().cloned())
+                .collect();
             if let Some(reason) = the_plan.halted() {
                 return Ok(skipped(&crate::plan::reason_code(reason), reason.to_string()));
             }
@@ -196,10 +200,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         let Some(wait) = self.retry.backoff(attempt, jitter.next_unit()) else {
             return Err(e.clone());
         };
-        if self
-            .deadline
-            .is_some_and(|d| tokio::time::Instant::now() + wait >= d)
-        {
+        if self.deadline.is_some_and(|d| tokio::time::Instant::now() + wait >= d) {
             return Err(e.clone());
         }
         tracing::debug!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retryable failure; waiting");

@@ -102,10 +102,7 @@ impl<R: Registry, A: crate::audit::AuditSink> Engine<'_, R, A> {
         // 1. The index and its tag's current target, in one call.
         let mut ids = vec![ImageRef::Digest(job.digest.clone())];
         ids.extend(job.tag.iter().cloned().map(ImageRef::Tag));
-        let mut first = self
-            .retry(|| self.registry.get_images(repo, &ids))
-            .await?
-            .into_iter();
+        let mut first = self.retry(|| self.registry.get_images(repo, &ids)).await?.into_iter();
         let index = match first.next().map(|(_, r)| r) {
             Some(Ok(m)) if m.digest() == &job.digest => m,
             Some(Ok(m)) => {
@@ -198,7 +195,9 @@ impl<R: Registry, A: crate::audit::AuditSink> Engine<'_, R, A> {
             }
         }
 
-        let stale_holder = self.stale_holder(policy, job, &index, &classification, &view, &known).await?;
+        let stale_holder = self
+            .stale_holder(policy, job, &index, &classification, &view, &known)
+            .await?;
         Ok(Read::Ready(Box::new(Snapshot {
             index,
             classification,

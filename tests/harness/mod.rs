@@ -156,7 +156,17 @@ pub async fn handler(policy: &[(&str, &str)]) -> Handler<EcrRegistry, EventBridg
     config.put_tps = 10.0;
     let mut h = ecr_remediator::aws::handler_with(&sdk_config().await, &config);
     h.log_records = false;
+    h.retry = test_retries();
     h
+}
+
+/// Few, fast retries, so that tests can exhaust them with scripted faults.
+pub fn test_retries() -> ecr_remediator::retry::RetryPolicy {
+    ecr_remediator::retry::RetryPolicy {
+        max_attempts: 4,
+        base: std::time::Duration::from_millis(20),
+        cap: std::time::Duration::from_millis(200),
+    }
 }
 
 /// What the pusher stored.
