@@ -1,6 +1,6 @@
 //! The registry as the service sees it: a small trait, with no SDK type in it.
 //!
-//! The real adapter (`aws::ecr`) implements it with aws-sdk-ecr; [`memory`]
+//! The real adapter (`aws::ecr`) implements it with aws-sdk-ecr; `memory` (feature `test-util`)
 //! is an in-memory double with ECR's rules for unit tests. Calls map to ECR
 //! operations one to one, so call counts mean the same on both.
 

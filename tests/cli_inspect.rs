@@ -123,3 +123,32 @@ fn invalid_input_is_one_line_on_stderr_and_exit_2() {
     assert!(err.contains("cannot read"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+#[cfg(unix)]
+fn an_endless_input_is_read_only_to_the_size_limit() {
+    // /dev/zero never ends: the command must stop at ECR's 4 MiB limit, not
+    // read until memory runs out. A runaway read is killed after 30 s.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecr-remediator"))
+        .args(["inspect", "/dev/zero"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("inspect /dev/zero did not stop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("4194304") || err.contains("4 MiB") || err.contains("limit"),
+        "{err}"
+    );
+}

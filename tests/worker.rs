@@ -142,3 +142,93 @@ async fn remediate_handles_one_image_now_and_prints_its_record() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--image-digest"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_of_a_received_batch_stays_invisible_until_handled() {
+    let repo = unique("batch-visibility");
+    create_repository(&repo, false);
+    let audit = AuditQueue::new(&repo).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-q", repo.replace('/', "-"))).await;
+    let mut events = Vec::new();
+    for tag in ["v1", "v2", "v3"] {
+        let pushed = push_buildx(&repo, tag, &["linux/arm64"], &format!("batch-{tag}"));
+        events.push(push_event(&repo, &pushed.index, tag, OCI_INDEX));
+    }
+    for e in &events {
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(e)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Each handling takes over two seconds, the visibility timeout is two:
+    // the third message of the batch waits about five seconds for its turn.
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "BatchGetImage", "repository": repo, "latency_ms": 800})),
+    );
+    // Two workers, as two Lambda instances would be: whatever one holds, the
+    // other must not receive.
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_ecr-remediator"))
+            .args([
+                "serve",
+                "--queue-url",
+                &queue,
+                "--wait",
+                "1",
+                "--visibility-timeout",
+                "2",
+                "--exit-when-idle",
+                "--mode",
+                "tag",
+            ])
+            .env("AWS_ENDPOINT_URL", &emulator().url)
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("ECR_REMEDIATOR_POLICY_FILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The second worker keeps polling until the first is done.
+    let mut second_runs = Vec::new();
+    let mut first = Some(first);
+    let mut out = None;
+    while out.is_none() {
+        let second = spawn().wait_with_output().unwrap();
+        second_runs.push(second);
+        if let Some(f) = first.as_mut()
+            && f.try_wait().unwrap().is_some()
+        {
+            out = first.take().map(|f| f.wait_with_output().unwrap());
+        }
+    }
+    let out = out.unwrap();
+    for s in &second_runs {
+        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    }
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "BatchGetImage", "repository": repo})),
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    let records = audit.records().await;
+    let mut ids: Vec<&str> = records.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "a message was handled twice: {records:#?}");
+    assert_eq!(ids.len(), 3, "{records:#?}");
+    let _ = log;
+}

@@ -1,8 +1,8 @@
 //! Handling one image: read → plan → apply, then the audit record.
 //!
-//! A straight line: [`read`] gathers a constant amount of registry state,
+//! A straight line: `read` gathers a constant amount of registry state,
 //! [`crate::plan::plan`] decides everything (fallbacks, gates, collisions)
-//! without IO, and [`apply`] only executes the plan and re-checks its
+//! without IO, and `apply` only executes the plan and re-checks its
 //! preconditions right before writing. When the registry changed between
 //! reading and writing, the line runs again on fresh state (a bounded number
 //! of rounds). Works against any [`Registry`]; the ECR adapter and the

@@ -205,6 +205,26 @@ fn run_python(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs a Python script (boto3 available) against the emulator; returns its stdout.
+pub fn python_script(script: &str) -> String {
+    run_python(&["-c", script])
+}
+
+/// The manifest stored under `digest`, parsed.
+pub async fn get_manifest(repository: &str, digest: &str) -> Value {
+    let ecr = aws_sdk_ecr::Client::new(&sdk_config().await);
+    let mut request = ecr.batch_get_image().repository_name(repository).image_ids(
+        aws_sdk_ecr::types::ImageIdentifier::builder()
+            .image_digest(digest)
+            .build(),
+    );
+    for mt in ecr_remediator::media_type::ManifestMediaType::ALL {
+        request = request.accepted_media_types(mt.as_str());
+    }
+    let reply = request.send().await.unwrap();
+    serde_json::from_str(reply.images()[0].image_manifest().unwrap()).unwrap()
+}
+
 pub fn create_repository(name: &str, immutable: bool) {
     let mutability = if immutable { "IMMUTABLE" } else { "MUTABLE" };
     run_python(&[
@@ -217,6 +237,11 @@ pub fn create_repository(name: &str, immutable: bool) {
 
 /// Builds a default-buildx OCI layout (image(s) + provenance) and pushes it as `tag`.
 pub fn push_buildx(repository: &str, tag: &str, platforms: &[&str], salt: &str) -> Pushed {
+    push_buildx_with(repository, tag, platforms, salt, &[])
+}
+
+/// [`push_buildx`] with more builder options (`--extra soci`, `--sbom`, ...).
+pub fn push_buildx_with(repository: &str, tag: &str, platforms: &[&str], salt: &str, options: &[&str]) -> Pushed {
     let dir = std::env::temp_dir().join(format!("ecr-remediator-{}", unique("layout").replace('/', "-")));
     let dir_s = dir.to_string_lossy().into_owned();
     let mut args = vec!["-m", "ecr_emulator.oci", "build", dir_s.as_str(), "--salt", salt];
@@ -224,6 +249,7 @@ pub fn push_buildx(repository: &str, tag: &str, platforms: &[&str], salt: &str) 
         args.push("--platform");
         args.push(p);
     }
+    args.extend_from_slice(options);
     run_python(&args);
     let out = run_python(&[
         "-m",

@@ -101,13 +101,20 @@ def build_buildx_layout(
     sbom: bool = False,
     salt: str = "",
     ref_name: str | None = "latest",
+    extras: tuple[str, ...] = (),
 ) -> Layout:
     """A default-buildx OCI layout (see the module docs).
 
     ``attestation_format`` is ``legacy`` (attestation manifests with an image
     config, BuildKit < 0.32) or ``artifact`` (``artifactType`` + empty config +
     ``subject``, newer BuildKit). ``sbom`` adds an SPDX statement layer.
+    ``extras`` adds entries other tools put in an index, each describing the
+    first image: ``soci`` (a SOCI index v2), ``signature`` (a Notation
+    signature), ``nested`` (a nested index listing the first image).
     """
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        raise ValueError(f"unknown extras {sorted(unknown)}; known: {', '.join(EXTRAS)}")
     if attestation_format not in ("legacy", "artifact"):
         raise ValueError("attestation_format must be 'legacy' or 'artifact'")
     layout = Layout()
@@ -171,10 +178,33 @@ def build_buildx_layout(
                 platform={"architecture": "unknown", "os": "unknown"},
             )
         )
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": images + attestations}
+    others = [_extra(layout, kind, images[0], salt) for kind in extras]
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": images + others + attestations}
     extra = {"annotations": {REF_NAME: ref_name}} if ref_name else {}
     layout.top.append(layout.add(OCI_INDEX, _compact(index), **extra))
     return layout
+
+
+#: Entries :func:`build_buildx_layout` can add besides images and attestations.
+EXTRAS = ("soci", "signature", "nested")
+SOCI_V2 = "application/vnd.amazon.soci.index.v2+json"
+NOTATION = "application/vnd.cncf.notary.signature"
+
+
+def _extra(layout: Layout, kind: str, image: dict[str, Any], salt: str) -> dict[str, Any]:
+    """One non-image, non-attestation index entry describing ``image``."""
+    subject = {k: image[k] for k in ("mediaType", "digest", "size")}
+    if kind == "nested":
+        nested = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [subject | {"platform": image["platform"]}]}
+        return layout.add(OCI_INDEX, _compact(nested))
+    empty = layout.add(OCI_EMPTY, b"{}")
+    if kind == "soci":
+        ztoc = layout.add("application/octet-stream", f"ztoc {salt}".encode(), annotations={"com.amazon.soci.image-layer-digest": image["digest"]})
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SOCI_V2, "config": empty, "layers": [ztoc], "subject": subject}
+    else:
+        envelope = layout.add("application/jose+json", f"signature {salt}".encode())
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": NOTATION, "config": empty, "layers": [envelope], "subject": subject}
+    return layout.add(OCI_MANIFEST, _compact(doc), artifactType=doc["artifactType"])
 
 
 def _provenance(subject: str, platform: str, salt: str) -> dict[str, Any]:
@@ -264,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--attestation-format", choices=("legacy", "artifact"), default="legacy")
     build.add_argument("--sbom", action="store_true", help="add an SPDX SBOM statement to each attestation")
     build.add_argument("--salt", default="", help="changes the layer content and so every digest")
+    build.add_argument("--extra", action="append", default=[], choices=EXTRAS, help="add a SOCI index, a signature or a nested index entry (repeatable)")
     args = parser.parse_args(argv)
-    layout = build_buildx_layout(args.platform, args.attestation_format, args.sbom, args.salt)
+    layout = build_buildx_layout(args.platform, args.attestation_format, args.sbom, args.salt, extras=tuple(args.extra))
     layout.write(args.out)
     print(json.dumps({"layout": str(args.out), "index": layout.top[0]["digest"]}))
     return 0
