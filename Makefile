@@ -42,8 +42,10 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: lint
-lint: ## clippy on every target, warnings are errors
+lint: venv ## clippy on every target (warnings are errors); ruff on the Python emulator
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(VENV)/bin/ruff check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR)
+	$(VENV)/bin/ruff format --check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR)
 
 .PHONY: unit
 unit: venv ## Run every Rust test (unit, corpus, CLI, planner properties, live path on the emulator)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
-
 from ecr_emulator.testing import Control, EmulatorProcess, wait_for
 
 TARGET = os.environ.get("ECR_CONTRACT_TARGET", "emulator")

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
 from conftest import EVENT_TIMEOUT, EventQueue
 from ecr_emulator.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, build_buildx_layout
 from ecr_emulator.push import push
@@ -73,7 +72,12 @@ def test_digest_is_sha256_of_the_exact_bytes_and_they_come_back_unchanged(ecr: A
     layout, image_digest = single_image(salt)
     push(ecr, repo, layout, [])
     # The same index written three ways: different bytes, so three digests.
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}], "annotations": {"note": f"caf\u00e9 {salt}"}}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}],
+        "annotations": {"note": f"caf\u00e9 {salt}"},
+    }
     variants = [
         json.dumps(index),
         json.dumps(index, indent=3, ensure_ascii=False) + "\n",
@@ -108,7 +112,9 @@ def test_stored_media_type_comes_back_and_accepted_media_types_are_honoured(ecr:
 
 def test_batch_get_image_reports_unknown_ids_as_failures(ecr: Any, repo: str) -> None:
     missing = "sha256:" + "0" * 64
-    reply = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageDigest": missing}, {"imageTag": "nope"}], acceptedMediaTypes=ALL_TYPES)
+    reply = ecr.batch_get_image(
+        repositoryName=repo, imageIds=[{"imageDigest": missing}, {"imageTag": "nope"}], acceptedMediaTypes=ALL_TYPES
+    )
     assert reply["images"] == []
     assert sorted(f["failureCode"] for f in reply["failures"]) == ["ImageNotFound", "ImageNotFound"]
 
@@ -119,7 +125,13 @@ def test_batch_get_image_reports_unknown_ids_as_failures(ecr: Any, repo: str) ->
 def test_put_image_with_a_digest_that_does_not_match_the_bytes_is_refused(ecr: Any, repo: str, salt: str) -> None:
     layout, image_digest = single_image(salt)
     push(ecr, repo, layout, [])
-    text = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}]})
+    text = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}],
+        }
+    )
     with pytest.raises(ClientError) as err:
         ecr.put_image(repositoryName=repo, imageManifest=text, imageDigest="sha256:" + "1" * 64, imageTag="v1")
     assert error_code(err) == "ImageDigestDoesNotMatchException"
@@ -182,7 +194,12 @@ def test_immutable_repository_refuses_to_move_a_tag(ecr: Any, repo: str, salt: s
     # New tags are still fine, and re-sending the same digest+tag is ImageAlreadyExists.
     push(ecr, repo, second, ["v2"])
     with pytest.raises(ClientError) as again:
-        ecr.put_image(repositoryName=repo, imageManifest=second.blobs[second.top[0]["digest"]].decode(), imageManifestMediaType=OCI_INDEX, imageTag="v2")
+        ecr.put_image(
+            repositoryName=repo,
+            imageManifest=second.blobs[second.top[0]["digest"]].decode(),
+            imageManifestMediaType=OCI_INDEX,
+            imageTag="v2",
+        )
     assert error_code(again) == "ImageAlreadyExistsException"
 
 
@@ -344,7 +361,9 @@ def test_a_buildx_push_emits_one_push_event_per_manifest(ecr: Any, repo: str, sa
 def test_adding_a_tag_and_deleting_emit_events(ecr: Any, repo: str, salt: str, event_queue: EventQueue) -> None:
     layout, image_digest = single_image(salt)
     push(ecr, repo, layout, ["v1"])
-    ecr.put_image(repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v1-extra")
+    ecr.put_image(
+        repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v1-extra"
+    )
     ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": image_digest}])
     events = event_queue.drain(4, EVENT_TIMEOUT)
     pushes = sorted(e["detail"]["image-tag"] for e in events if e["detail"]["action-type"] == "PUSH")
@@ -356,7 +375,9 @@ def test_adding_a_tag_and_deleting_emit_events(ecr: Any, repo: str, salt: str, e
 # -- the acceptance scenario ---------------------------------------------------------
 
 
-def test_pushed_buildx_index_exact_digests_protected_attestation_three_events(ecr: Any, repo: str, salt: str, event_queue: EventQueue) -> None:
+def test_pushed_buildx_index_exact_digests_protected_attestation_three_events(
+    ecr: Any, repo: str, salt: str, event_queue: EventQueue
+) -> None:
     layout, index = buildx(salt)
     stored = push(ecr, repo, layout, ["v7"])
     assert [s.tag for s in stored] == ["", "", "v7"]
@@ -380,7 +401,9 @@ def test_scripted_throttling_is_retried_by_the_sdk(client_factory: Any, control:
     layout, image_digest = single_image(salt)
     push(ecr, repo, layout, [])
     control.fault("PutImage", sequence=["ThrottlingException", "ThrottlingException"])
-    ecr.put_image(repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v1")
+    ecr.put_image(
+        repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v1"
+    )
     assert control.faults()["injected"] == {"PutImage": {"ThrottlingException": 2}}
     assert tag_targets(ecr, repo) == {"v1": image_digest}
 

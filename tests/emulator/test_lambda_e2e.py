@@ -11,11 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import push
 from ecr_emulator.testing import EmulatorProcess
@@ -50,9 +50,24 @@ def lambda_runtime(emulator: EmulatorProcess) -> Iterator[int]:
     )
     log = open(ROOT / "target" / "cargo-lambda-watch.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(CARGO_LAMBDA), "lambda", "watch", "--bin", "bootstrap", "--ignore-changes",
-         "-A", "127.0.0.1", "-P", str(port), "--env-var", env_vars],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(CARGO_LAMBDA),
+            "lambda",
+            "watch",
+            "--bin",
+            "bootstrap",
+            "--ignore-changes",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            str(port),
+            "--env-var",
+            env_vars,
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 900  # a first build on a fresh machine compiles the AWS SDK
@@ -78,18 +93,45 @@ def invoke(port: int, payload: dict[str, Any], tmp_path: Path) -> subprocess.Com
     data = tmp_path / f"payload-{time.monotonic_ns()}.json"
     data.write_text(json.dumps(payload))
     return subprocess.run(
-        [str(CARGO_LAMBDA), "lambda", "invoke", "bootstrap", "-A", "127.0.0.1", "-P", str(port),
-         "--data-file", str(data), "--output-format", "json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            str(CARGO_LAMBDA),
+            "lambda",
+            "invoke",
+            "bootstrap",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            str(port),
+            "--data-file",
+            str(data),
+            "--output-format",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
 def push_event(repo: str, digest: str, tag: str, media_type: str) -> dict[str, Any]:
     return {
-        "version": "0", "id": f"e2e-{digest[7:15]}-{tag}", "detail-type": "ECR Image Action", "source": "aws.ecr",
-        "account": "123456789012", "time": "2026-11-23T12:00:00Z", "region": "us-east-1", "resources": [],
-        "detail": {"result": "SUCCESS", "repository-name": repo, "image-digest": digest, "action-type": "PUSH",
-                   "image-tag": tag, "manifest-media-type": media_type},
+        "version": "0",
+        "id": f"e2e-{digest[7:15]}-{tag}",
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": "123456789012",
+        "time": "2026-11-23T12:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "result": "SUCCESS",
+            "repository-name": repo,
+            "image-digest": digest,
+            "action-type": "PUSH",
+            "image-tag": tag,
+            "manifest-media-type": media_type,
+        },
     }
 
 
@@ -105,10 +147,12 @@ def test_bootstrap_remediates_a_push_event_and_an_sqs_batch(lambda_runtime: int,
     assert tags == {"v7": runnable, "v7-index": index}
 
     # The same push again, inside an SQS batch with a child push: nothing fails, nothing changes.
-    batch = {"Records": [
-        {"messageId": "m1", "eventSource": "aws:sqs", "body": json.dumps(push_event(repo, index, "v7", stored[-1].media_type))},
-        {"messageId": "m2", "eventSource": "aws:sqs", "body": json.dumps(push_event(repo, runnable, "", stored[0].media_type))},
-    ]}
+    batch = {
+        "Records": [
+            {"messageId": "m1", "eventSource": "aws:sqs", "body": json.dumps(push_event(repo, index, "v7", stored[-1].media_type))},
+            {"messageId": "m2", "eventSource": "aws:sqs", "body": json.dumps(push_event(repo, runnable, "", stored[0].media_type))},
+        ]
+    }
     batched = invoke(lambda_runtime, batch, tmp_path)
     assert batched.returncode == 0, batched.stderr
     assert json.loads(batched.stdout) == {"batchItemFailures": []}

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ecr_emulator.oci import build_buildx_layout, read_layout
 from ecr_emulator.push import PushError, load, push
 
@@ -33,7 +32,9 @@ def run_cli(args: list[str], emulator: Any) -> subprocess.CompletedProcess[str]:
 
 def test_cli_builds_and_pushes_an_oci_layout(tmp_path: Path, emulator: Any, ecr: Any, repo: str, salt: str) -> None:
     out = tmp_path / "layout"
-    built = run_cli(["-m", "ecr_emulator.oci", "build", str(out), "--platform", "linux/amd64", "--platform", "linux/arm64", "--salt", salt], emulator)
+    built = run_cli(
+        ["-m", "ecr_emulator.oci", "build", str(out), "--platform", "linux/amd64", "--platform", "linux/arm64", "--salt", salt], emulator
+    )
     assert built.returncode == 0, built.stderr
     index_digest = json.loads(built.stdout)["index"]
     pushed = run_cli(["-m", "ecr_emulator.push", "--repository", repo, "--tag", "v7", str(out)], emulator)
@@ -43,7 +44,9 @@ def test_cli_builds_and_pushes_an_oci_layout(tmp_path: Path, emulator: Any, ecr:
     assert lines[-1]["digest"] == index_digest
     assert all(item["created"] for item in lines)
     layout = read_layout(out)
-    served = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v7"}], acceptedMediaTypes=["application/vnd.oci.image.index.v1+json"])
+    served = ecr.batch_get_image(
+        repositoryName=repo, imageIds=[{"imageTag": "v7"}], acceptedMediaTypes=["application/vnd.oci.image.index.v1+json"]
+    )
     assert served["images"][0]["imageManifest"].encode() == layout.blobs[index_digest]
 
 
@@ -75,7 +78,10 @@ def test_a_directory_of_bare_manifests_pushes_with_the_layer_check_off(tmp_path:
     control.config(check_layers=False)
     stored = push(ecr, repo, layout, ["v7"])
     assert [s.tag for s in stored] == ["", "", "v7"]
-    assert stored[-1].digest == "sha256:" + __import__("hashlib").sha256((FIXTURES / "buildx-single-platform-index.json").read_bytes()).hexdigest()
+    assert (
+        stored[-1].digest
+        == "sha256:" + __import__("hashlib").sha256((FIXTURES / "buildx-single-platform-index.json").read_bytes()).hexdigest()
+    )
 
 
 def test_a_source_with_two_top_manifests_is_refused(tmp_path: Path) -> None:

@@ -10,15 +10,16 @@ push into the emulator's ECR is followed to the deployed queue.
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import push
 
@@ -56,10 +57,8 @@ Stack = dict[str, Any]
 
 def deploy(clients: dict[str, Any], name: str, parameters: dict[str, str]) -> Stack:
     s3 = clients["s3"]
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=ARTIFACT_BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as z:
         z.writestr("bootstrap", "stand-in: the function is exercised by test_lambda_e2e.py")
@@ -116,8 +115,16 @@ CASES = [
     ("buildx index push", event(), True),
     ("manifest list push", event(manifest_media_type=LIST), True),
     ("second selected prefix", event(repository_name="svc-billing"), True),
-    ("child manifest push", event(image_tag="", manifest_media_type=IMAGE, artifact_media_type="application/vnd.oci.image.config.v1+json"), False),
-    ("own retag: v7 onto the image manifest", event(manifest_media_type=IMAGE, artifact_media_type="application/vnd.oci.image.config.v1+json"), False),
+    (
+        "child manifest push",
+        event(image_tag="", manifest_media_type=IMAGE, artifact_media_type="application/vnd.oci.image.config.v1+json"),
+        False,
+    ),
+    (
+        "own retag: v7 onto the image manifest",
+        event(manifest_media_type=IMAGE, artifact_media_type="application/vnd.oci.image.config.v1+json"),
+        False,
+    ),
     ("own keep tag on the index", event(image_tag="v7-index"), False),
     ("DELETE", event(action_type="DELETE"), False),
     ("FAILURE", event(result="FAILURE"), False),
@@ -132,7 +139,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "fixture_event", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_the_deployed_trigger_pattern(stack: Stack, clients: dict[str, Any], name: str, fixture_event: dict[str, Any], expected: bool) -> None:
+def test_the_deployed_trigger_pattern(
+    stack: Stack, clients: dict[str, Any], name: str, fixture_event: dict[str, Any], expected: bool
+) -> None:
     rule = clients["events"].describe_rule(Name=physical(stack, "PushRule"))
     result = clients["events"].test_event_pattern(EventPattern=rule["EventPattern"], Event=json.dumps(fixture_event))
     assert result["Result"] is expected, f"{name}: {rule['EventPattern']}"
@@ -142,7 +151,11 @@ def test_without_keep_tag_and_prefixes_every_tagged_index_push_matches(clients: 
     deployed = deploy(clients, "remediator-open", {"KeepTag": "false", "AuditBus": "default"})
     try:
         pattern = clients["events"].describe_rule(Name=physical(deployed, "PushRule"))["EventPattern"]
-        for e, expected in [(event(repository_name="anything/at-all"), True), (event(image_tag="v7-index"), True), (event(manifest_media_type=IMAGE), False)]:
+        for e, expected in [
+            (event(repository_name="anything/at-all"), True),
+            (event(image_tag="v7-index"), True),
+            (event(manifest_media_type=IMAGE), False),
+        ]:
             assert clients["events"].test_event_pattern(EventPattern=pattern, Event=json.dumps(e))["Result"] is expected
     finally:
         clients["cloudformation"].delete_stack(StackName="remediator-open")
@@ -215,7 +228,14 @@ def test_wiring_queue_dead_letter_mapping_audit(stack: Stack, clients: dict[str,
 def test_audit_records_land_in_the_log_group(stack: Stack, clients: dict[str, Any]) -> None:
     record = {"schema": "ecr-remediator/audit-record", "schema_version": 1, "repository": "team-a/api", "outcome": "remediated"}
     reply = clients["events"].put_events(
-        Entries=[{"Source": "ecr-remediator", "DetailType": "ECR Remediation Record", "Detail": json.dumps(record), "EventBusName": "remediator-audit"}]
+        Entries=[
+            {
+                "Source": "ecr-remediator",
+                "DetailType": "ECR Remediation Record",
+                "Detail": json.dumps(record),
+                "EventBusName": "remediator-audit",
+            }
+        ]
     )
     assert reply["FailedEntryCount"] == 0
     group = stack["outputs"]["AuditLogGroupName"]

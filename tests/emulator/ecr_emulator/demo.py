@@ -39,7 +39,11 @@ def show(ecr: Any, title: str) -> None:
     tag_map = {t: d for d in details for t in d.get("imageTags", [])}
     v7 = tag_map.get("v7")
     if v7:
-        kind = "an image INDEX (Lambda refuses it)" if v7["imageManifestMediaType"] in INDEX_TYPES else "a single IMAGE MANIFEST (Lambda accepts it)"
+        kind = (
+            "an image INDEX (Lambda refuses it)"
+            if v7["imageManifestMediaType"] in INDEX_TYPES
+            else "a single IMAGE MANIFEST (Lambda accepts it)"
+        )
         print(f"v7 -> {v7['imageDigest'][:19]}…  {v7['imageManifestMediaType']}  = {kind}")
     for d in sorted(details, key=lambda d: d["imagePushedAt"]):
         tags = ",".join(d.get("imageTags", [])) or "<untagged>"
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--delete-orphans")
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         for line in run.stdout.splitlines():
-            if line.startswith("{\"audit_record\""):
+            if line.startswith('{"audit_record"'):
                 continue
             try:
                 entry = json.loads(line)

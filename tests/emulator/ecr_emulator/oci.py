@@ -199,11 +199,27 @@ def _extra(layout: Layout, kind: str, image: dict[str, Any], salt: str) -> dict[
         return layout.add(OCI_INDEX, _compact(nested))
     empty = layout.add(OCI_EMPTY, b"{}")
     if kind == "soci":
-        ztoc = layout.add("application/octet-stream", f"ztoc {salt}".encode(), annotations={"com.amazon.soci.image-layer-digest": image["digest"]})
-        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SOCI_V2, "config": empty, "layers": [ztoc], "subject": subject}
+        ztoc = layout.add(
+            "application/octet-stream", f"ztoc {salt}".encode(), annotations={"com.amazon.soci.image-layer-digest": image["digest"]}
+        )
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": SOCI_V2,
+            "config": empty,
+            "layers": [ztoc],
+            "subject": subject,
+        }
     else:
         envelope = layout.add("application/jose+json", f"signature {salt}".encode())
-        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": NOTATION, "config": empty, "layers": [envelope], "subject": subject}
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": NOTATION,
+            "config": empty,
+            "layers": [envelope],
+            "subject": subject,
+        }
     return layout.add(OCI_MANIFEST, _compact(doc), artifactType=doc["artifactType"])
 
 
@@ -211,7 +227,9 @@ def _provenance(subject: str, platform: str, salt: str) -> dict[str, Any]:
     return {
         "_type": "https://in-toto.io/Statement/v0.1",
         "predicateType": SLSA_V02,
-        "subject": [{"name": "pkg:docker/example/app@latest?platform=" + platform.replace("/", "%2F"), "digest": {"sha256": subject.split(":")[1]}}],
+        "subject": [
+            {"name": "pkg:docker/example/app@latest?platform=" + platform.replace("/", "%2F"), "digest": {"sha256": subject.split(":")[1]}}
+        ],
         "predicate": {
             "builder": {"id": ""},
             "buildType": "https://mobyproject.org/buildkit@v1",
@@ -230,7 +248,9 @@ def _sbom(subject: str, platform: str) -> dict[str, Any]:
     return {
         "_type": "https://in-toto.io/Statement/v0.1",
         "predicateType": SPDX,
-        "subject": [{"name": "pkg:docker/example/app@latest?platform=" + platform.replace("/", "%2F"), "digest": {"sha256": subject.split(":")[1]}}],
+        "subject": [
+            {"name": "pkg:docker/example/app@latest?platform=" + platform.replace("/", "%2F"), "digest": {"sha256": subject.split(":")[1]}}
+        ],
         "predicate": {"spdxVersion": "SPDX-2.3", "SPDXID": "SPDXRef-DOCUMENT", "name": "sbom", "dataLicense": "CC0-1.0", "packages": []},
     }
 
@@ -294,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--attestation-format", choices=("legacy", "artifact"), default="legacy")
     build.add_argument("--sbom", action="store_true", help="add an SPDX SBOM statement to each attestation")
     build.add_argument("--salt", default="", help="changes the layer content and so every digest")
-    build.add_argument("--extra", action="append", default=[], choices=EXTRAS, help="add a SOCI index, a signature or a nested index entry (repeatable)")
+    build.add_argument(
+        "--extra", action="append", default=[], choices=EXTRAS, help="add a SOCI index, a signature or a nested index entry (repeatable)"
+    )
     args = parser.parse_args(argv)
     layout = build_buildx_layout(args.platform, args.attestation_format, args.sbom, args.salt, extras=tuple(args.extra))
     layout.write(args.out)

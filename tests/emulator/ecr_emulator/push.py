@@ -15,18 +15,17 @@ one JSON line per stored manifest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .oci import INDEX_TYPES, REF_NAME, Layout, read_layout, read_manifest_dir
 
-MANIFEST_TYPES = INDEX_TYPES + (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
+MANIFEST_TYPES = (*INDEX_TYPES, "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
 
 
 class PushError(Exception):
@@ -138,10 +137,8 @@ def _upload_blobs(ecr: Any, repository: str, layout: Layout, manifest: dict[str,
                 partLastByte=first + len(chunk) - 1,
                 layerPartBlob=chunk,
             )
-        try:
+        with contextlib.suppress(ecr.exceptions.LayerAlreadyExistsException):
             ecr.complete_layer_upload(repositoryName=repository, uploadId=upload["uploadId"], layerDigests=[digest])
-        except ecr.exceptions.LayerAlreadyExistsException:
-            pass
 
 
 def _put(ecr: Any, repository: str, data: bytes, digest: str, media_type: str, tag: str | None) -> Stored:
@@ -177,10 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         layout = load(args.source)
         if args.create_repository:
-            try:
+            with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
                 ecr.create_repository(repositoryName=args.repository)
-            except ecr.exceptions.RepositoryAlreadyExistsException:
-                pass
         for item in push(ecr, args.repository, layout, args.tag, args.ref, log=lambda m: print(m, file=sys.stderr)):
             print(json.dumps(item.as_dict()))
     except (PushError, ClientError, BotoCoreError) as err:

@@ -69,7 +69,7 @@ def invalid(message: str) -> EcrError:
 
 def now() -> _dt.datetime:
     """Current UTC time."""
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 @dataclass
@@ -167,7 +167,9 @@ def ecr_event(repo: Repository, action: str, digest: str, tag: str, image: Image
 def _parse_manifest(body: bytes, declared: str | None) -> tuple[str, dict[str, Any]]:
     """The manifest's media type and parsed document, or ECR's error."""
     if len(body) > MAX_MANIFEST_BYTES:
-        raise invalid("Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Member must have length less than or equal to 4194304'")
+        raise invalid(
+            "Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Member must have length less than or equal to 4194304'"
+        )
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -340,13 +342,12 @@ class Registry:
             raise invalid("Invalid parameter at 'imageTag' failed to satisfy constraint: 'Member must have length between 1 and 300'")
 
         existing = repo.images.get(digest)
-        if existing is not None:
-            if tag is None or repo.tags.get(tag) == digest:
-                raise EcrError(
-                    "ImageAlreadyExistsException",
-                    f"Image with digest '{digest}'" + (f" and tag '{tag}'" if tag else "") + " already exists in the repository with name "
-                    f"'{repo.name}' in registry with id '{account}'",
-                )
+        if existing is not None and (tag is None or repo.tags.get(tag) == digest):
+            raise EcrError(
+                "ImageAlreadyExistsException",
+                f"Image with digest '{digest}'" + (f" and tag '{tag}'" if tag else "") + " already exists in the repository with name "
+                f"'{repo.name}' in registry with id '{account}'",
+            )
         if tag is not None and tag in repo.tags and repo.tags[tag] != digest and repo.tag_is_immutable(tag):
             raise EcrError(
                 "ImageTagAlreadyExistsException",

@@ -19,11 +19,12 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from moto.events import utils as moto_events_utils
 from moto.cloudformation import parsing as moto_cfn_parsing
 from moto.events import models as moto_events_models
+from moto.events import utils as moto_events_utils
 from moto.events.models import events_backends
 from moto.iam.models import get_account_id_from
 from moto.moto_api._internal.models import moto_api_backend
@@ -216,7 +217,7 @@ class Emulator:
             return _error(
                 "UnsupportedOperationException",
                 f"ecr-emulator does not implement the ECR operation {operation}; it implements "
-                + ", ".join(sorted(ECR_OPERATIONS) + ["GetAuthorizationToken"]),
+                + ", ".join([*sorted(ECR_OPERATIONS), "GetAuthorizationToken"]),
                 400,
             )
         with self._lock:
@@ -243,7 +244,7 @@ class Emulator:
             event = json.loads(body["Event"])
         except (ValueError, KeyError, TypeError) as err:
             return _error("InvalidEventPatternException", f"Event pattern is not valid: {err}", 400)
-        except Exception as err:  # noqa: BLE001 - moto raises its own exception types
+        except Exception as err:
             return _error("InvalidEventPatternException", str(err), 400)
         missing = [k for k in ("id", "account", "source", "time", "region", "detail-type") if k not in event]
         if missing or not isinstance(event.get("resources", []), list):
@@ -252,7 +253,7 @@ class Emulator:
 
     def _publish(self, account: str, region: str, detail: dict[str, Any]) -> None:
         """Sends an ``ECR Image Action`` event to the default bus of the account and region."""
-        stamp = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        stamp = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
         when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
         entry = {
             "Source": "aws.ecr",
@@ -265,7 +266,7 @@ class Emulator:
             result = events_backends[account][region].put_events([entry])
             event_id = result[0].get("EventId") if result else None
             error = result[0].get("ErrorMessage") if result else "no result"
-        except Exception as err:  # noqa: BLE001 - delivery is best effort, as in ECR
+        except Exception as err:
             log.exception("could not deliver ECR event %s", detail)
             event_id, error = None, f"{type(err).__name__}: {err}"
         self.events.append(
@@ -349,7 +350,7 @@ class Emulator:
 
 
 def _auth_token(account: str, region: str) -> dict[str, Any]:
-    expires = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=12)
+    expires = _dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=12)
     return {
         "authorizationData": [
             {
