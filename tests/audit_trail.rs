@@ -6,8 +6,8 @@
 
 mod harness;
 
-use ecr_remediator::audit::Trigger;
-use ecr_remediator::handler::Delivery;
+use ecr_remediator::engine::audit::Trigger;
+use ecr_remediator::service::handler::Delivery;
 use harness::*;
 use serde_json::{Value, json};
 

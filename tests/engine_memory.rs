@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{fixture, tag};
-use ecr_remediator::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Trigger};
-use ecr_remediator::digest::Digest;
+use ecr_remediator::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Trigger};
+use ecr_remediator::engine::plan::Action;
+use ecr_remediator::engine::registry::RegistryError;
+use ecr_remediator::engine::registry::memory::{MemoryRegistry, RepoState, store};
+use ecr_remediator::engine::retry::RetryPolicy;
 use ecr_remediator::engine::{Engine, Job};
-use ecr_remediator::manifest::RawManifest;
-use ecr_remediator::names::RepositoryName;
-use ecr_remediator::plan::Action;
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::manifest::RawManifest;
+use ecr_remediator::oci::names::RepositoryName;
 use ecr_remediator::policy::{Mode, PolicySet};
-use ecr_remediator::registry::RegistryError;
-use ecr_remediator::registry::memory::{MemoryRegistry, RepoState, store};
-use ecr_remediator::retry::RetryPolicy;
 use serde_json::json;
 
 fn repo() -> RepositoryName {

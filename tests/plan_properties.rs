@@ -7,13 +7,13 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{digest_of, tag};
-use ecr_remediator::classify::{EntryClass, classify};
-use ecr_remediator::digest::Digest;
-use ecr_remediator::manifest::RawManifest;
-use ecr_remediator::plan::{Action, PlanInput, SkipReason, TagRole, plan};
+use ecr_remediator::engine::plan::{Action, PlanInput, SkipReason, TagRole, plan};
+use ecr_remediator::engine::view::{Held, RepositoryView};
+use ecr_remediator::oci::classify::{EntryClass, classify};
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::manifest::RawManifest;
+use ecr_remediator::policy::template::TagTemplate;
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
-use ecr_remediator::repository::{Held, RepositoryView};
-use ecr_remediator::template::TagTemplate;
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Case, apply, digest_of, fixture, pushed, tag};
-use ecr_remediator::plan::{Action, DeleteRole, SkipReason, TagRole};
+use ecr_remediator::engine::plan::{Action, DeleteRole, SkipReason, TagRole};
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
 
 fn seed() -> Case {
@@ -27,11 +27,11 @@ fn deleting(mode: Mode) -> Policy {
     }
 }
 
-fn runnable(c: &Case) -> ecr_remediator::digest::Digest {
+fn runnable(c: &Case) -> ecr_remediator::oci::digest::Digest {
     c.index.entries()[0].digest.clone()
 }
 
-fn attestation(c: &Case) -> ecr_remediator::digest::Digest {
+fn attestation(c: &Case) -> ecr_remediator::oci::digest::Digest {
     c.index.entries()[1].digest.clone()
 }
 
@@ -228,7 +228,7 @@ fn promote_platform_selects_one_of_many() {
         ..policy(Mode::Promote)
     };
     let p = c.plan(&view, &pol);
-    let arm64 = ecr_remediator::digest::Digest::parse(
+    let arm64 = ecr_remediator::oci::digest::Digest::parse(
         "sha256:86fa57b44a1d38f09970f64ac71eb492f7a9cf94d08b85e1c8f07bb0fc0a1761",
     )
     .unwrap();
@@ -345,7 +345,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     // Other indexes unknown: the deletion is planned all the same; ECR itself
     // refuses to delete what an index it holds still lists, and the engine
     // records that as kept (tests/engine_memory.rs).
-    let mut partial = ecr_remediator::repository::RepositoryView::new();
+    let mut partial = ecr_remediator::engine::view::RepositoryView::new();
     for d in c.index.entries() {
         partial.insert_image(d.digest.clone(), []).unwrap();
     }
@@ -361,7 +361,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
 #[test]
 fn index_deleted_before_handling_or_single_manifest_pushes_are_noops() {
     let c = seed();
-    let view = ecr_remediator::repository::RepositoryView::new();
+    let view = ecr_remediator::engine::view::RepositoryView::new();
     assert_eq!(
         c.plan(&view, &policy(Mode::Promote)).halted(),
         Some(&SkipReason::IndexGone)

@@ -9,8 +9,8 @@ mod harness;
 
 use std::sync::Arc;
 
-use ecr_remediator::audit::Trigger;
-use ecr_remediator::handler::{Delivery, EventResult};
+use ecr_remediator::engine::audit::Trigger;
+use ecr_remediator::service::handler::{Delivery, EventResult};
 use harness::*;
 use serde_json::{Value, json};
 

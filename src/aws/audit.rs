@@ -3,7 +3,7 @@
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use crate::audit::{AUDIT_DETAIL_TYPE, AUDIT_SOURCE, AuditError, AuditRecord, AuditSink, MAX_DETAIL_BYTES};
+use crate::engine::audit::{AUDIT_DETAIL_TYPE, AUDIT_SOURCE, AuditError, AuditRecord, AuditSink, MAX_DETAIL_BYTES};
 
 /// Sends audit records to an EventBridge bus.
 #[derive(Debug, Clone)]

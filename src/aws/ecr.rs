@@ -9,19 +9,21 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::registry_error;
-use crate::digest::Digest;
-use crate::manifest::RawManifest;
-use crate::media_type::ManifestMediaType;
-use crate::names::{ImageTag, RepositoryName};
-use crate::registry::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
+use crate::engine::registry::{
+    DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError,
+};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::media_type::ManifestMediaType;
+use crate::oci::names::{ImageTag, RepositoryName};
 
-use crate::config::{DEFAULT_PUT_BURST, DEFAULT_PUT_TPS};
+use crate::service::config::{DEFAULT_PUT_BURST, DEFAULT_PUT_TPS};
 
 /// ECR's limit of image ids per `BatchGetImage`/`BatchDeleteImage`/`DescribeImages`.
 pub const MAX_IDS_PER_CALL: usize = 100;
 
 /// The ECR adapter. It makes one HTTP request per call: retrying is the
-/// engine's (see [`crate::retry`]), so that a write is only ever retried
+/// engine's (see [`crate::engine::retry`]), so that a write is only ever retried
 /// after its preconditions were checked again.
 #[derive(Debug)]
 pub struct EcrRegistry {

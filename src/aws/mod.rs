@@ -12,10 +12,10 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use aws_sdk_ecr::error::SdkError;
 
-use crate::config::ServiceConfig;
-use crate::handler::Handler;
-use crate::registry::RegistryError;
-use crate::retry::RetryPolicy;
+use crate::engine::registry::RegistryError;
+use crate::engine::retry::RetryPolicy;
+use crate::service::config::ServiceConfig;
+use crate::service::handler::Handler;
 
 pub mod audit;
 pub mod ecr;

@@ -16,9 +16,9 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName};
 
-use crate::audit::{AuditSink, Trigger};
-use crate::handler::{Delivery, Handler};
-use crate::registry::Registry;
+use crate::engine::audit::{AuditSink, Trigger};
+use crate::engine::registry::Registry;
+use crate::service::handler::{Delivery, Handler};
 
 /// Worker settings.
 #[derive(Debug, Clone)]

@@ -17,13 +17,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Engine, Job, Known};
-use crate::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome};
-use crate::digest::Digest;
-use crate::manifest::RawManifest;
-use crate::names::ImageTag;
-use crate::plan::{Action, DeleteRole, Plan, TagRole};
-use crate::registry::{DeleteOutcome, ImageRef, PutOutcome, Registry, RegistryError};
-use crate::retry::Jitter;
+use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome};
+use crate::engine::plan::{Action, DeleteRole, Plan, TagRole};
+use crate::engine::registry::{DeleteOutcome, ImageRef, PutOutcome, Registry, RegistryError};
+use crate::engine::retry::Jitter;
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::names::ImageTag;
 
 /// How applying ended.
 #[derive(Debug)]
@@ -373,7 +373,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     /// Writes the checkpoint record, retrying with backoff.
-    async fn write_checkpoint(&self, record: &AuditRecord) -> Result<(), crate::audit::AuditError> {
+    async fn write_checkpoint(&self, record: &AuditRecord) -> Result<(), crate::engine::audit::AuditError> {
         let mut jitter = Jitter::new();
         let mut attempt = 1;
         loop {
@@ -416,14 +416,14 @@ fn manifest_of<'k>(action: &'k Action, known: &'k Known) -> Option<&'k RawManife
 }
 
 /// Where each tag read points (None: absent), or why the answer cannot be trusted.
-fn tag_targets(got: crate::registry::Fetched) -> Result<BTreeMap<ImageTag, Option<Digest>>, String> {
+fn tag_targets(got: crate::engine::registry::Fetched) -> Result<BTreeMap<ImageTag, Option<Digest>>, String> {
     let mut out = BTreeMap::new();
     for (id, result) in got {
         let ImageRef::Tag(tag) = id else { continue };
         let target = match result {
             Ok(m) => Some(m.digest().clone()),
-            Err(crate::registry::FetchFailure::NotFound) => None,
-            Err(crate::registry::FetchFailure::Invalid { digest: Some(d), .. }) => Some(d),
+            Err(crate::engine::registry::FetchFailure::NotFound) => None,
+            Err(crate::engine::registry::FetchFailure::Invalid { digest: Some(d), .. }) => Some(d),
             Err(e) => return Err(format!("cannot tell where {tag} points: {e}")),
         };
         out.insert(tag, target);

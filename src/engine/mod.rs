@@ -1,7 +1,7 @@
 //! Handling one image: read → plan → apply, then the audit record.
 //!
 //! A straight line: `read` gathers a constant amount of registry state,
-//! [`crate::plan::plan`] decides everything (fallbacks, gates, collisions)
+//! [`crate::engine::plan::plan`] decides everything (fallbacks, gates, collisions)
 //! without IO, and `apply` only executes the plan and re-checks its
 //! preconditions right before writing. When the registry changed between
 //! reading and writing, the line runs again on fresh state (a bounded number
@@ -18,18 +18,25 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Instant, SystemTime};
 
-use crate::audit::{ActionRecord, AuditRecord, AuditSink, ClassificationSummary, Outcome, PolicySummary, Trigger};
-use crate::classify::classify_manifest;
-use crate::digest::Digest;
-use crate::manifest::RawManifest;
-use crate::names::{ImageTag, RepositoryName};
-use crate::plan::{PlanInput, plan};
+use crate::engine::audit::{
+    ActionRecord, AuditRecord, AuditSink, ClassificationSummary, Outcome, PolicySummary, Trigger,
+};
+use crate::engine::plan::{PlanInput, plan};
+use crate::engine::registry::{Registry, RegistryError};
+use crate::engine::retry::{Jitter, RetryPolicy};
+use crate::oci::classify::classify_manifest;
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::names::{ImageTag, RepositoryName};
 use crate::policy::{Mode, PolicySet};
-use crate::registry::{Registry, RegistryError};
-use crate::retry::{Jitter, RetryPolicy};
 
 mod apply;
+pub mod audit;
+pub mod plan;
 mod read;
+pub mod registry;
+pub mod retry;
+pub mod view;
 
 use apply::Applied;
 use read::Read;
@@ -145,7 +152,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .chain(the_plan.notes.iter().cloned())
                 .collect();
             if let Some(reason) = the_plan.halted() {
-                return Ok(skipped(&crate::plan::reason_code(reason), reason.to_string()));
+                return Ok(skipped(&crate::engine::plan::reason_code(reason), reason.to_string()));
             }
             if the_plan.dry_run || the_plan.mode == Mode::Observe || the_plan.actions.is_empty() {
                 return Ok(Outcome::Noop);
@@ -210,7 +217,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
 }
 
 fn overall(actions: &[ActionRecord]) -> Outcome {
-    use crate::audit::{ActionOutcome, Failure};
+    use crate::engine::audit::{ActionOutcome, Failure};
     let failures: Vec<&Failure> = actions
         .iter()
         .filter_map(|a| match &a.outcome {

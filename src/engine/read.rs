@@ -14,16 +14,16 @@
 use std::collections::BTreeSet;
 
 use super::Known;
-use crate::audit::Outcome;
-use crate::classify::{Classification, EntryClass, ManifestKind, classify, classify_manifest};
-use crate::digest::Digest;
-use crate::manifest::RawManifest;
-use crate::media_type::ManifestMediaType;
-use crate::names::ImageTag;
-use crate::plan::remediation_target;
+use crate::engine::audit::Outcome;
+use crate::engine::plan::remediation_target;
+use crate::engine::registry::{FetchFailure, ImageRef, Registry, RegistryError};
+use crate::engine::view::{Held, RepositoryView};
+use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify, classify_manifest};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::media_type::ManifestMediaType;
+use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy};
-use crate::registry::{FetchFailure, ImageRef, Registry, RegistryError};
-use crate::repository::{Held, RepositoryView};
 
 use super::{Engine, Job, skipped};
 
@@ -38,7 +38,7 @@ pub(super) struct Snapshot {
     pub view: RepositoryView,
     /// Manifests read, by digest.
     pub known: Known,
-    /// See [`crate::plan::PlanInput::stale_holder`].
+    /// See [`crate::engine::plan::PlanInput::stale_holder`].
     pub stale_holder: Option<Digest>,
 }
 
@@ -95,7 +95,7 @@ fn candidate_tags(policy: &Policy, c: &Classification, tag: &ImageTag) -> Vec<Im
     out.into_iter().collect()
 }
 
-impl<R: Registry, A: crate::audit::AuditSink> Engine<'_, R, A> {
+impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
     /// Reads the snapshot for one job.
     pub(super) async fn read(&self, policy: &Policy, job: &Job) -> Result<Read, RegistryError> {
         let repo = &job.repository;
@@ -120,7 +120,10 @@ impl<R: Registry, A: crate::audit::AuditSink> Engine<'_, R, A> {
             Some(Err(FetchFailure::Invalid { error, .. })) => {
                 return Ok(Read::Skip(skipped(
                     "invalid_manifest",
-                    format!("the stored manifest is not valid: {}", crate::plan::chain(&error)),
+                    format!(
+                        "the stored manifest is not valid: {}",
+                        crate::engine::plan::chain(&error)
+                    ),
                 )));
             }
             Some(Err(e @ FetchFailure::Other { .. })) => {

@@ -1,14 +1,14 @@
 //! Helpers shared by the planner tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use ecr_remediator::classify::EntryClass;
-use ecr_remediator::classify::{Classification, classify};
-use ecr_remediator::digest::Digest;
-use ecr_remediator::manifest::RawManifest;
-use ecr_remediator::names::ImageTag;
-use ecr_remediator::plan::{Plan, PlanInput, plan};
+use ecr_remediator::engine::plan::{Plan, PlanInput, plan};
+use ecr_remediator::engine::view::{Held, RepositoryView};
+use ecr_remediator::oci::classify::EntryClass;
+use ecr_remediator::oci::classify::{Classification, classify};
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::manifest::RawManifest;
+use ecr_remediator::oci::names::ImageTag;
 use ecr_remediator::policy::Policy;
-use ecr_remediator::repository::{Held, RepositoryView};
 
 pub fn tag(s: &str) -> ImageTag {
     ImageTag::parse(s).unwrap()

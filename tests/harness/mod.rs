@@ -17,8 +17,8 @@ use std::sync::{Mutex, OnceLock};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::config::Credentials;
 use ecr_remediator::aws::{audit::EventBridgeAudit, ecr::EcrRegistry};
-use ecr_remediator::config::ServiceConfig;
-use ecr_remediator::handler::Handler;
+use ecr_remediator::service::config::ServiceConfig;
+use ecr_remediator::service::handler::Handler;
 use serde_json::Value;
 
 pub const REGION: &str = "us-east-1";
@@ -161,8 +161,8 @@ pub async fn handler(policy: &[(&str, &str)]) -> Handler<EcrRegistry, EventBridg
 }
 
 /// Few, fast retries, so that tests can exhaust them with scripted faults.
-pub fn test_retries() -> ecr_remediator::retry::RetryPolicy {
-    ecr_remediator::retry::RetryPolicy {
+pub fn test_retries() -> ecr_remediator::engine::retry::RetryPolicy {
+    ecr_remediator::engine::retry::RetryPolicy {
         max_attempts: 4,
         base: std::time::Duration::from_millis(20),
         cap: std::time::Duration::from_millis(200),
@@ -218,7 +218,7 @@ pub async fn get_manifest(repository: &str, digest: &str) -> Value {
             .image_digest(digest)
             .build(),
     );
-    for mt in ecr_remediator::media_type::ManifestMediaType::ALL {
+    for mt in ecr_remediator::oci::media_type::ManifestMediaType::ALL {
         request = request.accepted_media_types(mt.as_str());
     }
     let reply = request.send().await.unwrap();

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use crate::manifest::Platform;
-use crate::names::{ImageTag, NameError};
+use crate::oci::manifest::Platform;
+use crate::oci::names::{ImageTag, NameError};
 
 /// The default template for derived tags: `v7` on `linux/arm64/v8` gives `v7-linux-arm64-v8`.
 pub const DEFAULT_TAG_TEMPLATE: &str = "{tag}-{os}-{arch}{-variant}";

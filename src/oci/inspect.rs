@@ -11,8 +11,8 @@
 
 use serde::Serialize;
 
-use crate::classify::{Classification, EntryClass, ManifestKind};
-use crate::digest::Digest;
+use crate::oci::classify::{Classification, EntryClass, ManifestKind};
+use crate::oci::digest::Digest;
 
 /// The report for one manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

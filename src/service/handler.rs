@@ -14,12 +14,12 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line};
+use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line};
+use crate::engine::registry::Registry;
+use crate::engine::retry::{Jitter, RetryPolicy};
 use crate::engine::{Engine, Job};
-use crate::event::{Triage, parse_envelope, triage};
 use crate::policy::PolicySet;
-use crate::registry::Registry;
-use crate::retry::{Jitter, RetryPolicy};
+use crate::service::event::{Triage, parse_envelope, triage};
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
-use crate::media_type::ManifestMediaType;
+use crate::oci::digest::Digest;
+use crate::oci::media_type::ManifestMediaType;
 
 /// ECR's limit on a manifest's size: 4 MiB.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;

@@ -54,7 +54,7 @@ pub const SOCI_INDEX_PREFIX: &str = "application/vnd.amazon.soci.index.";
 /// The four manifest media types ECR stores and this product understands.
 ///
 /// Anything else (schema 1 manifests, ORAS artifact manifests, …) is refused
-/// when parsing, with [`crate::manifest::ManifestError::UnknownMediaType`].
+/// when parsing, with [`crate::oci::manifest::ManifestError::UnknownMediaType`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ManifestMediaType {
     /// [`OCI_INDEX`]

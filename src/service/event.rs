@@ -9,10 +9,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
-use crate::media_type::ManifestMediaType;
-use crate::names::{ImageTag, RepositoryName};
-use crate::template::TagTemplate;
+use crate::oci::digest::Digest;
+use crate::oci::media_type::ManifestMediaType;
+use crate::oci::names::{ImageTag, RepositoryName};
+use crate::policy::template::TagTemplate;
 
 /// The `source` of ECR's events.
 pub const ECR_SOURCE: &str = "aws.ecr";

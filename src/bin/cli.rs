@@ -7,18 +7,18 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use ecr_remediator::audit::{Outcome, Trigger};
 use ecr_remediator::aws::sqs::{ServeOptions, serve};
-use ecr_remediator::classify::classify;
-use ecr_remediator::config::ServiceConfig;
-use ecr_remediator::digest::Digest;
 use ecr_remediator::engine::Job;
-use ecr_remediator::handler::Delivery;
-use ecr_remediator::inspect::InspectReport;
+use ecr_remediator::engine::audit::{Outcome, Trigger};
 use ecr_remediator::logging::{LogFormat, init};
-use ecr_remediator::manifest::RawManifest;
-use ecr_remediator::names::{ImageTag, RepositoryName};
+use ecr_remediator::oci::classify::classify;
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::inspect::InspectReport;
+use ecr_remediator::oci::manifest::RawManifest;
+use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::policy::{Mode, Policy, PolicySet};
+use ecr_remediator::service::config::ServiceConfig;
+use ecr_remediator::service::handler::Delivery;
 
 /// Repairs what a default `docker buildx build --push` leaves in Amazon ECR.
 #[derive(Parser)]
@@ -270,7 +270,7 @@ async fn shutdown_signal() {
 fn inspect(file: &std::path::Path, media_type: Option<&str>) -> anyhow::Result<String> {
     // Never more than one byte past ECR's manifest limit, whatever the file
     // is (`/dev/zero`, a pipe, a huge file): the parser then reports the size.
-    let limit = u64::try_from(ecr_remediator::manifest::MAX_MANIFEST_BYTES).unwrap_or(u64::MAX);
+    let limit = u64::try_from(ecr_remediator::oci::manifest::MAX_MANIFEST_BYTES).unwrap_or(u64::MAX);
     let mut bytes = Vec::new();
     std::fs::File::open(file)
         .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut bytes))

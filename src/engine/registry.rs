@@ -9,9 +9,9 @@ use std::future::Future;
 
 use serde::Serialize;
 
-use crate::digest::Digest;
-use crate::manifest::{ManifestError, RawManifest};
-use crate::names::{ImageTag, RepositoryName};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::{ManifestError, RawManifest};
+use crate::oci::names::{ImageTag, RepositoryName};
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;

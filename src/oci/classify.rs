@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
-use crate::digest::Digest;
-use crate::manifest::{Descriptor, ImageManifest, Manifest, Platform, RawManifest};
-use crate::media_type::{self as mt, ManifestMediaType};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::{Descriptor, ImageManifest, Manifest, Platform, RawManifest};
+use crate::oci::media_type::{self as mt, ManifestMediaType};
 
 /// Index annotation naming the kind of reference an entry is.
 pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";

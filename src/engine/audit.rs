@@ -10,11 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::classify::{Classification, EntryClass, ManifestKind};
-use crate::digest::Digest;
-use crate::plan::{Action, Skipped};
+use crate::engine::plan::{Action, Skipped};
+use crate::engine::registry::RegistryError;
+use crate::oci::classify::{Classification, EntryClass, ManifestKind};
+use crate::oci::digest::Digest;
 use crate::policy::Mode;
-use crate::registry::RegistryError;
 
 /// The record's schema name.
 pub const AUDIT_SCHEMA: &str = "ecr-remediator/audit-record";
@@ -441,7 +441,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::DeleteRole;
+    use crate::engine::plan::DeleteRole;
 
     fn digest(n: u8) -> Digest {
         Digest::sha256_of(&[n])

@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::digest::Digest;
-use crate::names::ImageTag;
-use crate::plan::Action;
+use crate::engine::plan::Action;
+use crate::oci::digest::Digest;
+use crate::oci::names::ImageTag;
 
 /// What is known of a repository.
 ///

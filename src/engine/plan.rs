@@ -17,12 +17,12 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::classify::{Classification, ClassifiedEntry, EntryClass};
-use crate::digest::Digest;
-use crate::manifest::RawManifest;
-use crate::names::ImageTag;
+use crate::engine::view::{Held, RepositoryView};
+use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy};
-use crate::repository::{Held, RepositoryView};
 
 /// Why a tag is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -429,7 +429,7 @@ fn runnables(c: &Classification) -> Vec<&ClassifiedEntry> {
         .collect()
 }
 
-fn platform_of(e: &ClassifiedEntry) -> Option<&crate::manifest::Platform> {
+fn platform_of(e: &ClassifiedEntry) -> Option<&crate::oci::manifest::Platform> {
     match &e.class {
         EntryClass::Runnable { platform } => platform.as_ref(),
         _ => None,

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
-use crate::digest::Digest;
-use crate::manifest::RawManifest;
-use crate::names::{ImageTag, RepositoryName};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::names::{ImageTag, RepositoryName};
 
 /// One repository's content.
 #[derive(Debug, Default, Clone)]

@@ -5,15 +5,18 @@
 //! from environment variables ([`load`]); anything invalid is refused with a
 //! message naming the field.
 
+pub mod glob;
+pub mod template;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::glob::Glob;
-use crate::manifest::Platform;
-use crate::names::RepositoryName;
-use crate::template::TagTemplate;
+use crate::oci::manifest::Platform;
+use crate::oci::names::RepositoryName;
+use crate::policy::glob::Glob;
+use crate::policy::template::TagTemplate;
 
 /// What a plan may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -445,7 +448,7 @@ impl RuleDoc {
 }
 
 /// Largest accepted `max_deletes`: one index plus one attestation per entry.
-const MAX_MAX_DELETES: u32 = 1 + crate::manifest::MAX_INDEX_ENTRIES as u32;
+const MAX_MAX_DELETES: u32 = 1 + crate::oci::manifest::MAX_INDEX_ENTRIES as u32;
 
 impl SettingsDoc {
     /// Field names are TOML paths (`rules[0].mode`).
@@ -534,12 +537,12 @@ mod tests {
         assert_eq!(d.mode, Mode::Tag);
         assert!(!d.delete_orphans);
         assert!(!d.dry_run);
-        assert_eq!(d.tag_template.as_str(), crate::template::DEFAULT_TAG_TEMPLATE);
+        assert_eq!(d.tag_template.as_str(), crate::policy::template::DEFAULT_TAG_TEMPLATE);
     }
 
     #[test]
     fn the_example_file_loads() {
-        let text = include_str!("../policy.example.toml");
+        let text = include_str!("../../policy.example.toml");
         let set = PolicySet::from_toml(text).unwrap();
         assert!(!set.rules.is_empty());
     }

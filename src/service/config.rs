@@ -24,7 +24,7 @@ pub const DEFAULT_PUT_TPS: f64 = 2.0;
 /// Default `PutImage` burst: a two-platform push's writes go out without waiting.
 pub const DEFAULT_PUT_BURST: u32 = 4;
 /// Default attempts per AWS call.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = crate::retry::DEFAULT_ATTEMPTS;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = crate::engine::retry::DEFAULT_ATTEMPTS;
 
 /// Everything the service needs besides AWS's own configuration.
 #[derive(Debug, Clone)]

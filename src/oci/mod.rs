@@ -1,0 +1,9 @@
+//! The OCI/Docker manifest model and what an index's entries are: pure data,
+//! no IO.
+
+pub mod classify;
+pub mod digest;
+pub mod inspect;
+pub mod manifest;
+pub mod media_type;
+pub mod names;
