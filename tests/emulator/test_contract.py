@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.error
 from typing import Any
 
 import pytest
@@ -442,6 +443,26 @@ def test_error_rate_and_latency(client_factory: Any, control: Any, repo: str) ->
     started = time.monotonic()
     ecr.describe_images(repositoryName=repo)
     assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.emulator_only
+def test_error_mixes_random_latency_and_user_agent_scoping(client_factory: Any, control: Any, repo: str) -> None:
+    ecr = client_factory("ecr", retries={"mode": "standard", "total_max_attempts": 1})
+    control.fault("DescribeImages", errors={"ThrottlingException": 0.3, "ServerException": 0.1}, latency_ms_max=20, seed=3)
+    outcomes = []
+    for _ in range(200):
+        try:
+            ecr.describe_images(repositoryName=repo)
+            outcomes.append("ok")
+        except ClientError as e:
+            outcomes.append(e.response["Error"]["Code"])
+    assert 35 < outcomes.count("ThrottlingException") < 85, outcomes.count("ThrottlingException")
+    assert 5 < outcomes.count("ServerException") < 40, outcomes.count("ServerException")
+    # Scoped to another client's User-Agent: boto3's calls are left alone.
+    control.fault("DescribeImages", rate=1.0, error="ThrottlingException", user_agent="aws-sdk-rust")
+    ecr.describe_images(repositoryName=repo)
+    with pytest.raises(urllib.error.HTTPError):
+        control.fault("DescribeImages", errors={"ThrottlingException": 0.8, "ServerException": 0.5})
 
 
 @pytest.mark.emulator_only

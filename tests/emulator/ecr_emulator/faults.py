@@ -9,7 +9,12 @@ JSON-protocol operation the emulator serves, such as ``PutEvents``) holds:
   When the sequence runs out the operation behaves normally again.
 * ``rate`` and ``error``: after the sequence, fail this fraction of calls
   with ``error`` (random, reproducible with ``seed``).
-* ``latency_ms``: delay added to every call.
+* ``errors``: instead of ``rate``/``error``, several errors with their own
+  fractions, e.g. ``{"ThrottlingException": 0.3, "ServerException": 0.1}``.
+* ``latency_ms``: delay added to every call; ``latency_ms_max``: a further
+  random delay, uniform from 0 to this.
+* ``user_agent`` (optional): only calls whose User-Agent contains this text
+  (e.g. ``aws-sdk-rust``: the service under test, not the pusher).
 * ``repository`` (optional): only ECR calls on that repository, so tests
   running in parallel on one emulator do not take each other's faults.
 
@@ -61,6 +66,9 @@ class Rule:
     error: str = "ThrottlingException"
     latency_ms: int = 0
     rng: random.Random = field(default_factory=random.Random)
+    errors: dict[str, float] = field(default_factory=dict)
+    latency_ms_max: int = 0
+    user_agent: str | None = None
 
 
 def _outcome(item: Any) -> Outcome:
@@ -106,7 +114,23 @@ class Faults:
         repository = spec.get("repository")
         if repository is not None and (not isinstance(repository, str) or not repository):
             raise FaultError("'repository' must be a repository name")
+        errors = spec.get("errors") or {}
+        if not isinstance(errors, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and v >= 0 for k, v in errors.items()
+        ):
+            raise FaultError("'errors' must map error names to fractions")
+        if sum(errors.values()) > 1.0:
+            raise FaultError("the fractions in 'errors' add up to more than 1")
+        latency_max = spec.get("latency_ms_max", 0)
+        if not isinstance(latency_max, int) or latency_max < 0:
+            raise FaultError(f"'latency_ms_max' must be a non-negative integer, got {latency_max!r}")
+        user_agent = spec.get("user_agent")
+        if user_agent is not None and (not isinstance(user_agent, str) or not user_agent):
+            raise FaultError("'user_agent' must be a non-empty string")
         rule = Rule([_outcome(i) for i in sequence], float(rate), error, latency)
+        rule.errors = {k: float(v) for k, v in errors.items()}
+        rule.latency_ms_max = latency_max
+        rule.user_agent = user_agent
         if "seed" in spec:
             rule.rng.seed(spec["seed"])
         key = f"{operation}@{repository}" if repository else operation
@@ -119,25 +143,34 @@ class Faults:
             self._rules.clear()
             self.injected.clear()
 
-    def next(self, operation: str) -> Outcome:
+    def next(self, operation: str, user_agent: str = "") -> Outcome:
         """The outcome for this call of ``operation``."""
         with self._lock:
             rule = self._rules.get(operation)
-            if rule is None:
+            if rule is None or (rule.user_agent is not None and rule.user_agent not in user_agent):
                 return Outcome()
+            latency = rule.latency_ms + (rule.rng.randint(0, rule.latency_ms_max) if rule.latency_ms_max else 0)
             if rule.sequence:
                 outcome = rule.sequence.pop(0)
-                outcome = Outcome(outcome.error, outcome.latency_ms + rule.latency_ms)
+                outcome = Outcome(outcome.error, outcome.latency_ms + latency)
+            elif rule.errors:
+                draw, error = rule.rng.random(), None
+                for name, fraction in rule.errors.items():
+                    if draw < fraction:
+                        error = name
+                        break
+                    draw -= fraction
+                outcome = Outcome(error, latency)
             elif rule.rate and rule.rng.random() < rule.rate:
-                outcome = Outcome(rule.error, rule.latency_ms)
+                outcome = Outcome(rule.error, latency)
             else:
-                outcome = Outcome(None, rule.latency_ms)
+                outcome = Outcome(None, latency)
             if outcome.error:
                 counts = self.injected.setdefault(operation, {})
                 counts[outcome.error] = counts.get(outcome.error, 0) + 1
             return outcome
 
-    def next_for(self, service: str, operation: str, repository: str | None = None) -> Outcome:
+    def next_for(self, service: str, operation: str, repository: str | None = None, user_agent: str = "") -> Outcome:
         """The outcome for a call. The most specific rule wins: one for this
         repository over one for every repository, ``service:Operation`` over
         ``Operation``."""
@@ -147,7 +180,7 @@ class Faults:
             keys = [f"{qualified}@{repository}", f"{operation}@{repository}", *keys]
         with self._lock:
             key = next((k for k in keys if k in self._rules), operation)
-        return self.next(key)
+        return self.next(key, user_agent)
 
     def snapshot(self) -> dict[str, Any]:
         """The rules still pending and the counts of injected faults."""
@@ -159,6 +192,9 @@ class Faults:
                         "rate": r.rate,
                         "error": r.error,
                         "latency_ms": r.latency_ms,
+                        "latency_ms_max": r.latency_ms_max,
+                        "errors": dict(r.errors),
+                        "user_agent": r.user_agent,
                     }
                     for op, r in self._rules.items()
                 },

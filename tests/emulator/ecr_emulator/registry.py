@@ -84,6 +84,8 @@ class Image:
     artifact_media_type: str | None
     subject: str | None
     children: list[str]
+    #: ``ACTIVE``, ``ARCHIVED`` or ``ACTIVATING`` (archive storage class).
+    status: str = "ACTIVE"
 
 
 @dataclass
@@ -210,6 +212,80 @@ class Registry:
     def __init__(self, check_layers: bool = True):
         self.repositories: dict[tuple[str, str, str], Repository] = {}
         self.check_layers = check_layers
+
+    # -- test support ---------------------------------------------------------
+
+    def seed(self, account: str, region: str, name: str, count: int, tag_prefix: str = "seed") -> int:
+        """Stores ``count`` buildx-shaped pushes (image manifest, attestation,
+        index tagged ``{tag_prefix}-{n}``) directly, without blobs or events:
+        a large repository for benchmarks in seconds. Returns images stored."""
+        repo = self.repo(account, region, name)
+        stored = 0
+        for n in range(count):
+            salt = f"{tag_prefix}-{n}"
+            config = {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + hashlib.sha256(salt.encode()).hexdigest(),
+                "size": 2,
+            }
+            layer = {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": "sha256:" + hashlib.sha256(b"l" + salt.encode()).hexdigest(),
+                "size": 1,
+            }
+            image = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]}
+            statement = {
+                "mediaType": "application/vnd.in-toto+json",
+                "digest": "sha256:" + hashlib.sha256(b"s" + salt.encode()).hexdigest(),
+                "size": 1,
+                "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"},
+            }
+            att = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [statement]}
+            docs = []
+            for doc in (image, att):
+                body = json.dumps(doc, separators=(",", ":")).encode()
+                docs.append((body, "sha256:" + hashlib.sha256(body).hexdigest()))
+            (image_body, image_digest), (att_body, att_digest) = docs
+            index = {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": image_digest,
+                        "size": len(image_body),
+                        "platform": {"architecture": "arm64", "os": "linux"},
+                    },
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": att_digest,
+                        "size": len(att_body),
+                        "annotations": {"vnd.docker.reference.digest": image_digest, "vnd.docker.reference.type": "attestation-manifest"},
+                        "platform": {"architecture": "unknown", "os": "unknown"},
+                    },
+                ],
+            }
+            index_body = json.dumps(index, separators=(",", ":")).encode()
+            index_digest = "sha256:" + hashlib.sha256(index_body).hexdigest()
+            for body, digest, media_type, children in (
+                (image_body, image_digest, OCI_MANIFEST, []),
+                (att_body, att_digest, OCI_MANIFEST, []),
+                (index_body, index_digest, OCI_INDEX, [image_digest, att_digest]),
+            ):
+                if digest not in repo.images:
+                    repo.images[digest] = Image(digest, body, media_type, now(), len(body), None, None, children)
+                    stored += 1
+            repo.tags[salt] = index_digest
+        return stored
+
+    def set_status(self, account: str, region: str, name: str, digest: str, status: str) -> None:
+        """Moves an image to another storage status (as archiving does)."""
+        if status not in ("ACTIVE", "ARCHIVED", "ACTIVATING"):
+            raise invalid(f"unknown image status {status!r}")
+        repo = self.repo(account, region, name)
+        if digest not in repo.images:
+            raise EcrError("ImageNotFoundException", f"no image {digest} in {name}")
+        repo.images[digest].status = status
 
     # -- repositories -------------------------------------------------------
 
@@ -515,7 +591,7 @@ class Registry:
             "imageSizeInBytes": image.size,
             "imagePushedAt": image.pushed_at.timestamp(),
             "imageManifestMediaType": image.media_type,
-            "imageStatus": "ACTIVE",
+            "imageStatus": image.status,
         }
         tags = repo.tags_of(image.digest)
         if tags:
@@ -545,7 +621,13 @@ class Registry:
                 details.append(self._details(repo, repo.images[digest]))
             return {"imageDetails": details}
         status = _tag_status(req)
-        chosen = [i for i in repo.images.values() if _status_matches(status, bool(repo.tags_of(i.digest)))]
+        wanted_status = (req.get("filter") or {}).get("imageStatus") or "ACTIVE"
+        if wanted_status not in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"):
+            raise invalid(f"Invalid parameter at 'filter.imageStatus': '{wanted_status}' is not one of ACTIVE, ARCHIVED, ACTIVATING, ANY")
+        # Without an imageStatus filter ECR lists only ACTIVE images.
+        chosen = [
+            i for i in repo.images.values() if _status_matches(status, bool(repo.tags_of(i.digest))) and wanted_status in ("ANY", i.status)
+        ]
         return _page("imageDetails", [self._details(repo, i) for i in chosen], req, key=f"images:{repo.name}")
 
     def list_images(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:

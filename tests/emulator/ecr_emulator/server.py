@@ -40,6 +40,7 @@ log = logging.getLogger("ecr_emulator")
 ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
 SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT = "123456789012"
 
 #: ECR operation name -> Registry method. Methods returning a tuple also
 #: return the ECR events the call caused.
@@ -160,7 +161,7 @@ class Emulator:
                 self.calls[f"{service}:{operation}"] += 1
                 if repository:
                     self.calls_by_repository.setdefault(repository, Counter())[f"{service}:{operation}"] += 1
-            outcome = self.faults.next_for(service, operation, repository)
+            outcome = self.faults.next_for(service, operation, repository, request.headers.get("User-Agent", ""))
             if outcome.latency_ms:
                 time.sleep(outcome.latency_ms / 1000)
             if outcome.error:
@@ -200,7 +201,7 @@ class Emulator:
                 raise ValueError("request body is not an object")
         except ValueError as err:
             return _error("SerializationException", f"Cannot parse the request body: {err}", 400)
-        account = get_account_id_from(access_key) if access_key else "123456789012"
+        account = get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT
         registry_id = body.get("registryId")
         if registry_id is not None and registry_id != account:
             # The emulator serves one registry per account: a foreign registry id
@@ -338,6 +339,21 @@ class Emulator:
                     self.events.clear()
             with self._lock:
                 return _json(200, list(self.events))
+        if path in ("seed", "status") and method == "POST":
+            account = body.get("account") or DEFAULT_ACCOUNT
+            region = body.get("region") or DEFAULT_REGION
+            try:
+                with self._lock:
+                    if path == "seed":
+                        count = body.get("count")
+                        if not isinstance(count, int) or not 0 <= count <= 100_000:
+                            return _json(400, {"error": "'count' must be a whole number from 0 to 100000"})
+                        stored = self.registry.seed(account, region, body.get("repository"), count, body.get("tag_prefix") or "seed")
+                        return _json(200, {"stored": stored})
+                    self.registry.set_status(account, region, body.get("repository"), body.get("digest"), body.get("status"))
+                    return _json(200, {"status": body.get("status")})
+            except EcrError as err:
+                return _json(400, {"error": f"{err.code}: {err.message}"})
         if path == "config":
             if method == "POST":
                 check = body.get("check_layers")
