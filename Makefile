@@ -44,8 +44,8 @@ fmt: ## Format the code
 .PHONY: lint
 lint: venv ## clippy on every target (warnings are errors); ruff on the Python emulator
 	$(CARGO) clippy --all-targets --locked -- -D warnings
-	$(VENV)/bin/ruff check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR)
-	$(VENV)/bin/ruff format --check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR)
+	$(VENV)/bin/ruff check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf
+	$(VENV)/bin/ruff format --check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf
 
 .PHONY: unit
 unit: venv ## Run every Rust test (unit, corpus, CLI, planner properties, live path on the emulator)
@@ -110,6 +110,21 @@ demo: venv build ## A buildx push into the local ECR, remediated by the worker: 
 .PHONY: contract
 contract: venv ## ECR contract suite + pusher tests against a private emulator (ECR_CONTRACT_TARGET=aws: real ECR)
 	$(VENV_PY) -m pytest -q -c $(EMULATOR_DIR)/pytest.ini $(EMULATOR_DIR)
+
+.PHONY: release
+release: ## Release build of both binaries (size-optimised, LTO; several minutes on 2 cores)
+	$(CARGO) build --release --locked --bins
+
+.PHONY: bench
+bench: venv release ## ECR calls and peak RSS per push at 0/1,000/10,000 images; bootstrap cold start, first event, size
+	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/bench.py --target target/release
+
+SOAK_PUSHES ?= 1000
+SOAK_MINUTES ?= 10
+.PHONY: soak
+soak: venv release ## 1,000+ pushes over 10+ min through 2 serve workers under faults, then an independent check (not in make test)
+	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/soak.py --binary target/release/ecr-remediator \
+	  --pushes $(SOAK_PUSHES) --minutes $(SOAK_MINUTES)
 
 .PHONY: doc
 doc: ## Build the docs, warnings are errors

@@ -250,3 +250,60 @@ async fn strip_next_to_soci_signature_and_nested_entries_keeps_them() {
     assert_eq!(entries, expected);
     assert_eq!(final_records(&audit).await[0]["outcome"], "remediated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attestation_held_by_an_archived_index_is_kept() {
+    let (repo, audit) = fresh("archived").await;
+    let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "archived");
+    // Another index (an older copy with an annotation) lists the same
+    // attestation, then goes to the archive storage class: DescribeImages no
+    // longer lists it, but it still holds its children.
+    let script = format!(
+        "import boto3, json\n\
+         ecr = boto3.client('ecr')\n\
+         img = ecr.batch_get_image(repositoryName='{repo}', imageIds=[{{'imageDigest': '{index}'}}],\n\
+           acceptedMediaTypes=['application/vnd.oci.image.index.v1+json'])['images'][0]\n\
+         doc = json.loads(img['imageManifest'])\n\
+         doc['annotations'] = {{'copy': 'archived'}}\n\
+         body = json.dumps(doc, separators=(',', ':'))\n\
+         print(ecr.put_image(repositoryName='{repo}', imageManifest=body, imageManifestMediaType=doc['mediaType'])['image']['imageId']['imageDigest'])\n",
+        index = pushed.index
+    );
+    let archived = python_script(&script).trim().to_owned();
+    emulator().control(
+        "POST",
+        "status",
+        Some(json!({"repository": repo, "digest": archived, "status": "ARCHIVED"})),
+    );
+    assert!(
+        list(&repo).await.iter().all(|i| i.digest != archived),
+        "not listed once archived"
+    );
+    let h = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+    ])
+    .await;
+    let r = h
+        .handle_text(
+            &push_event(&repo, &pushed.index, "v7", OCI_INDEX),
+            Trigger::Push,
+            Delivery::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome(&r), "remediated", "{r:?}");
+    let remaining: Vec<String> = list(&repo).await.into_iter().map(|i| i.digest).collect();
+    assert!(remaining.contains(&pushed.attestation().to_owned()), "{remaining:?}");
+    assert!(!remaining.contains(&pushed.index), "{remaining:?}");
+    let records = final_records(&audit).await;
+    let att = records[0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["digest"] == pushed.attestation())
+        .unwrap();
+    assert_eq!(att["outcome"], "skipped");
+    assert!(att["reason"].as_str().unwrap().contains("still referenced"), "{att}");
+}

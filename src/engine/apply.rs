@@ -152,6 +152,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 Ok(now) => now,
                 Err(why) => return WriteEnd::Conflict(why),
             };
+            let checked_at = tokio::time::Instant::now();
             for (tag, expect) in &plan.guards {
                 let current = now.get(tag).and_then(Option::as_ref);
                 if current != Some(expect) {
@@ -190,6 +191,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     skip_rest(writes, &to_write[n + 1..], records, &reason);
                     return WriteEnd::Stopped(format!("not attempted: {reason}"));
                 };
+                // The residual window: from the check to this write's request.
+                let window_ms = checked_at.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(tag = %w.tag, window_ms, "precondition window");
                 match self.registry.put_image(repo, manifest, w.tag).await {
                     Ok(PutOutcome::Stored) => push(records, w.action, ActionOutcome::Applied),
                     Ok(PutOutcome::AlreadyExists) => push(records, w.action, ActionOutcome::Already),
@@ -251,6 +255,14 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     }
                 }
                 done[i] = true;
+                if n + 1 == to_write.len() {
+                    tracing::info!(
+                        repository = %repo,
+                        writes = to_write.len(),
+                        window_ms,
+                        "writes landed; window = check to last write request"
+                    );
+                }
             }
             return WriteEnd::AllLanded;
         }

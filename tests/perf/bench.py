@@ -1,0 +1,300 @@
+"""``make bench``: what one push costs, whatever the repository holds.
+
+For repositories of 0, 1,000 and 10,000 other images (seeded through the
+emulator's control API), pushes a default-buildx image and has the release
+``ecr-remediator remediate`` handle it, counting the ECR calls the emulator
+served for that repository and the process's peak resident set. Then starts
+the release ``bootstrap`` against a minimal Lambda runtime API (this file),
+and measures cold start to ready (process start to its first
+``/runtime/invocation/next``) and the first event's latency (event handed
+over to response posted). Prints a Markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+from ecr_emulator.oci import build_buildx_layout
+from ecr_emulator.push import push
+from ecr_emulator.testing import EmulatorProcess
+
+SIZES = (0, 1_000, 10_000)
+SCENARIOS = {
+    "tag": {"ECR_REMEDIATOR_MODE": "tag"},
+    "promote, delete orphans": {
+        "ECR_REMEDIATOR_MODE": "promote",
+        "ECR_REMEDIATOR_DELETE_ORPHANS": "true",
+        "ECR_REMEDIATOR_KEEP_TAG": "false",
+    },
+}
+
+
+def base_env(emulator_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_REMEDIATOR_")}
+    env.update(
+        AWS_ENDPOINT_URL=emulator_url,
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        RUST_LOG="warn",
+    )
+    return env
+
+
+def push_image(ecr: Any, repository: str, tag: str, salt: str) -> str:
+    layout = build_buildx_layout(["linux/arm64"], salt=salt)
+    return push(ecr, repository, layout, [tag])[-1].digest
+
+
+TIME = Path("/usr/bin/time")
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[int, float, int, str]:
+    """Runs a command; returns (exit status, wall seconds, peak RSS in KiB, stdout).
+
+    The peak comes from GNU time (``%M``): a child forked from this (large)
+    Python process would report Python's own high-water mark, which Linux
+    keeps across ``execve``.
+    """
+    if not TIME.is_file():
+        raise SystemExit("/usr/bin/time (Debian package `time`) is needed to measure peak RSS")
+    with tempfile.NamedTemporaryFile(mode="r") as rss, tempfile.TemporaryFile() as out:
+        started = time.monotonic()
+        code = subprocess.call([str(TIME), "-f", "%M", "-o", rss.name, *argv], env=env, stdout=out, stderr=subprocess.DEVNULL)
+        wall = time.monotonic() - started
+        out.seek(0)
+        text = out.read().decode()
+        peak = int(rss.read().strip().splitlines()[-1])
+    return code, wall, peak, text
+
+
+def per_push(cli: Path, emu: EmulatorProcess, ecr: Any) -> list[dict[str, Any]]:
+    rows = []
+    for size in SIZES:
+        for name, policy in SCENARIOS.items():
+            repository = f"bench/n{size}-{name.split(',')[0]}"
+            ecr.create_repository(repositoryName=repository)
+            emu.control._call("POST", "seed", {"repository": repository, "count": size})
+            digest = push_image(ecr, repository, "v1", f"{size}-{name}")
+            emu.control._call("DELETE", f"calls?repository={repository}")
+            env = base_env(emu.url) | policy
+            code, wall, rss, out = run_measured(
+                [str(cli), "remediate", "--repository", repository, "--image-digest", digest, "--image-tag", "v1"], env
+            )
+            record = json.loads(out) if out.strip() else {}
+            calls = emu.control.calls(repository)
+            reads = calls.get("ecr:BatchGetImage", 0) + calls.get("ecr:DescribeImages", 0) + calls.get("ecr:ListImages", 0)
+            rows.append(
+                {
+                    "images_in_repository": size * 3,
+                    "scenario": name,
+                    "exit": code,
+                    "outcome": record.get("outcome"),
+                    "reads": reads,
+                    "calls": calls,
+                    "wall_ms": round(wall * 1000),
+                    "peak_rss_mb": round(rss / 1024, 1),
+                }
+            )
+            print(f"  {size * 3:>6} images, {name}: {reads} reads, {calls}, {rss / 1024:.1f} MB", file=sys.stderr)
+    return rows
+
+
+class RuntimeApi:
+    """The Lambda runtime API, as far as one function instance needs it."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.waiting = threading.Condition()
+        self.first_next_at: float | None = None
+        self.sent_at: dict[str, float] = {}
+        self.responses: dict[str, tuple[float, bytes]] = {}
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if not self.path.endswith("/runtime/invocation/next"):
+                    self.send_error(404)
+                    return
+                with api.waiting:
+                    if api.first_next_at is None:
+                        api.first_next_at = time.monotonic()
+                    api.waiting.notify_all()
+                    while not api.events:
+                        api.waiting.wait()
+                    event = api.events.pop(0)
+                request_id = str(uuid.uuid4())
+                body = json.dumps(event).encode()
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 60_000))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench")
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                api.sent_at[request_id] = time.monotonic()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                parts = self.path.split("/")
+                with api.waiting:
+                    if "invocation" in parts:
+                        api.responses[parts[-2]] = (time.monotonic(), body)
+                    api.waiting.notify_all()
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        with self.waiting:
+            self.events.append({"stop": True})
+            self.waiting.notify_all()
+        self.server.shutdown()
+
+
+def lambda_runs(bootstrap: Path, emu: EmulatorProcess, ecr: Any, runs: int) -> dict[str, Any]:
+    cold, first, peaks = [], [], []
+    for n in range(runs):
+        repository = f"bench/lambda-{n}"
+        ecr.create_repository(repositoryName=repository)
+        digest = push_image(ecr, repository, "v1", f"lambda-{n}")
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "ECR Image Action",
+            "source": "aws.ecr",
+            "account": "123456789012",
+            "time": "2026-11-23T12:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {
+                "result": "SUCCESS",
+                "repository-name": repository,
+                "image-digest": digest,
+                "action-type": "PUSH",
+                "image-tag": "v1",
+                "manifest-media-type": "application/vnd.oci.image.index.v1+json",
+            },
+        }
+        api = RuntimeApi()
+        env = base_env(emu.url) | {
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "AWS_LAMBDA_FUNCTION_NAME": "bench",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+            "ECR_REMEDIATOR_MODE": "promote",
+        }
+        started = time.monotonic()
+        proc = subprocess.Popen([str(bootstrap)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with api.waiting:
+                api.waiting.wait_for(lambda api=api: api.first_next_at is not None, timeout=30)
+                ready = api.first_next_at
+                api.events.append(event)
+                api.waiting.notify_all()
+                api.waiting.wait_for(lambda api=api: api.responses, timeout=60)
+            if ready is None or not api.responses:
+                raise RuntimeError("bootstrap did not answer")
+            request_id, (answered, body) = next(iter(api.responses.items()))
+            cold.append((ready - started) * 1000)
+            first.append((answered - api.sent_at[request_id]) * 1000)
+            outcome = json.loads(body).get("outcome")
+            if outcome != "remediated":
+                raise RuntimeError(f"unexpected answer {body!r}")
+            # Peak resident set so far (the instance stays up, as Lambda keeps it).
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peaks.append(int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024)
+        finally:
+            proc.kill()
+            proc.wait()
+            api.close()
+    return {
+        "runs": runs,
+        "cold_start_to_ready_ms_median": round(statistics.median(cold), 1),
+        "cold_start_to_ready_ms_max": round(max(cold), 1),
+        "first_event_ms_median": round(statistics.median(first), 1),
+        "first_event_ms_max": round(max(first), 1),
+        "peak_rss_mb_max": round(max(peaks), 1),
+    }
+
+
+def table(rows: list[dict[str, Any]], lam: dict[str, Any], sizes: dict[str, int]) -> str:
+    out = ["| images in repository | scenario | ECR reads | all ECR calls | peak RSS | wall time |", "|---:|---|---:|---|---:|---:|"]
+    for r in rows:
+        calls = ", ".join(f"{k.split(':')[1]} {v}" for k, v in sorted(r["calls"].items()))
+        out.append(
+            f"| {r['images_in_repository']:,} | {r['scenario']} ({r['outcome']}) | {r['reads']} | {calls} | {r['peak_rss_mb']} MB | {r['wall_ms']} ms |"
+        )
+    out.append("")
+    out.append(
+        f"`bootstrap` ({lam['runs']} cold starts): ready in {lam['cold_start_to_ready_ms_median']} ms median "
+        f"(max {lam['cold_start_to_ready_ms_max']}), first event handled in {lam['first_event_ms_median']} ms median "
+        f"(max {lam['first_event_ms_max']}), peak RSS {lam['peak_rss_mb_max']} MB. Release binaries: "
+        + ", ".join(f"`{k}` {v / 1e6:.1f} MB" for k, v in sizes.items())
+        + "."
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=Path, default=Path("target/release"), help="where the release binaries are")
+    parser.add_argument("--runs", type=int, default=5, help="bootstrap cold starts to measure")
+    parser.add_argument("--json", type=Path, default=Path("target/bench.json"))
+    args = parser.parse_args(argv)
+    cli, bootstrap = args.target / "ecr-remediator", args.target / "bootstrap"
+    for binary in (cli, bootstrap):
+        if not binary.is_file():
+            parser.error(f"{binary} not found: cargo build --release first (make bench does)")
+    emu = EmulatorProcess()
+    try:
+        ecr = boto3.client(
+            "ecr",
+            endpoint_url=emu.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        print("per push:", file=sys.stderr)
+        rows = per_push(cli, emu, ecr)
+        print("bootstrap:", file=sys.stderr)
+        lam = lambda_runs(bootstrap, emu, ecr, args.runs)
+    finally:
+        emu.stop()
+    sizes = {b.name: b.stat().st_size for b in (bootstrap, cli)}
+    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(table(rows, lam, sizes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
