@@ -30,6 +30,7 @@ use crate::oci::manifest::RawManifest;
 use crate::oci::names::{ImageTag, RepositoryName};
 use crate::policy::{Mode, PolicySet};
 
+pub mod action;
 mod apply;
 pub mod audit;
 pub mod plan;

@@ -3,135 +3,32 @@
 //!
 //! Invariants, held by construction (and property-tested in `tests/plan_properties.rs`):
 //!
-//! 1. A runnable manifest is never deleted; nothing tagged is deleted; nothing
-//!    referenced by an index that still exists after the plan is deleted; an
+//! 1. A runnable manifest is never deleted; nothing known to be tagged is
+//!    deleted; nothing a known index still lists after the plan is deleted
+//!    (ECR enforces the same for indexes the view does not know of); an
 //!    index is deleted before the children it frees.
-//! 2. The pushed tag is only moved while it still points at the index being
-//!    remediated (otherwise the whole plan is skipped as `superseded`).
-//! 3. Planning again on the state the plan produces gives no action.
-//! 4. `observe` and `dry_run` plans contain no write.
-//! 5. `signature`, `index` and `other` entries are never written to or deleted.
+//! 2. The pushed tag is only moved off the index being remediated, or off a
+//!    stale remediation of an older index the reader proved (otherwise the
+//!    whole plan is skipped as `superseded`); a derived tag only off a
+//!    runnable image; a keep tag only off an index.
+//! 3. With a keep tag configured, the pushed tag moves only after the keep
+//!    tag is on the index (the keep tag is a gate).
+//! 4. Planning again on the state the plan produces gives no action.
+//! 5. `observe` and `dry_run` plans contain no write.
+//! 6. `signature`, `index` and `other` entries are never written to or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
+pub use crate::engine::action::{Action, DeleteRole, TagRole};
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy};
-
-/// Why a tag is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TagRole {
-    /// The tag that was pushed (moved by promote and strip).
-    Pushed,
-    /// A per-platform tag derived from the template.
-    Derived,
-    /// The tag keeping a replaced index reachable.
-    Keep,
-}
-
-/// What is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeleteRole {
-    /// The remediated index, left untagged by the plan.
-    Index,
-    /// An attestation manifest nothing references any more.
-    Attestation,
-}
-
-/// One write to the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    /// Give an image a tag that does not exist yet.
-    AddTag {
-        /// The tag.
-        tag: ImageTag,
-        /// The image.
-        digest: Digest,
-        /// Why.
-        role: TagRole,
-    },
-    /// Move an existing tag to another image.
-    MoveTag {
-        /// The tag.
-        tag: ImageTag,
-        /// Where it points now.
-        from: Digest,
-        /// Where it will point.
-        to: Digest,
-        /// Why.
-        role: TagRole,
-    },
-    /// Store a new index (strip mode) under the pushed tag.
-    PutIndex {
-        /// The tag it gets.
-        tag: ImageTag,
-        /// The new index, bytes included.
-        #[serde(rename = "digest", serialize_with = "manifest_digest")]
-        manifest: Box<RawManifest>,
-        /// The index it replaces.
-        replaces: Digest,
-    },
-    /// Delete an image by digest.
-    Delete {
-        /// The image.
-        digest: Digest,
-        /// Why.
-        role: DeleteRole,
-    },
-}
-
-#[allow(clippy::borrowed_box)] // the signature serde's `serialize_with` calls
-fn manifest_digest<S: Serializer>(m: &Box<RawManifest>, s: S) -> Result<S::Ok, S::Error> {
-    m.digest().serialize(s)
-}
-
-impl Action {
-    /// The image this action writes to or deletes.
-    pub fn target(&self) -> &Digest {
-        match self {
-            Action::AddTag { digest, .. } | Action::Delete { digest, .. } => digest,
-            Action::MoveTag { to, .. } => to,
-            Action::PutIndex { manifest, .. } => manifest.digest(),
-        }
-    }
-
-    /// True for [`Action::Delete`].
-    pub fn is_delete(&self) -> bool {
-        matches!(self, Action::Delete { .. })
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Action::AddTag { tag, digest, .. } => write!(f, "tag {digest} as {tag}"),
-            Action::MoveTag { tag, from, to, .. } => write!(f, "move {tag} from {from} to {to}"),
-            Action::PutIndex {
-                tag,
-                manifest,
-                replaces,
-            } => {
-                write!(f, "put index {} as {tag}, replacing {replaces}", manifest.digest())
-            }
-            Action::Delete { digest, role } => {
-                let what = match role {
-                    DeleteRole::Index => "index",
-                    DeleteRole::Attestation => "attestation",
-                };
-                write!(f, "delete {what} {digest}")
-            }
-        }
-    }
-}
 
 /// Why something was not done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

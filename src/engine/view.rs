@@ -4,12 +4,12 @@
 //! children each index references. [`RepositoryView::apply`] replays a plan
 //! action with ECR's semantics (a tag moves, an index cannot be stored before
 //! its children, a referenced child cannot be deleted), which lets the planner
-//! reason about "after the plan", lets tests check plans without a registry,
-//! and serves as the in-memory registry's state.
+//! reason about "after the plan" and lets tests check plans without a
+//! registry.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::plan::Action;
+use crate::engine::action::Action;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
 

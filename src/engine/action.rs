@@ -1,0 +1,122 @@
+//! What a plan does to the registry: one write or deletion, with why.
+//!
+//! Shared by the planner (which makes actions), the repository view (which
+//! replays them with ECR's rules) and the applier (which executes them).
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
+use crate::oci::names::ImageTag;
+
+/// Why a tag is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagRole {
+    /// The tag that was pushed (moved by promote and strip).
+    Pushed,
+    /// A per-platform tag derived from the template.
+    Derived,
+    /// The tag keeping a replaced index reachable.
+    Keep,
+}
+
+/// What is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteRole {
+    /// The remediated index, left untagged by the plan.
+    Index,
+    /// An attestation manifest nothing references any more.
+    Attestation,
+}
+
+/// One write to the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Give an image a tag that does not exist yet.
+    AddTag {
+        /// The tag.
+        tag: ImageTag,
+        /// The image.
+        digest: Digest,
+        /// Why.
+        role: TagRole,
+    },
+    /// Move an existing tag to another image.
+    MoveTag {
+        /// The tag.
+        tag: ImageTag,
+        /// Where it points now.
+        from: Digest,
+        /// Where it will point.
+        to: Digest,
+        /// Why.
+        role: TagRole,
+    },
+    /// Store a new index (strip mode) under the pushed tag.
+    PutIndex {
+        /// The tag it gets.
+        tag: ImageTag,
+        /// The new index, bytes included.
+        #[serde(rename = "digest", serialize_with = "manifest_digest")]
+        manifest: Box<RawManifest>,
+        /// The index it replaces.
+        replaces: Digest,
+    },
+    /// Delete an image by digest.
+    Delete {
+        /// The image.
+        digest: Digest,
+        /// Why.
+        role: DeleteRole,
+    },
+}
+
+#[allow(clippy::borrowed_box)] // the signature serde's `serialize_with` calls
+fn manifest_digest<S: Serializer>(m: &Box<RawManifest>, s: S) -> Result<S::Ok, S::Error> {
+    m.digest().serialize(s)
+}
+
+impl Action {
+    /// The image this action writes to or deletes.
+    pub fn target(&self) -> &Digest {
+        match self {
+            Action::AddTag { digest, .. } | Action::Delete { digest, .. } => digest,
+            Action::MoveTag { to, .. } => to,
+            Action::PutIndex { manifest, .. } => manifest.digest(),
+        }
+    }
+
+    /// True for [`Action::Delete`].
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Action::Delete { .. })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::AddTag { tag, digest, .. } => write!(f, "tag {digest} as {tag}"),
+            Action::MoveTag { tag, from, to, .. } => write!(f, "move {tag} from {from} to {to}"),
+            Action::PutIndex {
+                tag,
+                manifest,
+                replaces,
+            } => {
+                write!(f, "put index {} as {tag}, replacing {replaces}", manifest.digest())
+            }
+            Action::Delete { digest, role } => {
+                let what = match role {
+                    DeleteRole::Index => "index",
+                    DeleteRole::Attestation => "attestation",
+                };
+                write!(f, "delete {what} {digest}")
+            }
+        }
+    }
+}
+
