@@ -742,3 +742,33 @@ async fn strip_mode_reads_its_own_new_index_and_leaves_it_alone() {
     assert_eq!(reg.calls().get("PutImage"), before.get("PutImage"));
     assert_eq!(target(&reg, "v7"), Some(stripped));
 }
+
+#[tokio::test]
+async fn a_keep_tag_taken_between_planning_and_writing_stops_the_move() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let theirs = image("theirs");
+    reg.push(&repo(), &theirs, None).unwrap();
+    let t2 = theirs.clone();
+    // Another writer puts v7-index on an image right before the precondition check.
+    reg.on_call(move |op, n, repos| {
+        if op == "BatchGetImage" && n == 2 {
+            store(repos.get_mut("team/app").unwrap(), &t2, Some(&tag("v7-index"))).unwrap();
+        }
+    });
+    let record = run(
+        &reg,
+        &Audit::default(),
+        &policies(Mode::Promote, true, true),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
+    assert_eq!(code(&record), "keep_tag_taken", "{record:#?}");
+    assert_eq!(
+        target(&reg, "v7").as_ref(),
+        Some(p.index.digest()),
+        "the pushed tag is not moved"
+    );
+    assert_eq!(target(&reg, "v7-index").as_ref(), Some(theirs.digest()));
+    assert_eq!(reg.calls().get("PutImage"), None);
+}

@@ -211,8 +211,8 @@ def test_wiring_queue_dead_letter_mapping_audit(stack: Stack, clients: dict[str,
     assert env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "true"
     assert env["ECR_REMEDIATOR_AUDIT_BUS"].endswith(":event-bus/remediator-audit")
     assert "ECR_REMEDIATOR_POLICY_FILE" not in env
-    assert env["ECR_REMEDIATOR_MAX_RECEIVE_COUNT"] == "5", "the function knows which delivery is the last"
-    assert env["ECR_REMEDIATOR_PUT_BURST"] == "4"
+    assert str(env["ECR_REMEDIATOR_MAX_RECEIVE_COUNT"]) == "5", "the function knows which delivery is the last"
+    assert str(env["ECR_REMEDIATOR_PUT_BURST"]) == "4"
     assert "RUST_LOG" not in env, "RUST_LOG would override the function's ApplicationLogLevel"
     assert config["Runtime"] == "provided.al2023" and config["Handler"] == "bootstrap"
     # moto does not keep Architectures; the transformed template says it.
