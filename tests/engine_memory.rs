@@ -71,6 +71,11 @@ async fn run(reg: &MemoryRegistry, audit: &Audit, policies: &PolicySet, job: &Jo
     .await
 }
 
+/// The engine with an audit sink that always works.
+async fn handle(reg: &MemoryRegistry, policies: &PolicySet, job: &Job) -> AuditRecord {
+    run(reg, &Audit::default(), policies, job).await
+}
+
 fn policies(mode: Mode, delete: bool, keep: bool) -> PolicySet {
     let mut vars = BTreeMap::new();
     vars.insert("ECR_REMEDIATOR_MODE".to_owned(), mode.as_str().to_owned());
@@ -200,9 +205,8 @@ fn outcome_of<'r>(record: &'r AuditRecord, target: &Digest) -> &'r ActionOutcome
 async fn promote_reads_three_times_writes_twice_and_never_lists() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, false, true),
         &job(p.index.digest(), "v7"),
     )
@@ -229,9 +233,8 @@ async fn delete_mode_costs_the_same_calls_in_a_repository_of_any_size() {
         }
         let p = push_buildx(&reg, "a", "v7", &[]);
         let before = reg.calls();
-        let record = run(
+        let record = handle(
             &reg,
-            &Audit::default(),
             &policies(Mode::Promote, true, false),
             &job(p.index.digest(), "v7"),
         )
@@ -265,9 +268,8 @@ async fn a_manifest_tagged_right_before_the_deletion_is_kept() {
             store(r, &att, Some(&tag("sbom-pinned"))).unwrap();
         }
     });
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, true, false),
         &job(p.index.digest(), "v7"),
     )
@@ -293,13 +295,7 @@ async fn a_keep_tag_that_cannot_be_written_stops_everything() {
     for mode in [Mode::Promote, Mode::Strip] {
         let reg = registry(false);
         let p = push_buildx(&reg, "a", &long, &[]);
-        let record = run(
-            &reg,
-            &Audit::default(),
-            &policies(mode, true, true),
-            &job(p.index.digest(), &long),
-        )
-        .await;
+        let record = handle(&reg, &policies(mode, true, true), &job(p.index.digest(), &long)).await;
         assert_eq!(code(&record), "keep_tag_invalid", "{record:#?}");
         assert_eq!(
             target(&reg, &long).as_ref(),
@@ -317,13 +313,7 @@ async fn a_keep_tag_held_by_a_non_index_is_never_taken() {
     let mine = image("user");
     reg.push(&repo(), &mine, Some(&tag("v7-index"))).unwrap();
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(
-        &reg,
-        &Audit::default(),
-        &policies(Mode::Promote, true, true),
-        &job(p.index.digest(), "v7"),
-    )
-    .await;
+    let record = handle(&reg, &policies(Mode::Promote, true, true), &job(p.index.digest(), "v7")).await;
     assert_eq!(code(&record), "keep_tag_taken", "{record:#?}");
     assert_eq!(target(&reg, "v7-index").as_ref(), Some(mine.digest()));
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
@@ -335,13 +325,7 @@ async fn a_derived_tag_held_by_an_index_is_never_taken_and_the_record_names_it()
     let reg = registry(false);
     let users = push_buildx(&reg, "user", "v7-linux-arm64", &[]);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(
-        &reg,
-        &Audit::default(),
-        &policies(Mode::Tag, false, true),
-        &job(p.index.digest(), "v7"),
-    )
-    .await;
+    let record = handle(&reg, &policies(Mode::Tag, false, true), &job(p.index.digest(), "v7")).await;
     assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(users.index.digest()));
     let text = serde_json::to_string(&record).unwrap();
     assert!(text.contains("derived_tag_taken"), "{text}");
@@ -355,13 +339,7 @@ async fn a_derived_tag_on_an_older_runnable_is_moved() {
     let old = image("old");
     reg.push(&repo(), &old, Some(&tag("v7-linux-arm64"))).unwrap();
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(
-        &reg,
-        &Audit::default(),
-        &policies(Mode::Tag, false, true),
-        &job(p.index.digest(), "v7"),
-    )
-    .await;
+    let record = handle(&reg, &policies(Mode::Tag, false, true), &job(p.index.digest(), "v7")).await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert_eq!(target(&reg, "v7-linux-arm64").as_ref(), Some(p.image.digest()));
 }
@@ -386,13 +364,7 @@ async fn a_push_landing_between_planning_and_writing_is_never_overwritten() {
             store(r, &b, Some(&tag("v1"))).unwrap();
         }
     });
-    let record = run(
-        &reg,
-        &Audit::default(),
-        &policies(Mode::Promote, true, true),
-        &job(a.index.digest(), "v1"),
-    )
-    .await;
+    let record = handle(&reg, &policies(Mode::Promote, true, true), &job(a.index.digest(), "v1")).await;
     assert_eq!(code(&record), "superseded", "{record:#?}");
     assert_eq!(
         target(&reg, "v1").as_ref(),
@@ -417,7 +389,7 @@ async fn a_stale_remediation_of_an_older_push_is_taken_over_by_the_newer_one() {
     // v1-index on A's index, B's index untagged.
     reg.push(&repo(), &a.image, Some(&tag("v1"))).unwrap();
     reg.push(&repo(), &a.index, Some(&tag("v1-index"))).unwrap();
-    let record = run(&reg, &Audit::default(), &set, &job(b.index.digest(), "v1")).await;
+    let record = handle(&reg, &set, &job(b.index.digest(), "v1")).await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert_eq!(
         target(&reg, "v1").as_ref(),
@@ -442,10 +414,10 @@ async fn a_newer_remediation_is_not_taken_over_by_a_late_event_of_an_older_push(
     let set = policies(Mode::Promote, false, true);
     let a = push_buildx(&reg, "a", "v1", &[]);
     let b = push_buildx(&reg, "b", "v1", &[]);
-    let first = run(&reg, &Audit::default(), &set, &job(b.index.digest(), "v1")).await;
+    let first = handle(&reg, &set, &job(b.index.digest(), "v1")).await;
     assert_eq!(first.outcome, Outcome::Remediated);
     // A's event arrives late (events are unordered).
-    let late = run(&reg, &Audit::default(), &set, &job(a.index.digest(), "v1")).await;
+    let late = handle(&reg, &set, &job(a.index.digest(), "v1")).await;
     assert_eq!(code(&late), "superseded", "{late:#?}");
     assert_eq!(target(&reg, "v1").as_ref(), Some(b.image.digest()));
     assert_eq!(target(&reg, "v1-index").as_ref(), Some(b.index.digest()));
@@ -462,9 +434,8 @@ async fn a_throttled_write_is_retried_only_after_a_fresh_check() {
             message: "Rate exceeded".into(),
         }],
     );
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, false, true),
         &job(p.index.digest(), "v7"),
     )
@@ -497,9 +468,8 @@ async fn a_push_during_a_throttled_retry_stops_the_move() {
             store(repos.get_mut("team/app").unwrap(), &n2, Some(&tag("v7"))).unwrap();
         }
     });
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, false, true),
         &job(p.index.digest(), "v7"),
     )
@@ -519,9 +489,8 @@ async fn sustained_throttling_runs_out_of_attempts_as_a_retryable_failure() {
             message: "Rate exceeded".into(),
         }),
     );
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, true, false),
         &job(p.index.digest(), "v7"),
     )
@@ -581,9 +550,8 @@ async fn an_attestation_another_index_still_lists_is_kept_not_failed() {
     );
     reg.push(&repo(), &image("x"), None).unwrap();
     reg.push(&repo(), &other, None).unwrap();
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, true, false),
         &job(p.index.digest(), "v7"),
     )
@@ -600,9 +568,8 @@ async fn an_attestation_another_index_still_lists_is_kept_not_failed() {
 async fn an_immutable_pushed_tag_falls_back_to_derived_tags_decided_by_the_planner() {
     let reg = registry(true);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, false, true),
         &job(p.index.digest(), "v7"),
     )
@@ -624,13 +591,7 @@ async fn strip_keeps_soci_and_signature_entries_without_delete() {
     let soci = fixture("soci-index-v2.json");
     let sig = fixture("notation-signature.json");
     let p = push_buildx(&reg, "a", "v7", &[soci.clone(), sig.clone()]);
-    let record = run(
-        &reg,
-        &Audit::default(),
-        &policies(Mode::Strip, false, true),
-        &job(p.index.digest(), "v7"),
-    )
-    .await;
+    let record = handle(&reg, &policies(Mode::Strip, false, true), &job(p.index.digest(), "v7")).await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     let s = state(&reg);
     let stripped = &s.images[&s.tags[&tag("v7")]];
@@ -645,9 +606,8 @@ async fn a_repository_with_300_character_tags_is_handled() {
     let long = "x".repeat(300);
     let p = push_buildx(&reg, "a", "v7", &[]);
     reg.push(&repo(), &p.index, Some(&tag(&long))).unwrap();
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, true, false),
         &job(p.index.digest(), "v7"),
     )
@@ -664,10 +624,10 @@ async fn the_same_event_twice_writes_once() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
     let set = policies(Mode::Strip, true, false);
-    let first = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    let first = handle(&reg, &set, &job(p.index.digest(), "v7")).await;
     assert_eq!(first.outcome, Outcome::Remediated, "{first:#?}");
     let writes = reg.calls().get("PutImage").copied();
-    let again = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    let again = handle(&reg, &set, &job(p.index.digest(), "v7")).await;
     assert_eq!(code(&again), "index_gone");
     assert_eq!(reg.calls().get("PutImage").copied(), writes);
 }
@@ -684,9 +644,8 @@ async fn a_non_retryable_write_failure_stops_the_plan_and_is_recorded() {
             message: "not allowed".into(),
         }],
     );
-    let record = run(
+    let record = handle(
         &reg,
-        &Audit::default(),
         &policies(Mode::Promote, true, false),
         &job(p.index.digest(), "v7"),
     )
@@ -714,7 +673,7 @@ async fn dry_run_plans_and_records_but_writes_nothing() {
     let p = push_buildx(&reg, "a", "v7", &[]);
     let mut set = policies(Mode::Promote, true, false);
     set.default.dry_run = true;
-    let record = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    let record = handle(&reg, &set, &job(p.index.digest(), "v7")).await;
     assert_eq!(record.outcome, Outcome::Noop);
     assert!(record.actions.is_empty());
     assert!(
@@ -732,12 +691,12 @@ async fn strip_mode_reads_its_own_new_index_and_leaves_it_alone() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
     let set = policies(Mode::Strip, false, true);
-    let first = run(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7")).await;
+    let first = handle(&reg, &set, &job(p.index.digest(), "v7")).await;
     assert_eq!(first.outcome, Outcome::Remediated);
     let stripped = target(&reg, "v7").unwrap();
     assert_ne!(&stripped, p.index.digest());
     let before = reg.calls();
-    let second = run(&reg, &Audit::default(), &set, &job(&stripped, "v7")).await;
+    let second = handle(&reg, &set, &job(&stripped, "v7")).await;
     assert_eq!(code(&second), "nothing_to_strip");
     assert_eq!(reg.calls().get("PutImage"), before.get("PutImage"));
     assert_eq!(target(&reg, "v7"), Some(stripped));
@@ -756,13 +715,7 @@ async fn a_keep_tag_taken_between_planning_and_writing_stops_the_move() {
             store(repos.get_mut("team/app").unwrap(), &t2, Some(&tag("v7-index"))).unwrap();
         }
     });
-    let record = run(
-        &reg,
-        &Audit::default(),
-        &policies(Mode::Promote, true, true),
-        &job(p.index.digest(), "v7"),
-    )
-    .await;
+    let record = handle(&reg, &policies(Mode::Promote, true, true), &job(p.index.digest(), "v7")).await;
     assert_eq!(code(&record), "keep_tag_taken", "{record:#?}");
     assert_eq!(
         target(&reg, "v7").as_ref(),

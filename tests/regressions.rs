@@ -21,6 +21,31 @@ async fn fresh(prefix: &str) -> (String, AuditQueue) {
     (repo, audit)
 }
 
+/// Promote, delete orphans, no keep tag: the policy that deletes.
+const DELETE_MODE: [(&str, &str); 3] = [
+    ("ECR_REMEDIATOR_MODE", "promote"),
+    ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+    ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+];
+
+/// Handles the push event of `pushed` as `v7`.
+async fn handle_v7(
+    h: &ecr_remediator::service::handler::Handler<
+        ecr_remediator::aws::ecr::EcrRegistry,
+        ecr_remediator::aws::audit::EventBridgeAudit,
+    >,
+    repo: &str,
+    pushed: &Pushed,
+) -> EventResult {
+    h.handle_text(
+        &push_event(repo, &pushed.index, "v7", OCI_INDEX),
+        Trigger::Push,
+        Delivery::default(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn final_records(audit: &AuditQueue) -> Vec<Value> {
     audit
         .records()
@@ -155,20 +180,8 @@ async fn a_200_character_foreign_tag_does_not_break_delete_mode() {
     let other = push_buildx(&repo, "other", &["linux/arm64"], "long-other");
     retag(&repo, &other.index, &"x".repeat(200));
     retag(&repo, &pushed.index, &"y".repeat(200));
-    let h = handler(&[
-        ("ECR_REMEDIATOR_MODE", "promote"),
-        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
-        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
-    ])
-    .await;
-    let r = h
-        .handle_text(
-            &push_event(&repo, &pushed.index, "v7", OCI_INDEX),
-            Trigger::Push,
-            Delivery::default(),
-        )
-        .await
-        .unwrap();
+    let h = handler(&DELETE_MODE).await;
+    let r = handle_v7(&h, &repo, &pushed).await;
     assert_eq!(outcome(&r), "remediated", "{r:?}");
     let t = tags(&repo).await;
     assert_eq!(t["v7"], pushed.runnable());
@@ -192,12 +205,7 @@ async fn a_failing_describe_images_is_retryable_and_named() {
     let (repo, audit) = fresh("describe-fails").await;
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "describe-fails");
     emulator().fault(&repo, "DescribeImages", &["ServerException"; 8]);
-    let h = handler(&[
-        ("ECR_REMEDIATOR_MODE", "promote"),
-        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
-        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
-    ])
-    .await;
+    let h = handler(&DELETE_MODE).await;
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
     let err = h
         .handle_text(&event, Trigger::Push, Delivery::default())
@@ -227,14 +235,7 @@ async fn strip_next_to_soci_signature_and_nested_entries_keeps_them() {
         &["--extra", "soci", "--extra", "signature", "--extra", "nested"],
     );
     let h = handler(&[("ECR_REMEDIATOR_MODE", "strip")]).await;
-    let r = h
-        .handle_text(
-            &push_event(&repo, &pushed.index, "v7", OCI_INDEX),
-            Trigger::Push,
-            Delivery::default(),
-        )
-        .await
-        .unwrap();
+    let r = handle_v7(&h, &repo, &pushed).await;
     assert_eq!(outcome(&r), "remediated", "{r:?}");
     let t = tags(&repo).await;
     assert_eq!(t["v7-index"], pushed.index);
@@ -279,20 +280,8 @@ async fn an_attestation_held_by_an_archived_index_is_kept() {
         list(&repo).await.iter().all(|i| i.digest != archived),
         "not listed once archived"
     );
-    let h = handler(&[
-        ("ECR_REMEDIATOR_MODE", "promote"),
-        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
-        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
-    ])
-    .await;
-    let r = h
-        .handle_text(
-            &push_event(&repo, &pushed.index, "v7", OCI_INDEX),
-            Trigger::Push,
-            Delivery::default(),
-        )
-        .await
-        .unwrap();
+    let h = handler(&DELETE_MODE).await;
+    let r = handle_v7(&h, &repo, &pushed).await;
     assert_eq!(outcome(&r), "remediated", "{r:?}");
     let remaining: Vec<String> = list(&repo).await.into_iter().map(|i| i.digest).collect();
     assert!(remaining.contains(&pushed.attestation().to_owned()), "{remaining:?}");

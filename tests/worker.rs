@@ -23,25 +23,18 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "worker");
 
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_ecr-remediator"))
-            .args([
-                "serve",
-                "--queue-url",
-                &queue,
-                "--wait",
-                "1",
-                "--exit-when-idle",
-                "--mode",
-                "promote",
-            ])
-            .env("AWS_ENDPOINT_URL", &emulator().url)
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("ECR_REMEDIATOR_POLICY_FILE")
-            .output()
-            .unwrap()
+        cli(&[
+            "serve",
+            "--queue-url",
+            &queue,
+            "--wait",
+            "1",
+            "--exit-when-idle",
+            "--mode",
+            "promote",
+        ])
+        .output()
+        .unwrap()
     };
     let out = run();
     let log = String::from_utf8_lossy(&out.stdout);
@@ -173,29 +166,22 @@ async fn every_message_of_a_received_batch_stays_invisible_until_handled() {
     // Two workers, as two Lambda instances would be: whatever one holds, the
     // other must not receive.
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_ecr-remediator"))
-            .args([
-                "serve",
-                "--queue-url",
-                &queue,
-                "--wait",
-                "1",
-                "--visibility-timeout",
-                "2",
-                "--exit-when-idle",
-                "--mode",
-                "tag",
-            ])
-            .env("AWS_ENDPOINT_URL", &emulator().url)
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("ECR_REMEDIATOR_POLICY_FILE")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        cli(&[
+            "serve",
+            "--queue-url",
+            &queue,
+            "--wait",
+            "1",
+            "--visibility-timeout",
+            "2",
+            "--exit-when-idle",
+            "--mode",
+            "tag",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
     };
     let first = spawn();
     std::thread::sleep(std::time::Duration::from_millis(300));

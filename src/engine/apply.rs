@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Engine, Job, Known};
-use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome};
+use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
 use crate::engine::plan::{Action, DeleteRole, Plan, TagRole};
 use crate::engine::registry::{DeleteOutcome, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
@@ -299,7 +299,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         }
         checkpoint.outcome = Outcome::InProgress;
         checkpoint.is_final = false;
-        if let Err(e) = self.write_checkpoint(&checkpoint).await {
+        if let Err(e) = write_with_retries(self.audit, &checkpoint, &self.retry, self.deadline).await {
             let failure = Failure {
                 code: "AuditUnavailable".to_owned(),
                 error: format!("deletions not attempted: their checkpoint record could not be written: {e}"),
@@ -378,26 +378,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     }),
                 };
                 push(&mut record.actions, a, outcome);
-            }
-        }
-    }
-}
-
-impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
-    /// Writes the checkpoint record, retrying with backoff.
-    async fn write_checkpoint(&self, record: &AuditRecord) -> Result<(), crate::engine::audit::AuditError> {
-        let mut jitter = Jitter::new();
-        let mut attempt = 1;
-        loop {
-            match self.audit.write(record).await {
-                Ok(()) => return Ok(()),
-                Err(e) => match self.retry.backoff(attempt, jitter.next_unit()) {
-                    Some(wait) if self.deadline.is_none_or(|d| tokio::time::Instant::now() + wait < d) => {
-                        tokio::time::sleep(wait).await;
-                        attempt += 1;
-                    }
-                    _ => return Err(e),
-                },
             }
         }
     }

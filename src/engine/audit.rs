@@ -406,6 +406,31 @@ pub trait AuditSink: Sync {
     fn write(&self, record: &AuditRecord) -> impl Future<Output = Result<(), AuditError>> + Send;
 }
 
+/// Writes `record` to `sink`, retrying every failure with `policy`'s backoff
+/// and never waiting past `deadline`; the last error when none succeeded.
+pub async fn write_with_retries<A: AuditSink>(
+    sink: &A,
+    record: &AuditRecord,
+    policy: &crate::engine::retry::RetryPolicy,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(), AuditError> {
+    let mut jitter = crate::engine::retry::Jitter::new();
+    let mut attempt = 1;
+    loop {
+        let Err(e) = sink.write(record).await else {
+            return Ok(());
+        };
+        match policy.backoff(attempt, jitter.next_unit()) {
+            Some(wait) if deadline.is_none_or(|d| tokio::time::Instant::now() + wait < d) => {
+                tracing::warn!(error = %e, attempt, "audit record not written; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
 /// The audit record as one JSON log line on stdout (`{"audit_record": {...}}`),
 /// so CloudWatch Logs Insights can query its fields.
 pub fn log_line(record: &AuditRecord) -> String {

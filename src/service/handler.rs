@@ -14,9 +14,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line};
+use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line, write_with_retries};
 use crate::engine::registry::Registry;
-use crate::engine::retry::{Jitter, RetryPolicy};
+use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, Job};
 use crate::policy::PolicySet;
 use crate::service::event::{Triage, parse_envelope, triage};
@@ -238,7 +238,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         if self.log_records {
             println!("{}", log_line(&record));
         }
-        let write = self.write_record(&record).await;
+        let write = write_with_retries(&self.audit, &record, &self.retry, delivery.deadline).await;
         let result = EventResult::Handled {
             outcome: record.outcome.name().to_owned(),
             digest: record.index_digest.clone(),
@@ -253,24 +253,5 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             return Err(RetryError::Remediation(f.error.clone()));
         }
         Ok(result)
-    }
-
-    /// Writes the record, retrying with backoff.
-    async fn write_record(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let mut jitter = Jitter::new();
-        let mut attempt = 1;
-        loop {
-            match self.audit.write(record).await {
-                Ok(()) => return Ok(()),
-                Err(e) => match self.retry.backoff(attempt, jitter.next_unit()) {
-                    Some(wait) => {
-                        tracing::warn!(error = %e, attempt, "audit record not written; retrying");
-                        tokio::time::sleep(wait).await;
-                        attempt += 1;
-                    }
-                    None => return Err(e),
-                },
-            }
-        }
     }
 }

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import push
-from ecr_emulator.testing import EmulatorProcess
+from ecr_emulator.testing import EmulatorProcess, push_event
 
 ROOT = Path(__file__).resolve().parents[2]
 CARGO_LAMBDA = Path(sys.executable).parent / "cargo-lambda"
@@ -112,27 +112,6 @@ def invoke(port: int, payload: dict[str, Any], tmp_path: Path) -> subprocess.Com
         text=True,
         timeout=900,
     )
-
-
-def push_event(repo: str, digest: str, tag: str, media_type: str) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": f"e2e-{digest[7:15]}-{tag}",
-        "detail-type": "ECR Image Action",
-        "source": "aws.ecr",
-        "account": "123456789012",
-        "time": "2026-11-23T12:00:00Z",
-        "region": "us-east-1",
-        "resources": [],
-        "detail": {
-            "result": "SUCCESS",
-            "repository-name": repo,
-            "image-digest": digest,
-            "action-type": "PUSH",
-            "image-tag": tag,
-            "manifest-media-type": media_type,
-        },
-    }
 
 
 def test_bootstrap_remediates_a_push_event_and_an_sqs_batch(lambda_runtime: int, ecr: Any, repo: str, salt: str, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import push
-from ecr_emulator.testing import EmulatorProcess
+from ecr_emulator.testing import EmulatorProcess, push_event
 
 SIZES = (0, 1_000, 10_000)
 SCENARIOS = {
@@ -183,24 +183,7 @@ def lambda_runs(bootstrap: Path, emu: EmulatorProcess, ecr: Any, runs: int) -> d
         repository = f"bench/lambda-{n}"
         ecr.create_repository(repositoryName=repository)
         digest = push_image(ecr, repository, "v1", f"lambda-{n}")
-        event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "ECR Image Action",
-            "source": "aws.ecr",
-            "account": "123456789012",
-            "time": "2026-11-23T12:00:00Z",
-            "region": "us-east-1",
-            "resources": [],
-            "detail": {
-                "result": "SUCCESS",
-                "repository-name": repository,
-                "image-digest": digest,
-                "action-type": "PUSH",
-                "image-tag": "v1",
-                "manifest-media-type": "application/vnd.oci.image.index.v1+json",
-            },
-        }
+        event = push_event(repository, digest, "v1", "application/vnd.oci.image.index.v1+json", event_id=str(uuid.uuid4()))
         api = RuntimeApi()
         env = base_env(emu.url) | {
             "AWS_LAMBDA_RUNTIME_API": api.address,

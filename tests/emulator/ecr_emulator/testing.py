@@ -114,3 +114,25 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def push_event(repository: str, digest: str, tag: str, media_type: str, event_id: str | None = None) -> dict[str, Any]:
+    """An ``ECR Image Action`` PUSH event as ECR sends it to EventBridge."""
+    return {
+        "version": "0",
+        "id": event_id or f"evt-{digest[7:15]}-{tag}",
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": "123456789012",
+        "time": "2026-11-23T12:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "result": "SUCCESS",
+            "repository-name": repository,
+            "image-digest": digest,
+            "action-type": "PUSH",
+            "image-tag": tag,
+            "manifest-media-type": media_type,
+        },
+    }
