@@ -152,7 +152,7 @@ def pusher(c: dict[str, Any], args: argparse.Namespace, rng: random.Random) -> l
                 unique += 1
                 tag = f"r{unique}"
             else:
-                tag = f"v{rng.randint(1, 4)}"
+                tag = f"v{rng.randint(1, 40)}"
                 if rng.random() < 0.3:
                     burst = [(repository, tag)] * rng.randint(1, 2)
         rule = REPOSITORIES[repository][1]
