@@ -252,6 +252,51 @@ impl Registry for EcrRegistry {
         Ok(out)
     }
 
+    async fn list_repositories(&self) -> Result<Vec<RepositoryName>, RegistryError> {
+        let mut pages = self
+            .client
+            .describe_repositories()
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| registry_error("DescribeRepositories", e))?;
+            for r in page.repositories() {
+                let name = r.repository_name().unwrap_or_default();
+                out.push(RepositoryName::parse(name).map_err(|e| RegistryError::InvalidResponse {
+                    operation: "DescribeRepositories",
+                    problem: e.to_string(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_images(&self, repository: &RepositoryName) -> Result<Vec<(Digest, ImageInfo)>, RegistryError> {
+        let mut pages = self
+            .client
+            .describe_images()
+            .repository_name(repository.as_str())
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| registry_error("DescribeImages", e))?;
+            for detail in page.image_details() {
+                let digest = Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| {
+                    RegistryError::InvalidResponse {
+                        operation: "DescribeImages",
+                        problem: e.to_string(),
+                    }
+                })?;
+                out.push((digest, image_info(detail)));
+            }
+        }
+        Ok(out)
+    }
+
     async fn reserve_puts(&self, count: usize) {
         let wait = self.bucket.lock().await.reserve(count, Instant::now());
         if !wait.is_zero() {
@@ -301,13 +346,19 @@ impl EcrRegistry {
                         problem: e.to_string(),
                     })
                 })?;
-                let info = ImageInfo {
-                    tags: detail.image_tags().to_vec(),
-                    pushed_at_ms: detail.image_pushed_at().and_then(|t| t.to_millis().ok()),
-                };
-                Ok((digest, Some(info)))
+                Ok((digest, Some(image_info(detail))))
             })
             .collect()
+    }
+}
+
+fn image_info(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageInfo {
+    ImageInfo {
+        tags: detail.image_tags().to_vec(),
+        pushed_at_ms: detail.image_pushed_at().and_then(|t| t.to_millis().ok()),
+        media_type: detail.image_manifest_media_type().map(str::to_owned),
+        artifact_media_type: detail.artifact_media_type().map(str::to_owned),
+        size_bytes: detail.image_size_in_bytes(),
     }
 }
 

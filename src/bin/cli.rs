@@ -1,7 +1,7 @@
 //! The `ecr-remediator` command-line tool.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ecr_remediator::aws::sqs::{ServeOptions, serve};
 use ecr_remediator::engine::Job;
+use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord};
 use ecr_remediator::engine::audit::{Outcome, Trigger};
+use ecr_remediator::engine::sweep::{Selection, TagPattern, parse_since};
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::oci::classify::classify;
 use ecr_remediator::oci::digest::Digest;
@@ -19,6 +21,7 @@ use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::policy::{Mode, Policy, PolicySet};
 use ecr_remediator::service::config::ServiceConfig;
 use ecr_remediator::service::handler::Delivery;
+use ecr_remediator::service::sweep::{Progress, Scope, SweepSummary, sweep as run_sweep};
 
 /// Repairs what a default `docker buildx build --push` leaves in Amazon ECR.
 #[derive(Parser)]
@@ -61,6 +64,35 @@ enum Command {
         #[command(flatten)]
         policy: PolicyFlags,
     },
+    /// Reconcile the registry: handle every tagged index the policy would still change.
+    ///
+    /// Lists each selected repository once, then handles each tagged index
+    /// as if it had just been pushed (one audit record each, trigger
+    /// `sweep`). Run it with `--dry-run` first: the same report, nothing
+    /// written. A sweep run again, or after an interruption, writes nothing
+    /// already done. Exit status 1 when anything failed.
+    Sweep {
+        /// Only this repository (repeatable).
+        #[arg(long = "repository", value_name = "NAME")]
+        repositories: Vec<String>,
+        /// Only repositories whose name starts with this (repeatable).
+        #[arg(long = "repository-prefix", value_name = "PREFIX")]
+        prefixes: Vec<String>,
+        /// Only images pushed since then: a duration (7d, 12h, 30m) or a UTC date (2026-11-01[T12:00:00Z]).
+        #[arg(long, value_name = "DURATION|DATE")]
+        since: Option<String>,
+        /// Only tags matching this pattern (`*` any characters, `?` one).
+        #[arg(long, value_name = "GLOB")]
+        tag: Option<String>,
+        /// PutImage calls per second (ECR allows 10 per account and region, shared with every docker push).
+        #[arg(long, value_name = "N")]
+        put_tps: Option<f64>,
+        /// `table` (a readable report), or `json` (records as JSON lines, then the summary).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
     /// Work on an SQS queue of ECR Image Action events until stopped (SIGTERM/Ctrl-C).
     Serve {
         /// The queue URL.
@@ -95,6 +127,12 @@ struct PolicyFlags {
     /// Plan and record, write nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -149,6 +187,25 @@ fn main() -> ExitCode {
             image_tag,
             policy,
         } => run_async(remediate(repository, image_digest, image_tag, policy)),
+        Command::Sweep {
+            repositories,
+            prefixes,
+            since,
+            tag,
+            put_tps,
+            output,
+            policy,
+        } => run_async(sweep(
+            SweepArgs {
+                repositories,
+                prefixes,
+                since,
+                tag,
+                put_tps,
+                output,
+            },
+            policy,
+        )),
         Command::Serve {
             queue_url,
             visibility_timeout,
@@ -242,6 +299,233 @@ async fn serve_queue(options: ServeOptions, flags: PolicyFlags) -> anyhow::Resul
     let stats = Box::pin(serve(&handler, &sqs, &options, shutdown_signal())).await?;
     tracing::info!(handled = stats.handled, failed = stats.failed, "worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+struct SweepArgs {
+    repositories: Vec<String>,
+    prefixes: Vec<String>,
+    since: Option<String>,
+    tag: Option<String>,
+    put_tps: Option<f64>,
+    output: OutputFormat,
+}
+
+async fn sweep(args: SweepArgs, flags: PolicyFlags) -> anyhow::Result<ExitCode> {
+    init(LogFormat::Text);
+    let scope = Scope {
+        repositories: args
+            .repositories
+            .iter()
+            .map(|r| RepositoryName::parse(r))
+            .collect::<Result<_, _>>()
+            .context("--repository")?,
+        prefixes: args.prefixes,
+    };
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    let selection = Selection {
+        tag: args.tag.as_deref().map(TagPattern::new),
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, now_ms))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
+    let mut config = flags.config()?;
+    if let Some(tps) = args.put_tps {
+        anyhow::ensure!(
+            tps.is_finite() && tps > 0.0 && tps <= 10.0,
+            "--put-tps must be above 0 and at most 10 (ECR's PutImage quota)"
+        );
+        config.put_tps = tps;
+    }
+    let mut handler = ecr_remediator::aws::handler(&config).await;
+    handler.log_records = false;
+    let json = args.output == OutputFormat::Json;
+    let mut progress = SweepProgress::new(std::io::stderr().is_terminal(), json);
+    let summary = Box::pin(run_sweep(&handler, &scope, &selection, &mut progress)).await?;
+    progress.clear();
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "summary": summary }))?;
+    } else {
+        write!(out, "{}", progress.table())?;
+        write!(out, "{}", summary_table(&summary))?;
+    }
+    Ok(if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The sweep's progress line (stderr, on a terminal only) and its per-image output.
+struct SweepProgress {
+    terminal: bool,
+    json: bool,
+    started: std::time::Instant,
+    repos: (usize, usize),
+    images: (usize, usize),
+    handled: usize,
+    rows: Vec<[String; 5]>,
+}
+
+impl SweepProgress {
+    fn new(terminal: bool, json: bool) -> Self {
+        SweepProgress {
+            terminal,
+            json,
+            started: std::time::Instant::now(),
+            repos: (0, 0),
+            images: (0, 0),
+            handled: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    fn draw(&self) {
+        if !self.terminal {
+            return;
+        }
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = self.handled as f64 / elapsed;
+        let left = self.images.1.saturating_sub(self.images.0);
+        let eta = if rate > 0.0 {
+            (left as f64 / rate).round() as u64
+        } else {
+            0
+        };
+        eprint!(
+            "\r\x1b[2Krepository {}/{}  images {}/{}  {:.1}/s  ETA {}:{:02}",
+            self.repos.0,
+            self.repos.1,
+            self.images.0,
+            self.images.1,
+            rate,
+            eta / 60,
+            eta % 60
+        );
+    }
+
+    fn clear(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    /// The images that changed, were skipped for a reason other than superseded, or failed.
+    fn table(&self) -> String {
+        if self.rows.is_empty() {
+            return String::new();
+        }
+        let header = ["REPOSITORY", "TAG", "INDEX", "OUTCOME", "DETAIL"].map(str::to_owned);
+        let mut widths = [0usize; 4];
+        for row in std::iter::once(&header).chain(&self.rows) {
+            for (w, cell) in widths.iter_mut().zip(row.iter()) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            for (w, cell) in widths.iter().zip(row.iter()) {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+            out.push_str(&row[4]);
+            out.push('\n');
+        }
+        out.push('\n');
+        out
+    }
+}
+
+impl Progress for SweepProgress {
+    fn repository(&mut self, n: usize, total: usize, _name: &RepositoryName, images: usize) {
+        self.repos = (n + 1, total);
+        self.images = (0, images);
+        self.draw();
+    }
+
+    fn image(&mut self, record: &AuditRecord) {
+        self.images.0 += 1;
+        self.handled += 1;
+        if self.json {
+            self.clear();
+            println!("{}", record.to_json());
+        } else {
+            let detail = match &record.outcome {
+                Outcome::Skipped { reason, .. } => Some(reason.clone()),
+                Outcome::Failed(f) => Some(f.error.clone()),
+                Outcome::Remediated => Some(
+                    record
+                        .actions
+                        .iter()
+                        .filter(|a| a.outcome == ActionOutcome::Applied)
+                        .map(|a| a.action.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                Outcome::Noop | Outcome::InProgress => None,
+            };
+            if let Some(detail) = detail {
+                let digest = record.index_digest.as_deref().unwrap_or_default();
+                self.rows.push([
+                    record.repository.clone().unwrap_or_default(),
+                    record.tag.clone().unwrap_or_default(),
+                    digest.get(..19).unwrap_or(digest).to_owned(),
+                    match &record.outcome {
+                        Outcome::Skipped { code, .. } => format!("skipped ({code})"),
+                        other => other.name().to_owned(),
+                    },
+                    detail,
+                ]);
+            }
+        }
+        self.draw();
+    }
+}
+
+fn summary_table(s: &SweepSummary) -> String {
+    let by = |m: &mut dyn Iterator<Item = (String, usize)>| {
+        let parts: Vec<String> = m.map(|(k, v)| format!("{k} {v}")).collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", parts.join(", "))
+        }
+    };
+    let skipped: usize = s.skipped.values().sum();
+    let untouched: usize = s.not_touched.values().sum();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<22}{v}\n"));
+    line("repositories scanned", s.repositories_scanned.to_string());
+    line("indexes seen", s.indexes_seen.to_string());
+    line("images handled", s.images_handled.to_string());
+    line("remediated", s.remediated.to_string());
+    line("already fine", s.already_fine.to_string());
+    line(
+        "skipped",
+        format!("{skipped}{}", by(&mut s.skipped.iter().map(|(k, v)| (k.clone(), *v)))),
+    );
+    line("failed", s.failed.to_string());
+    line("manifests deleted", s.manifests_deleted.to_string());
+    line("bytes reclaimed", s.bytes_reclaimed.to_string());
+    line(
+        "not touched",
+        format!(
+            "{untouched}{}",
+            by(&mut s.not_touched.iter().map(|(k, v)| (k.describe().to_owned(), *v)))
+        ),
+    );
+    for (repo, error) in &s.repository_errors {
+        line("not listed", format!("{repo}: {error}"));
+    }
+    out
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

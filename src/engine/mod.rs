@@ -37,6 +37,7 @@ pub mod plan;
 mod read;
 pub mod registry;
 pub mod retry;
+pub mod sweep;
 pub mod view;
 
 use apply::Applied;

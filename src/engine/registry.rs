@@ -99,6 +99,12 @@ pub struct ImageInfo {
     pub tags: Vec<String>,
     /// When it was first pushed, as milliseconds since the Unix epoch.
     pub pushed_at_ms: Option<i64>,
+    /// Its manifest media type, as reported.
+    pub media_type: Option<String>,
+    /// Its config media type (`artifactMediaType`), as reported.
+    pub artifact_media_type: Option<String>,
+    /// Its size in bytes, as reported.
+    pub size_bytes: Option<i64>,
 }
 
 /// A registry call that failed as a whole.
@@ -219,6 +225,17 @@ pub trait Registry: Sync {
         repository: &RepositoryName,
         digests: &[Digest],
     ) -> impl Future<Output = Result<BTreeMap<Digest, Option<ImageInfo>>, RegistryError>> + Send;
+
+    /// Every repository of the registry (`DescribeRepositories`, paginated).
+    /// For sweeps only: the per-push path never lists.
+    fn list_repositories(&self) -> impl Future<Output = Result<Vec<RepositoryName>, RegistryError>> + Send;
+
+    /// Every active image of a repository with its details (`DescribeImages`,
+    /// paginated). For sweeps only, once per repository per sweep.
+    fn list_images(
+        &self,
+        repository: &RepositoryName,
+    ) -> impl Future<Output = Result<Vec<(Digest, ImageInfo)>, RegistryError>> + Send;
 
     /// Waits until `count` `PutImage` calls may be made under the client-side
     /// rate limit, and reserves them. The engine calls it *before* its

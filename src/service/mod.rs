@@ -5,3 +5,4 @@
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod sweep;

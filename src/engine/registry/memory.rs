@@ -199,6 +199,17 @@ pub fn store(repo: &mut RepoState, manifest: &RawManifest, tag: Option<&ImageTag
     Ok(())
 }
 
+fn info_of(repo: &RepoState, d: &Digest) -> Option<ImageInfo> {
+    let m = repo.images.get(d)?;
+    Some(ImageInfo {
+        tags: repo.tags_of(d).iter().map(ToString::to_string).collect(),
+        pushed_at_ms: repo.pushed_at.get(d).copied(),
+        media_type: Some(m.media_type().as_str().to_owned()),
+        artifact_media_type: None,
+        size_bytes: i64::try_from(m.bytes().len()).ok(),
+    })
+}
+
 impl Registry for MemoryRegistry {
     async fn get_images(&self, repository: &RepositoryName, ids: &[ImageRef]) -> Result<Fetched, RegistryError> {
         self.with_repo("BatchGetImage", repository, |repo| {
@@ -268,15 +279,24 @@ impl Registry for MemoryRegistry {
         digests: &[Digest],
     ) -> Result<BTreeMap<Digest, Option<ImageInfo>>, RegistryError> {
         self.with_repo("DescribeImages", repository, |repo| {
-            Ok(digests
-                .iter()
-                .map(|d| {
-                    let info = repo.images.contains_key(d).then(|| ImageInfo {
-                        tags: repo.tags_of(d).iter().map(ToString::to_string).collect(),
-                        pushed_at_ms: repo.pushed_at.get(d).copied(),
-                    });
-                    (d.clone(), info)
-                })
+            Ok(digests.iter().map(|d| (d.clone(), info_of(repo, d))).collect())
+        })
+    }
+
+    async fn list_repositories(&self) -> Result<Vec<RepositoryName>, RegistryError> {
+        self.enter("DescribeRepositories")?;
+        Ok(lock(&self.repos)
+            .keys()
+            .filter_map(|n| RepositoryName::parse(n).ok())
+            .collect())
+    }
+
+    async fn list_images(&self, repository: &RepositoryName) -> Result<Vec<(Digest, ImageInfo)>, RegistryError> {
+        self.with_repo("DescribeImages", repository, |repo| {
+            Ok(repo
+                .images
+                .keys()
+                .filter_map(|d| info_of(repo, d).map(|i| (d.clone(), i)))
                 .collect())
         })
     }

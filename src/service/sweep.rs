@@ -1,0 +1,158 @@
+//! A reconciliation sweep: every tagged index of the selected repositories
+//! handled through the same handler as a push event (`trigger: sweep`, one
+//! audit record per image), with a summary of what it did and left alone.
+//!
+//! Each repository is listed once; each selected image then costs what a
+//! push costs (see [`crate::engine`]). The engine is idempotent, so a sweep
+//! run again (or resumed after an interruption) writes nothing already done.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::engine::Job;
+use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger};
+use crate::engine::plan::Action;
+use crate::engine::registry::{Registry, RegistryError};
+use crate::engine::sweep::{Selection, Untouched, select};
+use crate::oci::names::RepositoryName;
+use crate::service::handler::{Delivery, Handler};
+
+/// Which repositories a sweep covers.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// These repositories (when empty: every repository, or those with a prefix below).
+    pub repositories: Vec<RepositoryName>,
+    /// Repositories whose name starts with one of these.
+    pub prefixes: Vec<String>,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepSummary {
+    /// Repositories listed.
+    pub repositories_scanned: usize,
+    /// Indexes found in them.
+    pub indexes_seen: usize,
+    /// Images handled (one per tagged index and tag).
+    pub images_handled: usize,
+    /// Records with outcome `remediated`.
+    pub remediated: usize,
+    /// Records with outcome `noop`, plus indexes whose only tags are keep tags.
+    pub already_fine: usize,
+    /// Records with outcome `skipped`, by reason code.
+    pub skipped: BTreeMap<String, usize>,
+    /// Records with outcome `failed`, plus records that could not be written.
+    pub failed: usize,
+    /// Manifests deleted.
+    pub manifests_deleted: usize,
+    /// Their size, as the listing reported it.
+    pub bytes_reclaimed: i64,
+    /// Images left alone, by reason.
+    pub not_touched: BTreeMap<Untouched, usize>,
+    /// Repositories that could not be listed, with the error.
+    pub repository_errors: BTreeMap<String, String>,
+}
+
+impl SweepSummary {
+    /// True when nothing failed.
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.repository_errors.is_empty()
+    }
+}
+
+/// Told about a sweep's progress (the CLI draws a progress line from it).
+pub trait Progress {
+    /// Starting repository `n` (0-based) of `total`, with `images` selected in it.
+    fn repository(&mut self, n: usize, total: usize, name: &RepositoryName, images: usize);
+    /// One more image handled.
+    fn image(&mut self, record: &AuditRecord);
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn repository(&mut self, _: usize, _: usize, _: &RepositoryName, _: usize) {}
+    fn image(&mut self, _: &AuditRecord) {}
+}
+
+/// The repositories in scope, in name order.
+pub async fn repositories<R: Registry>(registry: &R, scope: &Scope) -> Result<Vec<RepositoryName>, RegistryError> {
+    let mut out: Vec<RepositoryName> = if scope.repositories.is_empty() {
+        registry
+            .list_repositories()
+            .await?
+            .into_iter()
+            .filter(|r| scope.prefixes.is_empty() || scope.prefixes.iter().any(|p| r.as_str().starts_with(p.as_str())))
+            .collect()
+    } else {
+        scope.repositories.clone()
+    };
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Sweeps `scope`, calling `progress` along the way.
+pub async fn sweep<R: Registry, A: AuditSink>(
+    handler: &Handler<R, A>,
+    scope: &Scope,
+    selection: &Selection,
+    progress: &mut impl Progress,
+) -> Result<SweepSummary, RegistryError> {
+    let repos = repositories(&handler.registry, scope).await?;
+    let mut summary = SweepSummary::default();
+    for (n, repo) in repos.iter().enumerate() {
+        let listing = match handler.registry.list_images(repo).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(repository = %repo, error = %e, "cannot list the repository; skipped");
+                summary.repository_errors.insert(repo.to_string(), e.to_string());
+                progress.repository(n, repos.len(), repo, 0);
+                continue;
+            }
+        };
+        summary.repositories_scanned += 1;
+        let policy = handler.policies.select(repo).policy;
+        let plan = select(&listing, policy, selection);
+        progress.repository(n, repos.len(), repo, plan.jobs.len());
+        summary.indexes_seen += plan.indexes_seen;
+        summary.already_fine += plan.already_fine;
+        for (kind, count) in &plan.untouched {
+            *summary.not_touched.entry(*kind).or_default() += count;
+        }
+        for (digest, tag) in &plan.jobs {
+            let job = Job {
+                trigger: Trigger::Sweep,
+                event_id: None,
+                account: None,
+                region: None,
+                repository: repo.clone(),
+                digest: digest.clone(),
+                tag: Some(tag.clone()),
+            };
+            let (record, written) = handler.handle_job_record(&job, Delivery::default()).await;
+            summary.images_handled += 1;
+            match &record.outcome {
+                Outcome::Remediated => summary.remediated += 1,
+                Outcome::Noop => summary.already_fine += 1,
+                Outcome::Skipped { code, .. } => *summary.skipped.entry(code.clone()).or_default() += 1,
+                Outcome::Failed(_) | Outcome::InProgress => summary.failed += 1,
+            }
+            if written.is_err() && !matches!(record.outcome, Outcome::Failed(_)) {
+                // The work may be done, but its record is not in the trail.
+                summary.failed += 1;
+            }
+            for a in &record.actions {
+                if let (Action::Delete { digest, .. }, ActionOutcome::Applied) = (&a.action, &a.outcome) {
+                    summary.manifests_deleted += 1;
+                    summary.bytes_reclaimed += plan.sizes.get(digest).copied().unwrap_or(0);
+                }
+            }
+            progress.image(&record);
+        }
+    }
+    Ok(summary)
+}

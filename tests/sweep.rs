@@ -1,0 +1,232 @@
+//! `ecr-remediator sweep` against the emulator: a registry of pushes made
+//! before the service existed ends in the state the per-push path would
+//! have left; a second sweep writes nothing; a dry run writes nothing; an
+//! interrupted sweep, run again, finishes without repeating writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::collections::BTreeMap;
+
+use ecr_remediator::engine::audit::Trigger;
+use ecr_remediator::service::handler::Delivery;
+use harness::*;
+use serde_json::Value;
+
+/// The same pushes (same salts, so the same digests) into `repo`.
+fn seed(repo: &str, immutable: bool) -> Vec<(String, Pushed)> {
+    create_repository(repo, immutable);
+    let mut out = Vec::new();
+    for (tag, platforms, options) in [
+        ("v1", vec!["linux/arm64"], vec![]),
+        (
+            "v2",
+            vec!["linux/arm64"],
+            vec!["--attestation-format", "artifact", "--sbom"],
+        ),
+        ("v3", vec!["linux/amd64", "linux/arm64"], vec![]),
+        (
+            "v4",
+            vec!["linux/arm64"],
+            vec!["--extra", "soci", "--extra", "signature", "--extra", "nested"],
+        ),
+    ] {
+        let pushed = push_buildx_with(repo, tag, &platforms, &format!("sweep-{tag}"), &options);
+        out.push((tag.to_owned(), pushed));
+    }
+    // Count only what the service calls from here on.
+    emulator().clear_calls(repo);
+    out
+}
+
+fn sweep(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["sweep"];
+    all.extend_from_slice(args);
+    let out = cli(&all).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn puts(repo: &str) -> u64 {
+    emulator().calls(repo).get("ecr:PutImage").copied().unwrap_or(0)
+}
+
+fn summary(stdout: &str) -> Value {
+    let last = stdout.lines().last().unwrap();
+    serde_json::from_str::<Value>(last).unwrap()["summary"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
+    let swept = unique("swept");
+    let pushed = unique("pushed");
+    let pushes = seed(&swept, false);
+    seed(&pushed, false);
+    let policy = [("ECR_REMEDIATOR_MODE", "promote")];
+
+    // Dry run first: the report, nothing written.
+    let before = tags(&swept).await;
+    let (code, out, err) = sweep(&["--repository", &swept, "--mode", "promote", "--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("images handled        4"), "{out}");
+    assert_eq!(puts(&swept), 0, "a dry run writes nothing");
+    assert_eq!(tags(&swept).await, before);
+
+    // The per-push path on the twin repository.
+    let h = handler(&policy).await;
+    for (tag, p) in &pushes {
+        h.handle_text(
+            &push_event(&pushed, &p.index, tag, OCI_INDEX),
+            Trigger::Push,
+            Delivery::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let (code, out, err) = sweep(&["--repository", &swept, "--mode", "promote", "--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let records: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with("{\"schema\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4, "{out}");
+    assert!(records.iter().all(|r| r["trigger"] == "sweep"), "{out}");
+    let s = summary(&out);
+    assert_eq!(s["remediated"], 4, "{s}");
+    assert_eq!(s["failed"], 0);
+    assert_eq!(s["repositories_scanned"], 1);
+    assert_eq!(
+        tags(&swept).await,
+        tags(&pushed).await,
+        "same end state as the per-push path"
+    );
+    let t = tags(&swept).await;
+    assert_eq!(t["v1"], pushes[0].1.runnable());
+    assert_eq!(t["v1-index"], pushes[0].1.index);
+    assert_eq!(
+        t["v3"], pushes[2].1.index,
+        "two platforms and no promote_platform: tag mode"
+    );
+    assert!(t.contains_key("v3-linux-amd64") && t.contains_key("v3-linux-arm64"));
+
+    // A second sweep finds everything done and writes nothing.
+    let writes = puts(&swept);
+    let (code, out, _) = sweep(&["--repository", &swept, "--mode", "promote", "--output", "json"]);
+    assert_eq!(code, 0);
+    let s = summary(&out);
+    assert_eq!(s["remediated"], 0, "{s}");
+    assert_eq!(puts(&swept), writes, "the second sweep wrote something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_immutable_repositories_and_the_table_report() {
+    let repo = unique("sweep-delete");
+    let pushes = seed(&repo, false);
+    let (code, out, err) = sweep(&[
+        "--repository-prefix",
+        &repo,
+        "--mode",
+        "strip",
+        "--delete-orphans",
+        "--tag",
+        "v[12]*",
+    ]);
+    // `[` is literal in the pattern: nothing matches, nothing is handled.
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("images handled        0"), "{out}");
+    let with_keep_off = |args: &[&str]| {
+        let mut all = vec!["sweep"];
+        all.extend_from_slice(args);
+        let out = cli(&all).env("ECR_REMEDIATOR_KEEP_TAG", "false").output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = with_keep_off(&[
+        "--repository",
+        &repo,
+        "--mode",
+        "strip",
+        "--delete-orphans",
+        "--tag",
+        "v?",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("REPOSITORY") && out.contains("remediated"), "{out}");
+    assert!(out.contains("not touched"), "{out}");
+    let remaining: Vec<String> = list(&repo).await.into_iter().map(|l| l.digest).collect();
+    for (_, p) in &pushes {
+        assert!(!remaining.contains(&p.index), "the stripped-away index is deleted");
+        assert!(!remaining.contains(&p.attestation().to_owned()), "its attestation too");
+        assert!(remaining.contains(&p.runnable().to_owned()));
+    }
+    let bytes: Vec<&str> = out.lines().filter(|l| l.starts_with("bytes reclaimed")).collect();
+    assert!(!bytes[0].ends_with(" 0"), "{out}");
+
+    let immutable = unique("sweep-immutable");
+    let pushes = seed(&immutable, true);
+    let (code, out, err) = sweep(&["--repository", &immutable, "--mode", "promote", "--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let t = tags(&immutable).await;
+    assert_eq!(t["v1"], pushes[0].1.index, "an immutable tag never moves");
+    assert_eq!(t["v1-linux-arm64"], pushes[0].1.runnable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_sweep_run_again_finishes_without_repeating_writes() {
+    let repo = unique("sweep-resume");
+    let pushes = seed(&repo, false);
+    // Slow reads, so the first run is interrupted half way.
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "BatchGetImage", "repository": repo, "latency_ms": 400})),
+    );
+    let mut child = cli(&["sweep", "--repository", &repo, "--mode", "promote"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Each image takes three reads (1.2 s); stop during the third.
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "BatchGetImage", "repository": repo})),
+    );
+    let first = puts(&repo);
+    assert!(first > 0, "the first run wrote nothing before it was stopped");
+    let (code, out, err) = sweep(&["--repository", &repo, "--mode", "promote", "--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let t = tags(&repo).await;
+    for (tag, p) in &pushes[..2] {
+        assert_eq!(t[tag.as_str()], p.runnable());
+        assert_eq!(t[&format!("{tag}-index")], p.index);
+    }
+    // Writes in all: 2 per promoted image (keep tag + move) and 2 derived tags
+    // for the two-platform index: nothing written twice.
+    let expected_writes: u64 = 2 + 2 + 2 + 2;
+    assert_eq!(puts(&repo), expected_writes, "a write was repeated");
+    let records: BTreeMap<String, String> = out
+        .lines()
+        .filter(|l| l.starts_with("{\"schema\""))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|r| {
+            (
+                r["tag"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // What the first run finished is seen as done from the listing (its
+    // index holds only the keep tag) and not handled again.
+    assert!(records.len() < 4, "{records:?}");
+    assert!(summary(&out)["already_fine"].as_u64().unwrap() >= 1, "{out}");
+}
