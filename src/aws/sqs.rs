@@ -19,6 +19,7 @@ use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystem
 use crate::engine::audit::{AuditSink, Trigger};
 use crate::engine::registry::Registry;
 use crate::service::handler::{Delivery, Handler};
+use crate::service::sweep::{JobQueue, QueueError};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -206,5 +207,69 @@ async fn keep_invisible(client: &Client, options: &ServeOptions, in_hand: &Mutex
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %DisplayErrorContext(&e), "could not extend message visibility"),
         }
+    }
+}
+
+/// The push queue as a [`JobQueue`] (`SendMessageBatch`, 10 at a time).
+#[derive(Debug, Clone)]
+pub struct SqsJobQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsJobQueue {
+    /// Requests go to the queue at `url`.
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsJobQueue {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+impl JobQueue for SqsJobQueue {
+    async fn enqueue(&self, bodies: &[String]) -> Result<(), QueueError> {
+        let error = |message: String| QueueError {
+            queue: self.url.clone(),
+            message,
+        };
+        for chunk in bodies.chunks(10) {
+            let mut pending: Vec<(String, &String)> =
+                chunk.iter().enumerate().map(|(n, b)| (format!("m{n}"), b)).collect();
+            // Entries the queue refused are sent again, twice at most.
+            for attempt in 0..3 {
+                let entries = pending
+                    .iter()
+                    .map(|(id, body)| {
+                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                            .id(id)
+                            .message_body(*body)
+                            .build()
+                            .map_err(|e| error(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let reply = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| error(DisplayErrorContext(&e).to_string()))?;
+                let failed: Vec<&str> = reply.failed().iter().map(|f| f.id()).collect();
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == 2 {
+                    return Err(error(format!(
+                        "{} messages refused: {:?}",
+                        failed.len(),
+                        reply.failed()
+                    )));
+                }
+                pending.retain(|(id, _)| failed.contains(&id.as_str()));
+            }
+        }
+        Ok(())
     }
 }

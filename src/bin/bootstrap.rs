@@ -7,8 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ecr_remediator::aws::sqs::SqsJobQueue;
+use ecr_remediator::engine::sweep::Selection;
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::service::config::ServiceConfig;
+use ecr_remediator::service::handler::is_sweep_trigger;
+use ecr_remediator::service::sweep::{Scope, enqueue};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -29,11 +33,34 @@ async fn main() -> Result<(), Error> {
     init(LogFormat::Json);
     let config = ServiceConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     tracing::info!(audit_bus = %config.audit_bus, put_tps = config.put_tps, put_burst = config.put_burst, "ecr-remediator function ready");
-    let handler = Arc::new(ecr_remediator::aws::handler(&config).await);
+    let sdk = ecr_remediator::aws::load_config(config.max_attempts).await;
+    let handler = Arc::new(ecr_remediator::aws::handler_with(&sdk, &config));
+    let queue = config
+        .queue_url
+        .clone()
+        .map(|url| Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(&sdk), url)));
+    let scope = Arc::new(Scope {
+        repositories: Vec::new(),
+        prefixes: config.sweep_prefixes.clone(),
+    });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let handler = Arc::clone(&handler);
+        let (handler, queue, scope) = (Arc::clone(&handler), queue.clone(), Arc::clone(&scope));
         let deadline = retry_deadline(event.context.deadline());
         Box::pin(async move {
+            if is_sweep_trigger(&event.payload) {
+                // A scheduled sweep: enqueue one request per image needing work.
+                let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
+                let summary = enqueue(
+                    &handler.registry,
+                    &handler.policies,
+                    &scope,
+                    &Selection::default(),
+                    &*queue,
+                )
+                .await?;
+                tracing::info!(?summary, "sweep requests enqueued");
+                return Ok(serde_json::to_value(summary)?);
+            }
             handler
                 .handle_payload(event.payload, Some(deadline))
                 .await

@@ -17,6 +17,10 @@ pub const ENV_PUT_BURST: &str = "ECR_REMEDIATOR_PUT_BURST";
 pub const ENV_MAX_ATTEMPTS: &str = "ECR_REMEDIATOR_MAX_ATTEMPTS";
 /// The queue's `maxReceiveCount`: the record of the last delivery is final.
 pub const ENV_MAX_RECEIVE_COUNT: &str = "ECR_REMEDIATOR_MAX_RECEIVE_COUNT";
+/// The push queue's URL: where a scheduled sweep enqueues its requests.
+pub const ENV_QUEUE_URL: &str = "ECR_REMEDIATOR_QUEUE_URL";
+/// Comma-separated repository name prefixes a scheduled sweep covers (empty: all).
+pub const ENV_SWEEP_PREFIXES: &str = "ECR_REMEDIATOR_SWEEP_PREFIXES";
 
 /// Default `PutImage` rate: well under ECR's 10 TPS per account and region,
 /// which every `docker push` shares.
@@ -41,6 +45,10 @@ pub struct ServiceConfig {
     pub max_attempts: u32,
     /// The queue's `maxReceiveCount`, when known.
     pub max_receive_count: Option<u32>,
+    /// The push queue's URL, for scheduled sweeps.
+    pub queue_url: Option<String>,
+    /// Repository prefixes of scheduled sweeps (empty: every repository).
+    pub sweep_prefixes: Vec<String>,
 }
 
 /// Invalid configuration.
@@ -103,6 +111,16 @@ impl ServiceConfig {
         let put_burst =
             whole(ENV_PUT_BURST, 1..=10, "must be a whole number from 1 to 10")?.unwrap_or(DEFAULT_PUT_BURST);
         let max_receive_count = whole(ENV_MAX_RECEIVE_COUNT, 1..=1000, "must be a whole number from 1 to 1000")?;
+        let queue_url = get(ENV_QUEUE_URL).map(str::to_owned);
+        let sweep_prefixes = get(ENV_SWEEP_PREFIXES)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(ServiceConfig {
             policies,
             audit_bus,
@@ -110,6 +128,8 @@ impl ServiceConfig {
             put_burst,
             max_attempts,
             max_receive_count,
+            queue_url,
+            sweep_prefixes,
         })
     }
 

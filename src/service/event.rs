@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::audit::Trigger;
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::{ImageTag, RepositoryName};
@@ -18,6 +19,12 @@ use crate::policy::template::TagTemplate;
 pub const ECR_SOURCE: &str = "aws.ecr";
 /// The `detail-type` of ECR's image events.
 pub const IMAGE_ACTION: &str = "ECR Image Action";
+/// The `source` of the service's own requests (a scheduled sweep enqueues one
+/// per image that needs work).
+pub const REQUEST_SOURCE: &str = "ecr-remediator";
+/// The `detail-type` of those requests; their detail has the shape of an
+/// `ECR Image Action` PUSH detail.
+pub const REQUEST_DETAIL_TYPE: &str = "ECR Remediation Request";
 
 /// An EventBridge event with its detail left raw (parsed once the type is
 /// known): `aws_lambda_events`' own type, as Rust Lambda users expect.
@@ -51,6 +58,8 @@ pub struct ImageActionDetail {
 /// A pushed, tagged index: the service's unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PushedIndex {
+    /// A push event, or a sweep's request.
+    pub trigger: Trigger,
     /// The event id.
     pub event_id: Option<String>,
     /// Account of the event.
@@ -158,16 +167,20 @@ pub fn triage<'a>(
     event: &Envelope,
     keep_tag: impl Fn(&RepositoryName) -> Option<&'a TagTemplate>,
 ) -> Result<Triage, EventError> {
-    if event.source != ECR_SOURCE {
-        return Ok(Triage::Ignore(Ignored::OtherSource {
-            source: event.source.clone(),
-        }));
-    }
-    if event.detail_type != IMAGE_ACTION {
-        return Ok(Triage::Ignore(Ignored::OtherDetailType {
-            detail_type: event.detail_type.clone(),
-        }));
-    }
+    let trigger = match (event.source.as_str(), event.detail_type.as_str()) {
+        (ECR_SOURCE, IMAGE_ACTION) => Trigger::Push,
+        (REQUEST_SOURCE, REQUEST_DETAIL_TYPE) => Trigger::Sweep,
+        (ECR_SOURCE | REQUEST_SOURCE, other) => {
+            return Ok(Triage::Ignore(Ignored::OtherDetailType {
+                detail_type: other.to_owned(),
+            }));
+        }
+        (source, _) => {
+            return Ok(Triage::Ignore(Ignored::OtherSource {
+                source: source.to_owned(),
+            }));
+        }
+    };
     let detail: ImageActionDetail = serde_json::from_value(event.detail.clone()).map_err(EventError::Detail)?;
     if detail.action_type != "PUSH" {
         return Ok(Triage::Ignore(Ignored::NotPush {
@@ -203,6 +216,7 @@ pub fn triage<'a>(
         }));
     }
     Ok(Triage::Handle(PushedIndex {
+        trigger,
         event_id: event.id.clone(),
         account: event.account.clone(),
         region: event.region.clone(),
@@ -285,6 +299,26 @@ mod tests {
         let mut other = push("v7", INDEX);
         other.source = "aws.s3".into();
         assert!(matches!(run(&other), Triage::Ignore(Ignored::OtherSource { .. })));
+    }
+
+    #[test]
+    fn a_sweep_request_is_handled_as_a_sweep() {
+        let mut e = push("v7", INDEX);
+        e.source = REQUEST_SOURCE.into();
+        e.detail_type = REQUEST_DETAIL_TYPE.into();
+        let Triage::Handle(p) = run(&e) else {
+            panic!("not handled")
+        };
+        assert_eq!(p.trigger, Trigger::Sweep);
+        assert_eq!(
+            run(&push("v7", INDEX)),
+            Triage::Handle(PushedIndex {
+                trigger: Trigger::Push,
+                ..p
+            })
+        );
+        e.detail_type = "Something Else".into();
+        assert!(matches!(run(&e), Triage::Ignore(Ignored::OtherDetailType { .. })));
     }
 
     #[test]

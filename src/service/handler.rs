@@ -87,6 +87,15 @@ pub enum Payload {
     SqsBatch(SqsEvent),
 }
 
+/// The key of the payload a schedule sends to start a sweep:
+/// `{"ecr-remediator": "sweep"}`.
+pub const SWEEP_TRIGGER_KEY: &str = "ecr-remediator";
+
+/// True for the payload a schedule sends to start a sweep.
+pub fn is_sweep_trigger(value: &Value) -> bool {
+    value.get(SWEEP_TRIGGER_KEY).and_then(Value::as_str) == Some("sweep")
+}
+
 /// Recognises an SQS batch (`Records` with `eventSource: aws:sqs`); anything else is an event.
 pub fn payload(value: Value) -> Payload {
     let is_batch = value.get("Records").and_then(Value::as_array).is_some_and(|records| {
@@ -150,7 +159,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             Err(e) => return self.malformed(&e.to_string(), envelope.id.clone(), delivery).await,
         };
         let job = Job {
-            trigger,
+            trigger: if pushed.trigger == Trigger::Sweep {
+                Trigger::Sweep
+            } else {
+                trigger
+            },
             event_id: pushed.event_id,
             account: pushed.account,
             region: pushed.region,

@@ -156,3 +156,100 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     }
     Ok(summary)
 }
+
+/// Where a scheduled sweep puts its requests: the push queue, so the
+/// function's concurrency limit, retries, dead-letter queue and audit trail
+/// apply to them as to pushes.
+pub trait JobQueue: Sync {
+    /// Enqueues message bodies (at most 10 at a time is the adapter's business).
+    fn enqueue(&self, bodies: &[String]) -> impl std::future::Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Messages could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+#[error("could not enqueue sweep requests on {queue}: {message}")]
+pub struct QueueError {
+    /// The queue.
+    pub queue: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Why a scheduled sweep stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// Listing failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The queue refused.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What a scheduled sweep enqueued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnqueueSummary {
+    /// Repositories listed.
+    pub repositories_scanned: usize,
+    /// Indexes found in them.
+    pub indexes_seen: usize,
+    /// Requests enqueued (one per tagged index and tag).
+    pub enqueued: usize,
+    /// Indexes whose only tags are keep tags.
+    pub already_fine: usize,
+}
+
+/// The request a sweep enqueues for one image: an event of source
+/// [`crate::service::event::REQUEST_SOURCE`] whose detail has the shape of
+/// ECR's PUSH detail, so it takes exactly the path a push takes.
+pub fn request_event(
+    repository: &RepositoryName,
+    digest: &crate::oci::digest::Digest,
+    tag: &crate::oci::names::ImageTag,
+) -> String {
+    use crate::service::event::{REQUEST_DETAIL_TYPE, REQUEST_SOURCE};
+    let hex = digest.to_string();
+    serde_json::json!({
+        "version": "0",
+        "id": format!("sweep-{}-{}", hex.get(7..19).unwrap_or(&hex), tag),
+        "detail-type": REQUEST_DETAIL_TYPE,
+        "source": REQUEST_SOURCE,
+        "time": crate::engine::audit::rfc3339(std::time::SystemTime::now()),
+        "resources": [],
+        "detail": {
+            "result": "SUCCESS",
+            "action-type": "PUSH",
+            "repository-name": repository.as_str(),
+            "image-digest": hex,
+            "image-tag": tag.as_str(),
+            "manifest-media-type": "application/vnd.oci.image.index.v1+json",
+        }
+    })
+    .to_string()
+}
+
+/// A scheduled sweep: lists the repositories in scope once and enqueues one
+/// request per tagged index the per-push path should handle. The work itself
+/// happens when the requests are consumed, within the queue's limits.
+pub async fn enqueue<R: Registry, Q: JobQueue>(
+    registry: &R,
+    policies: &crate::policy::PolicySet,
+    scope: &Scope,
+    selection: &Selection,
+    queue: &Q,
+) -> Result<EnqueueSummary, EnqueueError> {
+    let mut summary = EnqueueSummary::default();
+    for repo in repositories(registry, scope).await? {
+        let listing = registry.list_images(&repo).await?;
+        summary.repositories_scanned += 1;
+        let plan = select(&listing, policies.select(&repo).policy, selection);
+        summary.indexes_seen += plan.indexes_seen;
+        summary.already_fine += plan.already_fine;
+        let bodies: Vec<String> = plan.jobs.iter().map(|(d, t)| request_event(&repo, d, t)).collect();
+        for chunk in bodies.chunks(10) {
+            queue.enqueue(chunk).await?;
+        }
+        summary.enqueued += bodies.len();
+    }
+    Ok(summary)
+}

@@ -32,10 +32,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SWEEP_QUEUE = "e2e-sweep-requests"
+
+
 @pytest.fixture()
-def lambda_runtime(emulator: EmulatorProcess) -> Iterator[int]:
+def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[int]:
     """`cargo lambda watch` serving the bootstrap binary on a free port."""
     assert CARGO_LAMBDA.exists(), f"{CARGO_LAMBDA} missing: `make venv` installs cargo-lambda"
+    queue_url = client_factory("sqs").create_queue(QueueName=SWEEP_QUEUE)["QueueUrl"]
     port = free_port()
     env_vars = ",".join(
         [
@@ -46,6 +50,7 @@ def lambda_runtime(emulator: EmulatorProcess) -> Iterator[int]:
             "AWS_EC2_METADATA_DISABLED=true",
             "ECR_REMEDIATOR_MODE=promote",
             "ECR_REMEDIATOR_PUT_TPS=10",
+            f"ECR_REMEDIATOR_QUEUE_URL={queue_url}",
         ]
     )
     log = open(ROOT / "target" / "cargo-lambda-watch.log", "w")  # noqa: SIM115 - closed below
@@ -141,3 +146,38 @@ def test_a_malformed_event_is_answered_not_crashed_on(lambda_runtime: int, tmp_p
     result = invoke(lambda_runtime, {"source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {"oops": 1}}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outcome"] == "skipped"
+
+
+def test_a_scheduled_sweep_enqueues_requests_that_the_function_then_handles(
+    lambda_runtime: int, client_factory: Any, ecr: Any, repo: str, salt: str, tmp_path: Path
+) -> None:
+    sqs = client_factory("sqs")
+    queue_url = sqs.get_queue_url(QueueName=SWEEP_QUEUE)["QueueUrl"]
+    stored = push(ecr, repo, build_buildx_layout(salt=salt), ["v9"])
+    index, runnable = stored[-1].digest, stored[0].digest
+
+    # The schedule's payload: the function lists the registry and enqueues.
+    result = invoke(lambda_runtime, {"ecr-remediator": "sweep"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["enqueued"] >= 1 and summary["repositories_scanned"] >= 1, summary
+    ours = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            break
+        for m in got:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+            if json.loads(m["Body"])["detail"]["repository-name"] == repo:
+                ours.append(m)
+    assert len(ours) == 1, ours
+    request = json.loads(ours[0]["Body"])
+    assert request["source"] == "ecr-remediator" and request["detail"]["image-digest"] == index
+
+    # The request comes back from the queue as any push event would.
+    batch = {"Records": [{"messageId": ours[0]["MessageId"], "eventSource": "aws:sqs", "body": ours[0]["Body"]}]}
+    handled = invoke(lambda_runtime, batch, tmp_path)
+    assert handled.returncode == 0, handled.stderr
+    assert json.loads(handled.stdout) == {"batchItemFailures": []}
+    tags = {t: d["imageDigest"] for d in ecr.describe_images(repositoryName=repo)["imageDetails"] for t in d.get("imageTags", [])}
+    assert tags == {"v9": runnable, "v9-index": index}

@@ -259,7 +259,9 @@ def policy_statements(clients: dict[str, Any], stack: Stack) -> list[dict[str, A
                 doc = json.loads(doc)
             except ValueError:
                 doc = ast.literal_eval(doc)
-        out.extend(doc["Statement"])
+        # moto's CloudFormation keeps an `!If [..., !Ref AWS::NoValue]` list item as
+        # null; CloudFormation drops it (conditional statements rely on that).
+        out.extend(s for s in doc["Statement"] if s is not None)
     return out
 
 
@@ -295,3 +297,31 @@ def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> 
         assert env["ECR_REMEDIATOR_MODE"] == "tag" and env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "false"
     finally:
         clients["cloudformation"].delete_stack(StackName="remediator-safe")
+
+
+def test_the_scheduled_sweep_enqueues_on_the_push_queue_and_can_be_turned_off(stack: Stack, clients: dict[str, Any]) -> None:
+    events = clients["events"]
+    rule = events.describe_rule(Name=physical(stack, "SweepRule"))
+    assert rule["ScheduleExpression"] == "rate(1 day)" and rule["State"] == "ENABLED"
+    function = stack["outputs"]["FunctionName"]
+    targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert [t["Arn"].rsplit(":", 1)[-1] for t in targets] == [function]
+    assert json.loads(targets[0]["Input"]) == {"ecr-remediator": "sweep"}
+    env = clients["lambda"].get_function_configuration(FunctionName=function)["Environment"]["Variables"]
+    assert env["ECR_REMEDIATOR_QUEUE_URL"].endswith(physical(stack, "PushQueue").rsplit("/", 1)[-1])
+    assert env["ECR_REMEDIATOR_SWEEP_PREFIXES"] == "team-a/,svc-"
+    statements = policy_statements(clients, stack)
+    listing = next(s for s in statements if "ecr:DescribeRepositories" in as_list(s["Action"]))
+    assert as_list(listing["Resource"]) == ["arn:aws:ecr:us-east-1:123456789012:repository/*"]
+    enqueue = next(s for s in statements if "sqs:SendMessage" in as_list(s["Action"]))
+    assert as_list(enqueue["Resource"])[0].endswith(":" + physical(stack, "PushQueue").rsplit("/", 1)[-1])
+
+    off = deploy(clients, "remediator-no-sweep", {"SweepSchedule": "none"})
+    try:
+        assert "SweepRule" not in off["resources"]
+        actions = [a for s in policy_statements(clients, off) for a in as_list(s["Action"])]
+        assert "ecr:DescribeRepositories" not in actions and "sqs:SendMessage" not in actions
+        env = clients["lambda"].get_function_configuration(FunctionName=off["outputs"]["FunctionName"])["Environment"]["Variables"]
+        assert "ECR_REMEDIATOR_QUEUE_URL" not in env
+    finally:
+        clients["cloudformation"].delete_stack(StackName="remediator-no-sweep")
