@@ -99,6 +99,9 @@ async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
     assert_eq!(s["remediated"], 4, "{s}");
     assert_eq!(s["failed"], 0);
     assert_eq!(s["repositories_scanned"], 1);
+    // v4's nested index is listed by v4's index and untagged: reported, not touched.
+    assert_eq!(s["not_touched"]["untagged_index"], 1, "{s}");
+    assert_eq!(s["indexes_seen"], 5, "{s}");
     assert_eq!(
         tags(&swept).await,
         tags(&pushed).await,

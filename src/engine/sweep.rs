@@ -52,13 +52,13 @@ pub struct Selection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Untouched {
-    /// A signature (cosign tag or signature artifact type).
+    /// A tagged signature (cosign tag or signature artifact type).
     Signature,
-    /// A Helm chart.
+    /// A tagged Helm chart.
     HelmChart,
-    /// A SOCI index.
+    /// A tagged SOCI index.
     SociIndex,
-    /// Another OCI artifact (not a runnable image).
+    /// Another tagged OCI artifact (not a runnable image).
     OtherArtifact,
     /// An index without a tag: nothing was pushed under it to remediate.
     UntaggedIndex,
@@ -130,7 +130,12 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
             plan.sizes.insert(digest.clone(), size);
         }
         if !is_index(info) {
-            if let Some(kind) = untouched_kind(info) {
+            // Tagged artifacts are reported; untagged manifests are an
+            // index's entries (the listing cannot tell an attestation from
+            // another artifact by its config type) and go with their index.
+            if !info.tags.is_empty()
+                && let Some(kind) = untouched_kind(info)
+            {
                 *plan.untouched.entry(kind).or_default() += 1;
             }
             continue;
