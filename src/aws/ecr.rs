@@ -43,6 +43,10 @@ struct Bucket {
 }
 
 impl Bucket {
+    fn refund(&mut self, count: usize) {
+        self.tokens = (self.tokens + count as f64).min(self.burst);
+    }
+
     fn reserve(&mut self, count: usize, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -168,7 +172,15 @@ impl Registry for EcrRegistry {
             {
                 Ok(PutOutcome::AlreadyExists)
             }
-            Err(e) => Err(registry_error("PutImage", e)),
+            Err(e) => {
+                let e = registry_error("PutImage", e);
+                if matches!(e, RegistryError::Throttled { .. }) {
+                    // ECR did not take the call, so it used none of the quota:
+                    // give the token back (the engine still backs off).
+                    self.bucket.lock().await.refund(1);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -297,6 +309,10 @@ impl Registry for EcrRegistry {
         Ok(out)
     }
 
+    async fn refund_puts(&self, count: usize) {
+        self.bucket.lock().await.refund(count);
+    }
+
     async fn reserve_puts(&self, count: usize) {
         let wait = self.bucket.lock().await.reserve(count, Instant::now());
         if !wait.is_zero() {
@@ -381,6 +397,12 @@ mod tests {
         assert_eq!(b.reserve(1, start), Duration::from_millis(500));
         // Refilled after a while, never above the burst.
         let later = start + Duration::from_secs(60);
+        assert_eq!(b.reserve(4, later), Duration::ZERO);
+        assert_eq!(b.reserve(1, later), Duration::from_millis(500));
+        // Calls not made (or throttled, so not counted by ECR) come back, up to the burst.
+        b.refund(3);
+        assert_eq!(b.reserve(2, later), Duration::ZERO);
+        b.refund(100);
         assert_eq!(b.reserve(4, later), Duration::ZERO);
         assert_eq!(b.reserve(1, later), Duration::from_millis(500));
     }

@@ -137,25 +137,33 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             let ids: Vec<ImageRef> = tags.iter().map(|t| ImageRef::Tag((*t).clone())).collect();
             let now = match self.registry.get_images(repo, &ids).await {
                 Ok(got) => tag_targets(got),
-                Err(e) => match self
-                    .retry_or_fail(attempt, &mut jitter, &e, writes, &pending, records)
-                    .await
-                {
-                    Some(end) => return end,
-                    None => {
-                        attempt += 1;
-                        continue 'attempts;
+                Err(e) => {
+                    // No write was made: the reserved calls go back.
+                    self.registry.refund_puts(pending.len()).await;
+                    match self
+                        .retry_or_fail(attempt, &mut jitter, &e, writes, &pending, records)
+                        .await
+                    {
+                        Some(end) => return end,
+                        None => {
+                            attempt += 1;
+                            continue 'attempts;
+                        }
                     }
-                },
+                }
             };
             let now = match now {
                 Ok(now) => now,
-                Err(why) => return WriteEnd::Conflict(why),
+                Err(why) => {
+                    self.registry.refund_puts(pending.len()).await;
+                    return WriteEnd::Conflict(why);
+                }
             };
             let checked_at = tokio::time::Instant::now();
             for (tag, expect) in &plan.guards {
                 let current = now.get(tag).and_then(Option::as_ref);
                 if current != Some(expect) {
+                    self.registry.refund_puts(pending.len()).await;
                     return WriteEnd::Conflict(format!("{tag} now points at {}, not {expect}", describe(current)));
                 }
             }
@@ -167,6 +175,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     continue;
                 }
                 if current != w.expect {
+                    self.registry.refund_puts(pending.len()).await;
                     return WriteEnd::Conflict(format!(
                         "{} now points at {}, not {}",
                         w.tag,
@@ -176,7 +185,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 }
                 to_write.push(i);
             }
-            // Every precondition holds: record what is already done, then write.
+            // Every precondition holds: what is already done needs no call.
+            self.registry.refund_puts(pending.len() - to_write.len()).await;
+            // Record what is already done, then write.
             for &i in &pending {
                 if !to_write.contains(&i) {
                     done[i] = true;
@@ -234,7 +245,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                         ),
                     },
                     Err(e) if e.is_retryable() => {
-                        // Retried only through a fresh check of every precondition.
+                        // Retried only through a fresh check of every precondition;
+                        // the writes after this one were not made.
+                        self.registry.refund_puts(to_write.len() - n - 1).await;
                         let rest: Vec<usize> = to_write[n..].to_vec();
                         match self
                             .retry_or_fail(attempt, &mut jitter, &e, writes, &rest, records)

@@ -178,43 +178,23 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         ))
     }
 
-    /// Runs `call` until it succeeds, fails for good, or runs out of attempts
-    /// (or of time before the deadline), waiting with backoff in between.
-    pub(crate) async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, RegistryError>
+    /// Runs `call` with this engine's retries (see [`retry::retrying`]).
+    pub(crate) async fn retry<T, F, Fut>(&self, call: F) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
-        let mut jitter = Jitter::new();
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Err(e) if e.is_retryable() => {
-                    self.wait_before_retry(attempt, &mut jitter, &e).await?;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retry::retrying(&self.retry, self.deadline, call).await
     }
 
-    /// Waits before attempt `attempt + 1`, or gives `e` back when no attempt
-    /// or time is left.
+    /// Waits before attempt `attempt + 1` (see [`retry::wait_before_retry`]).
     pub(crate) async fn wait_before_retry(
         &self,
         attempt: u32,
         jitter: &mut Jitter,
         e: &RegistryError,
     ) -> Result<(), RegistryError> {
-        let Some(wait) = self.retry.backoff(attempt, jitter.next_unit()) else {
-            return Err(e.clone());
-        };
-        if self.deadline.is_some_and(|d| tokio::time::Instant::now() + wait >= d) {
-            return Err(e.clone());
-        }
-        tracing::debug!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retryable failure; waiting");
-        tokio::time::sleep(wait).await;
-        Ok(())
+        retry::wait_before_retry(&self.retry, self.deadline, attempt, jitter, e).await
     }
 }
 

@@ -245,4 +245,12 @@ pub trait Registry: Sync {
         let _ = count;
         async {}
     }
+
+    /// Gives back `count` reserved `PutImage` calls that were not made (the
+    /// precondition check failed or found the writes done). The default does
+    /// nothing.
+    fn refund_puts(&self, count: usize) -> impl Future<Output = ()> + Send {
+        let _ = count;
+        async {}
+    }
 }

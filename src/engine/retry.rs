@@ -93,6 +93,50 @@ impl Default for Jitter {
     }
 }
 
+/// Runs `call` until it succeeds, fails for good, or runs out of attempts
+/// (or of time before `deadline`), waiting with backoff in between.
+pub async fn retrying<T, F, Fut>(
+    policy: &RetryPolicy,
+    deadline: Option<tokio::time::Instant>,
+    mut call: F,
+) -> Result<T, crate::engine::registry::RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::engine::registry::RegistryError>>,
+{
+    let mut jitter = Jitter::new();
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_retryable() => {
+                wait_before_retry(policy, deadline, attempt, &mut jitter, &e).await?;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Waits before attempt `attempt + 1`, or gives `e` back when no attempt or
+/// time is left.
+pub async fn wait_before_retry(
+    policy: &RetryPolicy,
+    deadline: Option<tokio::time::Instant>,
+    attempt: u32,
+    jitter: &mut Jitter,
+    e: &crate::engine::registry::RegistryError,
+) -> Result<(), crate::engine::registry::RegistryError> {
+    let Some(wait) = policy.backoff(attempt, jitter.next_unit()) else {
+        return Err(e.clone());
+    };
+    if deadline.is_some_and(|d| tokio::time::Instant::now() + wait >= d) {
+        return Err(e.clone());
+    }
+    tracing::debug!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "retryable failure; waiting");
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

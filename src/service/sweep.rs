@@ -3,17 +3,22 @@
 //! audit record per image), with a summary of what it did and left alone.
 //!
 //! Each repository is listed once; each selected image then costs what a
-//! push costs (see [`crate::engine`]). The engine is idempotent, so a sweep
+//! push costs (see [`crate::engine`]); [`SWEEP_CONCURRENCY`] images of a
+//! repository are handled at once, all sharing the `PutImage` token bucket. The engine is idempotent, so a sweep
 //! run again (or resumed after an interruption) writes nothing already done.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::engine::Job;
 use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger};
 use crate::engine::plan::Action;
 use crate::engine::registry::{Registry, RegistryError};
+use crate::engine::retry::{RetryPolicy, retrying};
 use crate::engine::sweep::{Selection, Untouched, select};
 use crate::oci::names::RepositoryName;
 use crate::service::handler::{Delivery, Handler};
@@ -78,11 +83,19 @@ impl Progress for Quiet {
     fn image(&mut self, _: &AuditRecord) {}
 }
 
+/// Images of one repository a sweep handles at once: enough to keep the
+/// `PutImage` token bucket the bottleneck while other images wait on reads
+/// or backoff.
+pub const SWEEP_CONCURRENCY: usize = 4;
+
 /// The repositories in scope, in name order.
-pub async fn repositories<R: Registry>(registry: &R, scope: &Scope) -> Result<Vec<RepositoryName>, RegistryError> {
+pub async fn repositories<R: Registry>(
+    registry: &R,
+    scope: &Scope,
+    retry: &RetryPolicy,
+) -> Result<Vec<RepositoryName>, RegistryError> {
     let mut out: Vec<RepositoryName> = if scope.repositories.is_empty() {
-        registry
-            .list_repositories()
+        retrying(retry, None, || registry.list_repositories())
             .await?
             .into_iter()
             .filter(|r| scope.prefixes.is_empty() || scope.prefixes.iter().any(|p| r.as_str().starts_with(p.as_str())))
@@ -102,59 +115,88 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     selection: &Selection,
     progress: &mut impl Progress,
 ) -> Result<SweepSummary, RegistryError> {
-    let repos = repositories(&handler.registry, scope).await?;
-    let mut summary = SweepSummary::default();
-    for (n, repo) in repos.iter().enumerate() {
-        let listing = match handler.registry.list_images(repo).await {
-            Ok(l) => l,
+    let repos = repositories(&handler.registry, scope, &handler.retry).await?;
+    let total = repos.len();
+    // Shared by the stream that lists repositories and the loop that tallies
+    // records; the stream is polled on this task only, and no borrow is held
+    // across an await.
+    let summary = RefCell::new(SweepSummary::default());
+    let progress = RefCell::new(progress);
+    // Repositories are listed one after the other as the handling pulls their
+    // images, so the next listing overlaps the last images of the one before
+    // and only one listing is in memory at a time.
+    let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
+        let listing = retrying(&handler.retry, None, || handler.registry.list_images(repo)).await;
+        (n, repo, listing)
+    });
+    let jobs = listed.flat_map(|(n, repo, listing)| {
+        let mut items = Vec::new();
+        match listing {
             Err(e) => {
                 tracing::warn!(repository = %repo, error = %e, "cannot list the repository; skipped");
-                summary.repository_errors.insert(repo.to_string(), e.to_string());
-                progress.repository(n, repos.len(), repo, 0);
-                continue;
+                summary
+                    .borrow_mut()
+                    .repository_errors
+                    .insert(repo.to_string(), e.to_string());
+                progress.borrow_mut().repository(n, total, repo, 0);
             }
-        };
-        summary.repositories_scanned += 1;
-        let policy = handler.policies.select(repo).policy;
-        let plan = select(&listing, policy, selection);
-        progress.repository(n, repos.len(), repo, plan.jobs.len());
-        summary.indexes_seen += plan.indexes_seen;
-        summary.already_fine += plan.already_fine;
-        for (kind, count) in &plan.untouched {
-            *summary.not_touched.entry(*kind).or_default() += count;
-        }
-        for (digest, tag) in &plan.jobs {
-            let job = Job {
-                trigger: Trigger::Sweep,
-                event_id: None,
-                account: None,
-                region: None,
-                repository: repo.clone(),
-                digest: digest.clone(),
-                tag: Some(tag.clone()),
-            };
-            let (record, written) = handler.handle_job_record(&job, Delivery::default()).await;
-            summary.images_handled += 1;
-            match &record.outcome {
-                Outcome::Remediated => summary.remediated += 1,
-                Outcome::Noop => summary.already_fine += 1,
-                Outcome::Skipped { code, .. } => *summary.skipped.entry(code.clone()).or_default() += 1,
-                Outcome::Failed(_) | Outcome::InProgress => summary.failed += 1,
-            }
-            if written.is_err() && !matches!(record.outcome, Outcome::Failed(_)) {
-                // The work may be done, but its record is not in the trail.
-                summary.failed += 1;
-            }
-            for a in &record.actions {
-                if let (Action::Delete { digest, .. }, ActionOutcome::Applied) = (&a.action, &a.outcome) {
-                    summary.manifests_deleted += 1;
-                    summary.bytes_reclaimed += plan.sizes.get(digest).copied().unwrap_or(0);
+            Ok(listing) => {
+                let plan = select(&listing, handler.policies.select(repo).policy, selection);
+                {
+                    let mut s = summary.borrow_mut();
+                    s.repositories_scanned += 1;
+                    s.indexes_seen += plan.indexes_seen;
+                    s.already_fine += plan.already_fine;
+                    for (kind, count) in &plan.untouched {
+                        *s.not_touched.entry(*kind).or_default() += count;
+                    }
+                }
+                progress.borrow_mut().repository(n, total, repo, plan.jobs.len());
+                let sizes = Arc::new(plan.sizes);
+                for (digest, tag) in plan.jobs {
+                    let job = Job {
+                        trigger: Trigger::Sweep,
+                        event_id: None,
+                        account: None,
+                        region: None,
+                        repository: repo.clone(),
+                        digest,
+                        tag: Some(tag),
+                    };
+                    items.push((job, Arc::clone(&sizes)));
                 }
             }
-            progress.image(&record);
         }
+        futures_util::stream::iter(items)
+    });
+    let mut handled = Box::pin(
+        jobs.map(|(job, sizes)| async move { (handler.handle_job_record(&job, Delivery::default()).await, sizes) })
+            .buffer_unordered(SWEEP_CONCURRENCY),
+    );
+    while let Some(((record, written), sizes)) = handled.next().await {
+        let mut s = summary.borrow_mut();
+        s.images_handled += 1;
+        match &record.outcome {
+            Outcome::Remediated => s.remediated += 1,
+            Outcome::Noop => s.already_fine += 1,
+            Outcome::Skipped { code, .. } => *s.skipped.entry(code.clone()).or_default() += 1,
+            Outcome::Failed(_) | Outcome::InProgress => s.failed += 1,
+        }
+        if written.is_err() && !matches!(record.outcome, Outcome::Failed(_)) {
+            // The work may be done, but its record is not in the trail.
+            s.failed += 1;
+        }
+        for a in &record.actions {
+            if let (Action::Delete { digest, .. }, ActionOutcome::Applied) = (&a.action, &a.outcome) {
+                s.manifests_deleted += 1;
+                s.bytes_reclaimed += sizes.get(digest).copied().unwrap_or(0);
+            }
+        }
+        drop(s);
+        progress.borrow_mut().image(&record);
     }
-    Ok(summary)
+    drop(handled);
+    Ok(summary.into_inner())
 }
 
 /// Where a scheduled sweep puts its requests: the push queue, so the
@@ -239,8 +281,9 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
     queue: &Q,
 ) -> Result<EnqueueSummary, EnqueueError> {
     let mut summary = EnqueueSummary::default();
-    for repo in repositories(registry, scope).await? {
-        let listing = registry.list_images(&repo).await?;
+    let retry = RetryPolicy::default();
+    for repo in repositories(registry, scope, &retry).await? {
+        let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
         summary.repositories_scanned += 1;
         let plan = select(&listing, policies.select(&repo).policy, selection);
         summary.indexes_seen += plan.indexes_seen;

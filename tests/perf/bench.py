@@ -1,4 +1,5 @@
-"""``make bench``: what one push costs, whatever the repository holds.
+"""``make bench``: what one push costs, whatever the repository holds, and
+what a sweep achieves.
 
 For repositories of 0, 1,000 and 10,000 other images (seeded through the
 emulator's control API), pushes a default-buildx image and has the release
@@ -7,7 +8,11 @@ served for that repository and the process's peak resident set. Then starts
 the release ``bootstrap`` against a minimal Lambda runtime API (this file),
 and measures cold start to ready (process start to its first
 ``/runtime/invocation/next``) and the first event's latency (event handed
-over to response posted). Prints a Markdown table and writes JSON.
+over to response posted). Then sweeps registries of 1,000 and 10,000 images
+in 20 repositories (tag mode, one write per index) with 20 % of the
+service's ECR calls throttled: writes landed per second as a share of
+``--put-tps``, failures surfaced, peak memory. Prints Markdown tables and
+writes JSON.
 """
 
 from __future__ import annotations
@@ -165,7 +170,11 @@ class RuntimeApi:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # the instance is killed mid long-poll at the end of each run
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
@@ -228,6 +237,63 @@ def lambda_runs(bootstrap: Path, emu: EmulatorProcess, ecr: Any, runs: int) -> d
     }
 
 
+def sweep_runs(cli: Path, emu: EmulatorProcess, ecr: Any, sizes: list[int], put_tps: float) -> list[dict[str, Any]]:
+    """`ecr-remediator sweep` (tag mode) over 20 repositories holding `size`
+    images in all, with 20 % of the service's ECR calls throttled."""
+    out = []
+    for size in sizes:
+        prefix = f"bench/sweep{size}-"
+        pushes = size // 3
+        for r in range(20):
+            repository = f"{prefix}{r:02}"
+            ecr.create_repository(repositoryName=repository)
+            emu.control._call("POST", "seed", {"repository": repository, "count": pushes // 20 + (1 if r < pushes % 20 else 0)})
+        emu.control.clear_calls()
+        emu.control.clear_faults()
+        for op in ("BatchGetImage", "PutImage", "DescribeImages", "DescribeRepositories"):
+            emu.control.fault(f"ecr:{op}", rate=0.2, error="ThrottlingException", user_agent="aws-sdk-rust", seed=size)
+        env = base_env(emu.url) | {"ECR_REMEDIATOR_MODE": "tag"}
+        code, wall, rss, text = run_measured(
+            [str(cli), "sweep", "--repository-prefix", prefix, "--put-tps", str(put_tps), "--output", "json"], env
+        )
+        injected = emu.control.faults()["injected"]
+        emu.control.clear_faults()
+        summary = json.loads(text.strip().splitlines()[-1])["summary"]
+        puts = emu.control.calls().get("ecr:PutImage", 0)
+        throttled_puts = injected.get("ecr:PutImage", {}).get("ThrottlingException", 0)
+        landed = puts - throttled_puts
+        row = {
+            "images": size,
+            "repositories": 20,
+            "exit": code,
+            "handled": summary["images_handled"],
+            "remediated": summary["remediated"],
+            "failed": summary["failed"],
+            "wall_s": round(wall, 1),
+            "puts_landed": landed,
+            "put_tps": put_tps,
+            "share_of_put_rate": round(landed / wall / put_tps, 3),
+            "throttles_injected": sum(v.get("ThrottlingException", 0) for v in injected.values()),
+            "peak_rss_mb": round(rss / 1024, 1),
+        }
+        print(f"  sweep of {size} images: {row}", file=sys.stderr)
+        out.append(row)
+    return out
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| images (20 repositories) | handled | failed | PutImage landed | wall time | share of --put-tps | throttles injected | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['images']:,} | {r['handled']:,} | {r['failed']} | {r['puts_landed']:,} | {r['wall_s']} s "
+            f"| {r['share_of_put_rate']:.0%} of {r['put_tps']:g}/s | {r['throttles_injected']:,} | {r['peak_rss_mb']} MB |"
+        )
+    return "\n".join(out)
+
+
 def table(rows: list[dict[str, Any]], lam: dict[str, Any], sizes: dict[str, int]) -> str:
     out = ["| images in repository | scenario | ECR reads | all ECR calls | peak RSS | wall time |", "|---:|---|---:|---|---:|---:|"]
     for r in rows:
@@ -251,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=Path, default=Path("target/release"), help="where the release binaries are")
     parser.add_argument("--runs", type=int, default=5, help="bootstrap cold starts to measure")
     parser.add_argument("--json", type=Path, default=Path("target/bench.json"))
+    parser.add_argument("--sweep-images", type=int, nargs="*", default=[1_000, 10_000], help="registry sizes for the sweep runs")
+    parser.add_argument("--put-tps", type=float, default=10.0, help="--put-tps of the sweep runs")
     args = parser.parse_args(argv)
     cli, bootstrap = args.target / "ecr-remediator", args.target / "bootstrap"
     for binary in (cli, bootstrap):
@@ -269,13 +337,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = per_push(cli, emu, ecr)
         print("bootstrap:", file=sys.stderr)
         lam = lambda_runs(bootstrap, emu, ecr, args.runs)
+        print("sweep:", file=sys.stderr)
+        sweeps = sweep_runs(cli, emu, ecr, args.sweep_images, args.put_tps)
     finally:
         emu.stop()
     sizes = {b.name: b.stat().st_size for b in (bootstrap, cli)}
-    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes}
+    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes, "sweep": sweeps}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(table(rows, lam, sizes))
+    print()
+    print(sweep_table(sweeps))
     return 0
 
 
