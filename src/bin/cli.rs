@@ -71,28 +71,7 @@ enum Command {
     /// `sweep`). Run it with `--dry-run` first: the same report, nothing
     /// written. A sweep run again, or after an interruption, writes nothing
     /// already done. Exit status 1 when anything failed.
-    Sweep {
-        /// Only this repository (repeatable).
-        #[arg(long = "repository", value_name = "NAME")]
-        repositories: Vec<String>,
-        /// Only repositories whose name starts with this (repeatable).
-        #[arg(long = "repository-prefix", value_name = "PREFIX")]
-        prefixes: Vec<String>,
-        /// Only images pushed since then: a duration (7d, 12h, 30m) or a UTC date (2026-11-01[T12:00:00Z]).
-        #[arg(long, value_name = "DURATION|DATE")]
-        since: Option<String>,
-        /// Only tags matching this pattern (`*` any characters, `?` one).
-        #[arg(long, value_name = "GLOB")]
-        tag: Option<String>,
-        /// PutImage calls per second (ECR allows 10 per account and region, shared with every docker push).
-        #[arg(long, value_name = "N")]
-        put_tps: Option<f64>,
-        /// `table` (a readable report), or `json` (records as JSON lines, then the summary).
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-        #[command(flatten)]
-        policy: PolicyFlags,
-    },
+    Sweep(SweepArgs),
     /// Work on an SQS queue of ECR Image Action events until stopped (SIGTERM/Ctrl-C).
     Serve {
         /// The queue URL.
@@ -187,25 +166,7 @@ fn main() -> ExitCode {
             image_tag,
             policy,
         } => run_async(remediate(repository, image_digest, image_tag, policy)),
-        Command::Sweep {
-            repositories,
-            prefixes,
-            since,
-            tag,
-            put_tps,
-            output,
-            policy,
-        } => run_async(sweep(
-            SweepArgs {
-                repositories,
-                prefixes,
-                since,
-                tag,
-                put_tps,
-                output,
-            },
-            policy,
-        )),
+        Command::Sweep(args) => run_async(sweep(args)),
         Command::Serve {
             queue_url,
             visibility_timeout,
@@ -301,16 +262,33 @@ async fn serve_queue(options: ServeOptions, flags: PolicyFlags) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ecr-remediator sweep`'s arguments.
+#[derive(clap::Args)]
 struct SweepArgs {
+    /// Only this repository (repeatable).
+    #[arg(long = "repository", value_name = "NAME")]
     repositories: Vec<String>,
+    /// Only repositories whose name starts with this (repeatable).
+    #[arg(long = "repository-prefix", value_name = "PREFIX")]
     prefixes: Vec<String>,
+    /// Only images pushed since then: a duration (7d, 12h, 30m) or a UTC date (2026-11-01[T12:00:00Z]).
+    #[arg(long, value_name = "DURATION|DATE")]
     since: Option<String>,
+    /// Only tags matching this pattern (`*` any characters, `?` one).
+    #[arg(long, value_name = "GLOB")]
     tag: Option<String>,
+    /// PutImage calls per second (ECR allows 10 per account and region, shared with every docker push).
+    #[arg(long, value_name = "N")]
     put_tps: Option<f64>,
+    /// `table` (a readable report), or `json` (records as JSON lines, then the summary).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    #[command(flatten)]
+    policy: PolicyFlags,
 }
 
-async fn sweep(args: SweepArgs, flags: PolicyFlags) -> anyhow::Result<ExitCode> {
+async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let flags = args.policy.clone();
     init(LogFormat::Text);
     let scope = Scope {
         repositories: args

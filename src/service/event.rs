@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Job;
 use crate::engine::audit::Trigger;
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
@@ -53,25 +54,6 @@ pub struct ImageActionDetail {
     /// The config media type (image manifests only).
     #[serde(rename = "artifact-media-type", default)]
     pub artifact_media_type: Option<String>,
-}
-
-/// A pushed, tagged index: the service's unit of work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PushedIndex {
-    /// A push event, or a sweep's request.
-    pub trigger: Trigger,
-    /// The event id.
-    pub event_id: Option<String>,
-    /// Account of the event.
-    pub account: Option<String>,
-    /// Region of the event.
-    pub region: Option<String>,
-    /// Repository.
-    pub repository: RepositoryName,
-    /// The index's digest.
-    pub digest: Digest,
-    /// The tag it was pushed with.
-    pub tag: ImageTag,
 }
 
 /// Why an event is not handled.
@@ -147,8 +129,8 @@ pub enum EventError {
 /// What to do with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Triage {
-    /// Handle this pushed index.
-    Handle(PushedIndex),
+    /// Handle this pushed, tagged index (or a sweep's request for one).
+    Handle(Job),
     /// Skip, for this reason.
     Ignore(Ignored),
 }
@@ -215,14 +197,14 @@ pub fn triage<'a>(
             tag: tag.as_str().to_owned(),
         }));
     }
-    Ok(Triage::Handle(PushedIndex {
+    Ok(Triage::Handle(Job {
         trigger,
         event_id: event.id.clone(),
         account: event.account.clone(),
         region: event.region.clone(),
         repository,
         digest,
-        tag,
+        tag: Some(tag),
     }))
 }
 
@@ -264,7 +246,7 @@ mod tests {
             panic!("not handled")
         };
         assert_eq!(p.repository.as_str(), "team/app");
-        assert_eq!(p.tag.as_str(), "v7");
+        assert_eq!(p.tag.as_ref().map(ImageTag::as_str), Some("v7"));
         assert_eq!(p.digest.to_string(), DIGEST);
         assert_eq!(p.event_id.as_deref(), Some("e1"));
         let list = push("v7", "application/vnd.docker.distribution.manifest.list.v2+json");
@@ -312,7 +294,7 @@ mod tests {
         assert_eq!(p.trigger, Trigger::Sweep);
         assert_eq!(
             run(&push("v7", INDEX)),
-            Triage::Handle(PushedIndex {
+            Triage::Handle(Job {
                 trigger: Trigger::Push,
                 ..p
             })

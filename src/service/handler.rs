@@ -158,18 +158,14 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             }
             Err(e) => return self.malformed(&e.to_string(), envelope.id.clone(), delivery).await,
         };
+        // A sweep's request stays a sweep; a push takes the caller's trigger.
         let job = Job {
             trigger: if pushed.trigger == Trigger::Sweep {
                 Trigger::Sweep
             } else {
                 trigger
             },
-            event_id: pushed.event_id,
-            account: pushed.account,
-            region: pushed.region,
-            repository: pushed.repository,
-            digest: pushed.digest,
-            tag: Some(pushed.tag),
+            ..pushed
         };
         self.handle_job_record(&job, delivery).await.1
     }
