@@ -297,13 +297,7 @@ impl Registry for EcrRegistry {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| registry_error("DescribeImages", e))?;
             for detail in page.image_details() {
-                let digest = Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| {
-                    RegistryError::InvalidResponse {
-                        operation: "DescribeImages",
-                        problem: e.to_string(),
-                    }
-                })?;
-                out.push((digest, image_info(detail)));
+                out.push(image_entry(detail)?);
             }
         }
         Ok(out)
@@ -356,26 +350,29 @@ impl EcrRegistry {
             .image_details()
             .iter()
             .map(|detail| {
-                let digest = Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| {
-                    DescribeError::Other(RegistryError::InvalidResponse {
-                        operation: "DescribeImages",
-                        problem: e.to_string(),
-                    })
-                })?;
-                Ok((digest, Some(image_info(detail))))
+                image_entry(detail)
+                    .map(|(d, info)| (d, Some(info)))
+                    .map_err(DescribeError::Other)
             })
             .collect()
     }
 }
 
-fn image_info(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageInfo {
-    ImageInfo {
+/// One `DescribeImages` detail as the core sees it.
+fn image_entry(detail: &aws_sdk_ecr::types::ImageDetail) -> Result<(Digest, ImageInfo), RegistryError> {
+    let digest =
+        Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| RegistryError::InvalidResponse {
+            operation: "DescribeImages",
+            problem: e.to_string(),
+        })?;
+    let info = ImageInfo {
         tags: detail.image_tags().to_vec(),
         pushed_at_ms: detail.image_pushed_at().and_then(|t| t.to_millis().ok()),
         media_type: detail.image_manifest_media_type().map(str::to_owned),
         artifact_media_type: detail.artifact_media_type().map(str::to_owned),
         size_bytes: detail.image_size_in_bytes(),
-    }
+    };
+    Ok((digest, info))
 }
 
 #[cfg(test)]

@@ -384,14 +384,22 @@ pub fn remediation_target(manifest: &RawManifest, classification: &Classificatio
     match policy.mode {
         Mode::Observe | Mode::Tag => None,
         Mode::Promote => promotion(classification, policy).ok().map(|e| e.digest().clone()),
-        Mode::Strip => {
-            let positions = classification.attestation_positions();
-            if positions.is_empty() || positions.len() == classification.entries.len() {
-                return None;
-            }
-            manifest.without_entries(&positions).ok().map(|m| m.digest().clone())
-        }
+        Mode::Strip => stripped(manifest, classification).ok().map(|m| m.digest().clone()),
     }
+}
+
+/// The index without its attestation entries, or why there is none.
+fn stripped(manifest: &RawManifest, classification: &Classification) -> Result<RawManifest, SkipReason> {
+    let positions = classification.attestation_positions();
+    if positions.is_empty() {
+        return Err(SkipReason::NothingToStrip);
+    }
+    if positions.len() == classification.entries.len() {
+        return Err(SkipReason::StripWouldEmpty);
+    }
+    manifest
+        .without_entries(&positions)
+        .map_err(|e| SkipReason::StripFailed { error: chain(&e) })
 }
 
 /// Plans the remediation of one pushed index.
@@ -445,19 +453,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 Target::Tag
             }
         },
-        Mode::Strip => {
-            let positions = classification.attestation_positions();
-            if positions.is_empty() {
-                return p.halt(SkipReason::NothingToStrip);
-            }
-            if positions.len() == classification.entries.len() {
-                return p.halt(SkipReason::StripWouldEmpty);
-            }
-            match manifest.without_entries(&positions) {
-                Ok(stripped) => Target::Strip(Box::new(stripped)),
-                Err(e) => return p.halt(SkipReason::StripFailed { error: chain(&e) }),
-            }
-        }
+        Mode::Strip => match stripped(manifest, classification) {
+            Ok(stripped) => Target::Strip(Box::new(stripped)),
+            Err(reason) => return p.halt(reason),
+        },
     };
 
     let pushed_target = match &target {
