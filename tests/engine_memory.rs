@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::{fixture, tag};
 use ecr_remediator::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Trigger};
 use ecr_remediator::engine::plan::Action;
-use ecr_remediator::engine::registry::RegistryError;
 use ecr_remediator::engine::registry::memory::{MemoryRegistry, RepoState, store};
+use ecr_remediator::engine::registry::{Registry, RegistryError};
 use ecr_remediator::engine::retry::RetryPolicy;
 use ecr_remediator::engine::{Engine, Job};
 use ecr_remediator::oci::digest::Digest;
@@ -88,6 +88,7 @@ fn policies(mode: Mode, delete: bool, keep: bool) -> PolicySet {
 
 fn job(index: &Digest, pushed_tag: &str) -> Job {
     Job {
+        purpose: ecr_remediator::engine::Purpose::Remediate,
         trigger: Trigger::Push,
         event_id: Some("e1".into()),
         account: None,
@@ -724,4 +725,165 @@ async fn a_keep_tag_taken_between_planning_and_writing_stops_the_move() {
     );
     assert_eq!(target(&reg, "v7-index").as_ref(), Some(theirs.digest()));
     assert_eq!(reg.calls().get("PutImage"), None);
+}
+
+// ---- Sweep cleanup of leftovers -------------------------------------------
+
+fn cleanup_job(digest: &Digest, min_age_s: u64) -> Job {
+    Job {
+        purpose: ecr_remediator::engine::Purpose::Cleanup { min_age_s },
+        trigger: Trigger::Sweep,
+        event_id: None,
+        account: None,
+        region: None,
+        repository: repo(),
+        digest: digest.clone(),
+        tag: None,
+    }
+}
+
+/// A push promoted with the keep tag off and deletion off: the index is left
+/// untagged, the tag on its image.
+fn leftover_index(reg: &MemoryRegistry, salt: &str, t: &str) -> Push {
+    let p = push_buildx(reg, salt, t, &[]);
+    store_tag(reg, &p.image, t);
+    p
+}
+
+/// Moves `t` onto `m` (as a remediation or a user's `crane tag` would).
+fn store_tag(reg: &MemoryRegistry, m: &RawManifest, t: &str) {
+    reg.push(&repo(), m, Some(&tag(t))).unwrap();
+}
+
+fn deleted(record: &AuditRecord) -> Vec<Digest> {
+    record
+        .actions
+        .iter()
+        .filter(|a| a.outcome == ActionOutcome::Applied && matches!(a.action, Action::Delete { .. }))
+        .map(|a| a.action.target().clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn cleanup_deletes_an_index_a_remediation_left_untagged_and_its_attestations_only() {
+    let reg = registry(false);
+    let p = leftover_index(&reg, "a", "v1");
+    assert!(state(&reg).tags_of(p.index.digest()).is_empty());
+    let audit = Audit::default();
+    let record = run(
+        &reg,
+        &audit,
+        &policies(Mode::Promote, true, false),
+        &cleanup_job(p.index.digest(), 0),
+    )
+    .await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(record.trigger, Trigger::Sweep);
+    assert_eq!(
+        deleted(&record),
+        vec![p.index.digest().clone(), p.attestation.digest().clone()]
+    );
+    let s = state(&reg);
+    assert!(
+        s.images.contains_key(p.image.digest()),
+        "the runnable image is never deleted"
+    );
+    assert_eq!(target(&reg, "v1").as_ref(), Some(p.image.digest()));
+    assert!(!s.images.contains_key(p.index.digest()) && !s.images.contains_key(p.attestation.digest()));
+    // The checkpoint went first.
+    let checkpoints = audit.records.lock().unwrap().clone();
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(checkpoints[0].outcome, Outcome::InProgress);
+    // Run again: nothing left to do.
+    let again = handle(
+        &reg,
+        &policies(Mode::Promote, true, false),
+        &cleanup_job(p.index.digest(), 0),
+    )
+    .await;
+    assert_eq!(code(&again), "index_gone", "{again:#?}");
+}
+
+#[tokio::test]
+async fn cleanup_leaves_superseded_pushes_kept_indexes_young_leftovers_and_other_policies_alone() {
+    let reg = registry(false);
+    // Superseded: v1 pushed twice, the first index untagged, its image untagged too.
+    let old = push_buildx(&reg, "old", "v1", &[]);
+    push_buildx(&reg, "new", "v1", &[]);
+    let delete = policies(Mode::Promote, true, false);
+    let r = handle(&reg, &delete, &cleanup_job(old.index.digest(), 0)).await;
+    assert_eq!(code(&r), "not_remediated", "{r:#?}");
+
+    let left = leftover_index(&reg, "left", "v2");
+    for (policy, expected) in [
+        (policies(Mode::Promote, false, false), "cleanup_not_enabled"),
+        (policies(Mode::Observe, true, false), "cleanup_not_enabled"),
+        (policies(Mode::Promote, true, true), "indexes_kept"),
+        (policies(Mode::Tag, true, false), "indexes_kept"),
+    ] {
+        let r = handle(&reg, &policy, &cleanup_job(left.index.digest(), 0)).await;
+        assert_eq!(code(&r), expected, "{r:#?}");
+    }
+    // Younger than the minimum age (a century).
+    let r = handle(&reg, &delete, &cleanup_job(left.index.digest(), 3_155_760_000)).await;
+    assert_eq!(code(&r), "too_recent", "{r:#?}");
+    // Tagged since the sweep listed it.
+    store_tag(&reg, &left.index, "pinned");
+    let r = handle(&reg, &delete, &cleanup_job(left.index.digest(), 0)).await;
+    assert_eq!(code(&r), "still_tagged", "{r:#?}");
+    for p in [&old, &left] {
+        assert!(state(&reg).images.contains_key(p.index.digest()));
+        assert!(state(&reg).images.contains_key(p.attestation.digest()));
+    }
+}
+
+#[tokio::test]
+async fn cleanup_deletes_an_orphaned_attestation_but_never_a_listed_attached_or_runnable_one() {
+    let reg = registry(false);
+    let delete = policies(Mode::Strip, true, true);
+    // Orphaned: its index was deleted by hand.
+    let p = push_buildx(&reg, "a", "v1", &[]);
+    let gone = reg.delete_images(&repo(), &[p.index.digest().clone()]).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    reg.push(&repo(), &p.image, Some(&tag("v1"))).unwrap();
+    let r = handle(&reg, &delete, &cleanup_job(p.attestation.digest(), 0)).await;
+    assert_eq!(r.outcome, Outcome::Remediated, "{r:#?}");
+    assert_eq!(deleted(&r), vec![p.attestation.digest().clone()]);
+    assert!(state(&reg).images.contains_key(p.image.digest()));
+
+    // Still listed by its index: ECR keeps it, and so does the plan.
+    let q = push_buildx(&reg, "b", "v2", &[]);
+    let r = handle(&reg, &delete, &cleanup_job(q.attestation.digest(), 0)).await;
+    assert!(state(&reg).images.contains_key(q.attestation.digest()), "{r:#?}");
+    // A runnable image is never a cleanup's target.
+    let r = handle(&reg, &delete, &cleanup_job(q.image.digest(), 0)).await;
+    assert_eq!(code(&r), "not_an_attestation", "{r:#?}");
+    // An attestation attached to an image in the repository (OCI subject).
+    let attached = raw(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.docker.attestation.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.in-toto+json",
+                    "digest": Digest::sha256_of(b"statement").to_string(), "size": 100,
+                    "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v1"}}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": q.image.digest().to_string(), "size": q.image.bytes().len()}
+    }));
+    reg.push(&repo(), &attached, None).unwrap();
+    let r = handle(&reg, &delete, &cleanup_job(attached.digest(), 0)).await;
+    assert_eq!(code(&r), "attached_referrer", "{r:#?}");
+    // A dry run plans the deletion and makes none.
+    let orphan = attestation("lonely");
+    reg.push(&repo(), &orphan, None).unwrap();
+    let mut dry = policies(Mode::Strip, true, true);
+    dry.default.dry_run = true;
+    let r = handle(&reg, &dry, &cleanup_job(orphan.digest(), 0)).await;
+    assert_eq!(r.outcome, Outcome::Noop, "{r:#?}");
+    assert!(
+        r.skipped
+            .iter()
+            .any(|s| s.action.as_ref().is_some_and(Action::is_delete))
+    );
+    assert!(state(&reg).images.contains_key(orphan.digest()));
 }

@@ -233,3 +233,148 @@ async fn an_interrupted_sweep_run_again_finishes_without_repeating_writes() {
     assert!(records.len() < 4, "{records:?}");
     assert!(summary(&out)["already_fine"].as_u64().unwrap() >= 1, "{out}");
 }
+
+async fn delete_by_hand(repo: &str, digest: &str) {
+    let ecr = aws_sdk_ecr::Client::new(&sdk_config().await);
+    let reply = ecr
+        .batch_delete_image()
+        .repository_name(repo)
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_digest(digest)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.failures().is_empty(), "{:?}", reply.failures());
+}
+
+fn sweep_keep_off(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["sweep"];
+    all.extend_from_slice(args);
+    let out = cli(&all).env("ECR_REMEDIATOR_KEEP_TAG", "false").output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_earlier_runs_and_orphaned_attestations_are_cleaned_up_and_nothing_else() {
+    let repo = unique("sweep-leftovers");
+    create_repository(&repo, false);
+    // Remediated before deletion was enabled: promote, keep tag off.
+    let h = handler(&[("ECR_REMEDIATOR_MODE", "promote"), ("ECR_REMEDIATOR_KEEP_TAG", "false")]).await;
+    let remediate = |p: &Pushed, tag: &str| {
+        let event = push_event(&repo, &p.index, tag, OCI_INDEX);
+        let h = &h;
+        async move {
+            h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+        }
+    };
+    let v1 = push_buildx(&repo, "v1", &["linux/arm64"], "left-v1");
+    remediate(&v1, "v1").await;
+    let v2 = push_buildx_with(
+        &repo,
+        "v2",
+        &["linux/arm64"],
+        "left-v2",
+        &["--attestation-format", "artifact", "--sbom"],
+    );
+    remediate(&v2, "v2").await;
+    // A superseded push: v4 pushed twice, the first index and image untagged.
+    let superseded = push_buildx(&repo, "v4", &["linux/arm64"], "superseded-1");
+    let v4 = push_buildx(&repo, "v4", &["linux/arm64"], "superseded-2");
+    remediate(&v4, "v4").await;
+    // A leftover listing a nested index (which lists v5's image).
+    let v5 = push_buildx_with(&repo, "v5", &["linux/arm64"], "nested", &["--extra", "nested"]);
+    remediate(&v5, "v5").await;
+    let nested_index = list(&repo)
+        .await
+        .into_iter()
+        .find(|l| v5.children.contains(&l.digest) && l.media_type == OCI_INDEX)
+        .unwrap()
+        .digest;
+    let t = tags(&repo).await;
+    for (tag, p) in [("v1", &v1), ("v2", &v2), ("v4", &v4), ("v5", &v5)] {
+        assert_eq!(t[tag], p.runnable(), "the setup promoted {tag}");
+    }
+    // An index deleted by hand leaves its attestation orphaned.
+    let orphaned = push_buildx(&repo, "v3", &["linux/arm64"], "orphaned");
+    delete_by_hand(&repo, &orphaned.index).await;
+    let before = list(&repo).await;
+    emulator().clear_calls(&repo);
+    let policy = ["--repository", repo.as_str(), "--mode", "promote", "--delete-orphans"];
+
+    // Fresh leftovers are younger than the default minimum age: reported, kept.
+    let (code, out, err) = sweep_keep_off(&policy);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("leftover younger than the minimum age 5"), "{out}");
+    assert_eq!(list(&repo).await.len(), before.len(), "nothing deleted");
+
+    // A dry run with no minimum age: the report, nothing deleted.
+    let mut args = policy.to_vec();
+    args.extend(["--min-age", "0s", "--dry-run", "--output", "json"]);
+    let (code, out, err) = sweep_keep_off(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s = summary(&out);
+    assert_eq!(s["leftovers_handled"], 5, "{s}");
+    assert_eq!(list(&repo).await.len(), before.len(), "a dry run deletes nothing");
+
+    let mut args = policy.to_vec();
+    args.extend(["--min-age", "0s", "--output", "json"]);
+    let (code, out, err) = sweep_keep_off(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s = summary(&out);
+    assert_eq!(s["leftovers_handled"], 5, "{s}");
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["not_touched"]["superseded_index"], 1, "{s}");
+    assert_eq!(s["not_touched"]["referenced_index"], 1, "{s}");
+    assert!(s["bytes_reclaimed"].as_i64().unwrap() > 0, "{s}");
+    let records: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with("{\"schema\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5, "one record per leftover: {out}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["trigger"] == "sweep" && r["outcome"] == "remediated"),
+        "{out}"
+    );
+    let after: Vec<String> = list(&repo).await.into_iter().map(|l| l.digest).collect();
+    for p in [&v1, &v2, &v4, &v5] {
+        assert!(!after.contains(&p.index), "the leftover index is deleted");
+        assert!(after.contains(&p.runnable().to_owned()), "never the image");
+    }
+    for p in [&v1, &v2, &v4] {
+        for c in &p.children[1..] {
+            assert!(!after.contains(c), "its attestations too");
+        }
+    }
+    assert!(
+        !after.contains(&orphaned.attestation().to_owned()),
+        "the orphan is deleted"
+    );
+    assert!(after.contains(&orphaned.runnable().to_owned()));
+    assert!(after.contains(&superseded.index), "a superseded push is not a leftover");
+    assert!(after.contains(&superseded.attestation().to_owned()));
+    assert!(after.contains(&nested_index), "listed when the sweep read the registry");
+
+    // The next sweep finds the nested index its parent's deletion freed (its
+    // image is tagged), and the one after finds nothing.
+    let (code, out, _) = sweep_keep_off(&args);
+    assert_eq!(code, 0);
+    let s = summary(&out);
+    assert_eq!(s["leftovers_handled"], 1, "{s}");
+    assert_eq!(s["manifests_deleted"], 1, "{s}");
+    assert!(!list(&repo).await.iter().any(|l| l.digest == nested_index));
+    let (code, out, _) = sweep_keep_off(&args);
+    assert_eq!(code, 0);
+    let s = summary(&out);
+    assert_eq!(s["leftovers_handled"], 0, "{s}");
+    assert_eq!(s["manifests_deleted"], 0, "{s}");
+}

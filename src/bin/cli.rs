@@ -11,7 +11,7 @@ use ecr_remediator::aws::sqs::{ServeOptions, serve};
 use ecr_remediator::engine::Job;
 use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord};
 use ecr_remediator::engine::audit::{Outcome, Trigger};
-use ecr_remediator::engine::sweep::{Selection, TagPattern, parse_since};
+use ecr_remediator::engine::sweep::{Selection, TagPattern, parse_duration_s, parse_since};
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::oci::classify::classify;
 use ecr_remediator::oci::digest::Digest;
@@ -223,6 +223,7 @@ async fn remediate(
 ) -> anyhow::Result<ExitCode> {
     init(LogFormat::Text);
     let job = Job {
+        purpose: ecr_remediator::engine::Purpose::Remediate,
         trigger: Trigger::Manual,
         event_id: None,
         account: None,
@@ -280,6 +281,11 @@ struct SweepArgs {
     /// PutImage calls per second (ECR allows 10 per account and region, shared with every docker push).
     #[arg(long, value_name = "N")]
     put_tps: Option<f64>,
+    /// With --delete-orphans: leftovers (orphaned attestations, untagged indexes
+    /// a remediation left) pushed more recently than this are not deleted,
+    /// as they may belong to a push in progress. A duration (90s, 30m, 1h, 2d).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    min_age: String,
     /// `table` (a readable report), or `json` (records as JSON lines, then the summary).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -314,6 +320,7 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .map(|s| parse_since(s, now_ms))
             .transpose()
             .map_err(anyhow::Error::msg)?,
+        min_age_s: parse_duration_s(&args.min_age).map_err(anyhow::Error::msg)?,
     };
     let mut config = flags.config()?;
     if let Some(tps) = args.put_tps {
@@ -484,6 +491,7 @@ fn summary_table(s: &SweepSummary) -> String {
     line("repositories scanned", s.repositories_scanned.to_string());
     line("indexes seen", s.indexes_seen.to_string());
     line("images handled", s.images_handled.to_string());
+    line("  of them leftovers", s.leftovers_handled.to_string());
     line("remediated", s.remediated.to_string());
     line("already fine", s.already_fine.to_string());
     line(
@@ -501,7 +509,7 @@ fn summary_table(s: &SweepSummary) -> String {
         ),
     );
     for (repo, error) in &s.repository_errors {
-        line("not listed", format!("{repo}: {error}"));
+        line("repository error", format!("{repo}: {error}"));
     }
     out
 }

@@ -33,6 +33,7 @@ use crate::policy::{Mode, PolicySet};
 pub mod action;
 mod apply;
 pub mod audit;
+pub mod cleanup;
 pub mod plan;
 mod read;
 pub mod registry;
@@ -49,9 +50,25 @@ type Known = BTreeMap<Digest, RawManifest>;
 /// How many times the line runs when the registry keeps changing under it.
 pub const MAX_ROUNDS: u32 = 3;
 
+/// What a job asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// Remediate a tagged index (pushed, or found by a sweep).
+    #[default]
+    Remediate,
+    /// Delete a leftover a sweep found (an untagged index whose remediation
+    /// holds its tag, or an orphaned attestation): see [`cleanup`].
+    Cleanup {
+        /// Candidates pushed more recently than this are left alone.
+        min_age_s: u64,
+    },
+}
+
 /// One image to handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// What to do with it.
+    pub purpose: Purpose,
     /// What started it.
     pub trigger: Trigger,
     /// The event id, for push-triggered jobs.
@@ -124,6 +141,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         job: &Job,
         record: &mut AuditRecord,
     ) -> Result<Outcome, RegistryError> {
+        if let Purpose::Cleanup { min_age_s } = job.purpose {
+            return self.run_cleanup(policy, job, min_age_s, record).await;
+        }
         let mut pushed_tag_immutable = false;
         let mut conflicts: Vec<String> = Vec::new();
         for _round in 0..MAX_ROUNDS {
@@ -176,6 +196,51 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             "conflict",
             format!("the registry kept changing under {MAX_ROUNDS} attempts; left for the next event or sweep"),
         ))
+    }
+
+    /// The cleanup line: read the candidate with its tags, plan, delete.
+    /// Deleting needs no precondition round: the applier re-reads the tags
+    /// right before deleting, and ECR refuses what an index still lists.
+    async fn run_cleanup(
+        &self,
+        policy: &crate::policy::Policy,
+        job: &Job,
+        min_age_s: u64,
+        record: &mut AuditRecord,
+    ) -> Result<Outcome, RegistryError> {
+        let candidate = match self.read_cleanup(job).await? {
+            Read::Skip(outcome) => return Ok(outcome),
+            Read::Ready(s) => s,
+        };
+        record.classification = Some(ClassificationSummary::of(&candidate.classification, |d| {
+            candidate.known.get(d).map(|m| classify_manifest(m.manifest()))
+        }));
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let the_plan = cleanup::plan_cleanup(&cleanup::CleanupInput {
+            manifest: &candidate.index,
+            classification: &candidate.classification,
+            view: &candidate.view,
+            policy,
+            pushed_at_ms: candidate.pushed_at_ms,
+            now_ms,
+            min_age_s,
+        });
+        record.skipped = the_plan.skipped.clone();
+        record.notes = the_plan.notes.clone();
+        if let Some(reason) = the_plan.halted() {
+            return Ok(skipped(&crate::engine::plan::reason_code(reason), reason.to_string()));
+        }
+        if the_plan.dry_run || the_plan.actions.is_empty() {
+            return Ok(Outcome::Noop);
+        }
+        match self.apply(job, &the_plan, &candidate.known, record).await {
+            Applied::Done => Ok(overall(&record.actions)),
+            // A plan of deletions has no writes, so no write precondition.
+            Applied::Conflict(why) => Ok(skipped("conflict", why)),
+            Applied::PushedTagImmutable => Ok(skipped("conflict", "unexpected tag write in a cleanup")),
+        }
     }
 
     /// Runs `call` with this engine's retries (see [`retry::retrying`]).

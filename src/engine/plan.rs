@@ -130,6 +130,36 @@ pub enum SkipReason {
         /// The cap.
         max: u32,
     },
+    /// Sweep cleanup is not enabled by this policy (it needs `delete_orphans`,
+    /// and a mode that changes the registry).
+    CleanupNotEnabled,
+    /// Under this policy a remediated index keeps a tag (tag mode, or a keep
+    /// tag): an untagged index was not left by a remediation, so the sweep
+    /// does not delete it.
+    IndexesKept,
+    /// Pushed too recently: it may belong to a push still in progress (its
+    /// index not yet stored), so it is not an orphan yet.
+    TooRecent {
+        /// Seconds since it was pushed (absent: the registry did not say).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age_s: Option<i64>,
+        /// The minimum age for a cleanup.
+        min_age_s: u64,
+    },
+    /// An untagged index none of whose runnable images is tagged: a push that
+    /// a later push superseded, not a remediation's leftover (lifecycle
+    /// policies expire those).
+    NotRemediated,
+    /// An OCI referrer of an image still in the repository: attached, not orphaned.
+    AttachedReferrer {
+        /// The image it refers to.
+        subject: Digest,
+    },
+    /// Not an attestation manifest: a sweep deletes nothing else on its own.
+    NotAnAttestation {
+        /// What it is (`image`, `signature`, `artifact`).
+        kind: String,
+    },
     /// The plan's own actions could not be replayed on the view (a bug or a racing change).
     Conflict {
         /// Why.
@@ -175,6 +205,31 @@ impl fmt::Display for SkipReason {
             SkipReason::NothingToStrip => write!(f, "the index has no attestation to strip"),
             SkipReason::StripWouldEmpty => write!(f, "stripping would leave an empty index"),
             SkipReason::StripFailed { error } => write!(f, "cannot build the stripped index: {error}"),
+            SkipReason::CleanupNotEnabled => {
+                write!(f, "cleanup needs delete_orphans and a mode other than observe")
+            }
+            SkipReason::IndexesKept => write!(
+                f,
+                "this policy keeps remediated indexes tagged (tag mode or a keep tag), so an untagged index is not a leftover"
+            ),
+            SkipReason::TooRecent { age_s, min_age_s } => match age_s {
+                Some(age) => write!(
+                    f,
+                    "pushed {age} s ago, under the {min_age_s} s minimum age: possibly a push in progress"
+                ),
+                None => write!(
+                    f,
+                    "push time unknown: treated as newer than the {min_age_s} s minimum age"
+                ),
+            },
+            SkipReason::NotRemediated => write!(
+                f,
+                "no runnable image of this untagged index is tagged: a superseded push, left to lifecycle policies"
+            ),
+            SkipReason::AttachedReferrer { subject } => {
+                write!(f, "a referrer of {subject}, which is in the repository: not an orphan")
+            }
+            SkipReason::NotAnAttestation { kind } => write!(f, "a {kind} manifest, not an attestation; never deleted"),
             SkipReason::StillTagged { tags } => {
                 let t: Vec<&str> = tags.iter().map(ImageTag::as_str).collect();
                 write!(f, "still tagged ({})", t.join(", "))
@@ -229,7 +284,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(policy: &Policy) -> Self {
+    pub(crate) fn new(policy: &Policy) -> Self {
         Plan {
             mode: policy.mode,
             requested_mode: policy.mode,
@@ -254,7 +309,7 @@ impl Plan {
             .map(|s| &s.reason)
     }
 
-    fn halt(mut self, reason: SkipReason) -> Self {
+    pub(crate) fn halt(mut self, reason: SkipReason) -> Self {
         self.actions.clear();
         self.guards.clear();
         self.skipped.push(Skipped {
@@ -265,7 +320,7 @@ impl Plan {
         self
     }
 
-    fn skip_entry(&mut self, digest: &Digest, reason: SkipReason) {
+    pub(crate) fn skip_entry(&mut self, digest: &Digest, reason: SkipReason) {
         self.skipped.push(Skipped {
             action: None,
             digest: Some(digest.clone()),
@@ -315,7 +370,7 @@ fn protected_digests(c: &Classification) -> BTreeSet<&Digest> {
 /// Runnable entries, one per digest, in index order. A digest that the index
 /// also lists under a protected class is not runnable: recognition must be
 /// unambiguous.
-fn runnables(c: &Classification) -> Vec<&ClassifiedEntry> {
+pub(crate) fn runnables(c: &Classification) -> Vec<&ClassifiedEntry> {
     let protected = protected_digests(c);
     let mut seen = BTreeSet::new();
     c.entries
@@ -556,7 +611,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Applies the deletion cap and dry run.
-fn finish(mut p: Plan, policy: &Policy) -> Plan {
+pub(crate) fn finish(mut p: Plan, policy: &Policy) -> Plan {
     let planned = p.actions.iter().filter(|a| a.is_delete()).count();
     if planned > policy.max_deletes as usize {
         let (deletes, keep): (Vec<Action>, Vec<Action>) = p.actions.into_iter().partition(Action::is_delete);
@@ -669,7 +724,7 @@ fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &Reposit
     }
 }
 
-fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView) {
+pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView) {
     let mut after = view.clone();
     for a in &p.actions {
         if let Err(e) = after.apply(a) {

@@ -40,6 +40,8 @@ pub(super) struct Snapshot {
     pub known: Known,
     /// See [`crate::engine::plan::PlanInput::stale_holder`].
     pub stale_holder: Option<Digest>,
+    /// When the image was pushed (read for cleanups only).
+    pub pushed_at_ms: Option<i64>,
 }
 
 /// The result of reading.
@@ -57,6 +59,35 @@ fn held(m: &RawManifest) -> Held {
         ManifestKind::Image => Held::Runnable,
         _ => Held::Other,
     }
+}
+
+/// The manifest asked for by digest, or the outcome that ends the handling.
+fn expect(
+    found: Option<Result<RawManifest, FetchFailure>>,
+    digest: &Digest,
+) -> Result<Result<RawManifest, Outcome>, RegistryError> {
+    Ok(Err(match found {
+        Some(Ok(m)) if m.digest() == digest => return Ok(Ok(m)),
+        Some(Ok(m)) => {
+            return Err(RegistryError::InvalidResponse {
+                operation: "BatchGetImage",
+                problem: format!("asked for {digest} and got {}", m.digest()),
+            });
+        }
+        Some(Err(FetchFailure::NotFound)) | None => {
+            skipped("index_gone", "the image no longer exists in the repository")
+        }
+        Some(Err(FetchFailure::Invalid { error, .. })) => skipped(
+            "invalid_manifest",
+            format!(
+                "the stored manifest is not valid: {}",
+                crate::engine::plan::chain(&error)
+            ),
+        ),
+        Some(Err(e @ FetchFailure::Other { .. })) => {
+            skipped("unreadable", format!("the registry could not serve the image: {e}"))
+        }
+    }))
 }
 
 /// Records a manifest the registry served (under `tag`, when read by tag).
@@ -103,35 +134,9 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         let mut ids = vec![ImageRef::Digest(job.digest.clone())];
         ids.extend(job.tag.iter().cloned().map(ImageRef::Tag));
         let mut first = self.retry(|| self.registry.get_images(repo, &ids)).await?.into_iter();
-        let index = match first.next().map(|(_, r)| r) {
-            Some(Ok(m)) if m.digest() == &job.digest => m,
-            Some(Ok(m)) => {
-                return Err(RegistryError::InvalidResponse {
-                    operation: "BatchGetImage",
-                    problem: format!("asked for {} and got {}", job.digest, m.digest()),
-                });
-            }
-            Some(Err(FetchFailure::NotFound)) | None => {
-                return Ok(Read::Skip(skipped(
-                    "index_gone",
-                    "the image no longer exists in the repository",
-                )));
-            }
-            Some(Err(FetchFailure::Invalid { error, .. })) => {
-                return Ok(Read::Skip(skipped(
-                    "invalid_manifest",
-                    format!(
-                        "the stored manifest is not valid: {}",
-                        crate::engine::plan::chain(&error)
-                    ),
-                )));
-            }
-            Some(Err(e @ FetchFailure::Other { .. })) => {
-                return Ok(Read::Skip(skipped(
-                    "unreadable",
-                    format!("the registry could not serve the image: {e}"),
-                )));
-            }
+        let index = match expect(first.next().map(|(_, r)| r), &job.digest)? {
+            Ok(m) => m,
+            Err(outcome) => return Ok(Read::Skip(outcome)),
         };
         let mut view = RepositoryView::new();
         let mut known = Known::new();
@@ -207,6 +212,92 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             view,
             known,
             stale_holder,
+            pushed_at_ms: None,
+        })))
+    }
+
+    /// Reads a cleanup candidate: its bytes, its children's (when it is an
+    /// index), then the tags and push times of it, its entries and (for an
+    /// attestation) its subject in one `DescribeImages`. At most 3 reads.
+    pub(super) async fn read_cleanup(&self, job: &Job) -> Result<Read, RegistryError> {
+        let repo = &job.repository;
+        let ids = [ImageRef::Digest(job.digest.clone())];
+        let mut first = self.retry(|| self.registry.get_images(repo, &ids)).await?.into_iter();
+        let candidate = match expect(first.next().map(|(_, r)| r), &job.digest)? {
+            Ok(m) => m,
+            Err(outcome) => return Ok(Read::Skip(outcome)),
+        };
+        let mut view = RepositoryView::new();
+        let mut known = Known::new();
+        note(&mut view, &mut known, &candidate, None);
+        let mut classification = classify(&candidate);
+        let mut described: Vec<Digest> = vec![candidate.digest().clone()];
+        if candidate.media_type().is_index() {
+            let children: Vec<ImageRef> = classification
+                .entries
+                .iter()
+                .filter(|e| matches!(e.class, EntryClass::Runnable { .. } | EntryClass::Attestation { .. }))
+                .map(|e| ImageRef::Digest(e.digest().clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !children.is_empty() {
+                for (id, result) in self.retry(|| self.registry.get_images(repo, &children)).await? {
+                    if let (ImageRef::Digest(d), Ok(m)) = (id, result)
+                        && m.digest() == &d
+                    {
+                        note(&mut view, &mut known, &m, None);
+                    }
+                }
+            }
+            for e in &mut classification.entries {
+                if let Some(child) = known.get(e.digest()) {
+                    e.refine_with_child(child, None);
+                }
+            }
+            described.extend(classification.entries.iter().map(|e| e.digest().clone()));
+        } else if let ManifestKind::Attestation { subject: Some(s), .. } = classify_manifest(candidate.manifest()) {
+            described.push(s);
+        }
+        described.sort();
+        described.dedup();
+        let info = self.retry(|| self.registry.describe_images(repo, &described)).await?;
+        let mut pushed_at_ms = None;
+        for (d, detail) in info {
+            let Some(detail) = detail else { continue };
+            let mut tags = Vec::new();
+            for t in &detail.tags {
+                match ImageTag::parse(t) {
+                    Ok(t) => tags.push(t),
+                    Err(e) => {
+                        return Ok(Read::Skip(skipped(
+                            "unreadable",
+                            format!("{d} has a tag the service cannot read ({t:?}: {e}); left alone"),
+                        )));
+                    }
+                }
+            }
+            if d == job.digest {
+                pushed_at_ms = detail.pushed_at_ms;
+            }
+            // Two images claiming one tag in one answer: the registry
+            // contradicted itself; the tag stays on the first.
+            let _ = view.insert_image(d.clone(), tags);
+            if !known.contains_key(&d) && view.kind_of(&d).is_none() {
+                let kind = match detail.media_type.as_deref().and_then(ManifestMediaType::parse) {
+                    Some(mt) if mt.is_index() => Held::Index,
+                    _ => Held::Other,
+                };
+                view.set_kind(&d, kind);
+            }
+        }
+        Ok(Read::Ready(Box::new(Snapshot {
+            index: candidate,
+            classification,
+            view,
+            known,
+            stale_holder: None,
+            pushed_at_ms,
         })))
     }
 

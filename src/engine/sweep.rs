@@ -2,15 +2,18 @@
 //! should handle, and what is left alone and why. Pure; the listing is read
 //! once per repository per sweep, never once per image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::engine::cleanup::DEFAULT_MIN_AGE_S;
+use crate::engine::plan::runnables;
 use crate::engine::registry::ImageInfo;
+use crate::oci::classify::{Classification, ManifestKind};
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::ImageTag;
-use crate::policy::Policy;
+use crate::policy::{Mode, Policy};
 
 /// A tag pattern: `*` any characters, `?` one character, the rest literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +43,25 @@ impl TagPattern {
 }
 
 /// Which images a sweep considers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Selection {
-    /// Only tags matching this pattern.
+    /// Only tags matching this pattern (and then no cleanup of untagged leftovers).
     pub tag: Option<TagPattern>,
     /// Only images pushed at or after this instant (milliseconds since the epoch).
     pub since_ms: Option<i64>,
+    /// Leftovers pushed more recently than this are not cleaned up (see
+    /// [`crate::engine::cleanup`]).
+    pub min_age_s: u64,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            tag: None,
+            since_ms: None,
+            min_age_s: DEFAULT_MIN_AGE_S,
+        }
+    }
 }
 
 /// Why a sweep leaves a listed image alone.
@@ -60,8 +76,21 @@ pub enum Untouched {
     SociIndex,
     /// Another tagged OCI artifact (not a runnable image).
     OtherArtifact,
-    /// An index without a tag: nothing was pushed under it to remediate.
+    /// An index without a tag: nothing was pushed under it to remediate
+    /// (and the policy does not clean up leftovers).
     UntaggedIndex,
+    /// An untagged index another index still lists.
+    ReferencedIndex,
+    /// An untagged index none of whose images is tagged: a push a later
+    /// push superseded (lifecycle policies expire those).
+    SupersededIndex,
+    /// A leftover younger than the minimum age: possibly a push in progress.
+    RecentLeftover,
+    /// An untagged attestation that is an OCI referrer of an image in the repository.
+    AttachedReferrer,
+    /// Leftovers of a repository one of whose indexes could not be read:
+    /// what it lists is unknown, so no attestation of it is called an orphan.
+    UnreadableIndex,
 }
 
 impl Untouched {
@@ -73,6 +102,11 @@ impl Untouched {
             Untouched::SociIndex => "SOCI index",
             Untouched::OtherArtifact => "other artifact",
             Untouched::UntaggedIndex => "untagged index",
+            Untouched::ReferencedIndex => "untagged index still referenced",
+            Untouched::SupersededIndex => "untagged index of a superseded push",
+            Untouched::RecentLeftover => "leftover younger than the minimum age",
+            Untouched::AttachedReferrer => "attestation attached to an image (referrer)",
+            Untouched::UnreadableIndex => "unreadable index (orphans not sought)",
         }
     }
 }
@@ -142,7 +176,10 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
         }
         plan.indexes_seen += 1;
         if info.tags.is_empty() {
-            *plan.untouched.entry(Untouched::UntaggedIndex).or_default() += 1;
+            // With cleanup on, [`select_cleanup`] says what becomes of it.
+            if !cleanup_enabled(policy, selection) {
+                *plan.untouched.entry(Untouched::UntaggedIndex).or_default() += 1;
+            }
             continue;
         }
         let pushed = info.pushed_at_ms.unwrap_or(i64::MAX);
@@ -169,6 +206,163 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
     plan
 }
 
+/// True when the sweep looks for leftovers in a repository with this policy:
+/// `delete_orphans` in a mode that changes the registry, and no tag filter
+/// (leftovers have no tag).
+pub fn cleanup_enabled(policy: &Policy, selection: &Selection) -> bool {
+    policy.delete_orphans && policy.mode != Mode::Observe && selection.tag.is_none()
+}
+
+/// True when an untagged index can be a remediation's leftover under this
+/// policy: the tag moves off the index and no keep tag stays on it.
+fn indexes_left_untagged(policy: &Policy) -> bool {
+    matches!(policy.mode, Mode::Promote | Mode::Strip) && policy.keep_tag.is_none()
+}
+
+/// What the indexes of one repository list, gathered by reading each once.
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    /// Every manifest some index lists.
+    listed: BTreeSet<Digest>,
+    /// The runnable entries of each untagged index.
+    untagged: BTreeMap<Digest, Vec<Digest>>,
+    /// Indexes that could not be read or parsed.
+    unreadable: usize,
+}
+
+impl References {
+    /// Records an index as read.
+    pub fn add(&mut self, classification: &Classification, tagged: bool) {
+        self.listed
+            .extend(classification.entries.iter().map(|e| e.digest().clone()));
+        if !tagged {
+            let run = runnables(classification).iter().map(|e| e.digest().clone()).collect();
+            self.untagged.insert(classification.digest.clone(), run);
+        }
+    }
+
+    /// Records an index that could not be read.
+    pub fn add_unreadable(&mut self) {
+        self.unreadable += 1;
+    }
+}
+
+/// The indexes of a listing: what a sweep reads to learn [`References`].
+pub fn indexes(listing: &[(Digest, ImageInfo)]) -> Vec<Digest> {
+    listing
+        .iter()
+        .filter(|(_, i)| is_index(i))
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
+/// Untagged single manifests no index lists: what a sweep reads to find
+/// orphaned attestations (none when an index could not be read).
+pub fn unlisted(listing: &[(Digest, ImageInfo)], refs: &References) -> Vec<Digest> {
+    if refs.unreadable > 0 {
+        return Vec::new();
+    }
+    listing
+        .iter()
+        .filter(|(d, i)| !is_index(i) && i.tags.is_empty() && !refs.listed.contains(d))
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
+/// Leftovers to clean up in one repository, and what is left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupSelection {
+    /// Candidates, each handled as one cleanup job, oldest first.
+    pub jobs: Vec<Digest>,
+    /// Left alone, by reason (replaces the listing's count of untagged indexes).
+    pub untouched: BTreeMap<Untouched, usize>,
+}
+
+/// Decides which leftovers of one repository to clean up, from its listing,
+/// what its indexes list, and the kinds of its unlisted manifests (read for
+/// the digests [`unlisted`] returned). The engine decides again on fresh
+/// state before deleting anything; this only picks the candidates.
+pub fn select_cleanup(
+    listing: &[(Digest, ImageInfo)],
+    refs: &References,
+    unlisted_kinds: &BTreeMap<Digest, ManifestKind>,
+    policy: &Policy,
+    selection: &Selection,
+    now_ms: i64,
+) -> CleanupSelection {
+    let mut out = CleanupSelection::default();
+    let tagged: BTreeSet<&Digest> = listing
+        .iter()
+        .filter(|(_, i)| !i.tags.is_empty())
+        .map(|(d, _)| d)
+        .collect();
+    let present: BTreeSet<&Digest> = listing.iter().map(|(d, _)| d).collect();
+    let min_age_ms = i64::try_from(selection.min_age_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let mut jobs: Vec<(i64, Digest)> = Vec::new();
+    let mut leave = |kind: Untouched| *out.untouched.entry(kind).or_default() += 1;
+    for (d, info) in listing {
+        if !info.tags.is_empty() {
+            continue;
+        }
+        let pushed = info.pushed_at_ms.unwrap_or(i64::MAX);
+        if selection.since_ms.is_some_and(|since| pushed < since) {
+            continue;
+        }
+        let old_enough = now_ms.saturating_sub(pushed) >= min_age_ms;
+        if is_index(info) {
+            if refs.listed.contains(d) {
+                leave(Untouched::ReferencedIndex);
+            } else if !indexes_left_untagged(policy) {
+                leave(Untouched::UntaggedIndex);
+            } else if !refs
+                .untagged
+                .get(d)
+                .is_some_and(|run| run.iter().any(|r| tagged.contains(r)))
+            {
+                leave(Untouched::SupersededIndex);
+            } else if !old_enough {
+                leave(Untouched::RecentLeftover);
+            } else {
+                jobs.push((pushed, d.clone()));
+            }
+            continue;
+        }
+        match unlisted_kinds.get(d) {
+            Some(ManifestKind::Attestation { subject: Some(s), .. }) if present.contains(s) => {
+                leave(Untouched::AttachedReferrer);
+            }
+            Some(ManifestKind::Attestation { .. }) if !old_enough => leave(Untouched::RecentLeftover),
+            Some(ManifestKind::Attestation { .. }) => jobs.push((pushed, d.clone())),
+            _ => {}
+        }
+    }
+    if refs.unreadable > 0 {
+        *out.untouched.entry(Untouched::UnreadableIndex).or_default() += refs.unreadable;
+    }
+    jobs.sort();
+    out.jobs = jobs.into_iter().map(|(_, d)| d).collect();
+    out
+}
+
+/// Parses a duration (`90s`, `30m`, `12h`, `7d`, `2w`) into seconds.
+pub fn parse_duration_s(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let bad = || format!("invalid duration {text:?}: give a number and a unit (90s, 30m, 12h, 7d, 2w)");
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let seconds: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds).ok_or_else(bad)
+}
+
 /// Parses `--since`: a duration back from `now_ms` (`90s`, `30m`, `12h`,
 /// `7d`, `2w`) or a UTC date (`2026-11-01`) or instant
 /// (`2026-11-01T12:00:00Z`). Returns milliseconds since the epoch.
@@ -183,20 +377,9 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
         && text.chars().last().is_some_and(|c| c.is_ascii_lowercase())
         && text[..text.len() - 1].chars().all(|c| c.is_ascii_digit() || c == '-');
     if is_duration {
-        let unit = text.chars().last().unwrap_or('?');
-        let n: i64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
-        let seconds = match unit {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(bad()),
-        };
-        if n < 0 {
-            return Err(bad());
-        }
-        return Ok(now_ms - n.saturating_mul(seconds).saturating_mul(1000));
+        let seconds = parse_duration_s(text).map_err(|_| bad())?;
+        let ms = i64::try_from(seconds).map_err(|_| bad())?.saturating_mul(1000);
+        return Ok(now_ms.saturating_sub(ms));
     }
     let (date, time) = match text.split_once('T') {
         Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
@@ -312,8 +495,131 @@ mod tests {
             &Selection {
                 since_ms: Some(15),
                 tag: Some(TagPattern::new("v*")),
+                ..Selection::default()
             },
         );
         assert_eq!(since.jobs, vec![(d(1), ImageTag::parse("v2").unwrap())]);
+    }
+
+    fn raw(v: &serde_json::Value) -> crate::oci::manifest::RawManifest {
+        crate::oci::manifest::RawManifest::parse(serde_json::to_vec(v).unwrap(), None).unwrap()
+    }
+
+    /// An index of one runnable image and one legacy attestation.
+    fn index(image: &Digest, att: &Digest) -> crate::oci::manifest::RawManifest {
+        raw(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": INDEX,
+            "manifests": [
+                {"mediaType": IMAGE, "digest": image.to_string(), "size": 1,
+                 "platform": {"os": "linux", "architecture": "arm64"}},
+                {"mediaType": IMAGE, "digest": att.to_string(), "size": 1,
+                 "platform": {"os": "unknown", "architecture": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                 "vnd.docker.reference.digest": image.to_string()}}
+            ]
+        }))
+    }
+
+    #[test]
+    fn cleanup_picks_remediation_leftovers_and_orphans_and_says_why_it_leaves_the_rest() {
+        use crate::oci::classify::classify;
+        let d = |n: u8| Digest::sha256_of(&[n]);
+        let now = 10_000_000;
+        let old = now - 7_200_000;
+        let att = |subject: Option<Digest>| ManifestKind::Attestation {
+            subject,
+            predicate_types: vec![],
+        };
+        // 1: untagged index whose image (2) is tagged: a leftover; 3 its attestation.
+        let leftover = index(&d(2), &d(3));
+        // 4: untagged index whose image (5) is untagged: superseded; 6 its attestation.
+        let superseded = index(&d(5), &d(6));
+        // 7: untagged index listed by the tagged index 8.
+        let nested = index(&d(2), &d(9));
+        let outer = raw(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": INDEX,
+            "manifests": [{"mediaType": INDEX, "digest": nested.digest().to_string(), "size": 1}]
+        }));
+        let listing = vec![
+            (leftover.digest().clone(), info(INDEX, &[], old)),
+            (d(2), info(IMAGE, &["v1"], old)),
+            (d(3), info(IMAGE, &[], old)),
+            (superseded.digest().clone(), info(INDEX, &[], old)),
+            (d(5), info(IMAGE, &[], old)),
+            (d(6), info(IMAGE, &[], old)),
+            (nested.digest().clone(), info(INDEX, &[], old)),
+            (d(9), info(IMAGE, &[], old)),
+            (outer.digest().clone(), info(INDEX, &["nested"], old)),
+            // Unlisted: an orphan, a young orphan, an attached referrer, a runnable.
+            (d(10), info(IMAGE, &[], old)),
+            (d(11), info(IMAGE, &[], now - 1000)),
+            (d(12), info(IMAGE, &[], old)),
+            (d(13), info(IMAGE, &[], old)),
+        ];
+        let mut refs = References::default();
+        for (m, tagged) in [
+            (&leftover, false),
+            (&superseded, false),
+            (&nested, false),
+            (&outer, true),
+        ] {
+            refs.add(&classify(m), tagged);
+        }
+        let mut want_read = unlisted(&listing, &refs);
+        want_read.sort();
+        let mut expected = vec![d(10), d(11), d(12), d(13)];
+        expected.sort();
+        assert_eq!(want_read, expected, "indexes' entries are not read again");
+        let kinds: BTreeMap<Digest, ManifestKind> = [
+            (d(10), att(None)),
+            (d(11), att(None)),
+            (d(12), att(Some(d(2)))),
+            (d(13), ManifestKind::Image),
+        ]
+        .into_iter()
+        .collect();
+        let mut policy = PolicySet::default().default;
+        policy.mode = Mode::Promote;
+        policy.delete_orphans = true;
+        policy.keep_tag = None;
+        let selection = Selection::default();
+        assert!(cleanup_enabled(&policy, &selection));
+        let got = select_cleanup(&listing, &refs, &kinds, &policy, &selection, now);
+        let mut want = vec![leftover.digest().clone(), d(10)];
+        want.sort();
+        assert_eq!(got.jobs, want, "same push time: digest order");
+        let untouched: Vec<(Untouched, usize)> = got.untouched.into_iter().collect();
+        assert_eq!(
+            untouched,
+            vec![
+                (Untouched::ReferencedIndex, 1),
+                (Untouched::SupersededIndex, 1),
+                (Untouched::RecentLeftover, 1),
+                (Untouched::AttachedReferrer, 1),
+            ]
+        );
+        // With a keep tag, untagged indexes are never a remediation's leftover.
+        policy.keep_tag = PolicySet::default().default.keep_tag;
+        let got = select_cleanup(&listing, &refs, &kinds, &policy, &selection, now);
+        assert_eq!(got.jobs, vec![d(10)]);
+        assert_eq!(got.untouched[&Untouched::UntaggedIndex], 2);
+        // A tag filter turns cleanup off; an unreadable index turns orphan search off.
+        let filtered = Selection {
+            tag: Some(TagPattern::new("v*")),
+            ..Selection::default()
+        };
+        assert!(!cleanup_enabled(&policy, &filtered));
+        refs.add_unreadable();
+        assert!(unlisted(&listing, &refs).is_empty());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_s("90s"), Ok(90));
+        assert_eq!(parse_duration_s("1h"), Ok(3600));
+        assert_eq!(parse_duration_s("0s"), Ok(0));
+        for bad in ["", "h", "1", "1y", "-1h", "1.5h", "99999999999999999999w"] {
+            assert!(parse_duration_s(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,8 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Job;
 use crate::engine::audit::Trigger;
+use crate::engine::{Job, Purpose};
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::{ImageTag, RepositoryName};
@@ -54,6 +54,11 @@ pub struct ImageActionDetail {
     /// The config media type (image manifests only).
     #[serde(rename = "artifact-media-type", default)]
     pub artifact_media_type: Option<String>,
+    /// In a sweep's request only (never in ECR's events): clean this leftover
+    /// up if it was pushed at least this many seconds ago (see
+    /// [`crate::engine::cleanup`]).
+    #[serde(rename = "cleanup-min-age-s", default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_min_age_s: Option<u64>,
 }
 
 /// Why an event is not handled.
@@ -140,6 +145,20 @@ pub fn parse_envelope(text: &str) -> Result<Envelope, EventError> {
     serde_json::from_str(text).map_err(EventError::Json)
 }
 
+fn parse_repository(detail: &ImageActionDetail) -> Result<RepositoryName, EventError> {
+    RepositoryName::parse(&detail.repository_name).map_err(|e| EventError::Field {
+        field: "repository-name",
+        problem: e.to_string(),
+    })
+}
+
+fn parse_digest(detail: &ImageActionDetail) -> Result<Digest, EventError> {
+    Digest::parse(&detail.image_digest).map_err(|e| EventError::Field {
+        field: "image-digest",
+        problem: e.to_string(),
+    })
+}
+
 /// Decides whether `event` is work, without any registry call.
 ///
 /// `keep_tag` is the keep-tag template of the repository's policy (if any):
@@ -172,19 +191,25 @@ pub fn triage<'a>(
     if detail.result != "SUCCESS" {
         return Ok(Triage::Ignore(Ignored::Failed));
     }
+    if let (Trigger::Sweep, Some(min_age_s)) = (trigger, detail.cleanup_min_age_s) {
+        return Ok(Triage::Handle(Job {
+            purpose: Purpose::Cleanup { min_age_s },
+            trigger,
+            event_id: event.id.clone(),
+            account: event.account.clone(),
+            region: event.region.clone(),
+            repository: parse_repository(&detail)?,
+            digest: parse_digest(&detail)?,
+            tag: None,
+        }));
+    }
     if let Some(mt) = &detail.manifest_media_type
         && !ManifestMediaType::parse(mt).is_some_and(ManifestMediaType::is_index)
     {
         return Ok(Triage::Ignore(Ignored::NotAnIndex { media_type: mt.clone() }));
     }
-    let repository = RepositoryName::parse(&detail.repository_name).map_err(|e| EventError::Field {
-        field: "repository-name",
-        problem: e.to_string(),
-    })?;
-    let digest = Digest::parse(&detail.image_digest).map_err(|e| EventError::Field {
-        field: "image-digest",
-        problem: e.to_string(),
-    })?;
+    let repository = parse_repository(&detail)?;
+    let digest = parse_digest(&detail)?;
     let tag = match detail.image_tag.as_deref() {
         None | Some("") => return Ok(Triage::Ignore(Ignored::Untagged)),
         Some(t) => ImageTag::parse(t).map_err(|e| EventError::Field {
@@ -198,6 +223,7 @@ pub fn triage<'a>(
         }));
     }
     Ok(Triage::Handle(Job {
+        purpose: Purpose::Remediate,
         trigger,
         event_id: event.id.clone(),
         account: event.account.clone(),
@@ -295,12 +321,44 @@ mod tests {
         assert_eq!(
             run(&push("v7", INDEX)),
             Triage::Handle(Job {
+                purpose: Purpose::Remediate,
                 trigger: Trigger::Push,
                 ..p
             })
         );
         e.detail_type = "Something Else".into();
         assert!(matches!(run(&e), Triage::Ignore(Ignored::OtherDetailType { .. })));
+    }
+
+    #[test]
+    fn a_sweeps_requests_give_back_its_jobs_and_ecr_cannot_ask_for_a_cleanup() {
+        let repository = RepositoryName::parse("team/app").unwrap();
+        let digest = Digest::sha256_of(b"x");
+        for (purpose, tag) in [
+            (Purpose::Remediate, Some(ImageTag::parse("v7").unwrap())),
+            (Purpose::Cleanup { min_age_s: 3600 }, None),
+            (Purpose::Cleanup { min_age_s: 0 }, None),
+        ] {
+            let job = Job {
+                purpose,
+                trigger: Trigger::Sweep,
+                event_id: None,
+                account: None,
+                region: None,
+                repository: repository.clone(),
+                digest: digest.clone(),
+                tag,
+            };
+            let event = parse_envelope(&crate::service::sweep::request_event(&job)).unwrap();
+            let Triage::Handle(got) = run(&event) else {
+                panic!("not handled: {event:?}")
+            };
+            assert_eq!(Job { event_id: None, ..got }, job);
+        }
+        // The same detail from ECR is an untagged push, never a cleanup.
+        let mut e = push("", "application/vnd.oci.image.manifest.v1+json");
+        e.detail["cleanup-min-age-s"] = 0.into();
+        assert!(matches!(run(&e), Triage::Ignore(_)));
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         };
         // A sweep's request stays a sweep; a push takes the caller's trigger.
         let job = Job {
+            purpose: crate::engine::Purpose::Remediate,
             trigger: if pushed.trigger == Trigger::Sweep {
                 Trigger::Sweep
             } else {

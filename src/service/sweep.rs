@@ -14,13 +14,20 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::engine::Job;
+use std::collections::BTreeSet;
+
 use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger};
 use crate::engine::plan::Action;
-use crate::engine::registry::{Registry, RegistryError};
+use crate::engine::registry::{FetchFailure, ImageInfo, ImageRef, Registry, RegistryError};
 use crate::engine::retry::{RetryPolicy, retrying};
-use crate::engine::sweep::{Selection, Untouched, select};
+use crate::engine::sweep::{
+    CleanupSelection, References, Selection, Untouched, cleanup_enabled, indexes, select, select_cleanup, unlisted,
+};
+use crate::engine::{Job, Purpose};
+use crate::oci::classify::{classify, classify_manifest};
+use crate::oci::digest::Digest;
 use crate::oci::names::RepositoryName;
+use crate::policy::Policy;
 use crate::service::handler::{Delivery, Handler};
 
 /// Which repositories a sweep covers.
@@ -43,6 +50,9 @@ pub struct SweepSummary {
     pub images_handled: usize,
     /// Records with outcome `remediated`.
     pub remediated: usize,
+    /// Leftovers handled (untagged indexes a remediation left, orphaned
+    /// attestations): one record each, counted by outcome like the rest.
+    pub leftovers_handled: usize,
     /// Records with outcome `noop`, plus indexes whose only tags are keep tags.
     pub already_fine: usize,
     /// Records with outcome `skipped`, by reason code.
@@ -88,6 +98,58 @@ impl Progress for Quiet {
 /// or backoff.
 pub const SWEEP_CONCURRENCY: usize = 4;
 
+/// Image ids per `BatchGetImage` call (ECR's limit).
+const BATCH: usize = 100;
+
+/// Finds one repository's leftovers (see [`crate::engine::cleanup`]): reads
+/// every index once and every untagged manifest no index lists, `BATCH` at a
+/// time, then selects. Costs O(repository / 100) reads, once per sweep.
+pub async fn leftovers<R: Registry>(
+    registry: &R,
+    retry: &RetryPolicy,
+    repository: &RepositoryName,
+    listing: &[(Digest, ImageInfo)],
+    policy: &Policy,
+    selection: &Selection,
+    now_ms: i64,
+) -> Result<CleanupSelection, RegistryError> {
+    let tagged: BTreeSet<&Digest> = listing
+        .iter()
+        .filter(|(_, i)| !i.tags.is_empty())
+        .map(|(d, _)| d)
+        .collect();
+    let mut refs = References::default();
+    for chunk in indexes(listing).chunks(BATCH) {
+        let ids: Vec<ImageRef> = chunk.iter().cloned().map(ImageRef::Digest).collect();
+        for (id, result) in retrying(retry, None, || registry.get_images(repository, &ids)).await? {
+            match (id, result) {
+                (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => refs.add(&classify(&m), tagged.contains(&d)),
+                // Deleted since the listing: it lists nothing any more.
+                (_, Err(FetchFailure::NotFound)) => {}
+                _ => refs.add_unreadable(),
+            }
+        }
+    }
+    let mut kinds = BTreeMap::new();
+    for chunk in unlisted(listing, &refs).chunks(BATCH) {
+        let ids: Vec<ImageRef> = chunk.iter().cloned().map(ImageRef::Digest).collect();
+        for (id, result) in retrying(retry, None, || registry.get_images(repository, &ids)).await? {
+            if let (ImageRef::Digest(d), Ok(m)) = (id, result)
+                && m.digest() == &d
+            {
+                kinds.insert(d, classify_manifest(m.manifest()));
+            }
+        }
+    }
+    Ok(select_cleanup(listing, &refs, &kinds, policy, selection, now_ms))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The repositories in scope, in name order.
 pub async fn repositories<R: Registry>(
     registry: &R,
@@ -127,9 +189,25 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // and only one listing is in memory at a time.
     let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
         let listing = retrying(&handler.retry, None, || handler.registry.list_images(repo)).await;
-        (n, repo, listing)
+        let policy = handler.policies.select(repo).policy;
+        let found = match &listing {
+            Ok(listing) if cleanup_enabled(policy, selection) => Some(
+                leftovers(
+                    &handler.registry,
+                    &handler.retry,
+                    repo,
+                    listing,
+                    policy,
+                    selection,
+                    now_ms(),
+                )
+                .await,
+            ),
+            _ => None,
+        };
+        (n, repo, listing, found)
     });
-    let jobs = listed.flat_map(|(n, repo, listing)| {
+    let jobs = listed.flat_map(|(n, repo, listing, found)| {
         let mut items = Vec::new();
         match listing {
             Err(e) => {
@@ -151,18 +229,29 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                         *s.not_touched.entry(*kind).or_default() += count;
                     }
                 }
-                progress.borrow_mut().repository(n, total, repo, plan.jobs.len());
+                let cleanup = match found {
+                    Some(Ok(found)) => found,
+                    Some(Err(e)) => {
+                        tracing::warn!(repository = %repo, error = %e, "cannot read the repository's indexes; no leftovers sought");
+                        summary
+                            .borrow_mut()
+                            .repository_errors
+                            .insert(repo.to_string(), format!("leftovers not sought: {e}"));
+                        CleanupSelection::default()
+                    }
+                    None => CleanupSelection::default(),
+                };
+                {
+                    let mut s = summary.borrow_mut();
+                    for (kind, count) in &cleanup.untouched {
+                        *s.not_touched.entry(*kind).or_default() += count;
+                    }
+                }
+                progress
+                    .borrow_mut()
+                    .repository(n, total, repo, plan.jobs.len() + cleanup.jobs.len());
                 let sizes = Arc::new(plan.sizes);
-                for (digest, tag) in plan.jobs {
-                    let job = Job {
-                        trigger: Trigger::Sweep,
-                        event_id: None,
-                        account: None,
-                        region: None,
-                        repository: repo.clone(),
-                        digest,
-                        tag: Some(tag),
-                    };
+                for job in jobs_of(repo, plan.jobs, cleanup.jobs, selection) {
                     items.push((job, Arc::clone(&sizes)));
                 }
             }
@@ -170,12 +259,20 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         futures_util::stream::iter(items)
     });
     let mut handled = Box::pin(
-        jobs.map(|(job, sizes)| async move { (handler.handle_job_record(&job, Delivery::default()).await, sizes) })
-            .buffer_unordered(SWEEP_CONCURRENCY),
+        jobs.map(|(job, sizes)| async move {
+            let leftover = matches!(job.purpose, Purpose::Cleanup { .. });
+            (
+                handler.handle_job_record(&job, Delivery::default()).await,
+                sizes,
+                leftover,
+            )
+        })
+        .buffer_unordered(SWEEP_CONCURRENCY),
     );
-    while let Some(((record, written), sizes)) = handled.next().await {
+    while let Some(((record, written), sizes, leftover)) = handled.next().await {
         let mut s = summary.borrow_mut();
         s.images_handled += 1;
+        s.leftovers_handled += usize::from(leftover);
         match &record.outcome {
             Outcome::Remediated => s.remediated += 1,
             Outcome::Noop => s.already_fine += 1,
@@ -235,39 +332,78 @@ pub struct EnqueueSummary {
     pub repositories_scanned: usize,
     /// Indexes found in them.
     pub indexes_seen: usize,
-    /// Requests enqueued (one per tagged index and tag).
+    /// Requests enqueued (one per tagged index and tag, and one per leftover).
     pub enqueued: usize,
+    /// Of those, leftovers to clean up.
+    pub leftovers: usize,
     /// Indexes whose only tags are keep tags.
     pub already_fine: usize,
 }
 
-/// The request a sweep enqueues for one image: an event of source
+/// The request a sweep enqueues for one job: an event of source
 /// [`crate::service::event::REQUEST_SOURCE`] whose detail has the shape of
-/// ECR's PUSH detail, so it takes exactly the path a push takes.
-pub fn request_event(
-    repository: &RepositoryName,
-    digest: &crate::oci::digest::Digest,
-    tag: &crate::oci::names::ImageTag,
-) -> String {
+/// ECR's PUSH detail, so it takes exactly the path a push takes, and
+/// [`crate::service::event::triage`] gives `job` back.
+pub fn request_event(job: &Job) -> String {
     use crate::service::event::{REQUEST_DETAIL_TYPE, REQUEST_SOURCE};
-    let hex = digest.to_string();
+    let hex = job.digest.to_string();
+    let short = hex.get(7..19).unwrap_or(&hex);
+    let mut detail = serde_json::json!({
+        "result": "SUCCESS",
+        "action-type": "PUSH",
+        "repository-name": job.repository.as_str(),
+        "image-digest": hex,
+    });
+    let id = match (job.purpose, &job.tag) {
+        (Purpose::Cleanup { min_age_s }, _) => {
+            detail["cleanup-min-age-s"] = min_age_s.into();
+            format!("sweep-{short}-cleanup")
+        }
+        (Purpose::Remediate, tag) => {
+            detail["manifest-media-type"] = "application/vnd.oci.image.index.v1+json".into();
+            if let Some(tag) = tag {
+                detail["image-tag"] = tag.as_str().into();
+            }
+            format!("sweep-{short}-{}", tag.as_ref().map_or("", |t| t.as_str()))
+        }
+    };
     serde_json::json!({
         "version": "0",
-        "id": format!("sweep-{}-{}", hex.get(7..19).unwrap_or(&hex), tag),
+        "id": id,
         "detail-type": REQUEST_DETAIL_TYPE,
         "source": REQUEST_SOURCE,
         "time": crate::engine::audit::rfc3339(std::time::SystemTime::now()),
         "resources": [],
-        "detail": {
-            "result": "SUCCESS",
-            "action-type": "PUSH",
-            "repository-name": repository.as_str(),
-            "image-digest": hex,
-            "image-tag": tag.as_str(),
-            "manifest-media-type": "application/vnd.oci.image.index.v1+json",
-        }
+        "detail": detail,
     })
     .to_string()
+}
+
+/// The jobs a sweep makes of one repository's selection.
+fn jobs_of(
+    repository: &RepositoryName,
+    remediate: Vec<(Digest, crate::oci::names::ImageTag)>,
+    cleanup: Vec<Digest>,
+    selection: &Selection,
+) -> Vec<Job> {
+    let job = |purpose, digest, tag| Job {
+        purpose,
+        trigger: Trigger::Sweep,
+        event_id: None,
+        account: None,
+        region: None,
+        repository: repository.clone(),
+        digest,
+        tag,
+    };
+    let purpose = Purpose::Cleanup {
+        min_age_s: selection.min_age_s,
+    };
+    remediate
+        .into_iter()
+        .map(|(d, t)| job(Purpose::Remediate, d, Some(t)))
+        .chain(cleanup.into_iter().map(|d| job(purpose, d, None)))
+        .collect()
 }
 
 /// A scheduled sweep: lists the repositories in scope once and enqueues one
@@ -285,10 +421,20 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
     for repo in repositories(registry, scope, &retry).await? {
         let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
         summary.repositories_scanned += 1;
-        let plan = select(&listing, policies.select(&repo).policy, selection);
+        let policy = policies.select(&repo).policy;
+        let plan = select(&listing, policy, selection);
         summary.indexes_seen += plan.indexes_seen;
         summary.already_fine += plan.already_fine;
-        let bodies: Vec<String> = plan.jobs.iter().map(|(d, t)| request_event(&repo, d, t)).collect();
+        let cleanup = if cleanup_enabled(policy, selection) {
+            leftovers(registry, &retry, &repo, &listing, policy, selection, now_ms()).await?
+        } else {
+            CleanupSelection::default()
+        };
+        summary.leftovers += cleanup.jobs.len();
+        let bodies: Vec<String> = jobs_of(&repo, plan.jobs, cleanup.jobs, selection)
+            .iter()
+            .map(request_event)
+            .collect();
         for chunk in bodies.chunks(10) {
             queue.enqueue(chunk).await?;
         }

@@ -1,0 +1,134 @@
+//! The cleanup planner: what a sweep deletes that no push will ever revisit.
+//!
+//! Two kinds of leftovers, each found by the sweep and planned here on
+//! fresh state, one image at a time:
+//!
+//! - an **untagged index whose remediation holds the tag**: under a policy
+//!   that moves the tag off the index and keeps no keep tag, the per-push
+//!   path deletes the index and its attestations when `delete_orphans` is on.
+//!   Runs made before it was on (or cut short) leave the index behind. The
+//!   evidence that it is such a leftover is that one of its runnable images
+//!   is tagged. An untagged index none of whose images is tagged is a push a
+//!   later push superseded: lifecycle policies deal with those, not us.
+//! - an **orphaned attestation**: an untagged attestation manifest that no
+//!   index lists and that is not an OCI referrer of an image still in the
+//!   repository (its index was deleted by hand, by a lifecycle rule or by a
+//!   run cut short between the index and its attestations).
+//!
+//! Both must be older than a minimum age: a `docker push` stores the
+//! manifests an index lists before the index, so a young untagged
+//! attestation may belong to a push still in progress.
+//!
+//! Runnable images are never deleted, nor anything tagged or still listed by
+//! an index (the same [`mod@crate::engine::plan`] rules the per-push path uses).
+
+use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish, runnables};
+use crate::engine::view::RepositoryView;
+use crate::oci::classify::{Classification, ManifestKind, classify_manifest};
+use crate::oci::manifest::RawManifest;
+use crate::policy::{Mode, Policy};
+
+/// Default minimum age of a cleanup candidate: far longer than the gap
+/// between the manifests of one push and its index.
+pub const DEFAULT_MIN_AGE_S: u64 = 3600;
+
+/// Everything the cleanup planner looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupInput<'a> {
+    /// The candidate, as fetched.
+    pub manifest: &'a RawManifest,
+    /// Its classification, refined with its children when it is an index.
+    pub classification: &'a Classification,
+    /// What the registry holds: the candidate, its children and (for an
+    /// attestation) its subject, with their tags.
+    pub view: &'a RepositoryView,
+    /// The repository's policy.
+    pub policy: &'a Policy,
+    /// When the candidate was pushed (milliseconds since the epoch), if known.
+    pub pushed_at_ms: Option<i64>,
+    /// Now, in milliseconds since the epoch.
+    pub now_ms: i64,
+    /// Candidates younger than this are left alone.
+    pub min_age_s: u64,
+}
+
+/// Plans the cleanup of one candidate: deletions, or a halt saying why not.
+pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
+    let CleanupInput {
+        manifest,
+        classification,
+        view,
+        policy,
+        pushed_at_ms,
+        now_ms,
+        min_age_s,
+    } = *input;
+    let mut p = Plan::new(policy);
+    if policy.mode == Mode::Observe || !policy.delete_orphans {
+        return p.halt(SkipReason::CleanupNotEnabled);
+    }
+    let d = manifest.digest();
+    if classification.digest != *d {
+        return p.halt(SkipReason::Inconsistent);
+    }
+    let is_index = manifest.media_type().is_index();
+    if is_index && (policy.mode == Mode::Tag || policy.keep_tag.is_some()) {
+        return p.halt(SkipReason::IndexesKept);
+    }
+    if !view.contains(d) {
+        return p.halt(if is_index {
+            SkipReason::IndexGone
+        } else {
+            SkipReason::NotInView
+        });
+    }
+    let min_age_ms = i64::try_from(min_age_s).unwrap_or(i64::MAX).saturating_mul(1000);
+    match pushed_at_ms {
+        Some(at) if now_ms.saturating_sub(at) >= min_age_ms => {}
+        other => {
+            return p.halt(SkipReason::TooRecent {
+                age_s: other.map(|at| now_ms.saturating_sub(at) / 1000),
+                min_age_s,
+            });
+        }
+    }
+    if let Some(tags) = view.tags_of(d).filter(|t| !t.is_empty()) {
+        return p.halt(SkipReason::StillTagged {
+            tags: tags.iter().cloned().collect(),
+        });
+    }
+    if is_index {
+        let remediated = runnables(classification)
+            .iter()
+            .any(|e| view.tags_of(e.digest()).is_some_and(|t| !t.is_empty()));
+        if !remediated {
+            return p.halt(SkipReason::NotRemediated);
+        }
+        p.notes.push(
+            "an untagged index one of whose runnable images is tagged: left by an earlier remediation".to_owned(),
+        );
+        deletions(&mut p, classification, d, view);
+        return finish(p, policy);
+    }
+    match classify_manifest(manifest.manifest()) {
+        ManifestKind::Attestation {
+            subject: Some(subject), ..
+        } if view.contains(&subject) => p.halt(SkipReason::AttachedReferrer { subject }),
+        ManifestKind::Attestation { .. } => {
+            let by = view.referrers(d, None);
+            if !by.is_empty() {
+                return p.halt(SkipReason::StillReferenced { by });
+            }
+            p.notes
+                .push("an untagged attestation no index lists: orphaned".to_owned());
+            p.actions.push(Action::Delete {
+                digest: d.clone(),
+                role: DeleteRole::Attestation,
+            });
+            finish(p, policy)
+        }
+        other => p.halt(SkipReason::NotAnAttestation {
+            kind: other.name().to_owned(),
+        }),
+    }
+}
