@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{digest_of, tag};
+use ecr_remediator::engine::cleanup::{CleanupInput, plan_cleanup};
 use ecr_remediator::engine::plan::{Action, PlanInput, SkipReason, TagRole, plan};
 use ecr_remediator::engine::view::{Held, RepositoryView};
 use ecr_remediator::oci::classify::{EntryClass, classify};
@@ -470,8 +471,75 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The sweep's cleanup of the same generated index, as an untagged leftover
+/// (or, with `TagState::Index`, a tagged one): it deletes only under the
+/// policies that leave indexes untagged, never a runnable, tagged or still
+/// listed manifest, and ECR accepts every deletion in order.
+fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
+    let index = build_index(s);
+    let mut classification = classify(&index);
+    let view = build_view(s, &index);
+    let policy = build_policy(s);
+    // The cleanup reader refines entries with their manifests; here the
+    // descriptor classification stands for it.
+    classification.digest = index.digest().clone();
+    let now = 10_000_000_000;
+    let p = plan_cleanup(&CleanupInput {
+        manifest: &index,
+        classification: &classification,
+        view: &view,
+        policy: &policy,
+        pushed_at_ms: Some(now - age_s * 1000),
+        now_ms: now,
+        min_age_s: 3600,
+    });
+    let deletes: Vec<&Digest> = p.actions.iter().filter(|a| a.is_delete()).map(Action::target).collect();
+    prop_assert_eq!(deletes.len(), p.actions.len(), "a cleanup only deletes: {:?}", p.actions);
+    if deletes.is_empty() {
+        return Ok(());
+    }
+    prop_assert!(policy.delete_orphans && !policy.dry_run);
+    prop_assert!(matches!(policy.mode, Mode::Promote | Mode::Strip) && policy.keep_tag.is_none());
+    prop_assert!(age_s >= 3600, "younger than the minimum age");
+    prop_assert!(deletes.len() <= policy.max_deletes as usize);
+    prop_assert!(
+        view.tags_of(index.digest()).is_some_and(BTreeSet::is_empty),
+        "a tagged index is no leftover"
+    );
+    prop_assert!(
+        classification
+            .entries
+            .iter()
+            .any(|e| matches!(e.class, EntryClass::Runnable { .. })
+                && view.tags_of(e.digest()).is_some_and(|t| !t.is_empty())),
+        "no tagged image: not a remediation's leftover"
+    );
+    let mut state = view.clone();
+    for a in &p.actions {
+        let d = a.target();
+        let is_attestation_only = classification
+            .entries
+            .iter()
+            .filter(|e| e.digest() == d)
+            .all(|e| matches!(e.class, EntryClass::Attestation { .. }));
+        prop_assert!(d == index.digest() || is_attestation_only, "{d} is not an attestation");
+        let tags = state.tags_of(d).cloned().unwrap_or_default();
+        prop_assert!(tags.is_empty(), "{d} deleted while tagged {tags:?}");
+        prop_assert!(state.referrers(d, None).is_empty(), "{d} deleted while listed");
+        if let Err(e) = state.apply(a) {
+            return Err(TestCaseError::fail(format!("ECR would refuse {a}: {e}")));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cleanup_invariants_hold(s in scenario(), age_s in prop_oneof![Just(0i64), Just(3599), Just(3600), Just(86_400)]) {
+        check_cleanup(&s, age_s)?;
+    }
 
     #[test]
     fn planner_invariants_hold(s in scenario()) {
@@ -501,7 +569,7 @@ fn the_generator_reaches_every_kind_of_plan() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let (mut deletes, mut moves, mut puts, mut superseded) = (0, 0, 0, 0);
+    let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups) = (0, 0, 0, 0, 0);
     for _ in 0..2000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let index = build_index(&s);
@@ -538,9 +606,19 @@ fn the_generator_reaches_every_kind_of_plan() {
             .filter(|a| matches!(a, Action::PutIndex { .. }))
             .count();
         superseded += usize::from(matches!(p.halted(), Some(SkipReason::Superseded { .. })));
+        let cleanup = plan_cleanup(&CleanupInput {
+            manifest: &index,
+            classification: &c,
+            view: &view,
+            policy: &policy,
+            pushed_at_ms: Some(0),
+            now_ms: 10_000_000_000,
+            min_age_s: 3600,
+        });
+        cleanups += usize::from(!cleanup.actions.is_empty());
     }
     assert!(
-        deletes > 50 && moves > 50 && puts > 50 && superseded > 20,
-        "{deletes} {moves} {puts} {superseded}"
+        deletes > 50 && moves > 50 && puts > 50 && superseded > 20 && cleanups > 10,
+        "{deletes} {moves} {puts} {superseded} {cleanups}"
     );
 }
