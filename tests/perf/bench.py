@@ -11,8 +11,10 @@ and measures cold start to ready (process start to its first
 over to response posted). Then sweeps registries of 1,000 and 10,000 images
 in 20 repositories (tag mode, one write per index) with 20 % of the
 service's ECR calls throttled: writes landed per second as a share of
-``--put-tps``, failures surfaced, peak memory. Prints Markdown tables and
-writes JSON.
+``--put-tps``, failures surfaced, peak memory; and the same sizes where
+every index is a leftover of an earlier promotion, swept with
+``--delete-orphans``: reads, deletions, failures, peak memory. Prints
+Markdown tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -281,6 +283,63 @@ def sweep_runs(cli: Path, emu: EmulatorProcess, ecr: Any, sizes: list[int], put_
     return out
 
 
+def cleanup_runs(cli: Path, emu: EmulatorProcess, ecr: Any, sizes: list[int]) -> list[dict[str, Any]]:
+    """`ecr-remediator sweep --delete-orphans` (promote, keep tag off) over 20
+    repositories holding `size` images in all, every index a leftover of an
+    earlier promotion, with 20 % of the service's ECR calls throttled: the
+    leftover search (every index read once) and the deletions."""
+    out = []
+    for size in sizes:
+        prefix = f"bench/cleanup{size}-"
+        pushes = size // 3
+        for r in range(20):
+            repository = f"{prefix}{r:02}"
+            ecr.create_repository(repositoryName=repository)
+            count = pushes // 20 + (1 if r < pushes % 20 else 0)
+            emu.control._call("POST", "seed", {"repository": repository, "count": count, "leftover": True})
+        emu.control.clear_calls()
+        emu.control.clear_faults()
+        for op in ("BatchGetImage", "BatchDeleteImage", "DescribeImages", "DescribeRepositories"):
+            emu.control.fault(f"ecr:{op}", rate=0.2, error="ThrottlingException", user_agent="aws-sdk-rust", seed=size)
+        env = base_env(emu.url) | {"ECR_REMEDIATOR_MODE": "promote", "ECR_REMEDIATOR_KEEP_TAG": "false"}
+        code, wall, rss, text = run_measured(
+            [str(cli), "sweep", "--repository-prefix", prefix, "--delete-orphans", "--min-age", "0s", "--output", "json"], env
+        )
+        injected = emu.control.faults()["injected"]
+        emu.control.clear_faults()
+        summary = json.loads(text.strip().splitlines()[-1])["summary"]
+        calls = emu.control.calls()
+        throttled = {op.split(":")[1]: v.get("ThrottlingException", 0) for op, v in injected.items()}
+        row = {
+            "images": size,
+            "repositories": 20,
+            "exit": code,
+            "leftovers": summary["leftovers_handled"],
+            "deleted": summary["manifests_deleted"],
+            "failed": summary["failed"],
+            "wall_s": round(wall, 1),
+            "batch_get_image": calls.get("ecr:BatchGetImage", 0) - throttled.get("BatchGetImage", 0),
+            "throttles_injected": sum(throttled.values()),
+            "peak_rss_mb": round(rss / 1024, 1),
+        }
+        print(f"  cleanup sweep of {size} images: {row}", file=sys.stderr)
+        out.append(row)
+    return out
+
+
+def cleanup_table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| images (20 repositories) | leftovers handled | manifests deleted | failed | BatchGetImage served | wall time | throttles injected | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['images']:,} | {r['leftovers']:,} | {r['deleted']:,} | {r['failed']} | {r['batch_get_image']:,} "
+            f"| {r['wall_s']} s | {r['throttles_injected']:,} | {r['peak_rss_mb']} MB |"
+        )
+    return "\n".join(out)
+
+
 def sweep_table(rows: list[dict[str, Any]]) -> str:
     out = [
         "| images (20 repositories) | handled | failed | PutImage landed | wall time | share of --put-tps | throttles injected | peak RSS |",
@@ -339,15 +398,19 @@ def main(argv: list[str] | None = None) -> int:
         lam = lambda_runs(bootstrap, emu, ecr, args.runs)
         print("sweep:", file=sys.stderr)
         sweeps = sweep_runs(cli, emu, ecr, args.sweep_images, args.put_tps)
+        print("cleanup sweep:", file=sys.stderr)
+        cleanups = cleanup_runs(cli, emu, ecr, args.sweep_images)
     finally:
         emu.stop()
     sizes = {b.name: b.stat().st_size for b in (bootstrap, cli)}
-    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes, "sweep": sweeps}
+    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes, "sweep": sweeps, "cleanup": cleanups}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(table(rows, lam, sizes))
     print()
     print(sweep_table(sweeps))
+    print()
+    print(cleanup_table(cleanups))
     return 0
 
 

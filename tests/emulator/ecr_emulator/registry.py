@@ -215,10 +215,12 @@ class Registry:
 
     # -- test support ---------------------------------------------------------
 
-    def seed(self, account: str, region: str, name: str, count: int, tag_prefix: str = "seed") -> int:
+    def seed(self, account: str, region: str, name: str, count: int, tag_prefix: str = "seed", leftover: bool = False) -> int:
         """Stores ``count`` buildx-shaped pushes (image manifest, attestation,
         index tagged ``{tag_prefix}-{n}``) directly, without blobs or events:
-        a large repository for benchmarks in seconds. Returns images stored."""
+        a large repository for benchmarks in seconds. With ``leftover`` the tag
+        is on the image and the index is untagged, as a promotion with no keep
+        tag leaves them. Returns images stored."""
         repo = self.repo(account, region, name)
         stored = 0
         for n in range(count):
@@ -275,7 +277,7 @@ class Registry:
                 if digest not in repo.images:
                     repo.images[digest] = Image(digest, body, media_type, now(), len(body), None, None, children)
                     stored += 1
-            repo.tags[salt] = index_digest
+            repo.tags[salt] = image_digest if leftover else index_digest
         return stored
 
     def set_status(self, account: str, region: str, name: str, digest: str, status: str) -> None:

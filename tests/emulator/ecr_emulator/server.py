@@ -348,7 +348,9 @@ class Emulator:
                         count = body.get("count")
                         if not isinstance(count, int) or not 0 <= count <= 100_000:
                             return _json(400, {"error": "'count' must be a whole number from 0 to 100000"})
-                        stored = self.registry.seed(account, region, body.get("repository"), count, body.get("tag_prefix") or "seed")
+                        stored = self.registry.seed(
+                            account, region, body.get("repository"), count, body.get("tag_prefix") or "seed", bool(body.get("leftover"))
+                        )
                         return _json(200, {"stored": stored})
                     self.registry.set_status(account, region, body.get("repository"), body.get("digest"), body.get("status"))
                     return _json(200, {"status": body.get("status")})
