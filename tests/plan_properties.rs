@@ -494,7 +494,12 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         min_age_s: 3600,
     });
     let deletes: Vec<&Digest> = p.actions.iter().filter(|a| a.is_delete()).map(Action::target).collect();
-    prop_assert_eq!(deletes.len(), p.actions.len(), "a cleanup only deletes: {:?}", p.actions);
+    prop_assert_eq!(
+        deletes.len(),
+        p.actions.len(),
+        "a cleanup only deletes: {:?}",
+        p.actions
+    );
     if deletes.is_empty() {
         return Ok(());
     }
