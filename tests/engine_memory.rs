@@ -66,6 +66,7 @@ async fn run(reg: &MemoryRegistry, audit: &Audit, policies: &PolicySet, job: &Jo
         policies,
         retry: fast_retries(),
         deadline: None,
+        request_id: Some("req-1".into()),
     }
     .remediate(job)
     .await

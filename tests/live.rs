@@ -569,7 +569,7 @@ async fn an_sqs_batch_reports_only_the_failed_messages() {
         {"messageId": "m-bad", "eventSource": "aws:sqs", "body": push_event(&bad_repo, &bad.index, "v1", OCI_INDEX)},
         {"messageId": "m-child", "eventSource": "aws:sqs", "body": push_event(&ok_repo, ok.runnable(), "", OCI_MANIFEST)},
     ]});
-    let response = h.handle_payload(batch.clone(), None).await.unwrap();
+    let response = h.handle_payload(batch.clone(), None, Some("req-batch")).await.unwrap();
     assert_eq!(
         response,
         serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})

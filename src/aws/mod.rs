@@ -80,6 +80,7 @@ pub fn handler_with(
     );
     h.retry = RetryPolicy::with_attempts(config.max_attempts);
     h.max_receive_count = config.max_receive_count;
+    h.metrics = config.metrics.clone();
     h
 }
 

@@ -127,6 +127,7 @@ pub async fn serve<R: Registry, A: AuditSink>(
                 let delivery = Delivery {
                     attempt,
                     deadline: None,
+                    request_id: None,
                 };
                 let result = handler.handle_text(body, Trigger::Push, delivery).await;
                 release(&in_hand, id);

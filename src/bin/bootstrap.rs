@@ -62,7 +62,7 @@ async fn main() -> Result<(), Error> {
                 return Ok(serde_json::to_value(summary)?);
             }
             handler
-                .handle_payload(event.payload, Some(deadline))
+                .handle_payload(event.payload, Some(deadline), Some(event.context.request_id.as_str()))
                 .await
                 .map_err(Error::from)
         })

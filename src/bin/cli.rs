@@ -305,13 +305,7 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .context("--repository")?,
         prefixes: args.prefixes,
     };
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
+    let now_ms = ecr_remediator::engine::audit::now_ms();
     let selection = Selection {
         tag: args.tag.as_deref().map(TagPattern::new),
         since_ms: args

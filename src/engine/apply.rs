@@ -373,7 +373,12 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 };
             for a in group {
                 let outcome = match results.get(a.target()) {
-                    Some(DeleteOutcome::Deleted) => ActionOutcome::Applied,
+                    Some(DeleteOutcome::Deleted) => {
+                        record.deleted += 1;
+                        let size = info.get(a.target()).and_then(Option::as_ref).and_then(|i| i.size_bytes);
+                        record.reclaimed_bytes += size.and_then(|b| u64::try_from(b).ok()).unwrap_or(0);
+                        ActionOutcome::Applied
+                    }
                     Some(DeleteOutcome::NotFound) => ActionOutcome::Already,
                     Some(DeleteOutcome::ReferencedByManifestList) => ActionOutcome::Skipped {
                         reason: "kept: still referenced by an index in the repository (ImageReferencedByManifestList)"

@@ -45,6 +45,9 @@ pub enum Trigger {
 pub struct PolicySummary {
     /// The rule's name, or `default`.
     pub rule: String,
+    /// Why that rule applied: the repository glob that matched, or that no
+    /// rule matched.
+    pub source: String,
     /// The mode acted in.
     pub mode: Mode,
     /// The mode the policy asked for (differs when promote fell back to tag).
@@ -248,6 +251,9 @@ pub struct AuditRecord {
     pub schema_version: u32,
     /// The triggering event's id.
     pub event_id: Option<String>,
+    /// The Lambda request id of the invocation that handled it, when run in Lambda.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Account.
     pub account: Option<String>,
     /// Region.
@@ -270,6 +276,10 @@ pub struct AuditRecord {
     pub skipped: Vec<Skipped>,
     /// Explanations.
     pub notes: Vec<String>,
+    /// Manifests this handling deleted (applied deletions).
+    pub deleted: u32,
+    /// Their size as `DescribeImages` reported it right before deleting.
+    pub reclaimed_bytes: u64,
     /// Overall outcome.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -297,6 +307,7 @@ impl AuditRecord {
             schema: AUDIT_SCHEMA,
             schema_version: AUDIT_SCHEMA_VERSION,
             event_id: None,
+            request_id: None,
             account: None,
             region: None,
             repository: repository.map(str::to_owned),
@@ -308,6 +319,8 @@ impl AuditRecord {
             actions: Vec::new(),
             skipped: Vec::new(),
             notes: Vec::new(),
+            deleted: 0,
+            reclaimed_bytes: 0,
             outcome: Outcome::Noop,
             is_final: true,
             attempt: None,
@@ -435,6 +448,13 @@ pub async fn write_with_retries<A: AuditSink>(
 /// so CloudWatch Logs Insights can query its fields.
 pub fn log_line(record: &AuditRecord) -> String {
     format!("{{\"audit_record\":{}}}", record.to_bounded_json(MAX_DETAIL_BYTES))
+}
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `t` as RFC 3339 UTC with millisecond precision.

@@ -99,6 +99,8 @@ pub struct Engine<'a, R, A> {
     /// No retry wait may end after this instant (e.g. the Lambda deadline,
     /// less a margin to write the record).
     pub deadline: Option<tokio::time::Instant>,
+    /// The Lambda request id, copied into the records (checkpoints included).
+    pub request_id: Option<String>,
 }
 
 pub(crate) fn skipped(code: &str, reason: impl Into<String>) -> Outcome {
@@ -119,8 +121,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         record.index_digest = Some(job.digest.to_string());
         record.tag = job.tag.as_ref().map(ToString::to_string);
         let selected = self.policies.select(&job.repository);
+        record.request_id = self.request_id.clone();
         record.policy = Some(PolicySummary {
             rule: selected.rule.to_owned(),
+            source: selected.source(),
             mode: selected.policy.mode,
             requested_mode: selected.policy.mode,
             dry_run: selected.policy.dry_run,
@@ -215,9 +219,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         record.classification = Some(ClassificationSummary::of(&candidate.classification, |d| {
             candidate.known.get(d).map(|m| classify_manifest(m.manifest()))
         }));
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = audit::now_ms();
         let the_plan = cleanup::plan_cleanup(&cleanup::CleanupInput {
             manifest: &candidate.index,
             classification: &candidate.classification,

@@ -122,8 +122,6 @@ pub struct SweepPlan {
     pub already_fine: usize,
     /// Images left alone, by reason.
     pub untouched: BTreeMap<Untouched, usize>,
-    /// Size of every listed image, to count the bytes deletions reclaim.
-    pub sizes: BTreeMap<Digest, i64>,
 }
 
 fn is_index(info: &ImageInfo) -> bool {
@@ -160,9 +158,6 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
     let mut plan = SweepPlan::default();
     let mut jobs: Vec<(i64, Digest, ImageTag)> = Vec::new();
     for (digest, info) in listing {
-        if let Some(size) = info.size_bytes {
-            plan.sizes.insert(digest.clone(), size);
-        }
         if !is_index(info) {
             // Tagged artifacts are reported; untagged manifests are an
             // index's entries (the listing cannot tell an attestation from

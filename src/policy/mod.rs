@@ -183,8 +183,20 @@ pub struct PolicySet {
 pub struct Selected<'a> {
     /// The rule's name, or `default`.
     pub rule: &'a str,
+    /// The repository glob that matched (none for the default).
+    pub matched: Option<&'a Glob>,
     /// The settings.
     pub policy: &'a Policy,
+}
+
+impl Selected<'_> {
+    /// Why this rule applied, for audit records.
+    pub fn source(&self) -> String {
+        match self.matched {
+            Some(g) => format!("repository matched {g}"),
+            None => "no rule matched: the default policy".to_owned(),
+        }
+    }
 }
 
 impl PolicySet {
@@ -192,13 +204,17 @@ impl PolicySet {
     pub fn select(&self, repository: &RepositoryName) -> Selected<'_> {
         self.rules
             .iter()
-            .find(|r| r.repositories.iter().any(|g| g.matches(repository.as_str())))
-            .map(|r| Selected {
-                rule: &r.name,
-                policy: &r.policy,
+            .find_map(|r| {
+                let g = r.repositories.iter().find(|g| g.matches(repository.as_str()))?;
+                Some(Selected {
+                    rule: &r.name,
+                    matched: Some(g),
+                    policy: &r.policy,
+                })
             })
             .unwrap_or(Selected {
                 rule: "default",
+                matched: None,
                 policy: &self.default,
             })
     }

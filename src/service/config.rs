@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::policy::{PolicyError, PolicySet, load};
+use crate::service::metrics::{DEFAULT_NAMESPACE, MetricsConfig};
 
 /// Audit bus name or ARN (default: `default`).
 pub const ENV_AUDIT_BUS: &str = "ECR_REMEDIATOR_AUDIT_BUS";
@@ -21,6 +22,13 @@ pub const ENV_MAX_RECEIVE_COUNT: &str = "ECR_REMEDIATOR_MAX_RECEIVE_COUNT";
 pub const ENV_QUEUE_URL: &str = "ECR_REMEDIATOR_QUEUE_URL";
 /// Comma-separated repository name prefixes a scheduled sweep covers (empty: all).
 pub const ENV_SWEEP_PREFIXES: &str = "ECR_REMEDIATOR_SWEEP_PREFIXES";
+
+/// `true` (default) or `false`: emit metrics (embedded metric format) with each record's log line.
+pub const ENV_METRICS: &str = "ECR_REMEDIATOR_METRICS";
+/// CloudWatch namespace of the metrics (default `ECRRemediator`).
+pub const ENV_METRICS_NAMESPACE: &str = "ECR_REMEDIATOR_METRICS_NAMESPACE";
+/// `true` to add per-repository metrics (default `false`: one custom metric per repository).
+pub const ENV_METRICS_PER_REPOSITORY: &str = "ECR_REMEDIATOR_METRICS_PER_REPOSITORY";
 
 /// Default `PutImage` rate: well under ECR's 10 TPS per account and region,
 /// which every `docker push` shares.
@@ -49,6 +57,8 @@ pub struct ServiceConfig {
     pub queue_url: Option<String>,
     /// Repository prefixes of scheduled sweeps (empty: every repository).
     pub sweep_prefixes: Vec<String>,
+    /// Metrics to emit with each record's log line (none: off).
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// Invalid configuration.
@@ -121,7 +131,34 @@ impl ServiceConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let flag = |variable: &'static str, default: bool| match get(variable) {
+            None => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(ConfigError::Setting {
+                variable,
+                value: v.to_owned(),
+                problem: "must be true or false",
+            }),
+        };
+        let namespace = get(ENV_METRICS_NAMESPACE).unwrap_or(DEFAULT_NAMESPACE);
+        if namespace.len() > 255 || namespace.starts_with(':') || namespace.contains(|c: char| c.is_control()) {
+            return Err(ConfigError::Setting {
+                variable: ENV_METRICS_NAMESPACE,
+                value: namespace.to_owned(),
+                problem: "must be a CloudWatch namespace (1 to 255 printable characters, not starting with ':')",
+            });
+        }
+        let metrics = flag(ENV_METRICS, true)?
+            .then(|| -> Result<MetricsConfig, ConfigError> {
+                Ok(MetricsConfig {
+                    namespace: namespace.to_owned(),
+                    per_repository: flag(ENV_METRICS_PER_REPOSITORY, false)?,
+                })
+            })
+            .transpose()?;
         Ok(ServiceConfig {
+            metrics,
             policies,
             audit_bus,
             put_tps,
@@ -160,11 +197,35 @@ mod tests {
         assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
         assert_eq!(c.policies.default.mode, crate::policy::Mode::Tag);
         assert!(!c.policies.default.delete_orphans);
+        assert_eq!(c.metrics, Some(MetricsConfig::default()));
+        let off = ServiceConfig::from_vars(&vars(&[(ENV_METRICS, "false")]), no_file).unwrap();
+        assert_eq!(off.metrics, None);
+        let per_repo = ServiceConfig::from_vars(
+            &vars(&[
+                (ENV_METRICS_PER_REPOSITORY, "TRUE"),
+                (ENV_METRICS_NAMESPACE, "Platform/ECR"),
+            ]),
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(
+            per_repo.metrics,
+            Some(MetricsConfig {
+                namespace: "Platform/ECR".into(),
+                per_repository: true
+            })
+        );
     }
 
     #[test]
     fn errors_name_the_variable() {
-        for (k, v) in [(ENV_PUT_TPS, "50"), (ENV_PUT_TPS, "fast"), (ENV_MAX_ATTEMPTS, "0")] {
+        for (k, v) in [
+            (ENV_PUT_TPS, "50"),
+            (ENV_PUT_TPS, "fast"),
+            (ENV_MAX_ATTEMPTS, "0"),
+            (ENV_METRICS, "yes"),
+            (ENV_METRICS_NAMESPACE, ":bad"),
+        ] {
             let err = ServiceConfig::from_vars(&vars(&[(k, v)]), no_file)
                 .unwrap_err()
                 .to_string();

@@ -20,6 +20,7 @@ use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, Job};
 use crate::policy::PolicySet;
 use crate::service::event::{Triage, parse_envelope, triage};
+use crate::service::metrics::{MetricsConfig, emf};
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Handler<R, A> {
     pub policies: PolicySet,
     /// Print each audit record as a JSON log line on stdout.
     pub log_records: bool,
+    /// With `log_records`: also print each record's metrics (EMF) line.
+    pub metrics: Option<MetricsConfig>,
     /// Retries of retryable registry and audit failures.
     pub retry: RetryPolicy,
     /// Deliveries before the queue dead-letters a message (the queue's
@@ -41,12 +44,14 @@ pub struct Handler<R, A> {
 }
 
 /// How one event reached the service.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Delivery {
     /// The delivery attempt (SQS `ApproximateReceiveCount`), when known.
     pub attempt: Option<u32>,
     /// The handling must be over by then (the Lambda deadline less a margin).
     pub deadline: Option<tokio::time::Instant>,
+    /// The Lambda request id of the invocation, copied into the records.
+    pub request_id: Option<String>,
 }
 
 /// What happened to one event.
@@ -121,18 +126,20 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             audit,
             policies,
             log_records: true,
+            metrics: None,
             retry: RetryPolicy::default(),
             max_receive_count: None,
         }
     }
 
-    fn engine(&self, delivery: Delivery) -> Engine<'_, R, A> {
+    fn engine(&self, delivery: &Delivery) -> Engine<'_, R, A> {
         Engine {
             registry: &self.registry,
             audit: &self.audit,
             policies: &self.policies,
             retry: self.retry,
             deadline: delivery.deadline,
+            request_id: delivery.request_id.clone(),
         }
     }
 
@@ -182,23 +189,28 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         job: &Job,
         delivery: Delivery,
     ) -> (AuditRecord, Result<EventResult, RetryError>) {
-        let record = self.engine(delivery).remediate(job).await;
+        let record = self.engine(&delivery).remediate(job).await;
         let result = self.finish(record.clone(), delivery).await;
         (record, result)
     }
 
     /// Handles a Lambda payload: a direct event (an error means "retry"), or an
     /// SQS batch (failed messages listed in the response).
+    ///
+    /// `request_id` (the Lambda request id) goes into every record.
     pub async fn handle_payload(
         &self,
         value: Value,
         deadline: Option<tokio::time::Instant>,
+        request_id: Option<&str>,
     ) -> Result<Value, RetryError> {
+        let request_id = request_id.map(str::to_owned);
         match payload(value) {
             Payload::Event(event) => {
                 let delivery = Delivery {
                     attempt: None,
                     deadline,
+                    request_id,
                 };
                 let result = self.handle_text(&event.to_string(), Trigger::Push, delivery).await?;
                 Ok(serde_json::to_value(result).unwrap_or(Value::Null))
@@ -211,7 +223,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                         .attributes
                         .get("ApproximateReceiveCount")
                         .and_then(|n| n.parse().ok());
-                    let delivery = Delivery { attempt, deadline };
+                    let delivery = Delivery {
+                        attempt,
+                        deadline,
+                        request_id: request_id.clone(),
+                    };
                     let body = message.body.as_deref().unwrap_or_default();
                     if let Err(e) = self.handle_text(body, Trigger::Push, delivery).await {
                         tracing::warn!(message_id = %id, error = %e, "message failed; it will be delivered again");
@@ -243,10 +259,20 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
 
     async fn finish(&self, mut record: AuditRecord, delivery: Delivery) -> Result<EventResult, RetryError> {
         record.attempt = delivery.attempt;
+        if record.request_id.is_none() {
+            record.request_id = delivery.request_id.clone();
+        }
         let last_delivery = matches!((delivery.attempt, self.max_receive_count), (Some(a), Some(m)) if a >= m);
         record.is_final = !record.needs_retry() || last_delivery;
         if self.log_records {
             println!("{}", log_line(&record));
+            if let Some(doc) = self
+                .metrics
+                .as_ref()
+                .and_then(|m| emf(&record, m, crate::engine::audit::now_ms()))
+            {
+                println!("{doc}");
+            }
         }
         let write = write_with_retries(&self.audit, &record, &self.retry, delivery.deadline).await;
         let result = EventResult::Handled {

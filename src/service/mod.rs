@@ -5,4 +5,5 @@
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod metrics;
 pub mod sweep;

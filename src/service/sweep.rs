@@ -9,15 +9,13 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use std::collections::BTreeSet;
 
-use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger};
-use crate::engine::plan::Action;
+use crate::engine::audit::{AuditRecord, AuditSink, Outcome, Trigger, now_ms};
 use crate::engine::registry::{FetchFailure, ImageInfo, ImageRef, Registry, RegistryError};
 use crate::engine::retry::{RetryPolicy, retrying};
 use crate::engine::sweep::{
@@ -61,8 +59,8 @@ pub struct SweepSummary {
     pub failed: usize,
     /// Manifests deleted.
     pub manifests_deleted: usize,
-    /// Their size, as the listing reported it.
-    pub bytes_reclaimed: i64,
+    /// Their size, as `DescribeImages` reported it right before deleting.
+    pub bytes_reclaimed: u64,
     /// Images left alone, by reason.
     pub not_touched: BTreeMap<Untouched, usize>,
     /// Repositories that could not be listed, with the error.
@@ -142,12 +140,6 @@ pub async fn leftovers<R: Registry>(
         }
     }
     Ok(select_cleanup(listing, &refs, &kinds, policy, selection, now_ms))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The repositories in scope, in name order.
@@ -250,26 +242,19 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                 progress
                     .borrow_mut()
                     .repository(n, total, repo, plan.jobs.len() + cleanup.jobs.len());
-                let sizes = Arc::new(plan.sizes);
-                for job in jobs_of(repo, plan.jobs, cleanup.jobs, selection) {
-                    items.push((job, Arc::clone(&sizes)));
-                }
+                items.extend(jobs_of(repo, plan.jobs, cleanup.jobs, selection));
             }
         }
         futures_util::stream::iter(items)
     });
     let mut handled = Box::pin(
-        jobs.map(|(job, sizes)| async move {
+        jobs.map(|job| async move {
             let leftover = matches!(job.purpose, Purpose::Cleanup { .. });
-            (
-                handler.handle_job_record(&job, Delivery::default()).await,
-                sizes,
-                leftover,
-            )
+            (handler.handle_job_record(&job, Delivery::default()).await, leftover)
         })
         .buffer_unordered(SWEEP_CONCURRENCY),
     );
-    while let Some(((record, written), sizes, leftover)) = handled.next().await {
+    while let Some(((record, written), leftover)) = handled.next().await {
         let mut s = summary.borrow_mut();
         s.images_handled += 1;
         s.leftovers_handled += usize::from(leftover);
@@ -283,12 +268,8 @@ pub async fn sweep<R: Registry, A: AuditSink>(
             // The work may be done, but its record is not in the trail.
             s.failed += 1;
         }
-        for a in &record.actions {
-            if let (Action::Delete { digest, .. }, ActionOutcome::Applied) = (&a.action, &a.outcome) {
-                s.manifests_deleted += 1;
-                s.bytes_reclaimed += sizes.get(digest).copied().unwrap_or(0);
-            }
-        }
+        s.manifests_deleted += record.deleted as usize;
+        s.bytes_reclaimed += record.reclaimed_bytes;
         drop(s);
         progress.borrow_mut().image(&record);
     }

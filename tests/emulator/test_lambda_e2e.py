@@ -142,6 +142,61 @@ def test_bootstrap_remediates_a_push_event_and_an_sqs_batch(lambda_runtime: int,
     assert json.loads(batched.stdout) == {"batchItemFailures": []}
 
 
+def log_documents() -> list[dict[str, Any]]:
+    """The JSON documents the function printed (cargo lambda passes its stdout through)."""
+    out = []
+    for line in (ROOT / "target" / "cargo-lambda-watch.log").read_text().splitlines():
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            doc = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def check_emf(doc: dict[str, Any]) -> None:
+    """What CloudWatch requires of an embedded-metric-format document."""
+    meta = doc["_aws"]
+    assert isinstance(meta["Timestamp"], int)
+    for directive in meta["CloudWatchMetrics"]:
+        assert directive["Namespace"]
+        for metric in directive["Metrics"]:
+            assert isinstance(doc[metric["Name"]], int | float), metric
+        for dimension_set in directive["Dimensions"]:
+            assert len(dimension_set) <= 30
+            for dimension in dimension_set:
+                assert isinstance(doc[dimension], str), dimension
+
+
+def test_each_record_is_logged_with_its_request_id_and_metrics(lambda_runtime: int, ecr: Any, repo: str, salt: str, tmp_path: Path) -> None:
+    layout = build_buildx_layout(salt=salt)
+    stored = push(ecr, repo, layout, ["v8"])
+    index = stored[-1].digest
+    result = invoke(lambda_runtime, push_event(repo, index, "v8", stored[-1].media_type), tmp_path)
+    assert result.returncode == 0, result.stderr
+    docs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        docs = log_documents()
+        if any(d.get("_aws") and d.get("index_digest") == index for d in docs):
+            break
+        time.sleep(0.2)
+    records = [d["audit_record"] for d in docs if d.get("audit_record", {}).get("index_digest") == index]
+    metrics = [d for d in docs if "_aws" in d and d.get("index_digest") == index]
+    assert len(records) == 1 and len(metrics) == 1, docs[-6:]
+    record, emf = records[0], metrics[0]
+    assert record["request_id"], record
+    assert emf["request_id"] == record["request_id"]
+    assert record["policy"]["source"] == "no rule matched: the default policy"
+    check_emf(emf)
+    assert (emf["Outcome"], emf["Reason"], emf["Images"], emf["TagsMoved"]) == ("remediated", "none", 1, 1)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ECRRemediator"
+
+
 def test_a_malformed_event_is_answered_not_crashed_on(lambda_runtime: int, tmp_path: Path) -> None:
     result = invoke(lambda_runtime, {"source": "aws.ecr", "detail-type": "ECR Image Action", "detail": {"oops": 1}}, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,240 @@
+//! Operational metrics in CloudWatch embedded metric format (EMF): one JSON
+//! log line per audit record, which CloudWatch turns into metrics when the
+//! function's log group receives it. No `PutMetricData` call, no extra
+//! permission.
+//!
+//! Cardinality is chosen for cost (each distinct dimension combination is
+//! one custom metric):
+//!
+//! - `Images` and `HandlingLatency` overall and by `Outcome`
+//!   (`remediated`, `noop`, `skipped`, `failed`, `retrying`);
+//! - `Images` by `Outcome` and `Reason` (the skip reason code or the failure
+//!   code, a bounded set);
+//! - `ManifestsDeleted`, `BytesReclaimed`, `TagsAdded`, `TagsMoved` and
+//!   `IndexesWritten` overall;
+//! - with [`MetricsConfig::per_repository`]: `Images`, `ManifestsDeleted` and
+//!   `BytesReclaimed` by `Repository` (off by default: one metric per
+//!   repository and name, which a registry of thousands of repositories pays for).
+//!
+//! `failed` counts failures that will not be retried (not retryable, or the
+//! queue's last delivery): what the template's alarm watches. A retryable
+//! failure that will be delivered again is `retrying`.
+
+use serde_json::{Value, json};
+
+use crate::engine::audit::{ActionOutcome, AuditRecord, Outcome};
+use crate::engine::plan::Action;
+
+/// Namespace of the metrics (default).
+pub const DEFAULT_NAMESPACE: &str = "ECRRemediator";
+
+/// What to emit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The CloudWatch namespace.
+    pub namespace: String,
+    /// Also emit per-repository metrics.
+    pub per_repository: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            per_repository: false,
+        }
+    }
+}
+
+/// The `Outcome` dimension of a record.
+pub fn outcome_dimension(record: &AuditRecord) -> &'static str {
+    match &record.outcome {
+        Outcome::Failed(_) if !record.is_final => "retrying",
+        other => other.name(),
+    }
+}
+
+fn reason_dimension(record: &AuditRecord) -> String {
+    match &record.outcome {
+        Outcome::Skipped { code, .. } => code.clone(),
+        Outcome::Failed(f) => f.code.clone(),
+        _ => "none".to_owned(),
+    }
+}
+
+/// The EMF document for one record (none for an `in_progress` checkpoint,
+/// whose final record follows).
+pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> Option<Value> {
+    if record.outcome == Outcome::InProgress {
+        return None;
+    }
+    let applied = |kind: fn(&Action) -> bool| {
+        record
+            .actions
+            .iter()
+            .filter(|a| a.outcome == ActionOutcome::Applied && kind(&a.action))
+            .count()
+    };
+    let count = |n: &str| json!({"Name": n, "Unit": "Count"});
+    let mut directives = vec![
+        json!({
+            "Namespace": config.namespace,
+            "Dimensions": [[], ["Outcome"]],
+            "Metrics": [count("Images"), {"Name": "HandlingLatency", "Unit": "Milliseconds"}],
+        }),
+        json!({
+            "Namespace": config.namespace,
+            "Dimensions": [["Outcome", "Reason"]],
+            "Metrics": [count("Images")],
+        }),
+        json!({
+            "Namespace": config.namespace,
+            "Dimensions": [[]],
+            "Metrics": [
+                count("ManifestsDeleted"),
+                {"Name": "BytesReclaimed", "Unit": "Bytes"},
+                count("TagsAdded"),
+                count("TagsMoved"),
+                count("IndexesWritten"),
+            ],
+        }),
+    ];
+    let repository = record.repository.clone().unwrap_or_else(|| "unknown".to_owned());
+    if config.per_repository {
+        directives.push(json!({
+            "Namespace": config.namespace,
+            "Dimensions": [["Repository"]],
+            "Metrics": [count("Images"), count("ManifestsDeleted"), {"Name": "BytesReclaimed", "Unit": "Bytes"}],
+        }));
+    }
+    let mut doc = json!({
+        "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": directives},
+        "Outcome": outcome_dimension(record),
+        "Reason": reason_dimension(record),
+        "Images": 1,
+        "HandlingLatency": record.duration_ms,
+        "ManifestsDeleted": record.deleted,
+        "BytesReclaimed": record.reclaimed_bytes,
+        "TagsAdded": applied(|a| matches!(a, Action::AddTag { .. })),
+        "TagsMoved": applied(|a| matches!(a, Action::MoveTag { .. })),
+        "IndexesWritten": applied(|a| matches!(a, Action::PutIndex { .. })),
+        // Not dimensions: searchable context in the log line.
+        "repository": repository,
+        "index_digest": record.index_digest,
+        "trigger": record.trigger,
+        "request_id": record.request_id,
+    });
+    if config.per_repository {
+        doc["Repository"] = doc["repository"].clone();
+    }
+    Some(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::engine::audit::{ActionRecord, Failure, Trigger};
+    use crate::engine::plan::DeleteRole;
+    use crate::oci::digest::Digest;
+
+    fn record(outcome: Outcome, is_final: bool) -> AuditRecord {
+        let mut r = AuditRecord::new(Trigger::Push, Some("team/app"), SystemTime::UNIX_EPOCH);
+        r.outcome = outcome;
+        r.is_final = is_final;
+        r.duration_ms = 42;
+        r
+    }
+
+    /// Every metric named in a directive has a numeric value and every
+    /// dimension a string value in the document: what CloudWatch requires.
+    fn valid(doc: &Value) -> bool {
+        let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        directives.iter().all(|d| {
+            d["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| doc[m["Name"].as_str().unwrap()].is_number())
+                && d["Dimensions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|set| set.as_array().unwrap())
+                    .all(|dim| doc[dim.as_str().unwrap()].is_string())
+        })
+    }
+
+    #[test]
+    fn a_remediation_with_deletions_counts_its_actions() {
+        let mut r = record(Outcome::Remediated, true);
+        r.deleted = 2;
+        r.reclaimed_bytes = 1234;
+        r.actions.push(ActionRecord {
+            action: Action::Delete {
+                digest: Digest::sha256_of(b"x"),
+                role: DeleteRole::Index,
+            },
+            outcome: ActionOutcome::Applied,
+        });
+        let doc = emf(&r, &MetricsConfig::default(), 7).unwrap();
+        assert!(valid(&doc), "{doc:#}");
+        assert_eq!(doc["Outcome"], "remediated");
+        assert_eq!(doc["Reason"], "none");
+        assert_eq!(doc["ManifestsDeleted"], 2);
+        assert_eq!(doc["BytesReclaimed"], 1234);
+        assert_eq!(doc["_aws"]["Timestamp"], 7);
+        assert!(
+            doc.get("Repository").is_none(),
+            "no per-repository dimension by default"
+        );
+        let per_repo = emf(
+            &r,
+            &MetricsConfig {
+                per_repository: true,
+                ..MetricsConfig::default()
+            },
+            7,
+        )
+        .unwrap();
+        assert!(valid(&per_repo));
+        assert_eq!(per_repo["Repository"], "team/app");
+    }
+
+    #[test]
+    fn failures_are_failed_only_when_no_retry_follows_and_checkpoints_are_not_counted() {
+        let failure = Failure {
+            code: "AccessDenied".into(),
+            error: "no".into(),
+            retryable: true,
+        };
+        let last = emf(
+            &record(Outcome::Failed(failure.clone()), true),
+            &MetricsConfig::default(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (last["Outcome"].as_str(), last["Reason"].as_str()),
+            (Some("failed"), Some("AccessDenied"))
+        );
+        let again = emf(&record(Outcome::Failed(failure), false), &MetricsConfig::default(), 0).unwrap();
+        assert_eq!(again["Outcome"], "retrying");
+        let skipped = emf(
+            &record(
+                Outcome::Skipped {
+                    code: "superseded".into(),
+                    reason: "…".into(),
+                },
+                true,
+            ),
+            &MetricsConfig::default(),
+            0,
+        )
+        .unwrap();
+        assert!(valid(&skipped));
+        assert_eq!(skipped["Reason"], "superseded");
+        assert!(emf(&record(Outcome::InProgress, false), &MetricsConfig::default(), 0).is_none());
+    }
+}
