@@ -325,3 +325,25 @@ def test_the_scheduled_sweep_enqueues_on_the_push_queue_and_can_be_turned_off(st
         assert "ECR_REMEDIATOR_QUEUE_URL" not in env
     finally:
         clients["cloudformation"].delete_stack(StackName="remediator-no-sweep")
+
+
+def test_operations_dashboard_and_failed_records_alarm(stack: Stack, clients: dict[str, Any], client_factory: Any) -> None:
+    cloudwatch = client_factory("cloudwatch")
+    name = stack["outputs"]["DashboardName"]
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert titles == ["Images handled by outcome", "Actions", "Handling latency (ms)", "Queue", "Function", "Recent failures and skips"]
+    outcomes = [m[3] for m in body["widgets"][0]["properties"]["metrics"]]
+    assert outcomes == ["remediated", "noop", "skipped", "retrying", "failed"]
+    group = stack["outputs"]["AuditLogGroupName"]
+    assert body["widgets"][-1]["properties"]["query"].startswith(f"SOURCE '{group}' | fields @timestamp")
+    # moto's CloudFormation does not create alarms: read the alarm from the template.
+    alarm = cloudformation()["Resources"]["FailedRecordsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ({"Ref": "MetricsNamespace"}, "Images")
+    assert alarm["Dimensions"] == [{"Name": "Outcome", "Value": "failed"}], (
+        "the outcome the metrics line gives a failure with no retry to come"
+    )
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == ("Sum", "GreaterThanThreshold", 0)
+    env = clients["lambda"].get_function_configuration(FunctionName=stack["outputs"]["FunctionName"])["Environment"]["Variables"]
+    assert env["ECR_REMEDIATOR_METRICS_NAMESPACE"] == "ECRRemediator"
+    assert str(env["ECR_REMEDIATOR_METRICS_PER_REPOSITORY"]).lower() == "false"
