@@ -35,6 +35,7 @@ STATUS = {
     "InternalError": 500,
     "ServiceUnavailable": 503,
     "LimitExceededException": 400,
+    "AccessDeniedException": 400,
 }
 
 MESSAGES = {
@@ -42,6 +43,7 @@ MESSAGES = {
     "ServerException": "Injected server-side error",
     "InternalError": "We encountered an internal error. Please try again.",
     "ServiceUnavailable": "Service unavailable",
+    "AccessDeniedException": "User is not authorized to perform this action (injected)",
 }
 
 

@@ -33,6 +33,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import __version__
 from .faults import MESSAGES, STATUS, FaultError, Faults
+from .insights import Insights, QueryError
 from .registry import EcrError, Registry
 
 log = logging.getLogger("ecr_emulator")
@@ -41,6 +42,8 @@ ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
 SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
+#: The CloudWatch Logs Insights operations the emulator answers itself.
+INSIGHTS_TARGETS = {f"Logs_20140328.{op}" for op in ("StartQuery", "GetQueryResults", "StopQuery")}
 
 #: ECR operation name -> Registry method. Methods returning a tuple also
 #: return the ECR events the call caused.
@@ -145,6 +148,7 @@ class Emulator:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._moto = DomainDispatcherApplication(create_backend_app)
+        self.insights = Insights()
 
     # -- WSGI ---------------------------------------------------------------
 
@@ -172,6 +176,8 @@ class Emulator:
                 return self._ecr(request, operation, access_key, region)(environ, start_response)
             if target == "AWSEvents.TestEventPattern":
                 return self._test_event_pattern(request)(environ, start_response)
+            if target in INSIGHTS_TARGETS:
+                return self._insights(request, operation, access_key, region)(environ, start_response)
         if request.path == "/moto-api/reset":
             self.reset_ecr()
         return self._moto(environ, start_response)
@@ -234,6 +240,28 @@ class Emulator:
                 self._publish(account, region, detail)
         log.info("ECR %s %s -> ok", operation, body.get("repositoryName"))
         return _json(200, result)
+
+    def _insights(self, request: Request, operation: str, access_key: str, region: str) -> Response:
+        """CloudWatch Logs Insights over moto's log events (see ``insights.py``)."""
+        from moto.logs.models import logs_backends
+
+        try:
+            body = json.loads(request.get_data() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("request body is not an object")
+        except ValueError as err:
+            return _error("SerializationException", f"Cannot parse the request body: {err}", 400)
+        account = get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT
+        backend = logs_backends[account][region]
+        try:
+            with self._lock:
+                if operation == "StartQuery":
+                    return _json(200, self.insights.start(backend, body))
+                if operation == "GetQueryResults":
+                    return _json(200, self.insights.results(body))
+                return _json(200, self.insights.stop(body))
+        except QueryError as err:
+            return _error(err.code, err.message, 400)
 
     @staticmethod
     def _test_event_pattern(request: Request) -> Response:
@@ -363,7 +391,12 @@ class Emulator:
                     if not isinstance(check, bool):
                         return _json(400, {"error": "'check_layers' must be true or false"})
                     self.registry.check_layers = check
-            return _json(200, {"check_layers": self.registry.check_layers})
+                polls = body.get("insights_running_polls")
+                if polls is not None:
+                    if not isinstance(polls, int) or isinstance(polls, bool) or not 0 <= polls <= 1_000_000:
+                        return _json(400, {"error": "'insights_running_polls' must be a whole number from 0"})
+                    self.insights.running_polls = polls
+            return _json(200, {"check_layers": self.registry.check_layers, "insights_running_polls": self.insights.running_polls})
         return _json(404, {"error": f"no control endpoint {method} /_emulator/{path}"})
 
 
