@@ -9,7 +9,9 @@
 //!   [`engine::registry::Registry`] and [`engine::audit::AuditSink`] traits
 //!   (no AWS SDK);
 //! - [`service`]: events, the handler for Lambda payloads and SQS messages,
-//!   configuration;
+//!   configuration, metrics;
+//! - [`trail`]: audit-trail questions as CloudWatch Logs Insights queries,
+//!   run over the [`trail::Insights`] trait, and their rendering;
 //! - [`aws`]: the adapters, the only code that imports `aws_sdk_*`.
 //!
 //! The binaries (`src/bin/`) are thin wiring. See `ARCHITECTURE.md` for the map.
@@ -22,3 +24,4 @@ pub mod logging;
 pub mod oci;
 pub mod policy;
 pub mod service;
+pub mod trail;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Layers from the bottom up; a layer may use the ones before it.
-const LAYERS: [&str; 5] = ["oci", "policy", "engine", "service", "aws"];
+const LAYERS: [&str; 6] = ["oci", "policy", "engine", "service", "trail", "aws"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

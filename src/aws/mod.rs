@@ -19,6 +19,7 @@ use crate::service::handler::Handler;
 
 pub mod audit;
 pub mod ecr;
+pub mod logs;
 pub mod sqs;
 
 /// Loads the shared AWS configuration: the standard chain (so

@@ -1,6 +1,9 @@
 //! The `ecr-remediator` command-line tool.
 #![forbid(unsafe_code)]
 
+#[path = "cli/audit.rs"]
+mod audit;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +75,14 @@ enum Command {
     /// written. A sweep run again, or after an interruption, writes nothing
     /// already done. Exit status 1 when anything failed.
     Sweep(SweepArgs),
+    /// Ask the audit trail what happened: records by repository, digest, tag,
+    /// outcome, action or account over a window (CloudWatch Logs Insights).
+    ///
+    /// `audit` lists records newest first; `audit show DIGEST` gives the
+    /// history of one image; `audit stats` counts per repository and outcome.
+    /// The records are read from `--log-group`, or the `AuditLogGroupName`
+    /// output of `--stack`. Exit status 1 on any error.
+    Audit(audit::AuditArgs),
     /// Work on an SQS queue of ECR Image Action events until stopped (SIGTERM/Ctrl-C).
     Serve {
         /// The queue URL.
@@ -167,6 +178,7 @@ fn main() -> ExitCode {
             policy,
         } => run_async(remediate(repository, image_digest, image_tag, policy)),
         Command::Sweep(args) => run_async(sweep(args)),
+        Command::Audit(args) => run_async(audit::run(args)),
         Command::Serve {
             queue_url,
             visibility_timeout,

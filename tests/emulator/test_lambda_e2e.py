@@ -53,6 +53,7 @@ def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[i
             f"ECR_REMEDIATOR_QUEUE_URL={queue_url}",
         ]
     )
+    (ROOT / "target").mkdir(exist_ok=True)
     log = open(ROOT / "target" / "cargo-lambda-watch.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

@@ -269,6 +269,7 @@ def show(value: Any) -> str:
 def timestamp_text(ms: int) -> str:
     import datetime as dt
 
+    ms = int(ms)
     t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
     return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
 

@@ -262,6 +262,9 @@ class Emulator:
                 return _json(200, self.insights.stop(body))
         except QueryError as err:
             return _error(err.code, err.message, 400)
+        except Exception as err:  # an emulator bug: say so, as a 500 with the cause
+            log.exception("Insights %s failed", operation)
+            return _error("InternalFailure", f"ecr-emulator Insights {operation}: {type(err).__name__}: {err}", 500)
 
     @staticmethod
     def _test_event_pattern(request: Request) -> Response:

@@ -1,0 +1,282 @@
+//! `ecr-remediator audit`: questions to the audit trail, as flags.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use ecr_remediator::aws::logs::{LogsInsights, stack_audit_log_group};
+use ecr_remediator::engine::audit::now_ms;
+use ecr_remediator::engine::sweep::{parse_duration_s, parse_since};
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::names::{ImageTag, RepositoryName};
+use ecr_remediator::trail::QueryStatus;
+use ecr_remediator::trail::filter::{ActionFilter, Filter, Order, OutcomeFilter};
+use ecr_remediator::trail::query::{QueryProgress, Runner, Take, Window};
+use ecr_remediator::trail::render;
+
+/// Where the audit log group is named when neither flag is given.
+const ENV_AUDIT_LOG_GROUP: &str = "ECR_REMEDIATOR_AUDIT_LOG_GROUP";
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCommand>,
+    #[command(flatten)]
+    flags: TrailFlags,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// The full history of one image, oldest first: every record about the
+    /// index or a manifest a record tagged or deleted (default window: 90 days).
+    Show {
+        /// The digest (sha256:…).
+        digest: String,
+    },
+    /// Records per repository and outcome, deletions and bytes reclaimed over the window.
+    Stats,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum OutcomeArg {
+    Remediated,
+    Noop,
+    Skipped,
+    Failed,
+    InProgress,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum ActionArg {
+    Delete,
+    MoveTag,
+    AddTag,
+    PutIndex,
+}
+
+#[derive(clap::Args, Debug)]
+struct TrailFlags {
+    /// From then: a duration back from now (90m, 12h, 7d) or a UTC date (2026-11-01[T12:00:00Z]). Default 7d (90d for `show`).
+    #[arg(long, global = true, value_name = "DURATION|DATE")]
+    since: Option<String>,
+    /// Until then (same forms); default now.
+    #[arg(long, global = true, value_name = "DURATION|DATE")]
+    until: Option<String>,
+    /// Only this repository.
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "repository_prefix")]
+    repository: Option<String>,
+    /// Only repositories whose name starts with this.
+    #[arg(long, global = true, value_name = "PREFIX")]
+    repository_prefix: Option<String>,
+    /// Only records about this digest: the index, or a manifest a record tagged or deleted.
+    #[arg(long, global = true, value_name = "DIGEST")]
+    digest: Option<String>,
+    /// Only records of this pushed tag.
+    #[arg(long, global = true, value_name = "TAG")]
+    tag: Option<String>,
+    /// Only records with this outcome.
+    #[arg(long, global = true, value_enum)]
+    outcome: Option<OutcomeArg>,
+    /// Only records with an action of this kind.
+    #[arg(long, global = true, value_enum)]
+    action: Option<ActionArg>,
+    /// Only records of images in this account.
+    #[arg(long, global = true, value_name = "ID")]
+    account: Option<String>,
+    /// At most this many records, newest first (0: all; the window is split past 10,000).
+    #[arg(long, global = true, default_value_t = 100, value_name = "N")]
+    limit: usize,
+    /// The log group the audit records reach (default: $ECR_REMEDIATOR_AUDIT_LOG_GROUP).
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "stack")]
+    log_group: Option<String>,
+    /// Read the log group from this stack's AuditLogGroupName output.
+    #[arg(long, global = true, value_name = "NAME")]
+    stack: Option<String>,
+    /// `table`, `json` (the records as written, one per line) or `csv`.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Stop a query still running after this long.
+    #[arg(long, global = true, default_value = "5m", value_name = "DURATION")]
+    query_timeout: String,
+}
+
+/// Progress of a query on stderr, on a terminal only.
+struct Spinner {
+    terminal: bool,
+    log_group: String,
+    polls: usize,
+}
+
+impl QueryProgress for Spinner {
+    fn poll(&mut self, status: &QueryStatus, matched: f64, scanned: f64) {
+        if !self.terminal {
+            return;
+        }
+        self.polls += 1;
+        let frame = ['|', '/', '-', '\\'][self.polls % 4];
+        let state = match status {
+            QueryStatus::Scheduled => "scheduled",
+            QueryStatus::Running => "running",
+            QueryStatus::Complete => "complete",
+            _ => "ending",
+        };
+        eprint!(
+            "\r\x1b[2K{frame} querying {}: {state}, {matched:.0} records matched, {:.1} MB scanned",
+            self.log_group,
+            scanned / 1e6
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
+impl Spinner {
+    fn clear(&self) {
+        if self.terminal && self.polls > 0 {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn filter(flags: &TrailFlags, digest: Option<Digest>) -> anyhow::Result<Filter> {
+    if let Some(r) = &flags.repository {
+        RepositoryName::parse(r).context("--repository")?;
+    }
+    if let Some(t) = &flags.tag {
+        ImageTag::parse(t).context("--tag")?;
+    }
+    if let Some(a) = &flags.account {
+        anyhow::ensure!(
+            a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
+            "--account must be a 12-digit AWS account id, not {a:?}"
+        );
+    }
+    let digest = match (digest, &flags.digest) {
+        (Some(d), _) => Some(d),
+        (None, Some(d)) => Some(Digest::parse(d).context("--digest")?),
+        (None, None) => None,
+    };
+    Ok(Filter {
+        repository: flags.repository.clone(),
+        repository_prefix: flags.repository_prefix.clone(),
+        digest,
+        tag: flags.tag.clone(),
+        outcome: flags.outcome.map(|o| match o {
+            OutcomeArg::Remediated => OutcomeFilter::Remediated,
+            OutcomeArg::Noop => OutcomeFilter::Noop,
+            OutcomeArg::Skipped => OutcomeFilter::Skipped,
+            OutcomeArg::Failed => OutcomeFilter::Failed,
+            OutcomeArg::InProgress => OutcomeFilter::InProgress,
+        }),
+        action: flags.action.map(|a| match a {
+            ActionArg::Delete => ActionFilter::Delete,
+            ActionArg::MoveTag => ActionFilter::MoveTag,
+            ActionArg::AddTag => ActionFilter::AddTag,
+            ActionArg::PutIndex => ActionFilter::PutIndex,
+        }),
+        account: flags.account.clone(),
+    })
+}
+
+fn window(flags: &TrailFlags, default_since: &str) -> anyhow::Result<Window> {
+    let now = now_ms();
+    let since = flags.since.as_deref().unwrap_or(default_since);
+    let start_ms = parse_since(since, now).map_err(anyhow::Error::msg)?;
+    let end_ms = match &flags.until {
+        None => now,
+        Some(u) => parse_since(u, now).map_err(|e| anyhow::anyhow!(e.replace("--since", "--until")))?,
+    };
+    anyhow::ensure!(start_ms <= end_ms, "--since ({since}) is after --until");
+    Ok(Window { start_ms, end_ms })
+}
+
+async fn log_group(flags: &TrailFlags, sdk: &aws_config::SdkConfig) -> anyhow::Result<String> {
+    if let Some(g) = &flags.log_group {
+        return Ok(g.clone());
+    }
+    if let Some(stack) = &flags.stack {
+        return Ok(stack_audit_log_group(sdk, stack).await?);
+    }
+    match std::env::var(ENV_AUDIT_LOG_GROUP) {
+        Ok(g) if !g.trim().is_empty() => Ok(g),
+        _ => anyhow::bail!(
+            "say where the audit records are: --log-group NAME or --stack NAME (or set {ENV_AUDIT_LOG_GROUP})"
+        ),
+    }
+}
+
+/// Runs `ecr-remediator audit …`.
+pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let flags = &args.flags;
+    let (digest, default_since) = match &args.command {
+        Some(AuditCommand::Show { digest }) => (Some(Digest::parse(digest).context("digest")?), "90d"),
+        _ => (None, "7d"),
+    };
+    let filter = filter(flags, digest)?;
+    let window = window(flags, default_since)?;
+    let timeout = parse_duration_s(&flags.query_timeout).map_err(|e| anyhow::anyhow!("--query-timeout: {e}"))?;
+    anyhow::ensure!(timeout > 0, "--query-timeout must be above 0");
+    let runner = Runner {
+        timeout: Duration::from_secs(timeout),
+        ..Runner::default()
+    };
+    let sdk = ecr_remediator::aws::load_config(3).await;
+    let group = log_group(flags, &sdk).await?;
+    let insights = LogsInsights::from_config(&sdk);
+    let mut spinner = Spinner {
+        terminal: std::io::stderr().is_terminal(),
+        log_group: group.clone(),
+        polls: 0,
+    };
+    let mut out = std::io::stdout().lock();
+    if matches!(args.command, Some(AuditCommand::Stats)) {
+        let rows = runner.stats(&insights, &group, window, &filter, &mut spinner).await;
+        spinner.clear();
+        let rows = rows?;
+        match flags.output {
+            Format::Table => write!(out, "{}", render::stats_table(&rows))?,
+            Format::Csv => write!(out, "{}", render::stats_csv(&rows))?,
+            Format::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "log_group": group,
+                    "window": {"start_ms": window.start_ms, "end_ms": window.end_ms},
+                    "rows": rows,
+                    "totals": render::totals(&rows),
+                })
+            )?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let take = match args.command {
+        Some(AuditCommand::Show { .. }) => Take {
+            order: Order::OldestFirst,
+            limit: 0,
+        },
+        _ => Take {
+            order: Order::NewestFirst,
+            limit: flags.limit,
+        },
+    };
+    let found = runner
+        .records(&insights, &group, window, &filter, take, &mut spinner)
+        .await;
+    spinner.clear();
+    let found = found?;
+    match flags.output {
+        Format::Table if found.is_empty() => eprintln!("no audit record matches in {group} over that window"),
+        Format::Table => write!(out, "{}", render::table(&found, 60))?,
+        Format::Json => write!(out, "{}", render::json_lines(&found))?,
+        Format::Csv => write!(out, "{}", render::csv(&found))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,294 @@
+//! What people ask of the audit trail, as flags, turned into CloudWatch Logs
+//! Insights queries (pure). The same text goes to the template's saved
+//! queries, so the console and the CLI give the same answers.
+//!
+//! Records reach the log group as EventBridge events (the record under
+//! `detail`), so fields are named `detail.…`. Each question becomes one
+//! `filter` line; a question Insights can only approximate (a digest or an
+//! action anywhere in the record) is narrowed server-side with `like` and
+//! checked exactly on the client by [`Filter::matches`].
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::engine::audit::AUDIT_SCHEMA;
+use crate::oci::digest::Digest;
+
+/// An overall outcome to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    /// `remediated`.
+    Remediated,
+    /// `noop`.
+    Noop,
+    /// `skipped`.
+    Skipped,
+    /// `failed`.
+    Failed,
+    /// `in_progress` (a checkpoint written before deletions).
+    InProgress,
+}
+
+impl OutcomeFilter {
+    /// The value in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeFilter::Remediated => "remediated",
+            OutcomeFilter::Noop => "noop",
+            OutcomeFilter::Skipped => "skipped",
+            OutcomeFilter::Failed => "failed",
+            OutcomeFilter::InProgress => "in_progress",
+        }
+    }
+}
+
+/// A kind of action to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionFilter {
+    /// `delete`.
+    Delete,
+    /// `move_tag`.
+    MoveTag,
+    /// `add_tag`.
+    AddTag,
+    /// `put_index`.
+    PutIndex,
+}
+
+impl ActionFilter {
+    /// The value of `action` in the record's action list.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionFilter::Delete => "delete",
+            ActionFilter::MoveTag => "move_tag",
+            ActionFilter::AddTag => "add_tag",
+            ActionFilter::PutIndex => "put_index",
+        }
+    }
+}
+
+/// The questions of one `audit` command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// This repository exactly.
+    pub repository: Option<String>,
+    /// Repositories starting with this.
+    pub repository_prefix: Option<String>,
+    /// The index, or any manifest a record tagged, moved or deleted.
+    pub digest: Option<Digest>,
+    /// The pushed tag.
+    pub tag: Option<String>,
+    /// The overall outcome.
+    pub outcome: Option<OutcomeFilter>,
+    /// Records with at least one action of this kind.
+    pub action: Option<ActionFilter>,
+    /// The account the image is in.
+    pub account: Option<String>,
+}
+
+/// An Insights string literal.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// An Insights regex literal matching `s` at the start.
+fn prefix_regex(s: &str) -> String {
+    let mut out = String::from("/^");
+    for c in s.chars() {
+        if !c.is_ascii_alphanumeric() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('/');
+    out
+}
+
+impl Filter {
+    /// The filter lines, one per question, the record schema first.
+    pub fn insights_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("filter detail.schema = {}", quoted(AUDIT_SCHEMA))];
+        if let Some(r) = &self.repository {
+            lines.push(format!("filter detail.repository = {}", quoted(r)));
+        }
+        if let Some(p) = &self.repository_prefix {
+            lines.push(format!("filter detail.repository like {}", prefix_regex(p)));
+        }
+        if let Some(d) = &self.digest {
+            lines.push(format!("filter @message like {}", quoted(&d.to_string())));
+        }
+        if let Some(t) = &self.tag {
+            lines.push(format!("filter detail.tag = {}", quoted(t)));
+        }
+        if let Some(o) = self.outcome {
+            lines.push(format!("filter detail.outcome = {}", quoted(o.as_str())));
+        }
+        if let Some(a) = self.action {
+            // Compact or spaced JSON alike: `"action":"delete"`, `"action": "delete"`.
+            lines.push(format!("filter @message like /\"action\":\\s*\"{}\"/", a.as_str()));
+        }
+        if let Some(a) = &self.account {
+            lines.push(format!("filter detail.account = {}", quoted(a)));
+        }
+        lines
+    }
+
+    /// The exact check of a record (the `detail` of a log event) against
+    /// every question, including those the query only narrows.
+    pub fn matches(&self, record: &Value) -> bool {
+        let text = |k: &str| record.get(k).and_then(Value::as_str);
+        let eq = |k: &str, want: &Option<String>| want.as_deref().is_none_or(|w| text(k) == Some(w));
+        eq("repository", &self.repository)
+            && self
+                .repository_prefix
+                .as_deref()
+                .is_none_or(|p| text("repository").is_some_and(|r| r.starts_with(p)))
+            && eq("tag", &self.tag)
+            && eq("account", &self.account)
+            && self.outcome.is_none_or(|o| text("outcome") == Some(o.as_str()))
+            && self.action.is_none_or(|a| {
+                actions(record).any(|act| act.get("action").and_then(Value::as_str) == Some(a.as_str()))
+            })
+            && self.digest.as_ref().is_none_or(|d| mentions(record, d))
+    }
+}
+
+fn actions(record: &Value) -> impl Iterator<Item = &Value> {
+    record.get("actions").and_then(Value::as_array).into_iter().flatten()
+}
+
+/// True when the record is about `digest`: its index, or a manifest one of
+/// its actions tagged, moved a tag from or to, wrote or deleted.
+pub fn mentions(record: &Value, digest: &Digest) -> bool {
+    let d = digest.to_string();
+    let d = Some(d.as_str());
+    record.get("index_digest").and_then(Value::as_str) == d
+        || actions(record).any(|a| {
+            ["digest", "to", "from", "manifest", "replaces"]
+                .iter()
+                .any(|k| a.get(*k).and_then(Value::as_str) == d)
+        })
+}
+
+/// Which records first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first (lists).
+    NewestFirst,
+    /// Oldest first (the history of one image).
+    OldestFirst,
+}
+
+/// The query listing records.
+pub fn records_query(filter: &Filter, order: Order, limit: u32) -> String {
+    let mut q = String::from("fields @timestamp, @message");
+    for line in filter.insights_lines() {
+        let _ = write!(q, "\n| {line}");
+    }
+    let dir = match order {
+        Order::NewestFirst => "desc",
+        Order::OldestFirst => "asc",
+    };
+    let _ = write!(q, "\n| sort @timestamp {dir}\n| limit {limit}");
+    q
+}
+
+/// The query counting records per repository and outcome, with deletions
+/// and bytes reclaimed (checkpoints left out: their final record counts).
+pub fn stats_query(filter: &Filter) -> String {
+    let mut q = String::new();
+    for line in filter.insights_lines() {
+        if !q.is_empty() {
+            q.push_str("\n| ");
+        }
+        q.push_str(&line);
+    }
+    q.push_str(
+        "\n| filter detail.outcome != \"in_progress\"\
+         \n| stats count(*) as records, sum(detail.deleted) as deleted, sum(detail.reclaimed_bytes) as reclaimed_bytes \
+         by detail.repository, detail.outcome\n| sort records desc",
+    );
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn each_question_is_one_filter_line_with_safe_literals() {
+        let d = Digest::sha256_of(b"x");
+        let f = Filter {
+            repository_prefix: Some("team-a/".into()),
+            digest: Some(d.clone()),
+            outcome: Some(OutcomeFilter::Failed),
+            action: Some(ActionFilter::Delete),
+            tag: Some("v\"1".into()),
+            ..Filter::default()
+        };
+        let q = records_query(&f, Order::NewestFirst, 50);
+        assert_eq!(
+            q,
+            format!(
+                "fields @timestamp, @message\n| filter detail.schema = \"ecr-remediator/audit-record\"\n\
+                 | filter detail.repository like /^team\\-a\\//\n| filter @message like \"{d}\"\n\
+                 | filter detail.tag = \"v\\\"1\"\n| filter detail.outcome = \"failed\"\n\
+                 | filter @message like /\"action\":\\s*\"delete\"/\n| sort @timestamp desc\n| limit 50"
+            )
+        );
+        assert!(stats_query(&Filter::default()).starts_with("filter detail.schema = "));
+    }
+
+    #[test]
+    fn the_client_check_is_exact_where_the_query_only_narrows() {
+        let d = Digest::sha256_of(b"x");
+        let record = json!({
+            "repository": "team-a/api", "tag": "v1", "outcome": "remediated", "account": "111122223333",
+            "index_digest": "sha256:0000",
+            "actions": [{"action": "move_tag", "tag": "v1", "from": "sha256:0000", "to": d.to_string(), "outcome": "applied"}],
+        });
+        let f = |f: Filter| f.matches(&record);
+        assert!(f(Filter::default()));
+        assert!(f(Filter {
+            digest: Some(d.clone()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            digest: Some(Digest::sha256_of(b"y")),
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            action: Some(ActionFilter::MoveTag),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            action: Some(ActionFilter::Delete),
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            repository_prefix: Some("team-a/".into()),
+            account: Some("111122223333".into()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            repository: Some("team-a".into()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            outcome: Some(OutcomeFilter::Failed),
+            ..Filter::default()
+        }));
+    }
+}
