@@ -45,10 +45,16 @@ pub fn actions_summary(record: &Value) -> String {
 
 /// Why: the skip code and reason, or the failure code and error.
 pub fn reason(record: &Value) -> String {
-    match text(record, "outcome") {
-        "skipped" => format!("{}: {}", text(record, "code"), text(record, "reason")),
-        "failed" => format!("{}: {}", text(record, "code"), text(record, "error")),
-        _ => String::new(),
+    let (code, why) = match text(record, "outcome") {
+        "skipped" => (text(record, "code"), text(record, "reason")),
+        "failed" => (text(record, "code"), text(record, "error")),
+        _ => return String::new(),
+    };
+    // Most reasons already begin with their code ("superseded: …").
+    if why.starts_with(code) {
+        why.to_owned()
+    } else {
+        format!("{code}: {why}")
     }
 }
 
@@ -262,7 +268,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            lines[2].ends_with("…") && lines[2].contains("superseded: superseded: the tag now"),
+            lines[2].ends_with("…") && lines[2].contains("  superseded: the tag now"),
             "{t}"
         );
         let c = csv(&records);
