@@ -10,7 +10,7 @@
 //! asynchronous (polled, with progress, until a timeout that stops them).
 //!
 //! [`filter`] builds the queries (pure), [`query`] runs them through the
-//! [`Insights`] trait (the SDK adapter is `crate::aws::logs`), [`render`]
+//! [`Insights`] trait (its SDK adapter is in `src/aws/logs.rs`), [`render`]
 //! prints tables, CSV and JSON.
 
 use std::future::Future;
