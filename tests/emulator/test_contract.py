@@ -488,3 +488,70 @@ def test_fault_rules_are_validated(control: Any) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         control.fault("PutImage", rate=2)
     assert err.value.code == 400
+
+
+def referrer_layout(salt: str, subject: dict[str, Any], artifact_type: str) -> tuple[Layout, str]:
+    """An OCI 1.1 artifact (an in-toto statement) whose subject is ``subject``."""
+    layout = Layout()
+    config = layout.add("application/vnd.oci.empty.v1+json", b"{}")
+    statement = layout.add(
+        "application/vnd.in-toto+json",
+        json.dumps(
+            {"_type": "https://in-toto.io/Statement/v0.1", "subject": [{"digest": {"sha256": subject["digest"][7:]}}], "salt": salt}
+        ).encode(),
+        annotations={"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"},
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config,
+        "layers": [statement],
+        "subject": {k: subject[k] for k in ("mediaType", "digest", "size")},
+        "annotations": {"org.opencontainers.image.created": "2026-11-23T00:00:00Z"},
+    }
+    desc = layout.add(OCI_MANIFEST, json.dumps(manifest, separators=(",", ":")).encode())
+    layout.top = [desc]
+    return layout, desc["digest"]
+
+
+def test_referrers_are_listed_for_their_subject_stored_before_or_after_it(ecr: Any, repo: str, salt: str) -> None:
+    image_layout, image = single_image(salt)
+    subject = image_layout.top[0]
+    # Stored before its subject: accepted, and listed once the subject exists too.
+    early_layout, early = referrer_layout(salt + "-early", subject, "application/vnd.in-toto+json")
+    push(ecr, repo, early_layout, [])
+    push(ecr, repo, image_layout, ["v1"])
+    late_layout, late = referrer_layout(salt + "-late", subject, "application/spdx+json")
+    push(ecr, repo, late_layout, [])
+    reply = ecr.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": image})
+    listed = {r["digest"]: r for r in reply["referrers"]}
+    assert set(listed) == {early, late}
+    assert listed[late]["artifactType"] == "application/spdx+json"
+    assert listed[late]["mediaType"] == OCI_MANIFEST
+    assert listed[late]["artifactStatus"] == "ACTIVE"
+    assert listed[late]["annotations"] == {"org.opencontainers.image.created": "2026-11-23T00:00:00Z"}
+    assert listed[late]["size"] == len(late_layout.blobs[late])
+    only = ecr.list_image_referrers(
+        repositoryName=repo, subjectId={"imageDigest": image}, filter={"artifactTypes": ["application/spdx+json"]}
+    )
+    assert [r["digest"] for r in only["referrers"]] == [late]
+    details = {d["imageDigest"]: d for d in describe(ecr, repo)}
+    assert details[late]["subjectManifestDigest"] == image
+    assert "subjectManifestDigest" not in details[image]
+    # The image itself refers to nothing.
+    assert ecr.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": early})["referrers"] == []
+
+
+def test_a_subject_that_is_not_a_descriptor_is_refused(ecr: Any, repo: str, salt: str) -> None:
+    layout, digest = referrer_layout(
+        salt, {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1}, "application/vnd.in-toto+json"
+    )
+    manifest = json.loads(layout.blobs[digest])
+    manifest["subject"] = {"digest": "not-a-digest"}
+    layout.blobs.pop(digest)
+    bad = layout.add(OCI_MANIFEST, json.dumps(manifest).encode())
+    layout.top = [bad]
+    with pytest.raises(ClientError) as err:
+        push(ecr, repo, layout, [])
+    assert error_code(err) == "InvalidParameterException"

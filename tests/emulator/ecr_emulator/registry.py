@@ -203,6 +203,17 @@ def _parse_manifest(body: bytes, declared: str | None) -> tuple[str, dict[str, A
         cfg = doc.get("config")
         if not isinstance(cfg, dict) or not isinstance(cfg.get("digest"), str) or not DIGEST.match(cfg["digest"]):
             raise invalid("Invalid parameter at 'ImageManifest': an image manifest needs a config descriptor")
+    subject = doc.get("subject")
+    if subject is not None and (
+        not isinstance(subject, dict)
+        or not isinstance(subject.get("digest"), str)
+        or not DIGEST.match(subject["digest"])
+        or not isinstance(subject.get("mediaType"), str)
+        or not isinstance(subject.get("size"), int)
+    ):
+        # OCI 1.1: a subject is a descriptor (mediaType, digest, size). Its
+        # target need not exist yet: a referrer may be pushed before its subject.
+        raise invalid("Invalid parameter at 'ImageManifest': 'subject' must be a descriptor with mediaType, a sha256 digest and size")
     return media_type, doc
 
 
@@ -631,6 +642,45 @@ class Registry:
             i for i in repo.images.values() if _status_matches(status, bool(repo.tags_of(i.digest))) and wanted_status in ("ANY", i.status)
         ]
         return _page("imageDetails", [self._details(repo, i) for i in chosen], req, key=f"images:{repo.name}")
+
+    def list_image_referrers(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        """``ListImageReferrers``: manifests whose ``subject`` is the given
+        digest (stored before or after it), ``ACTIVE`` ones unless the filter
+        says otherwise, oldest first, 50 a page."""
+        repo = self.repo(account, region, req.get("repositoryName"))
+        subject = (req.get("subjectId") or {}).get("imageDigest") if isinstance(req.get("subjectId"), dict) else None
+        if not isinstance(subject, str) or not DIGEST.match(subject):
+            raise invalid("Invalid parameter at 'subjectId.imageDigest': a sha256 digest is required")
+        flt = req.get("filter") or {}
+        if not isinstance(flt, dict):
+            raise invalid("Invalid parameter at 'filter'")
+        status = flt.get("artifactStatus") or "ACTIVE"
+        if status not in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"):
+            raise invalid(f"Invalid parameter at 'filter.artifactStatus': '{status}' is not one of ACTIVE, ARCHIVED, ACTIVATING, ANY")
+        types = flt.get("artifactTypes") or []
+        found = []
+        for image in sorted(repo.images.values(), key=lambda i: (i.pushed_at, i.digest)):
+            if image.subject != subject or (status != "ANY" and image.status != status):
+                continue
+            doc = json.loads(image.manifest)
+            artifact_type = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType") or ""
+            if types and artifact_type not in types:
+                continue
+            entry: dict[str, Any] = {
+                "digest": image.digest,
+                "mediaType": image.media_type,
+                "artifactType": artifact_type,
+                "size": len(image.manifest),
+                "artifactStatus": image.status,
+            }
+            if isinstance(doc.get("annotations"), dict):
+                entry["annotations"] = doc["annotations"]
+            found.append(entry)
+        page, token = _paginate(found, req, default=50, limit=50, key=f"referrers:{repo.name}:{subject}")
+        out: dict[str, Any] = {"referrers": page}
+        if token:
+            out["nextToken"] = token
+        return out
 
     def list_images(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         repo = self.repo(account, region, req.get("repositoryName"))

@@ -61,6 +61,7 @@ ECR_OPERATIONS = {
     "BatchDeleteImage": "batch_delete_image",
     "DescribeImages": "describe_images",
     "ListImages": "list_images",
+    "ListImageReferrers": "list_image_referrers",
 }
 
 StartResponse = Callable[..., Any]
