@@ -7,3 +7,4 @@ pub mod inspect;
 pub mod manifest;
 pub mod media_type;
 pub mod names;
+pub mod referrer;
