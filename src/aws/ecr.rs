@@ -303,6 +303,45 @@ impl Registry for EcrRegistry {
         Ok(out)
     }
 
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+    ) -> Result<Vec<Digest>, RegistryError> {
+        let id = aws_sdk_ecr::types::SubjectIdentifier::builder()
+            .image_digest(subject.to_string())
+            .build()
+            .map_err(|e| RegistryError::InvalidResponse {
+                operation: "ListImageReferrers",
+                problem: e.to_string(),
+            })?;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_image_referrers()
+                .repository_name(repository.as_str())
+                .subject_id(id.clone())
+                .max_results(50)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| registry_error("ListImageReferrers", e))?;
+            for r in page.referrers() {
+                let d = Digest::parse(r.digest()).map_err(|e| RegistryError::InvalidResponse {
+                    operation: "ListImageReferrers",
+                    problem: e.to_string(),
+                })?;
+                out.push(d);
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn refund_puts(&self, count: usize) {
         self.bucket.lock().await.refund(count);
     }

@@ -237,6 +237,14 @@ pub trait Registry: Sync {
         repository: &RepositoryName,
     ) -> impl Future<Output = Result<Vec<(Digest, ImageInfo)>, RegistryError>> + Send;
 
+    /// The digests of the manifests whose OCI `subject` is `subject`
+    /// (`ListImageReferrers`, paginated; active ones only), oldest first.
+    fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+    ) -> impl Future<Output = Result<Vec<Digest>, RegistryError>> + Send;
+
     /// Waits until `count` `PutImage` calls may be made under the client-side
     /// rate limit, and reserves them. The engine calls it *before* its
     /// precondition check, so no pacing ever sits between a check and the

@@ -291,6 +291,30 @@ impl Registry for MemoryRegistry {
             .collect())
     }
 
+    async fn list_referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+    ) -> Result<Vec<Digest>, RegistryError> {
+        self.with_repo("ListImageReferrers", repository, |repo| {
+            let mut found: Vec<(i64, Digest)> = repo
+                .images
+                .iter()
+                .filter(|(_, m)| match m.manifest() {
+                    crate::oci::manifest::Manifest::Image(i) => {
+                        i.subject.as_ref().is_some_and(|s| &s.digest == subject)
+                    }
+                    crate::oci::manifest::Manifest::Index(i) => {
+                        i.subject.as_ref().is_some_and(|s| &s.digest == subject)
+                    }
+                })
+                .map(|(d, _)| (repo.pushed_at.get(d).copied().unwrap_or(0), d.clone()))
+                .collect();
+            found.sort();
+            Ok(found.into_iter().map(|(_, d)| d).collect())
+        })
+    }
+
     async fn list_images(&self, repository: &RepositoryName) -> Result<Vec<(Digest, ImageInfo)>, RegistryError> {
         self.with_repo("DescribeImages", repository, |repo| {
             Ok(repo
