@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::{digest_of, tag};
 use ecr_remediator::engine::cleanup::{CleanupInput, plan_cleanup};
@@ -80,6 +80,8 @@ struct Scenario {
     dry_run: bool,
     promote_arm64: bool,
     platform_template: bool,
+    /// `provenance = referrers`.
+    referrers: bool,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -118,6 +120,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 prop::bool::weighted(0.1),
                 any::<bool>(),
                 any::<bool>(),
+                prop::bool::weighted(0.4),
             ),
         )
             .prop_map(
@@ -143,6 +146,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         dry_run,
                         promote_arm64,
                         platform_template,
+                        referrers,
                     ),
                 )| Scenario {
                     entries,
@@ -163,6 +167,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     dry_run,
                     promote_arm64,
                     platform_template,
+                    referrers,
                 },
             )
     })
@@ -170,8 +175,52 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// The manifests of the index's runnable and attestation entries, by position.
+fn entry_manifests(s: &Scenario) -> Vec<Option<RawManifest>> {
+    let raw = |v: serde_json::Value| RawManifest::parse(serde_json::to_vec(&v).unwrap(), None).unwrap();
+    let images: Vec<Option<RawManifest>> = s
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            matches!(e, Spec::Runnable(_)).then(|| {
+                raw(json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&format!("cfg-{i}")).to_string(), "size": 10},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(&format!("layer-{i}")).to_string(), "size": 100}]}))
+            })
+        })
+        .collect();
+    let runnable: Vec<&RawManifest> = images.iter().flatten().collect();
+    s.entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            Spec::Runnable(_) => images[i].clone(),
+            Spec::Attestation { subject, artifact } => {
+                let mut doc = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&format!("att-cfg-{i}")).to_string(), "size": 10},
+                    "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": digest_of(&format!("statement-{i}")).to_string(), "size": 100,
+                                "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v1"}}]});
+                if *artifact && !runnable.is_empty() {
+                    let img = runnable[subject % runnable.len()];
+                    doc["artifactType"] = json!("application/vnd.docker.attestation.manifest.v1+json");
+                    doc["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": img.digest().to_string(), "size": img.bytes().len()});
+                }
+                Some(raw(doc))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn build_index(s: &Scenario) -> RawManifest {
-    let digests: Vec<Digest> = (0..s.entries.len()).map(|i| digest_of(&format!("entry-{i}"))).collect();
+    let manifests = entry_manifests(s);
+    let digests: Vec<Digest> = (0..s.entries.len())
+        .map(|i| match &manifests[i] {
+            Some(m) => m.digest().clone(),
+            None => digest_of(&format!("entry-{i}")),
+        })
+        .collect();
     let runnable_digests: Vec<&Digest> = s
         .entries
         .iter()
@@ -326,7 +375,22 @@ fn build_policy(s: &Scenario) -> Policy {
         delete_orphans: s.delete,
         max_deletes: s.max_deletes,
         dry_run: s.dry_run,
+        provenance: if s.referrers {
+            ecr_remediator::policy::Provenance::Referrers
+        } else {
+            ecr_remediator::policy::Provenance::Index
+        },
     }
+}
+
+/// The entries' manifests the reader would have read (absent entries are not).
+fn read_manifests(s: &Scenario) -> BTreeMap<Digest, RawManifest> {
+    entry_manifests(s)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !s.absent.get(*i).copied().unwrap_or(false))
+        .filter_map(|(_, m)| m.map(|m| (m.digest().clone(), m)))
+        .collect()
 }
 
 fn check(s: &Scenario) -> Result<(), TestCaseError> {
@@ -334,6 +398,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     let classification = classify(&index);
     let view = build_view(s, &index);
     let policy = build_policy(s);
+    let manifests = read_manifests(s);
     let pushed = tag("v1");
     let input = PlanInput {
         manifest: &index,
@@ -343,6 +408,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         policy: &policy,
         stale_holder: None,
         pushed_tag_immutable: false,
+        manifests: &manifests,
     };
     let p = plan(&input);
 
@@ -460,6 +526,8 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         }
     }
 
+    referrer_invariants(s, &index, &classification, &view, &p)?;
+
     // 3. Idempotence: planning again on the resulting state gives no write.
     let again = plan(&PlanInput { view: &state, ..input });
     prop_assert!(
@@ -492,14 +560,21 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         pushed_at_ms: Some(now - age_s * 1000),
         now_ms: now,
         min_age_s: 3600,
+        manifests: &read_manifests(s),
     });
     let deletes: Vec<&Digest> = p.actions.iter().filter(|a| a.is_delete()).map(Action::target).collect();
+    let copies = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::PutReferrer { .. }))
+        .count();
     prop_assert_eq!(
-        deletes.len(),
+        deletes.len() + copies,
         p.actions.len(),
-        "a cleanup only deletes: {:?}",
+        "a cleanup only deletes (attaching referrers first): {:?}",
         p.actions
     );
+    referrer_invariants(s, &index, &classification, &view, &p)?;
     if deletes.is_empty() {
         return Ok(());
     }
@@ -533,6 +608,79 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         prop_assert!(state.referrers(d, None).is_empty(), "{d} deleted while listed");
         if let Err(e) = state.apply(a) {
             return Err(TestCaseError::fail(format!("ECR would refuse {a}: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// `provenance = referrers`: a referrer copy is only ever attached to a
+/// runnable entry, copies an attestation entry's statements unchanged, and
+/// comes before any deletion of that attestation; an attestation of an image
+/// the plan leaves deployable (tagged, or listed by an index that stays) is
+/// never deleted without its copy.
+fn referrer_invariants(
+    s: &Scenario,
+    index: &RawManifest,
+    classification: &ecr_remediator::oci::classify::Classification,
+    view: &RepositoryView,
+    p: &ecr_remediator::engine::plan::Plan,
+) -> Result<(), TestCaseError> {
+    use ecr_remediator::oci::manifest::Manifest;
+    let runnable: BTreeSet<&Digest> = classification
+        .entries
+        .iter()
+        .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+        .map(|e| e.digest())
+        .collect();
+    let manifests = read_manifests(s);
+    let mut attached: BTreeSet<(Digest, Digest)> = BTreeSet::new();
+    for a in &p.actions {
+        match a {
+            Action::PutReferrer {
+                manifest,
+                subject,
+                attestation,
+                ..
+            } => {
+                prop_assert!(s.referrers, "a referrer copy without provenance = referrers");
+                prop_assert!(
+                    runnable.contains(subject),
+                    "referrer attached to {subject}, not a runnable entry"
+                );
+                let is_attestation = classification
+                    .entries
+                    .iter()
+                    .any(|e| e.digest() == attestation && matches!(e.class, EntryClass::Attestation { .. }));
+                prop_assert!(is_attestation, "{attestation} is not an attestation entry");
+                let (Manifest::Image(copy), Some(Manifest::Image(orig))) = (
+                    manifest.manifest(),
+                    manifests.get(attestation).map(RawManifest::manifest),
+                ) else {
+                    return Err(TestCaseError::fail("copy or original is not an image manifest"));
+                };
+                prop_assert_eq!(&copy.layers, &orig.layers, "statements changed");
+                prop_assert_eq!(copy.subject.as_ref().map(|d| &d.digest), Some(subject));
+                attached.insert((attestation.clone(), subject.clone()));
+            }
+            Action::Delete { digest, .. } if s.referrers && digest != index.digest() => {
+                let after = common::apply(view, p);
+                let kept = |d: &Digest| {
+                    after.tags_of(d).is_some_and(|t| !t.is_empty()) || !after.referrers(d, None).is_empty()
+                };
+                for e in &classification.entries {
+                    if let EntryClass::Attestation { subject: Some(subj) } = &e.class
+                        && e.digest() == digest
+                        && runnable.contains(subj)
+                        && kept(subj)
+                    {
+                        prop_assert!(
+                            attached.contains(&(digest.clone(), subj.clone())),
+                            "{digest} deleted before a referrer copy onto {subj}"
+                        );
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -574,7 +722,7 @@ fn the_generator_reaches_every_kind_of_plan() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups) = (0, 0, 0, 0, 0);
+    let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups, mut copies) = (0, 0, 0, 0, 0, 0);
     for _ in 0..2000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let index = build_index(&s);
@@ -590,6 +738,7 @@ fn the_generator_reaches_every_kind_of_plan() {
             policy: &policy,
             stale_holder: None,
             pushed_tag_immutable: false,
+            manifests: &read_manifests(&s),
         });
         deletes += p.actions.iter().filter(|a| a.is_delete()).count();
         moves += p
@@ -611,6 +760,11 @@ fn the_generator_reaches_every_kind_of_plan() {
             .filter(|a| matches!(a, Action::PutIndex { .. }))
             .count();
         superseded += usize::from(matches!(p.halted(), Some(SkipReason::Superseded { .. })));
+        copies += p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::PutReferrer { .. }))
+            .count();
         let cleanup = plan_cleanup(&CleanupInput {
             manifest: &index,
             classification: &c,
@@ -619,11 +773,12 @@ fn the_generator_reaches_every_kind_of_plan() {
             pushed_at_ms: Some(0),
             now_ms: 10_000_000_000,
             min_age_s: 3600,
+            manifests: &read_manifests(&s),
         });
         cleanups += usize::from(!cleanup.actions.is_empty());
     }
     assert!(
-        deletes > 50 && moves > 50 && puts > 50 && superseded > 20 && cleanups > 10,
-        "{deletes} {moves} {puts} {superseded} {cleanups}"
+        deletes > 50 && moves > 40 && puts > 50 && superseded > 20 && cleanups > 5 && copies > 50,
+        "{deletes} {moves} {puts} {superseded} {cleanups} {copies}"
     );
 }

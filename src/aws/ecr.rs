@@ -148,7 +148,7 @@ impl Registry for EcrRegistry {
         &self,
         repository: &RepositoryName,
         manifest: &RawManifest,
-        tag: &ImageTag,
+        tag: Option<&ImageTag>,
     ) -> Result<PutOutcome, RegistryError> {
         let text = std::str::from_utf8(manifest.bytes()).map_err(|e| RegistryError::InvalidResponse {
             operation: "PutImage",
@@ -161,7 +161,7 @@ impl Registry for EcrRegistry {
             .image_manifest(text)
             .image_manifest_media_type(manifest.media_type().as_str())
             .image_digest(manifest.digest().to_string())
-            .image_tag(tag.as_str())
+            .set_image_tag(tag.map(|t| t.as_str().to_owned()))
             .send()
             .await;
         match sent {

@@ -67,6 +67,19 @@ pub enum Action {
         /// The index it replaces.
         replaces: Digest,
     },
+    /// Store an attestation's referrer copy (untagged): the same statements
+    /// with `subject` = the image they describe (see [`crate::oci::referrer`]).
+    PutReferrer {
+        /// The copy, bytes included.
+        #[serde(rename = "digest", serialize_with = "manifest_digest")]
+        manifest: Box<RawManifest>,
+        /// The image it is attached to.
+        subject: Digest,
+        /// The attestation it copies.
+        attestation: Digest,
+        /// In-toto predicate types of its statements.
+        predicate_types: Vec<String>,
+    },
     /// Delete an image by digest.
     Delete {
         /// The image.
@@ -87,7 +100,7 @@ impl Action {
         match self {
             Action::AddTag { digest, .. } | Action::Delete { digest, .. } => digest,
             Action::MoveTag { to, .. } => to,
-            Action::PutIndex { manifest, .. } => manifest.digest(),
+            Action::PutIndex { manifest, .. } | Action::PutReferrer { manifest, .. } => manifest.digest(),
         }
     }
 
@@ -109,6 +122,16 @@ impl fmt::Display for Action {
             } => {
                 write!(f, "put index {} as {tag}, replacing {replaces}", manifest.digest())
             }
+            Action::PutReferrer {
+                manifest,
+                subject,
+                attestation,
+                ..
+            } => write!(
+                f,
+                "attach referrer {} (copy of {attestation}) to {subject}",
+                manifest.digest()
+            ),
             Action::Delete { digest, role } => {
                 let what = match role {
                     DeleteRole::Index => "index",

@@ -73,7 +73,7 @@ fn write_of(action: &Action) -> Option<Write<'_>> {
             expect: Some(replaces),
             role: Some(TagRole::Pushed),
         }),
-        Action::Delete { .. } => None,
+        Action::Delete { .. } | Action::PutReferrer { .. } => None,
     }
 }
 
@@ -104,10 +104,97 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 return Applied::Done;
             }
         }
+        let referrers: Vec<&Action> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::PutReferrer { .. }))
+            .collect();
+        let attached = if referrers.is_empty() {
+            Ok(())
+        } else {
+            self.attach_referrers(job, &referrers, record).await
+        };
         if !deletes.is_empty() {
-            self.delete_all(job, &deletes, record).await;
+            match attached {
+                Ok(()) => self.delete_all(job, &deletes, record).await,
+                Err(why) => {
+                    for a in deletes {
+                        let reason = format!("kept: the referrer copies are not in place ({why})");
+                        push(&mut record.actions, a, ActionOutcome::Skipped { reason });
+                    }
+                }
+            }
         }
         Applied::Done
+    }
+
+    /// Stores the referrer copies (untagged; one already stored is not
+    /// written again), then checks that ECR lists each for its image. Only
+    /// then may the attestations they copy be deleted.
+    async fn attach_referrers(&self, job: &Job, actions: &[&Action], record: &mut AuditRecord) -> Result<(), String> {
+        let repo = &job.repository;
+        let digests: Vec<Digest> = actions.iter().map(|a| a.target().clone()).collect();
+        let existing = match self.retry(|| self.registry.describe_images(repo, &digests)).await {
+            Ok(info) => info,
+            Err(e) => {
+                for a in actions {
+                    push(&mut record.actions, a, ActionOutcome::Failed((&e).into()));
+                }
+                return Err(e.to_string());
+            }
+        };
+        let mut to_put = Vec::new();
+        for a in actions {
+            if matches!(existing.get(a.target()), Some(Some(_))) {
+                push(&mut record.actions, a, ActionOutcome::Already);
+            } else {
+                to_put.push(*a);
+            }
+        }
+        self.registry.reserve_puts(to_put.len()).await;
+        let mut failed = None;
+        for a in to_put {
+            let Action::PutReferrer { manifest, .. } = a else {
+                continue;
+            };
+            let outcome = match self.retry(|| self.registry.put_image(repo, manifest, None)).await {
+                Ok(PutOutcome::Stored) => ActionOutcome::Applied,
+                Ok(PutOutcome::AlreadyExists) => ActionOutcome::Already,
+                Err(e) => {
+                    failed = Some(format!("{}: {e}", manifest.digest()));
+                    ActionOutcome::Failed((&e).into())
+                }
+            };
+            push(&mut record.actions, a, outcome);
+        }
+        if let Some(why) = failed {
+            return Err(why);
+        }
+        let mut by_subject: BTreeMap<&Digest, Vec<&Digest>> = BTreeMap::new();
+        for a in actions {
+            if let Action::PutReferrer { manifest, subject, .. } = a {
+                by_subject.entry(subject).or_default().push(manifest.digest());
+            }
+        }
+        for (subject, copies) in by_subject {
+            let mut attempt: u32 = 1;
+            loop {
+                let listed = self
+                    .retry(|| self.registry.list_referrers(repo, subject))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let missing: Vec<&&Digest> = copies.iter().filter(|c| !listed.contains(c)).collect();
+                if missing.is_empty() {
+                    break;
+                }
+                if attempt >= 3 {
+                    return Err(format!("ListImageReferrers does not list {} for {subject}", missing[0]));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+        }
+        Ok(())
     }
 
     async fn write_all(
@@ -205,7 +292,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 // The residual window: from the check to this write's request.
                 let window_ms = checked_at.elapsed().as_secs_f64() * 1000.0;
                 tracing::debug!(tag = %w.tag, window_ms, "precondition window");
-                match self.registry.put_image(repo, manifest, w.tag).await {
+                match self.registry.put_image(repo, manifest, Some(w.tag)).await {
                     Ok(PutOutcome::Stored) => push(records, w.action, ActionOutcome::Applied),
                     Ok(PutOutcome::AlreadyExists) => push(records, w.action, ActionOutcome::Already),
                     Err(RegistryError::TagImmutable { .. }) => match w.role {

@@ -22,11 +22,15 @@
 //! Runnable images are never deleted, nor anything tagged or still listed by
 //! an index (the same [`mod@crate::engine::plan`] rules the per-push path uses).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish, runnables};
+use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::view::RepositoryView;
-use crate::oci::classify::{Classification, ManifestKind, classify_manifest};
+use crate::oci::classify::{Classification, ClassifiedEntry, ManifestKind, classify_manifest};
+use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
-use crate::policy::{Mode, Policy};
+use crate::policy::{Mode, Policy, Provenance};
 
 /// Default minimum age of a cleanup candidate: far longer than the gap
 /// between the manifests of one push and its index.
@@ -50,6 +54,8 @@ pub struct CleanupInput<'a> {
     pub now_ms: i64,
     /// Candidates younger than this are left alone.
     pub min_age_s: u64,
+    /// The manifests read (an index's entries), for referrer copies.
+    pub manifests: &'a BTreeMap<Digest, RawManifest>,
 }
 
 /// Plans the cleanup of one candidate: deletions, or a halt saying why not.
@@ -62,6 +68,7 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         pushed_at_ms,
         now_ms,
         min_age_s,
+        manifests,
     } = *input;
     let mut p = Plan::new(policy);
     if policy.mode == Mode::Observe || !policy.delete_orphans {
@@ -107,13 +114,31 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         p.notes.push(
             "an untagged index one of whose runnable images is tagged: left by an earlier remediation".to_owned(),
         );
-        deletions(&mut p, classification, d, view);
+        let coverage = if policy.provenance == Provenance::Referrers {
+            // The images the remediation made deployable keep their provenance.
+            let kept: BTreeSet<&Digest> = runnables(classification)
+                .into_iter()
+                .map(ClassifiedEntry::digest)
+                .filter(|d| view.tags_of(d).is_some_and(|t| !t.is_empty()))
+                .collect();
+            referrer_copies(&mut p, classification, manifests, view, &kept)
+        } else {
+            Coverage::default()
+        };
+        deletions(&mut p, classification, d, view, &coverage);
         return finish(p, policy);
     }
     match classify_manifest(manifest.manifest()) {
         ManifestKind::Attestation {
             subject: Some(subject), ..
         } if view.contains(&subject) => p.halt(SkipReason::AttachedReferrer { subject }),
+        ManifestKind::Attestation { .. } if policy.provenance == Provenance::Referrers => {
+            // Its image cannot be told from the manifest (the index that said
+            // so is gone): deleting it would lose the provenance.
+            p.halt(SkipReason::ProvenanceUncovered {
+                why: "provenance = referrers: an orphaned attestation's image is not known, so it is kept".to_owned(),
+            })
+        }
         ManifestKind::Attestation { .. } => {
             let by = view.referrers(d, None);
             if !by.is_empty() {

@@ -35,6 +35,7 @@ mod apply;
 pub mod audit;
 pub mod cleanup;
 pub mod plan;
+pub mod provenance;
 mod read;
 pub mod registry;
 pub mod retry;
@@ -166,6 +167,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 policy,
                 stale_holder: snapshot.stale_holder.as_ref(),
                 pushed_tag_immutable,
+                manifests: &snapshot.known,
             });
             if let Some(p) = record.policy.as_mut() {
                 p.mode = the_plan.mode;
@@ -228,6 +230,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             pushed_at_ms: candidate.pushed_at_ms,
             now_ms,
             min_age_s,
+            manifests: &candidate.known,
         });
         record.skipped = the_plan.skipped.clone();
         record.notes = the_plan.notes.clone();

@@ -23,12 +23,13 @@ use std::fmt;
 use serde::Serialize;
 
 pub use crate::engine::action::{Action, DeleteRole, TagRole};
+use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
-use crate::policy::{Mode, Policy};
+use crate::policy::{Mode, Policy, Provenance};
 
 /// Why something was not done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,6 +161,17 @@ pub enum SkipReason {
         /// What it is (`image`, `signature`, `artifact`).
         kind: String,
     },
+    /// The referrer copy of an attestation could not be built.
+    ReferrerCopyFailed {
+        /// Why.
+        error: String,
+    },
+    /// `provenance = referrers` and an attestation of a kept image has no
+    /// referrer copy: nothing is deleted, so the index keeps it reachable.
+    ProvenanceUncovered {
+        /// Which attestation and why.
+        why: String,
+    },
     /// The plan's own actions could not be replayed on the view (a bug or a racing change).
     Conflict {
         /// Why.
@@ -243,6 +255,8 @@ impl fmt::Display for SkipReason {
             SkipReason::MaxDeletes { planned, max } => {
                 write!(f, "{planned} deletions planned, over max_deletes = {max}")
             }
+            SkipReason::ReferrerCopyFailed { error } => write!(f, "cannot build the referrer copy: {error}"),
+            SkipReason::ProvenanceUncovered { why } => write!(f, "nothing deleted: {why}"),
             SkipReason::Conflict { error } => write!(f, "state conflict: {error}"),
         }
     }
@@ -350,6 +364,9 @@ pub struct PlanInput<'a> {
     /// Set when ECR refused to move the pushed tag (tag immutability): the
     /// planner falls back to tag mode.
     pub pushed_tag_immutable: bool,
+    /// The entries' manifests the reader fetched, bytes as stored (needed
+    /// for referrer copies; entries not in it get none).
+    pub manifests: &'a BTreeMap<Digest, RawManifest>,
 }
 
 enum Target<'a> {
@@ -467,6 +484,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         policy,
         stale_holder,
         pushed_tag_immutable,
+        manifests,
     } = *input;
     let mut p = Plan::new(policy);
     if policy.mode == Mode::Observe {
@@ -577,6 +595,30 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
 
+    let coverage = if policy.provenance == Provenance::Referrers {
+        // The images that stay deployable: the promoted one, and any other
+        // that something else still tags or lists (its provenance is not
+        // ours to drop); in tag and strip modes, every runnable entry.
+        let kept: BTreeSet<&Digest> = match &target {
+            Target::Promote(e) => runnables(classification)
+                .into_iter()
+                .map(ClassifiedEntry::digest)
+                .filter(|d| {
+                    *d == e.digest()
+                        || view.tags_of(d).is_some_and(|t| !t.is_empty())
+                        || !view.referrers(d, Some(idx)).is_empty()
+                })
+                .collect(),
+            Target::Tag | Target::Strip(_) => runnables(classification)
+                .into_iter()
+                .map(ClassifiedEntry::digest)
+                .filter(|d| view.contains(d))
+                .collect(),
+        };
+        referrer_copies(&mut p, classification, manifests, view, &kept)
+    } else {
+        Coverage::default()
+    };
     if policy.delete_orphans {
         if p.mode == Mode::Tag {
             p.notes.push(
@@ -584,7 +626,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     .to_owned(),
             );
         } else {
-            deletions(&mut p, classification, idx, view);
+            deletions(&mut p, classification, idx, view, &coverage);
         }
     }
     finish(p, policy)
@@ -724,7 +766,11 @@ fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &Reposit
     }
 }
 
-pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView) {
+pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView, coverage: &Coverage) {
+    if let Some(why) = &coverage.blocked {
+        p.skip_entry(idx, SkipReason::ProvenanceUncovered { why: why.clone() });
+        return;
+    }
     let mut after = view.clone();
     for a in &p.actions {
         if let Err(e) = after.apply(a) {
@@ -771,6 +817,17 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
     {
         let d = e.digest();
         if !seen.insert(d) {
+            continue;
+        }
+        if coverage.attached.contains(d) {
+            if let EntryClass::Attestation { subject: Some(subject) } = &e.class {
+                p.skip_entry(
+                    d,
+                    SkipReason::AttachedReferrer {
+                        subject: subject.clone(),
+                    },
+                );
+            }
             continue;
         }
         if protected.contains(d) {

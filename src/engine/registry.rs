@@ -203,12 +203,12 @@ pub trait Registry: Sync {
         ids: &[ImageRef],
     ) -> impl Future<Output = Result<Fetched, RegistryError>> + Send;
 
-    /// Stores `manifest` (byte for byte) with `tag` (`PutImage`).
+    /// Stores `manifest` (byte for byte) with `tag`, or untagged (`PutImage`).
     fn put_image(
         &self,
         repository: &RepositoryName,
         manifest: &RawManifest,
-        tag: &ImageTag,
+        tag: Option<&ImageTag>,
     ) -> impl Future<Output = Result<PutOutcome, RegistryError>> + Send;
 
     /// Deletes images by digest (`BatchDeleteImage` in chunks of ≤ 100), in order.

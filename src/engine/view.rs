@@ -184,6 +184,11 @@ impl RepositoryView {
                 self.insert_index(digest.clone(), children);
                 self.put_tag(tag, &digest);
             }
+            Action::PutReferrer { manifest, .. } => {
+                // An untagged artifact; ECR accepts a subject it does not hold yet.
+                self.images.entry(manifest.digest().clone()).or_default();
+                self.kinds.insert(manifest.digest().clone(), Held::Other);
+            }
             Action::Delete { digest, .. } => {
                 if !self.contains(digest) {
                     return Err(ViewError::ImageNotFound(digest.clone()));

@@ -119,6 +119,29 @@ impl fmt::Display for PlatformSelector {
     }
 }
 
+/// Where provenance and SBOM attestations live once the tag moves off the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// In the original index (kept under the keep tag, or deleted with it).
+    #[default]
+    Index,
+    /// Copied as OCI referrers of the image each describes, verified listed
+    /// before the index and its attestations may be deleted.
+    Referrers,
+}
+
+impl Provenance {
+    /// Parses `index` or `referrers`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "index" => Some(Provenance::Index),
+            "referrers" => Some(Provenance::Referrers),
+            _ => None,
+        }
+    }
+}
+
 /// The default cap on deletions per image.
 pub const DEFAULT_MAX_DELETES: u32 = 10;
 
@@ -141,6 +164,8 @@ pub struct Policy {
     pub max_deletes: u32,
     /// Plan and record, write nothing.
     pub dry_run: bool,
+    /// Where attestations of a remediated image are kept.
+    pub provenance: Provenance,
 }
 
 impl Default for Policy {
@@ -154,6 +179,7 @@ impl Default for Policy {
             delete_orphans: false,
             max_deletes: DEFAULT_MAX_DELETES,
             dry_run: false,
+            provenance: Provenance::Index,
         }
     }
 }
@@ -284,6 +310,7 @@ impl PolicySet {
             delete_orphans: bool_var(ENV_DELETE_ORPHANS)?,
             max_deletes,
             dry_run: bool_var(ENV_DRY_RUN)?,
+            provenance: get(ENV_PROVENANCE).map(str::to_owned),
         };
         let default = settings.apply_to_env(&Policy::default())?;
         Ok(PolicySet {
@@ -309,9 +336,11 @@ pub const ENV_DELETE_ORPHANS: &str = "ECR_REMEDIATOR_DELETE_ORPHANS";
 pub const ENV_MAX_DELETES: &str = "ECR_REMEDIATOR_MAX_DELETES";
 /// `true` to plan without writing.
 pub const ENV_DRY_RUN: &str = "ECR_REMEDIATOR_DRY_RUN";
+/// `index` (default) or `referrers`.
+pub const ENV_PROVENANCE: &str = "ECR_REMEDIATOR_PROVENANCE";
 
 /// Every policy variable.
-pub const ENV_VARS: [&str; 8] = [
+pub const ENV_VARS: [&str; 9] = [
     ENV_POLICY_FILE,
     ENV_MODE,
     ENV_TAG_TEMPLATE,
@@ -320,6 +349,7 @@ pub const ENV_VARS: [&str; 8] = [
     ENV_DELETE_ORPHANS,
     ENV_MAX_DELETES,
     ENV_DRY_RUN,
+    ENV_PROVENANCE,
 ];
 
 /// Loads the policy from the environment: from the file named by
@@ -430,6 +460,7 @@ struct SettingsDoc {
     delete_orphans: Option<bool>,
     max_deletes: Option<u32>,
     dry_run: Option<bool>,
+    provenance: Option<String>,
 }
 
 /// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
@@ -447,6 +478,7 @@ struct RuleDoc {
     delete_orphans: Option<bool>,
     max_deletes: Option<u32>,
     dry_run: Option<bool>,
+    provenance: Option<String>,
 }
 
 impl RuleDoc {
@@ -459,6 +491,7 @@ impl RuleDoc {
             delete_orphans: self.delete_orphans,
             max_deletes: self.max_deletes,
             dry_run: self.dry_run,
+            provenance: self.provenance.clone(),
         }
     }
 }
@@ -482,6 +515,7 @@ impl SettingsDoc {
                 "promote_platform" => ENV_PROMOTE_PLATFORM,
                 "delete_orphans" => ENV_DELETE_ORPHANS,
                 "max_deletes" => ENV_MAX_DELETES,
+                "provenance" => ENV_PROVENANCE,
                 _ => ENV_DRY_RUN,
             }
             .to_owned()
@@ -534,6 +568,14 @@ impl SettingsDoc {
         }
         if let Some(d) = self.dry_run {
             p.dry_run = d;
+        }
+        if let Some(v) = self.provenance {
+            p.provenance = Provenance::parse(&v).ok_or_else(|| {
+                PolicyError::field(
+                    name("provenance"),
+                    format!("unknown provenance {v:?} (expected index or referrers)"),
+                )
+            })?;
         }
         Ok(p)
     }

@@ -69,6 +69,7 @@ impl Case {
             policy,
             stale_holder: None,
             pushed_tag_immutable: false,
+            manifests: &std::collections::BTreeMap::new(),
         })
     }
 }

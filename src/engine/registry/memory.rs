@@ -233,13 +233,17 @@ impl Registry for MemoryRegistry {
         &self,
         repository: &RepositoryName,
         manifest: &RawManifest,
-        tag: &ImageTag,
+        tag: Option<&ImageTag>,
     ) -> Result<PutOutcome, RegistryError> {
         self.with_repo("PutImage", repository, |repo| {
-            if repo.tags.get(tag) == Some(manifest.digest()) {
+            let done = match tag {
+                Some(tag) => repo.tags.get(tag) == Some(manifest.digest()),
+                None => repo.images.contains_key(manifest.digest()),
+            };
+            if done {
                 return Ok(PutOutcome::AlreadyExists);
             }
-            store(repo, manifest, Some(tag)).map(|()| PutOutcome::Stored)
+            store(repo, manifest, tag).map(|()| PutOutcome::Stored)
         })
     }
 
