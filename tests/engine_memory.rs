@@ -888,3 +888,91 @@ async fn cleanup_deletes_an_orphaned_attestation_but_never_a_listed_attached_or_
     );
     assert!(state(&reg).images.contains_key(orphan.digest()));
 }
+
+// ---- provenance = referrers ------------------------------------------------
+
+fn referrer_policies() -> PolicySet {
+    let mut p = policies(Mode::Promote, true, false);
+    p.default.provenance = ecr_remediator::policy::Provenance::Referrers;
+    p
+}
+
+#[tokio::test]
+async fn referrers_are_written_and_verified_before_the_attestation_is_deleted() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v1", &[]);
+    let audit = Audit::default();
+    let record = run(&reg, &audit, &referrer_policies(), &job(p.index.digest(), "v1")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    let kinds: Vec<&str> = record
+        .actions
+        .iter()
+        .map(|a| match a.action {
+            Action::PutReferrer { .. } => "referrer",
+            Action::Delete { .. } => "delete",
+            _ => "tag",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["tag", "referrer", "delete", "delete"], "{record:#?}");
+    let copy = record.actions[1].action.target().clone();
+    assert_eq!(reg.calls()["ListImageReferrers"], 1, "verified once");
+    let referrers = reg.list_referrers(&repo(), p.image.digest()).await.unwrap();
+    assert_eq!(referrers, vec![copy.clone()]);
+    let s = state(&reg);
+    assert!(s.images.contains_key(&copy) && !s.images.contains_key(p.attestation.digest()));
+    assert!(!s.images.contains_key(p.index.digest()));
+    // The checkpoint lists the deletions; the copy was already written.
+    let checkpoint = audit.records.lock().unwrap()[0].clone();
+    assert_eq!(checkpoint.outcome, Outcome::InProgress);
+}
+
+#[tokio::test]
+async fn an_unverified_referrer_keeps_the_index_and_its_attestations() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "b", "v1", &[]);
+    // ECR does not list the copy (here: it vanishes before every listing).
+    let image = p.image.digest().clone();
+    reg.on_call(move |op, _, repos| {
+        if op == "ListImageReferrers"
+            && let Some(r) = repos.get_mut("team/app")
+        {
+            let copies: Vec<Digest> = r
+                .images
+                .iter()
+                .filter(|(_, m)| match m.manifest() {
+                    ecr_remediator::oci::manifest::Manifest::Image(i) => {
+                        i.subject.as_ref().is_some_and(|s| s.digest == image)
+                    }
+                    _ => false,
+                })
+                .map(|(d, _)| d.clone())
+                .collect();
+            for d in copies {
+                r.images.remove(&d);
+            }
+        }
+    });
+    let record = handle(&reg, &referrer_policies(), &job(p.index.digest(), "v1")).await;
+    let s = state(&reg);
+    assert!(s.images.contains_key(p.index.digest()), "the index is kept");
+    assert!(s.images.contains_key(p.attestation.digest()), "its attestation is kept");
+    assert_eq!(
+        target(&reg, "v1").as_ref(),
+        Some(p.image.digest()),
+        "the tag still moved"
+    );
+    let skipped: Vec<&ActionOutcome> = record
+        .actions
+        .iter()
+        .filter(|a| a.action.is_delete())
+        .map(|a| &a.outcome)
+        .collect();
+    assert_eq!(skipped.len(), 2, "{record:#?}");
+    assert!(
+        skipped.iter().all(
+            |o| matches!(o, ActionOutcome::Skipped { reason } if reason.contains("referrer copies are not in place"))
+        ),
+        "{record:#?}"
+    );
+    assert_eq!(reg.calls()["ListImageReferrers"], 3, "listed again before giving up");
+}
