@@ -110,29 +110,64 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  PutImage {item.digest[:19]}…  tag={item.tag or '<none>'}  {item.media_type}")
         show(ecr, "before")
 
-        banner(f"ecr-remediator serve --mode {args.mode}{' --delete-orphans' if args.delete_orphans else ''} (until the queue is idle)")
-        cmd = [str(args.binary), "serve", "--queue-url", queues["pushes"], "--wait", "1", "--exit-when-idle", "--mode", args.mode]
-        if args.delete_orphans:
-            cmd.append("--delete-orphans")
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        for line in run.stdout.splitlines():
-            if line.startswith('{"audit_record"'):
-                continue
-            try:
-                entry = json.loads(line)
-                fields = entry.get("fields", {})
-                print(f"  [{entry.get('level')}] {fields.pop('message', '')} {json.dumps(fields) if fields else ''}")
-            except ValueError:
-                print(f"  {line}")
-        if run.returncode != 0:
-            print(run.stderr, file=sys.stderr)
+        def serve(mode: str, delete: bool, extra_env: dict[str, str]) -> int:
+            cmd = [str(args.binary), "serve", "--queue-url", queues["pushes"], "--wait", "1", "--exit-when-idle", "--mode", mode]
+            if delete:
+                cmd.append("--delete-orphans")
+            run = subprocess.run(cmd, env=env | extra_env, capture_output=True, text=True, timeout=300)
+            for line in run.stdout.splitlines():
+                if line.startswith('{"audit_record"') or '"_aws"' in line:
+                    continue  # the record (shown below) and its metrics line
+                try:
+                    entry = json.loads(line)
+                    fields = entry.get("fields", {})
+                    print(f"  [{entry.get('level')}] {fields.pop('message', '')} {json.dumps(fields) if fields else ''}")
+                except ValueError:
+                    print(f"  {line}")
+            if run.returncode != 0:
+                print(run.stderr, file=sys.stderr)
             return run.returncode
+
+        banner(f"ecr-remediator serve --mode {args.mode}{' --delete-orphans' if args.delete_orphans else ''} (until the queue is idle)")
+        code = serve(args.mode, args.delete_orphans, {})
+        if code != 0:
+            return code
         show(ecr, "after")
 
         banner("audit record (from the audit rule's queue)")
         reply = sqs.receive_message(QueueUrl=queues["audit"], MaxNumberOfMessages=10)
         for message in reply.get("Messages", []):
             print(json.dumps(json.loads(message["Body"])["detail"], indent=2))
+            sqs.delete_message(QueueUrl=queues["audit"], ReceiptHandle=message["ReceiptHandle"])
+
+        second = f"{REPOSITORY}-referrers"
+        banner(f"second pass, in {second}: push v8, then provenance = referrers, no keep tag, --delete-orphans")
+        ecr.create_repository(repositoryName=second)
+        layout = build_buildx_layout(["linux/arm64"], salt="demo-v8")
+        for item in push(ecr, second, layout, ["v8"]):
+            print(f"  PutImage {item.digest[:19]}…  tag={item.tag or '<none>'}  {item.media_type}")
+        code = serve("promote", True, {"ECR_REMEDIATOR_PROVENANCE": "referrers", "ECR_REMEDIATOR_KEEP_TAG": "false"})
+        if code != 0:
+            return code
+        v8 = ecr.describe_images(repositoryName=second, imageIds=[{"imageTag": "v8"}])["imageDetails"][0]
+        print(f"v8 -> {v8['imageDigest'][:19]}…  {v8['imageManifestMediaType']}  = runnable image manifest")
+        untagged = ecr.describe_images(repositoryName=second, filter={"tagStatus": "UNTAGGED"})["imageDetails"]
+        for d in untagged:
+            print(f"untagged: {d['imageDigest'][:19]}…  referrer of {d.get('subjectManifestDigest', '-')[:19]}…")
+        print(f"untagged images: {len(untagged)}, all referrers: {all('subjectManifestDigest' in d for d in untagged)}")
+        banner("aws ecr list-image-referrers --subject-id imageDigest=<v8>")
+        referrers = ecr.list_image_referrers(repositoryName=second, subjectId={"imageDigest": v8["imageDigest"]})["referrers"]
+        for r in referrers:
+            print(f"  {r['digest'][:19]}…  artifactType={r['artifactType']}  {r['size']} B  {r['artifactStatus']}")
+            manifest = json.loads(
+                ecr.batch_get_image(
+                    repositoryName=second, imageIds=[{"imageDigest": r["digest"]}], acceptedMediaTypes=[r["mediaType"]]
+                )["images"][0]["imageManifest"]
+            )
+            for layer in manifest["layers"]:
+                predicate = layer.get("annotations", {}).get("in-toto.io/predicate-type")
+                print(f"    statement {layer['digest'][:19]}…  {predicate}  (the pushed statement, unchanged)")
+            print(f"    subject {manifest['subject']['digest'][:19]}…")
         return 0
     finally:
         emulator.stop()
