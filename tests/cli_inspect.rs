@@ -81,6 +81,8 @@ fn image_manifest_has_no_entries_and_standalone_attestation_has_subject() {
         v["subject"],
         "sha256:73a961b1cc025a771134b89dab34385225d012e1edf7e91e2a8485e22bc88834"
     );
+    assert_eq!(v["referrer"], true, "a manifest with a subject is an OCI referrer");
+    assert!(!v["predicate_types"].as_array().unwrap().is_empty(), "{v}");
 }
 
 #[test]

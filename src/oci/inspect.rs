@@ -26,6 +26,13 @@ pub struct InspectReport {
     /// Subject of a standalone attestation, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+    /// True when the manifest names a `subject`: an OCI referrer, listed by
+    /// `ListImageReferrers` for that image and never an orphan while it exists.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub referrer: bool,
+    /// In-toto predicate types of an attestation's statements.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub predicate_types: Vec<String>,
     /// Entries of an index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<EntryReport>>,
@@ -68,15 +75,20 @@ impl From<&Classification> for InspectReport {
                 })
                 .collect()
         });
-        let subject = match &c.kind {
-            ManifestKind::Attestation { subject, .. } => subject.clone(),
-            _ => None,
+        let (subject, predicate_types) = match &c.kind {
+            ManifestKind::Attestation {
+                subject,
+                predicate_types,
+            } => (subject.clone(), predicate_types.clone()),
+            _ => (None, Vec::new()),
         };
         InspectReport {
             digest: c.digest.clone(),
             media_type: c.media_type.as_str().to_owned(),
             kind: c.kind.name(),
+            referrer: subject.is_some(),
             subject,
+            predicate_types,
             entries,
         }
     }
