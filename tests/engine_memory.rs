@@ -976,3 +976,31 @@ async fn an_unverified_referrer_keeps_the_index_and_its_attestations() {
     );
     assert_eq!(reg.calls()["ListImageReferrers"], 3, "listed again before giving up");
 }
+
+#[tokio::test]
+async fn a_leftover_index_is_cleaned_up_only_after_its_provenance_is_attached() {
+    let reg = registry(false);
+    let p = leftover_index(&reg, "ref-left", "v1");
+    let record = handle(&reg, &referrer_policies(), &cleanup_job(p.index.digest(), 0)).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    let copy = record
+        .actions
+        .iter()
+        .find(|a| matches!(a.action, Action::PutReferrer { .. }))
+        .map(|a| a.action.target().clone())
+        .expect("a referrer copy");
+    assert_eq!(
+        deleted(&record),
+        vec![p.index.digest().clone(), p.attestation.digest().clone()]
+    );
+    assert_eq!(
+        reg.list_referrers(&repo(), p.image.digest()).await.unwrap(),
+        vec![copy]
+    );
+    // Orphaned attestations of unknown images are kept under referrers.
+    let orphan = attestation("ref-orphan");
+    reg.push(&repo(), &orphan, None).unwrap();
+    let r = handle(&reg, &referrer_policies(), &cleanup_job(orphan.digest(), 0)).await;
+    assert_eq!(code(&r), "provenance_uncovered", "{r:#?}");
+    assert!(state(&reg).images.contains_key(orphan.digest()));
+}
