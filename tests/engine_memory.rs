@@ -993,10 +993,7 @@ async fn a_leftover_index_is_cleaned_up_only_after_its_provenance_is_attached() 
         deleted(&record),
         vec![p.index.digest().clone(), p.attestation.digest().clone()]
     );
-    assert_eq!(
-        reg.list_referrers(&repo(), p.image.digest()).await.unwrap(),
-        vec![copy]
-    );
+    assert_eq!(reg.list_referrers(&repo(), p.image.digest()).await.unwrap(), vec![copy]);
     // Orphaned attestations of unknown images are kept under referrers.
     let orphan = attestation("ref-orphan");
     reg.push(&repo(), &orphan, None).unwrap();
