@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in referrers:
             print(f"  {r['digest'][:19]}…  artifactType={r['artifactType']}  {r['size']} B  {r['artifactStatus']}")
             manifest = json.loads(
-                ecr.batch_get_image(
-                    repositoryName=second, imageIds=[{"imageDigest": r["digest"]}], acceptedMediaTypes=[r["mediaType"]]
-                )["images"][0]["imageManifest"]
+                ecr.batch_get_image(repositoryName=second, imageIds=[{"imageDigest": r["digest"]}], acceptedMediaTypes=[r["mediaType"]])[
+                    "images"
+                ][0]["imageManifest"]
             )
             for layer in manifest["layers"]:
                 predicate = layer.get("annotations", {}).get("in-toto.io/predicate-type")
