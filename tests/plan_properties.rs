@@ -574,7 +574,21 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         "a cleanup only deletes (attaching referrers first): {:?}",
         p.actions
     );
-    referrer_invariants(s, &index, &classification, &view, &p)?;
+    if let Err(e) = referrer_invariants(s, &index, &classification, &view, &p) {
+        if std::env::var_os("DEBUG_PLAN").is_some() {
+            eprintln!(
+                "ACTIONS {:#?}\nSKIPPED {:#?}\nCLASS {:#?}",
+                p.actions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                p.skipped,
+                classification
+                    .entries
+                    .iter()
+                    .map(|e| (e.digest().to_string(), format!("{:?}", e.class)))
+                    .collect::<Vec<_>>()
+            );
+        }
+        return Err(e);
+    }
     if deletes.is_empty() {
         return Ok(());
     }

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish, runnables};
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::view::RepositoryView;
-use crate::oci::classify::{Classification, ClassifiedEntry, ManifestKind, classify_manifest};
+use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass, ManifestKind, classify_manifest};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::policy::{Mode, Policy, Provenance};
@@ -116,10 +116,12 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         );
         let coverage = if policy.provenance == Provenance::Referrers {
             // The images the remediation made deployable keep their provenance.
-            let kept: BTreeSet<&Digest> = runnables(classification)
-                .into_iter()
+            let kept: BTreeSet<&Digest> = classification
+                .entries
+                .iter()
+                .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
                 .map(ClassifiedEntry::digest)
-                .filter(|d| view.tags_of(d).is_some_and(|t| !t.is_empty()))
+                .filter(|e| view.tags_of(e).is_some_and(|t| !t.is_empty()) || !view.referrers(e, Some(d)).is_empty())
                 .collect();
             referrer_copies(&mut p, classification, manifests, view, &kept)
         } else {

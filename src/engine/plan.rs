@@ -599,21 +599,22 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         // The images that stay deployable: the promoted one, and any other
         // that something else still tags or lists (its provenance is not
         // ours to drop); in tag and strip modes, every runnable entry.
+        // Every entry classified runnable, even one also listed under a
+        // protected class: its provenance is not ours to drop either.
+        let listed_runnable = classification
+            .entries
+            .iter()
+            .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+            .map(ClassifiedEntry::digest);
         let kept: BTreeSet<&Digest> = match &target {
-            Target::Promote(e) => runnables(classification)
-                .into_iter()
-                .map(ClassifiedEntry::digest)
+            Target::Promote(e) => listed_runnable
                 .filter(|d| {
                     *d == e.digest()
                         || view.tags_of(d).is_some_and(|t| !t.is_empty())
                         || !view.referrers(d, Some(idx)).is_empty()
                 })
                 .collect(),
-            Target::Tag | Target::Strip(_) => runnables(classification)
-                .into_iter()
-                .map(ClassifiedEntry::digest)
-                .filter(|d| view.contains(d))
-                .collect(),
+            Target::Tag | Target::Strip(_) => listed_runnable.filter(|d| view.contains(d)).collect(),
         };
         referrer_copies(&mut p, classification, manifests, view, &kept)
     } else {
