@@ -293,7 +293,8 @@ def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> 
         actions = [a for s in policy_statements(clients, deployed) for a in as_list(s["Action"])]
         assert "ecr:PutImage" in actions
         assert "ecr:BatchDeleteImage" not in actions
-        assert "ecr:ListImageReferrers" in actions, "referrer copies are verified before deleting"
+        # ListImageReferrers (verifying referrer copies) is authorised by ecr:BatchGetImage; there is no IAM action of its own.
+        assert "ecr:BatchGetImage" in actions and "ecr:ListImageReferrers" not in actions
         env = clients["lambda"].get_function_configuration(FunctionName=deployed["outputs"]["FunctionName"])["Environment"]["Variables"]
         assert env["ECR_REMEDIATOR_MODE"] == "tag" and env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "false"
         assert env["ECR_REMEDIATOR_PROVENANCE"] == "index", "referrers only once chosen"
