@@ -85,7 +85,7 @@ $(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt infra/constraints-che
 
 .PHONY: validate
 validate: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## cfn-lint, sam validate --lint and checkov on infra/ (no AWS account needed)
-	$(SAM_VENV)/bin/cfn-lint infra/template.yaml
+	$(SAM_VENV)/bin/cfn-lint infra/template.yaml infra/member.yaml
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template infra/template.yaml --region $(AWS_REGION)
 	$(CHECKOV_VENV)/bin/checkov --directory infra --framework cloudformation --quiet --compact --skip-download
 

@@ -350,3 +350,76 @@ def test_operations_dashboard_and_failed_records_alarm(stack: Stack, clients: di
     env = clients["lambda"].get_function_configuration(FunctionName=stack["outputs"]["FunctionName"])["Environment"]["Variables"]
     assert env["ECR_REMEDIATOR_METRICS_NAMESPACE"] == "ECRRemediator"
     assert str(env["ECR_REMEDIATOR_METRICS_PER_REPOSITORY"]).lower() == "false"
+
+
+MEMBER = Path(__file__).resolve().parents[2] / "infra" / "member.yaml"
+HUB_ROLE = "arn:aws:iam::111111111111:role/hub-function"
+HUB_QUEUE = "arn:aws:sqs:us-east-1:111111111111:hub-pushes"
+
+
+def member_template() -> dict[str, Any]:
+    from cfnlint.decode import cfn_yaml
+
+    return json.loads(json.dumps(cfn_yaml.load(str(MEMBER))))
+
+
+def statements_of(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+def test_the_member_template_is_plain_cloudformation_with_no_wildcard_writes() -> None:
+    template = member_template()
+    assert "Transform" not in template, "service-managed StackSets refuse templates with a Transform"
+    writes = {"ecr:PutImage", "ecr:BatchDeleteImage", "sqs:SendMessage"}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for statement in statements_of(resource):
+            if not isinstance(statement, dict) or "Action" not in statement:
+                continue  # a conditional statement (Fn::If)
+            # Conditional actions ({"Fn::If": [cond, action, NoValue]}) count as their action.
+            actions = {a if isinstance(a, str) else a["Fn::If"][1] for a in as_list(statement["Action"])}
+            if actions & writes:
+                assert "*" not in as_list(statement["Resource"]), f"{name}: a write action on *"
+
+
+def test_the_member_stack_forwards_index_pushes_and_trusts_only_the_hub_function(clients: dict[str, Any]) -> None:
+    cf, events, iam = clients["cloudformation"], clients["events"], clients["iam"]
+    params = {
+        "HubAccountId": "111111111111",
+        "HubQueueArn": HUB_QUEUE,
+        "HubFunctionRoleArn": HUB_ROLE,
+        "ExternalId": "an-external-id-of-16+",
+        "RepositoryPrefixes": "team-a/",
+    }
+    cf.create_stack(
+        StackName="member",
+        TemplateBody=MEMBER.read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    try:
+        stack = cf.describe_stacks(StackName="member")["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+        resources = {
+            r["LogicalResourceId"]: r["PhysicalResourceId"] for r in cf.list_stack_resources(StackName="member")["StackResourceSummaries"]
+        }
+        rule = events.describe_rule(Name=resources["ForwardRule"])
+        pattern = json.loads(rule["EventPattern"])
+        assert pattern["detail"]["repository-name"] == [{"prefix": "team-a/"}]
+        assert pattern["detail"]["image-tag"] == [{"anything-but": {"suffix": "-index"}}]
+        targets = events.list_targets_by_rule(Rule=resources["ForwardRule"])["Targets"]
+        assert [(t["Arn"], "RoleArn" in t) for t in targets] == [(HUB_QUEUE, True)]
+        role = iam.get_role(RoleName="ecr-remediator-member")["Role"]
+        trust = role["AssumeRolePolicyDocument"]
+        trust = json.loads(trust) if isinstance(trust, str) else trust
+        condition = trust["Statement"][0]["Condition"]["StringEquals"]
+        assert condition == {"sts:ExternalId": "an-external-id-of-16+", "aws:PrincipalArn": HUB_ROLE}
+        assert trust["Statement"][0]["Principal"] == {"AWS": "arn:aws:iam::111111111111:root"}
+    finally:
+        cf.delete_stack(StackName="member")
+    # Deletion is granted only when the hub's policy deletes.
+    template = member_template()
+    role = template["Resources"]["MemberRole"]
+    actions = as_list(statements_of(role)[0]["Action"])
+    assert {"Fn::If": ["DeleteEnabled", "ecr:BatchDeleteImage", {"Ref": "AWS::NoValue"}]} in actions
