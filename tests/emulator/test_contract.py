@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 import urllib.error
+import uuid
 from typing import Any
 
 import pytest
@@ -555,3 +556,57 @@ def test_a_subject_that_is_not_a_descriptor_is_refused(ecr: Any, repo: str, salt
     with pytest.raises(ClientError) as err:
         push(ecr, repo, layout, [])
     assert error_code(err) == "InvalidParameterException"
+
+
+def test_assume_role_follows_the_trust_policy_and_acts_in_the_role_account(client_factory: Any, aws_session: Any, emulator: Any) -> None:
+    """A member role (as infra/member.yaml makes it): trusted for one principal with an external id."""
+    if emulator is None:
+        pytest.skip("creates IAM roles in a second account")
+    import boto3
+
+    sts = client_factory("sts")
+    me = sts.get_caller_identity()
+    member_keys = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/OrganizationAccountAccessRole", RoleSessionName="setup")
+    # As in an account AWS Organizations created, its OrganizationAccountAccessRole trusts the management
+    # account (the emulator's default): act there to create the member role, then assume that as the hub.
+    assert member_keys["Credentials"]["AccessKeyId"]
+    creds = member_keys["Credentials"]
+    member = boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name="us-east-1",
+    )
+    iam = member.client("iam", endpoint_url=emulator.url)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{me['Account']}:root"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": "hub-secret-0123456789", "aws:PrincipalArn": me["Arn"]}},
+            }
+        ],
+    }
+    iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(trust))
+    role = "arn:aws:iam::222222222222:role/ecr-remediator-member"
+    for bad in ({}, {"ExternalId": "wrong-secret-0123456789"}):
+        with pytest.raises(ClientError) as err:
+            sts.assume_role(RoleArn=role, RoleSessionName="hub", **bad)
+        assert error_code(err) == "AccessDenied"
+    with pytest.raises(ClientError) as err:
+        sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/missing", RoleSessionName="hub", ExternalId="x" * 16)
+    assert error_code(err) == "AccessDenied"
+    got = sts.assume_role(RoleArn=role, RoleSessionName="hub", ExternalId="hub-secret-0123456789")["Credentials"]
+    acting = boto3.Session(
+        aws_access_key_id=got["AccessKeyId"],
+        aws_secret_access_key=got["SecretAccessKey"],
+        aws_session_token=got["SessionToken"],
+        region_name="us-east-1",
+    )
+    assert acting.client("sts", endpoint_url=emulator.url).get_caller_identity()["Account"] == "222222222222"
+    name = "member-" + uuid.uuid4().hex[:8]
+    acting.client("ecr", endpoint_url=emulator.url).create_repository(repositoryName=name)
+    mine = [r["repositoryName"] for r in client_factory("ecr").describe_repositories()["repositories"]]
+    assert name not in mine, "the repository is in the member account, not the caller's"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import io
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.cloudformation import parsing as moto_cfn_parsing
 from moto.events import models as moto_events_models
@@ -35,6 +37,7 @@ from . import __version__
 from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
 from .registry import EcrError, Registry
+from .trust import check as trust_check
 
 log = logging.getLogger("ecr_emulator")
 
@@ -42,6 +45,8 @@ ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921."
 SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
+#: The role AWS Organizations creates in the accounts it creates, trusting the management account.
+ORG_ACCESS_ROLE = "OrganizationAccountAccessRole"
 #: The CloudWatch Logs Insights operations the emulator answers itself.
 INSIGHTS_TARGETS = {f"Logs_20140328.{op}" for op in ("StartQuery", "GetQueryResults", "StopQuery")}
 
@@ -181,7 +186,52 @@ class Emulator:
                 return self._insights(request, operation, access_key, region)(environ, start_response)
         if request.path == "/moto-api/reset":
             self.reset_ecr()
+        if request.method == "POST" and "sts" in request.headers.get("Authorization", ""):
+            refused = self._refuse_assume_role(request)
+            if refused is not None:
+                return refused(environ, start_response)
         return self._moto(environ, start_response)
+
+    def _refuse_assume_role(self, request: Request) -> Response | None:
+        """``AccessDenied`` for an ``AssumeRole`` IAM would refuse (see ``trust.py``); None to let moto answer."""
+        access_key, region, service = self._scope(request)
+        if service != "sts":
+            return None
+        data = request.get_data(cache=True)
+        # Put the body back for moto, which reads the WSGI input itself.
+        request.environ["wsgi.input"] = io.BytesIO(data)
+        form = {k: v[0] for k, v in parse_qs(data.decode("utf-8", "replace")).items()}
+        if form.get("Action") != "AssumeRole":
+            return None
+        from moto.iam.models import iam_backends
+        from moto.sts.models import sts_backends
+
+        role_arn = form.get("RoleArn") or ""
+        match = re.match(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:.*/)?([^/]+)$", role_arn)
+        caller_account = get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT
+        _, caller_arn, caller_account = sts_backends[caller_account]["aws"].get_caller_identity(access_key, region)
+        why = None
+        if match is None:
+            why = f"{role_arn!r} is not a role ARN"
+        else:
+            try:
+                role = iam_backends[match.group(2)]["aws"].get_role_by_arn(role_arn)
+            except Exception:  # moto raises its own IAMNotFoundException
+                # Like an account AWS Organizations created: its admin role trusts the
+                # management account (the emulator's default account).
+                if not (match.group(3) == ORG_ACCESS_ROLE and caller_account == DEFAULT_ACCOUNT):
+                    why = f"the role {role_arn} does not exist"
+            else:
+                why = trust_check(role.assume_role_policy_document, caller_account, caller_arn, form.get("ExternalId"))
+        if why is None:
+            return None
+        log.info("STS AssumeRole %s by %s refused: %s", role_arn, caller_arn, why)
+        body = (
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            f"<Code>AccessDenied</Code><Message>User: {caller_arn} is not authorized to perform: sts:AssumeRole on resource: "
+            f"{role_arn} ({why})</Message></Error><RequestId>ecr-emulator</RequestId></ErrorResponse>"
+        )
+        return Response(body, status=403, content_type="text/xml")
 
     @staticmethod
     def _repository_of(request: Request) -> str | None:
