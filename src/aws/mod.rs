@@ -20,6 +20,7 @@ use crate::service::handler::Handler;
 pub mod audit;
 pub mod ecr;
 pub mod logs;
+pub mod members;
 pub mod sqs;
 
 /// Loads the shared AWS configuration: the standard chain (so
@@ -82,6 +83,19 @@ pub fn handler_with(
     h.retry = RetryPolicy::with_attempts(config.max_attempts);
     h.max_receive_count = config.max_receive_count;
     h.metrics = config.metrics.clone();
+    if let Some(m) = &config.members {
+        let access = members::MemberAccess {
+            role_name: m.role_name.clone(),
+            external_id: m.external_id.clone(),
+        };
+        h.members = Some(std::sync::Arc::new(members::MemberRegistries::new(
+            sdk,
+            access,
+            config.put_tps,
+            config.put_burst,
+        )));
+        h.own_account = Some(m.own_account.clone());
+    }
     h
 }
 

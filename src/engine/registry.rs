@@ -193,6 +193,19 @@ impl RegistryError {
     }
 }
 
+/// Registries of other accounts (an organisation's members), each reached
+/// through a role there: one per account, kept, so each has its own
+/// credentials (refreshed before they expire) and its own `PutImage` pacing.
+pub trait AccountRegistries<R>: Send + Sync + std::fmt::Debug {
+    /// The registry of `account` in this region. An error (the role is
+    /// missing, does not trust the caller, the external id is wrong) is for
+    /// that account alone.
+    fn registry_for<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<std::sync::Arc<R>, RegistryError>> + Send + 'a>>;
+}
+
 /// The registry operations the service uses.
 pub trait Registry: Sync {
     /// Reads images by digest or tag in one call (`BatchGetImage`, ≤ 100 ids;

@@ -30,6 +30,14 @@ pub const ENV_METRICS_NAMESPACE: &str = "ECR_REMEDIATOR_METRICS_NAMESPACE";
 /// `true` to add per-repository metrics (default `false`: one custom metric per repository).
 pub const ENV_METRICS_PER_REPOSITORY: &str = "ECR_REMEDIATOR_METRICS_PER_REPOSITORY";
 
+/// Organisation-wide hub: the role to assume in member accounts (its name,
+/// the same in each; see `infra/member.yaml`). Unset: act in this account only.
+pub const ENV_MEMBER_ROLE: &str = "ECR_REMEDIATOR_MEMBER_ROLE";
+/// The `sts:ExternalId` the member role requires (at least 16 characters).
+pub const ENV_EXTERNAL_ID: &str = "ECR_REMEDIATOR_EXTERNAL_ID";
+/// This deployment's own account id: its pushes are handled without a role.
+pub const ENV_ACCOUNT_ID: &str = "ECR_REMEDIATOR_ACCOUNT_ID";
+
 /// Default `PutImage` rate: well under ECR's 10 TPS per account and region,
 /// which every `docker push` shares.
 pub const DEFAULT_PUT_TPS: f64 = 2.0;
@@ -59,6 +67,19 @@ pub struct ServiceConfig {
     pub sweep_prefixes: Vec<String>,
     /// Metrics to emit with each record's log line (none: off).
     pub metrics: Option<MetricsConfig>,
+    /// Member accounts (organisation-wide hub), when configured.
+    pub members: Option<Members>,
+}
+
+/// How the hub acts in member accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// The member role's name.
+    pub role_name: String,
+    /// The external id its trust policy requires.
+    pub external_id: String,
+    /// This deployment's own account (handled without a role).
+    pub own_account: String,
 }
 
 /// Invalid configuration.
@@ -157,7 +178,42 @@ impl ServiceConfig {
                 })
             })
             .transpose()?;
+        let members = match get(ENV_MEMBER_ROLE) {
+            None => None,
+            Some(role) => {
+                let setting = |variable: &'static str, value: &str, problem: &'static str| ConfigError::Setting {
+                    variable,
+                    value: value.to_owned(),
+                    problem,
+                };
+                if role.len() > 64 || !role.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) {
+                    return Err(setting(ENV_MEMBER_ROLE, role, "must be an IAM role name"));
+                }
+                let external_id = get(ENV_EXTERNAL_ID).unwrap_or_default();
+                if external_id.len() < 16 {
+                    return Err(setting(
+                        ENV_EXTERNAL_ID,
+                        "<redacted>",
+                        "must be set, at least 16 characters, when ECR_REMEDIATOR_MEMBER_ROLE is",
+                    ));
+                }
+                let account = get(ENV_ACCOUNT_ID).unwrap_or_default();
+                if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(setting(
+                        ENV_ACCOUNT_ID,
+                        account,
+                        "must be this deployment's 12-digit account id when ECR_REMEDIATOR_MEMBER_ROLE is set",
+                    ));
+                }
+                Some(Members {
+                    role_name: role.to_owned(),
+                    external_id: external_id.to_owned(),
+                    own_account: account.to_owned(),
+                })
+            }
+        };
         Ok(ServiceConfig {
+            members,
             metrics,
             policies,
             audit_bus,
@@ -215,6 +271,39 @@ mod tests {
                 per_repository: true
             })
         );
+    }
+
+    #[test]
+    fn a_hub_needs_its_external_id_and_account() {
+        let hub = [
+            (ENV_MEMBER_ROLE, "ecr-remediator-member"),
+            (ENV_EXTERNAL_ID, "0123456789abcdef"),
+            (ENV_ACCOUNT_ID, "111122223333"),
+        ];
+        let c = ServiceConfig::from_vars(&vars(&hub), no_file).unwrap();
+        assert_eq!(
+            c.members,
+            Some(Members {
+                role_name: "ecr-remediator-member".into(),
+                external_id: "0123456789abcdef".into(),
+                own_account: "111122223333".into(),
+            })
+        );
+        assert_eq!(ServiceConfig::from_vars(&vars(&[]), no_file).unwrap().members, None);
+        for (i, bad, variable) in [
+            (1, "short", ENV_EXTERNAL_ID),
+            (2, "1111", ENV_ACCOUNT_ID),
+            (0, "no spaces allowed", ENV_MEMBER_ROLE),
+        ] {
+            let mut v = hub;
+            v[i].1 = bad;
+            let err = ServiceConfig::from_vars(&vars(&v), no_file).unwrap_err().to_string();
+            assert!(err.contains(variable), "{err}");
+            assert!(
+                !err.contains("0123456789abcdef"),
+                "the external id is never printed: {err}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line, write_with_retries};
 use crate::engine::registry::Registry;
+use crate::engine::registry::{AccountRegistries, RegistryError};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::{Engine, Job};
 use crate::policy::PolicySet;
@@ -41,6 +42,12 @@ pub struct Handler<R, A> {
     /// `maxReceiveCount`), when known: the record of the last delivery is
     /// marked final even when its failure was retryable.
     pub max_receive_count: Option<u32>,
+    /// Other accounts' registries (organisation-wide deployment): a job whose
+    /// account is not [`Self::own_account`] is handled there.
+    pub members: Option<std::sync::Arc<dyn AccountRegistries<R>>>,
+    /// This deployment's own account (jobs without an account, or of this
+    /// one, use [`Self::registry`]).
+    pub own_account: Option<String>,
 }
 
 /// How one event reached the service.
@@ -129,12 +136,14 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             metrics: None,
             retry: RetryPolicy::default(),
             max_receive_count: None,
+            members: None,
+            own_account: None,
         }
     }
 
-    fn engine(&self, delivery: &Delivery) -> Engine<'_, R, A> {
+    fn engine<'a>(&'a self, registry: &'a R, delivery: &Delivery) -> Engine<'a, R, A> {
         Engine {
-            registry: &self.registry,
+            registry,
             audit: &self.audit,
             policies: &self.policies,
             retry: self.retry,
@@ -189,9 +198,37 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         job: &Job,
         delivery: Delivery,
     ) -> (AuditRecord, Result<EventResult, RetryError>) {
-        let record = self.engine(&delivery).remediate(job).await;
+        let member = match (&self.members, job.account.as_deref()) {
+            (Some(members), Some(account)) if Some(account) != self.own_account.as_deref() => {
+                match members.registry_for(account).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        // This account alone: an audited failure, retried only if it may pass.
+                        tracing::warn!(account, error = %e, "cannot act in the member account");
+                        let record = self.account_failure(job, &e, &delivery);
+                        let result = self.finish(record.clone(), delivery).await;
+                        return (record, result);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let registry = member.as_deref().unwrap_or(&self.registry);
+        let record = self.engine(registry, &delivery).remediate(job).await;
         let result = self.finish(record.clone(), delivery).await;
         (record, result)
+    }
+
+    fn account_failure(&self, job: &Job, e: &RegistryError, delivery: &Delivery) -> AuditRecord {
+        let mut record = AuditRecord::new(job.trigger, Some(job.repository.as_str()), SystemTime::now());
+        record.event_id = job.event_id.clone();
+        record.request_id = delivery.request_id.clone();
+        record.account = job.account.clone();
+        record.region = job.region.clone();
+        record.index_digest = Some(job.digest.to_string());
+        record.tag = job.tag.as_ref().map(ToString::to_string);
+        record.outcome = Outcome::Failed(e.into());
+        record
     }
 
     /// Handles a Lambda payload: a direct event (an error means "retry"), or an

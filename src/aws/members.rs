@@ -1,0 +1,138 @@
+//! The registries of an organisation's member accounts, for the hub
+//! deployment: each reached through the member role `infra/member.yaml`
+//! creates (`sts:AssumeRole` with the external id), one [`EcrRegistry`] per
+//! account kept for the life of the process. Each therefore has its own
+//! credentials, which the SDK's `AssumeRoleProvider` refreshes before they
+//! expire, and its own `PutImage` token bucket: ECR's quota is per account
+//! and region, so one busy account never slows another.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_credential_types::provider::ProvideCredentials;
+use tokio::sync::Mutex;
+
+use crate::aws::ecr::EcrRegistry;
+use crate::aws::ecr_client;
+use crate::engine::registry::{AccountRegistries, RegistryError};
+
+/// How the hub reaches member accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAccess {
+    /// The role's name, the same in every member account.
+    pub role_name: String,
+    /// The `sts:ExternalId` the role's trust policy requires.
+    pub external_id: String,
+}
+
+/// Member registries, created on first use and kept.
+pub struct MemberRegistries {
+    sdk: aws_config::SdkConfig,
+    access: MemberAccess,
+    put_tps: f64,
+    put_burst: u32,
+    cache: Mutex<HashMap<String, Arc<EcrRegistry>>>,
+}
+
+impl std::fmt::Debug for MemberRegistries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberRegistries")
+            .field("role_name", &self.access.role_name)
+            .field("external_id", &"<redacted>")
+            .field("put_tps", &self.put_tps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
+fn partition(region: Option<&str>) -> &'static str {
+    match region {
+        Some(r) if r.starts_with("cn-") => "aws-cn",
+        Some(r) if r.starts_with("us-gov-") => "aws-us-gov",
+        _ => "aws",
+    }
+}
+
+impl MemberRegistries {
+    /// Member registries from the hub's own configuration, paced like the hub's.
+    pub fn new(sdk: &aws_config::SdkConfig, access: MemberAccess, put_tps: f64, put_burst: u32) -> Self {
+        MemberRegistries {
+            sdk: sdk.clone(),
+            access,
+            put_tps,
+            put_burst,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The member role's ARN in `account`.
+    pub fn role_arn(&self, account: &str) -> String {
+        let region = self.sdk.region().map(|r| r.as_ref().to_owned());
+        format!(
+            "arn:{}:iam::{account}:role/{}",
+            partition(region.as_deref()),
+            self.access.role_name
+        )
+    }
+
+    async fn create(&self, account: &str) -> Result<EcrRegistry, RegistryError> {
+        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+            return Err(RegistryError::Service {
+                operation: "AssumeRole",
+                code: "InvalidAccount".to_owned(),
+                message: format!("{account:?} is not an AWS account id"),
+            });
+        }
+        let role = self.role_arn(account);
+        let provider = AssumeRoleProvider::builder(role.clone())
+            .external_id(self.access.external_id.clone())
+            .session_name("ecr-remediator")
+            .configure(&self.sdk)
+            .build()
+            .await;
+        // Assume once now, so a missing or untrusting role is this account's
+        // clear failure rather than an opaque credentials error on every call.
+        provider.provide_credentials().await.map_err(|e| {
+            let message = format!("cannot assume {role}: {}", crate::engine::plan::chain(&e));
+            if message.contains("AccessDenied") || message.contains("not authorized") {
+                RegistryError::Service {
+                    operation: "AssumeRole",
+                    code: "AccessDenied".to_owned(),
+                    message,
+                }
+            } else {
+                RegistryError::Unavailable {
+                    operation: "AssumeRole",
+                    message,
+                }
+            }
+        })?;
+        let sdk = self
+            .sdk
+            .to_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        let client = ecr_client(&sdk.build());
+        Ok(EcrRegistry::new(client, self.put_tps, self.put_burst))
+    }
+}
+
+impl AccountRegistries<EcrRegistry> for MemberRegistries {
+    fn registry_for<'a>(
+        &'a self,
+        account: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<EcrRegistry>, RegistryError>> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(r) = self.cache.lock().await.get(account) {
+                return Ok(Arc::clone(r));
+            }
+            // Not under the lock: one account's slow or failing role never
+            // holds up another's. Of two concurrent creations, the first kept wins.
+            let created = Arc::new(self.create(account).await?);
+            let mut cache = self.cache.lock().await;
+            Ok(Arc::clone(cache.entry(account.to_owned()).or_insert(created)))
+        })
+    }
+}

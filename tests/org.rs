@@ -1,0 +1,135 @@
+//! The organisation-wide hub on the emulator: a push in a member account is
+//! remediated there by the hub acting through the member role (as
+//! `infra/member.yaml` creates it), audited with the member's account; an
+//! account without the role gets an audited failure, and the others are
+//! unaffected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use ecr_remediator::engine::audit::Trigger;
+use ecr_remediator::service::handler::Delivery;
+use harness::*;
+use serde_json::Value;
+
+const EXTERNAL_ID: &str = "hub-secret-0123456789";
+const MEMBER_A: &str = "222222222222";
+const MEMBER_B: &str = "333333333333";
+
+/// In `account`, as its Organizations admin role: the member role (unless
+/// `with_role` is false), a repository, and a default buildx push of `v1`.
+/// Returns (index, runnable).
+fn member_push(account: &str, repo: &str, with_role: bool) -> (String, String) {
+    let out = python_script(&format!(
+        r#"
+import boto3, json
+from ecr_emulator.oci import build_buildx_layout
+from ecr_emulator.push import push
+sts = boto3.client("sts")
+me = sts.get_caller_identity()
+c = sts.assume_role(RoleArn="arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="setup")["Credentials"]
+s = boto3.Session(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
+if {with_role}:
+    trust = {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Principal": {{"AWS": "arn:aws:iam::" + me["Account"] + ":root"}},
+        "Action": "sts:AssumeRole", "Condition": {{"StringEquals": {{"sts:ExternalId": "{EXTERNAL_ID}", "aws:PrincipalArn": me["Arn"]}}}}}}]}}
+    iam = s.client("iam")
+    try:
+        iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(trust))
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+ecr = s.client("ecr")
+ecr.create_repository(repositoryName="{repo}")
+stored = push(ecr, "{repo}", build_buildx_layout(["linux/arm64"], salt="{repo}"), ["v1"])
+print(json.dumps([stored[-1].digest, stored[0].digest]))
+"#,
+        with_role = if with_role { "True" } else { "False" },
+    ));
+    let v: (String, String) = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    v
+}
+
+/// Tags in `repo` of `account`, read through its admin role.
+fn member_tags(account: &str, repo: &str) -> Value {
+    let out = python_script(&format!(
+        r#"
+import boto3, json
+c = boto3.client("sts").assume_role(RoleArn="arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="read")["Credentials"]
+ecr = boto3.Session(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"]).client("ecr")
+print(json.dumps({{t: d["imageDigest"] for d in ecr.describe_images(repositoryName="{repo}")["imageDetails"] for t in d.get("imageTags", [])}}))
+"#
+    ));
+    serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
+}
+
+fn member_event(account: &str, repo: &str, index: &str) -> String {
+    let mut event: Value = serde_json::from_str(&push_event(repo, index, "v1", OCI_INDEX)).unwrap();
+    event["account"] = account.into();
+    event.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_remediates_in_the_member_account_and_one_account_failing_affects_no_other() {
+    let repo_a = unique("org-a");
+    let repo_b = unique("org-b");
+    let (index_a, runnable_a) = member_push(MEMBER_A, &repo_a, true);
+    let (index_b, _) = member_push(MEMBER_B, &repo_b, false);
+    let audit_a = AuditQueue::new(&repo_a).await;
+    let audit_b = AuditQueue::new(&repo_b).await;
+    let hub = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),
+        ("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID),
+        ("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT),
+    ])
+    .await;
+
+    // B has no member role: an audited failure for B, not retried.
+    let b = hub
+        .handle_text(
+            &member_event(MEMBER_B, &repo_b, &index_b),
+            Trigger::Push,
+            Delivery::default(),
+        )
+        .await;
+    assert!(b.is_ok(), "not retryable, so the event is consumed: {b:?}");
+    let records = audit_b.records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["outcome"], "failed");
+    assert_eq!(records[0]["code"], "AccessDenied", "{:#}", records[0]);
+    assert_eq!(records[0]["account"], MEMBER_B);
+    assert_eq!(records[0]["final"], true);
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("arn:aws:iam::333333333333:role/ecr-remediator-member"),
+        "{error}"
+    );
+
+    // A is remediated in A, through its role, and audited with A's account.
+    let a = hub
+        .handle_text(
+            &member_event(MEMBER_A, &repo_a, &index_a),
+            Trigger::Push,
+            Delivery::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(&a).unwrap()["outcome"], "remediated", "{a:?}");
+    let t = member_tags(MEMBER_A, &repo_a);
+    assert_eq!(t["v1"], runnable_a.as_str(), "v1 promoted in the member account");
+    assert_eq!(t["v1-index"], index_a.as_str());
+    let records = audit_a.records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["account"], MEMBER_A);
+    // Nothing happened in the hub's own account.
+    assert!(
+        !list_repository_names().contains(&repo_a),
+        "the member repository is not in the hub account"
+    );
+}
+
+fn list_repository_names() -> Vec<String> {
+    let out = python_script(
+        "import boto3, json; print(json.dumps([r['repositoryName'] for r in boto3.client('ecr').describe_repositories()['repositories']]))",
+    );
+    serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
+}
