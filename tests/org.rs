@@ -133,3 +133,50 @@ fn list_repository_names() -> Vec<String> {
     );
     serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_reaches_member_accounts_and_one_without_the_role_fails_alone() {
+    let repo = unique("org-sweep");
+    let (index, runnable) = member_push(MEMBER_A, &repo, true);
+    let repo_b = unique("org-sweep-b");
+    member_push(MEMBER_B, &repo_b, false);
+    let out = cli(&[
+        "sweep",
+        "--account",
+        MEMBER_A,
+        "--account",
+        MEMBER_B,
+        "--repository",
+        &repo,
+        "--mode",
+        "promote",
+        "--output",
+        "json",
+    ])
+    .env("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member")
+    .env("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID)
+    .env("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT)
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "B has no role: {stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("account {MEMBER_B}")) && stderr.contains("AccessDenied"),
+        "{stderr}"
+    );
+    let records: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"schema\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{stdout}");
+    assert_eq!(records[0]["account"], MEMBER_A);
+    assert_eq!(records[0]["trigger"], "sweep");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["account"], MEMBER_A);
+    assert_eq!(summary["summary"]["remediated"], 1);
+    let t = member_tags(MEMBER_A, &repo);
+    assert_eq!(t["v1"], runnable.as_str());
+    assert_eq!(t["v1-index"], index.as_str());
+}

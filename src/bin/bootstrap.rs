@@ -42,6 +42,7 @@ async fn main() -> Result<(), Error> {
     let scope = Arc::new(Scope {
         repositories: Vec::new(),
         prefixes: config.sweep_prefixes.clone(),
+        account: None,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (handler, queue, scope) = (Arc::clone(&handler), queue.clone(), Arc::clone(&scope));

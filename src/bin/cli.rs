@@ -298,11 +298,48 @@ struct SweepArgs {
     /// as they may belong to a push in progress. A duration (90s, 30m, 1h, 2d).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     min_age: String,
+    /// Sweep this member account (repeatable), through the member role
+    /// (ECR_REMEDIATOR_MEMBER_ROLE, ECR_REMEDIATOR_EXTERNAL_ID, ECR_REMEDIATOR_ACCOUNT_ID).
+    #[arg(long = "account", value_name = "ID", conflicts_with = "all_accounts")]
+    accounts: Vec<String>,
+    /// Sweep this account and every account in ECR_REMEDIATOR_MEMBER_ACCOUNTS (comma-separated ids).
+    #[arg(long)]
+    all_accounts: bool,
     /// `table` (a readable report), or `json` (records as JSON lines, then the summary).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
     #[command(flatten)]
     policy: PolicyFlags,
+}
+
+/// The accounts `--account` / `--all-accounts` name (`[None]`: the caller's own).
+fn sweep_accounts(args: &SweepArgs) -> anyhow::Result<Vec<Option<String>>> {
+    let check = |a: &str| {
+        anyhow::ensure!(
+            a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
+            "{a:?} is not a 12-digit AWS account id"
+        );
+        Ok(a.to_owned())
+    };
+    if args.all_accounts {
+        let listed = std::env::var("ECR_REMEDIATOR_MEMBER_ACCOUNTS").unwrap_or_default();
+        let mut out = vec![None];
+        for a in listed.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            out.push(Some(check(a).context("ECR_REMEDIATOR_MEMBER_ACCOUNTS")?));
+        }
+        anyhow::ensure!(
+            out.len() > 1,
+            "--all-accounts reads the member accounts from ECR_REMEDIATOR_MEMBER_ACCOUNTS (comma-separated ids), which is empty"
+        );
+        return Ok(out);
+    }
+    if args.accounts.is_empty() {
+        return Ok(vec![None]);
+    }
+    args.accounts
+        .iter()
+        .map(|a| check(a).context("--account").map(Some))
+        .collect()
 }
 
 async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
@@ -315,8 +352,10 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .map(|r| RepositoryName::parse(r))
             .collect::<Result<_, _>>()
             .context("--repository")?,
-        prefixes: args.prefixes,
+        prefixes: args.prefixes.clone(),
+        account: None,
     };
+    let accounts = sweep_accounts(&args)?;
     let now_ms = ecr_remediator::engine::audit::now_ms();
     let selection = Selection {
         tag: args.tag.as_deref().map(TagPattern::new),
@@ -339,21 +378,38 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let mut handler = ecr_remediator::aws::handler(&config).await;
     handler.log_records = false;
     let json = args.output == OutputFormat::Json;
-    let mut progress = SweepProgress::new(std::io::stderr().is_terminal(), json);
-    let summary = Box::pin(run_sweep(&handler, &scope, &selection, &mut progress)).await?;
-    progress.clear();
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::json!({ "summary": summary }))?;
-    } else {
-        write!(out, "{}", progress.table())?;
-        write!(out, "{}", summary_table(&summary))?;
+    let mut ok = true;
+    for account in accounts {
+        let scope = Scope {
+            account: account.clone(),
+            ..scope.clone()
+        };
+        let mut progress = SweepProgress::new(std::io::stderr().is_terminal(), json);
+        let result = Box::pin(run_sweep(&handler, &scope, &selection, &mut progress)).await;
+        progress.clear();
+        let label = account.clone().unwrap_or_else(|| "this account".to_owned());
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                // One account failing (no role, no permission) never stops the others.
+                eprintln!("error: account {label}: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        ok &= summary.ok();
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", serde_json::json!({ "account": account, "summary": summary }))?;
+        } else {
+            if account.is_some() {
+                writeln!(out, "== account {label}")?;
+            }
+            write!(out, "{}", progress.table())?;
+            write!(out, "{}", summary_table(&summary))?;
+        }
     }
-    Ok(if summary.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The sweep's progress line (stderr, on a terminal only) and its per-image output.

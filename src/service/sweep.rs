@@ -35,6 +35,9 @@ pub struct Scope {
     pub repositories: Vec<RepositoryName>,
     /// Repositories whose name starts with one of these.
     pub prefixes: Vec<String>,
+    /// The account to sweep (a member account, through the handler's member
+    /// role); `None`: the handler's own.
+    pub account: Option<String>,
 }
 
 /// What a sweep did.
@@ -169,7 +172,24 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     selection: &Selection,
     progress: &mut impl Progress,
 ) -> Result<SweepSummary, RegistryError> {
-    let repos = repositories(&handler.registry, scope, &handler.retry).await?;
+    let member = match (&handler.members, scope.account.as_deref()) {
+        (Some(members), Some(account)) if Some(account) != handler.own_account.as_deref() => {
+            Some(members.registry_for(account).await?)
+        }
+        (None, Some(account)) if Some(account) != handler.own_account.as_deref() => {
+            return Err(RegistryError::Service {
+                operation: "AssumeRole",
+                code: "NoMemberRole".to_owned(),
+                message: format!(
+                    "sweeping account {account} needs the hub's member role (ECR_REMEDIATOR_MEMBER_ROLE, \
+                     ECR_REMEDIATOR_EXTERNAL_ID, ECR_REMEDIATOR_ACCOUNT_ID)"
+                ),
+            });
+        }
+        _ => None,
+    };
+    let registry: &R = member.as_deref().unwrap_or(&handler.registry);
+    let repos = repositories(registry, scope, &handler.retry).await?;
     let total = repos.len();
     // Shared by the stream that lists repositories and the loop that tallies
     // records; the stream is polled on this task only, and no borrow is held
@@ -180,21 +200,12 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // images, so the next listing overlaps the last images of the one before
     // and only one listing is in memory at a time.
     let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
-        let listing = retrying(&handler.retry, None, || handler.registry.list_images(repo)).await;
+        let listing = retrying(&handler.retry, None, || registry.list_images(repo)).await;
         let policy = handler.policies.select(repo).policy;
         let found = match &listing {
-            Ok(listing) if cleanup_enabled(policy, selection) => Some(
-                leftovers(
-                    &handler.registry,
-                    &handler.retry,
-                    repo,
-                    listing,
-                    policy,
-                    selection,
-                    now_ms(),
-                )
-                .await,
-            ),
+            Ok(listing) if cleanup_enabled(policy, selection) => {
+                Some(leftovers(registry, &handler.retry, repo, listing, policy, selection, now_ms()).await)
+            }
             _ => None,
         };
         (n, repo, listing, found)
@@ -242,7 +253,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                 progress
                     .borrow_mut()
                     .repository(n, total, repo, plan.jobs.len() + cleanup.jobs.len());
-                items.extend(jobs_of(repo, plan.jobs, cleanup.jobs, selection));
+                items.extend(jobs_of(repo, scope.account.as_ref(), plan.jobs, cleanup.jobs, selection));
             }
         }
         futures_util::stream::iter(items)
@@ -351,6 +362,7 @@ pub fn request_event(job: &Job) -> String {
     serde_json::json!({
         "version": "0",
         "id": id,
+        "account": job.account,
         "detail-type": REQUEST_DETAIL_TYPE,
         "source": REQUEST_SOURCE,
         "time": crate::engine::audit::rfc3339(std::time::SystemTime::now()),
@@ -363,6 +375,7 @@ pub fn request_event(job: &Job) -> String {
 /// The jobs a sweep makes of one repository's selection.
 fn jobs_of(
     repository: &RepositoryName,
+    account: Option<&String>,
     remediate: Vec<(Digest, crate::oci::names::ImageTag)>,
     cleanup: Vec<Digest>,
     selection: &Selection,
@@ -371,7 +384,7 @@ fn jobs_of(
         purpose,
         trigger: Trigger::Sweep,
         event_id: None,
-        account: None,
+        account: account.cloned(),
         region: None,
         repository: repository.clone(),
         digest,
@@ -412,7 +425,7 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
             CleanupSelection::default()
         };
         summary.leftovers += cleanup.jobs.len();
-        let bodies: Vec<String> = jobs_of(&repo, plan.jobs, cleanup.jobs, selection)
+        let bodies: Vec<String> = jobs_of(&repo, scope.account.as_ref(), plan.jobs, cleanup.jobs, selection)
             .iter()
             .map(request_event)
             .collect();
