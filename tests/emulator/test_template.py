@@ -423,3 +423,38 @@ def test_the_member_stack_forwards_index_pushes_and_trusts_only_the_hub_function
     role = template["Resources"]["MemberRole"]
     actions = as_list(statements_of(role)[0]["Action"])
     assert {"Fn::If": ["DeleteEnabled", "ecr:BatchDeleteImage", {"Ref": "AWS::NoValue"}]} in actions
+
+
+def test_an_organisation_wide_hub_accepts_its_members_and_may_assume_their_role(clients: dict[str, Any]) -> None:
+    sqs, lam = clients["sqs"], clients["lambda"]
+    hub = deploy(clients, "remediator-hub", {"OrganizationId": "o-abcdef1234", "ExternalId": "hub-secret-0123456789"})
+    try:
+        queue_url = sqs.get_queue_url(QueueName=hub["outputs"]["PushQueueUrl"].rsplit("/", 1)[-1])["QueueUrl"]
+        # moto does not attach an AWS::SQS::QueuePolicy to the queue: read it from the template.
+        statements = cloudformation()["Resources"]["PushQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        conditional = [s["Fn::If"] for s in statements if "Fn::If" in s]
+        assert [c[0] for c in conditional] == ["OrgEnabled"], statements
+        members = conditional[0][1]
+        assert members["Sid"] == "OrganizationMembersForwardPushes"
+        assert members["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+        assert (members["Action"], members["Principal"]) == ("sqs:SendMessage", {"AWS": "*"})
+        statements = policy_statements(clients, hub)
+        assume = [s for s in statements if "sts:AssumeRole" in as_list(s["Action"])]
+        assert len(assume) == 1, statements
+        assert as_list(assume[0]["Resource"]) == ["arn:aws:iam::*:role/ecr-remediator-member"]
+        assert assume[0]["Condition"] == {"StringEquals": {"aws:ResourceOrgID": "o-abcdef1234"}}
+        env = lam.get_function_configuration(FunctionName=hub["outputs"]["FunctionName"])["Environment"]["Variables"]
+        assert env["ECR_REMEDIATOR_MEMBER_ROLE"] == "ecr-remediator-member"
+        assert env["ECR_REMEDIATOR_ACCOUNT_ID"] == "123456789012"
+        assert hub["outputs"]["PushQueueArn"].endswith(":" + queue_url.rsplit("/", 1)[-1])
+        assert hub["outputs"]["FunctionRoleArn"].startswith("arn:aws:iam::123456789012:role/")
+    finally:
+        clients["cloudformation"].delete_stack(StackName="remediator-hub")
+    single = deploy(clients, "remediator-single", {})
+    try:
+        env = lam.get_function_configuration(FunctionName=single["outputs"]["FunctionName"])["Environment"]["Variables"]
+        assert "ECR_REMEDIATOR_MEMBER_ROLE" not in env
+        actions = [a for s in policy_statements(clients, single) for a in as_list(s["Action"])]
+        assert "sts:AssumeRole" not in actions, "a single-account stack assumes no role"
+    finally:
+        clients["cloudformation"].delete_stack(StackName="remediator-single")
