@@ -121,7 +121,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         record.region = job.region.clone();
         record.index_digest = Some(job.digest.to_string());
         record.tag = job.tag.as_ref().map(ToString::to_string);
-        let selected = self.policies.select(&job.repository);
+        let selected = self.policies.select_for(&job.repository, job.account.as_deref());
         record.request_id = self.request_id.clone();
         record.policy = Some(PolicySummary {
             rule: selected.rule.to_owned(),

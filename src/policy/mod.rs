@@ -189,8 +189,12 @@ impl Default for Policy {
 pub struct Rule {
     /// Name used in audit records (`rules[N]` when not given).
     pub name: String,
-    /// Repository globs; the rule applies when any matches.
+    /// Repository globs; the rule applies when any matches (empty: any
+    /// repository of the rule's accounts).
     pub repositories: Vec<Glob>,
+    /// Account ids (organisation-wide hub); the rule applies only to images
+    /// in one of them (empty: any account).
+    pub accounts: Vec<String>,
     /// The settings.
     pub policy: Policy,
 }
@@ -209,8 +213,10 @@ pub struct PolicySet {
 pub struct Selected<'a> {
     /// The rule's name, or `default`.
     pub rule: &'a str,
-    /// The repository glob that matched (none for the default).
+    /// The repository glob that matched (none for the default, or a rule of accounts only).
     pub matched: Option<&'a Glob>,
+    /// The account the rule matched on, for a rule with accounts.
+    pub account: Option<&'a str>,
     /// The settings.
     pub policy: &'a Policy,
 }
@@ -218,9 +224,11 @@ pub struct Selected<'a> {
 impl Selected<'_> {
     /// Why this rule applied, for audit records.
     pub fn source(&self) -> String {
-        match self.matched {
-            Some(g) => format!("repository matched {g}"),
-            None => "no rule matched: the default policy".to_owned(),
+        match (self.matched, self.account) {
+            (Some(g), Some(a)) => format!("repository matched {g} in account {a}"),
+            (Some(g), None) => format!("repository matched {g}"),
+            (None, Some(a)) => format!("account {a} matched"),
+            (None, None) => "no rule matched: the default policy".to_owned(),
         }
     }
 }
@@ -228,19 +236,36 @@ impl Selected<'_> {
 impl PolicySet {
     /// The first rule matching `repository`, else the default.
     pub fn select(&self, repository: &RepositoryName) -> Selected<'_> {
+        self.select_for(repository, None)
+    }
+
+    /// The first rule matching `repository` in `account` (`None`: the
+    /// deployment's own, which only rules without `accounts` match), else the
+    /// default. Rules are tried in order; a rule applies when its repository
+    /// globs (if any) and its accounts (if any) both match.
+    pub fn select_for(&self, repository: &RepositoryName, account: Option<&str>) -> Selected<'_> {
         self.rules
             .iter()
             .find_map(|r| {
-                let g = r.repositories.iter().find(|g| g.matches(repository.as_str()))?;
+                let glob = r.repositories.iter().find(|g| g.matches(repository.as_str()));
+                if !r.repositories.is_empty() && glob.is_none() {
+                    return None;
+                }
+                let in_account = account.and_then(|a| r.accounts.iter().find(|x| *x == a));
+                if !r.accounts.is_empty() && in_account.is_none() {
+                    return None;
+                }
                 Some(Selected {
                     rule: &r.name,
-                    matched: Some(g),
+                    matched: glob,
+                    account: in_account.map(String::as_str),
                     policy: &r.policy,
                 })
             })
             .unwrap_or(Selected {
                 rule: "default",
                 matched: None,
+                account: None,
                 policy: &self.default,
             })
     }
@@ -255,10 +280,20 @@ impl PolicySet {
         let mut rules = Vec::with_capacity(doc.rules.len());
         for (i, r) in doc.rules.into_iter().enumerate() {
             let path = format!("rules[{i}]");
-            if r.repositories.is_empty() {
+            if r.repositories.is_empty() && r.accounts.is_empty() {
                 return Err(PolicyError::field(
                     format!("{path}.repositories"),
-                    "must list at least one pattern",
+                    "must list at least one pattern (or the rule must name accounts)",
+                ));
+            }
+            if let Some(bad) = r
+                .accounts
+                .iter()
+                .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(PolicyError::field(
+                    format!("{path}.accounts"),
+                    format!("{bad:?} is not a 12-digit AWS account id"),
                 ));
             }
             let repositories = r
@@ -271,6 +306,7 @@ impl PolicySet {
             rules.push(Rule {
                 name,
                 repositories,
+                accounts: r.accounts.clone(),
                 policy,
             });
         }
@@ -471,6 +507,8 @@ struct RuleDoc {
     name: Option<String>,
     #[serde(default)]
     repositories: Vec<String>,
+    #[serde(default)]
+    accounts: Vec<String>,
     mode: Option<String>,
     tag_template: Option<String>,
     keep_tag: Option<KeepDoc>,
@@ -737,5 +775,61 @@ mod tests {
         for bad in ["", "linux", "linux/", "a/b/c/d", "linux/arm 64"] {
             assert!(PlatformSelector::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rules_can_match_accounts_alone_or_with_repositories() {
+        let set = PolicySet::from_toml(
+            r#"
+            [[rules]]
+            name = "team-b-web"
+            repositories = ["web/*"]
+            accounts = ["222222222222"]
+            mode = "strip"
+
+            [[rules]]
+            name = "team-b"
+            accounts = ["222222222222"]
+            mode = "promote"
+
+            [[rules]]
+            name = "web"
+            repositories = ["web/*"]
+            mode = "observe"
+            "#,
+        )
+        .unwrap();
+        let repo = |r: &str| RepositoryName::parse(r).unwrap();
+        let pick = |r: &str, a: Option<&str>| {
+            let s = set.select_for(&repo(r), a);
+            (s.rule, s.policy.mode, s.source())
+        };
+        assert_eq!(
+            pick("web/app", Some("222222222222")),
+            (
+                "team-b-web",
+                Mode::Strip,
+                "repository matched web/* in account 222222222222".into()
+            )
+        );
+        assert_eq!(
+            pick("api", Some("222222222222")),
+            ("team-b", Mode::Promote, "account 222222222222 matched".into())
+        );
+        assert_eq!(pick("web/app", Some("333333333333")).0, "web");
+        assert_eq!(
+            pick("web/app", None).0,
+            "web",
+            "rules with accounts never match an unknown account"
+        );
+        assert_eq!(pick("api", None).0, "default");
+        let err = PolicySet::from_toml("[[rules]]\naccounts = [\"12\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rules[0].accounts"), "{err}");
+        let err = PolicySet::from_toml("[[rules]]\nmode = \"tag\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rules[0].repositories"), "{err}");
     }
 }

@@ -163,7 +163,14 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             Ok(e) => e,
             Err(e) => return self.malformed(&e.to_string(), None, delivery).await,
         };
-        let triaged = triage(&envelope, |repo| self.policies.select(repo).policy.keep_tag.as_ref());
+        let account = envelope.account.clone();
+        let triaged = triage(&envelope, |repo| {
+            self.policies
+                .select_for(repo, account.as_deref())
+                .policy
+                .keep_tag
+                .as_ref()
+        });
         let pushed = match triaged {
             Ok(Triage::Handle(p)) => p,
             Ok(Triage::Ignore(reason)) => {

@@ -201,7 +201,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // and only one listing is in memory at a time.
     let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
         let listing = retrying(&handler.retry, None, || registry.list_images(repo)).await;
-        let policy = handler.policies.select(repo).policy;
+        let policy = handler.policies.select_for(repo, scope.account.as_deref()).policy;
         let found = match &listing {
             Ok(listing) if cleanup_enabled(policy, selection) => {
                 Some(leftovers(registry, &handler.retry, repo, listing, policy, selection, now_ms()).await)
@@ -222,7 +222,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                 progress.borrow_mut().repository(n, total, repo, 0);
             }
             Ok(listing) => {
-                let plan = select(&listing, handler.policies.select(repo).policy, selection);
+                let plan = select(&listing, handler.policies.select_for(repo, scope.account.as_deref()).policy, selection);
                 {
                     let mut s = summary.borrow_mut();
                     s.repositories_scanned += 1;
@@ -415,7 +415,7 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
     for repo in repositories(registry, scope, &retry).await? {
         let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
         summary.repositories_scanned += 1;
-        let policy = policies.select(&repo).policy;
+        let policy = policies.select_for(&repo, scope.account.as_deref()).policy;
         let plan = select(&listing, policy, selection);
         summary.indexes_seen += plan.indexes_seen;
         summary.already_fine += plan.already_fine;
