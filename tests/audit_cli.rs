@@ -18,35 +18,23 @@ struct Trail {
 }
 
 async fn log_group_rule(group: &str, repos: &[&str]) {
-    let sdk = sdk_config().await;
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-    logs.create_log_group().log_group_name(group).send().await.unwrap();
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
-    let name = group.trim_start_matches('/').replace('/', "-");
+    aws_sdk_cloudwatchlogs::Client::new(&sdk_config().await)
+        .create_log_group()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
     let pattern = serde_json::json!({
         "source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"],
         "detail": {"repository": repos}
     });
-    events
-        .put_rule()
-        .name(&name)
-        .event_pattern(pattern.to_string())
-        .send()
-        .await
-        .unwrap();
-    events
-        .put_targets()
-        .rule(&name)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("logs")
-                .arn(format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"))
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let name = group.trim_start_matches('/').replace('/', "-");
+    rule_to(
+        &name,
+        &pattern,
+        &format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"),
+    )
+    .await;
 }
 
 /// Two repositories' pushes handled by the worker: a superseded push, a

@@ -7,7 +7,6 @@ mod harness;
 
 use ecr_remediator::engine::registry::{ImageRef, Registry};
 use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::manifest::Descriptor;
 use ecr_remediator::oci::names::RepositoryName;
 use ecr_remediator::oci::referrer::referrer_copy;
 use harness::*;
@@ -26,15 +25,7 @@ async fn a_referrer_copy_is_stored_and_listed_for_its_image() {
     let got = h.registry.get_images(&name, &ids).await.unwrap();
     let image = got[0].1.as_ref().unwrap().clone();
     let attestation = got[1].1.as_ref().unwrap().clone();
-    let subject = Descriptor {
-        media_type: image.media_type().as_str().to_owned(),
-        digest: image.digest().clone(),
-        size: image.bytes().len() as u64,
-        platform: None,
-        artifact_type: None,
-        annotations: Default::default(),
-    };
-    let copy = referrer_copy(&attestation, &subject).unwrap();
+    let copy = referrer_copy(&attestation, &image.descriptor()).unwrap();
     assert!(
         h.registry
             .list_referrers(&name, image.digest())

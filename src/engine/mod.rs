@@ -86,6 +86,20 @@ pub struct Job {
     pub tag: Option<ImageTag>,
 }
 
+impl Job {
+    /// A record of this job with its identity filled in (event, account,
+    /// region, repository, image, tag), outcome `noop`, started now.
+    pub fn record(&self) -> AuditRecord {
+        let mut record = AuditRecord::new(self.trigger, Some(self.repository.as_str()), SystemTime::now());
+        record.event_id = self.event_id.clone();
+        record.account = self.account.clone();
+        record.region = self.region.clone();
+        record.index_digest = Some(self.digest.to_string());
+        record.tag = self.tag.as_ref().map(ToString::to_string);
+        record
+    }
+}
+
 /// What the engine works with.
 #[derive(Debug)]
 pub struct Engine<'a, R, A> {
@@ -115,12 +129,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     /// Handles one image and returns its audit record (not yet written).
     pub async fn remediate(&self, job: &Job) -> AuditRecord {
         let started = Instant::now();
-        let mut record = AuditRecord::new(job.trigger, Some(job.repository.as_str()), SystemTime::now());
-        record.event_id = job.event_id.clone();
-        record.account = job.account.clone();
-        record.region = job.region.clone();
-        record.index_digest = Some(job.digest.to_string());
-        record.tag = job.tag.as_ref().map(ToString::to_string);
+        let mut record = job.record();
         let selected = self.policies.select_for(&job.repository, job.account.as_deref());
         record.request_id = self.request_id.clone();
         record.policy = Some(PolicySummary {

@@ -14,7 +14,7 @@ use crate::engine::plan::{Plan, SkipReason, chain};
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify_manifest};
 use crate::oci::digest::Digest;
-use crate::oci::manifest::{Descriptor, RawManifest};
+use crate::oci::manifest::RawManifest;
 use crate::oci::referrer::referrer_copy;
 
 /// What the referrer copies cover.
@@ -24,17 +24,6 @@ pub struct Coverage {
     pub attached: BTreeSet<Digest>,
     /// Why deletions must not happen (an attestation of a kept image has no copy).
     pub blocked: Option<String>,
-}
-
-fn descriptor_of(m: &RawManifest) -> Descriptor {
-    Descriptor {
-        media_type: m.media_type().as_str().to_owned(),
-        digest: m.digest().clone(),
-        size: m.bytes().len() as u64,
-        platform: None,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
-    }
 }
 
 /// Plans a `PutReferrer` for each attestation entry whose subject is in
@@ -75,7 +64,7 @@ pub fn referrer_copies(
                 continue;
             }
         };
-        match referrer_copy(attestation, &descriptor_of(image)) {
+        match referrer_copy(attestation, &image.descriptor()) {
             Ok(copy) if view.contains(copy.digest()) => {
                 p.notes
                     .push(format!("referrer {} of {subject} already stored", copy.digest()));

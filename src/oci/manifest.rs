@@ -305,6 +305,18 @@ impl RawManifest {
         &self.manifest
     }
 
+    /// The descriptor pointing at this manifest (media type, digest, size).
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.as_str().to_owned(),
+            digest: self.digest.clone(),
+            size: self.bytes.len() as u64,
+            platform: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
     /// The index entries (empty for an image manifest).
     pub fn entries(&self) -> &[Descriptor] {
         match &self.manifest {

@@ -89,25 +89,14 @@ mod tests {
         }))
     }
 
-    fn subject_of(m: &RawManifest) -> Descriptor {
-        Descriptor {
-            media_type: m.media_type().as_str().to_owned(),
-            digest: m.digest().clone(),
-            size: m.bytes().len() as u64,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        }
-    }
-
     #[test]
     fn the_copy_keeps_the_statements_and_points_at_the_image_deterministically() {
         let att = legacy_attestation();
         let img = image();
-        let copy = referrer_copy(&att, &subject_of(&img)).unwrap();
+        let copy = referrer_copy(&att, &img.descriptor()).unwrap();
         assert_eq!(
             copy,
-            referrer_copy(&att, &subject_of(&img)).unwrap(),
+            referrer_copy(&att, &img.descriptor()).unwrap(),
             "same input, same bytes"
         );
         let (Manifest::Image(orig), Manifest::Image(new)) = (att.manifest(), copy.manifest()) else {
@@ -128,24 +117,24 @@ mod tests {
             other => panic!("classified as {other:?}"),
         }
         // A different subject, a different copy.
-        let other = referrer_copy(&att, &subject_of(&legacy_attestation())).unwrap();
+        let other = referrer_copy(&att, &legacy_attestation().descriptor()).unwrap();
         assert_ne!(other.digest(), copy.digest());
     }
 
     #[test]
     fn only_an_oci_image_manifest_is_copied_onto_an_image_manifest() {
         let att = legacy_attestation();
-        let mut index_subject = subject_of(&image());
+        let mut index_subject = image().descriptor();
         index_subject.media_type = "application/vnd.oci.image.index.v1+json".into();
         assert!(referrer_copy(&att, &index_subject).is_err());
         let index =
             raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}));
-        assert!(referrer_copy(&index, &subject_of(&image())).is_err());
+        assert!(referrer_copy(&index, &image().descriptor()).is_err());
         let docker = raw(&json!({
             "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": Digest::sha256_of(b"c").to_string(), "size": 1},
             "layers": []
         }));
-        assert!(referrer_copy(&docker, &subject_of(&image())).is_err());
+        assert!(referrer_copy(&docker, &image().descriptor()).is_err());
     }
 }

@@ -227,13 +227,8 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     }
 
     fn account_failure(&self, job: &Job, e: &RegistryError, delivery: &Delivery) -> AuditRecord {
-        let mut record = AuditRecord::new(job.trigger, Some(job.repository.as_str()), SystemTime::now());
-        record.event_id = job.event_id.clone();
+        let mut record = job.record();
         record.request_id = delivery.request_id.clone();
-        record.account = job.account.clone();
-        record.region = job.region.clone();
-        record.index_digest = Some(job.digest.to_string());
-        record.tag = job.tag.as_ref().map(ToString::to_string);
         record.outcome = Outcome::Failed(e.into());
         record
     }

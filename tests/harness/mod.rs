@@ -343,12 +343,9 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
         .to_owned()
 }
 
-/// A queue named `name` fed by a rule `name` on the default bus; returns the queue URL.
-pub async fn rule_to_queue(name: &str, pattern: &Value) -> String {
-    let sdk = sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
-    let url = create_queue(&sqs, name).await;
+/// A rule `name` on the default bus sending the events matching `pattern` to `target` (an ARN).
+pub async fn rule_to(name: &str, pattern: &Value, target: &str) {
+    let events = aws_sdk_eventbridge::Client::new(&sdk_config().await);
     events
         .put_rule()
         .name(name)
@@ -361,14 +358,21 @@ pub async fn rule_to_queue(name: &str, pattern: &Value) -> String {
         .rule(name)
         .targets(
             aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"))
+                .id("target")
+                .arn(target)
                 .build()
                 .unwrap(),
         )
         .send()
         .await
         .unwrap();
+}
+
+/// A queue named `name` fed by a rule `name` on the default bus; returns the queue URL.
+pub async fn rule_to_queue(name: &str, pattern: &Value) -> String {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let url = create_queue(&sqs, name).await;
+    rule_to(name, pattern, &format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")).await;
     url
 }
 

@@ -239,17 +239,24 @@ def lambda_runs(bootstrap: Path, emu: EmulatorProcess, ecr: Any, runs: int) -> d
     }
 
 
+def seed_registry(emu: EmulatorProcess, ecr: Any, prefix: str, size: int, leftover: bool) -> None:
+    """About `size` images (pushes of three manifests) spread over 20 repositories named `prefix`NN;
+    with `leftover`, every index is an earlier promotion's leftover (untagged, its image tagged)."""
+    pushes = size // 3
+    for r in range(20):
+        repository = f"{prefix}{r:02}"
+        ecr.create_repository(repositoryName=repository)
+        count = pushes // 20 + (1 if r < pushes % 20 else 0)
+        emu.control._call("POST", "seed", {"repository": repository, "count": count, "leftover": leftover})
+
+
 def sweep_runs(cli: Path, emu: EmulatorProcess, ecr: Any, sizes: list[int], put_tps: float) -> list[dict[str, Any]]:
     """`ecr-remediator sweep` (tag mode) over 20 repositories holding `size`
     images in all, with 20 % of the service's ECR calls throttled."""
     out = []
     for size in sizes:
         prefix = f"bench/sweep{size}-"
-        pushes = size // 3
-        for r in range(20):
-            repository = f"{prefix}{r:02}"
-            ecr.create_repository(repositoryName=repository)
-            emu.control._call("POST", "seed", {"repository": repository, "count": pushes // 20 + (1 if r < pushes % 20 else 0)})
+        seed_registry(emu, ecr, prefix, size, leftover=False)
         emu.control.clear_calls()
         emu.control.clear_faults()
         for op in ("BatchGetImage", "PutImage", "DescribeImages", "DescribeRepositories"):
@@ -291,12 +298,7 @@ def cleanup_runs(cli: Path, emu: EmulatorProcess, ecr: Any, sizes: list[int]) ->
     out = []
     for size in sizes:
         prefix = f"bench/cleanup{size}-"
-        pushes = size // 3
-        for r in range(20):
-            repository = f"{prefix}{r:02}"
-            ecr.create_repository(repositoryName=repository)
-            count = pushes // 20 + (1 if r < pushes % 20 else 0)
-            emu.control._call("POST", "seed", {"repository": repository, "count": count, "leftover": True})
+        seed_registry(emu, ecr, prefix, size, leftover=True)
         emu.control.clear_calls()
         emu.control.clear_faults()
         for op in ("BatchGetImage", "BatchDeleteImage", "DescribeImages", "DescribeRepositories"):

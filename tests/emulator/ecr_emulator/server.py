@@ -135,6 +135,17 @@ if not hasattr(moto_events_models.EventBus, "physical_resource_id"):
     moto_events_models.EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
 
 
+def _json_body(request: Request) -> dict[str, Any] | Response:
+    """A JSON-protocol request's body as an object, or the error AWS answers for one that is not."""
+    try:
+        body = json.loads(request.get_data() or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError("request body is not an object")
+    except ValueError as err:
+        return _error("SerializationException", f"Cannot parse the request body: {err}", 400)
+    return body
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers or {}, content_type="application/x-amz-json-1.1")
 
@@ -252,12 +263,9 @@ class Emulator:
     # -- ECR ----------------------------------------------------------------
 
     def _ecr(self, request: Request, operation: str, access_key: str, region: str) -> Response:
-        try:
-            body = json.loads(request.get_data() or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("request body is not an object")
-        except ValueError as err:
-            return _error("SerializationException", f"Cannot parse the request body: {err}", 400)
+        body = _json_body(request)
+        if isinstance(body, Response):
+            return body
         account = get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT
         registry_id = body.get("registryId")
         if registry_id is not None and registry_id != account:
@@ -296,12 +304,9 @@ class Emulator:
         """CloudWatch Logs Insights over moto's log events (see ``insights.py``)."""
         from moto.logs.models import logs_backends
 
-        try:
-            body = json.loads(request.get_data() or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("request body is not an object")
-        except ValueError as err:
-            return _error("SerializationException", f"Cannot parse the request body: {err}", 400)
+        body = _json_body(request)
+        if isinstance(body, Response):
+            return body
         account = get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT
         backend = logs_backends[account][region]
         try:
