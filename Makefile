@@ -103,6 +103,12 @@ deploy: sam-build ## sam build + sam deploy to your account (guided the first ti
 	  sam deploy $(if $(wildcard infra/samconfig.toml),,--guided) --stack-name $(STACK) \
 	  --capabilities CAPABILITY_IAM --resolve-s3
 
+.PHONY: deploy-members
+deploy-members: $(SAM_VENV)/.installed ## The member template to OUs as a service-managed StackSet (OUS=ou-… REGIONS=… EXTERNAL_ID=…; from the management account)
+	@test -n "$(OUS)" -a -n "$(REGIONS)" -a -n "$(EXTERNAL_ID)" || { echo "usage: make deploy-members OUS=ou-xxxx-yyyyyyyy[,...] REGIONS=us-east-1[,...] EXTERNAL_ID=<the hub's> [STACK=$(STACK)] [MEMBER_ARGS='--delete-orphans true --repository-prefixes team-a/']" >&2; exit 2; }
+	$(REAL_AWS) $(SAM_VENV)/bin/python infra/deploy_members.py --hub-stack $(STACK) --ous "$(OUS)" --regions "$(REGIONS)" \
+	  --external-id "$(EXTERNAL_ID)" $(MEMBER_ARGS)
+
 .PHONY: demo
 demo: venv build ## A buildx push into the local ECR, remediated by the worker: before, after, audit record
 	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator.demo --binary target/debug/ecr-remediator

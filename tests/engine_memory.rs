@@ -1001,3 +1001,114 @@ async fn a_leftover_index_is_cleaned_up_only_after_its_provenance_is_attached() 
     assert_eq!(code(&r), "provenance_uncovered", "{r:#?}");
     assert!(state(&reg).images.contains_key(orphan.digest()));
 }
+
+#[tokio::test]
+async fn the_repository_tag_picks_the_mode_or_opts_out_and_the_record_says_so() {
+    // The rule says tag mode with deletion on; the repository's tag says promote.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.tag_repository(&repo(), "ecr-remediator:mode", Some("promote"));
+    let record = handle(&reg, &policies(Mode::Tag, true, true), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()), "promoted");
+    let policy = record.policy.as_ref().unwrap();
+    assert_eq!(policy.mode, Mode::Promote);
+    assert_eq!(policy.repository_tag.as_deref(), Some("promote"));
+    assert_eq!(
+        policy.source,
+        "no rule matched: the default policy; repository tag ecr-remediator:mode=promote chose the mode"
+    );
+    assert_eq!(reg.calls()["ListTagsForResource"], 1);
+
+    // `off`: nothing is read or written, and the record says why.
+    for (value, code) in [("off", "opted_out"), ("promote please", "invalid_repository_tag")] {
+        let reg = registry(false);
+        let p = push_buildx(&reg, "a", "v7", &[]);
+        reg.tag_repository(&repo(), "ecr-remediator:mode", Some(value));
+        let before = state(&reg);
+        let record = handle(
+            &reg,
+            &policies(Mode::Promote, true, false),
+            &job(p.index.digest(), "v7"),
+        )
+        .await;
+        assert!(
+            matches!(&record.outcome, Outcome::Skipped { code: c, .. } if c == code),
+            "{value}: {record:#?}"
+        );
+        assert_eq!(reg.calls().get("BatchGetImage"), None, "{value}: not even read");
+        assert_eq!(state(&reg).tags, before.tags);
+        assert_eq!(state(&reg).images.len(), before.images.len());
+        assert!(record.is_final);
+    }
+}
+
+#[tokio::test]
+async fn a_rule_can_require_an_opt_in_or_ignore_the_repository_tag() {
+    let set = |use_: &str| {
+        PolicySet::from_env_vars(&BTreeMap::from([
+            ("ECR_REMEDIATOR_MODE".to_owned(), "promote".to_owned()),
+            ("ECR_REMEDIATOR_REPOSITORY_TAG".to_owned(), use_.to_owned()),
+        ]))
+        .unwrap()
+    };
+    // Required, no tag: left alone.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let record = handle(&reg, &set("required"), &job(p.index.digest(), "v7")).await;
+    assert_eq!(code(&record), "opted_out", "{record:#?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()));
+    // Required, `on`: the rule's mode.
+    reg.tag_repository(&repo(), "ecr-remediator:mode", Some("on"));
+    let record = handle(&reg, &set("required"), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.image.digest()));
+    // Ignored: the tag is never read, and `off` changes nothing.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.tag_repository(&repo(), "ecr-remediator:mode", Some("off"));
+    let record = handle(&reg, &set("ignored"), &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+    assert_eq!(reg.calls().get("ListTagsForResource"), None);
+}
+
+#[tokio::test]
+async fn a_repository_tag_that_cannot_be_read_is_a_failure_that_touches_nothing() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    reg.fail_next(
+        "ListTagsForResource",
+        [RegistryError::Service {
+            operation: "ListTagsForResource",
+            code: "AccessDeniedException".into(),
+            message: "not allowed".into(),
+        }],
+    );
+    let record = handle(
+        &reg,
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
+    assert!(
+        matches!(&record.outcome, Outcome::Failed(f) if f.code == "AccessDeniedException" && !f.retryable),
+        "{record:#?}"
+    );
+    assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()), "nothing moved");
+    assert_eq!(reg.calls().get("PutImage"), None);
+    // Throttling is retried like any read.
+    reg.fail_next(
+        "ListTagsForResource",
+        [RegistryError::Throttled {
+            operation: "ListTagsForResource",
+            message: "slow down".into(),
+        }],
+    );
+    let record = handle(
+        &reg,
+        &policies(Mode::Promote, true, false),
+        &job(p.index.digest(), "v7"),
+    )
+    .await;
+    assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
+}

@@ -180,3 +180,121 @@ async fn sweep_reaches_member_accounts_and_one_without_the_role_fails_alone() {
     assert_eq!(t["v1"], runnable.as_str());
     assert_eq!(t["v1-index"], index.as_str());
 }
+
+/// Sets the resource tag `ecr-remediator:mode` of `repo` in `account`, as its owner would.
+fn tag_member_repository(account: &str, repo: &str, mode: &str) {
+    python_script(&format!(
+        r#"
+import boto3
+c = boto3.client("sts").assume_role(RoleArn="arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="owner")["Credentials"]
+ecr = boto3.Session(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"]).client("ecr")
+arn = ecr.describe_repositories(repositoryNames=["{repo}"])["repositories"][0]["repositoryArn"]
+ecr.tag_resource(resourceArn=arn, tags=[{{"Key": "ecr-remediator:mode", "Value": "{mode}"}}])
+"#
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
+    let promoted = unique("org-tag-promote");
+    let opted_out = unique("org-tag-off");
+    let (index, runnable) = member_push(MEMBER_A, &promoted, true);
+    let (index_off, _) = member_push(MEMBER_A, &opted_out, true);
+    tag_member_repository(MEMBER_A, &promoted, "promote");
+    tag_member_repository(MEMBER_A, &opted_out, "off");
+    let audit = AuditQueue::new(&promoted).await;
+    let audit_off = AuditQueue::new(&opted_out).await;
+    // The hub's rule says tag mode; each repository's owner chose otherwise.
+    let hub = handler(&[
+        ("ECR_REMEDIATOR_MODE", "tag"),
+        ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),
+        ("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID),
+        ("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT),
+    ])
+    .await;
+    let emu = emulator();
+    emu.clear_calls(&promoted);
+
+    for _ in 0..2 {
+        hub.handle_text(
+            &member_event(MEMBER_A, &promoted, &index),
+            Trigger::Push,
+            Delivery::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let t = member_tags(MEMBER_A, &promoted);
+    assert_eq!(t["v1"], runnable.as_str(), "promoted, as the repository's tag asked");
+    let records = audit.records().await;
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0]["outcome"], "remediated", "{:#}", records[0]);
+    assert_eq!(records[0]["policy"]["mode"], "promote");
+    assert_eq!(records[0]["policy"]["repository_tag"], "promote");
+    assert_eq!(
+        records[0]["policy"]["source"],
+        "no rule matched: the default policy; repository tag ecr-remediator:mode=promote chose the mode"
+    );
+    assert_eq!(records[0]["account"], MEMBER_A);
+    let calls = emu.calls(&promoted);
+    assert_eq!(
+        calls.get("ecr:ListTagsForResource").copied(),
+        Some(1),
+        "read once with the member's credentials, then cached: {calls:?}"
+    );
+
+    hub.handle_text(
+        &member_event(MEMBER_A, &opted_out, &index_off),
+        Trigger::Push,
+        Delivery::default(),
+    )
+    .await
+    .unwrap();
+    let records = audit_off.records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["outcome"], "skipped");
+    assert_eq!(records[0]["code"], "opted_out", "{:#}", records[0]);
+    assert_eq!(
+        member_tags(MEMBER_A, &opted_out)["v1"],
+        index_off.as_str(),
+        "left alone"
+    );
+
+    // A sweep of the member account leaves the opted-out repository unlisted, and says so.
+    let out = cli(&[
+        "sweep",
+        "--account",
+        MEMBER_A,
+        "--repository",
+        &opted_out,
+        "--repository",
+        &promoted,
+        "--output",
+        "json",
+    ])
+    .env("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member")
+    .env("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID)
+    .env("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT)
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let left = &summary["summary"]["repositories_left_alone"];
+    assert!(
+        left[opted_out.as_str()]
+            .as_str()
+            .unwrap()
+            .contains("ecr-remediator:mode=off"),
+        "{summary:#}"
+    );
+    assert_eq!(
+        summary["summary"]["repositories_scanned"], 1,
+        "only the promoted one is listed"
+    );
+    assert_eq!(member_tags(MEMBER_A, &opted_out)["v1"], index_off.as_str());
+}

@@ -380,6 +380,7 @@ fn build_policy(s: &Scenario) -> Policy {
         } else {
             ecr_remediator::policy::Provenance::Index
         },
+        repository_tag: ecr_remediator::policy::repository_tag::RepositoryTagUse::Ignored,
     }
 }
 

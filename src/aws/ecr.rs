@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::registry_error;
+use super::tag_cache::TagCache;
 use crate::engine::registry::{
     DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError,
 };
@@ -29,6 +30,7 @@ pub const MAX_IDS_PER_CALL: usize = 100;
 pub struct EcrRegistry {
     client: Client,
     bucket: Mutex<Bucket>,
+    tags: std::sync::Mutex<TagCache>,
 }
 
 /// A token bucket for `PutImage`: `burst` calls at once, `rate` per second
@@ -79,7 +81,36 @@ impl EcrRegistry {
                 tokens: burst,
                 last: Instant::now(),
             }),
+            tags: std::sync::Mutex::new(TagCache::default()),
         }
+    }
+
+    fn tag_cache(&self) -> std::sync::MutexGuard<'_, TagCache> {
+        self.tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The repository's ARN (`DescribeRepositories`, once per repository).
+    async fn repository_arn(&self, repository: &RepositoryName) -> Result<String, RegistryError> {
+        if let Some(arn) = self.tag_cache().arn(repository) {
+            return Ok(arn.to_owned());
+        }
+        let reply = self
+            .client
+            .describe_repositories()
+            .repository_names(repository.as_str())
+            .send()
+            .await
+            .map_err(|e| registry_error("DescribeRepositories", e))?;
+        reply
+            .repositories()
+            .iter()
+            .find(|r| r.repository_name() == Some(repository.as_str()))
+            .and_then(|r| r.repository_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| RegistryError::InvalidResponse {
+                operation: "DescribeRepositories",
+                problem: format!("no ARN for repository {repository}"),
+            })
     }
 }
 
@@ -262,6 +293,31 @@ impl Registry for EcrRegistry {
             out.entry(d.clone()).or_insert(None);
         }
         Ok(out)
+    }
+
+    async fn repository_tag(&self, repository: &RepositoryName, key: &str) -> Result<Option<String>, RegistryError> {
+        if let Some(tags) = self.tag_cache().fresh(repository, std::time::Instant::now()) {
+            return Ok(tags.get(key).cloned());
+        }
+        let arn = self.repository_arn(repository).await?;
+        let reply = match self.client.list_tags_for_resource().resource_arn(&arn).send().await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let e = registry_error("ListTagsForResource", e);
+                if matches!(e, RegistryError::RepositoryNotFound { .. }) {
+                    self.tag_cache().forget(repository);
+                }
+                return Err(e);
+            }
+        };
+        let tags: BTreeMap<String, String> = reply
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect();
+        let value = tags.get(key).cloned();
+        self.tag_cache().store(repository, arn, tags, std::time::Instant::now());
+        Ok(value)
     }
 
     async fn list_repositories(&self) -> Result<Vec<RepositoryName>, RegistryError> {

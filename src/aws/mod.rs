@@ -22,6 +22,7 @@ pub mod ecr;
 pub mod logs;
 pub mod members;
 pub mod sqs;
+pub mod tag_cache;
 
 /// Loads the shared AWS configuration: the standard chain (so
 /// `AWS_ENDPOINT_URL` points every client at a local emulator), the SDK's

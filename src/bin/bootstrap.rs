@@ -12,7 +12,7 @@ use ecr_remediator::engine::sweep::Selection;
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::service::config::ServiceConfig;
 use ecr_remediator::service::handler::is_sweep_trigger;
-use ecr_remediator::service::sweep::{Scope, enqueue};
+use ecr_remediator::service::sweep::enqueue_accounts;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -39,28 +39,37 @@ async fn main() -> Result<(), Error> {
         .queue_url
         .clone()
         .map(|url| Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(&sdk), url)));
-    let scope = Arc::new(Scope {
-        repositories: Vec::new(),
-        prefixes: config.sweep_prefixes.clone(),
-        account: None,
-    });
+    // A scheduled sweep covers this account and, in a hub, every listed member account.
+    let accounts: Arc<Vec<Option<String>>> = Arc::new(
+        std::iter::once(None)
+            .chain(config.members.iter().flat_map(|m| m.accounts.iter().cloned().map(Some)))
+            .collect(),
+    );
+    let prefixes = Arc::new(config.sweep_prefixes.clone());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (handler, queue, scope) = (Arc::clone(&handler), queue.clone(), Arc::clone(&scope));
+        let (handler, queue, accounts, prefixes) = (
+            Arc::clone(&handler),
+            queue.clone(),
+            Arc::clone(&accounts),
+            Arc::clone(&prefixes),
+        );
         let deadline = retry_deadline(event.context.deadline());
         Box::pin(async move {
             if is_sweep_trigger(&event.payload) {
                 // A scheduled sweep: enqueue one request per image needing work.
                 let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
-                let summary = enqueue(
-                    &handler.registry,
-                    &handler.policies,
-                    &scope,
-                    &Selection::default(),
-                    &*queue,
-                )
-                .await?;
-                tracing::info!(?summary, "sweep requests enqueued");
-                return Ok(serde_json::to_value(summary)?);
+                let per_account =
+                    enqueue_accounts(&handler, &accounts, &prefixes, &Selection::default(), &*queue).await;
+                tracing::info!(?per_account, "sweep requests enqueued");
+                if per_account.iter().all(|a| a.error.is_some()) {
+                    // Nothing was swept: fail the invocation so it shows in the function's errors.
+                    let errors: Vec<String> = per_account.into_iter().filter_map(|a| a.error).collect();
+                    return Err(Error::from(format!(
+                        "the scheduled sweep failed in every account: {}",
+                        errors.join("; ")
+                    )));
+                }
+                return Ok(serde_json::json!({ "accounts": per_account }));
             }
             handler
                 .handle_payload(event.payload, Some(deadline), Some(event.context.request_id.as_str()))

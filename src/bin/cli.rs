@@ -570,6 +570,9 @@ fn summary_table(s: &SweepSummary) -> String {
             by(&mut s.not_touched.iter().map(|(k, v)| (k.describe().to_owned(), *v)))
         ),
     );
+    for (repo, reason) in &s.repositories_left_alone {
+        line("left alone", format!("{repo}: {reason}"));
+    }
     for (repo, error) in &s.repository_errors {
         line("repository error", format!("{repo}: {error}"));
     }

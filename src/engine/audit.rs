@@ -56,6 +56,10 @@ pub struct PolicySummary {
     pub dry_run: bool,
     /// Whether orphan deletion is on.
     pub delete_orphans: bool,
+    /// The repository's `ecr-remediator:mode` tag as read (absent when the
+    /// repository has none or the rule ignores it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_tag: Option<String>,
 }
 
 /// A runnable entry.

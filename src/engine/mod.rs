@@ -28,6 +28,7 @@ use crate::oci::classify::classify_manifest;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::{ImageTag, RepositoryName};
+use crate::policy::repository_tag::Resolved;
 use crate::policy::{Mode, PolicySet};
 
 pub mod action;
@@ -38,6 +39,7 @@ pub mod plan;
 pub mod provenance;
 mod read;
 pub mod registry;
+pub mod repository_policy;
 pub mod retry;
 pub mod sweep;
 pub mod view;
@@ -132,18 +134,52 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         let mut record = job.record();
         let selected = self.policies.select_for(&job.repository, job.account.as_deref());
         record.request_id = self.request_id.clone();
-        record.policy = Some(PolicySummary {
+        let mut summary = PolicySummary {
             rule: selected.rule.to_owned(),
             source: selected.source(),
             mode: selected.policy.mode,
             requested_mode: selected.policy.mode,
             dry_run: selected.policy.dry_run,
             delete_orphans: selected.policy.delete_orphans,
-        });
-        record.outcome = match self.run(selected.policy, job, &mut record).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed((&e).into()),
+            repository_tag: None,
         };
+        let resolved = repository_policy::resolve(
+            self.registry,
+            &self.retry,
+            self.deadline,
+            selected.policy,
+            &job.repository,
+        )
+        .await
+        .map(|(resolved, value)| {
+            summary.repository_tag = value;
+            resolved
+        });
+        let outcome = match resolved {
+            Err(e) => {
+                record.policy = Some(summary);
+                Outcome::Failed((&e).into())
+            }
+            Ok(Resolved::Apply { policy, source }) => {
+                if let Some(s) = source {
+                    summary.source = format!("{}; {s}", summary.source);
+                }
+                summary.mode = policy.mode;
+                summary.requested_mode = policy.mode;
+                record.policy = Some(summary);
+                match self.run(&policy, job, &mut record).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Outcome::Failed((&e).into()),
+                }
+            }
+            Ok(left_alone) => {
+                let code = left_alone.skip_code().unwrap_or("opted_out");
+                summary.source = format!("{}; {left_alone}", summary.source);
+                record.policy = Some(summary);
+                skipped(code, left_alone.to_string())
+            }
+        };
+        record.outcome = outcome;
         record.is_final = !record.needs_retry();
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         record

@@ -258,6 +258,16 @@ pub trait Registry: Sync {
         subject: &Digest,
     ) -> impl Future<Output = Result<Vec<Digest>, RegistryError>> + Send;
 
+    /// The value of the repository's resource tag `key`, if it has one
+    /// (`ListTagsForResource`). The ECR adapter caches answers briefly (see
+    /// `aws::ecr::REPOSITORY_TAG_TTL`), so a burst of pushes to one repository
+    /// costs one call.
+    fn repository_tag(
+        &self,
+        repository: &RepositoryName,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>, RegistryError>> + Send;
+
     /// Waits until `count` `PutImage` calls may be made under the client-side
     /// rate limit, and reserves them. The engine calls it *before* its
     /// precondition check, so no pacing ever sits between a check and the

@@ -6,6 +6,8 @@
 //! message naming the field.
 
 pub mod glob;
+pub mod organization;
+pub mod repository_tag;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -16,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::oci::manifest::Platform;
 use crate::oci::names::RepositoryName;
 use crate::policy::glob::Glob;
+use crate::policy::organization::OrganizationalUnits;
+use crate::policy::repository_tag::RepositoryTagUse;
 use crate::policy::template::TagTemplate;
 
 /// What a plan may do.
@@ -166,6 +170,9 @@ pub struct Policy {
     pub dry_run: bool,
     /// Where attestations of a remediated image are kept.
     pub provenance: Provenance,
+    /// What the repository's `ecr-remediator:mode` tag may do (see
+    /// [`repository_tag`]).
+    pub repository_tag: RepositoryTagUse,
 }
 
 impl Default for Policy {
@@ -180,6 +187,7 @@ impl Default for Policy {
             max_deletes: DEFAULT_MAX_DELETES,
             dry_run: false,
             provenance: Provenance::Index,
+            repository_tag: RepositoryTagUse::Allowed,
         }
     }
 }
@@ -193,8 +201,12 @@ pub struct Rule {
     /// repository of the rule's accounts).
     pub repositories: Vec<Glob>,
     /// Account ids (organisation-wide hub); the rule applies only to images
-    /// in one of them (empty: any account).
+    /// in one of them (empty, with no organisational units: any account).
     pub accounts: Vec<String>,
+    /// Organisational units the rule names, each with its member accounts
+    /// (from the map in [`ENV_ORGANIZATIONAL_UNITS`]); an image in one of
+    /// these accounts matches too.
+    pub organizational_units: Vec<(String, Vec<String>)>,
     /// The settings.
     pub policy: Policy,
 }
@@ -217,6 +229,8 @@ pub struct Selected<'a> {
     pub matched: Option<&'a Glob>,
     /// The account the rule matched on, for a rule with accounts.
     pub account: Option<&'a str>,
+    /// The organisational unit through which the account matched.
+    pub organizational_unit: Option<&'a str>,
     /// The settings.
     pub policy: &'a Policy,
 }
@@ -224,10 +238,14 @@ pub struct Selected<'a> {
 impl Selected<'_> {
     /// Why this rule applied, for audit records.
     pub fn source(&self) -> String {
+        let via = self
+            .organizational_unit
+            .map(|ou| format!(" (organizational unit {ou})"))
+            .unwrap_or_default();
         match (self.matched, self.account) {
-            (Some(g), Some(a)) => format!("repository matched {g} in account {a}"),
+            (Some(g), Some(a)) => format!("repository matched {g} in account {a}{via}"),
             (Some(g), None) => format!("repository matched {g}"),
-            (None, Some(a)) => format!("account {a} matched"),
+            (None, Some(a)) => format!("account {a}{via} matched"),
             (None, None) => "no rule matched: the default policy".to_owned(),
         }
     }
@@ -251,14 +269,24 @@ impl PolicySet {
                 if !r.repositories.is_empty() && glob.is_none() {
                     return None;
                 }
-                let in_account = account.and_then(|a| r.accounts.iter().find(|x| *x == a));
-                if !r.accounts.is_empty() && in_account.is_none() {
+                let named = account.and_then(|a| r.accounts.iter().find(|x| *x == a));
+                let via_ou = match named {
+                    Some(_) => None,
+                    None => account.and_then(|a| {
+                        r.organizational_units
+                            .iter()
+                            .find_map(|(ou, members)| members.iter().find(|x| *x == a).map(|x| (ou, x)))
+                    }),
+                };
+                let restricted = !r.accounts.is_empty() || !r.organizational_units.is_empty();
+                if restricted && named.is_none() && via_ou.is_none() {
                     return None;
                 }
                 Some(Selected {
                     rule: &r.name,
                     matched: glob,
-                    account: in_account.map(String::as_str),
+                    account: named.or(via_ou.map(|(_, a)| a)).map(String::as_str),
+                    organizational_unit: via_ou.map(|(ou, _)| ou.as_str()),
                     policy: &r.policy,
                 })
             })
@@ -266,6 +294,7 @@ impl PolicySet {
                 rule: "default",
                 matched: None,
                 account: None,
+                organizational_unit: None,
                 policy: &self.default,
             })
     }
@@ -280,10 +309,20 @@ impl PolicySet {
         let mut rules = Vec::with_capacity(doc.rules.len());
         for (i, r) in doc.rules.into_iter().enumerate() {
             let path = format!("rules[{i}]");
-            if r.repositories.is_empty() && r.accounts.is_empty() {
+            if r.repositories.is_empty() && r.accounts.is_empty() && r.organizational_units.is_empty() {
                 return Err(PolicyError::field(
                     format!("{path}.repositories"),
-                    "must list at least one pattern (or the rule must name accounts)",
+                    "must list at least one pattern (or the rule must name accounts or organizational units)",
+                ));
+            }
+            if let Some(bad) = r
+                .organizational_units
+                .iter()
+                .find(|ou| !organization::is_organizational_unit_id(ou))
+            {
+                return Err(PolicyError::field(
+                    format!("{path}.organizational_units"),
+                    format!("{bad:?} is not an organizational unit id (ou-xxxx-yyyyyyyy) or root id (r-xxxx)"),
                 ));
             }
             if let Some(bad) = r
@@ -307,10 +346,35 @@ impl PolicySet {
                 name,
                 repositories,
                 accounts: r.accounts.clone(),
+                organizational_units: r
+                    .organizational_units
+                    .iter()
+                    .map(|ou| (ou.clone(), Vec::new()))
+                    .collect(),
                 policy,
             });
         }
         Ok(PolicySet { rules, default })
+    }
+
+    /// Fills each rule's organisational units with their accounts from
+    /// `units`; a unit a rule names that the map lacks is refused, so a rule
+    /// never silently matches nothing.
+    pub fn with_organizational_units(mut self, units: &OrganizationalUnits) -> Result<Self, PolicyError> {
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            for (ou, accounts) in &mut rule.organizational_units {
+                *accounts = units
+                    .accounts(ou)
+                    .ok_or_else(|| {
+                        PolicyError::field(
+                            format!("rules[{i}].organizational_units"),
+                            format!("{ou} is not in {ENV_ORGANIZATIONAL_UNITS} (the OrganizationalUnits parameter)"),
+                        )
+                    })?
+                    .to_vec();
+            }
+        }
+        Ok(self)
     }
 
     /// Builds a single-default policy from `ECR_REMEDIATOR_*` variables
@@ -347,6 +411,7 @@ impl PolicySet {
             max_deletes,
             dry_run: bool_var(ENV_DRY_RUN)?,
             provenance: get(ENV_PROVENANCE).map(str::to_owned),
+            repository_tag: get(ENV_REPOSITORY_TAG).map(str::to_owned),
         };
         let default = settings.apply_to_env(&Policy::default())?;
         Ok(PolicySet {
@@ -374,9 +439,16 @@ pub const ENV_MAX_DELETES: &str = "ECR_REMEDIATOR_MAX_DELETES";
 pub const ENV_DRY_RUN: &str = "ECR_REMEDIATOR_DRY_RUN";
 /// `index` (default) or `referrers`.
 pub const ENV_PROVENANCE: &str = "ECR_REMEDIATOR_PROVENANCE";
+/// `allowed` (default), `ignored` or `required`: what a repository's
+/// `ecr-remediator:mode` tag may do.
+pub const ENV_REPOSITORY_TAG: &str = "ECR_REMEDIATOR_REPOSITORY_TAG";
+/// The organisational-unit map rules may refer to:
+/// `ou-aaaa-bbbbbbbb=111111111111,222222222222;ou-cccc-dddddddd=333333333333`.
+/// Read with a policy file or without one.
+pub const ENV_ORGANIZATIONAL_UNITS: &str = "ECR_REMEDIATOR_ORGANIZATIONAL_UNITS";
 
 /// Every policy variable.
-pub const ENV_VARS: [&str; 9] = [
+pub const ENV_VARS: [&str; 10] = [
     ENV_POLICY_FILE,
     ENV_MODE,
     ENV_TAG_TEMPLATE,
@@ -386,6 +458,7 @@ pub const ENV_VARS: [&str; 9] = [
     ENV_MAX_DELETES,
     ENV_DRY_RUN,
     ENV_PROVENANCE,
+    ENV_REPOSITORY_TAG,
 ];
 
 /// Loads the policy from the environment: from the file named by
@@ -399,7 +472,13 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let set = |k: &&&str| vars.get(**k).is_some_and(|v| !v.trim().is_empty());
-    match vars.get(ENV_POLICY_FILE).filter(|v| !v.trim().is_empty()) {
+    let units = match vars.get(ENV_ORGANIZATIONAL_UNITS).filter(|v| !v.trim().is_empty()) {
+        Some(text) => {
+            OrganizationalUnits::parse(text).map_err(|problem| PolicyError::field(ENV_ORGANIZATIONAL_UNITS, problem))?
+        }
+        None => OrganizationalUnits::default(),
+    };
+    let policies = match vars.get(ENV_POLICY_FILE).filter(|v| !v.trim().is_empty()) {
         Some(path) => {
             let others: Vec<&str> = ENV_VARS[1..].iter().filter(set).copied().collect();
             if !others.is_empty() {
@@ -416,10 +495,11 @@ where
                 path: path.clone(),
                 source: Box::new(e),
             })?;
-            PolicySet::from_toml(&text).map_err(|e| e.in_file(path))
+            PolicySet::from_toml(&text).map_err(|e| e.in_file(path))?
         }
-        None => PolicySet::from_env_vars(vars),
-    }
+        None => PolicySet::from_env_vars(vars)?,
+    };
+    policies.with_organizational_units(&units)
 }
 
 /// An invalid policy configuration.
@@ -497,6 +577,7 @@ struct SettingsDoc {
     max_deletes: Option<u32>,
     dry_run: Option<bool>,
     provenance: Option<String>,
+    repository_tag: Option<String>,
 }
 
 /// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
@@ -509,6 +590,8 @@ struct RuleDoc {
     repositories: Vec<String>,
     #[serde(default)]
     accounts: Vec<String>,
+    #[serde(default)]
+    organizational_units: Vec<String>,
     mode: Option<String>,
     tag_template: Option<String>,
     keep_tag: Option<KeepDoc>,
@@ -517,6 +600,7 @@ struct RuleDoc {
     max_deletes: Option<u32>,
     dry_run: Option<bool>,
     provenance: Option<String>,
+    repository_tag: Option<String>,
 }
 
 impl RuleDoc {
@@ -530,6 +614,7 @@ impl RuleDoc {
             max_deletes: self.max_deletes,
             dry_run: self.dry_run,
             provenance: self.provenance.clone(),
+            repository_tag: self.repository_tag.clone(),
         }
     }
 }
@@ -554,6 +639,7 @@ impl SettingsDoc {
                 "delete_orphans" => ENV_DELETE_ORPHANS,
                 "max_deletes" => ENV_MAX_DELETES,
                 "provenance" => ENV_PROVENANCE,
+                "repository_tag" => ENV_REPOSITORY_TAG,
                 _ => ENV_DRY_RUN,
             }
             .to_owned()
@@ -612,6 +698,14 @@ impl SettingsDoc {
                 PolicyError::field(
                     name("provenance"),
                     format!("unknown provenance {v:?} (expected index or referrers)"),
+                )
+            })?;
+        }
+        if let Some(v) = self.repository_tag {
+            p.repository_tag = RepositoryTagUse::parse(&v).ok_or_else(|| {
+                PolicyError::field(
+                    name("repository_tag"),
+                    format!("unknown repository_tag {v:?} (expected allowed, ignored or required)"),
                 )
             })?;
         }
@@ -831,5 +925,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rules[0].repositories"), "{err}");
+    }
+
+    #[test]
+    fn rules_can_name_organizational_units_from_the_map() {
+        let text = r#"
+            [[rules]]
+            name = "platform-ou"
+            organizational_units = ["ou-ab12-platform"]
+            mode = "promote"
+            repository_tag = "required"
+            "#;
+        let vars = env(&[
+            (ENV_POLICY_FILE, "/p.toml"),
+            (ENV_ORGANIZATIONAL_UNITS, "ou-ab12-platform=111111111111,222222222222"),
+        ]);
+        let set = load(&vars, |_| Ok::<_, std::io::Error>(text.to_owned())).unwrap();
+        let s = set.select_for(&repo("api"), Some("222222222222"));
+        assert_eq!((s.rule, s.policy.mode), ("platform-ou", Mode::Promote));
+        assert_eq!(s.policy.repository_tag, RepositoryTagUse::Required);
+        assert_eq!(
+            s.source(),
+            "account 222222222222 (organizational unit ou-ab12-platform) matched"
+        );
+        assert_eq!(set.select_for(&repo("api"), Some("333333333333")).rule, "default");
+        assert_eq!(set.select_for(&repo("api"), None).rule, "default");
+        // A unit missing from the map is refused, naming both.
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {
+            Ok::<_, std::io::Error>(text.to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rules[0].organizational_units") && e.contains(ENV_ORGANIZATIONAL_UNITS),
+            "{e}"
+        );
+        let e = load(&env(&[(ENV_ORGANIZATIONAL_UNITS, "ou-x=1")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_ORGANIZATIONAL_UNITS), "{e}");
+        assert!(toml_err("[[rules]]\norganizational_units = [\"eng\"]").contains("rules[0].organizational_units"));
+        let e = load(&env(&[(ENV_REPOSITORY_TAG, "sometimes")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_REPOSITORY_TAG), "{e}");
+        let set = load(&env(&[(ENV_REPOSITORY_TAG, "ignored")]), no_file).unwrap();
+        assert_eq!(set.default.repository_tag, RepositoryTagUse::Ignored);
     }
 }

@@ -37,6 +37,9 @@ pub const ENV_MEMBER_ROLE: &str = "ECR_REMEDIATOR_MEMBER_ROLE";
 pub const ENV_EXTERNAL_ID: &str = "ECR_REMEDIATOR_EXTERNAL_ID";
 /// This deployment's own account id: its pushes are handled without a role.
 pub const ENV_ACCOUNT_ID: &str = "ECR_REMEDIATOR_ACCOUNT_ID";
+/// Comma-separated member account ids the scheduled sweep (and `sweep
+/// --all-accounts`) covers besides this one.
+pub const ENV_MEMBER_ACCOUNTS: &str = "ECR_REMEDIATOR_MEMBER_ACCOUNTS";
 
 /// Default `PutImage` rate: well under ECR's 10 TPS per account and region,
 /// which every `docker push` shares.
@@ -80,6 +83,8 @@ pub struct Members {
     pub external_id: String,
     /// This deployment's own account (handled without a role).
     pub own_account: String,
+    /// The member accounts sweeps cover (pushes come from any member).
+    pub accounts: Vec<String>,
 }
 
 /// Invalid configuration.
@@ -98,6 +103,25 @@ pub enum ConfigError {
         /// What is wrong.
         problem: &'static str,
     },
+}
+
+/// Parses [`ENV_MEMBER_ACCOUNTS`]: comma-separated 12-digit ids, blanks
+/// ignored, duplicates dropped, order kept.
+pub fn member_accounts(text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for a in text.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ConfigError::Setting {
+                variable: ENV_MEMBER_ACCOUNTS,
+                value: a.to_owned(),
+                problem: "must be comma-separated 12-digit account ids",
+            });
+        }
+        if !out.iter().any(|x| x == a) {
+            out.push(a.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 impl ServiceConfig {
@@ -205,10 +229,12 @@ impl ServiceConfig {
                         "must be this deployment's 12-digit account id when ECR_REMEDIATOR_MEMBER_ROLE is set",
                     ));
                 }
+                let accounts = member_accounts(get(ENV_MEMBER_ACCOUNTS).unwrap_or_default())?;
                 Some(Members {
                     role_name: role.to_owned(),
                     external_id: external_id.to_owned(),
                     own_account: account.to_owned(),
+                    accounts: accounts.into_iter().filter(|a| a != account).collect(),
                 })
             }
         };
@@ -287,8 +313,22 @@ mod tests {
                 role_name: "ecr-remediator-member".into(),
                 external_id: "0123456789abcdef".into(),
                 own_account: "111122223333".into(),
+                accounts: Vec::new(),
             })
         );
+        let mut with_members = hub.to_vec();
+        with_members.push((ENV_MEMBER_ACCOUNTS, " 222222222222,111122223333, 222222222222 ,"));
+        let c = ServiceConfig::from_vars(&vars(&with_members), no_file).unwrap();
+        assert_eq!(
+            c.members.unwrap().accounts,
+            ["222222222222".to_owned()],
+            "own account and repeats dropped"
+        );
+        with_members.push((ENV_MEMBER_ACCOUNTS, "2222"));
+        let err = ServiceConfig::from_vars(&vars(&with_members), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENV_MEMBER_ACCOUNTS), "{err}");
         assert_eq!(ServiceConfig::from_vars(&vars(&[]), no_file).unwrap().members, None);
         for (i, bad, variable) in [
             (1, "short", ENV_EXTERNAL_ID),

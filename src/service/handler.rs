@@ -226,6 +226,24 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         (record, result)
     }
 
+    /// The member registry to sweep `account` in (`None`: this deployment's
+    /// own registry). A foreign account needs the member role configured.
+    pub async fn sweep_registry(&self, account: Option<&str>) -> Result<Option<std::sync::Arc<R>>, RegistryError> {
+        match (&self.members, account) {
+            (_, None) => Ok(None),
+            (_, Some(a)) if Some(a) == self.own_account.as_deref() => Ok(None),
+            (Some(members), Some(a)) => members.registry_for(a).await.map(Some),
+            (None, Some(a)) => Err(RegistryError::Service {
+                operation: "AssumeRole",
+                code: "NoMemberRole".to_owned(),
+                message: format!(
+                    "sweeping account {a} needs the hub's member role (ECR_REMEDIATOR_MEMBER_ROLE, \
+                     ECR_REMEDIATOR_EXTERNAL_ID, ECR_REMEDIATOR_ACCOUNT_ID)"
+                ),
+            }),
+        }
+    }
+
     fn account_failure(&self, job: &Job, e: &RegistryError, delivery: &Delivery) -> AuditRecord {
         let mut record = job.record();
         record.request_id = delivery.request_id.clone();

@@ -21,11 +21,12 @@ use crate::engine::retry::{RetryPolicy, retrying};
 use crate::engine::sweep::{
     CleanupSelection, References, Selection, Untouched, cleanup_enabled, indexes, select, select_cleanup, unlisted,
 };
-use crate::engine::{Job, Purpose};
+use crate::engine::{Job, Purpose, repository_policy};
 use crate::oci::classify::{classify, classify_manifest};
 use crate::oci::digest::Digest;
 use crate::oci::names::RepositoryName;
 use crate::policy::Policy;
+use crate::policy::repository_tag::Resolved;
 use crate::service::handler::{Delivery, Handler};
 
 /// Which repositories a sweep covers.
@@ -68,6 +69,27 @@ pub struct SweepSummary {
     pub not_touched: BTreeMap<Untouched, usize>,
     /// Repositories that could not be listed, with the error.
     pub repository_errors: BTreeMap<String, String>,
+    /// Repositories not listed because their `ecr-remediator:mode` tag (or
+    /// its absence, where the rule requires an opt-in) leaves them alone,
+    /// with the reason.
+    pub repositories_left_alone: BTreeMap<String, String>,
+}
+
+/// What a sweep found in one repository.
+enum Scan {
+    /// Its tag could not be read, or it could not be listed.
+    Failed(RegistryError),
+    /// Its tag leaves it alone.
+    LeftAlone(String),
+    /// Listed, under this policy, with the leftovers found (when sought).
+    Listed(Box<Listed>),
+}
+
+/// A repository a sweep listed.
+struct Listed {
+    listing: Vec<(Digest, ImageInfo)>,
+    policy: Policy,
+    found: Option<Result<CleanupSelection, RegistryError>>,
 }
 
 impl SweepSummary {
@@ -172,22 +194,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     selection: &Selection,
     progress: &mut impl Progress,
 ) -> Result<SweepSummary, RegistryError> {
-    let member = match (&handler.members, scope.account.as_deref()) {
-        (Some(members), Some(account)) if Some(account) != handler.own_account.as_deref() => {
-            Some(members.registry_for(account).await?)
-        }
-        (None, Some(account)) if Some(account) != handler.own_account.as_deref() => {
-            return Err(RegistryError::Service {
-                operation: "AssumeRole",
-                code: "NoMemberRole".to_owned(),
-                message: format!(
-                    "sweeping account {account} needs the hub's member role (ECR_REMEDIATOR_MEMBER_ROLE, \
-                     ECR_REMEDIATOR_EXTERNAL_ID, ECR_REMEDIATOR_ACCOUNT_ID)"
-                ),
-            });
-        }
-        _ => None,
-    };
+    let member = handler.sweep_registry(scope.account.as_deref()).await?;
     let registry: &R = member.as_deref().unwrap_or(&handler.registry);
     let repos = repositories(registry, scope, &handler.retry).await?;
     let total = repos.len();
@@ -200,20 +207,32 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // images, so the next listing overlaps the last images of the one before
     // and only one listing is in memory at a time.
     let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
-        let listing = retrying(&handler.retry, None, || registry.list_images(repo)).await;
-        let policy = handler.policies.select_for(repo, scope.account.as_deref()).policy;
-        let found = match &listing {
-            Ok(listing) if cleanup_enabled(policy, selection) => {
-                Some(leftovers(registry, &handler.retry, repo, listing, policy, selection, now_ms()).await)
+        let rule = handler.policies.select_for(repo, scope.account.as_deref()).policy;
+        let scan = match repository_policy::resolve(registry, &handler.retry, None, rule, repo).await {
+            Err(e) => Scan::Failed(e),
+            Ok((Resolved::Apply { policy, .. }, _)) => {
+                match retrying(&handler.retry, None, || registry.list_images(repo)).await {
+                    Err(e) => Scan::Failed(e),
+                    Ok(listing) => {
+                        let found = if cleanup_enabled(&policy, selection) {
+                            Some(
+                                leftovers(registry, &handler.retry, repo, &listing, &policy, selection, now_ms()).await,
+                            )
+                        } else {
+                            None
+                        };
+                        Scan::Listed(Box::new(Listed { listing, policy, found }))
+                    }
+                }
             }
-            _ => None,
+            Ok((left_alone, _)) => Scan::LeftAlone(left_alone.to_string()),
         };
-        (n, repo, listing, found)
+        (n, repo, scan)
     });
-    let jobs = listed.flat_map(|(n, repo, listing, found)| {
+    let jobs = listed.flat_map(|(n, repo, scan)| {
         let mut items = Vec::new();
-        match listing {
-            Err(e) => {
+        match scan {
+            Scan::Failed(e) => {
                 tracing::warn!(repository = %repo, error = %e, "cannot list the repository; skipped");
                 summary
                     .borrow_mut()
@@ -221,8 +240,17 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                     .insert(repo.to_string(), e.to_string());
                 progress.borrow_mut().repository(n, total, repo, 0);
             }
-            Ok(listing) => {
-                let plan = select(&listing, handler.policies.select_for(repo, scope.account.as_deref()).policy, selection);
+            Scan::LeftAlone(reason) => {
+                tracing::info!(repository = %repo, %reason, "repository left alone");
+                summary
+                    .borrow_mut()
+                    .repositories_left_alone
+                    .insert(repo.to_string(), reason);
+                progress.borrow_mut().repository(n, total, repo, 0);
+            }
+            Scan::Listed(listed) => {
+                let Listed { listing, policy, found } = *listed;
+                let plan = select(&listing, &policy, selection);
                 {
                     let mut s = summary.borrow_mut();
                     s.repositories_scanned += 1;
@@ -330,6 +358,62 @@ pub struct EnqueueSummary {
     pub leftovers: usize,
     /// Indexes whose only tags are keep tags.
     pub already_fine: usize,
+    /// Repositories whose `ecr-remediator:mode` tag leaves them alone.
+    pub left_alone: usize,
+}
+
+/// One account's part of an organisation-wide scheduled sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountEnqueued {
+    /// The account (`None`: the deployment's own).
+    pub account: Option<String>,
+    /// What was enqueued there, when it could be swept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<EnqueueSummary>,
+    /// Why it could not be swept (its role is missing, listing failed, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A scheduled sweep over several accounts: [`enqueue`] in each, in the
+/// account's own registry (through the member role), one after the other.
+/// An account that fails is reported and logged, and the others are still
+/// swept: one account's missing role never stops the rest.
+pub async fn enqueue_accounts<R: Registry, A: AuditSink, Q: JobQueue>(
+    handler: &Handler<R, A>,
+    accounts: &[Option<String>],
+    prefixes: &[String],
+    selection: &Selection,
+    queue: &Q,
+) -> Vec<AccountEnqueued> {
+    let mut out = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let scope = Scope {
+            repositories: Vec::new(),
+            prefixes: prefixes.to_vec(),
+            account: account.clone(),
+        };
+        let result = match handler.sweep_registry(account.as_deref()).await {
+            Ok(member) => {
+                let registry: &R = member.as_deref().unwrap_or(&handler.registry);
+                enqueue(registry, &handler.policies, &scope, selection, queue).await
+            }
+            Err(e) => Err(EnqueueError::Registry(e)),
+        };
+        let (summary, error) = match result {
+            Ok(s) => (Some(s), None),
+            Err(e) => {
+                tracing::error!(account = account.as_deref().unwrap_or("own"), error = %e, "scheduled sweep of the account failed");
+                (None, Some(e.to_string()))
+            }
+        };
+        out.push(AccountEnqueued {
+            account: account.clone(),
+            summary,
+            error,
+        });
+    }
+    out
 }
 
 /// The request a sweep enqueues for one job: an event of source
@@ -413,14 +497,22 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
     let mut summary = EnqueueSummary::default();
     let retry = RetryPolicy::default();
     for repo in repositories(registry, scope, &retry).await? {
+        let rule = policies.select_for(&repo, scope.account.as_deref()).policy;
+        let policy = match repository_policy::resolve(registry, &retry, None, rule, &repo).await? {
+            (Resolved::Apply { policy, .. }, _) => policy,
+            (left_alone, _) => {
+                tracing::info!(repository = %repo, reason = %left_alone, "repository left alone");
+                summary.left_alone += 1;
+                continue;
+            }
+        };
         let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
         summary.repositories_scanned += 1;
-        let policy = policies.select_for(&repo, scope.account.as_deref()).policy;
-        let plan = select(&listing, policy, selection);
+        let plan = select(&listing, &policy, selection);
         summary.indexes_seen += plan.indexes_seen;
         summary.already_fine += plan.already_fine;
-        let cleanup = if cleanup_enabled(policy, selection) {
-            leftovers(registry, &retry, &repo, &listing, policy, selection, now_ms()).await?
+        let cleanup = if cleanup_enabled(&policy, selection) {
+            leftovers(registry, &retry, &repo, &listing, &policy, selection, now_ms()).await?
         } else {
             CleanupSelection::default()
         };

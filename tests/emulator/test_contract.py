@@ -610,3 +610,24 @@ def test_assume_role_follows_the_trust_policy_and_acts_in_the_role_account(clien
     acting.client("ecr", endpoint_url=emulator.url).create_repository(repositoryName=name)
     mine = [r["repositoryName"] for r in client_factory("ecr").describe_repositories()["repositories"]]
     assert name not in mine, "the repository is in the member account, not the caller's"
+
+
+def test_repository_resource_tags_by_arn(ecr: Any, repo: str) -> None:
+    """TagResource/ListTagsForResource/UntagResource on a repository ARN, as DescribeRepositories gives it."""
+    arn = ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]["repositoryArn"]
+    assert ecr.list_tags_for_resource(resourceArn=arn)["tags"] == []
+    ecr.tag_resource(resourceArn=arn, tags=[{"Key": "ecr-remediator:mode", "Value": "promote"}, {"Key": "team", "Value": "a"}])
+    ecr.tag_resource(resourceArn=arn, tags=[{"Key": "ecr-remediator:mode", "Value": "off"}])
+    tags = {t["Key"]: t["Value"] for t in ecr.list_tags_for_resource(resourceArn=arn)["tags"]}
+    assert tags == {"ecr-remediator:mode": "off", "team": "a"}, "a tag is replaced, the others kept"
+    ecr.untag_resource(resourceArn=arn, tagKeys=["ecr-remediator:mode"])
+    assert ecr.list_tags_for_resource(resourceArn=arn)["tags"] == [{"Key": "team", "Value": "a"}]
+    with pytest.raises(ClientError) as err:
+        ecr.list_tags_for_resource(resourceArn=arn + "-missing")
+    assert error_code(err) == "RepositoryNotFoundException"
+    with pytest.raises(ClientError) as err:
+        ecr.list_tags_for_resource(resourceArn="not-an-arn")
+    assert error_code(err) == "InvalidParameterException"
+    with pytest.raises(ClientError) as err:
+        ecr.tag_resource(resourceArn=arn, tags=[{"Key": "aws:reserved", "Value": "x"}])
+    assert error_code(err) == "InvalidTagParameterException"

@@ -4,6 +4,7 @@ checked afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,13 +36,12 @@ def free_port() -> int:
 SWEEP_QUEUE = "e2e-sweep-requests"
 
 
-@pytest.fixture()
-def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[int]:
-    """`cargo lambda watch` serving the bootstrap binary on a free port."""
+@contextlib.contextmanager
+def run_function(emulator: EmulatorProcess, queue_url: str, extra_env: list[str]) -> Iterator[int]:
+    """`cargo lambda watch` serving the bootstrap binary on a free port, with the test environment plus `extra_env`."""
     assert CARGO_LAMBDA.exists(), f"{CARGO_LAMBDA} missing: `make venv` installs cargo-lambda"
-    queue_url = client_factory("sqs").create_queue(QueueName=SWEEP_QUEUE)["QueueUrl"]
     port = free_port()
-    env_vars = ",".join(
+    env_lines = "\n".join(
         [
             f"AWS_ENDPOINT_URL={emulator.url}",
             "AWS_REGION=us-east-1",
@@ -51,9 +51,13 @@ def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[i
             "ECR_REMEDIATOR_MODE=promote",
             "ECR_REMEDIATOR_PUT_TPS=10",
             f"ECR_REMEDIATOR_QUEUE_URL={queue_url}",
+            *extra_env,
         ]
     )
     (ROOT / "target").mkdir(exist_ok=True)
+    # A file, not --env-var: that one splits values on commas.
+    env_file = ROOT / "target" / f"cargo-lambda-env-{port}"
+    env_file.write_text(env_lines + "\n")
     log = open(ROOT / "target" / "cargo-lambda-watch.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
@@ -67,8 +71,8 @@ def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[i
             "127.0.0.1",
             "-P",
             str(port),
-            "--env-var",
-            env_vars,
+            "--env-file",
+            str(env_file),
         ],
         cwd=ROOT,
         stdout=log,
@@ -93,6 +97,15 @@ def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[i
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        env_file.unlink(missing_ok=True)
+
+
+@pytest.fixture()
+def lambda_runtime(emulator: EmulatorProcess, client_factory: Any) -> Iterator[int]:
+    """The function for this account only."""
+    queue_url = client_factory("sqs").create_queue(QueueName=SWEEP_QUEUE)["QueueUrl"]
+    with run_function(emulator, queue_url, []) as port:
+        yield port
 
 
 def invoke(port: int, payload: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -215,7 +228,9 @@ def test_a_scheduled_sweep_enqueues_requests_that_the_function_then_handles(
     # The schedule's payload: the function lists the registry and enqueues.
     result = invoke(lambda_runtime, {"ecr-remediator": "sweep"}, tmp_path)
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    accounts = json.loads(result.stdout)["accounts"]
+    assert [a["account"] for a in accounts] == [None], "this account only"
+    summary = accounts[0]["summary"]
     assert summary["enqueued"] >= 1 and summary["repositories_scanned"] >= 1, summary
     ours = []
     while True:
@@ -237,3 +252,83 @@ def test_a_scheduled_sweep_enqueues_requests_that_the_function_then_handles(
     assert json.loads(handled.stdout) == {"batchItemFailures": []}
     tags = {t: d["imageDigest"] for d in ecr.describe_images(repositoryName=repo)["imageDetails"] for t in d.get("imageTags", [])}
     assert tags == {"v9": runnable, "v9-index": index}
+
+
+def drain(sqs: Any, queue_url: str, keep: Any) -> list[dict[str, Any]]:
+    """Receives and deletes every message; returns the bodies `keep` accepts."""
+    kept = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            return kept
+        for m in got:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+            body = json.loads(m["Body"])
+            if keep(body):
+                kept.append({"messageId": m["MessageId"], "eventSource": "aws:sqs", "body": m["Body"]})
+
+
+def test_the_hub_schedule_sweeps_every_member_account_and_one_failing_stops_none(
+    emulator: EmulatorProcess, client_factory: Any, aws_session: Any, salt: str, tmp_path: Path
+) -> None:
+    """A hub with two member accounts: one with the member role (its image is found and then remediated
+    there), one without (reported, and the others are still swept)."""
+    import boto3
+
+    member, missing, external_id = "222222222222", "444444444444", "hub-secret-0123456789"
+    sts = client_factory("sts")
+    me = sts.get_caller_identity()
+    admin = sts.assume_role(RoleArn=f"arn:aws:iam::{member}:role/OrganizationAccountAccessRole", RoleSessionName="setup")["Credentials"]
+    in_member = boto3.Session(
+        aws_access_key_id=admin["AccessKeyId"],
+        aws_secret_access_key=admin["SecretAccessKey"],
+        aws_session_token=admin["SessionToken"],
+        region_name="us-east-1",
+    )
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{me['Account']}:root"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id, "aws:PrincipalArn": me["Arn"]}},
+            }
+        ],
+    }
+    iam = in_member.client("iam", endpoint_url=emulator.url)
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(trust))
+    member_ecr = in_member.client("ecr", endpoint_url=emulator.url)
+    repo = f"hub-sweep-{salt}"
+    member_ecr.create_repository(repositoryName=repo)
+    stored = push(member_ecr, repo, build_buildx_layout(salt=salt), ["v1"])
+    index, runnable = stored[-1].digest, stored[0].digest
+
+    sqs = client_factory("sqs")
+    queue_url = sqs.create_queue(QueueName="e2e-hub-requests")["QueueUrl"]
+    hub_env = [
+        "ECR_REMEDIATOR_MEMBER_ROLE=ecr-remediator-member",
+        f"ECR_REMEDIATOR_EXTERNAL_ID={external_id}",
+        f"ECR_REMEDIATOR_ACCOUNT_ID={me['Account']}",
+        f"ECR_REMEDIATOR_MEMBER_ACCOUNTS={member},{missing}",
+    ]
+    with run_function(emulator, queue_url, hub_env) as port:
+        result = invoke(port, {"ecr-remediator": "sweep"}, tmp_path)
+        assert result.returncode == 0, result.stderr
+        accounts = {a["account"]: a for a in json.loads(result.stdout)["accounts"]}
+        assert set(accounts) == {None, member, missing}, accounts
+        assert accounts[member]["summary"]["enqueued"] >= 1, accounts[member]
+        assert "AccessDenied" in accounts[missing]["error"], accounts[missing]
+        assert "summary" in accounts[None], "the hub's own account is still swept"
+
+        ours = drain(sqs, queue_url, lambda b: b["detail"]["repository-name"] == repo)
+        assert len(ours) == 1, ours
+        request = json.loads(ours[0]["body"])
+        assert request["account"] == member and request["detail"]["image-digest"] == index
+
+        handled = invoke(port, {"Records": ours}, tmp_path)
+        assert handled.returncode == 0, handled.stderr
+        assert json.loads(handled.stdout) == {"batchItemFailures": []}
+    tags = {t: d["imageDigest"] for d in member_ecr.describe_images(repositoryName=repo)["imageDetails"] for t in d.get("imageTags", [])}
+    assert tags == {"v1": runnable, "v1-index": index}, "remediated in the member account"

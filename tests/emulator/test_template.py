@@ -427,17 +427,19 @@ def test_the_member_stack_forwards_index_pushes_and_trusts_only_the_hub_function
 
 def test_an_organisation_wide_hub_accepts_its_members_and_may_assume_their_role(clients: dict[str, Any]) -> None:
     sqs, lam = clients["sqs"], clients["lambda"]
-    hub = deploy(clients, "remediator-hub", {"OrganizationId": "o-abcdef1234", "ExternalId": "hub-secret-0123456789"})
+    hub = deploy(
+        clients,
+        "remediator-hub",
+        {"OrganizationId": "o-abcdef1234", "ExternalId": "hub-secret-0123456789", "MemberAccounts": "222222222222,333333333333"},
+    )
     try:
         queue_url = sqs.get_queue_url(QueueName=hub["outputs"]["PushQueueUrl"].rsplit("/", 1)[-1])["QueueUrl"]
-        # moto does not attach an AWS::SQS::QueuePolicy to the queue: read it from the template.
-        statements = cloudformation()["Resources"]["PushQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-        conditional = [s["Fn::If"] for s in statements if "Fn::If" in s]
-        assert [c[0] for c in conditional] == ["OrgEnabled"], statements
-        members = conditional[0][1]
-        assert members["Sid"] == "OrganizationMembersForwardPushes"
-        assert members["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
-        assert (members["Action"], members["Principal"]) == ("sqs:SendMessage", {"AWS": "*"})
+        # The queue policy as deployed (the emulator attaches AWS::SQS::QueuePolicy, which moto skips).
+        policy = json.loads(sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+        members = [s for s in policy["Statement"] if s.get("Sid") == "OrganizationMembersForwardPushes"]
+        assert len(members) == 1, policy
+        assert members[0]["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-abcdef1234"}}
+        assert (members[0]["Action"], members[0]["Principal"]) == ("sqs:SendMessage", {"AWS": "*"})
         statements = policy_statements(clients, hub)
         assume = [s for s in statements if "sts:AssumeRole" in as_list(s["Action"])]
         assert len(assume) == 1, statements
@@ -446,6 +448,8 @@ def test_an_organisation_wide_hub_accepts_its_members_and_may_assume_their_role(
         env = lam.get_function_configuration(FunctionName=hub["outputs"]["FunctionName"])["Environment"]["Variables"]
         assert env["ECR_REMEDIATOR_MEMBER_ROLE"] == "ecr-remediator-member"
         assert env["ECR_REMEDIATOR_ACCOUNT_ID"] == "123456789012"
+        assert env["ECR_REMEDIATOR_MEMBER_ACCOUNTS"] == "222222222222,333333333333", "the scheduled sweep covers them"
+        assert env["ECR_REMEDIATOR_REPOSITORY_TAG"] == "allowed"
         assert hub["outputs"]["PushQueueArn"].endswith(":" + queue_url.rsplit("/", 1)[-1])
         assert hub["outputs"]["FunctionRoleArn"].startswith("arn:aws:iam::123456789012:role/")
     finally:
@@ -458,3 +462,139 @@ def test_an_organisation_wide_hub_accepts_its_members_and_may_assume_their_role(
         assert "sts:AssumeRole" not in actions, "a single-account stack assumes no role"
     finally:
         clients["cloudformation"].delete_stack(StackName="remediator-single")
+
+
+def in_account(account: str, emulator: Any) -> Any:
+    """A boto3 session acting in ``account`` through its OrganizationAccountAccessRole."""
+    import boto3
+
+    sts = boto3.client(
+        "sts", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="setup")["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=c["AccessKeyId"],
+        aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"],
+        region_name="us-east-1",
+    )
+
+
+def test_member_pushes_reach_the_hub_queue_only_from_inside_the_organisation(
+    clients: dict[str, Any], emulator: Any, control: Any, salt: str
+) -> None:
+    """The whole forwarding chain as deployed: the hub stack (queue policy with aws:PrincipalOrgID) and the
+    member stack in two accounts, one inside the organisation and one outside it. A push in each is
+    forwarded by the member rule through its execution role; only the member's reaches the hub."""
+    org = control.config()["organizations"]
+    org_id = next(iter(org))
+    inside, outside = "222222222222", "444444444444"
+    assert inside in org[org_id] and outside not in org[org_id], org
+    hub = deploy(clients, "remediator-org", {"OrganizationId": org_id, "ExternalId": "hub-secret-0123456789"})
+    sqs = clients["sqs"]
+    queue_url = sqs.get_queue_url(QueueName=hub["outputs"]["PushQueueUrl"].rsplit("/", 1)[-1])["QueueUrl"]
+    params = {
+        "HubAccountId": "123456789012",
+        "HubQueueArn": hub["outputs"]["PushQueueArn"],
+        "HubFunctionRoleArn": hub["outputs"]["FunctionRoleArn"],
+        "ExternalId": "hub-secret-0123456789",
+    }
+    pushed = {}
+    try:
+        for account in (inside, outside):
+            session = in_account(account, emulator)
+            cf = session.client("cloudformation", endpoint_url=emulator.url)
+            cf.create_stack(
+                StackName="ecr-remediator-member",
+                TemplateBody=MEMBER.read_text(),
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+                Capabilities=["CAPABILITY_NAMED_IAM"],
+            )
+            status = cf.describe_stacks(StackName="ecr-remediator-member")["Stacks"][0]["StackStatus"]
+            assert status == "CREATE_COMPLETE", status
+            ecr = session.client("ecr", endpoint_url=emulator.url)
+            repo = f"fwd-{account[:3]}-{salt}"
+            ecr.create_repository(repositoryName=repo)
+            pushed[account] = (repo, push(ecr, repo, build_buildx_layout(salt=salt + account), ["v1"])[-1].digest)
+
+        bodies = []
+        while got := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+            for m in got:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+                bodies.append(json.loads(m["Body"]))
+        forwarded = [(b["account"], b["detail"]["repository-name"], b["detail"]["image-digest"]) for b in bodies]
+        refusals = [f["reason"] for f in control.deliveries()["failed"]]
+        assert forwarded == [(inside, *pushed[inside])], f"one index push, from inside the organisation: {refusals}"
+        refused = [f for f in control.deliveries()["failed"] if f["target"] == hub["outputs"]["PushQueueArn"]]
+        assert len(refused) == 1, refused
+        assert f":{outside}:" in refused[0]["rule"] and "queue policy" in refused[0]["reason"], refused[0]
+    finally:
+        for account in (inside, outside):
+            in_account(account, emulator).client("cloudformation", endpoint_url=emulator.url).delete_stack(
+                StackName="ecr-remediator-member"
+            )
+        clients["cloudformation"].delete_stack(StackName="remediator-org")
+
+
+def test_make_deploy_members_creates_a_service_managed_stack_set_for_the_ous(
+    clients: dict[str, Any], client_factory: Any, emulator: Any, monkeypatch: Any
+) -> None:
+    """infra/deploy_members.py (what `make deploy-members` runs): the hub's outputs into a service-managed
+    StackSet of the member template, with instances for each account of the OU in each region."""
+    import importlib.util
+
+    orgs = client_factory("organizations")
+    with contextlib.suppress(orgs.exceptions.AlreadyInOrganizationException):
+        orgs.create_organization(FeatureSet="ALL")
+    root = orgs.list_roots()["Roots"][0]["Id"]
+    ou = orgs.create_organizational_unit(ParentId=root, Name=f"platform-{os.getpid()}")["OrganizationalUnit"]["Id"]
+    created = orgs.create_account(Email=f"team-{os.getpid()}@example.com", AccountName="team")["CreateAccountStatus"]
+    orgs.move_account(AccountId=created["AccountId"], SourceParentId=root, DestinationParentId=ou)
+    hub = deploy(clients, "remediator-stackset", {"OrganizationId": "o-abcdef1234", "ExternalId": "hub-secret-0123456789"})
+    spec = importlib.util.spec_from_file_location("deploy_members", TEMPLATE.parent / "deploy_members.py")
+    assert spec and spec.loader
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", emulator.url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    cf = clients["cloudformation"]
+    try:
+        args = [
+            "--hub-stack",
+            "remediator-stackset",
+            "--ous",
+            ou,
+            "--regions",
+            "us-east-1",
+            "--external-id",
+            "hub-secret-0123456789",
+            "--poll",
+            "0",
+        ]
+        assert tool.main(args) == 0
+        stack_set = cf.describe_stack_set(StackSetName="ecr-remediator-member")["StackSet"]
+        assert stack_set["PermissionModel"] == "SERVICE_MANAGED"
+        params = {p["ParameterKey"]: p["ParameterValue"] for p in stack_set["Parameters"]}
+        assert params["HubQueueArn"] == hub["outputs"]["PushQueueArn"]
+        assert params["HubFunctionRoleArn"] == hub["outputs"]["FunctionRoleArn"]
+        assert params["HubAccountId"] == "123456789012"
+        instances = cf.list_stack_instances(StackSetName="ecr-remediator-member")["Summaries"]
+        assert {(i["Account"], i["Region"]) for i in instances} == {(created["AccountId"], "us-east-1")}, instances
+        # A second run updates the StackSet in place.
+        assert tool.main([*args, "--delete-orphans", "true"]) == 0
+        stack_set = cf.describe_stack_set(StackSetName="ecr-remediator-member")["StackSet"]
+        assert {p["ParameterKey"]: p["ParameterValue"] for p in stack_set["Parameters"]}["DeleteOrphans"] == "true"
+        with pytest.raises(SystemExit):
+            tool.main(["--hub-stack", "remediator-stackset", "--ous", ou, "--regions", "us-east-1", "--external-id", "short"])
+    finally:
+        with contextlib.suppress(Exception):
+            cf.delete_stack_instances(
+                StackSetName="ecr-remediator-member",
+                DeploymentTargets={"OrganizationalUnitIds": [ou]},
+                Regions=["us-east-1"],
+                RetainStacks=False,
+            )
+            cf.delete_stack_set(StackSetName="ecr-remediator-member")
+        cf.delete_stack(StackName="remediator-stackset")

@@ -26,6 +26,8 @@ pub struct RepoState {
     pub immutable: bool,
     /// First-push time of each image (a logical clock, in milliseconds).
     pub pushed_at: BTreeMap<Digest, i64>,
+    /// The repository's resource tags (key -> value).
+    pub resource_tags: BTreeMap<String, String>,
     clock: i64,
 }
 
@@ -101,6 +103,16 @@ impl MemoryRegistry {
             .get_mut(name.as_str())
             .ok_or_else(|| not_found("PutImage", name))?;
         store(repo, manifest, tag)
+    }
+
+    /// Sets (or, with `None`, removes) a resource tag of the repository.
+    pub fn tag_repository(&self, name: &RepositoryName, key: &str, value: Option<&str>) {
+        if let Some(repo) = lock(&self.repos).get_mut(name.as_str()) {
+            match value {
+                Some(v) => repo.resource_tags.insert(key.to_owned(), v.to_owned()),
+                None => repo.resource_tags.remove(key),
+            };
+        }
     }
 
     /// A copy of a repository's content.
@@ -316,6 +328,12 @@ impl Registry for MemoryRegistry {
                 .collect();
             found.sort();
             Ok(found.into_iter().map(|(_, d)| d).collect())
+        })
+    }
+
+    async fn repository_tag(&self, repository: &RepositoryName, key: &str) -> Result<Option<String>, RegistryError> {
+        self.with_repo("ListTagsForResource", repository, |repo| {
+            Ok(repo.resource_tags.get(key).cloned())
         })
     }
 

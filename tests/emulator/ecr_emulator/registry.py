@@ -50,6 +50,10 @@ REPOSITORY_NAME = re.compile(r"^(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 MUTABILITY = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
 UPLOAD_PART_SIZE = 10 * 1024 * 1024
+#: ``arn:<partition>:ecr:<region>:<account>:repository/<name>``
+REPOSITORY_ARN = re.compile(r"^arn:aws[a-z-]*:ecr:([a-z0-9-]+):(\d{12}):repository/(.+)$")
+#: AWS's limit of resource tags per resource.
+MAX_RESOURCE_TAGS = 50
 
 
 class EcrError(Exception):
@@ -109,6 +113,7 @@ class Repository:
     tags: dict[str, str] = field(default_factory=dict)
     blobs: dict[str, int] = field(default_factory=dict)
     uploads: dict[str, Upload] = field(default_factory=dict)
+    resource_tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def arn(self) -> str:
@@ -323,9 +328,41 @@ class Registry:
                 f"The repository with name '{name}' already exists in the registry with id '{account}'",
             )
         mutability, filters = _mutability(req)
+        tags = _resource_tags(req.get("tags") or [])
         repo = Repository(name, account, region, now(), mutability, filters)
+        repo.resource_tags = tags
         self.repositories[(account, region, name)] = repo
         return {"repository": repo.describe()}
+
+    # -- resource tags --------------------------------------------------------
+
+    def _by_arn(self, account: str, region: str, arn: Any) -> Repository:
+        match = REPOSITORY_ARN.match(arn) if isinstance(arn, str) else None
+        if match is None:
+            raise invalid(f"Invalid parameter at 'resourceArn' failed to satisfy constraint: '{arn}' is not a repository ARN")
+        arn_region, arn_account, name = match.groups()
+        if arn_account != account or arn_region != region:
+            # ECR's resource APIs act in the caller's own registry and region.
+            raise invalid(f"Invalid parameter at 'resourceArn': '{arn}' is not in registry {account} in {region}")
+        return self.repo(account, region, name)
+
+    def tag_resource(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        repo = self._by_arn(account, region, req.get("resourceArn"))
+        merged = {**repo.resource_tags, **_resource_tags(req.get("tags") or [])}
+        if len(merged) > MAX_RESOURCE_TAGS:
+            raise EcrError("TooManyTagsException", f"a repository can have at most {MAX_RESOURCE_TAGS} tags")
+        repo.resource_tags = merged
+        return {}
+
+    def untag_resource(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        repo = self._by_arn(account, region, req.get("resourceArn"))
+        for key in req.get("tagKeys") or []:
+            repo.resource_tags.pop(key, None)
+        return {}
+
+    def list_tags_for_resource(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        repo = self._by_arn(account, region, req.get("resourceArn"))
+        return {"tags": [{"Key": k, "Value": v} for k, v in sorted(repo.resource_tags.items())]}
 
     def describe_repositories(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         names = req.get("repositoryNames")
@@ -695,6 +732,23 @@ class Registry:
             else:
                 ids.append({"imageDigest": image.digest})
         return _page("imageIds", ids, req, key=f"list:{repo.name}")
+
+
+def _resource_tags(tags: Any) -> dict[str, str]:
+    """ECR's resource tags as given to CreateRepository/TagResource, checked as AWS does."""
+    if not isinstance(tags, list):
+        raise invalid("tags must be a list of {Key, Value}")
+    out: dict[str, str] = {}
+    for t in tags:
+        key, value = (t.get("Key"), t.get("Value")) if isinstance(t, dict) else (None, None)
+        if not isinstance(key, str) or not 1 <= len(key) <= 128 or key.lower().startswith("aws:"):
+            raise EcrError("InvalidTagParameterException", f"invalid tag key {key!r}")
+        if not isinstance(value, str) or len(value) > 256:
+            raise EcrError("InvalidTagParameterException", f"invalid value for tag {key!r}")
+        out[key] = value
+    if len(out) > MAX_RESOURCE_TAGS:
+        raise EcrError("TooManyTagsException", f"a repository can have at most {MAX_RESOURCE_TAGS} tags")
+    return out
 
 
 def _upload(repo: Repository, req: dict[str, Any]) -> tuple[str, Upload]:

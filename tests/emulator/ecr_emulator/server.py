@@ -33,7 +33,7 @@ from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.wrappers import Request, Response
 
-from . import __version__
+from . import __version__, delivery
 from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
 from .registry import EcrError, Registry
@@ -67,6 +67,9 @@ ECR_OPERATIONS = {
     "DescribeImages": "describe_images",
     "ListImages": "list_images",
     "ListImageReferrers": "list_image_referrers",
+    "TagResource": "tag_resource",
+    "UntagResource": "untag_resource",
+    "ListTagsForResource": "list_tags_for_resource",
 }
 
 StartResponse = Callable[..., Any]
@@ -250,7 +253,15 @@ class Emulator:
             body = json.loads(request.get_data(cache=True) or b"{}")
         except ValueError:
             return None
-        name = body.get("repositoryName") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return None
+        name = body.get("repositoryName")
+        arn = body.get("resourceArn")
+        names = body.get("repositoryNames")
+        if name is None and isinstance(arn, str) and ":repository/" in arn:
+            name = arn.split(":repository/", 1)[1]
+        if name is None and isinstance(names, list) and len(names) == 1:
+            name = names[0]
         return name if isinstance(name, str) else None
 
     @staticmethod
@@ -380,6 +391,7 @@ class Emulator:
             self.calls.clear()
             self.calls_by_repository.clear()
             self.events.clear()
+            delivery.reset()
 
     # -- control API ----------------------------------------------------------
 
@@ -426,6 +438,13 @@ class Emulator:
                     self.events.clear()
             with self._lock:
                 return _json(200, list(self.events))
+        if path == "deliveries":
+            if method == "DELETE":
+                with delivery._LOCK:
+                    delivery.FAILED.clear()
+                    delivery.DELIVERED.clear()
+            with delivery._LOCK:
+                return _json(200, {"failed": list(delivery.FAILED), "delivered": list(delivery.DELIVERED)})
         if path in ("seed", "status") and method == "POST":
             account = body.get("account") or DEFAULT_ACCOUNT
             region = body.get("region") or DEFAULT_REGION
@@ -455,7 +474,29 @@ class Emulator:
                     if not isinstance(polls, int) or isinstance(polls, bool) or not 0 <= polls <= 1_000_000:
                         return _json(400, {"error": "'insights_running_polls' must be a whole number from 0"})
                     self.insights.running_polls = polls
-            return _json(200, {"check_layers": self.registry.check_layers, "insights_running_polls": self.insights.running_polls})
+                orgs = body.get("organizations")
+                if orgs is not None:
+                    valid = isinstance(orgs, dict) and all(
+                        re.fullmatch(r"o-[a-z0-9]{10,32}", str(k))
+                        and isinstance(v, list)
+                        and all(re.fullmatch(r"\d{12}", str(a)) for a in v)
+                        for k, v in orgs.items()
+                    )
+                    if not valid:
+                        return _json(400, {"error": "'organizations' must map o-xxxxxxxxxx ids to lists of 12-digit account ids"})
+                    with delivery._LOCK:
+                        delivery.ORGANIZATIONS.clear()
+                        delivery.ORGANIZATIONS.update({k: [str(a) for a in v] for k, v in orgs.items()})
+            with delivery._LOCK:
+                organizations = {k: list(v) for k, v in delivery.ORGANIZATIONS.items()}
+            return _json(
+                200,
+                {
+                    "check_layers": self.registry.check_layers,
+                    "insights_running_polls": self.insights.running_polls,
+                    "organizations": organizations,
+                },
+            )
         return _json(404, {"error": f"no control endpoint {method} /_emulator/{path}"})
 
 

@@ -102,6 +102,10 @@ class Control:
     def events(self) -> list[dict[str, Any]]:
         return self._call("GET", "events")
 
+    def deliveries(self) -> dict[str, list[dict[str, Any]]]:
+        """Cross-account EventBridge deliveries made and refused (see ``delivery.py``)."""
+        return self._call("GET", "deliveries")
+
     def config(self, **settings: Any) -> dict[str, Any]:
         return self._call("POST", "config", settings)
 
