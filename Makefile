@@ -44,8 +44,8 @@ fmt: ## Format the code
 .PHONY: lint
 lint: venv ## clippy on every target (warnings are errors); ruff on the Python emulator
 	$(CARGO) clippy --all-targets --locked -- -D warnings
-	$(VENV)/bin/ruff check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf
-	$(VENV)/bin/ruff format --check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf
+	$(VENV)/bin/ruff check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf infra/deploy_members.py
+	$(VENV)/bin/ruff format --check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf infra/deploy_members.py
 
 .PHONY: unit
 unit: venv ## Run every Rust test (unit, corpus, CLI, planner properties, live path on the emulator)

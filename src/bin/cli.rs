@@ -149,8 +149,11 @@ impl PolicyFlags {
         let mut config = ServiceConfig::from_env().context("invalid configuration")?;
         if let Some(file) = &self.config {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            config.policies =
-                PolicySet::from_toml(&text).with_context(|| format!("invalid policy file {}", file.display()))?;
+            let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let units = ecr_remediator::policy::organizational_units(&vars)?;
+            config.policies = PolicySet::from_toml(&text)
+                .and_then(|p| p.with_organizational_units(&units))
+                .with_context(|| format!("invalid policy file {}", file.display()))?;
         }
         let apply = |p: &mut Policy| {
             if let Some(m) = self.mode {

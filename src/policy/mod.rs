@@ -299,7 +299,9 @@ impl PolicySet {
             })
     }
 
-    /// Parses a policy file (TOML). See `policy.example.toml`.
+    /// Parses a policy file (TOML). See `policy.example.toml`. Rules naming
+    /// organisational units match no account until
+    /// [`Self::with_organizational_units`] fills them ([`load`] does).
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let doc: FileDoc = toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
         let default = match doc.default {
@@ -460,6 +462,16 @@ pub const ENV_VARS: [&str; 10] = [
     ENV_PROVENANCE,
     ENV_REPOSITORY_TAG,
 ];
+
+/// The organisational-unit map of [`ENV_ORGANIZATIONAL_UNITS`] (empty when unset).
+pub fn organizational_units(vars: &BTreeMap<String, String>) -> Result<OrganizationalUnits, PolicyError> {
+    match vars.get(ENV_ORGANIZATIONAL_UNITS).filter(|v| !v.trim().is_empty()) {
+        Some(text) => {
+            OrganizationalUnits::parse(text).map_err(|problem| PolicyError::field(ENV_ORGANIZATIONAL_UNITS, problem))
+        }
+        None => Ok(OrganizationalUnits::default()),
+    }
+}
 
 /// Loads the policy from the environment: from the file named by
 /// [`ENV_POLICY_FILE`] (read with `read_file`), else from the individual
@@ -735,6 +747,12 @@ mod tests {
         let text = include_str!("../../policy.example.toml");
         let set = PolicySet::from_toml(text).unwrap();
         assert!(!set.rules.is_empty());
+        let units = OrganizationalUnits::parse("ou-ab12-cdef3456=333333333333").unwrap();
+        let set = set.with_organizational_units(&units).unwrap();
+        assert_eq!(
+            set.select_for(&repo("any"), Some("333333333333")).rule,
+            "platform-ou-opt-in"
+        );
     }
 
     #[test]
