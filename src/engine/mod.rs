@@ -12,7 +12,9 @@
 //! and its tag; its children and candidate tags; one batched precondition
 //! check right before the writes; the tags of the deletion candidates right
 //! before deleting), one `PutImage` per tag written, and `BatchDeleteImage`
-//! (the index in its own call, then its attestations).
+//! (the index in its own call, then its attestations). Before them, unless
+//! the rule ignores it, the repository's `ecr-remediator:mode` tag is read
+//! (`ListTagsForResource`, which the ECR adapter caches per repository).
 
 use std::collections::BTreeMap;
 use std::future::Future;
