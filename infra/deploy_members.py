@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delete-orphans", choices=["true", "false"], default="false", help="grant ecr:BatchDeleteImage (as the hub's policy)")
     p.add_argument("--keep-tag", default="{tag}-index", help="the hub's keep-tag template, or false")
     p.add_argument("--role-name", default="ecr-remediator-member", help="as the hub's MemberRoleName")
+    p.add_argument("--role-region", help="the region whose stack creates the (global) member role; default: the first of --regions")
     p.add_argument("--delegated-admin", action="store_true", help="call as a CloudFormation delegated administrator")
     p.add_argument("--poll", type=float, default=15.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--external-id must be at least 16 characters (the hub's ExternalId)")
     ous = [o.strip() for o in args.ous.split(",") if o.strip()]
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+    if not ous or not regions:
+        p.error("--ous and --regions need at least one value each")
+    if args.role_region and args.role_region not in regions:
+        p.error(f"--role-region {args.role_region} must be one of --regions, or no stack creates the member role")
     call_as = "DELEGATED_ADMIN" if args.delegated_admin else "SELF"
 
     cfn = boto3.client("cloudformation")
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "DeleteOrphans": args.delete_orphans,
         "KeepTag": args.keep_tag,
         "RoleName": args.role_name,
+        "RoleRegion": args.role_region or regions[0],
     }
     common = {
         "StackSetName": args.stack_set,

@@ -242,6 +242,11 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
         Some(1),
         "read once with the member's credentials, then cached: {calls:?}"
     );
+    assert_eq!(
+        calls.get("ecr:DescribeRepositories"),
+        None,
+        "the member's account is known, so the repository ARN is built: {calls:?}"
+    );
 
     hub.handle_text(
         &member_event(MEMBER_A, &opted_out, &index_off),

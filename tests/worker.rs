@@ -218,3 +218,44 @@ async fn every_message_of_a_received_batch_stays_invisible_until_handled() {
     assert_eq!(ids.len(), 3, "{records:#?}");
     let _ = log;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_an_account_sweep_a_message_asks_for_and_then_its_requests() {
+    let repo = unique("worker-sweep");
+    create_repository(&repo, false);
+    let pushed = push_buildx(&repo, "v3", &["linux/arm64"], "worker-sweep");
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-sweeps", repo.replace('/', "-"))).await;
+    // What a hub's schedule puts on the queue for its own account.
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(ecr_remediator::service::handler::account_sweep_message(None))
+        .send()
+        .await
+        .unwrap();
+    let out = cli(&[
+        "serve",
+        "--queue-url",
+        &queue,
+        "--wait",
+        "1",
+        "--exit-when-idle",
+        "--mode",
+        "promote",
+    ])
+    .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo)
+    .output()
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    let t = tags(&repo).await;
+    assert_eq!(
+        t["v3"],
+        pushed.runnable(),
+        "the sweep's request came back through the queue and was handled: {log}"
+    );
+    assert!(
+        log.contains("\"handled\":2"),
+        "the sweep message, then the image's request: {log}"
+    );
+}

@@ -31,6 +31,9 @@ pub struct EcrRegistry {
     client: Client,
     bucket: Mutex<Bucket>,
     tags: std::sync::Mutex<TagCache>,
+    /// The registry's account, when known: repository ARNs are then built,
+    /// not looked up.
+    account: Option<String>,
 }
 
 /// A token bucket for `PutImage`: `burst` calls at once, `rate` per second
@@ -82,17 +85,34 @@ impl EcrRegistry {
                 last: Instant::now(),
             }),
             tags: std::sync::Mutex::new(TagCache::default()),
+            account: None,
         }
+    }
+
+    /// The same adapter, knowing its registry's account (the member role's,
+    /// or the deployment's own): repository ARNs are then built from the
+    /// account and the client's region, with no `DescribeRepositories`.
+    pub fn in_account(mut self, account: &str) -> Self {
+        self.account = Some(account.to_owned());
+        self
     }
 
     fn tag_cache(&self) -> std::sync::MutexGuard<'_, TagCache> {
         self.tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The repository's ARN (`DescribeRepositories`, once per repository).
+    /// The repository's ARN: built when the account is known, else
+    /// `DescribeRepositories` (once per repository; then cached).
     async fn repository_arn(&self, repository: &RepositoryName) -> Result<String, RegistryError> {
         if let Some(arn) = self.tag_cache().arn(repository) {
             return Ok(arn.to_owned());
+        }
+        let region = self.client.config().region().map(|r| r.as_ref().to_owned());
+        if let (Some(account), Some(region)) = (&self.account, region) {
+            let partition = super::partition(Some(&region));
+            return Ok(format!(
+                "arn:{partition}:ecr:{region}:{account}:repository/{repository}"
+            ));
         }
         let reply = self
             .client

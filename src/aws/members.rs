@@ -16,7 +16,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use tokio::sync::Mutex;
 
 use crate::aws::ecr::EcrRegistry;
-use crate::aws::ecr_client;
+use crate::aws::{ecr_client, partition};
 use crate::engine::registry::{AccountRegistries, RegistryError};
 
 /// How the hub reaches member accounts.
@@ -44,15 +44,6 @@ impl std::fmt::Debug for MemberRegistries {
             .field("external_id", &"<redacted>")
             .field("put_tps", &self.put_tps)
             .finish_non_exhaustive()
-    }
-}
-
-/// The partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
-fn partition(region: Option<&str>) -> &'static str {
-    match region {
-        Some(r) if r.starts_with("cn-") => "aws-cn",
-        Some(r) if r.starts_with("us-gov-") => "aws-us-gov",
-        _ => "aws",
     }
 }
 
@@ -115,7 +106,7 @@ impl MemberRegistries {
             .to_builder()
             .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
         let client = ecr_client(&sdk.build());
-        Ok(EcrRegistry::new(client, self.put_tps, self.put_burst))
+        Ok(EcrRegistry::new(client, self.put_tps, self.put_burst).in_account(account))
     }
 }
 

@@ -24,6 +24,15 @@ pub mod members;
 pub mod sqs;
 pub mod tag_cache;
 
+/// The partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
+pub(crate) fn partition(region: Option<&str>) -> &'static str {
+    match region {
+        Some(r) if r.starts_with("cn-") => "aws-cn",
+        Some(r) if r.starts_with("us-gov-") => "aws-us-gov",
+        _ => "aws",
+    }
+}
+
 /// Loads the shared AWS configuration: the standard chain (so
 /// `AWS_ENDPOINT_URL` points every client at a local emulator), the SDK's
 /// standard retries for the clients that keep them (SQS), and timeouts.
@@ -77,7 +86,12 @@ pub fn handler_with(
     config: &ServiceConfig,
 ) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
     let mut h = Handler::new(
-        ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst),
+        match &config.account_id {
+            Some(account) => {
+                ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst).in_account(account)
+            }
+            None => ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst),
+        },
         audit::EventBridgeAudit::new(eventbridge_client(sdk), config.audit_bus.clone()),
         config.policies.clone(),
     );

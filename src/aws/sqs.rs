@@ -18,8 +18,9 @@ use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystem
 
 use crate::engine::audit::{AuditSink, Trigger};
 use crate::engine::registry::Registry;
-use crate::service::handler::{Delivery, Handler};
-use crate::service::sweep::{JobQueue, QueueError};
+use crate::engine::sweep::Selection;
+use crate::service::handler::{Delivery, Handler, SweepTrigger, sweep_trigger};
+use crate::service::sweep::{JobQueue, QueueError, enqueue_accounts};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct ServeOptions {
     pub wait: Duration,
     /// Exit after a receive that returns nothing (for batch runs and the demo).
     pub exit_when_idle: bool,
+    /// Repository prefixes of the account sweeps a message may ask for
+    /// (empty: every repository).
+    pub sweep_prefixes: Vec<String>,
 }
 
 /// What the worker did.
@@ -129,11 +133,36 @@ pub async fn serve<R: Registry, A: AuditSink>(
                     deadline: None,
                     request_id: None,
                 };
-                let result = handler.handle_text(body, Trigger::Push, delivery).await;
+                let trigger = serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| sweep_trigger(&v));
+                let result: Result<String, String> = match trigger {
+                    // One account's sweep, as a hub's schedule fans it out: its requests go on this queue.
+                    Some(SweepTrigger::Account(account)) => {
+                        let queue = SqsJobQueue::new(client.clone(), options.queue_url.clone());
+                        let done = enqueue_accounts(
+                            handler,
+                            &[account],
+                            &options.sweep_prefixes,
+                            &Selection::default(),
+                            &queue,
+                        )
+                        .await;
+                        match done.iter().find_map(|a| a.error.clone()) {
+                            Some(error) => Err(error),
+                            None => Ok(serde_json::to_string(&done).unwrap_or_default()),
+                        }
+                    }
+                    _ => handler
+                        .handle_text(body, Trigger::Push, delivery)
+                        .await
+                        .map(|r| serde_json::to_string(&r).unwrap_or_default())
+                        .map_err(|e| e.to_string()),
+                };
                 release(&in_hand, id);
                 match result {
                     Ok(r) => {
-                        tracing::info!(message_id = id, result = %serde_json::to_string(&r).unwrap_or_default(), "message handled");
+                        tracing::info!(message_id = id, result = %r, "message handled");
                         if let Err(e) = client
                             .delete_message()
                             .queue_url(&options.queue_url)

@@ -11,7 +11,8 @@ use ecr_remediator::aws::sqs::SqsJobQueue;
 use ecr_remediator::engine::sweep::Selection;
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::service::config::ServiceConfig;
-use ecr_remediator::service::handler::is_sweep_trigger;
+use ecr_remediator::service::handler::{SweepTrigger, account_sweep_message, sweep_trigger};
+use ecr_remediator::service::sweep::JobQueue;
 use ecr_remediator::service::sweep::enqueue_accounts;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -55,24 +56,52 @@ async fn main() -> Result<(), Error> {
         );
         let deadline = retry_deadline(event.context.deadline());
         Box::pin(async move {
-            if is_sweep_trigger(&event.payload) {
-                // A scheduled sweep: enqueue one request per image needing work.
-                let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
-                let per_account =
-                    enqueue_accounts(&handler, &accounts, &prefixes, &Selection::default(), &*queue).await;
-                tracing::info!(?per_account, "sweep requests enqueued");
-                if per_account.iter().all(|a| a.error.is_some()) {
-                    // Nothing was swept: fail the invocation so it shows in the function's errors.
-                    let errors: Vec<String> = per_account.into_iter().filter_map(|a| a.error).collect();
-                    return Err(Error::from(format!(
-                        "the scheduled sweep failed in every account: {}",
-                        errors.join("; ")
-                    )));
+            match sweep_trigger(&event.payload) {
+                // The schedule, in a hub with member accounts: one message per account on the
+                // queue, so each account is swept in its own invocation, retried on its own.
+                Some(SweepTrigger::Everything) if accounts.len() > 1 => {
+                    let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
+                    let bodies: Vec<String> = accounts.iter().map(|a| account_sweep_message(a.as_deref())).collect();
+                    for chunk in bodies.chunks(10) {
+                        queue.enqueue(chunk).await?;
+                    }
+                    tracing::info!(accounts = accounts.len(), "sweep fanned out, one request per account");
+                    return Ok(serde_json::json!({ "fanned_out": *accounts }));
                 }
-                return Ok(serde_json::json!({ "accounts": per_account }));
+                Some(trigger) => {
+                    let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
+                    let only = match trigger {
+                        SweepTrigger::Account(account) => vec![account],
+                        SweepTrigger::Everything => vec![None],
+                    };
+                    let per_account =
+                        enqueue_accounts(&handler, &only, &prefixes, &Selection::default(), &*queue).await;
+                    tracing::info!(?per_account, "sweep requests enqueued");
+                    if let Some(error) = per_account.iter().find_map(|a| a.error.clone()) {
+                        return Err(Error::from(format!("the sweep failed: {error}")));
+                    }
+                    return Ok(serde_json::json!({ "accounts": per_account }));
+                }
+                None => {}
             }
+            let sweep = |account: Option<String>| {
+                let (handler, queue, prefixes) = (Arc::clone(&handler), queue.clone(), Arc::clone(&prefixes));
+                async move {
+                    let queue = queue.ok_or_else(|| "a sweep needs ECR_REMEDIATOR_QUEUE_URL".to_owned())?;
+                    let done = enqueue_accounts(&handler, &[account], &prefixes, &Selection::default(), &*queue).await;
+                    match done.into_iter().find_map(|a| a.error) {
+                        Some(error) => Err(error),
+                        None => Ok(()),
+                    }
+                }
+            };
             handler
-                .handle_payload(event.payload, Some(deadline), Some(event.context.request_id.as_str()))
+                .handle_payload_sweeping(
+                    event.payload,
+                    Some(deadline),
+                    Some(event.context.request_id.as_str()),
+                    sweep,
+                )
                 .await
                 .map_err(Error::from)
         })

@@ -194,6 +194,7 @@ fn main() -> ExitCode {
                 visibility_timeout: std::time::Duration::from_secs(visibility_timeout.max(1)),
                 wait: std::time::Duration::from_secs(wait.min(20)),
                 exit_when_idle,
+                sweep_prefixes: Vec::new(),
             };
             run_async(serve_queue(options, policy))
         }
@@ -266,9 +267,10 @@ async fn remediate(
     })
 }
 
-async fn serve_queue(options: ServeOptions, flags: PolicyFlags) -> anyhow::Result<ExitCode> {
+async fn serve_queue(mut options: ServeOptions, flags: PolicyFlags) -> anyhow::Result<ExitCode> {
     init(LogFormat::Json);
     let config = flags.config()?;
+    options.sweep_prefixes = config.sweep_prefixes.clone();
     let handler = ecr_remediator::aws::handler(&config).await;
     let sdk = ecr_remediator::aws::load_config(config.max_attempts).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);

@@ -72,6 +72,8 @@ pub struct ServiceConfig {
     pub metrics: Option<MetricsConfig>,
     /// Member accounts (organisation-wide hub), when configured.
     pub members: Option<Members>,
+    /// This deployment's own account ([`ENV_ACCOUNT_ID`]), when given.
+    pub account_id: Option<String>,
 }
 
 /// How the hub acts in member accounts.
@@ -238,7 +240,19 @@ impl ServiceConfig {
                 })
             }
         };
+        let account_id = match get(ENV_ACCOUNT_ID) {
+            None => None,
+            Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => Some(a.to_owned()),
+            Some(a) => {
+                return Err(ConfigError::Setting {
+                    variable: ENV_ACCOUNT_ID,
+                    value: a.to_owned(),
+                    problem: "must be a 12-digit account id",
+                });
+            }
+        };
         Ok(ServiceConfig {
+            account_id,
             members,
             metrics,
             policies,

@@ -192,6 +192,11 @@ pub fn triage<'a>(
         return Ok(Triage::Ignore(Ignored::Failed));
     }
     if let (Trigger::Sweep, Some(min_age_s)) = (trigger, detail.cleanup_min_age_s) {
+        // Never younger than the default: whoever may send to the queue (in a
+        // hub, any principal of the organisation) must not be able to ask for
+        // the deletion of a manifest a push still in progress may need.
+        // `sweep --min-age` runs in-process, not through here.
+        let min_age_s = min_age_s.max(crate::engine::cleanup::DEFAULT_MIN_AGE_S);
         return Ok(Triage::Handle(Job {
             purpose: Purpose::Cleanup { min_age_s },
             trigger,
@@ -337,7 +342,7 @@ mod tests {
         for (purpose, tag) in [
             (Purpose::Remediate, Some(ImageTag::parse("v7").unwrap())),
             (Purpose::Cleanup { min_age_s: 3600 }, None),
-            (Purpose::Cleanup { min_age_s: 0 }, None),
+            (Purpose::Cleanup { min_age_s: 86_400 }, None),
         ] {
             let job = Job {
                 purpose,
@@ -355,6 +360,27 @@ mod tests {
             };
             assert_eq!(Job { event_id: None, ..got }, job);
         }
+        // A request asking for a younger minimum gets the default one.
+        let young = Job {
+            purpose: Purpose::Cleanup { min_age_s: 0 },
+            trigger: Trigger::Sweep,
+            event_id: None,
+            account: None,
+            region: None,
+            repository: repository.clone(),
+            digest: digest.clone(),
+            tag: None,
+        };
+        let event = parse_envelope(&crate::service::sweep::request_event(&young)).unwrap();
+        let Triage::Handle(got) = run(&event) else {
+            panic!("not handled: {event:?}")
+        };
+        assert_eq!(
+            got.purpose,
+            Purpose::Cleanup {
+                min_age_s: crate::engine::cleanup::DEFAULT_MIN_AGE_S
+            }
+        );
         // The same detail from ECR is an untagged push, never a cleanup.
         let mut e = push("", "application/vnd.oci.image.manifest.v1+json");
         e.detail["cleanup-min-age-s"] = 0.into();

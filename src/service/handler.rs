@@ -108,6 +108,38 @@ pub fn is_sweep_trigger(value: &Value) -> bool {
     value.get(SWEEP_TRIGGER_KEY).and_then(Value::as_str) == Some("sweep")
 }
 
+/// What a sweep trigger asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepTrigger {
+    /// The schedule: every account this deployment covers.
+    Everything,
+    /// One account's sweep (`None`: the deployment's own), as the schedule
+    /// fans out on the queue, one message per account.
+    Account(Option<String>),
+}
+
+/// Reads a sweep trigger: `{"ecr-remediator": "sweep"}` (the schedule), or
+/// `{"ecr-remediator": "sweep", "account": "…"}` (one account; `"account":
+/// null` is the deployment's own). `None` for anything else.
+pub fn sweep_trigger(value: &Value) -> Option<SweepTrigger> {
+    if !is_sweep_trigger(value) {
+        return None;
+    }
+    match value.get("account") {
+        None => Some(SweepTrigger::Everything),
+        Some(Value::Null) => Some(SweepTrigger::Account(None)),
+        Some(Value::String(a)) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => {
+            Some(SweepTrigger::Account(Some(a.clone())))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The message that asks for one account's sweep (see [`sweep_trigger`]).
+pub fn account_sweep_message(account: Option<&str>) -> String {
+    serde_json::json!({ SWEEP_TRIGGER_KEY: "sweep", "account": account }).to_string()
+}
+
 /// Recognises an SQS batch (`Records` with `eventSource: aws:sqs`); anything else is an event.
 pub fn payload(value: Value) -> Payload {
     let is_batch = value.get("Records").and_then(Value::as_array).is_some_and(|records| {
@@ -261,6 +293,25 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         deadline: Option<tokio::time::Instant>,
         request_id: Option<&str>,
     ) -> Result<Value, RetryError> {
+        let no_sweeps = |_: Option<String>| async { Err("this deployment does not sweep (no queue)".to_owned()) };
+        self.handle_payload_sweeping(value, deadline, request_id, no_sweeps)
+            .await
+    }
+
+    /// Like [`Self::handle_payload`]; an SQS message that asks for one
+    /// account's sweep ([`account_sweep_message`]) is given to `sweep`, and
+    /// delivered again if that fails.
+    pub async fn handle_payload_sweeping<F, Fut>(
+        &self,
+        value: Value,
+        deadline: Option<tokio::time::Instant>,
+        request_id: Option<&str>,
+        sweep: F,
+    ) -> Result<Value, RetryError>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         let request_id = request_id.map(str::to_owned);
         match payload(value) {
             Payload::Event(event) => {
@@ -286,6 +337,16 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                         request_id: request_id.clone(),
                     };
                     let body = message.body.as_deref().unwrap_or_default();
+                    let trigger = serde_json::from_str::<Value>(body).ok().and_then(|v| sweep_trigger(&v));
+                    if let Some(SweepTrigger::Account(account)) = trigger {
+                        if let Err(e) = sweep(account.clone()).await {
+                            tracing::error!(message_id = %id, account = account.as_deref().unwrap_or("own"), error = %e, "account sweep failed; it will be delivered again");
+                            let mut failure = BatchItemFailure::default();
+                            failure.item_identifier = id;
+                            response.batch_item_failures.push(failure);
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.handle_text(body, Trigger::Push, delivery).await {
                         tracing::warn!(message_id = %id, error = %e, "message failed; it will be delivered again");
                         let mut failure = BatchItemFailure::default();
@@ -346,5 +407,31 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             return Err(RetryError::Remediation(f.error.clone()));
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_triggers_round_trip_and_nothing_else_is_one() {
+        let schedule = serde_json::json!({"ecr-remediator": "sweep"});
+        assert_eq!(sweep_trigger(&schedule), Some(SweepTrigger::Everything));
+        for account in [None, Some("222222222222")] {
+            let message: Value = serde_json::from_str(&account_sweep_message(account)).unwrap();
+            assert_eq!(
+                sweep_trigger(&message),
+                Some(SweepTrigger::Account(account.map(str::to_owned)))
+            );
+        }
+        for not_one in [
+            serde_json::json!({"ecr-remediator": "sweep", "account": "12"}),
+            serde_json::json!({"ecr-remediator": "sweep", "account": 222222222222_u64}),
+            serde_json::json!({"ecr-remediator": "sweeps"}),
+            serde_json::json!({"source": "aws.ecr", "account": "222222222222"}),
+        ] {
+            assert_eq!(sweep_trigger(&not_one), None, "{not_one}");
+        }
     }
 }

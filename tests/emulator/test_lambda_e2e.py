@@ -268,11 +268,11 @@ def drain(sqs: Any, queue_url: str, keep: Any) -> list[dict[str, Any]]:
                 kept.append({"messageId": m["MessageId"], "eventSource": "aws:sqs", "body": m["Body"]})
 
 
-def test_the_hub_schedule_sweeps_every_member_account_and_one_failing_stops_none(
+def test_the_hub_schedule_fans_out_one_sweep_per_member_account_and_one_failing_stops_none(
     emulator: EmulatorProcess, client_factory: Any, aws_session: Any, salt: str, tmp_path: Path
 ) -> None:
-    """A hub with two member accounts: one with the member role (its image is found and then remediated
-    there), one without (reported, and the others are still swept)."""
+    """A hub with two member accounts: the schedule enqueues one sweep request per account; the member
+    with the role has its image found and then remediated there; the one without fails alone."""
     import boto3
 
     member, missing, external_id = "222222222222", "444444444444", "hub-secret-0123456789"
@@ -314,15 +314,22 @@ def test_the_hub_schedule_sweeps_every_member_account_and_one_failing_stops_none
         f"ECR_REMEDIATOR_MEMBER_ACCOUNTS={member},{missing}",
     ]
     with run_function(emulator, queue_url, hub_env) as port:
+        # The schedule fans out: one request per account on the queue.
         result = invoke(port, {"ecr-remediator": "sweep"}, tmp_path)
         assert result.returncode == 0, result.stderr
-        accounts = {a["account"]: a for a in json.loads(result.stdout)["accounts"]}
-        assert set(accounts) == {None, member, missing}, accounts
-        assert accounts[member]["summary"]["enqueued"] >= 1, accounts[member]
-        assert "AccessDenied" in accounts[missing]["error"], accounts[missing]
-        assert "summary" in accounts[None], "the hub's own account is still swept"
+        assert json.loads(result.stdout) == {"fanned_out": [None, member, missing]}
+        requests = drain(sqs, queue_url, lambda b: "ecr-remediator" in b)
+        assert sorted(json.loads(r["body"])["account"] or "" for r in requests) == ["", member, missing], requests
 
-        ours = drain(sqs, queue_url, lambda b: b["detail"]["repository-name"] == repo)
+        # Each account's request, as the queue delivers it: the one without a role fails alone and
+        # is left for redelivery (then the dead-letter queue); the others enqueue their images.
+        handled = invoke(port, {"Records": requests}, tmp_path)
+        assert handled.returncode == 0, handled.stderr
+        failed = [f["itemIdentifier"] for f in json.loads(handled.stdout)["batchItemFailures"]]
+        missing_id = next(r["messageId"] for r in requests if json.loads(r["body"])["account"] == missing)
+        assert failed == [missing_id], handled.stdout
+
+        ours = drain(sqs, queue_url, lambda b: b.get("detail", {}).get("repository-name") == repo)
         assert len(ours) == 1, ours
         request = json.loads(ours[0]["body"])
         assert request["account"] == member and request["detail"]["image-digest"] == index

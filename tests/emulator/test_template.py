@@ -418,11 +418,26 @@ def test_the_member_stack_forwards_index_pushes_and_trusts_only_the_hub_function
         assert trust["Statement"][0]["Principal"] == {"AWS": "arn:aws:iam::111111111111:root"}
     finally:
         cf.delete_stack(StackName="member")
+    # In a region other than RoleRegion the stack only forwards: IAM roles are global, so the member
+    # role (allowing the selected repositories in every region) comes from one region's stack.
+    cf.create_stack(
+        StackName="member-other-region",
+        TemplateBody=MEMBER.read_text(),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in {**params, "RoleRegion": "eu-west-1"}.items()],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    try:
+        logical = {r["LogicalResourceId"] for r in cf.list_stack_resources(StackName="member-other-region")["StackResourceSummaries"]}
+        assert "MemberRole" not in logical and "ForwardRule" in logical, logical
+    finally:
+        cf.delete_stack(StackName="member-other-region")
     # Deletion is granted only when the hub's policy deletes.
     template = member_template()
     role = template["Resources"]["MemberRole"]
     actions = as_list(statements_of(role)[0]["Action"])
     assert {"Fn::If": ["DeleteEnabled", "ecr:BatchDeleteImage", {"Ref": "AWS::NoValue"}]} in actions
+    resources = statements_of(role)[0]["Resource"]
+    assert all(r["Fn::Sub"][0].startswith("arn:${AWS::Partition}:ecr:*:${AWS::AccountId}:repository/") for r in resources), resources
 
 
 def test_an_organisation_wide_hub_accepts_its_members_and_may_assume_their_role(clients: dict[str, Any]) -> None:
@@ -498,6 +513,7 @@ def test_member_pushes_reach_the_hub_queue_only_from_inside_the_organisation(
         "HubQueueArn": hub["outputs"]["PushQueueArn"],
         "HubFunctionRoleArn": hub["outputs"]["FunctionRoleArn"],
         "ExternalId": "hub-secret-0123456789",
+        "RoleName": "ecr-remediator-member-fwd",
     }
     pushed = {}
     try:

@@ -34,6 +34,8 @@ class Push:
     #: The runnable the policy promotes; None when promotion falls back to
     #: tag mode (several platforms and none chosen).
     promoted: str | None = None
+    #: Each attestation manifest: (the image it describes, its layer digests).
+    attestations: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +45,8 @@ class Policy:
     mode: str
     keep: bool
     immutable: bool
+    #: ``provenance = "referrers"``: a deleted attestation must survive as a referrer of its image.
+    referrers: bool = False
 
 
 @dataclass
@@ -138,7 +142,24 @@ def check(world: World) -> tuple[list[str], dict[str, Any]]:
         if (e["repository-name"], e["image-digest"]) not in in_trail:
             violations.append(f"{e['repository-name']}: deletion of {e['image-digest']} is not in the audit trail")
 
+    # 6. Under provenance = referrers, no attestation is deleted without a copy
+    #    of it (same layers) attached to the image it describes.
+    attestations = {(p.repository, d): a for p in world.pushes for d, a in p.attestations.items()}
+    for e in deletes:
+        repo, digest = e["repository-name"], e["image-digest"]
+        if not world.policies[repo].referrers or (repo, digest) not in attestations:
+            continue
+        subject, layers = attestations[(repo, digest)]
+        copies = [
+            d
+            for d, (_, doc) in world.images.get(repo, {}).items()
+            if (doc.get("subject") or {}).get("digest") == subject and [x["digest"] for x in doc.get("layers") or []] == layers
+        ]
+        if not copies:
+            violations.append(f"{repo}: attestation {digest} of {subject} deleted with no referrer copy of it left")
+
     figures = _figures(world, deletes, finals)
+    figures["referrers"] = sum(1 for images in world.images.values() for _, doc in images.values() if doc.get("subject"))
     return violations, figures
 
 

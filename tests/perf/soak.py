@@ -3,7 +3,9 @@ then an independent check of every promise on what is left.
 
 Starts a private emulator; creates repositories with different policies
 (promote, strip, tag, with and without the keep tag and deletion, a
-multi-platform one, immutable ones), the EventBridge wiring the SAM template
+multi-platform one, immutable ones, one under ``provenance = "referrers"``,
+two in a member account whose pushes reach the hub's queue through the member
+rule and are handled through the member role), the EventBridge wiring the SAM template
 deploys (an index-push rule to an SQS queue with a dead-letter queue, audit
 records to a second queue), and ``--workers`` ``ecr-remediator serve``
 processes. Faults hit only the service's own calls (User-Agent
@@ -58,7 +60,24 @@ REPOSITORIES: dict[str, tuple[Policy, dict[str, Any], int]] = {
     ),
     "soak/immutable-promote": (Policy("promote", keep=True, immutable=True), {"mode": "promote", "delete_orphans": True}, 1),
     "soak/immutable-strip": (Policy("strip", keep=False, immutable=True), {"mode": "strip", "keep_tag": False, "delete_orphans": True}, 1),
+    "soak/referrers": (
+        Policy("promote", keep=False, immutable=False, referrers=True),
+        {"mode": "promote", "keep_tag": False, "delete_orphans": True, "provenance": "referrers"},
+        2,
+    ),
+    # In a member account: pushes forwarded to the hub's queue by the member rule, handled through the member role.
+    "soak-member/promote": (
+        Policy("promote", keep=False, immutable=False),
+        {"mode": "promote", "keep_tag": False, "delete_orphans": True},
+        2,
+    ),
+    "soak-member/tag": (Policy("tag", keep=True, immutable=False), {"mode": "tag"}, 1),
 }
+#: Repositories in a member account (the others are in the hub's).
+MEMBER = "222222222222"
+MEMBER_REPOSITORIES = {"soak-member/promote", "soak-member/tag"}
+EXTERNAL_ID = "soak-external-id-0123456789"
+ORGANIZATION = "o-emulator01"
 SERVICE_FAULTS = {"errors": {"ThrottlingException": 0.3, "ServerException": 0.1}, "latency_ms_max": 300, "user_agent": "aws-sdk-rust"}
 AUDIT_FAULTS = {"errors": {"InternalError": 0.1}, "user_agent": "aws-sdk-rust"}
 MAX_RECEIVE_COUNT = 5
@@ -68,6 +87,8 @@ def policy_toml() -> str:
     lines = ['[default]\nmode = "tag"\n']
     for name, (_, rule, _) in REPOSITORIES.items():
         lines.append(f'[[rules]]\nname = "{name}"\nrepositories = ["{name}"]')
+        if name in MEMBER_REPOSITORIES:
+            lines.append(f'accounts = ["{MEMBER}"]')
         for key, value in rule.items():
             lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
@@ -79,6 +100,75 @@ def clients(url: str) -> dict[str, Any]:
     return {name: boto3.client(name, **args) for name in ("ecr", "sqs", "events")}
 
 
+def wire_member(url: str, hub: dict[str, Any], work_queue_arn: str) -> dict[str, Any]:
+    """The member stack's parts in the member account (as infra/member.yaml makes them): the forwarding
+    rule and its role, and the member role the hub assumes; the hub queue accepts the organisation."""
+    sts = boto3.client("sts", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    hub_arn = sts.get_caller_identity()["Arn"]
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{MEMBER}:role/OrganizationAccountAccessRole", RoleSessionName="soak")["Credentials"]
+    args = {
+        "endpoint_url": url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": c["AccessKeyId"],
+        "aws_secret_access_key": c["SecretAccessKey"],
+        "aws_session_token": c["SessionToken"],
+    }
+    member = {name: boto3.client(name, **args) for name in ("ecr", "events", "iam")}
+    iam = member["iam"]
+    events_trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": MEMBER}},
+            }
+        ],
+    }
+    forward = iam.create_role(RoleName="soak-forward", AssumeRolePolicyDocument=json.dumps(events_trust))["Role"]["Arn"]
+    send = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": work_queue_arn}]}
+    iam.put_role_policy(RoleName="soak-forward", PolicyName="send", PolicyDocument=json.dumps(send))
+    hub_trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID, "aws:PrincipalArn": hub_arn}},
+            }
+        ],
+    }
+    iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(hub_trust))
+    member["events"].put_rule(Name="soak-forward", EventPattern=json.dumps(PUSH_PATTERN))
+    member["events"].put_targets(Rule="soak-forward", Targets=[{"Id": "hub", "Arn": work_queue_arn, "RoleArn": forward}])
+    queue_policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OrganizationMembersForwardPushes",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "sqs:SendMessage",
+                "Resource": work_queue_arn,
+                "Condition": {"StringEquals": {"aws:PrincipalOrgID": ORGANIZATION}},
+            }
+        ],
+    }
+    hub["sqs"].set_queue_attributes(
+        QueueUrl=hub["sqs"].get_queue_url(QueueName="soak-work")["QueueUrl"], Attributes={"Policy": json.dumps(queue_policy)}
+    )
+    return member
+
+
+PUSH_PATTERN = {
+    "source": ["aws.ecr"],
+    "detail-type": ["ECR Image Action"],
+    "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"], "manifest-media-type": INDEX_TYPES},
+}
+
+
 def wire(c: dict[str, Any]) -> tuple[str, str, str]:
     """The template's wiring: index pushes -> work queue (-> DLQ), audit records -> audit queue."""
     sqs, events = c["sqs"], c["events"]
@@ -86,13 +176,8 @@ def wire(c: dict[str, Any]) -> tuple[str, str, str]:
     redrive = json.dumps({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:soak-dlq", "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
     work = sqs.create_queue(QueueName="soak-work", Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"})["QueueUrl"]
     audit = sqs.create_queue(QueueName="soak-audit")["QueueUrl"]
-    pattern = {
-        "source": ["aws.ecr"],
-        "detail-type": ["ECR Image Action"],
-        "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"], "manifest-media-type": INDEX_TYPES},
-    }
     for rule, pat, queue in (
-        ("soak-pushes", pattern, "soak-work"),
+        ("soak-pushes", PUSH_PATTERN, "soak-work"),
         ("soak-audit", {"source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"]}, "soak-audit"),
     ):
         events.put_rule(Name=rule, EventPattern=json.dumps(pat))
@@ -119,6 +204,12 @@ def describe_push(layout: Any, stored: list[Any], repository: str, tag: str, seq
     entries = [(d["digest"], kind_of(d)) for d in index["manifests"]]
     for digest, media_type in plan_order(layout, {"digest": top, "mediaType": index["mediaType"]})[:-1]:
         kinds[digest] = next((k for d, k in entries if d == digest), "runnable" if media_type not in INDEX_TYPES else "index")
+    attestations: dict[str, tuple[str, list[str]]] = {}
+    for d in index["manifests"]:
+        if kind_of(d) == "attestation":
+            doc = json.loads(layout.blobs[d["digest"]])
+            subject = (d.get("annotations") or {}).get("vnd.docker.reference.digest") or (doc.get("subject") or {}).get("digest")
+            attestations[d["digest"]] = (subject, [x["digest"] for x in doc.get("layers") or []])
     runnables = [d for d in index["manifests"] if kind_of(d) == "runnable"]
     promoted = None
     if mode == "promote":
@@ -128,11 +219,10 @@ def describe_push(layout: Any, stored: list[Any], repository: str, tag: str, seq
             os_, arch = promote_platform.split("/")
             chosen = [d for d in runnables if d["platform"]["os"] == os_ and d["platform"]["architecture"] == arch]
             promoted = chosen[0]["digest"] if len(chosen) == 1 else None
-    return Push(seq, repository, tag, top, kinds, entries, promoted)
+    return Push(seq, repository, tag, top, kinds, entries, promoted, attestations)
 
 
-def pusher(c: dict[str, Any], args: argparse.Namespace, rng: random.Random) -> list[Push]:
-    ecr = c["ecr"]
+def pusher(ecr_of: dict[str, Any], args: argparse.Namespace, rng: random.Random) -> list[Push]:
     names = list(REPOSITORIES)
     weights = [REPOSITORIES[n][2] for n in names]
     pushes: list[Push] = []
@@ -169,7 +259,7 @@ def pusher(c: dict[str, Any], args: argparse.Namespace, rng: random.Random) -> l
             salt=f"soak-{len(pushes)}",
             extras=extras,
         )
-        stored = push(ecr, repository, layout, [tag])
+        stored = push(ecr_of[repository], repository, layout, [tag])
         pushes.append(describe_push(layout, stored, repository, tag, len(pushes), rule.get("promote_platform"), rule["mode"]))
         if len(pushes) % 100 == 0:
             print(f"  {len(pushes)} pushes, {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -194,9 +284,10 @@ def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def final_registry(ecr: Any) -> dict[str, dict[str, tuple[list[str], dict[str, Any]]]]:
+def final_registry(ecr_of: dict[str, Any]) -> dict[str, dict[str, tuple[list[str], dict[str, Any]]]]:
     out: dict[str, dict[str, tuple[list[str], dict[str, Any]]]] = {}
     for repository in REPOSITORIES:
+        ecr = ecr_of[repository]
         details = []
         for page in ecr.get_paginator("describe_images").paginate(repositoryName=repository):
             details.extend(page["imageDetails"])
@@ -247,9 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="ecr-remediator-soak-"))
     try:
         c = clients(emu.url)
-        for name, (policy, _, _) in REPOSITORIES.items():
-            c["ecr"].create_repository(repositoryName=name, imageTagMutability="IMMUTABLE" if policy.immutable else "MUTABLE")
         work, dlq, audit = wire(c)
+        member = wire_member(emu.url, c, "arn:aws:sqs:us-east-1:123456789012:soak-work")
+        ecr_of = {name: member["ecr"] if name in MEMBER_REPOSITORIES else c["ecr"] for name in REPOSITORIES}
+        for name, (policy, _, _) in REPOSITORIES.items():
+            ecr_of[name].create_repository(repositoryName=name, imageTagMutability="IMMUTABLE" if policy.immutable else "MUTABLE")
         policy_file = logs / "policy.toml"
         policy_file.write_text(policy_toml())
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_REMEDIATOR_")} | {
@@ -261,9 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             "ECR_REMEDIATOR_POLICY_FILE": str(policy_file),
             "ECR_REMEDIATOR_MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
             "ECR_REMEDIATOR_PUT_TPS": "5",
+            "ECR_REMEDIATOR_MEMBER_ROLE": "ecr-remediator-member",
+            "ECR_REMEDIATOR_EXTERNAL_ID": EXTERNAL_ID,
+            "ECR_REMEDIATOR_ACCOUNT_ID": "123456789012",
             "RUST_LOG": "info",
         }
-        for op in ("BatchGetImage", "PutImage", "DescribeImages", "BatchDeleteImage"):
+        for op in ("BatchGetImage", "PutImage", "DescribeImages", "BatchDeleteImage", "ListImageReferrers", "ListTagsForResource"):
             emu.control.fault(f"ecr:{op}", **SERVICE_FAULTS, seed=args.seed)
         emu.control.fault("events:PutEvents", **AUDIT_FAULTS, seed=args.seed)
         log_files = []
@@ -280,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"soak: {args.pushes}+ pushes over {args.minutes}+ min, {args.workers} workers, logs in {logs}", file=sys.stderr)
         started = time.monotonic()
-        pushes = pusher(c, args, rng)
+        pushes = pusher(ecr_of, args, rng)
         pushed_for = time.monotonic() - started
         print("  waiting for the queue to drain", file=sys.stderr)
         quiet, deadline = 0, time.monotonic() + 900
@@ -295,10 +391,11 @@ def main(argv: list[str] | None = None) -> int:
             w.wait(60)
         injected = emu.control.faults()["injected"]
         emu.control.clear_faults()
+        emu_deliveries = emu.control.deliveries()
         world = World(
             pushes=pushes,
             policies={n: p for n, (p, _, _) in REPOSITORIES.items()},
-            images=final_registry(c["ecr"]),
+            images=final_registry(ecr_of),
             ecr_events=[e["detail"] for e in emu.control.events()],
             records=[e["detail"] for e in drain(c["sqs"], audit)],
             dead_letters=drain(c["sqs"], dlq),
@@ -317,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "faults_injected": injected,
         "precondition_window": windows(log_files),
+        "cross_account_deliveries": len(emu_deliveries.get("delivered", [])),
+        "cross_account_refusals": len(emu_deliveries.get("failed", [])),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"figures": figures, "violations": violations, "pushes": [asdict(p) for p in pushes]}, indent=1))
