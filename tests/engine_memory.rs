@@ -100,6 +100,15 @@ fn job(index: &Digest, pushed_tag: &str) -> Job {
     }
 }
 
+/// What ECR answers a caller its IAM policy does not allow.
+fn access_denied(operation: &'static str) -> RegistryError {
+    RegistryError::Service {
+        operation,
+        code: "AccessDeniedException".into(),
+        message: "not allowed".into(),
+    }
+}
+
 fn raw(v: &serde_json::Value) -> RawManifest {
     RawManifest::parse(serde_json::to_vec(v).unwrap(), None).unwrap()
 }
@@ -638,14 +647,7 @@ async fn the_same_event_twice_writes_once() {
 async fn a_non_retryable_write_failure_stops_the_plan_and_is_recorded() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    reg.fail_next(
-        "PutImage",
-        [RegistryError::Service {
-            operation: "PutImage",
-            code: "AccessDeniedException".into(),
-            message: "not allowed".into(),
-        }],
-    );
+    reg.fail_next("PutImage", [access_denied("PutImage")]);
     let record = handle(
         &reg,
         &policies(Mode::Promote, true, false),
@@ -1076,14 +1078,7 @@ async fn a_rule_can_require_an_opt_in_or_ignore_the_repository_tag() {
 async fn a_repository_tag_that_cannot_be_read_is_a_failure_that_touches_nothing() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    reg.fail_next(
-        "ListTagsForResource",
-        [RegistryError::Service {
-            operation: "ListTagsForResource",
-            code: "AccessDeniedException".into(),
-            message: "not allowed".into(),
-        }],
-    );
+    reg.fail_next("ListTagsForResource", [access_denied("ListTagsForResource")]);
     let record = handle(
         &reg,
         &policies(Mode::Promote, true, false),

@@ -61,6 +61,31 @@ print(json.dumps({{t: d["imageDigest"] for d in ecr.describe_images(repositoryNa
     serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
 }
 
+/// The hub's handler (this account's, acting in members through their role) in `mode`.
+async fn hub(
+    mode: &str,
+) -> ecr_remediator::service::handler::Handler<
+    ecr_remediator::aws::ecr::EcrRegistry,
+    ecr_remediator::aws::audit::EventBridgeAudit,
+> {
+    handler(&[
+        ("ECR_REMEDIATOR_MODE", mode),
+        ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),
+        ("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID),
+        ("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT),
+    ])
+    .await
+}
+
+/// The CLI configured as the hub.
+fn as_hub(mut command: std::process::Command) -> std::process::Command {
+    command
+        .env("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member")
+        .env("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID)
+        .env("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT);
+    command
+}
+
 fn member_event(account: &str, repo: &str, index: &str) -> String {
     let mut event: Value = serde_json::from_str(&push_event(repo, index, "v1", OCI_INDEX)).unwrap();
     event["account"] = account.into();
@@ -75,13 +100,7 @@ async fn the_hub_remediates_in_the_member_account_and_one_account_failing_affect
     let (index_b, _) = member_push(MEMBER_B, &repo_b, false);
     let audit_a = AuditQueue::new(&repo_a).await;
     let audit_b = AuditQueue::new(&repo_b).await;
-    let hub = handler(&[
-        ("ECR_REMEDIATOR_MODE", "promote"),
-        ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),
-        ("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID),
-        ("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT),
-    ])
-    .await;
+    let hub = hub("promote").await;
 
     // B has no member role: an audited failure for B, not retried.
     let b = hub
@@ -140,7 +159,7 @@ async fn sweep_reaches_member_accounts_and_one_without_the_role_fails_alone() {
     let (index, runnable) = member_push(MEMBER_A, &repo, true);
     let repo_b = unique("org-sweep-b");
     member_push(MEMBER_B, &repo_b, false);
-    let out = cli(&[
+    let out = as_hub(cli(&[
         "sweep",
         "--account",
         MEMBER_A,
@@ -152,10 +171,7 @@ async fn sweep_reaches_member_accounts_and_one_without_the_role_fails_alone() {
         "promote",
         "--output",
         "json",
-    ])
-    .env("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member")
-    .env("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID)
-    .env("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT)
+    ]))
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -205,13 +221,7 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
     let audit = AuditQueue::new(&promoted).await;
     let audit_off = AuditQueue::new(&opted_out).await;
     // The hub's rule says tag mode; each repository's owner chose otherwise.
-    let hub = handler(&[
-        ("ECR_REMEDIATOR_MODE", "tag"),
-        ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),
-        ("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID),
-        ("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT),
-    ])
-    .await;
+    let hub = hub("tag").await;
     let emu = emulator();
     emu.clear_calls(&promoted);
 
@@ -266,7 +276,7 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
     );
 
     // A sweep of the member account leaves the opted-out repository unlisted, and says so.
-    let out = cli(&[
+    let out = as_hub(cli(&[
         "sweep",
         "--account",
         MEMBER_A,
@@ -276,10 +286,7 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
         &promoted,
         "--output",
         "json",
-    ])
-    .env("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member")
-    .env("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID)
-    .env("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT)
+    ]))
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -337,46 +337,36 @@ mod tests {
 
     #[test]
     fn a_sweeps_requests_give_back_its_jobs_and_ecr_cannot_ask_for_a_cleanup() {
-        let repository = RepositoryName::parse("team/app").unwrap();
-        let digest = Digest::sha256_of(b"x");
+        let job_of = |purpose, tag| Job {
+            purpose,
+            trigger: Trigger::Sweep,
+            event_id: None,
+            account: None,
+            region: None,
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: Digest::sha256_of(b"x"),
+            tag,
+        };
+        // The job a request gives back: the one it was made of, or with the
+        // default minimum age when it asked for a younger one.
+        let handled = |job: &Job| {
+            let event = parse_envelope(&crate::service::sweep::request_event(job)).unwrap();
+            let Triage::Handle(got) = run(&event) else {
+                panic!("not handled: {event:?}")
+            };
+            Job { event_id: None, ..got }
+        };
         for (purpose, tag) in [
             (Purpose::Remediate, Some(ImageTag::parse("v7").unwrap())),
             (Purpose::Cleanup { min_age_s: 3600 }, None),
             (Purpose::Cleanup { min_age_s: 86_400 }, None),
         ] {
-            let job = Job {
-                purpose,
-                trigger: Trigger::Sweep,
-                event_id: None,
-                account: None,
-                region: None,
-                repository: repository.clone(),
-                digest: digest.clone(),
-                tag,
-            };
-            let event = parse_envelope(&crate::service::sweep::request_event(&job)).unwrap();
-            let Triage::Handle(got) = run(&event) else {
-                panic!("not handled: {event:?}")
-            };
-            assert_eq!(Job { event_id: None, ..got }, job);
+            let job = job_of(purpose, tag);
+            assert_eq!(handled(&job), job);
         }
-        // A request asking for a younger minimum gets the default one.
-        let young = Job {
-            purpose: Purpose::Cleanup { min_age_s: 0 },
-            trigger: Trigger::Sweep,
-            event_id: None,
-            account: None,
-            region: None,
-            repository: repository.clone(),
-            digest: digest.clone(),
-            tag: None,
-        };
-        let event = parse_envelope(&crate::service::sweep::request_event(&young)).unwrap();
-        let Triage::Handle(got) = run(&event) else {
-            panic!("not handled: {event:?}")
-        };
+        let young = handled(&job_of(Purpose::Cleanup { min_age_s: 0 }, None));
         assert_eq!(
-            got.purpose,
+            young.purpose,
             Purpose::Cleanup {
                 min_age_s: crate::engine::cleanup::DEFAULT_MIN_AGE_S
             }

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from conftest import EVENT_TIMEOUT, EventQueue
 from ecr_emulator.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, build_buildx_layout
 from ecr_emulator.push import push
+from ecr_emulator.testing import account_session, member_role_trust
 
 ALL_TYPES = [
     OCI_INDEX,
@@ -566,29 +567,11 @@ def test_assume_role_follows_the_trust_policy_and_acts_in_the_role_account(clien
 
     sts = client_factory("sts")
     me = sts.get_caller_identity()
-    member_keys = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/OrganizationAccountAccessRole", RoleSessionName="setup")
     # As in an account AWS Organizations created, its OrganizationAccountAccessRole trusts the management
     # account (the emulator's default): act there to create the member role, then assume that as the hub.
-    assert member_keys["Credentials"]["AccessKeyId"]
-    creds = member_keys["Credentials"]
-    member = boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-        region_name="us-east-1",
-    )
+    member = account_session(emulator.url, "222222222222")
     iam = member.client("iam", endpoint_url=emulator.url)
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{me['Account']}:root"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"sts:ExternalId": "hub-secret-0123456789", "aws:PrincipalArn": me["Arn"]}},
-            }
-        ],
-    }
+    trust = member_role_trust(me["Arn"], "hub-secret-0123456789")
     iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(trust))
     role = "arn:aws:iam::222222222222:role/ecr-remediator-member"
     for bad in ({}, {"ExternalId": "wrong-secret-0123456789"}):

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import push
-from ecr_emulator.testing import EmulatorProcess, push_event
+from ecr_emulator.testing import EmulatorProcess, account_session, member_role_trust, push_event
 
 ROOT = Path(__file__).resolve().parents[2]
 CARGO_LAMBDA = Path(sys.executable).parent / "cargo-lambda"
@@ -273,29 +273,11 @@ def test_the_hub_schedule_fans_out_one_sweep_per_member_account_and_one_failing_
 ) -> None:
     """A hub with two member accounts: the schedule enqueues one sweep request per account; the member
     with the role has its image found and then remediated there; the one without fails alone."""
-    import boto3
 
     member, missing, external_id = "222222222222", "444444444444", "hub-secret-0123456789"
-    sts = client_factory("sts")
-    me = sts.get_caller_identity()
-    admin = sts.assume_role(RoleArn=f"arn:aws:iam::{member}:role/OrganizationAccountAccessRole", RoleSessionName="setup")["Credentials"]
-    in_member = boto3.Session(
-        aws_access_key_id=admin["AccessKeyId"],
-        aws_secret_access_key=admin["SecretAccessKey"],
-        aws_session_token=admin["SessionToken"],
-        region_name="us-east-1",
-    )
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{me['Account']}:root"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"sts:ExternalId": external_id, "aws:PrincipalArn": me["Arn"]}},
-            }
-        ],
-    }
+    me = client_factory("sts").get_caller_identity()
+    in_member = account_session(emulator.url, member)
+    trust = member_role_trust(me["Arn"], external_id)
     iam = in_member.client("iam", endpoint_url=emulator.url)
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(trust))

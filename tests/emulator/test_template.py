@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import push
+from ecr_emulator.testing import account_session
 
 pytestmark = pytest.mark.emulator_only
 
@@ -479,22 +480,6 @@ def test_an_organisation_wide_hub_accepts_its_members_and_may_assume_their_role(
         clients["cloudformation"].delete_stack(StackName="remediator-single")
 
 
-def in_account(account: str, emulator: Any) -> Any:
-    """A boto3 session acting in ``account`` through its OrganizationAccountAccessRole."""
-    import boto3
-
-    sts = boto3.client(
-        "sts", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="setup")["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=c["AccessKeyId"],
-        aws_secret_access_key=c["SecretAccessKey"],
-        aws_session_token=c["SessionToken"],
-        region_name="us-east-1",
-    )
-
-
 def test_member_pushes_reach_the_hub_queue_only_from_inside_the_organisation(
     clients: dict[str, Any], emulator: Any, control: Any, salt: str
 ) -> None:
@@ -518,7 +503,7 @@ def test_member_pushes_reach_the_hub_queue_only_from_inside_the_organisation(
     pushed = {}
     try:
         for account in (inside, outside):
-            session = in_account(account, emulator)
+            session = account_session(emulator.url, account)
             cf = session.client("cloudformation", endpoint_url=emulator.url)
             cf.create_stack(
                 StackName="ecr-remediator-member",
@@ -546,7 +531,7 @@ def test_member_pushes_reach_the_hub_queue_only_from_inside_the_organisation(
         assert f":{outside}:" in refused[0]["rule"] and "queue policy" in refused[0]["reason"], refused[0]
     finally:
         for account in (inside, outside):
-            in_account(account, emulator).client("cloudformation", endpoint_url=emulator.url).delete_stack(
+            account_session(emulator.url, account).client("cloudformation", endpoint_url=emulator.url).delete_stack(
                 StackName="ecr-remediator-member"
             )
         clients["cloudformation"].delete_stack(StackName="remediator-org")

@@ -37,7 +37,7 @@ import boto3
 from checker import Policy, Push, World, check
 from ecr_emulator.oci import build_buildx_layout
 from ecr_emulator.push import plan_order, push
-from ecr_emulator.testing import EmulatorProcess
+from ecr_emulator.testing import EmulatorProcess, account_session, member_role_trust
 
 INDEX_TYPES = ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]
 ALL_TYPES = [*INDEX_TYPES, "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"]
@@ -105,15 +105,8 @@ def wire_member(url: str, hub: dict[str, Any], work_queue_arn: str) -> dict[str,
     rule and its role, and the member role the hub assumes; the hub queue accepts the organisation."""
     sts = boto3.client("sts", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     hub_arn = sts.get_caller_identity()["Arn"]
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{MEMBER}:role/OrganizationAccountAccessRole", RoleSessionName="soak")["Credentials"]
-    args = {
-        "endpoint_url": url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": c["AccessKeyId"],
-        "aws_secret_access_key": c["SecretAccessKey"],
-        "aws_session_token": c["SessionToken"],
-    }
-    member = {name: boto3.client(name, **args) for name in ("ecr", "events", "iam")}
+    session = account_session(url, MEMBER)
+    member = {name: session.client(name, endpoint_url=url) for name in ("ecr", "events", "iam")}
     iam = member["iam"]
     events_trust = {
         "Version": "2012-10-17",
@@ -129,17 +122,7 @@ def wire_member(url: str, hub: dict[str, Any], work_queue_arn: str) -> dict[str,
     forward = iam.create_role(RoleName="soak-forward", AssumeRolePolicyDocument=json.dumps(events_trust))["Role"]["Arn"]
     send = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": work_queue_arn}]}
     iam.put_role_policy(RoleName="soak-forward", PolicyName="send", PolicyDocument=json.dumps(send))
-    hub_trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID, "aws:PrincipalArn": hub_arn}},
-            }
-        ],
-    }
+    hub_trust = member_role_trust(hub_arn, EXTERNAL_ID)
     iam.create_role(RoleName="ecr-remediator-member", AssumeRolePolicyDocument=json.dumps(hub_trust))
     member["events"].put_rule(Name="soak-forward", EventPattern=json.dumps(PUSH_PATTERN))
     member["events"].put_targets(Rule="soak-forward", Targets=[{"Id": "hub", "Arn": work_queue_arn, "RoleArn": forward}])

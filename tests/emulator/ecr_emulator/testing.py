@@ -140,3 +140,38 @@ def push_event(repository: str, digest: str, tag: str, media_type: str, event_id
             "manifest-media-type": media_type,
         },
     }
+
+
+#: The emulator's default account, as the static test credentials see it.
+HUB_ACCOUNT = "123456789012"
+
+
+def account_session(url: str, account: str, region: str = "us-east-1") -> Any:
+    """A boto3 session acting in ``account``, through the OrganizationAccountAccessRole that trusts the
+    management account (the test credentials' account), as in accounts AWS Organizations creates."""
+    import boto3
+
+    sts = boto3.client("sts", endpoint_url=url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="setup")["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=c["AccessKeyId"],
+        aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"],
+        region_name=region,
+    )
+
+
+def member_role_trust(hub_principal_arn: str, external_id: str, hub_account: str = HUB_ACCOUNT) -> dict[str, Any]:
+    """The member role's trust policy, as infra/member.yaml writes it: the hub account, only for the hub's
+    principal, with the external id."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{hub_account}:root"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id, "aws:PrincipalArn": hub_principal_arn}},
+            }
+        ],
+    }
