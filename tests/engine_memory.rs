@@ -100,6 +100,14 @@ fn job(index: &Digest, pushed_tag: &str) -> Job {
     }
 }
 
+/// ECR's throttling answer.
+fn throttled(operation: &'static str) -> RegistryError {
+    RegistryError::Throttled {
+        operation,
+        message: "Rate exceeded".into(),
+    }
+}
+
 /// What ECR answers a caller its IAM policy does not allow.
 fn access_denied(operation: &'static str) -> RegistryError {
     RegistryError::Service {
@@ -438,13 +446,7 @@ async fn a_newer_remediation_is_not_taken_over_by_a_late_event_of_an_older_push(
 async fn a_throttled_write_is_retried_only_after_a_fresh_check() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    reg.fail_next(
-        "PutImage",
-        [RegistryError::Throttled {
-            operation: "PutImage",
-            message: "Rate exceeded".into(),
-        }],
-    );
+    reg.fail_next("PutImage", [throttled("PutImage")]);
     let record = handle(
         &reg,
         &policies(Mode::Promote, false, true),
@@ -467,13 +469,7 @@ async fn a_push_during_a_throttled_retry_stops_the_move() {
     let p = push_buildx(&reg, "a", "v7", &[]);
     let newer = image("newer");
     let n2 = newer.clone();
-    reg.fail_next(
-        "PutImage",
-        [RegistryError::Throttled {
-            operation: "PutImage",
-            message: "Rate exceeded".into(),
-        }],
-    );
+    reg.fail_next("PutImage", [throttled("PutImage")]);
     reg.on_call(move |op, n, repos| {
         if op == "BatchGetImage" && n == 3 {
             store(repos.get_mut("team/app").unwrap(), &n2, Some(&tag("v7"))).unwrap();
@@ -493,13 +489,7 @@ async fn a_push_during_a_throttled_retry_stops_the_move() {
 async fn sustained_throttling_runs_out_of_attempts_as_a_retryable_failure() {
     let reg = registry(false);
     let p = push_buildx(&reg, "a", "v7", &[]);
-    reg.fail_next(
-        "PutImage",
-        (0..20).map(|_| RegistryError::Throttled {
-            operation: "PutImage",
-            message: "Rate exceeded".into(),
-        }),
-    );
+    reg.fail_next("PutImage", (0..20).map(|_| throttled("PutImage")));
     let record = handle(
         &reg,
         &policies(Mode::Promote, true, false),
@@ -1092,13 +1082,7 @@ async fn a_repository_tag_that_cannot_be_read_is_a_failure_that_touches_nothing(
     assert_eq!(target(&reg, "v7").as_ref(), Some(p.index.digest()), "nothing moved");
     assert_eq!(reg.calls().get("PutImage"), None);
     // Throttling is retried like any read.
-    reg.fail_next(
-        "ListTagsForResource",
-        [RegistryError::Throttled {
-            operation: "ListTagsForResource",
-            message: "slow down".into(),
-        }],
-    );
+    reg.fail_next("ListTagsForResource", [throttled("ListTagsForResource")]);
     let record = handle(
         &reg,
         &policies(Mode::Promote, true, false),
