@@ -159,7 +159,7 @@ def check(world: World) -> tuple[list[str], dict[str, Any]]:
             violations.append(f"{repo}: attestation {digest} of {subject} deleted with no referrer copy of it left")
 
     figures = _figures(world, deletes, finals)
-    figures["referrers"] = sum(1 for images in world.images.values() for _, doc in images.values() if doc.get("subject"))
+    figures["manifests_with_subject"] = sum(1 for images in world.images.values() for _, doc in images.values() if doc.get("subject"))
     return violations, figures
 
 
