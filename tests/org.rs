@@ -195,6 +195,35 @@ async fn sweep_reaches_member_accounts_and_one_without_the_role_fails_alone() {
     let t = member_tags(MEMBER_A, &repo);
     assert_eq!(t["v1"], runnable.as_str());
     assert_eq!(t["v1-index"], index.as_str());
+
+    // --all-accounts: this account, then each listed member; B still fails alone.
+    let out = as_hub(cli(&[
+        "sweep",
+        "--all-accounts",
+        "--repository",
+        &repo,
+        "--output",
+        "json",
+    ]))
+    .env("ECR_REMEDIATOR_MEMBER_ACCOUNTS", format!("{MEMBER_A}, {MEMBER_B}"))
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("account {MEMBER_B}")), "{stderr}");
+    let summaries: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"account\"") || l.starts_with("{\"summary\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), 2, "this account and A: {stdout}");
+    let out = as_hub(cli(&["sweep", "--all-accounts"]))
+        .env("ECR_REMEDIATOR_MEMBER_ACCOUNTS", "1234")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ECR_REMEDIATOR_MEMBER_ACCOUNTS"));
 }
 
 /// Sets the resource tag `ecr-remediator:mode` of `repo` in `account`, as its owner would.

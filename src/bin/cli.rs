@@ -327,11 +327,9 @@ fn sweep_accounts(args: &SweepArgs) -> anyhow::Result<Vec<Option<String>>> {
         Ok(a.to_owned())
     };
     if args.all_accounts {
-        let listed = std::env::var("ECR_REMEDIATOR_MEMBER_ACCOUNTS").unwrap_or_default();
-        let mut out = vec![None];
-        for a in listed.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            out.push(Some(check(a).context("ECR_REMEDIATOR_MEMBER_ACCOUNTS")?));
-        }
+        let listed = std::env::var(ecr_remediator::service::config::ENV_MEMBER_ACCOUNTS).unwrap_or_default();
+        let members = ecr_remediator::service::config::member_accounts(&listed)?;
+        let out: Vec<Option<String>> = std::iter::once(None).chain(members.into_iter().map(Some)).collect();
         anyhow::ensure!(
             out.len() > 1,
             "--all-accounts reads the member accounts from ECR_REMEDIATOR_MEMBER_ACCOUNTS (comma-separated ids), which is empty"
