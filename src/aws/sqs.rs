@@ -20,7 +20,7 @@ use crate::engine::audit::{AuditSink, Trigger};
 use crate::engine::registry::Registry;
 use crate::engine::sweep::Selection;
 use crate::service::handler::{Delivery, Handler, SweepTrigger, sweep_trigger};
-use crate::service::sweep::{JobQueue, QueueError, enqueue_accounts};
+use crate::service::sweep::{JobQueue, QueueError, enqueue_account};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -140,18 +140,16 @@ pub async fn serve<R: Registry, A: AuditSink>(
                     // One account's sweep, as a hub's schedule fans it out: its requests go on this queue.
                     Some(SweepTrigger::Account(account)) => {
                         let queue = SqsJobQueue::new(client.clone(), options.queue_url.clone());
-                        let done = enqueue_accounts(
+                        enqueue_account(
                             handler,
-                            &[account],
+                            account.as_deref(),
                             &options.sweep_prefixes,
                             &Selection::default(),
                             &queue,
                         )
-                        .await;
-                        match done.iter().find_map(|a| a.error.clone()) {
-                            Some(error) => Err(error),
-                            None => Ok(serde_json::to_string(&done).unwrap_or_default()),
-                        }
+                        .await
+                        .map(|summary| serde_json::to_string(&summary).unwrap_or_default())
+                        .map_err(|e| e.to_string())
                     }
                     _ => handler
                         .handle_text(body, Trigger::Push, delivery)

@@ -13,7 +13,7 @@ use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::service::config::ServiceConfig;
 use ecr_remediator::service::handler::{SweepTrigger, account_sweep_message, sweep_trigger};
 use ecr_remediator::service::sweep::JobQueue;
-use ecr_remediator::service::sweep::enqueue_accounts;
+use ecr_remediator::service::sweep::enqueue_account;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -56,6 +56,16 @@ async fn main() -> Result<(), Error> {
         );
         let deadline = retry_deadline(event.context.deadline());
         Box::pin(async move {
+            // One account's sweep: its image requests go on the queue.
+            let sweep_one = |account: Option<String>| {
+                let (handler, queue, prefixes) = (Arc::clone(&handler), queue.clone(), Arc::clone(&prefixes));
+                async move {
+                    let queue = queue.ok_or_else(|| "a sweep needs ECR_REMEDIATOR_QUEUE_URL".to_owned())?;
+                    enqueue_account(&handler, account.as_deref(), &prefixes, &Selection::default(), &*queue)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
             match sweep_trigger(&event.payload) {
                 // The schedule, in a hub with member accounts: one message per account on the
                 // queue, so each account is swept in its own invocation, retried on its own.
@@ -69,31 +79,19 @@ async fn main() -> Result<(), Error> {
                     return Ok(serde_json::json!({ "fanned_out": *accounts }));
                 }
                 Some(trigger) => {
-                    let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
-                    let only = match trigger {
-                        SweepTrigger::Account(account) => vec![account],
-                        SweepTrigger::Everything => vec![None],
+                    let account = match trigger {
+                        SweepTrigger::Account(account) => account,
+                        SweepTrigger::Everything => None,
                     };
-                    let per_account =
-                        enqueue_accounts(&handler, &only, &prefixes, &Selection::default(), &*queue).await;
-                    tracing::info!(?per_account, "sweep requests enqueued");
-                    if let Some(error) = per_account.iter().find_map(|a| a.error.clone()) {
-                        return Err(Error::from(format!("the sweep failed: {error}")));
-                    }
-                    return Ok(serde_json::json!({ "accounts": per_account }));
+                    let summary = sweep_one(account.clone()).await.map_err(Error::from)?;
+                    tracing::info!(?summary, "sweep requests enqueued");
+                    return Ok(serde_json::json!({ "accounts": [{ "account": account, "summary": summary }] }));
                 }
                 None => {}
             }
             let sweep = |account: Option<String>| {
-                let (handler, queue, prefixes) = (Arc::clone(&handler), queue.clone(), Arc::clone(&prefixes));
-                async move {
-                    let queue = queue.ok_or_else(|| "a sweep needs ECR_REMEDIATOR_QUEUE_URL".to_owned())?;
-                    let done = enqueue_accounts(&handler, &[account], &prefixes, &Selection::default(), &*queue).await;
-                    match done.into_iter().find_map(|a| a.error) {
-                        Some(error) => Err(error),
-                        None => Ok(()),
-                    }
-                }
+                let done = sweep_one(account);
+                async move { done.await.map(|_| ()) }
             };
             handler
                 .handle_payload_sweeping(

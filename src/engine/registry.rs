@@ -260,7 +260,7 @@ pub trait Registry: Sync {
 
     /// The value of the repository's resource tag `key`, if it has one
     /// (`ListTagsForResource`). The ECR adapter caches answers briefly (see
-    /// `aws::ecr::REPOSITORY_TAG_TTL`), so a burst of pushes to one repository
+    /// `aws::tag_cache::REPOSITORY_TAG_TTL`), so a burst of pushes to one repository
     /// costs one call.
     fn repository_tag(
         &self,

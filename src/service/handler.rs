@@ -237,20 +237,15 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         job: &Job,
         delivery: Delivery,
     ) -> (AuditRecord, Result<EventResult, RetryError>) {
-        let member = match (&self.members, job.account.as_deref()) {
-            (Some(members), Some(account)) if Some(account) != self.own_account.as_deref() => {
-                match members.registry_for(account).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        // This account alone: an audited failure, retried only if it may pass.
-                        tracing::warn!(account, error = %e, "cannot act in the member account");
-                        let record = self.account_failure(job, &e, &delivery);
-                        let result = self.finish(record.clone(), delivery).await;
-                        return (record, result);
-                    }
-                }
+        let member = match self.member_registry(job.account.as_deref()).await.transpose() {
+            Ok(member) => member,
+            Err(e) => {
+                // This account alone: an audited failure, retried only if it may pass.
+                tracing::warn!(account = job.account.as_deref().unwrap_or(""), error = %e, "cannot act in the member account");
+                let record = self.account_failure(job, &e, &delivery);
+                let result = self.finish(record.clone(), delivery).await;
+                return (record, result);
             }
-            _ => None,
         };
         let registry = member.as_deref().unwrap_or(&self.registry);
         let record = self.engine(registry, &delivery).remediate(job).await;
@@ -258,22 +253,32 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         (record, result)
     }
 
+    /// The registry of `account` when it is a member's (reached through its
+    /// role); `None` for this deployment's own account, an unknown one, or
+    /// when no member access is configured.
+    async fn member_registry(&self, account: Option<&str>) -> Option<Result<std::sync::Arc<R>, RegistryError>> {
+        match (&self.members, account) {
+            (Some(members), Some(a)) if Some(a) != self.own_account.as_deref() => Some(members.registry_for(a).await),
+            _ => None,
+        }
+    }
+
     /// The member registry to sweep `account` in (`None`: this deployment's
     /// own registry). A foreign account needs the member role configured.
     pub async fn sweep_registry(&self, account: Option<&str>) -> Result<Option<std::sync::Arc<R>>, RegistryError> {
-        match (&self.members, account) {
-            (_, None) => Ok(None),
-            (_, Some(a)) if Some(a) == self.own_account.as_deref() => Ok(None),
-            (Some(members), Some(a)) => members.registry_for(a).await.map(Some),
-            (None, Some(a)) => Err(RegistryError::Service {
+        if let (None, Some(a)) = (&self.members, account)
+            && Some(a) != self.own_account.as_deref()
+        {
+            return Err(RegistryError::Service {
                 operation: "AssumeRole",
                 code: "NoMemberRole".to_owned(),
                 message: format!(
                     "sweeping account {a} needs the hub's member role (ECR_REMEDIATOR_MEMBER_ROLE, \
                      ECR_REMEDIATOR_EXTERNAL_ID, ECR_REMEDIATOR_ACCOUNT_ID)"
                 ),
-            }),
+            });
         }
+        self.member_registry(account).await.transpose()
     }
 
     fn account_failure(&self, job: &Job, e: &RegistryError, delivery: &Delivery) -> AuditRecord {

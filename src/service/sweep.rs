@@ -362,58 +362,25 @@ pub struct EnqueueSummary {
     pub left_alone: usize,
 }
 
-/// One account's part of an organisation-wide scheduled sweep.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AccountEnqueued {
-    /// The account (`None`: the deployment's own).
-    pub account: Option<String>,
-    /// What was enqueued there, when it could be swept.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<EnqueueSummary>,
-    /// Why it could not be swept (its role is missing, listing failed, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A scheduled sweep over several accounts: [`enqueue`] in each, in the
-/// account's own registry (through the member role), one after the other.
-/// An account that fails is reported and logged, and the others are still
-/// swept: one account's missing role never stops the rest.
-pub async fn enqueue_accounts<R: Registry, A: AuditSink, Q: JobQueue>(
+/// One account's scheduled sweep: [`enqueue`] in that account's registry
+/// (`None`: the deployment's own; a member's through its role). A hub's
+/// schedule sends one request per account through the queue, so each
+/// account is swept, and retried, on its own.
+pub async fn enqueue_account<R: Registry, A: AuditSink, Q: JobQueue>(
     handler: &Handler<R, A>,
-    accounts: &[Option<String>],
+    account: Option<&str>,
     prefixes: &[String],
     selection: &Selection,
     queue: &Q,
-) -> Vec<AccountEnqueued> {
-    let mut out = Vec::with_capacity(accounts.len());
-    for account in accounts {
-        let scope = Scope {
-            repositories: Vec::new(),
-            prefixes: prefixes.to_vec(),
-            account: account.clone(),
-        };
-        let result = match handler.sweep_registry(account.as_deref()).await {
-            Ok(member) => {
-                let registry: &R = member.as_deref().unwrap_or(&handler.registry);
-                enqueue(registry, &handler.policies, &scope, selection, queue).await
-            }
-            Err(e) => Err(EnqueueError::Registry(e)),
-        };
-        let (summary, error) = match result {
-            Ok(s) => (Some(s), None),
-            Err(e) => {
-                tracing::error!(account = account.as_deref().unwrap_or("own"), error = %e, "scheduled sweep of the account failed");
-                (None, Some(e.to_string()))
-            }
-        };
-        out.push(AccountEnqueued {
-            account: account.clone(),
-            summary,
-            error,
-        });
-    }
-    out
+) -> Result<EnqueueSummary, EnqueueError> {
+    let member = handler.sweep_registry(account).await?;
+    let registry: &R = member.as_deref().unwrap_or(&handler.registry);
+    let scope = Scope {
+        repositories: Vec::new(),
+        prefixes: prefixes.to_vec(),
+        account: account.map(str::to_owned),
+    };
+    enqueue(registry, &handler.policies, &scope, selection, queue).await
 }
 
 /// The request a sweep enqueues for one job: an event of source
