@@ -273,6 +273,10 @@ async fn delete_mode_costs_the_same_calls_in_a_repository_of_any_size() {
     assert_eq!(counts[0], counts[1], "per-push calls must not grow with the repository");
     let reads = counts[0].get("BatchGetImage").unwrap() + counts[0].get("DescribeImages").unwrap();
     assert!(reads <= 4, "{:?}", counts[0]);
+    // What is attached to the two manifests it deletes (the index and its
+    // attestation): one ListImageReferrers each; their companion tags ride
+    // in the second BatchGetImage.
+    assert_eq!(counts[0].get("ListImageReferrers"), Some(&2), "{:?}", counts[0]);
 }
 
 #[tokio::test]
@@ -907,7 +911,13 @@ async fn referrers_are_written_and_verified_before_the_attestation_is_deleted() 
         .collect();
     assert_eq!(kinds, vec!["tag", "referrer", "delete", "delete"], "{record:#?}");
     let copy = record.actions[1].action.target().clone();
-    assert_eq!(reg.calls()["ListImageReferrers"], 1, "verified once");
+    // What is attached to the index and to its attestation (before planning
+    // the deletions), then the copy verified once.
+    assert_eq!(
+        reg.calls()["ListImageReferrers"],
+        3,
+        "two attachment checks, one verification"
+    );
     let referrers = reg.list_referrers(&repo(), p.image.digest()).await.unwrap();
     assert_eq!(referrers, vec![copy.clone()]);
     let s = state(&reg);
@@ -966,7 +976,11 @@ async fn an_unverified_referrer_keeps_the_index_and_its_attestations() {
         ),
         "{record:#?}"
     );
-    assert_eq!(reg.calls()["ListImageReferrers"], 3, "listed again before giving up");
+    assert_eq!(
+        reg.calls()["ListImageReferrers"],
+        2 + 3,
+        "two attachment checks, then listed again before giving up"
+    );
 }
 
 #[tokio::test]

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::{digest_of, tag};
 use ecr_remediator::engine::cleanup::{CleanupInput, plan_cleanup};
 use ecr_remediator::engine::plan::{Action, PlanInput, SkipReason, TagRole, plan};
-use ecr_remediator::engine::view::{Held, RepositoryView};
+use ecr_remediator::engine::view::{Attachments, Held, RepositoryView};
 use ecr_remediator::oci::classify::{EntryClass, classify};
+use ecr_remediator::oci::companion::Companion;
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::manifest::RawManifest;
 use ecr_remediator::policy::template::TagTemplate;
@@ -82,6 +83,31 @@ struct Scenario {
     platform_template: bool,
     /// `provenance = referrers`.
     referrers: bool,
+    /// What is attached to the index and to each entry (signatures, companion tags).
+    attach_index: Attach,
+    attach_entries: Vec<Attach>,
+}
+
+/// What the reader learnt is attached to a manifest from outside any index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// Not read.
+    Unread,
+    /// Read: nothing.
+    Nothing,
+    /// An OCI referrer (a Notation signature) names it as subject.
+    Referrer,
+    /// A cosign companion tag (`sha256-<hex>.sig`).
+    Companion,
+}
+
+fn attach() -> impl Strategy<Value = Attach> {
+    prop_oneof![
+        1 => Just(Attach::Unread),
+        16 => Just(Attach::Nothing),
+        1 => Just(Attach::Referrer),
+        1 => Just(Attach::Companion),
+    ]
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -122,6 +148,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 any::<bool>(),
                 prop::bool::weighted(0.4),
             ),
+            (attach(), prop::collection::vec(attach(), n)),
         )
             .prop_map(
                 |(
@@ -148,6 +175,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         platform_template,
                         referrers,
                     ),
+                    (attach_index, attach_entries),
                 )| Scenario {
                     entries,
                     duplicate_first,
@@ -168,6 +196,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     promote_arm64,
                     platform_template,
                     referrers,
+                    attach_index,
+                    attach_entries,
                 },
             )
     })
@@ -359,7 +389,60 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
     if s.stale_keep_tag {
         v.insert_image(stranger, [tag("v1-index")]).unwrap();
     }
+    // What the reader learns of attachments, and the subjects of the
+    // entries' manifests that name one (artifact-form attestations).
+    let attached = |v: &mut RepositoryView, d: &Digest, a: Attach| {
+        let found = match a {
+            Attach::Unread => return,
+            Attach::Nothing => Attachments::default(),
+            Attach::Referrer => Attachments {
+                referrers: vec![digest_of(&format!("signature-of-{d}"))],
+                companion_tags: vec![],
+            },
+            Attach::Companion => Attachments {
+                referrers: vec![],
+                companion_tags: vec![(Companion::Signature, Companion::Signature.tag_for(d).unwrap())],
+            },
+        };
+        v.set_attachments(d, found);
+    };
+    attached(&mut v, index.digest(), s.attach_index);
+    for (i, d) in children.iter().enumerate() {
+        attached(&mut v, d, s.attach_entries.get(i).copied().unwrap_or(Attach::Nothing));
+    }
+    for m in read_manifests(s).values() {
+        if let Some(subject) = m.subject() {
+            v.set_subject(m.digest(), &subject.digest);
+        }
+    }
     v
+}
+
+/// Deletions never hit a manifest something is attached to, one whose
+/// attachments were not read, or (on the per-push path) an attestation that
+/// is itself a referrer of its image.
+fn attachment_invariants(
+    view: &RepositoryView,
+    p: &ecr_remediator::engine::plan::Plan,
+    per_push: bool,
+) -> Result<(), TestCaseError> {
+    for a in &p.actions {
+        if let Action::Delete { digest, .. } = a {
+            let found = view.attachments(digest);
+            prop_assert!(found.is_some(), "{digest} deleted without reading what is attached");
+            prop_assert!(
+                found.is_some_and(|f| f.is_empty()),
+                "{digest} deleted although signed or referred to"
+            );
+            if per_push {
+                prop_assert!(
+                    view.subject_of(digest).is_none(),
+                    "{digest}, a referrer of its image, deleted"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn build_policy(s: &Scenario) -> Policy {
@@ -381,6 +464,7 @@ fn build_policy(s: &Scenario) -> Policy {
             ecr_remediator::policy::Provenance::Index
         },
         repository_tag: ecr_remediator::policy::repository_tag::RepositoryTagUse::Ignored,
+        ..Policy::default()
     }
 }
 
@@ -528,6 +612,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     }
 
     referrer_invariants(s, &index, &classification, &view, &p)?;
+    attachment_invariants(&view, &p, true)?;
 
     // 3. Idempotence: planning again on the resulting state gives no write.
     let again = plan(&PlanInput { view: &state, ..input });
@@ -590,6 +675,7 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         }
         return Err(e);
     }
+    attachment_invariants(&view, &p, true)?;
     if deletes.is_empty() {
         return Ok(());
     }
@@ -607,7 +693,7 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
             .iter()
             .any(|e| matches!(e.class, EntryClass::Runnable { .. })
                 && view.tags_of(e.digest()).is_some_and(|t| !t.is_empty())),
-        "no tagged image: not a remediation's leftover"
+        "no tagged image (nor a tagged stripped copy): not a remediation's leftover"
     );
     let mut state = view.clone();
     for a in &p.actions {
@@ -738,6 +824,7 @@ fn the_generator_reaches_every_kind_of_plan() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups, mut copies) = (0, 0, 0, 0, 0, 0);
+    let mut kept_attached = 0;
     for _ in 0..2000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let index = build_index(&s);
@@ -775,6 +862,19 @@ fn the_generator_reaches_every_kind_of_plan() {
             .filter(|a| matches!(a, Action::PutIndex { .. }))
             .count();
         superseded += usize::from(matches!(p.halted(), Some(SkipReason::Superseded { .. })));
+        kept_attached += p
+            .skipped
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.reason,
+                    SkipReason::HasReferrers { .. }
+                        | SkipReason::HasCompanion { .. }
+                        | SkipReason::AttachmentsUnknown
+                        | SkipReason::AttachedReferrer { .. }
+                )
+            })
+            .count();
         copies += p
             .actions
             .iter()
@@ -793,7 +893,7 @@ fn the_generator_reaches_every_kind_of_plan() {
         cleanups += usize::from(!cleanup.actions.is_empty());
     }
     assert!(
-        deletes > 50 && moves > 40 && puts > 50 && superseded > 20 && cleanups > 5 && copies > 50,
-        "{deletes} {moves} {puts} {superseded} {cleanups} {copies}"
+        deletes > 30 && moves > 40 && puts > 50 && superseded > 20 && cleanups > 5 && copies > 50 && kept_attached > 20,
+        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached}"
     );
 }

@@ -348,13 +348,37 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     let mut partial = ecr_remediator::engine::view::RepositoryView::new();
     for d in c.index.entries() {
         partial.insert_image(d.digest.clone(), []).unwrap();
+        partial.set_attachments(&d.digest, Default::default());
     }
     partial.insert_image(c.index.digest().clone(), [tag("v7")]).unwrap();
+    partial.set_attachments(c.index.digest(), Default::default());
     let p = c.plan(&partial, &pol);
     assert!(
         p.actions
             .iter()
             .any(|a| a.is_delete() && a.target() == &attestation(&c))
+    );
+    // What is attached to a manifest unknown: never deleted.
+    let mut unread = pushed(&c.index, "v7");
+    unread.set_companion_tags(&attestation(&c), Vec::new());
+    let unread = {
+        let mut v = ecr_remediator::engine::view::RepositoryView::new();
+        for (d, tags) in unread.images() {
+            v.insert_image(d.clone(), tags.iter().cloned()).unwrap();
+        }
+        v.insert_index(
+            c.index.digest().clone(),
+            c.index.entries().iter().map(|d| d.digest.clone()).collect(),
+        );
+        v.set_attachments(c.index.digest(), Default::default());
+        v
+    };
+    let p = c.plan(&unread, &pol);
+    assert!(!p.actions.iter().any(|a| a.target() == &attestation(&c)), "{p:?}");
+    assert!(
+        p.skipped.iter().any(|s| s.digest.as_ref() == Some(&attestation(&c))
+            && s.reason == ecr_remediator::engine::plan::SkipReason::AttachmentsUnknown),
+        "{p:?}"
     );
 }
 

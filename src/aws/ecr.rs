@@ -486,6 +486,7 @@ fn image_entry(detail: &aws_sdk_ecr::types::ImageDetail) -> Result<(Digest, Imag
         media_type: detail.image_manifest_media_type().map(str::to_owned),
         artifact_media_type: detail.artifact_media_type().map(str::to_owned),
         size_bytes: detail.image_size_in_bytes(),
+        subject: detail.subject_manifest_digest().and_then(|d| Digest::parse(d).ok()),
     };
     Ok((digest, info))
 }

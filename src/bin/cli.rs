@@ -158,6 +158,8 @@ impl PolicyFlags {
         let apply = |p: &mut Policy| {
             if let Some(m) = self.mode {
                 p.mode = m.into();
+                // The operator's choice for this run: a repository tag does not change it.
+                p.mode_pinned = true;
             }
             p.delete_orphans |= self.delete_orphans;
             p.dry_run |= self.dry_run;

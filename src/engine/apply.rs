@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Engine, Job, Known};
 use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
 use crate::engine::plan::{Action, DeleteRole, Plan, TagRole};
-use crate::engine::registry::{DeleteOutcome, ImageRef, PutOutcome, Registry, RegistryError};
+use crate::engine::registry::{DeleteOutcome, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
@@ -116,7 +116,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         };
         if !deletes.is_empty() {
             match attached {
-                Ok(()) => self.delete_all(job, &deletes, record).await,
+                Ok(()) => self.delete_all(job, &deletes, known, record).await,
                 Err(why) => {
                     for a in deletes {
                         let reason = format!("kept: the referrer copies are not in place ({why})");
@@ -390,7 +390,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         Some(WriteEnd::Stopped(why))
     }
 
-    async fn delete_all(&self, job: &Job, deletes: &[&Action], record: &mut AuditRecord) {
+    async fn delete_all(&self, job: &Job, deletes: &[&Action], known: &Known, record: &mut AuditRecord) {
         let repo = &job.repository;
         // The checkpoint: every deletion is in the trail before it happens.
         let mut checkpoint = record.clone();
@@ -462,8 +462,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 let outcome = match results.get(a.target()) {
                     Some(DeleteOutcome::Deleted) => {
                         record.deleted += 1;
-                        let size = info.get(a.target()).and_then(Option::as_ref).and_then(|i| i.size_bytes);
-                        record.reclaimed_bytes += size.and_then(|b| u64::try_from(b).ok()).unwrap_or(0);
+                        record.reclaimed_bytes += reclaimed(a, known, &info);
                         ActionOutcome::Applied
                     }
                     Some(DeleteOutcome::NotFound) => ActionOutcome::Already,
@@ -486,6 +485,34 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             }
         }
     }
+}
+
+/// The storage a deletion frees. For an index, ECR's `imageSizeInBytes` is
+/// the size of the largest manifest it lists (whose layers stay): deleting
+/// the index frees its own document only, whose length is known exactly.
+/// For any other manifest, the size `DescribeImages` reported right before.
+fn reclaimed(action: &Action, known: &Known, info: &BTreeMap<Digest, Option<ImageInfo>>) -> u64 {
+    let d = action.target();
+    let index = matches!(
+        action,
+        Action::Delete {
+            role: DeleteRole::Index,
+            ..
+        }
+    ) || info
+        .get(d)
+        .and_then(Option::as_ref)
+        .and_then(|i| i.media_type.as_deref())
+        .and_then(crate::oci::media_type::ManifestMediaType::parse)
+        .is_some_and(crate::oci::media_type::ManifestMediaType::is_index);
+    if index {
+        return known.get(d).map_or(0, |m| m.bytes().len() as u64);
+    }
+    info.get(d)
+        .and_then(Option::as_ref)
+        .and_then(|i| i.size_bytes)
+        .and_then(|b| u64::try_from(b).ok())
+        .unwrap_or(0)
 }
 
 enum WriteEnd {

@@ -8,8 +8,10 @@
 //!   path deletes the index and its attestations when `delete_orphans` is on.
 //!   Runs made before it was on (or cut short) leave the index behind. The
 //!   evidence that it is such a leftover is that one of its runnable images
-//!   is tagged. An untagged index none of whose images is tagged is a push a
-//!   later push superseded: lifecycle policies deal with those, not us.
+//!   is tagged (promote), or that its stripped copy is (strip: the copy is
+//!   serialised deterministically, so its digest is computed, not guessed).
+//!   An untagged index with neither is a push a later push superseded:
+//!   lifecycle policies deal with those, not us.
 //! - an **orphaned attestation**: an untagged attestation manifest that no
 //!   index lists and that is not an OCI referrer of an image still in the
 //!   repository (its index was deleted by hand, by a lifecycle rule or by a
@@ -24,7 +26,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish, runnables};
+use crate::engine::keep;
+use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish, runnables, stripped};
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass, ManifestKind, classify_manifest};
@@ -105,15 +108,19 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         });
     }
     if is_index {
-        let remediated = runnables(classification)
-            .iter()
-            .any(|e| view.tags_of(e.digest()).is_some_and(|t| !t.is_empty()));
-        if !remediated {
+        let tagged = |d: &Digest| view.tags_of(d).is_some_and(|t| !t.is_empty());
+        if runnables(classification).iter().any(|e| tagged(e.digest())) {
+            p.notes.push(
+                "an untagged index one of whose runnable images is tagged: left by an earlier promotion".to_owned(),
+            );
+        } else if stripped(manifest, classification).is_ok_and(|s| tagged(s.digest())) {
+            p.notes.push(
+                "an untagged index whose stripped copy (without its attestations) is tagged: left by an earlier strip"
+                    .to_owned(),
+            );
+        } else {
             return p.halt(SkipReason::NotRemediated);
         }
-        p.notes.push(
-            "an untagged index one of whose runnable images is tagged: left by an earlier remediation".to_owned(),
-        );
         let coverage = if policy.provenance == Provenance::Referrers {
             // The images the remediation made deployable keep their provenance.
             let kept: BTreeSet<&Digest> = classification
@@ -128,6 +135,17 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
             Coverage::default()
         };
         deletions(&mut p, classification, d, view, &coverage);
+        // When the leftover itself is kept (signed, referred to), nothing of
+        // it is deleted: say so as the outcome, not only among the skips.
+        if !p.actions.iter().any(|a| a.is_delete())
+            && let Some(kept) = p
+                .skipped
+                .iter()
+                .find(|s| s.digest.as_ref() == Some(d))
+                .map(|s| s.reason.clone())
+        {
+            return p.halt(kept);
+        }
         return finish(p, policy);
     }
     match classify_manifest(manifest.manifest()) {
@@ -145,6 +163,9 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
             let by = view.referrers(d, None);
             if !by.is_empty() {
                 return p.halt(SkipReason::StillReferenced { by });
+            }
+            if let Some(reason) = keep::attached(view, d) {
+                return p.halt(reason);
             }
             p.notes
                 .push("an untagged attestation no index lists: orphaned".to_owned());

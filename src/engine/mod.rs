@@ -35,8 +35,10 @@ use crate::policy::{Mode, PolicySet};
 
 pub mod action;
 mod apply;
+mod attachments;
 pub mod audit;
 pub mod cleanup;
+pub mod keep;
 pub mod plan;
 pub mod provenance;
 mod read;
@@ -199,23 +201,35 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         let mut pushed_tag_immutable = false;
         let mut conflicts: Vec<String> = Vec::new();
         for _round in 0..MAX_ROUNDS {
-            let snapshot = match self.read(policy, job).await? {
+            let mut snapshot = match self.read(policy, job).await? {
                 Read::Skip(outcome) => return Ok(outcome),
                 Read::Ready(s) => s,
             };
             record.classification = Some(ClassificationSummary::of(&snapshot.classification, |d| {
                 snapshot.known.get(d).map(|m| classify_manifest(m.manifest()))
             }));
-            let the_plan = plan(&PlanInput {
-                manifest: &snapshot.index,
-                classification: &snapshot.classification,
-                tag: job.tag.as_ref(),
-                view: &snapshot.view,
-                policy,
-                stale_holder: snapshot.stale_holder.as_ref(),
-                pushed_tag_immutable,
-                manifests: &snapshot.known,
-            });
+            let planned = |s: &read::Snapshot| {
+                plan(&PlanInput {
+                    manifest: &s.index,
+                    classification: &s.classification,
+                    tag: job.tag.as_ref(),
+                    view: &s.view,
+                    policy,
+                    stale_holder: s.stale_holder.as_ref(),
+                    pushed_tag_immutable,
+                    manifests: &s.known,
+                })
+            };
+            let mut the_plan = planned(&snapshot);
+            // A deletion waits on what is attached to its manifest: read it
+            // (only now, only for what would be deleted), then plan again.
+            let waiting = attachments::waiting_on(&the_plan, &snapshot.classification, &snapshot.view);
+            if !waiting.is_empty() {
+                let s = &mut *snapshot;
+                self.read_attachments(&job.repository, &mut s.view, &mut s.known, &waiting)
+                    .await?;
+                the_plan = planned(&snapshot);
+            }
             if let Some(p) = record.policy.as_mut() {
                 p.mode = the_plan.mode;
                 p.requested_mode = the_plan.requested_mode;
@@ -261,7 +275,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         min_age_s: u64,
         record: &mut AuditRecord,
     ) -> Result<Outcome, RegistryError> {
-        let candidate = match self.read_cleanup(job).await? {
+        let mut candidate = match self.read_cleanup(job).await? {
             Read::Skip(outcome) => return Ok(outcome),
             Read::Ready(s) => s,
         };
@@ -269,16 +283,26 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             candidate.known.get(d).map(|m| classify_manifest(m.manifest()))
         }));
         let now_ms = audit::now_ms();
-        let the_plan = cleanup::plan_cleanup(&cleanup::CleanupInput {
-            manifest: &candidate.index,
-            classification: &candidate.classification,
-            view: &candidate.view,
-            policy,
-            pushed_at_ms: candidate.pushed_at_ms,
-            now_ms,
-            min_age_s,
-            manifests: &candidate.known,
-        });
+        let planned = |c: &read::Snapshot| {
+            cleanup::plan_cleanup(&cleanup::CleanupInput {
+                manifest: &c.index,
+                classification: &c.classification,
+                view: &c.view,
+                policy,
+                pushed_at_ms: c.pushed_at_ms,
+                now_ms,
+                min_age_s,
+                manifests: &c.known,
+            })
+        };
+        let mut the_plan = planned(&candidate);
+        let waiting = attachments::waiting_on(&the_plan, &candidate.classification, &candidate.view);
+        if !waiting.is_empty() {
+            let c = &mut *candidate;
+            self.read_attachments(&job.repository, &mut c.view, &mut c.known, &waiting)
+                .await?;
+            the_plan = planned(&candidate);
+        }
         record.skipped = the_plan.skipped.clone();
         record.notes = the_plan.notes.clone();
         if let Some(reason) = the_plan.halted() {

@@ -23,9 +23,11 @@ use std::fmt;
 use serde::Serialize;
 
 pub use crate::engine::action::{Action, DeleteRole, TagRole};
+use crate::engine::keep;
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
+use crate::oci::companion::{Companion, parse_companion};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
@@ -172,6 +174,41 @@ pub enum SkipReason {
         /// Which attestation and why.
         why: String,
     },
+    /// Something is attached to it by a companion tag (a cosign signature,
+    /// attestation or SBOM, or a referrers tag-schema index): never deleted.
+    HasCompanion {
+        /// What the tag attaches.
+        companion: Companion,
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// OCI referrers (signatures, SBOMs, attestations) name it as their
+    /// `subject`: never deleted.
+    HasReferrers {
+        /// What `ListImageReferrers` listed.
+        referrers: Vec<Digest>,
+    },
+    /// Whether anything is attached to it was not read: kept.
+    AttachmentsUnknown,
+    /// The tag is a companion tag (a cosign signature, attestation or SBOM
+    /// of another manifest, or the referrers tag-schema index): not a pushed
+    /// image's tag, so never remediated.
+    CompanionTag {
+        /// The tag.
+        tag: ImageTag,
+        /// What it is.
+        companion: Companion,
+        /// The manifest it attaches to.
+        subject: Digest,
+    },
+    /// The tag exists, but what holds it could not be read (an archived
+    /// image cannot be pulled): it is never taken.
+    TagUnreadable {
+        /// The tag.
+        tag: ImageTag,
+        /// What the registry said.
+        why: String,
+    },
     /// The plan's own actions could not be replayed on the view (a bug or a racing change).
     Conflict {
         /// Why.
@@ -257,6 +294,37 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::ReferrerCopyFailed { error } => write!(f, "cannot build the referrer copy: {error}"),
             SkipReason::ProvenanceUncovered { why } => write!(f, "nothing deleted: {why}"),
+            SkipReason::HasCompanion { companion, tag } => {
+                write!(f, "has a {companion} (tag {tag}); never deleted")
+            }
+            SkipReason::HasReferrers { referrers } => {
+                let r: Vec<String> = referrers.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "the subject of {} referrer(s) ({}); never deleted",
+                    r.len(),
+                    r.join(", ")
+                )
+            }
+            SkipReason::AttachmentsUnknown => {
+                write!(
+                    f,
+                    "whether anything refers to it (referrers, companion tags) was not read; kept"
+                )
+            }
+            SkipReason::CompanionTag {
+                tag,
+                companion,
+                subject,
+            } => {
+                write!(
+                    f,
+                    "{tag} is the {companion} of {subject}, not a pushed image's tag; left alone"
+                )
+            }
+            SkipReason::TagUnreadable { tag, why } => {
+                write!(f, "what holds {tag} cannot be read ({why}); the tag is never taken")
+            }
             SkipReason::Conflict { error } => write!(f, "state conflict: {error}"),
         }
     }
@@ -461,7 +529,11 @@ pub fn remediation_target(manifest: &RawManifest, classification: &Classificatio
 }
 
 /// The index without its attestation entries, or why there is none.
-fn stripped(manifest: &RawManifest, classification: &Classification) -> Result<RawManifest, SkipReason> {
+pub(crate) fn stripped(manifest: &RawManifest, classification: &Classification) -> Result<RawManifest, SkipReason> {
+    if runnables(classification).is_empty() {
+        // Nothing would be deployable (a referrers index, an index of artifacts).
+        return Err(SkipReason::NoRunnable);
+    }
     let positions = classification.attestation_positions();
     if positions.is_empty() {
         return Err(SkipReason::NothingToStrip);
@@ -502,8 +574,21 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let Some(tag) = tag else {
         return p.halt(SkipReason::Untagged);
     };
-    if policy.keep_tag.as_ref().is_some_and(|k| k.could_have_written(tag)) {
+    if let Some((companion, subject)) = parse_companion(tag) {
+        return p.halt(SkipReason::CompanionTag {
+            tag: tag.clone(),
+            companion,
+            subject,
+        });
+    }
+    if policy.is_keep_tag(tag) {
         return p.halt(SkipReason::OwnKeepTag { tag: tag.clone() });
+    }
+    if let Some(why) = view.unreadable_tag(tag) {
+        return p.halt(SkipReason::TagUnreadable {
+            tag: tag.clone(),
+            why: why.to_owned(),
+        });
     }
     if !view.contains(idx) {
         return p.halt(SkipReason::IndexGone);
@@ -692,6 +777,12 @@ fn set_tag(
     role: TagRole,
     owner: Held,
 ) -> Result<(), SkipReason> {
+    if let Some(why) = view.unreadable_tag(tag) {
+        return Err(SkipReason::TagUnreadable {
+            tag: tag.clone(),
+            why: why.to_owned(),
+        });
+    }
     match view.tag_target(tag) {
         Some(d) if d == digest => {}
         None => p.actions.push(Action::AddTag {
@@ -794,6 +885,10 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
         p.skip_entry(idx, SkipReason::StillReferenced { by });
         return;
     }
+    if let Some(reason) = keep::attached(&after, idx) {
+        p.skip_entry(idx, reason);
+        return;
+    }
     let delete_index = Action::Delete {
         digest: idx.clone(),
         role: DeleteRole::Index,
@@ -835,6 +930,10 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
             p.skip_entry(d, SkipReason::ProtectedEntry);
             continue;
         }
+        if let Some(reason) = keep::attached_attestation(&after, d) {
+            p.skip_entry(d, reason);
+            continue;
+        }
         let Some(tags) = after.tags_of(d) else {
             p.skip_entry(d, SkipReason::NotInView);
             continue;
@@ -847,6 +946,10 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
         let by = after.referrers(d, None);
         if !by.is_empty() {
             p.skip_entry(d, SkipReason::StillReferenced { by });
+            continue;
+        }
+        if let Some(reason) = keep::attached(&after, d) {
+            p.skip_entry(d, reason);
             continue;
         }
         let delete = Action::Delete {

@@ -25,7 +25,7 @@ use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy};
 
-use super::{Engine, Job, skipped};
+use super::{Engine, Job, attachments, skipped};
 
 /// What the planner gets.
 #[derive(Debug)]
@@ -91,7 +91,7 @@ fn expect(
 }
 
 /// Records a manifest the registry served (under `tag`, when read by tag).
-fn note(view: &mut RepositoryView, known: &mut Known, m: &RawManifest, tag: Option<&ImageTag>) {
+pub(super) fn note(view: &mut RepositoryView, known: &mut Known, m: &RawManifest, tag: Option<&ImageTag>) {
     let d = m.digest().clone();
     // A tag maps to one digest in a single read, so this cannot clash; a
     // clash would mean the registry contradicted itself, and the tag is then
@@ -101,6 +101,9 @@ fn note(view: &mut RepositoryView, known: &mut Known, m: &RawManifest, tag: Opti
         view.insert_index(d.clone(), m.entries().iter().map(|e| e.digest.clone()).collect());
     } else {
         view.set_kind(&d, held(m));
+    }
+    if let Some(subject) = m.subject() {
+        view.set_subject(&d, &subject.digest);
     }
     known.entry(d).or_insert_with(|| m.clone());
 }
@@ -141,8 +144,15 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         let mut view = RepositoryView::new();
         let mut known = Known::new();
         note(&mut view, &mut known, &index, None);
-        if let (Some(tag), Some((_, Ok(target)))) = (&job.tag, first.next()) {
-            note(&mut view, &mut known, &target, Some(tag));
+        match (&job.tag, first.next()) {
+            (Some(tag), Some((_, Ok(target)))) => note(&mut view, &mut known, &target, Some(tag)),
+            (
+                Some(tag),
+                Some((_, Err(e @ (FetchFailure::Other { .. } | FetchFailure::Invalid { digest: None, .. })))),
+            ) => {
+                view.set_unreadable_tag(tag.clone(), e.to_string());
+            }
+            _ => {}
         }
         let mut classification = classify(&index);
 
@@ -160,8 +170,28 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             _ => Vec::new(),
         };
         second.extend(candidates.iter().cloned().map(ImageRef::Tag));
+        // What the plan may delete (the index, its attestations): their
+        // companion tags ride in this read, so that a deletion's check of
+        // what is attached costs only its `ListImageReferrers`.
+        let deletable: Vec<Digest> = if policy.may_delete() && index.media_type().is_index() {
+            std::iter::once(index.digest().clone())
+                .chain(
+                    classification
+                        .entries
+                        .iter()
+                        .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
+                        .map(|e| e.digest().clone()),
+                )
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        second.extend(attachments::companion_ids(&deletable));
         if !second.is_empty() {
             let fetched = self.retry(|| self.registry.get_images(repo, &second)).await?;
+            attachments::note_companions(&mut view, &deletable, &fetched);
             for (id, result) in fetched {
                 match (id, result) {
                     (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => note(&mut view, &mut known, &m, None),
@@ -176,12 +206,10 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                         let _ = view.insert_image(d.clone(), [t]);
                         view.set_kind(&d, Held::Other);
                     }
-                    (ImageRef::Tag(t), Err(e)) => {
-                        return Err(RegistryError::Unavailable {
-                            operation: "BatchGetImage",
-                            message: format!("cannot tell what holds the tag {t}: {e}"),
-                        });
-                    }
+                    // Held by an image the registry will not serve (archived:
+                    // it cannot be pulled): something holds it, so it is
+                    // never taken, and the reason is recorded.
+                    (ImageRef::Tag(t), Err(e)) => view.set_unreadable_tag(t, e.to_string()),
                 }
             }
         }
@@ -221,19 +249,33 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
     /// attestation) its subject in one `DescribeImages`. At most 3 reads.
     pub(super) async fn read_cleanup(&self, job: &Job) -> Result<Read, RegistryError> {
         let repo = &job.repository;
-        let ids = [ImageRef::Digest(job.digest.clone())];
-        let mut first = self.retry(|| self.registry.get_images(repo, &ids)).await?.into_iter();
+        // The candidate, and its companion tags (it is read to be deleted).
+        let own = [job.digest.clone()];
+        let mut ids = vec![ImageRef::Digest(job.digest.clone())];
+        ids.extend(attachments::companion_ids(&own));
+        let fetched = self.retry(|| self.registry.get_images(repo, &ids)).await?;
+        let mut view = RepositoryView::new();
+        let mut known = Known::new();
+        attachments::note_companions(&mut view, &own, &fetched);
+        let mut first = fetched.into_iter();
         let candidate = match expect(first.next().map(|(_, r)| r), &job.digest)? {
             Ok(m) => m,
             Err(outcome) => return Ok(Read::Skip(outcome)),
         };
-        let mut view = RepositoryView::new();
-        let mut known = Known::new();
         note(&mut view, &mut known, &candidate, None);
         let mut classification = classify(&candidate);
         let mut described: Vec<Digest> = vec![candidate.digest().clone()];
+        let mut stripped_copy = None;
         if candidate.media_type().is_index() {
-            let children: Vec<ImageRef> = classification
+            let attestations: Vec<Digest> = classification
+                .entries
+                .iter()
+                .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
+                .map(|e| e.digest().clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut children: Vec<ImageRef> = classification
                 .entries
                 .iter()
                 .filter(|e| matches!(e.class, EntryClass::Runnable { .. } | EntryClass::Attestation { .. }))
@@ -241,8 +283,11 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
+            children.extend(attachments::companion_ids(&attestations));
             if !children.is_empty() {
-                for (id, result) in self.retry(|| self.registry.get_images(repo, &children)).await? {
+                let fetched = self.retry(|| self.registry.get_images(repo, &children)).await?;
+                attachments::note_companions(&mut view, &attestations, &fetched);
+                for (id, result) in fetched {
                     if let (ImageRef::Digest(d), Ok(m)) = (id, result)
                         && m.digest() == &d
                     {
@@ -256,6 +301,10 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                 }
             }
             described.extend(classification.entries.iter().map(|e| e.digest().clone()));
+            // A strip leaves the index's stripped copy under the tag: its
+            // digest is computed, and whether it is tagged read with the rest.
+            stripped_copy = crate::engine::plan::stripped(&candidate, &classification).ok();
+            described.extend(stripped_copy.iter().map(|s| s.digest().clone()));
         } else if let ManifestKind::Attestation { subject: Some(s), .. } = classify_manifest(candidate.manifest()) {
             described.push(s);
         }
@@ -280,9 +329,15 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             if d == job.digest {
                 pushed_at_ms = detail.pushed_at_ms;
             }
+            if let Some(subject) = &detail.subject {
+                view.set_subject(&d, subject);
+            }
             // Two images claiming one tag in one answer: the registry
             // contradicted itself; the tag stays on the first.
             let _ = view.insert_image(d.clone(), tags);
+            if let Some(copy) = stripped_copy.as_ref().filter(|c| c.digest() == &d) {
+                view.insert_index(d.clone(), copy.entries().iter().map(|e| e.digest.clone()).collect());
+            }
             if !known.contains_key(&d) && view.kind_of(&d).is_none() {
                 let kind = match detail.media_type.as_deref().and_then(ManifestMediaType::parse) {
                     Some(mt) if mt.is_index() => Held::Index,

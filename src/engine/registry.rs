@@ -103,8 +103,11 @@ pub struct ImageInfo {
     pub media_type: Option<String>,
     /// Its config media type (`artifactMediaType`), as reported.
     pub artifact_media_type: Option<String>,
-    /// Its size in bytes, as reported.
+    /// Its size in bytes, as reported (for an index, ECR reports the size of
+    /// the largest manifest it lists, not its own).
     pub size_bytes: Option<i64>,
+    /// The manifest it is an OCI referrer of (`subjectManifestDigest`), if any.
+    pub subject: Option<Digest>,
 }
 
 /// A registry call that failed as a whole.

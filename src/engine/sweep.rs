@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::engine::cleanup::DEFAULT_MIN_AGE_S;
-use crate::engine::plan::runnables;
+use crate::engine::plan::{runnables, stripped};
 use crate::engine::registry::ImageInfo;
 use crate::oci::classify::{Classification, ManifestKind};
+use crate::oci::companion::parse_companion;
 use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy};
@@ -81,13 +83,17 @@ pub enum Untouched {
     UntaggedIndex,
     /// An untagged index another index still lists.
     ReferencedIndex,
-    /// An untagged index none of whose images is tagged: a push a later
-    /// push superseded (lifecycle policies expire those).
+    /// An untagged index none of whose images is tagged, and whose stripped
+    /// copy is not either: a push a later push superseded (lifecycle
+    /// policies expire those).
     SupersededIndex,
     /// A leftover younger than the minimum age: possibly a push in progress.
     RecentLeftover,
     /// An untagged attestation that is an OCI referrer of an image in the repository.
     AttachedReferrer,
+    /// An index under a companion tag (the OCI referrers tag schema
+    /// `sha256-<hex>`, or cosign's): another manifest's attachments.
+    ReferrersIndex,
     /// Leftovers of a repository one of whose indexes could not be read:
     /// what it lists is unknown, so no attestation of it is called an orphan.
     UnreadableIndex,
@@ -106,6 +112,7 @@ impl Untouched {
             Untouched::SupersededIndex => "untagged index of a superseded push",
             Untouched::RecentLeftover => "leftover younger than the minimum age",
             Untouched::AttachedReferrer => "attestation attached to an image (referrer)",
+            Untouched::ReferrersIndex => "referrers index (companion tag)",
             Untouched::UnreadableIndex => "unreadable index (orphans not sought)",
         }
     }
@@ -182,9 +189,15 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
             continue;
         }
         let mut user_tags = 0;
+        let mut companion = false;
         for tag in &info.tags {
             let Ok(tag) = ImageTag::parse(tag) else { continue };
-            if policy.keep_tag.as_ref().is_some_and(|k| k.could_have_written(&tag)) {
+            if policy.is_keep_tag(&tag) {
+                continue;
+            }
+            if parse_companion(&tag).is_some() {
+                // The referrers tag schema's index of another manifest.
+                companion = true;
                 continue;
             }
             user_tags += 1;
@@ -192,7 +205,9 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
                 jobs.push((pushed, digest.clone(), tag));
             }
         }
-        if user_tags == 0 {
+        if companion && user_tags == 0 {
+            *plan.untouched.entry(Untouched::ReferrersIndex).or_default() += 1;
+        } else if user_tags == 0 {
             plan.already_fine += 1;
         }
     }
@@ -219,20 +234,22 @@ fn indexes_left_untagged(policy: &Policy) -> bool {
 pub struct References {
     /// Every manifest some index lists.
     listed: BTreeSet<Digest>,
-    /// The runnable entries of each untagged index.
-    untagged: BTreeMap<Digest, Vec<Digest>>,
+    /// The runnable entries of each untagged index, and its stripped copy's
+    /// digest (what a strip of it leaves under the tag).
+    untagged: BTreeMap<Digest, (Vec<Digest>, Option<Digest>)>,
     /// Indexes that could not be read or parsed.
     unreadable: usize,
 }
 
 impl References {
     /// Records an index as read.
-    pub fn add(&mut self, classification: &Classification, tagged: bool) {
+    pub fn add(&mut self, index: &RawManifest, classification: &Classification, tagged: bool) {
         self.listed
             .extend(classification.entries.iter().map(|e| e.digest().clone()));
         if !tagged {
             let run = runnables(classification).iter().map(|e| e.digest().clone()).collect();
-            self.untagged.insert(classification.digest.clone(), run);
+            let copy = stripped(index, classification).ok().map(|c| c.digest().clone());
+            self.untagged.insert(classification.digest.clone(), (run, copy));
         }
     }
 
@@ -311,11 +328,9 @@ pub fn select_cleanup(
                 leave(Untouched::ReferencedIndex);
             } else if !indexes_left_untagged(policy) {
                 leave(Untouched::UntaggedIndex);
-            } else if !refs
-                .untagged
-                .get(d)
-                .is_some_and(|run| run.iter().any(|r| tagged.contains(r)))
-            {
+            } else if !refs.untagged.get(d).is_some_and(|(run, copy)| {
+                run.iter().any(|r| tagged.contains(r)) || copy.as_ref().is_some_and(|c| tagged.contains(c))
+            }) {
                 leave(Untouched::SupersededIndex);
             } else if !old_enough {
                 leave(Untouched::RecentLeftover);
@@ -449,6 +464,7 @@ mod tests {
             media_type: Some(media_type.to_owned()),
             artifact_media_type: None,
             size_bytes: Some(100),
+            subject: None,
         }
     }
 
@@ -558,7 +574,7 @@ mod tests {
             (&nested, false),
             (&outer, true),
         ] {
-            refs.add(&classify(m), tagged);
+            refs.add(m, &classify(m), tagged);
         }
         let mut want_read = unlisted(&listing, &refs);
         want_read.sort();

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::action::Action;
+use crate::oci::companion::Companion;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
 
@@ -27,6 +28,30 @@ pub struct RepositoryView {
     tags: BTreeMap<ImageTag, Digest>,
     indexes: BTreeMap<Digest, Vec<Digest>>,
     kinds: BTreeMap<Digest, Held>,
+    subjects: BTreeMap<Digest, Digest>,
+    companions: BTreeMap<Digest, Vec<(Companion, ImageTag)>>,
+    listed_referrers: BTreeMap<Digest, Vec<Digest>>,
+    unreadable_tags: BTreeMap<ImageTag, String>,
+}
+
+/// What is attached to a manifest from outside any index: what
+/// `ListImageReferrers` lists for it (signatures, SBOMs, attestations with
+/// its digest as `subject`) and the companion tags other tools give it
+/// (see [`crate::oci::companion`]). Known only once read; a manifest whose
+/// attachments were not read is never deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachments {
+    /// Manifests whose `subject` is this one, as the registry listed them.
+    pub referrers: Vec<Digest>,
+    /// Its companion tags that exist, and what holds each.
+    pub companion_tags: Vec<(Companion, ImageTag)>,
+}
+
+impl Attachments {
+    /// True when nothing is attached.
+    pub fn is_empty(&self) -> bool {
+        self.referrers.is_empty() && self.companion_tags.is_empty()
+    }
 }
 
 /// What kind of manifest an image is, as far as tag ownership goes: the
@@ -92,6 +117,61 @@ impl RepositoryView {
     /// The kind of a known image, when it was recorded.
     pub fn kind_of(&self, digest: &Digest) -> Option<Held> {
         self.kinds.get(digest).copied()
+    }
+
+    /// Records that `digest` is an OCI referrer of `subject` (its manifest's
+    /// `subject` field, or `DescribeImages`' `subjectManifestDigest`).
+    pub fn set_subject(&mut self, digest: &Digest, subject: &Digest) {
+        self.subjects.insert(digest.clone(), subject.clone());
+    }
+
+    /// The OCI subject of a known manifest, when it has one.
+    pub fn subject_of(&self, digest: &Digest) -> Option<&Digest> {
+        self.subjects.get(digest)
+    }
+
+    /// Records which companion tags of `digest` exist (all of them were read).
+    pub fn set_companion_tags(&mut self, digest: &Digest, found: Vec<(Companion, ImageTag)>) {
+        self.companions.insert(digest.clone(), found);
+    }
+
+    /// True when the companion tags of `digest` were read.
+    pub fn companion_tags_read(&self, digest: &Digest) -> bool {
+        self.companions.contains_key(digest)
+    }
+
+    /// Records what `ListImageReferrers` lists for `digest`.
+    pub fn set_listed_referrers(&mut self, digest: &Digest, referrers: Vec<Digest>) {
+        self.listed_referrers.insert(digest.clone(), referrers);
+    }
+
+    /// Records what is attached to `digest` (both its companion tags and its
+    /// listed referrers), as read from the registry.
+    pub fn set_attachments(&mut self, digest: &Digest, attachments: Attachments) {
+        self.set_companion_tags(digest, attachments.companion_tags);
+        self.set_listed_referrers(digest, attachments.referrers);
+    }
+
+    /// What is attached to `digest`: `None` unless both its companion tags
+    /// and its referrers were read.
+    pub fn attachments(&self, digest: &Digest) -> Option<Attachments> {
+        let companion_tags = self.companions.get(digest)?.clone();
+        let referrers = self.listed_referrers.get(digest)?.clone();
+        Some(Attachments {
+            referrers,
+            companion_tags,
+        })
+    }
+
+    /// Records that `tag` exists but what holds it could not be read (an
+    /// archived image, a failure the registry reported): it is never taken.
+    pub fn set_unreadable_tag(&mut self, tag: ImageTag, why: String) {
+        self.unreadable_tags.insert(tag, why);
+    }
+
+    /// Why the holder of `tag` could not be read, when it could not.
+    pub fn unreadable_tag(&self, tag: &ImageTag) -> Option<&str> {
+        self.unreadable_tags.get(tag).map(String::as_str)
     }
 
     /// Records an image and its tags (adding to any already recorded).
@@ -184,10 +264,17 @@ impl RepositoryView {
                 self.insert_index(digest.clone(), children);
                 self.put_tag(tag, &digest);
             }
-            Action::PutReferrer { manifest, .. } => {
+            Action::PutReferrer { manifest, subject, .. } => {
                 // An untagged artifact; ECR accepts a subject it does not hold yet.
-                self.images.entry(manifest.digest().clone()).or_default();
-                self.kinds.insert(manifest.digest().clone(), Held::Other);
+                let d = manifest.digest().clone();
+                self.images.entry(d.clone()).or_default();
+                self.kinds.insert(d.clone(), Held::Other);
+                self.subjects.insert(d.clone(), subject.clone());
+                if let Some(listed) = self.listed_referrers.get_mut(subject)
+                    && !listed.contains(&d)
+                {
+                    listed.push(d);
+                }
             }
             Action::Delete { digest, .. } => {
                 if !self.contains(digest) {
@@ -206,6 +293,9 @@ impl RepositoryView {
                 }
                 self.indexes.remove(digest);
                 self.kinds.remove(digest);
+                self.subjects.remove(digest);
+                self.companions.remove(digest);
+                self.listed_referrers.remove(digest);
             }
         }
         Ok(())

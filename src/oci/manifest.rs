@@ -317,6 +317,14 @@ impl RawManifest {
         }
     }
 
+    /// The OCI `subject` this manifest names (it is a referrer of it), if any.
+    pub fn subject(&self) -> Option<&Descriptor> {
+        match &self.manifest {
+            Manifest::Index(i) => i.subject.as_ref(),
+            Manifest::Image(i) => i.subject.as_ref(),
+        }
+    }
+
     /// The index entries (empty for an image manifest).
     pub fn entries(&self) -> &[Descriptor] {
         match &self.manifest {

@@ -2,6 +2,7 @@
 //! no IO.
 
 pub mod classify;
+pub mod companion;
 pub mod digest;
 pub mod inspect;
 pub mod manifest;

@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::oci::manifest::Platform;
-use crate::oci::names::RepositoryName;
+use crate::oci::names::{ImageTag, RepositoryName};
 use crate::policy::glob::Glob;
 use crate::policy::organization::OrganizationalUnits;
 use crate::policy::repository_tag::RepositoryTagUse;
@@ -173,6 +173,38 @@ pub struct Policy {
     /// What the repository's `ecr-remediator:mode` tag may do (see
     /// [`repository_tag`]).
     pub repository_tag: RepositoryTagUse,
+    /// Keep-tag templates used before (`keep_tag_history`): tags they could
+    /// have written are still recognised as this service's, never handled
+    /// as pushed tags (see [`Policy::is_keep_tag`]).
+    pub keep_tag_history: Vec<TagTemplate>,
+    /// Set when the operator chose the mode for this run (`--mode`): the
+    /// repository's tag may not change it (it may still opt out).
+    pub mode_pinned: bool,
+}
+
+impl Policy {
+    /// True when a remediation under this policy may delete: `delete_orphans`
+    /// in a mode that moves the pushed tag off the index (promote, strip),
+    /// with no keep tag left on it.
+    pub fn may_delete(&self) -> bool {
+        self.delete_orphans && matches!(self.mode, Mode::Promote | Mode::Strip) && self.keep_tag.is_none()
+    }
+
+    /// True when `tag` has the shape of a keep tag this service writes or
+    /// wrote: the current template, the built-in default (`{tag}-index`,
+    /// whatever the policy says today) or one in `keep_tag_history`. Such a
+    /// tag is never handled as a pushed tag, so a policy change (the keep tag
+    /// turned off or changed) never turns the indexes earlier runs kept into
+    /// images to remediate. Retiring them is a separate, explicit action
+    /// (`sweep --retire-kept-indexes`).
+    pub fn is_keep_tag(&self, tag: &ImageTag) -> bool {
+        let default = TagTemplate::default_keep();
+        self.keep_tag
+            .iter()
+            .chain(std::iter::once(&default))
+            .chain(&self.keep_tag_history)
+            .any(|t| t.could_have_written(tag))
+    }
 }
 
 impl Default for Policy {
@@ -188,6 +220,8 @@ impl Default for Policy {
             dry_run: false,
             provenance: Provenance::Index,
             repository_tag: RepositoryTagUse::Allowed,
+            keep_tag_history: Vec::new(),
+            mode_pinned: false,
         }
     }
 }
@@ -414,6 +448,13 @@ impl PolicySet {
             dry_run: bool_var(ENV_DRY_RUN)?,
             provenance: get(ENV_PROVENANCE).map(str::to_owned),
             repository_tag: get(ENV_REPOSITORY_TAG).map(str::to_owned),
+            keep_tag_history: get(ENV_KEEP_TAG_HISTORY).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
         };
         let default = settings.apply_to_env(&Policy::default())?;
         Ok(PolicySet {
@@ -444,13 +485,15 @@ pub const ENV_PROVENANCE: &str = "ECR_REMEDIATOR_PROVENANCE";
 /// `allowed` (default), `ignored` or `required`: what a repository's
 /// `ecr-remediator:mode` tag may do.
 pub const ENV_REPOSITORY_TAG: &str = "ECR_REMEDIATOR_REPOSITORY_TAG";
+/// Keep-tag templates used before, comma-separated (`{tag}-orig,kept-{tag}`).
+pub const ENV_KEEP_TAG_HISTORY: &str = "ECR_REMEDIATOR_KEEP_TAG_HISTORY";
 /// The organisational-unit map rules may refer to:
 /// `ou-aaaa-bbbbbbbb=111111111111,222222222222;ou-cccc-dddddddd=333333333333`.
 /// Read with a policy file or without one.
 pub const ENV_ORGANIZATIONAL_UNITS: &str = "ECR_REMEDIATOR_ORGANIZATIONAL_UNITS";
 
 /// Every policy variable.
-pub const ENV_VARS: [&str; 10] = [
+pub const ENV_VARS: [&str; 11] = [
     ENV_POLICY_FILE,
     ENV_MODE,
     ENV_TAG_TEMPLATE,
@@ -461,6 +504,7 @@ pub const ENV_VARS: [&str; 10] = [
     ENV_DRY_RUN,
     ENV_PROVENANCE,
     ENV_REPOSITORY_TAG,
+    ENV_KEEP_TAG_HISTORY,
 ];
 
 /// The organisational-unit map of [`ENV_ORGANIZATIONAL_UNITS`] (empty when unset).
@@ -590,6 +634,7 @@ struct SettingsDoc {
     dry_run: Option<bool>,
     provenance: Option<String>,
     repository_tag: Option<String>,
+    keep_tag_history: Option<Vec<String>>,
 }
 
 /// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
@@ -613,6 +658,7 @@ struct RuleDoc {
     dry_run: Option<bool>,
     provenance: Option<String>,
     repository_tag: Option<String>,
+    keep_tag_history: Option<Vec<String>>,
 }
 
 impl RuleDoc {
@@ -627,6 +673,7 @@ impl RuleDoc {
             dry_run: self.dry_run,
             provenance: self.provenance.clone(),
             repository_tag: self.repository_tag.clone(),
+            keep_tag_history: self.keep_tag_history.clone(),
         }
     }
 }
@@ -652,6 +699,7 @@ impl SettingsDoc {
                 "max_deletes" => ENV_MAX_DELETES,
                 "provenance" => ENV_PROVENANCE,
                 "repository_tag" => ENV_REPOSITORY_TAG,
+                "keep_tag_history" => ENV_KEEP_TAG_HISTORY,
                 _ => ENV_DRY_RUN,
             }
             .to_owned()
@@ -712,6 +760,13 @@ impl SettingsDoc {
                     format!("unknown provenance {v:?} (expected index or referrers)"),
                 )
             })?;
+        }
+        if let Some(history) = self.keep_tag_history {
+            p.keep_tag_history = history
+                .iter()
+                .map(|t| TagTemplate::parse_keep(t.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| PolicyError::field(name("keep_tag_history"), e.to_string()))?;
         }
         if let Some(v) = self.repository_tag {
             p.repository_tag = RepositoryTagUse::parse(&v).ok_or_else(|| {

@@ -9,6 +9,10 @@
 //!    `observe`, `tag`, `promote`, `strip`), and only when the rule lets it
 //!    ([`RepositoryTagUse`]). Deletion, the keep tag, templates and provenance
 //!    always stay the rule's: a repository owner cannot opt into deleting.
+//! 4. a mode the operator gives for one run (`--mode` on the command line)
+//!    wins over the tag's mode; the tag's `off` (or a missing opt-in where
+//!    the rule requires one) still leaves the repository alone. `--dry-run`
+//!    is never undone by a tag (the tag only picks a mode).
 //!
 //! An unknown value is never guessed at: the image is left alone, with the
 //! reason recorded.
@@ -80,7 +84,7 @@ pub enum Resolved {
     /// for the audit record (`None`: the tag played no part).
     Apply {
         /// The effective policy.
-        policy: Policy,
+        policy: Box<Policy>,
         /// e.g. `repository tag ecr-remediator:mode=promote chose the mode`.
         source: Option<String>,
     },
@@ -120,7 +124,10 @@ impl fmt::Display for Resolved {
 /// Applies the repository's tag value (`None`: no such tag) to the rule's
 /// `policy`, under the rule's [`RepositoryTagUse`].
 pub fn resolve(policy: &Policy, value: Option<&str>) -> Resolved {
-    let apply = |p: Policy, source: Option<String>| Resolved::Apply { policy: p, source };
+    let apply = |p: Policy, source: Option<String>| Resolved::Apply {
+        policy: Box::new(p),
+        source,
+    };
     match (policy.repository_tag, value) {
         (RepositoryTagUse::Ignored, _) => apply(policy.clone(), None),
         (RepositoryTagUse::Allowed, None) => apply(policy.clone(), None),
@@ -147,6 +154,13 @@ pub fn resolve(policy: &Policy, value: Option<&str>) -> Resolved {
                     _ => format!("repository tag {MODE_TAG_KEY}=on kept the rule's mode"),
                 }),
             ),
+            Some(RepositoryChoice::Mode(mode)) if policy.mode_pinned && mode != policy.mode => apply(
+                policy.clone(),
+                Some(format!(
+                    "repository tag {MODE_TAG_KEY}={mode} overridden: the operator chose --mode {} for this run",
+                    policy.mode
+                )),
+            ),
             Some(RepositoryChoice::Mode(mode)) => apply(
                 Policy { mode, ..policy.clone() },
                 Some(format!("repository tag {MODE_TAG_KEY}={mode} chose the mode")),
@@ -158,6 +172,22 @@ pub fn resolve(policy: &Policy, value: Option<&str>) -> Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mode_the_operator_pinned_wins_over_the_tag_but_an_opt_out_still_counts() {
+        let pinned = Policy {
+            mode: Mode::Observe,
+            mode_pinned: true,
+            ..Policy::default()
+        };
+        for value in ["promote", "strip", "tag", "on"] {
+            let Resolved::Apply { policy, .. } = resolve(&pinned, Some(value)) else {
+                panic!("{value}: left alone")
+            };
+            assert_eq!(policy.mode, Mode::Observe, "{value}");
+        }
+        assert!(matches!(resolve(&pinned, Some("off")), Resolved::OptedOut { .. }));
+    }
 
     fn policy(use_: RepositoryTagUse) -> Policy {
         Policy {
@@ -215,7 +245,7 @@ mod tests {
         assert_eq!(
             Policy {
                 mode: Mode::Tag,
-                ..p.clone()
+                ..(*p).clone()
             },
             base,
             "everything but the mode stays the rule's"

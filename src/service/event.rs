@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::audit::Trigger;
 use crate::engine::{Job, Purpose};
+use crate::oci::companion::{Companion, parse_companion};
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::{ImageTag, RepositoryName};
-use crate::policy::template::TagTemplate;
 
 /// The `source` of ECR's events.
 pub const ECR_SOURCE: &str = "aws.ecr";
@@ -94,6 +94,16 @@ pub enum Ignored {
         /// The tag.
         tag: String,
     },
+    /// A companion tag (cosign's `.sig`/`.att`/`.sbom`, the referrers tag
+    /// schema's index): another manifest's attachment, not an image to remediate.
+    CompanionTag {
+        /// The tag.
+        tag: String,
+        /// What it attaches.
+        companion: Companion,
+        /// The manifest it attaches to.
+        subject: String,
+    },
 }
 
 impl fmt::Display for Ignored {
@@ -108,6 +118,16 @@ impl fmt::Display for Ignored {
             }
             Ignored::Untagged => f.write_str("untagged push (a child manifest)"),
             Ignored::OwnKeepTag { tag } => write!(f, "tag {tag} has the shape of our own keep tag"),
+            Ignored::CompanionTag {
+                tag,
+                companion,
+                subject,
+            } => {
+                write!(
+                    f,
+                    "tag {tag} is the {companion} of {subject}, not an image to remediate"
+                )
+            }
         }
     }
 }
@@ -164,9 +184,9 @@ fn parse_digest(detail: &ImageActionDetail) -> Result<Digest, EventError> {
 /// `keep_tag` is the keep-tag template of the repository's policy (if any):
 /// a tag of that shape is the service's own write and is never handled again.
 /// A PUSH without `manifest-media-type` is handled (the registry tells).
-pub fn triage<'a>(
+pub fn triage(
     event: &Envelope,
-    keep_tag: impl Fn(&RepositoryName) -> Option<&'a TagTemplate>,
+    is_keep_tag: impl Fn(&RepositoryName, &ImageTag) -> bool,
 ) -> Result<Triage, EventError> {
     let trigger = match (event.source.as_str(), event.detail_type.as_str()) {
         (ECR_SOURCE, IMAGE_ACTION) => Trigger::Push,
@@ -222,7 +242,14 @@ pub fn triage<'a>(
             problem: e.to_string(),
         })?,
     };
-    if keep_tag(&repository).is_some_and(|k| k.could_have_written(&tag)) {
+    if let Some((companion, subject)) = parse_companion(&tag) {
+        return Ok(Triage::Ignore(Ignored::CompanionTag {
+            tag: tag.as_str().to_owned(),
+            companion,
+            subject: subject.to_string(),
+        }));
+    }
+    if is_keep_tag(&repository, &tag) {
         return Ok(Triage::Ignore(Ignored::OwnKeepTag {
             tag: tag.as_str().to_owned(),
         }));
@@ -242,6 +269,7 @@ pub fn triage<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::template::TagTemplate;
 
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
     const DIGEST: &str = "sha256:42b5e3bd0b6a7e2a6f1f4ab6b3e6c0c5d2b4a1f0e9d8c7b6a5f4e3d2c1b0a998";
@@ -262,13 +290,12 @@ mod tests {
         }))
     }
 
-    fn keep() -> TagTemplate {
-        TagTemplate::default_keep()
+    fn keep(_: &RepositoryName, tag: &ImageTag) -> bool {
+        crate::policy::Policy::default().is_keep_tag(tag)
     }
 
     fn run(e: &Envelope) -> Triage {
-        let k = keep();
-        triage(e, |_| Some(&k)).unwrap()
+        triage(e, keep).unwrap()
     }
 
     #[test]
@@ -390,21 +417,55 @@ mod tests {
         assert!(parse_envelope("{\"source\": 1}").is_err());
         let mut e = push("v7", INDEX);
         e.detail["image-digest"] = "sha256:nothex".into();
-        let k = keep();
-        let err = triage(&e, |_| Some(&k)).unwrap_err().to_string();
+        let err = triage(&e, keep).unwrap_err().to_string();
         assert!(err.contains("image-digest"), "{err}");
         let mut e = push("v7", INDEX);
         e.detail.as_object_mut().unwrap().remove("repository-name");
-        let err = triage(&e, |_| Some(&k)).unwrap_err().to_string();
+        let err = triage(&e, keep).unwrap_err().to_string();
         assert!(err.contains("repository-name"), "{err}");
         let mut e = push("bad tag!", INDEX);
         e.detail["image-tag"] = "bad tag!".into();
-        assert!(triage(&e, |_| Some(&k)).is_err());
+        assert!(triage(&e, keep).is_err());
     }
 
     #[test]
-    fn without_keep_tag_a_dash_index_tag_is_handled() {
+    fn keep_tags_are_recognised_whatever_the_policy_says_today() {
+        // Keep tag turned off: earlier runs' `-index` tags are still ours.
+        let off = crate::policy::Policy {
+            keep_tag: None,
+            ..Default::default()
+        };
         let e = push("v7-index", INDEX);
-        assert!(matches!(triage(&e, |_| None).unwrap(), Triage::Handle(_)));
+        assert!(matches!(
+            triage(&e, |_, t| off.is_keep_tag(t)).unwrap(),
+            Triage::Ignore(Ignored::OwnKeepTag { .. })
+        ));
+        // A template used before, listed in the history.
+        let mut changed = off.clone();
+        changed.keep_tag_history = vec![TagTemplate::parse_keep("kept-{tag}").unwrap()];
+        let e = push("kept-v7", INDEX);
+        assert!(matches!(
+            triage(&e, |_, t| changed.is_keep_tag(t)).unwrap(),
+            Triage::Ignore(Ignored::OwnKeepTag { .. })
+        ));
+        assert!(matches!(
+            triage(&e, |_, t| off.is_keep_tag(t)).unwrap(),
+            Triage::Handle(_)
+        ));
+    }
+
+    #[test]
+    fn companion_tags_are_never_remediated() {
+        let hex = "ab".repeat(32);
+        for tag in [
+            format!("sha256-{hex}"),
+            format!("sha256-{hex}.sig"),
+            format!("sha256-{hex}.att"),
+        ] {
+            let Triage::Ignore(Ignored::CompanionTag { subject, .. }) = run(&push(&tag, INDEX)) else {
+                panic!("{tag} handled")
+            };
+            assert_eq!(subject, format!("sha256:{hex}"));
+        }
     }
 }

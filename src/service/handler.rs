@@ -196,12 +196,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             Err(e) => return self.malformed(&e.to_string(), None, delivery).await,
         };
         let account = envelope.account.clone();
-        let triaged = triage(&envelope, |repo| {
+        let triaged = triage(&envelope, |repo, tag| {
             self.policies
                 .select_for(repo, account.as_deref())
                 .policy
-                .keep_tag
-                .as_ref()
+                .is_keep_tag(tag)
         });
         let pushed = match triaged {
             Ok(Triage::Handle(p)) => p,

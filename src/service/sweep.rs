@@ -146,7 +146,7 @@ pub async fn leftovers<R: Registry>(
         let ids: Vec<ImageRef> = chunk.iter().cloned().map(ImageRef::Digest).collect();
         for (id, result) in retrying(retry, None, || registry.get_images(repository, &ids)).await? {
             match (id, result) {
-                (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => refs.add(&classify(&m), tagged.contains(&d)),
+                (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => refs.add(&m, &classify(&m), tagged.contains(&d)),
                 // Deleted since the listing: it lists nothing any more.
                 (_, Err(FetchFailure::NotFound)) => {}
                 _ => refs.add_unreadable(),
@@ -221,7 +221,11 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                         } else {
                             None
                         };
-                        Scan::Listed(Box::new(Listed { listing, policy, found }))
+                        Scan::Listed(Box::new(Listed {
+                            listing,
+                            policy: *policy,
+                            found,
+                        }))
                     }
                 }
             }
@@ -466,7 +470,7 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
     for repo in repositories(registry, scope, &retry).await? {
         let rule = policies.select_for(&repo, scope.account.as_deref()).policy;
         let policy = match repository_policy::resolve(registry, &retry, None, rule, &repo).await? {
-            (Resolved::Apply { policy, .. }, _) => policy,
+            (Resolved::Apply { policy, .. }, _) => *policy,
             (left_alone, _) => {
                 tracing::info!(repository = %repo, reason = %left_alone, "repository left alone");
                 summary.left_alone += 1;

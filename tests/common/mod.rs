@@ -25,7 +25,9 @@ pub fn fixture(name: &str) -> RawManifest {
     RawManifest::parse(std::fs::read(path).unwrap(), None).unwrap()
 }
 
-/// A repository as `docker push` leaves it: children untagged, the index tagged.
+/// A repository as `docker push` leaves it: children untagged, the index
+/// tagged, nothing signed or referring to any of them (as the reader finds
+/// it when it reads their attachments).
 pub fn pushed(index: &RawManifest, pushed_tag: &str) -> RepositoryView {
     let mut v = RepositoryView::new();
     for e in classify(index).entries {
@@ -35,7 +37,9 @@ pub fn pushed(index: &RawManifest, pushed_tag: &str) -> RepositoryView {
             _ => Held::Other,
         };
         v.set_kind(e.digest(), kind);
+        v.set_attachments(e.digest(), Default::default());
     }
+    v.set_attachments(index.digest(), Default::default());
     v.insert_image(index.digest().clone(), [tag(pushed_tag)]).unwrap();
     v.insert_index(
         index.digest().clone(),

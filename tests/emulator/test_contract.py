@@ -614,3 +614,46 @@ def test_repository_resource_tags_by_arn(ecr: Any, repo: str) -> None:
     with pytest.raises(ClientError) as err:
         ecr.tag_resource(resourceArn=arn, tags=[{"Key": "aws:reserved", "Value": "x"}])
     assert error_code(err) == "InvalidTagParameterException"
+
+
+def test_an_archived_image_cannot_be_pulled_is_not_listed_and_a_repush_restores_it(ecr: Any, control: Any, repo: str, salt: str) -> None:
+    layout, _ = buildx(salt)
+    push(ecr, repo, layout, ["v7"])
+    top = layout.top[0]["digest"]
+    control.set_status(repo, top, "ARCHIVED")
+    reply = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v7"}, {"imageDigest": top}], acceptedMediaTypes=ALL_TYPES)
+    # "Archived images cannot be pulled": no manifest, a failure for each id
+    # (ECR does not document the code; it is not ImageNotFound here).
+    assert reply["images"] == []
+    assert len(reply["failures"]) == 2
+    assert all(f["failureCode"] != "ImageNotFound" for f in reply["failures"])
+    # Listings show ACTIVE images unless asked for another status.
+    assert top not in {d["imageDigest"] for d in describe(ecr, repo)}
+    assert top not in {i["imageDigest"] for i in ecr.list_images(repositoryName=repo)["imageIds"]}
+    archived = ecr.describe_images(repositoryName=repo, filter={"imageStatus": "ARCHIVED"})["imageDetails"]
+    assert [d["imageDigest"] for d in archived] == [top]
+    listed = ecr.list_images(repositoryName=repo, filter={"imageStatus": "ARCHIVED"})["imageIds"]
+    assert [i["imageDigest"] for i in listed] == [top]
+    # Pushing it again restores it, tag and all.
+    push(ecr, repo, layout, ["v7"])
+    assert get(ecr, repo, imageTag="v7")["imageId"]["imageDigest"] == top
+
+
+def test_an_index_reports_the_size_of_its_largest_manifest(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt, platforms=["linux/amd64", "linux/arm64"])
+    push(ecr, repo, layout, ["v7"])
+    details = {d["imageDigest"]: d for d in describe(ecr, repo)}
+    children = [details[m["digest"]]["imageSizeInBytes"] for m in index["manifests"]]
+    assert details[layout.top[0]["digest"]]["imageSizeInBytes"] == max(children)
+
+
+def test_put_image_of_a_manifest_with_no_media_type_anywhere_is_refused(ecr: Any, repo: str, salt: str) -> None:
+    layout, index = buildx(salt)
+    push(ecr, repo, layout, [])
+    image_digest = index["manifests"][0]["digest"]
+    doc = {"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": image_digest, "size": len(layout.blobs[image_digest])}]}
+    with pytest.raises(ClientError) as err:
+        ecr.put_image(repositoryName=repo, imageManifest=json.dumps(doc), imageTag="no-type")
+    assert error_code(err) == "InvalidParameterException"
+    # With imageManifestMediaType it is stored.
+    ecr.put_image(repositoryName=repo, imageManifest=json.dumps(doc), imageManifestMediaType=OCI_INDEX, imageTag="typed")

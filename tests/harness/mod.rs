@@ -438,3 +438,66 @@ impl AuditQueue {
         }
     }
 }
+
+/// Stores a `kind` attachment of `digest` (`notation`, `cosign`,
+/// `referrers-index`; see `ecr_emulator/sign.py`); returns what was stored.
+pub fn attach(repository: &str, digest: &str, kind: &str) -> Value {
+    let out = run_python(&[
+        "-m",
+        "ecr_emulator.sign",
+        "--repository",
+        repository,
+        "--digest",
+        digest,
+        "--as",
+        kind,
+    ]);
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// `ListImageReferrers` of `subject`: the referrers' digests, oldest first.
+pub fn referrer_digests(repository: &str, subject: &str) -> Vec<String> {
+    let out = python_script(&format!(
+        "import boto3, json\n\
+         r = boto3.client('ecr').list_image_referrers(repositoryName='{repository}', subjectId={{'imageDigest': '{subject}'}})\n\
+         print(json.dumps([d['digest'] for d in r['referrers']]))"
+    ));
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// Runs the `ecr-remediator` binary with extra environment variables; returns
+/// (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = cli(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The audit records (`{"schema"...` lines) and the summary of `sweep --output json`.
+pub fn sweep_json(stdout: &str) -> (Vec<Value>, Value) {
+    let records = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"schema\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = stdout.lines().last().unwrap_or("{}");
+    let summary = serde_json::from_str::<Value>(last).unwrap()["summary"].clone();
+    (records, summary)
+}
+
+/// Sets the repository's resource tag `key=value`.
+pub fn tag_repository(repository: &str, key: &str, value: &str) {
+    python_script(&format!(
+        "import boto3\n\
+         ecr = boto3.client('ecr')\n\
+         arn = ecr.describe_repositories(repositoryNames=['{repository}'])['repositories'][0]['repositoryArn']\n\
+         ecr.tag_resource(resourceArn=arn, tags=[{{'Key': '{key}', 'Value': '{value}'}}])"
+    ));
+}

@@ -219,6 +219,7 @@ fn info_of(repo: &RepoState, d: &Digest) -> Option<ImageInfo> {
         media_type: Some(m.media_type().as_str().to_owned()),
         artifact_media_type: None,
         size_bytes: i64::try_from(m.bytes().len()).ok(),
+        subject: m.subject().map(|s| s.digest.clone()),
     })
 }
 

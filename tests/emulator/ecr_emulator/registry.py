@@ -52,6 +52,12 @@ MUTABILITY = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_
 UPLOAD_PART_SIZE = 10 * 1024 * 1024
 #: ``arn:<partition>:ecr:<region>:<account>:repository/<name>``
 REPOSITORY_ARN = re.compile(r"^arn:aws[a-z-]*:ecr:([a-z0-9-]+):(\d{12}):repository/(.+)$")
+#: The ``BatchGetImage`` failure code for an image that is archived (or being
+#: restored) and so cannot be pulled. ECR's ``ImageFailure`` lists
+#: ``ImageInaccessible`` among its codes since archiving was introduced; which
+#: code ECR gives an archived image is not documented, so the service treats
+#: any failure other than ``ImageNotFound`` as "something holds this tag".
+ARCHIVED_FAILURE = "ImageInaccessible"
 #: AWS's limit of resource tags per resource.
 MAX_RESOURCE_TAGS = 50
 
@@ -188,12 +194,8 @@ def _parse_manifest(body: bytes, declared: str | None) -> tuple[str, dict[str, A
         raise invalid(f"Invalid parameter at 'imageManifestMediaType': '{declared}' does not match the manifest's mediaType '{inner}'")
     media_type = declared or inner
     if not media_type:
-        if isinstance(doc.get("manifests"), list):
-            media_type = OCI_INDEX
-        elif isinstance(doc.get("config"), dict):
-            media_type = OCI_MANIFEST
-        else:
-            raise invalid("Invalid parameter at 'imageManifestMediaType': the manifest has no mediaType and none was given")
+        # ECR does not guess: a manifest without a mediaType field needs imageManifestMediaType.
+        raise invalid("Invalid parameter at 'imageManifestMediaType': the manifest has no mediaType and none was given")
     if media_type not in MANIFEST_TYPES:
         raise EcrError("UnsupportedImageTypeException", f"The manifest media type {media_type} is not supported")
     if doc.get("schemaVersion") != 2:
@@ -468,7 +470,8 @@ class Registry:
             raise invalid("Invalid parameter at 'imageTag' failed to satisfy constraint: 'Member must have length between 1 and 300'")
 
         existing = repo.images.get(digest)
-        if existing is not None and (tag is None or repo.tags.get(tag) == digest):
+        restoring = existing is not None and existing.status != "ACTIVE"
+        if existing is not None and not restoring and (tag is None or repo.tags.get(tag) == digest):
             raise EcrError(
                 "ImageAlreadyExistsException",
                 f"Image with digest '{digest}'" + (f" and tag '{tag}'" if tag else "") + " already exists in the repository with name "
@@ -481,6 +484,9 @@ class Registry:
             )
 
         image = existing
+        if image is not None and restoring:
+            # Re-pushing an archived image restores it (ECR user guide, archiving).
+            image.status = "ACTIVE"
         if image is None:
             children: list[str] = []
             artifact = None
@@ -493,6 +499,9 @@ class Registry:
                         "ReferencedImagesNotFoundException",
                         f"Manifest references images that are not in the repository '{repo.name}': {', '.join(missing)}",
                     )
+                # ECR reports an index's imageSizeInBytes as the size of the
+                # largest manifest it lists, not the index document's length.
+                size = max((repo.images[c].size for c in children), default=0)
             else:
                 artifact = doc["config"].get("mediaType")
                 blobs = [doc["config"]] + [d for d in doc["layers"] if not d.get("urls")]
@@ -565,6 +574,16 @@ class Registry:
                 continue
             assert digest is not None
             image = repo.images[digest]
+            if image.status != "ACTIVE":
+                # "Archived images cannot be pulled" (ECR user guide).
+                failures.append(
+                    _failure(
+                        image_id,
+                        ARCHIVED_FAILURE,
+                        f"The image is {image.status.lower()} and cannot be pulled; restore it first",
+                    )
+                )
+                continue
             if image.media_type not in accepted:
                 failures.append(
                     _failure(
@@ -671,10 +690,7 @@ class Registry:
                 details.append(self._details(repo, repo.images[digest]))
             return {"imageDetails": details}
         status = _tag_status(req)
-        wanted_status = (req.get("filter") or {}).get("imageStatus") or "ACTIVE"
-        if wanted_status not in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"):
-            raise invalid(f"Invalid parameter at 'filter.imageStatus': '{wanted_status}' is not one of ACTIVE, ARCHIVED, ACTIVATING, ANY")
-        # Without an imageStatus filter ECR lists only ACTIVE images.
+        wanted_status = _image_status(req)
         chosen = [
             i for i in repo.images.values() if _status_matches(status, bool(repo.tags_of(i.digest))) and wanted_status in ("ANY", i.status)
         ]
@@ -722,10 +738,11 @@ class Registry:
     def list_images(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
         repo = self.repo(account, region, req.get("repositoryName"))
         status = _tag_status(req)
+        wanted_status = _image_status(req)
         ids: list[dict[str, str]] = []
         for image in repo.images.values():
             tags = repo.tags_of(image.digest)
-            if not _status_matches(status, bool(tags)):
+            if not _status_matches(status, bool(tags)) or wanted_status not in ("ANY", image.status):
                 continue
             if tags:
                 ids.extend({"imageDigest": image.digest, "imageTag": t} for t in tags)
@@ -796,6 +813,14 @@ def _tag_status(req: dict[str, Any]) -> str:
     if status not in ("TAGGED", "UNTAGGED", "ANY"):
         raise invalid(f"Invalid parameter at 'filter.tagStatus': '{status}' is not one of TAGGED, UNTAGGED, ANY")
     return status
+
+
+def _image_status(req: dict[str, Any]) -> str:
+    """The ``filter.imageStatus`` of a listing: without one, ECR lists only ACTIVE images."""
+    wanted = (req.get("filter") or {}).get("imageStatus") or "ACTIVE"
+    if wanted not in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"):
+        raise invalid(f"Invalid parameter at 'filter.imageStatus': '{wanted}' is not one of ACTIVE, ARCHIVED, ACTIVATING, ANY")
+    return wanted
 
 
 def _status_matches(status: str, tagged: bool) -> bool:

@@ -109,6 +109,10 @@ class Control:
     def config(self, **settings: Any) -> dict[str, Any]:
         return self._call("POST", "config", settings)
 
+    def set_status(self, repository: str, digest: str, status: str) -> None:
+        """Moves an image to ``ACTIVE``, ``ARCHIVED`` or ``ACTIVATING`` (as ECR's archiving does)."""
+        self._call("POST", "status", {"repository": repository, "digest": digest, "status": status})
+
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
     """Polls ``predicate`` until it returns something truthy or ``timeout`` passes."""

@@ -1,0 +1,108 @@
+//! Reading what is attached to the manifests a plan would delete: their
+//! companion tags and their OCI referrers (see [`crate::engine::keep`]).
+//!
+//! Read only when a deletion waits on it: the planner marks such a
+//! manifest `attachments_unknown`, the engine reads, and plans again.
+//! Companion tags ride in a `BatchGetImage` the reader already makes where
+//! it can (the per-push path's second read); referrers cost one
+//! `ListImageReferrers` per manifest, made concurrently.
+
+use std::collections::BTreeSet;
+
+use super::{Engine, Known};
+use crate::engine::audit::AuditSink;
+use crate::engine::plan::{Plan, SkipReason};
+use crate::engine::registry::{FetchFailure, Fetched, ImageRef, Registry, RegistryError};
+use crate::engine::view::RepositoryView;
+use crate::oci::classify::{Classification, EntryClass};
+use crate::oci::companion::companion_tags;
+use crate::oci::digest::Digest;
+use crate::oci::names::RepositoryName;
+
+/// The ids to read to learn which companion tags of `subjects` exist.
+pub(super) fn companion_ids(subjects: &[Digest]) -> Vec<ImageRef> {
+    subjects
+        .iter()
+        .flat_map(|s| companion_tags(s).into_iter().map(|(_, t)| ImageRef::Tag(t)))
+        .collect()
+}
+
+/// Records, for each of `subjects` whose companion tags were all read in
+/// `fetched`, which exist. A tag the registry could not serve (archived,
+/// any failure but "not found") counts as existing: something is there.
+pub(super) fn note_companions(view: &mut RepositoryView, subjects: &[Digest], fetched: &Fetched) {
+    for subject in subjects {
+        let mut found = Vec::new();
+        let mut complete = true;
+        for (companion, tag) in companion_tags(subject) {
+            match fetched.iter().find(|(id, _)| *id == ImageRef::Tag(tag.clone())) {
+                None => complete = false,
+                Some((_, Err(FetchFailure::NotFound))) => {}
+                Some(_) => found.push((companion, tag)),
+            }
+        }
+        if complete {
+            view.set_companion_tags(subject, found);
+        }
+    }
+}
+
+/// The manifests whose attachments the plan waits on: those it kept as
+/// `attachments_unknown` and, when the index is one, every attestation
+/// entry that could be deleted after it (so that one read covers all).
+pub(super) fn waiting_on(plan: &Plan, classification: &Classification, view: &RepositoryView) -> Vec<Digest> {
+    let mut out: BTreeSet<Digest> = plan
+        .skipped
+        .iter()
+        .filter(|s| s.reason == SkipReason::AttachmentsUnknown)
+        .map(|s| s.digest.clone().unwrap_or_else(|| classification.digest.clone()))
+        .collect();
+    if out.contains(&classification.digest) {
+        for e in &classification.entries {
+            if matches!(e.class, EntryClass::Attestation { .. }) && view.subject_of(e.digest()).is_none() {
+                out.insert(e.digest().clone());
+            }
+        }
+    }
+    out.retain(|d| view.attachments(d).is_none());
+    out.into_iter().collect()
+}
+
+impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
+    /// Reads the attachments of `digests` into `view`: the companion tags not
+    /// read yet (one `BatchGetImage`) and the referrers of each (one
+    /// `ListImageReferrers` each, concurrently).
+    pub(super) async fn read_attachments(
+        &self,
+        repository: &RepositoryName,
+        view: &mut RepositoryView,
+        known: &mut Known,
+        digests: &[Digest],
+    ) -> Result<(), RegistryError> {
+        let unread: Vec<Digest> = digests
+            .iter()
+            .filter(|d| !view.companion_tags_read(d))
+            .cloned()
+            .collect();
+        if !unread.is_empty() {
+            let ids = companion_ids(&unread);
+            let fetched = self.retry(|| self.registry.get_images(repository, &ids)).await?;
+            note_companions(view, &unread, &fetched);
+            for (id, result) in &fetched {
+                if let (ImageRef::Tag(t), Ok(m)) = (id, result) {
+                    super::read::note(view, known, m, Some(t));
+                }
+            }
+        }
+        let lists = futures_util::future::try_join_all(
+            digests
+                .iter()
+                .map(|d| async move { self.retry(|| self.registry.list_referrers(repository, d)).await }),
+        )
+        .await?;
+        for (d, referrers) in digests.iter().zip(lists) {
+            view.set_listed_referrers(d, referrers);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,300 @@
+//! What other tools still need is never deleted or rewritten (issue 18), on
+//! the emulator with the real binary: signed indexes, attached provenance,
+//! referrers tag-schema indexes, the service's own kept indexes after a
+//! policy change; explicit flags win over a repository's tag; strip
+//! leftovers are found; archived images are neither taken nor fatal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use harness::*;
+use serde_json::Value;
+
+const KEEP_OFF: [(&str, &str); 1] = [("ECR_REMEDIATOR_KEEP_TAG", "false")];
+
+fn present(listing: &[Listed], digest: &str) -> bool {
+    listing.iter().any(|l| l.digest == digest)
+}
+
+fn remediate(repo: &str, digest: &str, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut args = vec![
+        "remediate",
+        "--repository",
+        repo,
+        "--image-digest",
+        digest,
+        "--image-tag",
+        tag,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args, env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn sweep(repo: &str, extra: &[&str], env: &[(&str, &str)]) -> (Vec<Value>, Value) {
+    let mut args = vec!["sweep", "--repository", repo, "--output", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args, env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    sweep_json(&out)
+}
+
+/// The planner's skip record for `digest`, if any.
+fn skip_of<'a>(record: &'a Value, digest: &str) -> Option<&'a Value> {
+    record["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["digest"] == digest)
+}
+
+/// A promotion with no keep tag and no deletion: `v1` on the image, the index untagged.
+fn leftover(repo: &str, salt: &str, options: &[&str]) -> Pushed {
+    create_repository(repo, false);
+    let p = push_buildx_with(repo, "v1", &["linux/arm64"], salt, options);
+    let r = remediate(repo, &p.index, "v1", &["--mode", "promote"], &KEEP_OFF);
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_leftover_index_is_never_deleted_by_a_sweep() {
+    for kind in ["notation", "cosign"] {
+        let repo = unique(&format!("signed-{kind}"));
+        let p = leftover(&repo, &format!("signed-{kind}"), &[]);
+        let signature = attach(&repo, &p.index, kind);
+        let (records, summary) = sweep(
+            &repo,
+            &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+            &KEEP_OFF,
+        );
+        let listing = list(&repo).await;
+        assert!(present(&listing, &p.index), "{kind}: the signed index was deleted");
+        assert!(
+            present(&listing, p.attestation()),
+            "{kind}: its attestation was deleted"
+        );
+        assert!(
+            present(&listing, signature["digest"].as_str().unwrap()),
+            "{kind}: the signature is gone"
+        );
+        assert_eq!(summary["manifests_deleted"], 0, "{kind}: {summary}");
+        let record = records.iter().find(|r| r["index_digest"] == p.index).unwrap();
+        let code = if kind == "notation" {
+            "has_referrers"
+        } else {
+            "has_companion"
+        };
+        assert_eq!(record["outcome"], "skipped", "{record}");
+        assert_eq!(record["code"], code, "{kind}: the record names what kept it: {record}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freshly_pushed_signed_index_is_kept_when_its_tag_is_promoted() {
+    let repo = unique("signed-push");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "signed-push");
+    attach(&repo, &p.index, "notation");
+    let r = remediate(
+        &repo,
+        &p.index,
+        "v1",
+        &["--mode", "promote", "--delete-orphans"],
+        &KEEP_OFF,
+    );
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    assert_eq!(tags(&repo).await["v1"], p.runnable(), "the tag deploys");
+    let listing = list(&repo).await;
+    assert!(present(&listing, &p.index) && present(&listing, p.attestation()));
+    assert_eq!(r["deleted"], 0, "{r}");
+    assert_eq!(skip_of(&r, &p.index).unwrap()["reason"], "has_referrers", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provenance_attached_to_its_image_survives_promote_and_strip_with_deletion() {
+    for mode in ["promote", "strip"] {
+        let repo = unique(&format!("attached-{mode}"));
+        create_repository(&repo, false);
+        let p = push_buildx_with(
+            &repo,
+            "v1",
+            &["linux/arm64"],
+            &format!("attached-{mode}"),
+            &["--attestation-format", "artifact"],
+        );
+        let r = remediate(&repo, &p.index, "v1", &["--mode", mode, "--delete-orphans"], &KEEP_OFF);
+        assert_eq!(r["outcome"], "remediated", "{mode}: {r}");
+        let listing = list(&repo).await;
+        assert!(present(&listing, p.attestation()), "{mode}: provenance deleted");
+        assert_eq!(
+            referrer_digests(&repo, p.runnable()),
+            vec![p.attestation().to_owned()],
+            "{mode}: ECR lists the provenance for the image"
+        );
+        let skip = skip_of(&r, p.attestation()).unwrap();
+        assert_eq!(skip["reason"], "attached_referrer", "{mode}: {r}");
+        if mode == "promote" {
+            assert!(!present(&listing, &p.index), "the index itself goes");
+            assert_eq!(r["deleted"], 1, "{r}");
+        }
+    }
+    // The sweep's cleanup of such a leftover does the same.
+    let repo = unique("attached-sweep");
+    let p = leftover(&repo, "attached-sweep", &["--attestation-format", "artifact"]);
+    let (_, summary) = sweep(
+        &repo,
+        &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+        &KEEP_OFF,
+    );
+    let listing = list(&repo).await;
+    assert!(!present(&listing, &p.index), "{summary}");
+    assert!(present(&listing, p.attestation()), "{summary}");
+    assert_eq!(referrer_digests(&repo, p.runnable()), vec![p.attestation().to_owned()]);
+    assert_eq!(summary["manifests_deleted"], 1, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referrers_tag_schema_index_is_never_remediated_or_deleted() {
+    let repo = unique("tag-schema");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "tag-schema");
+    let fallback = attach(&repo, p.runnable(), "referrers-index");
+    let schema_tag = fallback["tag"].as_str().unwrap().to_owned();
+    for mode in ["strip", "promote"] {
+        let (records, summary) = sweep(
+            &repo,
+            &["--mode", mode, "--delete-orphans", "--min-age", "0s"],
+            &KEEP_OFF,
+        );
+        assert!(
+            records.iter().all(|r| r["tag"] != schema_tag.as_str()),
+            "{mode}: handled as a pushed tag: {records:?}"
+        );
+        assert_eq!(summary["not_touched"]["referrers_index"], 1, "{mode}: {summary}");
+        let t = tags(&repo).await;
+        assert_eq!(t[&schema_tag], fallback["digest"], "{mode}: the tag moved");
+        assert!(!t.contains_key(&format!("{schema_tag}-index")), "{mode}: {t:?}");
+        let listing = list(&repo).await;
+        for d in fallback["stored"].as_array().unwrap() {
+            assert!(present(&listing, d.as_str().unwrap()), "{mode}: {d} deleted");
+        }
+    }
+    // The image the fallback describes stays (whatever became of its own push).
+    assert!(present(&list(&repo).await, p.runnable()));
+    // Asked directly, the same: its tag is the referrers index of the image.
+    let r = remediate(
+        &repo,
+        fallback["digest"].as_str().unwrap(),
+        &schema_tag,
+        &["--mode", "strip", "--delete-orphans"],
+        &KEEP_OFF,
+    );
+    assert_eq!(r["code"], "companion_tag", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_the_keep_tag_off_never_turns_kept_indexes_into_pushed_tags() {
+    let repo = unique("policy-change");
+    create_repository(&repo, false);
+    let mut pushed = Vec::new();
+    for v in ["v1", "v2", "v3"] {
+        let p = push_buildx(&repo, v, &["linux/arm64"], &format!("policy-change-{v}"));
+        // The default policy with promote: the index stays under `<tag>-index`.
+        let r = remediate(&repo, &p.index, v, &["--mode", "promote"], &[]);
+        assert_eq!(r["outcome"], "remediated", "{r}");
+        pushed.push(p);
+    }
+    let before = tags(&repo).await;
+    assert_eq!(before["v1-index"], pushed[0].index);
+    let (records, summary) = sweep(
+        &repo,
+        &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+        &KEEP_OFF,
+    );
+    assert_eq!(tags(&repo).await, before, "{records:?}");
+    assert_eq!(summary["manifests_deleted"], 0, "{summary}");
+    assert!(records.iter().all(|r| r["tag"] != "v1-index"), "{records:?}");
+    let listing = list(&repo).await;
+    for p in &pushed {
+        assert!(present(&listing, &p.index) && present(&listing, p.attestation()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observe_run_never_writes_whatever_the_repository_tag_says() {
+    for (repo_mode, command) in [("promote", "sweep"), ("strip", "remediate")] {
+        let repo = unique(&format!("observe-{repo_mode}"));
+        create_repository(&repo, false);
+        tag_repository(&repo, "ecr-remediator:mode", repo_mode);
+        let p = push_buildx(&repo, "v1", &["linux/arm64"], &format!("observe-{repo_mode}"));
+        emulator().clear_calls(&repo);
+        let before = tags(&repo).await;
+        let record = if command == "sweep" {
+            let (records, _) = sweep(&repo, &["--mode", "observe"], &[]);
+            records[0].clone()
+        } else {
+            remediate(&repo, &p.index, "v1", &["--mode", "observe"], &[])
+        };
+        assert_eq!(tags(&repo).await, before, "{command} --mode observe wrote: {record}");
+        assert_eq!(emulator().calls(&repo).get("ecr:PutImage"), None);
+        assert_eq!(record["policy"]["mode"], "observe", "{record}");
+        assert!(
+            record["policy"]["source"].as_str().unwrap().contains("overridden"),
+            "{record}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_leftovers_are_found_and_cleaned() {
+    let repo = unique("strip-leftover");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "strip-leftover");
+    let r = remediate(&repo, &p.index, "v1", &["--mode", "strip"], &KEEP_OFF);
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    let stripped = tags(&repo).await["v1"].clone();
+    assert_ne!(stripped, p.index);
+    let index_bytes = serde_json::to_vec(&get_manifest(&repo, &p.index).await).unwrap().len();
+    let (records, summary) = sweep(
+        &repo,
+        &["--mode", "strip", "--delete-orphans", "--min-age", "0s"],
+        &KEEP_OFF,
+    );
+    let listing = list(&repo).await;
+    assert!(!present(&listing, &p.index), "{records:?}");
+    assert!(!present(&listing, p.attestation()), "{records:?}");
+    assert!(present(&listing, &stripped) && present(&listing, p.runnable()));
+    assert_eq!(summary["manifests_deleted"], 2, "{summary}");
+    // Bytes: the index's own document (ECR reports an index's size as its
+    // largest child's) plus the attestation's layers; never the image twice.
+    let reclaimed = summary["bytes_reclaimed"].as_u64().unwrap();
+    assert!(
+        reclaimed > 0 && reclaimed < index_bytes as u64 + 10_000,
+        "{reclaimed} vs index {index_bytes}: {summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_tag_held_by_an_archived_index_is_neither_taken_nor_fatal() {
+    let repo = unique("archived-keep");
+    create_repository(&repo, false);
+    let first = push_buildx(&repo, "v1", &["linux/arm64"], "archived-keep-1");
+    remediate(&repo, &first.index, "v1", &["--mode", "promote"], &[]);
+    assert_eq!(tags(&repo).await["v1-index"], first.index);
+    emulator().control(
+        "POST",
+        "status",
+        Some(serde_json::json!({"repository": repo, "digest": first.index, "status": "ARCHIVED"})),
+    );
+    let second = push_buildx(&repo, "v1", &["linux/arm64"], "archived-keep-2");
+    let r = remediate(&repo, &second.index, "v1", &["--mode", "promote"], &[]);
+    assert_eq!(r["outcome"], "skipped", "{r}");
+    assert_eq!(r["code"], "tag_unreadable", "{r}");
+    let t = tags(&repo).await;
+    assert_eq!(
+        t["v1"], second.index,
+        "the pushed tag is not moved without its keep tag"
+    );
+}
