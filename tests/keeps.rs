@@ -298,3 +298,106 @@ async fn a_keep_tag_held_by_an_archived_index_is_neither_taken_nor_fatal() {
         "the pushed tag is not moved without its keep tag"
     );
 }
+
+/// Three pushes remediated under the default keep tag: `vN` on the image,
+/// `vN-index` on the index.
+async fn kept(repo: &str, salt: &str) -> Vec<Pushed> {
+    create_repository(repo, false);
+    let mut out = Vec::new();
+    for v in ["v1", "v2", "v3"] {
+        let p = push_buildx(repo, v, &["linux/arm64"], &format!("{salt}-{v}"));
+        let r = remediate(repo, &p.index, v, &["--mode", "promote"], &[]);
+        assert_eq!(r["outcome"], "remediated", "{r}");
+        out.push(p);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_indexes_are_retired_only_on_request_shown_by_the_dry_run_signed_ones_stay() {
+    let repo = unique("retire");
+    let pushed = kept(&repo, "retire").await;
+    attach(&repo, &pushed[2].index, "notation");
+    let args = ["--mode", "promote", "--retire-kept-indexes", "--min-age", "0s"];
+
+    // With the keep tag still on, the rule keeps them on purpose.
+    let (records, summary) = sweep(&repo, &args, &[]);
+    assert_eq!(summary["manifests_deleted"], 0, "{summary}");
+    assert!(records.iter().any(|r| r["code"] == "retire_not_enabled"), "{records:?}");
+
+    // The dry run shows what the real run does, and writes nothing.
+    let before = list(&repo).await.len();
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let (records, _) = sweep(&repo, &dry, &KEEP_OFF);
+    assert_eq!(list(&repo).await.len(), before, "a dry run deletes nothing");
+    let planned: Vec<&Value> = records
+        .iter()
+        .flat_map(|r| r["skipped"].as_array().unwrap())
+        .filter(|s| s["reason"] == "dry_run" && s["action"]["role"] == "kept_index")
+        .collect();
+    assert_eq!(planned.len(), 2, "{records:?}");
+
+    let (records, summary) = sweep(&repo, &args, &KEEP_OFF);
+    assert_eq!(summary["kept_indexes_retired"], 2, "{summary}");
+    assert_eq!(
+        summary["manifests_deleted"], 2,
+        "attestations stay without --delete-orphans: {summary}"
+    );
+    let t = tags(&repo).await;
+    assert!(!t.contains_key("v1-index") && !t.contains_key("v2-index"), "{t:?}");
+    assert_eq!(t["v3-index"], pushed[2].index, "the signed index stays");
+    let listing = list(&repo).await;
+    for p in &pushed[..2] {
+        assert!(!present(&listing, &p.index));
+        assert!(present(&listing, p.attestation()), "left: delete_orphans is off");
+        assert_eq!(
+            t[&format!("v{}", 1 + pushed.iter().position(|q| q.index == p.index).unwrap())],
+            p.runnable()
+        );
+    }
+    let signed = records.iter().find(|r| r["index_digest"] == pushed[2].index).unwrap();
+    assert_eq!(signed["code"], "has_referrers", "{signed}");
+    // The trail finds a retirement as a deletion.
+    let retired = records.iter().find(|r| r["index_digest"] == pushed[0].index).unwrap();
+    let delete = retired["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "delete")
+        .unwrap();
+    assert_eq!(delete["role"], "kept_index", "{retired}");
+    assert_eq!(delete["removes_tags"], serde_json::json!(["v1-index"]), "{retired}");
+    assert_eq!(delete["outcome"], "applied", "{retired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_under_provenance_referrers_attaches_the_provenance_first() {
+    let repo = unique("retire-referrers");
+    let pushed = kept(&repo, "retire-referrers").await;
+    let env = [
+        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+        ("ECR_REMEDIATOR_PROVENANCE", "referrers"),
+    ];
+    let (_, summary) = sweep(
+        &repo,
+        &[
+            "--mode",
+            "promote",
+            "--retire-kept-indexes",
+            "--delete-orphans",
+            "--min-age",
+            "0s",
+        ],
+        &env,
+    );
+    assert_eq!(summary["kept_indexes_retired"], 3, "{summary}");
+    let listing = list(&repo).await;
+    for p in &pushed {
+        assert!(!present(&listing, &p.index) && !present(&listing, p.attestation()));
+        let referrers = referrer_digests(&repo, p.runnable());
+        assert_eq!(referrers.len(), 1, "the provenance is attached to the image first");
+        let copy = get_manifest(&repo, &referrers[0]).await;
+        assert_eq!(copy["subject"]["digest"], p.runnable());
+    }
+}

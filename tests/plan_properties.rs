@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{digest_of, tag};
 use ecr_remediator::engine::cleanup::{CleanupInput, plan_cleanup};
-use ecr_remediator::engine::plan::{Action, PlanInput, SkipReason, TagRole, plan};
+use ecr_remediator::engine::plan::{Action, DeleteRole, PlanInput, SkipReason, TagRole, plan};
+use ecr_remediator::engine::retire::plan_retire;
 use ecr_remediator::engine::view::{Attachments, Held, RepositoryView};
 use ecr_remediator::oci::classify::{EntryClass, classify};
 use ecr_remediator::oci::companion::Companion;
@@ -614,6 +615,21 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     referrer_invariants(s, &index, &classification, &view, &p)?;
     attachment_invariants(&view, &p, true)?;
 
+    // A tag this service writes (a keep tag, under any policy) or a companion
+    // tag (a referrers tag-schema index, cosign's) is never remediated.
+    for own in [
+        tag("v1-index"),
+        ecr_remediator::oci::companion::Companion::ReferrersIndex
+            .tag_for(index.digest())
+            .unwrap(),
+    ] {
+        let other = plan(&PlanInput {
+            tag: Some(&own),
+            ..input
+        });
+        prop_assert!(other.actions.is_empty(), "{own} remediated: {:?}", other.actions);
+    }
+
     // 3. Idempotence: planning again on the resulting state gives no write.
     let again = plan(&PlanInput { view: &state, ..input });
     prop_assert!(
@@ -787,12 +803,81 @@ fn referrer_invariants(
     Ok(())
 }
 
+/// As an earlier run under the default keep tag leaves it: the pushed tag
+/// off the index, `v1-index` on it.
+fn kept_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
+    let mut view = build_view(s, index);
+    view.remove_tag(&tag("v1"));
+    let _ = view.insert_image(index.digest().clone(), [tag("v1-index")]);
+    view
+}
+
+/// Retiring a kept index deletes only that index (with exactly its keep
+/// tags, under a rule without a keep tag), and the attestations it alone
+/// listed only with `delete_orphans`; never anything signed or referred to.
+fn check_retire(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
+    let index = build_index(s);
+    let classification = classify(&index);
+    let view = kept_view(s, &index);
+    let policy = build_policy(s);
+    let now = 10_000_000_000;
+    let p = plan_retire(&CleanupInput {
+        manifest: &index,
+        classification: &classification,
+        view: &view,
+        policy: &policy,
+        pushed_at_ms: Some(now - age_s * 1000),
+        now_ms: now,
+        min_age_s: 3600,
+        manifests: &read_manifests(s),
+    });
+    attachment_invariants(&view, &p, true)?;
+    let mut state = view.clone();
+    for a in &p.actions {
+        if let Action::Delete {
+            digest,
+            role,
+            removes_tags,
+        } = a
+        {
+            prop_assert!(policy.keep_tag.is_none() && policy.mode != Mode::Observe && !policy.dry_run);
+            prop_assert!(age_s >= 3600, "younger than the minimum age");
+            let tags: Vec<_> = state.tags_of(digest).cloned().unwrap_or_default().into_iter().collect();
+            if *role == DeleteRole::KeptIndex {
+                prop_assert_eq!(digest, index.digest());
+                prop_assert!(
+                    !tags.is_empty() && tags.iter().all(|t| policy.is_keep_tag(t)),
+                    "{tags:?}"
+                );
+                prop_assert_eq!(removes_tags, &tags);
+            } else {
+                prop_assert_eq!(*role, DeleteRole::Attestation);
+                prop_assert!(policy.delete_orphans, "an attestation deleted without delete_orphans");
+                prop_assert!(tags.is_empty(), "{digest} deleted while tagged {tags:?}");
+                prop_assert!(
+                    state.referrers(digest, None).is_empty(),
+                    "{digest} deleted while listed"
+                );
+            }
+        }
+        if let Err(e) = state.apply(a) {
+            return Err(TestCaseError::fail(format!("ECR would refuse {a}: {e}")));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn cleanup_invariants_hold(s in scenario(), age_s in prop_oneof![Just(0i64), Just(3599), Just(3600), Just(86_400)]) {
         check_cleanup(&s, age_s)?;
+    }
+
+    #[test]
+    fn retire_invariants_hold(s in scenario(), age_s in prop_oneof![Just(0i64), Just(3600), Just(86_400)]) {
+        check_retire(&s, age_s)?;
     }
 
     #[test]
@@ -825,6 +910,7 @@ fn the_generator_reaches_every_kind_of_plan() {
     let mut runner = TestRunner::deterministic();
     let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups, mut copies) = (0, 0, 0, 0, 0, 0);
     let mut kept_attached = 0;
+    let mut retired = 0;
     for _ in 0..2000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let index = build_index(&s);
@@ -891,9 +977,28 @@ fn the_generator_reaches_every_kind_of_plan() {
             manifests: &read_manifests(&s),
         });
         cleanups += usize::from(!cleanup.actions.is_empty());
+        let kept = kept_view(&s, &index);
+        let retire = plan_retire(&CleanupInput {
+            manifest: &index,
+            classification: &c,
+            view: &kept,
+            policy: &policy,
+            pushed_at_ms: Some(0),
+            now_ms: 10_000_000_000,
+            min_age_s: 3600,
+            manifests: &read_manifests(&s),
+        });
+        retired += usize::from(retire.actions.iter().any(Action::is_delete));
     }
     assert!(
-        deletes > 30 && moves > 40 && puts > 50 && superseded > 20 && cleanups > 5 && copies > 50 && kept_attached > 20,
-        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached}"
+        deletes > 30
+            && moves > 40
+            && puts > 50
+            && superseded > 20
+            && cleanups > 5
+            && copies > 50
+            && kept_attached > 20
+            && retired > 5,
+        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached} {retired}"
     );
 }

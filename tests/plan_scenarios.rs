@@ -121,11 +121,13 @@ fn promote_without_keep_and_with_delete_removes_index_then_attestation() {
             },
             Action::Delete {
                 digest: c.index.digest().clone(),
-                role: DeleteRole::Index
+                role: DeleteRole::Index,
+                removes_tags: Vec::new(),
             },
             Action::Delete {
                 digest: attestation(&c),
-                role: DeleteRole::Attestation
+                role: DeleteRole::Attestation,
+                removes_tags: Vec::new(),
             },
         ]
     );
@@ -326,7 +328,8 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     let p = c.plan(&view, &pol);
     assert!(p.actions.contains(&Action::Delete {
         digest: c.index.digest().clone(),
-        role: DeleteRole::Index
+        role: DeleteRole::Index,
+        removes_tags: Vec::new(),
     }));
     assert!(
         !p.actions

@@ -305,6 +305,14 @@ struct SweepArgs {
     /// as they may belong to a push in progress. A duration (90s, 30m, 1h, 2d).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     min_age: String,
+    /// Also delete the indexes earlier runs kept under a keep tag
+    /// (`<tag>-index`), keep tags and all, once the rule no longer keeps
+    /// them (keep_tag = false). Signed or referred-to indexes stay; under
+    /// provenance = referrers their attestations are first copied to each
+    /// image; the attestations only they list go too with --delete-orphans.
+    /// Shown by --dry-run like every other action.
+    #[arg(long, conflicts_with = "tag")]
+    retire_kept_indexes: bool,
     /// Sweep this member account (repeatable), through the member role
     /// (ECR_REMEDIATOR_MEMBER_ROLE, ECR_REMEDIATOR_EXTERNAL_ID, ECR_REMEDIATOR_ACCOUNT_ID).
     #[arg(long = "account", value_name = "ID", conflicts_with = "all_accounts")]
@@ -371,6 +379,7 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .transpose()
             .map_err(anyhow::Error::msg)?,
         min_age_s: parse_duration_s(&args.min_age).map_err(anyhow::Error::msg)?,
+        retire_kept: args.retire_kept_indexes,
     };
     let mut config = flags.config()?;
     if let Some(tps) = args.put_tps {
@@ -567,6 +576,9 @@ fn summary_table(s: &SweepSummary) -> String {
     );
     line("failed", s.failed.to_string());
     line("manifests deleted", s.manifests_deleted.to_string());
+    if s.kept_indexes_retired > 0 {
+        line("  kept indexes retired", s.kept_indexes_retired.to_string());
+    }
     line("bytes reclaimed", s.bytes_reclaimed.to_string());
     line(
         "not touched",

@@ -31,6 +31,9 @@ pub enum DeleteRole {
     Index,
     /// An attestation manifest nothing references any more.
     Attestation,
+    /// An index an earlier run kept under a keep tag, retired on request
+    /// (`sweep --retire-kept-indexes`): its keep tags go with it.
+    KeptIndex,
 }
 
 /// One write to the registry.
@@ -86,6 +89,11 @@ pub enum Action {
         digest: Digest,
         /// Why.
         role: DeleteRole,
+        /// The tags the deletion removes with it (a retired kept index's keep
+        /// tags). Empty for every other deletion: the image must be untagged,
+        /// and any tag found on it right before deleting keeps it.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        removes_tags: Vec<ImageTag>,
     },
 }
 
@@ -132,12 +140,22 @@ impl fmt::Display for Action {
                 "attach referrer {} (copy of {attestation}) to {subject}",
                 manifest.digest()
             ),
-            Action::Delete { digest, role } => {
+            Action::Delete {
+                digest,
+                role,
+                removes_tags,
+            } => {
                 let what = match role {
                     DeleteRole::Index => "index",
                     DeleteRole::Attestation => "attestation",
+                    DeleteRole::KeptIndex => "kept index",
                 };
-                write!(f, "delete {what} {digest}")
+                write!(f, "delete {what} {digest}")?;
+                if !removes_tags.is_empty() {
+                    let t: Vec<&str> = removes_tags.iter().map(ImageTag::as_str).collect();
+                    write!(f, " with its keep tag(s) {}", t.join(", "))?;
+                }
+                Ok(())
             }
         }
     }

@@ -423,7 +423,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         let mut go: Vec<&Action> = Vec::new();
         for a in deletes {
             match info.get(a.target()) {
-                Some(Some(i)) if !i.tags.is_empty() => push(
+                Some(Some(i)) if !only_tags_it_removes(a, &i.tags) => push(
                     &mut record.actions,
                     a,
                     ActionOutcome::Skipped {
@@ -438,7 +438,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             matches!(
                 a,
                 Action::Delete {
-                    role: DeleteRole::Index,
+                    role: DeleteRole::Index | DeleteRole::KeptIndex,
                     ..
                 }
             )
@@ -496,7 +496,7 @@ fn reclaimed(action: &Action, known: &Known, info: &BTreeMap<Digest, Option<Imag
     let index = matches!(
         action,
         Action::Delete {
-            role: DeleteRole::Index,
+            role: DeleteRole::Index | DeleteRole::KeptIndex,
             ..
         }
     ) || info
@@ -513,6 +513,19 @@ fn reclaimed(action: &Action, known: &Known, info: &BTreeMap<Digest, Option<Imag
         .and_then(|i| i.size_bytes)
         .and_then(|b| u64::try_from(b).ok())
         .unwrap_or(0)
+}
+
+/// True when every tag found on a deletion's image right before deleting is
+/// one the deletion was planned to remove with it (none, for all but a
+/// retired kept index): anything else tagged is never deleted.
+fn only_tags_it_removes(action: &Action, found: &[String]) -> bool {
+    let removes: &[ImageTag] = match action {
+        Action::Delete { removes_tags, .. } => removes_tags,
+        _ => &[],
+    };
+    found
+        .iter()
+        .all(|t| ImageTag::parse(t).is_ok_and(|t| removes.contains(&t)))
 }
 
 enum WriteEnd {

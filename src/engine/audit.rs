@@ -512,6 +512,7 @@ mod tests {
             action: Action::Delete {
                 digest: digest(1),
                 role: DeleteRole::Attestation,
+                removes_tags: Vec::new(),
             },
             outcome: ActionOutcome::Skipped { reason: "x".into() },
         });
@@ -538,6 +539,7 @@ mod tests {
                 action: Action::Delete {
                     digest: Digest::sha256_of(&i.to_be_bytes()),
                     role: DeleteRole::Attestation,
+                    removes_tags: Vec::new(),
                 },
                 outcome: ActionOutcome::Applied,
             });

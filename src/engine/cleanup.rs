@@ -172,6 +172,7 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
             p.actions.push(Action::Delete {
                 digest: d.clone(),
                 role: DeleteRole::Attestation,
+                removes_tags: Vec::new(),
             });
             finish(p, policy)
         }

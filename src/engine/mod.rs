@@ -12,7 +12,9 @@
 //! and its tag; its children and candidate tags; one batched precondition
 //! check right before the writes; the tags of the deletion candidates right
 //! before deleting), one `PutImage` per tag written, and `BatchDeleteImage`
-//! (the index in its own call, then its attestations). Before them, unless
+//! (the index in its own call, then its attestations). Only when the plan
+//! would delete, one `ListImageReferrers` per manifest it would delete
+//! (concurrently; see [`keep`]); their companion tags ride in the second read. Before them, unless
 //! the rule ignores it, the repository's `ecr-remediator:mode` tag is read
 //! (`ListTagsForResource`, which the ECR adapter caches per repository).
 
@@ -44,6 +46,7 @@ pub mod provenance;
 mod read;
 pub mod registry;
 pub mod repository_policy;
+pub mod retire;
 pub mod retry;
 pub mod sweep;
 pub mod view;
@@ -67,6 +70,13 @@ pub enum Purpose {
     /// holds its tag, or an orphaned attestation): see [`cleanup`].
     Cleanup {
         /// Candidates pushed more recently than this are left alone.
+        min_age_s: u64,
+    },
+    /// Delete an index an earlier run kept under a keep tag, on the
+    /// operator's explicit request (`sweep --retire-kept-indexes`): see
+    /// [`retire`]. Never requested through a queue.
+    Retire {
+        /// Indexes pushed more recently than this are left alone.
         min_age_s: u64,
     },
 }
@@ -195,8 +205,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         job: &Job,
         record: &mut AuditRecord,
     ) -> Result<Outcome, RegistryError> {
-        if let Purpose::Cleanup { min_age_s } = job.purpose {
-            return self.run_cleanup(policy, job, min_age_s, record).await;
+        match job.purpose {
+            Purpose::Cleanup { min_age_s } => return self.run_cleanup(policy, job, min_age_s, false, record).await,
+            Purpose::Retire { min_age_s } => return self.run_cleanup(policy, job, min_age_s, true, record).await,
+            Purpose::Remediate => {}
         }
         let mut pushed_tag_immutable = false;
         let mut conflicts: Vec<String> = Vec::new();
@@ -273,6 +285,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         policy: &crate::policy::Policy,
         job: &Job,
         min_age_s: u64,
+        retire: bool,
         record: &mut AuditRecord,
     ) -> Result<Outcome, RegistryError> {
         let mut candidate = match self.read_cleanup(job).await? {
@@ -284,7 +297,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         }));
         let now_ms = audit::now_ms();
         let planned = |c: &read::Snapshot| {
-            cleanup::plan_cleanup(&cleanup::CleanupInput {
+            let input = cleanup::CleanupInput {
                 manifest: &c.index,
                 classification: &c.classification,
                 view: &c.view,
@@ -293,7 +306,12 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 now_ms,
                 min_age_s,
                 manifests: &c.known,
-            })
+            };
+            if retire {
+                retire::plan_retire(&input)
+            } else {
+                cleanup::plan_cleanup(&input)
+            }
         };
         let mut the_plan = planned(&candidate);
         let waiting = attachments::waiting_on(&the_plan, &candidate.classification, &candidate.view);

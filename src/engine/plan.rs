@@ -209,6 +209,15 @@ pub enum SkipReason {
         /// What the registry said.
         why: String,
     },
+    /// Retiring kept indexes is not possible under this policy.
+    RetireNotEnabled {
+        /// Why.
+        why: String,
+    },
+    /// Not an index kept under a keep tag (it has no tag at all).
+    NotKept,
+    /// Freed by retiring its index, but `delete_orphans` is off: left in place.
+    OrphansKept,
     /// The plan's own actions could not be replayed on the view (a bug or a racing change).
     Conflict {
         /// Why.
@@ -324,6 +333,14 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::TagUnreadable { tag, why } => {
                 write!(f, "what holds {tag} cannot be read ({why}); the tag is never taken")
+            }
+            SkipReason::RetireNotEnabled { why } => write!(f, "kept indexes are not retired here: {why}"),
+            SkipReason::NotKept => write!(f, "untagged: not an index kept under a keep tag"),
+            SkipReason::OrphansKept => {
+                write!(
+                    f,
+                    "no index lists it any more, but delete_orphans is off: left in place"
+                )
             }
             SkipReason::Conflict { error } => write!(f, "state conflict: {error}"),
         }
@@ -892,6 +909,7 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
     let delete_index = Action::Delete {
         digest: idx.clone(),
         role: DeleteRole::Index,
+        removes_tags: Vec::new(),
     };
     if let Err(e) = after.apply(&delete_index) {
         p.skip_entry(idx, SkipReason::Conflict { error: e.to_string() });
@@ -955,6 +973,7 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
         let delete = Action::Delete {
             digest: d.clone(),
             role: DeleteRole::Attestation,
+            removes_tags: Vec::new(),
         };
         match after.apply(&delete) {
             Ok(()) => p.actions.push(delete),

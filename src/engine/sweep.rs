@@ -54,6 +54,9 @@ pub struct Selection {
     /// Leftovers pushed more recently than this are not cleaned up (see
     /// [`crate::engine::cleanup`]).
     pub min_age_s: u64,
+    /// Also retire the indexes earlier runs kept under a keep tag (see
+    /// [`crate::engine::retire`]); never with a tag filter.
+    pub retire_kept: bool,
 }
 
 impl Default for Selection {
@@ -62,6 +65,7 @@ impl Default for Selection {
             tag: None,
             since_ms: None,
             min_age_s: DEFAULT_MIN_AGE_S,
+            retire_kept: false,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct SweepPlan {
     pub indexes_seen: usize,
     /// Tagged indexes whose only tags are this service's keep tags (already remediated).
     pub already_fine: usize,
+    /// Of those, the ones to retire (with [`Selection::retire_kept`]), oldest first.
+    pub retire: Vec<Digest>,
     /// Images left alone, by reason.
     pub untouched: BTreeMap<Untouched, usize>,
 }
@@ -164,6 +170,7 @@ fn untouched_kind(info: &ImageInfo) -> Option<Untouched> {
 pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Selection) -> SweepPlan {
     let mut plan = SweepPlan::default();
     let mut jobs: Vec<(i64, Digest, ImageTag)> = Vec::new();
+    let mut retire: Vec<(i64, Digest)> = Vec::new();
     for (digest, info) in listing {
         if !is_index(info) {
             // Tagged artifacts are reported; untagged manifests are an
@@ -207,12 +214,16 @@ pub fn select(listing: &[(Digest, ImageInfo)], policy: &Policy, selection: &Sele
         }
         if companion && user_tags == 0 {
             *plan.untouched.entry(Untouched::ReferrersIndex).or_default() += 1;
+        } else if user_tags == 0 && selection.retire_kept && selection.tag.is_none() {
+            retire.push((pushed, digest.clone()));
         } else if user_tags == 0 {
             plan.already_fine += 1;
         }
     }
     jobs.sort();
     plan.jobs = jobs.into_iter().map(|(_, d, t)| (d, t)).collect();
+    retire.sort();
+    plan.retire = retire.into_iter().map(|(_, d)| d).collect();
     plan
 }
 

@@ -234,6 +234,15 @@ impl RepositoryView {
         self.indexes.get(index).map(Vec::as_slice)
     }
 
+    /// Removes `tag` from whatever holds it (as deleting its holder with it does).
+    pub fn remove_tag(&mut self, tag: &ImageTag) {
+        if let Some(holder) = self.tags.remove(tag)
+            && let Some(t) = self.images.get_mut(&holder)
+        {
+            t.remove(tag);
+        }
+    }
+
     fn put_tag(&mut self, tag: &ImageTag, digest: &Digest) {
         if let Some(prev) = self.tags.insert(tag.clone(), digest.clone())
             && let Some(t) = self.images.get_mut(&prev)

@@ -175,6 +175,7 @@ mod tests {
             action: Action::Delete {
                 digest: Digest::sha256_of(b"x"),
                 role: DeleteRole::Index,
+                removes_tags: Vec::new(),
             },
             outcome: ActionOutcome::Applied,
         });

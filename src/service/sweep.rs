@@ -63,6 +63,9 @@ pub struct SweepSummary {
     pub failed: usize,
     /// Manifests deleted.
     pub manifests_deleted: usize,
+    /// Of those, indexes earlier runs kept under a keep tag, retired on
+    /// request (`--retire-kept-indexes`).
+    pub kept_indexes_retired: usize,
     /// Their size, as `DescribeImages` reported it right before deleting.
     pub bytes_reclaimed: u64,
     /// Images left alone, by reason.
@@ -284,15 +287,28 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                 }
                 progress
                     .borrow_mut()
-                    .repository(n, total, repo, plan.jobs.len() + cleanup.jobs.len());
+                    .repository(n, total, repo, plan.jobs.len() + cleanup.jobs.len() + plan.retire.len());
+                let retire = plan.retire.clone();
                 items.extend(jobs_of(repo, scope.account.as_ref(), plan.jobs, cleanup.jobs, selection));
+                items.extend(retire.into_iter().map(|digest| Job {
+                    purpose: Purpose::Retire {
+                        min_age_s: selection.min_age_s,
+                    },
+                    trigger: Trigger::Sweep,
+                    event_id: None,
+                    account: scope.account.clone(),
+                    region: None,
+                    repository: repo.clone(),
+                    digest,
+                    tag: None,
+                }));
             }
         }
         futures_util::stream::iter(items)
     });
     let mut handled = Box::pin(
         jobs.map(|job| async move {
-            let leftover = matches!(job.purpose, Purpose::Cleanup { .. });
+            let leftover = matches!(job.purpose, Purpose::Cleanup { .. } | Purpose::Retire { .. });
             (handler.handle_job_record(&job, Delivery::default()).await, leftover)
         })
         .buffer_unordered(SWEEP_CONCURRENCY),
@@ -312,6 +328,20 @@ pub async fn sweep<R: Registry, A: AuditSink>(
             s.failed += 1;
         }
         s.manifests_deleted += record.deleted as usize;
+        s.kept_indexes_retired += record
+            .actions
+            .iter()
+            .filter(|a| {
+                a.outcome == crate::engine::audit::ActionOutcome::Applied
+                    && matches!(
+                        a.action,
+                        crate::engine::plan::Action::Delete {
+                            role: crate::engine::plan::DeleteRole::KeptIndex,
+                            ..
+                        }
+                    )
+            })
+            .count();
         s.bytes_reclaimed += record.reclaimed_bytes;
         drop(s);
         progress.borrow_mut().image(&record);
@@ -402,7 +432,10 @@ pub fn request_event(job: &Job) -> String {
         "image-digest": hex,
     });
     let id = match (job.purpose, &job.tag) {
-        (Purpose::Cleanup { min_age_s }, _) => {
+        // Retiring kept indexes is never requested through a queue (whoever
+        // may send there must not be able to ask for it): such a job travels
+        // as a cleanup, whose planner keeps every tagged index.
+        (Purpose::Cleanup { min_age_s } | Purpose::Retire { min_age_s }, _) => {
             detail["cleanup-min-age-s"] = min_age_s.into();
             format!("sweep-{short}-cleanup")
         }

@@ -1,0 +1,148 @@
+//! Retiring kept indexes: what `sweep --retire-kept-indexes` deletes.
+//!
+//! Under a keep tag (the default `{tag}-index`), each remediation leaves the
+//! original index tagged, so its provenance stays reachable. A tag of that
+//! shape is never handled as a pushed tag, whatever the policy says today
+//! ([`crate::policy::Policy::is_keep_tag`]), so turning the keep tag off
+//! never makes the service delete those indexes on its own. Retiring them
+//! is a separate request, planned here on fresh state, one index at a time:
+//!
+//! - only under a rule with no keep tag (otherwise it keeps them on purpose)
+//!   and a mode that changes the registry;
+//! - only an index every one of whose tags is a keep tag (any other tag, a
+//!   companion tag included, keeps it), older than the minimum age, with
+//!   nothing attached to it (see [`crate::engine::keep`]);
+//! - under `provenance = referrers`, the attestations of each of its images
+//!   are copied as referrers of the image first (an image may be deployed by
+//!   digest); when one cannot be, nothing is deleted;
+//! - the index goes with its keep tags; the attestations only it listed go
+//!   too only when `delete_orphans` is on (the same rules as every
+//!   deletion), else they stay, reported.
+
+use std::collections::BTreeSet;
+
+use crate::engine::cleanup::CleanupInput;
+use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish};
+use crate::engine::provenance::{Coverage, referrer_copies};
+use crate::engine::{keep, view::RepositoryView};
+use crate::oci::classify::{ClassifiedEntry, EntryClass};
+use crate::oci::digest::Digest;
+use crate::oci::names::ImageTag;
+use crate::policy::{Mode, Provenance};
+
+/// Plans the retirement of one kept index: its deletion (with its keep
+/// tags) and what follows from it, or a halt saying why not.
+pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
+    let CleanupInput {
+        manifest,
+        classification,
+        view,
+        policy,
+        pushed_at_ms,
+        now_ms,
+        min_age_s,
+        manifests,
+    } = *input;
+    let mut p = Plan::new(policy);
+    if policy.mode == Mode::Observe {
+        return p.halt(SkipReason::RetireNotEnabled {
+            why: "observe mode changes nothing".to_owned(),
+        });
+    }
+    if policy.keep_tag.is_some() {
+        return p.halt(SkipReason::RetireNotEnabled {
+            why: "this rule still keeps replaced indexes under a keep tag (set keep_tag = false first)".to_owned(),
+        });
+    }
+    let d = manifest.digest();
+    if classification.digest != *d {
+        return p.halt(SkipReason::Inconsistent);
+    }
+    if !manifest.media_type().is_index() {
+        return p.halt(SkipReason::NotAnIndex);
+    }
+    if !view.contains(d) {
+        return p.halt(SkipReason::IndexGone);
+    }
+    let min_age_ms = i64::try_from(min_age_s).unwrap_or(i64::MAX).saturating_mul(1000);
+    match pushed_at_ms {
+        Some(at) if now_ms.saturating_sub(at) >= min_age_ms => {}
+        other => {
+            return p.halt(SkipReason::TooRecent {
+                age_s: other.map(|at| now_ms.saturating_sub(at) / 1000),
+                min_age_s,
+            });
+        }
+    }
+    let tags: Vec<ImageTag> = view.tags_of(d).map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    let (keep_tags, others): (Vec<ImageTag>, Vec<ImageTag>) = tags.into_iter().partition(|t| policy.is_keep_tag(t));
+    if !others.is_empty() {
+        return p.halt(SkipReason::StillTagged { tags: others });
+    }
+    if keep_tags.is_empty() {
+        return p.halt(SkipReason::NotKept);
+    }
+    if let Some(reason) = keep::attached(view, d) {
+        return p.halt(reason);
+    }
+    p.notes.push(format!(
+        "an index kept under {}: retired on request",
+        keep_tags.iter().map(ImageTag::as_str).collect::<Vec<_>>().join(", ")
+    ));
+    let coverage = if policy.provenance == Provenance::Referrers {
+        // Every image it lists may be deployed by digest: each keeps its provenance.
+        let kept: BTreeSet<&Digest> = classification
+            .entries
+            .iter()
+            .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+            .map(ClassifiedEntry::digest)
+            .filter(|e| view.contains(e))
+            .collect();
+        referrer_copies(&mut p, classification, manifests, view, &kept)
+    } else {
+        Coverage::default()
+    };
+    // The deletion planner, on the state where the keep tags are gone with the index.
+    let mut untagged: RepositoryView = view.clone();
+    for t in &keep_tags {
+        untagged.remove_tag(t);
+    }
+    deletions(&mut p, classification, d, &untagged, &coverage);
+    for a in &mut p.actions {
+        if let Action::Delete {
+            digest,
+            role,
+            removes_tags,
+        } = a
+            && digest == d
+        {
+            *role = DeleteRole::KeptIndex;
+            removes_tags.clone_from(&keep_tags);
+        }
+    }
+    if !policy.delete_orphans {
+        let (orphans, rest): (Vec<Action>, Vec<Action>) = std::mem::take(&mut p.actions).into_iter().partition(|a| {
+            matches!(
+                a,
+                Action::Delete {
+                    role: DeleteRole::Attestation,
+                    ..
+                }
+            )
+        });
+        p.actions = rest;
+        for a in orphans {
+            p.skip_entry(a.target(), SkipReason::OrphansKept);
+        }
+    }
+    if !p.actions.iter().any(|a| a.target() == d && a.is_delete())
+        && let Some(kept) = p
+            .skipped
+            .iter()
+            .find(|s| s.digest.as_ref() == Some(d))
+            .map(|s| s.reason.clone())
+    {
+        return p.halt(kept);
+    }
+    finish(p, policy)
+}
