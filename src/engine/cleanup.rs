@@ -61,6 +61,37 @@ pub struct CleanupInput<'a> {
     pub manifests: &'a BTreeMap<Digest, RawManifest>,
 }
 
+/// Why a candidate pushed at `pushed_at_ms` is too young to delete (an
+/// unknown push time counts as too young).
+pub(crate) fn too_recent(pushed_at_ms: Option<i64>, now_ms: i64, min_age_s: u64) -> Option<SkipReason> {
+    let min_age_ms = i64::try_from(min_age_s).unwrap_or(i64::MAX).saturating_mul(1000);
+    match pushed_at_ms {
+        Some(at) if now_ms.saturating_sub(at) >= min_age_ms => None,
+        other => Some(SkipReason::TooRecent {
+            age_s: other.map(|at| now_ms.saturating_sub(at) / 1000),
+            min_age_s,
+        }),
+    }
+}
+
+/// When the candidate `d` itself is kept (signed, referred to, tagged), so
+/// that nothing of it is deleted: the plan halted with that reason, so the
+/// record's outcome says it, not only its skips.
+pub(crate) fn halt_if_kept(p: Plan, d: &Digest) -> Plan {
+    if p.actions.iter().any(|a| a.is_delete() && a.target() == d) {
+        return p;
+    }
+    match p
+        .skipped
+        .iter()
+        .find(|s| s.digest.as_ref() == Some(d))
+        .map(|s| s.reason.clone())
+    {
+        Some(kept) => p.halt(kept),
+        None => p,
+    }
+}
+
 /// Plans the cleanup of one candidate: deletions, or a halt saying why not.
 pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
     let CleanupInput {
@@ -92,15 +123,8 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
             SkipReason::NotInView
         });
     }
-    let min_age_ms = i64::try_from(min_age_s).unwrap_or(i64::MAX).saturating_mul(1000);
-    match pushed_at_ms {
-        Some(at) if now_ms.saturating_sub(at) >= min_age_ms => {}
-        other => {
-            return p.halt(SkipReason::TooRecent {
-                age_s: other.map(|at| now_ms.saturating_sub(at) / 1000),
-                min_age_s,
-            });
-        }
+    if let Some(young) = too_recent(pushed_at_ms, now_ms, min_age_s) {
+        return p.halt(young);
     }
     if let Some(tags) = view.tags_of(d).filter(|t| !t.is_empty()) {
         return p.halt(SkipReason::StillTagged {
@@ -135,18 +159,7 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
             Coverage::default()
         };
         deletions(&mut p, classification, d, view, &coverage);
-        // When the leftover itself is kept (signed, referred to), nothing of
-        // it is deleted: say so as the outcome, not only among the skips.
-        if !p.actions.iter().any(|a| a.is_delete())
-            && let Some(kept) = p
-                .skipped
-                .iter()
-                .find(|s| s.digest.as_ref() == Some(d))
-                .map(|s| s.reason.clone())
-        {
-            return p.halt(kept);
-        }
-        return finish(p, policy);
+        return finish(halt_if_kept(p, d), policy);
     }
     match classify_manifest(manifest.manifest()) {
         ManifestKind::Attestation {

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::engine::cleanup::CleanupInput;
+use crate::engine::cleanup::{CleanupInput, halt_if_kept, too_recent};
 use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish};
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::{keep, view::RepositoryView};
@@ -64,15 +64,8 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     if !view.contains(d) {
         return p.halt(SkipReason::IndexGone);
     }
-    let min_age_ms = i64::try_from(min_age_s).unwrap_or(i64::MAX).saturating_mul(1000);
-    match pushed_at_ms {
-        Some(at) if now_ms.saturating_sub(at) >= min_age_ms => {}
-        other => {
-            return p.halt(SkipReason::TooRecent {
-                age_s: other.map(|at| now_ms.saturating_sub(at) / 1000),
-                min_age_s,
-            });
-        }
+    if let Some(young) = too_recent(pushed_at_ms, now_ms, min_age_s) {
+        return p.halt(young);
     }
     let tags: Vec<ImageTag> = view.tags_of(d).map(|t| t.iter().cloned().collect()).unwrap_or_default();
     let (keep_tags, others): (Vec<ImageTag>, Vec<ImageTag>) = tags.into_iter().partition(|t| policy.is_keep_tag(t));
@@ -135,14 +128,5 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
             p.skip_entry(a.target(), SkipReason::OrphansKept);
         }
     }
-    if !p.actions.iter().any(|a| a.target() == d && a.is_delete())
-        && let Some(kept) = p
-            .skipped
-            .iter()
-            .find(|s| s.digest.as_ref() == Some(d))
-            .map(|s| s.reason.clone())
-    {
-        return p.halt(kept);
-    }
-    finish(p, policy)
+    finish(halt_if_kept(p, d), policy)
 }

@@ -158,6 +158,22 @@ def check(world: World) -> tuple[list[str], dict[str, Any]]:
         if not copies:
             violations.append(f"{repo}: attestation {digest} of {subject} deleted with no referrer copy of it left")
 
+    # 7. Nothing anything refers to was deleted: no manifest left in the
+    #    registry names a deleted one as its subject (a signature, an SBOM, an
+    #    attestation attached to it), and no companion tag
+    #    (sha256-<hex>[.sig|.att|.sbom]) of a deleted one is left.
+    deleted = {(e["repository-name"], e["image-digest"]) for e in deletes}
+    for repo, images in world.images.items():
+        for digest, (image_tags, doc) in images.items():
+            subject = (doc.get("subject") or {}).get("digest")
+            if subject and (repo, subject) in deleted:
+                violations.append(f"{repo}: {subject} deleted, but {digest} still names it as its subject")
+            for t in image_tags:
+                if t.startswith("sha256-"):
+                    named = "sha256:" + t[len("sha256-") :].split(".", 1)[0]
+                    if (repo, named) in deleted:
+                        violations.append(f"{repo}: {named} deleted, but its companion tag {t} is left")
+
     figures = _figures(world, deletes, finals)
     figures["manifests_with_subject"] = sum(1 for images in world.images.values() for _, doc in images.values() if doc.get("subject"))
     return violations, figures
