@@ -93,23 +93,28 @@ async fn a_signed_leftover_index_is_never_deleted_by_a_sweep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_freshly_pushed_signed_index_is_kept_when_its_tag_is_promoted() {
-    let repo = unique("signed-push");
-    create_repository(&repo, false);
-    let p = push_buildx(&repo, "v1", &["linux/arm64"], "signed-push");
-    attach(&repo, &p.index, "notation");
-    let r = remediate(
-        &repo,
-        &p.index,
-        "v1",
-        &["--mode", "promote", "--delete-orphans"],
-        &KEEP_OFF,
-    );
-    assert_eq!(r["outcome"], "remediated", "{r}");
-    assert_eq!(tags(&repo).await["v1"], p.runnable(), "the tag deploys");
-    let listing = list(&repo).await;
-    assert!(present(&listing, &p.index) && present(&listing, p.attestation()));
-    assert_eq!(r["deleted"], 0, "{r}");
-    assert_eq!(skip_of(&r, &p.index).unwrap()["reason"], "has_referrers", "{r}");
+    for (kind, reason) in [("notation", "has_referrers"), ("cosign", "has_companion")] {
+        let repo = unique(&format!("signed-push-{kind}"));
+        create_repository(&repo, false);
+        let p = push_buildx(&repo, "v1", &["linux/arm64"], &format!("signed-push-{kind}"));
+        attach(&repo, &p.index, kind);
+        let r = remediate(
+            &repo,
+            &p.index,
+            "v1",
+            &["--mode", "promote", "--delete-orphans"],
+            &KEEP_OFF,
+        );
+        assert_eq!(r["outcome"], "remediated", "{kind}: {r}");
+        assert_eq!(tags(&repo).await["v1"], p.runnable(), "{kind}: the tag deploys");
+        let listing = list(&repo).await;
+        assert!(
+            present(&listing, &p.index) && present(&listing, p.attestation()),
+            "{kind}"
+        );
+        assert_eq!(r["deleted"], 0, "{kind}: {r}");
+        assert_eq!(skip_of(&r, &p.index).unwrap()["reason"], reason, "{kind}: {r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +261,25 @@ async fn strip_leftovers_are_found_and_cleaned() {
     assert_eq!(r["outcome"], "remediated", "{r}");
     let stripped = tags(&repo).await["v1"].clone();
     assert_ne!(stripped, p.index);
-    let index_bytes = serde_json::to_vec(&get_manifest(&repo, &p.index).await).unwrap().len();
+    let index_bytes = python_script(&format!(
+        "import boto3\n\
+         img = boto3.client('ecr').batch_get_image(repositoryName='{repo}', imageIds=[{{'imageDigest': '{}'}}],\n\
+           acceptedMediaTypes=['application/vnd.oci.image.index.v1+json'])['images'][0]\n\
+         print(len(img['imageManifest'].encode()))",
+        p.index
+    ))
+    .trim()
+    .parse::<u64>()
+    .unwrap();
+    let attestation_size = python_script(&format!(
+        "import boto3\n\
+         d = boto3.client('ecr').describe_images(repositoryName='{repo}', imageIds=[{{'imageDigest': '{}'}}])\n\
+         print(d['imageDetails'][0]['imageSizeInBytes'])",
+        p.attestation()
+    ))
+    .trim()
+    .parse::<u64>()
+    .unwrap();
     let (records, summary) = sweep(
         &repo,
         &["--mode", "strip", "--delete-orphans", "--min-age", "0s"],
@@ -268,11 +291,34 @@ async fn strip_leftovers_are_found_and_cleaned() {
     assert!(present(&listing, &stripped) && present(&listing, p.runnable()));
     assert_eq!(summary["manifests_deleted"], 2, "{summary}");
     // Bytes: the index's own document (ECR reports an index's size as its
-    // largest child's) plus the attestation's layers; never the image twice.
-    let reclaimed = summary["bytes_reclaimed"].as_u64().unwrap();
+    // largest child's, whose layers stay) plus the attestation's size.
+    assert_eq!(
+        summary["bytes_reclaimed"].as_u64().unwrap(),
+        index_bytes + attestation_size,
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_tag_held_by_an_archived_image_is_skipped_not_taken() {
+    let repo = unique("archived-derived");
+    create_repository(&repo, false);
+    let first = push_buildx(&repo, "v1", &["linux/arm64"], "archived-derived-1");
+    let r = remediate(&repo, &first.index, "v1", &["--mode", "tag"], &[]);
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    emulator().control(
+        "POST",
+        "status",
+        Some(serde_json::json!({"repository": repo, "digest": first.runnable(), "status": "ARCHIVED"})),
+    );
+    let second = push_buildx(&repo, "v1", &["linux/arm64"], "archived-derived-2");
+    let r = remediate(&repo, &second.index, "v1", &["--mode", "tag"], &[]);
+    assert_ne!(r["outcome"], "failed", "{r}");
+    let skip = skip_of(&r, second.runnable()).unwrap();
+    assert_eq!(skip["reason"], "tag_unreadable", "{r}");
     assert!(
-        reclaimed > 0 && reclaimed < index_bytes as u64 + 10_000,
-        "{reclaimed} vs index {index_bytes}: {summary}"
+        !tags(&repo).await.contains_key("v1-linux-arm64"),
+        "not moved to the new image"
     );
 }
 
