@@ -447,3 +447,32 @@ async fn retiring_under_provenance_referrers_attaches_the_provenance_first() {
         assert_eq!(copy["subject"]["digest"], p.runnable());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftovers_cleanup_reads_a_constant_number_of_times() {
+    let repo = unique("cleanup-budget");
+    let p = leftover(&repo, "cleanup-budget", &[]);
+    emulator().clear_calls(&repo);
+    let (_, summary) = sweep(
+        &repo,
+        &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+        &KEEP_OFF,
+    );
+    assert_eq!(summary["manifests_deleted"], 2, "{summary}");
+    let calls = emulator().calls(&repo);
+    assert!(!present(&list(&repo).await, &p.index));
+    // The sweep: one listing, one read of its indexes, one of its unlisted
+    // manifests (none here). The leftover: its bytes and companion tags,
+    // its children's (and the stripped copy it would have had), one
+    // DescribeImages, one ListImageReferrers each for it and its
+    // attestation, the tag re-read, and the deletions.
+    let expect = |op: &str| calls.get(&format!("ecr:{op}")).copied().unwrap_or(0);
+    assert_eq!(
+        expect("DescribeImages"),
+        3,
+        "listing, the candidate's details, the re-read: {calls:?}"
+    );
+    assert_eq!(expect("ListImageReferrers"), 2, "{calls:?}");
+    assert_eq!(expect("BatchGetImage"), 3, "{calls:?}");
+    assert_eq!(expect("BatchDeleteImage"), 2, "{calls:?}");
+}

@@ -284,6 +284,12 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                 .into_iter()
                 .collect();
             children.extend(attachments::companion_ids(&attestations));
+            // A strip leaves the index's stripped copy under the tag: its
+            // digest is computed (from the entries as listed), and whether it
+            // exists read in this call, so that `DescribeImages` (which fails
+            // as a whole for one missing image) only asks for it when it does.
+            let copy = crate::engine::plan::stripped(&candidate, &classification).ok();
+            children.extend(copy.iter().map(|c| ImageRef::Digest(c.digest().clone())));
             if !children.is_empty() {
                 let fetched = self.retry(|| self.registry.get_images(repo, &children)).await?;
                 attachments::note_companions(&mut view, &attestations, &fetched);
@@ -301,9 +307,11 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                 }
             }
             described.extend(classification.entries.iter().map(|e| e.digest().clone()));
-            // A strip leaves the index's stripped copy under the tag: its
-            // digest is computed, and whether it is tagged read with the rest.
-            stripped_copy = crate::engine::plan::stripped(&candidate, &classification).ok();
+            // The copy a strip made from the entries as classified now; when
+            // refining changed them, no copy is looked for (the leftover is kept).
+            stripped_copy = crate::engine::plan::stripped(&candidate, &classification)
+                .ok()
+                .filter(|c| copy.as_ref().is_some_and(|o| o.digest() == c.digest()) && known.contains_key(c.digest()));
             described.extend(stripped_copy.iter().map(|s| s.digest().clone()));
         } else if let ManifestKind::Attestation { subject: Some(s), .. } = classify_manifest(candidate.manifest()) {
             described.push(s);
