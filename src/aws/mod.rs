@@ -33,11 +33,41 @@ pub(crate) fn partition(region: Option<&str>) -> &'static str {
     }
 }
 
+/// The HTTP client every AWS client of the process shares: one connection
+/// pool, one TLS configuration and root store, whatever the number of
+/// clients (a hub makes one ECR client per member account; without sharing,
+/// each loads its own root store and keeps its own pool, about 245 KB an
+/// account). The same stack the SDK builds by default (hyper 1, rustls with
+/// aws-lc, proxy settings from the environment), built once.
+pub fn shared_http_client() -> aws_sdk_ecr::config::SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            connector.set_sleep_impl(c.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+/// `sdk` with the process's shared HTTP client, unless it already has one.
+pub fn with_shared_http_client(sdk: &aws_config::SdkConfig) -> aws_config::SdkConfig {
+    if sdk.http_client().is_some() {
+        return sdk.clone();
+    }
+    sdk.to_builder().http_client(shared_http_client()).build()
+}
+
 /// Loads the shared AWS configuration: the standard chain (so
-/// `AWS_ENDPOINT_URL` points every client at a local emulator), the SDK's
-/// standard retries for the clients that keep them (SQS), and timeouts.
+/// `AWS_ENDPOINT_URL` points every client at a local emulator), one HTTP
+/// client for every client ([`shared_http_client`]), the SDK's standard
+/// retries for the clients that keep them (SQS), and timeouts.
 pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(shared_http_client())
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(max_attempts.max(1))

@@ -72,9 +72,8 @@ async fn main() -> Result<(), Error> {
                 Some(SweepTrigger::Everything) if accounts.len() > 1 => {
                     let queue = queue.ok_or_else(|| Error::from("a sweep needs ECR_REMEDIATOR_QUEUE_URL"))?;
                     let bodies: Vec<String> = accounts.iter().map(|a| account_sweep_message(a.as_deref())).collect();
-                    for chunk in bodies.chunks(10) {
-                        queue.enqueue(chunk).await?;
-                    }
+                    // All at once: the adapter sends its batches concurrently.
+                    queue.enqueue(&bodies).await?;
                     tracing::info!(accounts = accounts.len(), "sweep fanned out, one request per account");
                     return Ok(serde_json::json!({ "fanned_out": *accounts }));
                 }

@@ -25,6 +25,7 @@ use ecr_remediator::policy::{Mode, Policy, PolicySet};
 use ecr_remediator::service::config::ServiceConfig;
 use ecr_remediator::service::handler::Delivery;
 use ecr_remediator::service::sweep::{Progress, Scope, SweepSummary, sweep as run_sweep};
+use futures_util::StreamExt;
 
 /// Repairs what a default `docker buildx build --push` leaves in Amazon ECR.
 #[derive(Parser)]
@@ -392,20 +393,40 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let mut handler = ecr_remediator::aws::handler(&config).await;
     handler.log_records = false;
     let json = args.output == OutputFormat::Json;
+    let terminal = std::io::stderr().is_terminal();
+    // One account draws its own progress line; several are swept
+    // `ACCOUNT_CONCURRENCY` at a time, each report printed, in order, once
+    // its account is done, under one line counting accounts.
+    let several = accounts.len() > 1;
+    let total = accounts.len();
+    let (handler, scope, selection) = (&handler, &scope, &selection);
+    let mut results = futures_util::stream::iter(accounts)
+        .map(|account| async move {
+            let scope = Scope {
+                account: account.clone(),
+                ..scope.clone()
+            };
+            let mut progress = SweepProgress::new(terminal && !several, json);
+            let result = Box::pin(run_sweep(handler, &scope, selection, &mut progress)).await;
+            progress.clear();
+            (account, progress, result)
+        })
+        .buffered(ACCOUNT_CONCURRENCY);
     let mut ok = true;
-    for account in accounts {
-        let scope = Scope {
-            account: account.clone(),
-            ..scope.clone()
-        };
-        let mut progress = SweepProgress::new(std::io::stderr().is_terminal(), json);
-        let result = Box::pin(run_sweep(&handler, &scope, &selection, &mut progress)).await;
-        progress.clear();
+    let mut done = 0;
+    while let Some((account, progress, result)) = results.next().await {
+        done += 1;
+        if several && terminal {
+            eprint!("\r\x1b[2Kaccounts {done}/{total}");
+        }
         let label = account.clone().unwrap_or_else(|| "this account".to_owned());
         let summary = match result {
             Ok(s) => s,
             Err(e) => {
                 // One account failing (no role, no permission) never stops the others.
+                if several && terminal {
+                    eprint!("\r\x1b[2K");
+                }
                 eprintln!("error: account {label}: {e}");
                 ok = false;
                 continue;
@@ -416,6 +437,9 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         if json {
             writeln!(out, "{}", serde_json::json!({ "account": account, "summary": summary }))?;
         } else {
+            if several && terminal {
+                eprint!("\r\x1b[2K");
+            }
             if account.is_some() {
                 writeln!(out, "== account {label}")?;
             }
@@ -423,8 +447,17 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             write!(out, "{}", summary_table(&summary))?;
         }
     }
+    if several && terminal {
+        eprint!("\r\x1b[2K");
+    }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
+
+/// Accounts `sweep --all-accounts` (or several `--account`) sweeps at once:
+/// each account's `PutImage` calls have their own quota and token bucket, so
+/// accounts proceed side by side; the process keeps at most this many
+/// accounts' listings in memory.
+const ACCOUNT_CONCURRENCY: usize = 8;
 
 /// The sweep's progress line (stderr, on a terminal only) and its per-image output.
 struct SweepProgress {

@@ -354,7 +354,8 @@ pub async fn sweep<R: Registry, A: AuditSink>(
 /// function's concurrency limit, retries, dead-letter queue and audit trail
 /// apply to them as to pushes.
 pub trait JobQueue: Sync {
-    /// Enqueues message bodies (at most 10 at a time is the adapter's business).
+    /// Enqueues message bodies, as many as given (batching them, 10 at a
+    /// time, and sending batches concurrently is the adapter's business).
     fn enqueue(&self, bodies: &[String]) -> impl std::future::Future<Output = Result<(), QueueError>> + Send;
 }
 
@@ -525,9 +526,7 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
             .iter()
             .map(request_event)
             .collect();
-        for chunk in bodies.chunks(10) {
-            queue.enqueue(chunk).await?;
-        }
+        queue.enqueue(&bodies).await?;
         summary.enqueued += bodies.len();
     }
     Ok(summary)

@@ -207,7 +207,7 @@ class Emulator:
         return self._moto(environ, start_response)
 
     def _refuse_assume_role(self, request: Request) -> Response | None:
-        """``AccessDenied`` for an ``AssumeRole`` IAM would refuse (see ``trust.py``); None to let moto answer."""
+        """Counts the STS call; ``AccessDenied`` for an ``AssumeRole`` IAM would refuse (see ``trust.py``); None to let moto answer."""
         access_key, region, service = self._scope(request)
         if service != "sts":
             return None
@@ -215,6 +215,10 @@ class Emulator:
         # Put the body back for moto, which reads the WSGI input itself.
         request.environ["wsgi.input"] = io.BytesIO(data)
         form = {k: v[0] for k, v in parse_qs(data.decode("utf-8", "replace")).items()}
+        if form.get("Action"):
+            # Query-protocol calls are counted like JSON ones (`sts:AssumeRole`).
+            with self._lock:
+                self.calls[f"sts:{form['Action']}"] += 1
         if form.get("Action") != "AssumeRole":
             return None
         from moto.iam.models import iam_backends
