@@ -122,7 +122,7 @@ release: ## Release build of both binaries (size-optimised, LTO; several minutes
 	$(CARGO) build --release --locked --bins
 
 .PHONY: bench
-bench: venv release ## ECR calls and peak RSS per push at 0/1,000/10,000 images; bootstrap cold start, first event, size
+bench: venv release ## ECR calls and peak RSS per push at 0/1,000/10,000 images; bootstrap cold start, first event, size; the hub at 1/100/1,000 member accounts
 	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/bench.py --target target/release
 
 SOAK_PUSHES ?= 1000

@@ -380,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("target/bench.json"))
     parser.add_argument("--sweep-images", type=int, nargs="*", default=[1_000, 10_000], help="registry sizes for the sweep runs")
     parser.add_argument("--put-tps", type=float, default=10.0, help="--put-tps of the sweep runs")
+    parser.add_argument("--hub-accounts", type=int, nargs="*", default=[1, 100, 1_000], help="member accounts for the hub runs")
+    parser.add_argument("--hub-only", action="store_true", help="only the hub runs")
     args = parser.parse_args(argv)
+    from hub import hub_runs, hub_table  # here: hub.py imports this module's helpers
+
     cli, bootstrap = args.target / "ecr-remediator", args.target / "bootstrap"
     for binary in (cli, bootstrap):
         if not binary.is_file():
@@ -394,6 +398,13 @@ def main(argv: list[str] | None = None) -> int:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
+        if args.hub_only:
+            print("hub:", file=sys.stderr)
+            hubs = hub_runs(cli, bootstrap, emu, args.hub_accounts)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.with_name("bench-hub.json").write_text(json.dumps(hubs, indent=2))
+            print(hub_table(hubs))
+            return 0
         print("per push:", file=sys.stderr)
         rows = per_push(cli, emu, ecr)
         print("bootstrap:", file=sys.stderr)
@@ -402,10 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         sweeps = sweep_runs(cli, emu, ecr, args.sweep_images, args.put_tps)
         print("cleanup sweep:", file=sys.stderr)
         cleanups = cleanup_runs(cli, emu, ecr, args.sweep_images)
+        print("hub:", file=sys.stderr)
+        hubs = hub_runs(cli, bootstrap, emu, args.hub_accounts)
     finally:
         emu.stop()
     sizes = {b.name: b.stat().st_size for b in (bootstrap, cli)}
-    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes, "sweep": sweeps, "cleanup": cleanups}
+    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes, "sweep": sweeps, "cleanup": cleanups, "hub": hubs}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(table(rows, lam, sizes))
@@ -413,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     print(sweep_table(sweeps))
     print()
     print(cleanup_table(cleanups))
+    print()
+    print(hub_table(hubs))
     return 0
 
 
