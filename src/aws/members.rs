@@ -129,6 +129,7 @@ impl MemberRegistries {
             });
         }
         let role = self.role_arn(account);
+        tracing::debug!(account, role = %role, "creating the member account's registry");
         let provider = AssumeRoleProvider::builder(role.clone())
             .external_id(self.access.external_id.clone())
             .session_name("ecr-remediator")
@@ -157,9 +158,13 @@ impl MemberRegistries {
             first: std::sync::Mutex::new(Some(first)),
             role: provider,
         };
+        // Its own identity cache: the one the hub's configuration shares holds
+        // 64 providers at most and evicts at random, which with more member
+        // accounts than that would assume their roles again and again.
         let sdk = self
             .sdk
             .to_builder()
+            .identity_cache(aws_config::identity::IdentityCache::lazy().build())
             .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(primed));
         let client = ecr_client(&sdk.build());
         Ok(EcrRegistry::new(client, self.put_tps, self.put_burst).in_account(account))

@@ -24,9 +24,9 @@ HUB_ACCOUNT = "123456789012"
 INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-def accounts_for(size: int, offset: int) -> list[str]:
-    """``size`` 12-digit member account ids, distinct across sizes."""
-    return [f"{5 + offset}{n:011d}" for n in range(size)]
+def accounts_for(size: int, offset: int, series: int = 5) -> list[str]:
+    """``size`` 12-digit member account ids, distinct for each (series, offset < 10)."""
+    return [f"{series}{offset}{n:010d}" for n in range(size)]
 
 
 def setup_members(emu: EmulatorProcess, accounts: list[str]) -> dict[str, str]:
@@ -137,10 +137,32 @@ def fan_out_run(bootstrap: Path, emu: EmulatorProcess, size: int, offset: int) -
     return row
 
 
+def sweep_all_run(cli: Path, emu: EmulatorProcess, size: int, offset: int) -> dict[str, Any]:
+    """``sweep --all-accounts`` over ``size`` fresh member accounts, one index each to promote."""
+    accounts = accounts_for(size, offset, series=8)
+    setup_members(emu, accounts)
+    before = assume_role_calls(emu)
+    code, wall, rss, out = run_measured(
+        [str(cli), "sweep", "--all-accounts", "--mode", "promote", "--output", "json"], hub_env(emu, accounts)
+    )
+    summaries = [json.loads(line)["summary"] for line in out.splitlines() if line.startswith('{"account"')]
+    row = {
+        "accounts": size,
+        "exit": code,
+        "remediated": sum(s["remediated"] for s in summaries),
+        "assume_role_calls": assume_role_calls(emu) - before,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss / 1024, 1),
+    }
+    print(f"  sweep --all-accounts, {size} member accounts: {row}", file=sys.stderr)
+    return row
+
+
 def hub_runs(cli: Path, bootstrap: Path, emu: EmulatorProcess, sizes: list[int]) -> dict[str, list[dict[str, Any]]]:
     serve = [serve_run(cli, emu, size, n) for n, size in enumerate(sizes)]
     fan_out = [fan_out_run(bootstrap, emu, size, n) for n, size in enumerate(sizes)]
-    return {"serve": serve, "fan_out": fan_out}
+    sweep_all = [sweep_all_run(cli, emu, size, n) for n, size in enumerate(sizes)]
+    return {"serve": serve, "fan_out": fan_out, "sweep_all": sweep_all}
 
 
 def hub_table(result: dict[str, list[dict[str, Any]]]) -> str:
@@ -153,4 +175,11 @@ def hub_table(result: dict[str, list[dict[str, Any]]]) -> str:
             f"| {s['accounts']:,} | {s['peak_rss_mb']} MB | {s['assume_role_calls']:,} | {s['ms_per_event']} ms "
             f"| {f['fan_out_s']} s ({f['requests_queued']:,} requests) | {f['peak_rss_mb']} MB |"
         )
+    lines += [
+        "",
+        "| member accounts | `sweep --all-accounts` wall time | remediated | `AssumeRole` calls | peak RSS |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for w in result["sweep_all"]:
+        lines.append(f"| {w['accounts']:,} | {w['wall_s']} s | {w['remediated']:,} | {w['assume_role_calls']:,} | {w['peak_rss_mb']} MB |")
     return "\n".join(lines)
