@@ -40,7 +40,7 @@ fn assume_role_calls() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_accounts_than_the_cache_holds_keep_memory_bounded_and_assume_once_each() {
+async fn the_hubs_per_account_state_is_bounded_and_each_role_assumed_once() {
     let accounts: Vec<String> = (0..5).map(|n| format!("4444444444{n:02}")).collect();
     members(&accounts);
     let sdk = sdk_config().await;
@@ -71,4 +71,40 @@ async fn more_accounts_than_the_cache_holds_keep_memory_bounded_and_assume_once_
     first.list_repositories().await.unwrap();
     assert_eq!(assume_role_calls() - before, 6);
     assert_eq!(registries.kept().await, 2);
+
+    // Beyond the 64 credential providers the SDK's shared cache holds, each
+    // account used twice still assumes its role once (in the same test: the
+    // emulator's count is per process).
+    let accounts: Vec<String> = (0..70).map(|n| format!("6666666666{n:02}")).collect();
+    let me: serde_json::Value = serde_json::from_str(
+        python_script("import boto3, json; print(json.dumps(boto3.client('sts').get_caller_identity()))").trim(),
+    )
+    .unwrap();
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{}:root", me["Account"].as_str().unwrap())},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID, "aws:PrincipalArn": me["Arn"]}}}]});
+    emulator().control(
+        "POST",
+        "members",
+        Some(serde_json::json!({"accounts": accounts, "role_name": ROLE, "trust": trust, "repository": "many/app", "count": 1})),
+    );
+    let access = MemberAccess {
+        role_name: ROLE.to_owned(),
+        external_id: EXTERNAL_ID.to_owned(),
+    };
+    let registries = MemberRegistries::new(&sdk_config().await, access, 10.0, 10);
+    let before = assume_role_calls();
+    for round in 0..2 {
+        for account in &accounts {
+            let registry = registries.registry_for(account).await.unwrap();
+            let repos = registry.list_repositories().await.unwrap();
+            assert_eq!(repos.len(), 1, "round {round}, {account}");
+        }
+    }
+    assert_eq!(
+        assume_role_calls() - before,
+        70,
+        "used twice, each account's role assumed once"
+    );
 }
