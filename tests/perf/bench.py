@@ -181,6 +181,17 @@ class RuntimeApi:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
 
+    def environment(self) -> dict[str, str]:
+        """The variables Lambda sets for a function instance served by this API."""
+        return {
+            "AWS_LAMBDA_RUNTIME_API": self.address,
+            "AWS_LAMBDA_FUNCTION_NAME": "bench",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+        }
+
     def close(self) -> None:
         with self.waiting:
             self.events.append({"stop": True})
@@ -196,15 +207,7 @@ def lambda_runs(bootstrap: Path, emu: EmulatorProcess, ecr: Any, runs: int) -> d
         digest = push_image(ecr, repository, "v1", f"lambda-{n}")
         event = push_event(repository, digest, "v1", "application/vnd.oci.image.index.v1+json", event_id=str(uuid.uuid4()))
         api = RuntimeApi()
-        env = base_env(emu.url) | {
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "AWS_LAMBDA_FUNCTION_NAME": "bench",
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
-            "ECR_REMEDIATOR_MODE": "promote",
-        }
+        env = base_env(emu.url) | api.environment() | {"ECR_REMEDIATOR_MODE": "promote"}
         started = time.monotonic()
         proc = subprocess.Popen([str(bootstrap)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -102,15 +102,7 @@ def fan_out_run(bootstrap: Path, emu: EmulatorProcess, size: int, offset: int) -
     sqs = boto3.client("sqs", endpoint_url=emu.url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     url = sqs.create_queue(QueueName=f"hub-fanout-{size}-{offset}")["QueueUrl"]
     api = RuntimeApi()
-    env = hub_env(emu, accounts) | {
-        "AWS_LAMBDA_RUNTIME_API": api.address,
-        "AWS_LAMBDA_FUNCTION_NAME": "bench",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
-        "ECR_REMEDIATOR_QUEUE_URL": url,
-    }
+    env = hub_env(emu, accounts) | api.environment() | {"ECR_REMEDIATOR_QUEUE_URL": url}
     proc = subprocess.Popen([str(bootstrap)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with api.waiting:
