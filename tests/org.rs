@@ -339,3 +339,67 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
     );
     assert_eq!(member_tags(MEMBER_A, &opted_out)["v1"], index_off.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_sweep_of_an_account_the_hub_does_not_list_is_refused_and_recorded() {
+    // 444444444444 has the member role but is not in the hub's list.
+    let unlisted = "444444444444";
+    let repo = unique("not-listed");
+    let (index, _) = member_push(unlisted, &repo, true);
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-hub", repo.replace('/', "-"))).await;
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(format!(r#"{{"ecr-remediator":"sweep","account":"{unlisted}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    let out = as_hub(cli(&[
+        "serve",
+        "--queue-url",
+        &queue,
+        "--wait",
+        "1",
+        "--exit-when-idle",
+        "--mode",
+        "promote",
+    ]))
+    .env("ECR_REMEDIATOR_MEMBER_ACCOUNTS", MEMBER_A)
+    .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo)
+    .output()
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        member_tags(unlisted, &repo)["v1"],
+        index,
+        "nothing promoted in an unlisted account"
+    );
+    let record: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("audit_record").cloned())
+        .expect("the refusal is recorded");
+    assert_eq!(record["outcome"], "skipped", "{record}");
+    assert_eq!(record["code"], "account_not_listed", "{record}");
+    assert_eq!(record["account"], unlisted);
+    // Handled (refused), not left for redelivery.
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    let count = |k| {
+        left.attributes()
+            .and_then(|a| a.get(&k))
+            .map_or(0, |v| v.parse::<u32>().unwrap())
+    };
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        0
+    );
+}

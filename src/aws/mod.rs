@@ -140,6 +140,7 @@ pub fn handler_with(
             config.put_burst,
         )));
         h.own_account = Some(m.own_account.clone());
+        h.member_accounts = m.accounts.iter().cloned().collect();
     }
     h
 }

@@ -48,6 +48,9 @@ pub struct Handler<R, A> {
     /// This deployment's own account (jobs without an account, or of this
     /// one, use [`Self::registry`]).
     pub own_account: Option<String>,
+    /// The member accounts this deployment lists (`ECR_REMEDIATOR_MEMBER_ACCOUNTS`):
+    /// the only ones a queued sweep request may name besides its own.
+    pub member_accounts: std::collections::BTreeSet<String>,
 }
 
 /// How one event reached the service.
@@ -170,6 +173,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             max_receive_count: None,
             members: None,
             own_account: None,
+            member_accounts: std::collections::BTreeSet::new(),
         }
     }
 
@@ -212,9 +216,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             }
             Err(e) => return self.malformed(&e.to_string(), envelope.id.clone(), delivery).await,
         };
-        // A sweep's request stays a sweep; a push takes the caller's trigger.
+        // A sweep's request stays a sweep (and a cleanup request a cleanup);
+        // a push takes the caller's trigger.
         let job = Job {
-            purpose: crate::engine::Purpose::Remediate,
             trigger: if pushed.trigger == Trigger::Sweep {
                 Trigger::Sweep
             } else {
@@ -260,6 +264,35 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             (Some(members), Some(a)) if Some(a) != self.own_account.as_deref() => Some(members.registry_for(a).await),
             _ => None,
         }
+    }
+
+    /// Whether a queued sweep request may name `account`: this deployment's
+    /// own, or one it lists. Anyone who may send to the queue (in a hub, any
+    /// principal of the organisation) could name any account.
+    pub fn lists_account(&self, account: Option<&str>) -> bool {
+        match account {
+            None => true,
+            Some(a) => Some(a) == self.own_account.as_deref() || self.member_accounts.contains(a),
+        }
+    }
+
+    /// Writes the record of a queued sweep request that was refused (an
+    /// account the deployment does not list): skipped, final, never retried.
+    pub async fn refuse_sweep(&self, account: &str, delivery: Delivery) -> Result<EventResult, RetryError> {
+        let mut record = AuditRecord::new(Trigger::Sweep, None, SystemTime::now());
+        record.account = Some(account.to_owned());
+        record.outcome = Outcome::Skipped {
+            code: "account_not_listed".to_owned(),
+            reason: format!(
+                "a sweep of account {account} was requested, but this deployment does not list it \
+                 (ECR_REMEDIATOR_MEMBER_ACCOUNTS); refused"
+            ),
+        };
+        tracing::warn!(
+            account,
+            "sweep request for an account this deployment does not list: refused"
+        );
+        self.finish(record, delivery).await
     }
 
     /// The member registry to sweep `account` in (`None`: this deployment's

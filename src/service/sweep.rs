@@ -395,6 +395,10 @@ pub struct EnqueueSummary {
     pub already_fine: usize,
     /// Repositories whose `ecr-remediator:mode` tag leaves them alone.
     pub left_alone: usize,
+    /// The account, when the request named one this deployment does not list
+    /// (refused and recorded; nothing enqueued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// One account's scheduled sweep: [`enqueue`] in that account's registry
@@ -408,6 +412,23 @@ pub async fn enqueue_account<R: Registry, A: AuditSink, Q: JobQueue>(
     selection: &Selection,
     queue: &Q,
 ) -> Result<EnqueueSummary, EnqueueError> {
+    if !handler.lists_account(account) {
+        // Refused and recorded, never retried: nothing to enqueue.
+        let a = account.unwrap_or_default();
+        handler
+            .refuse_sweep(a, crate::service::handler::Delivery::default())
+            .await
+            .map_err(|e| {
+                EnqueueError::Queue(QueueError {
+                    queue: String::new(),
+                    message: format!("the refusal of account {a}'s sweep could not be recorded: {e}"),
+                })
+            })?;
+        return Ok(EnqueueSummary {
+            refused: Some(a.to_owned()),
+            ..EnqueueSummary::default()
+        });
+    }
     let member = handler.sweep_registry(account).await?;
     let registry: &R = member.as_deref().unwrap_or(&handler.registry);
     let scope = Scope {

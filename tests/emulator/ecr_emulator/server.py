@@ -486,6 +486,23 @@ class Emulator:
                 return _json(200, {"failed": list(delivery.FAILED), "delivered": list(delivery.DELIVERED)})
         if path == "members" and method == "POST":
             return self._members(body)
+        if path == "age" and method == "POST":
+            # Moves an image's push time back by `seconds` (a push made that long ago).
+            seconds = body.get("seconds")
+            if not isinstance(seconds, int) or seconds < 0:
+                return _json(400, {"error": "'seconds' must be a whole number of seconds, 0 or more"})
+            try:
+                with self._lock:
+                    repo = self.registry.repo(
+                        body.get("account") or DEFAULT_ACCOUNT, body.get("region") or DEFAULT_REGION, body.get("repository")
+                    )
+                    image = repo.images.get(body.get("digest") or "")
+                    if image is None:
+                        return _json(400, {"error": f"no image {body.get('digest')} in {repo.name}"})
+                    image.pushed_at -= _dt.timedelta(seconds=seconds)
+                    return _json(200, {"pushed_at": image.pushed_at.timestamp()})
+            except EcrError as err:
+                return _json(400, {"error": f"{err.code}: {err.message}"})
         if path in ("seed", "status") and method == "POST":
             account = body.get("account") or DEFAULT_ACCOUNT
             region = body.get("region") or DEFAULT_REGION

@@ -1,0 +1,77 @@
+//! Requests that travel through the queue keep what they ask for (issue 20,
+//! items 1 and 2): a scheduled sweep's cleanup request cleans up when the
+//! worker handles it, and a sweep request naming an account the deployment
+//! does not list is refused and recorded, not acted on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use harness::*;
+
+fn age(repo: &str, digest: &str, seconds: u64) {
+    emulator().control(
+        "POST",
+        "age",
+        Some(serde_json::json!({"repository": repo, "digest": digest, "seconds": seconds})),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_cleanup_through_the_queue_deletes_the_leftover() {
+    let repo = unique("queued-cleanup");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "queued-cleanup");
+    // An earlier promotion without deletion: the index is a leftover, two hours old.
+    let (code, out, err) = run_cli(
+        &[
+            "remediate",
+            "--repository",
+            &repo,
+            "--image-digest",
+            &p.index,
+            "--image-tag",
+            "v1",
+            "--mode",
+            "promote",
+        ],
+        &[("ECR_REMEDIATOR_KEEP_TAG", "false")],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    for d in std::iter::once(&p.index).chain(&p.children) {
+        age(&repo, d, 7200);
+    }
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-q", repo.replace('/', "-"))).await;
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(r#"{"ecr-remediator":"sweep","account":null}"#)
+        .send()
+        .await
+        .unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "serve",
+            "--queue-url",
+            &queue,
+            "--wait",
+            "1",
+            "--exit-when-idle",
+            "--mode",
+            "promote",
+            "--delete-orphans",
+        ],
+        &[
+            ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+            ("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let listing: Vec<String> = list(&repo).await.into_iter().map(|l| l.digest).collect();
+    assert!(!listing.contains(&p.index), "the leftover index is deleted:\n{out}");
+    assert!(
+        !listing.contains(&p.attestation().to_owned()),
+        "and its attestation:\n{out}"
+    );
+    assert!(listing.contains(&p.runnable().to_owned()));
+    assert_eq!(tags(&repo).await["v1"], p.runnable());
+}
