@@ -75,3 +75,49 @@ async fn a_scheduled_cleanup_through_the_queue_deletes_the_leftover() {
     assert!(listing.contains(&p.runnable().to_owned()));
     assert_eq!(tags(&repo).await["v1"], p.runnable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_cannot_be_listed_does_not_stop_the_scheduled_sweep() {
+    let prefix = unique("queued-partial");
+    let (denied, fine) = (format!("{prefix}/a"), format!("{prefix}/b"));
+    create_repository(&denied, false);
+    create_repository(&fine, false);
+    push_buildx(&denied, "v1", &["linux/arm64"], "queued-partial-a");
+    let p = push_buildx(&fine, "v1", &["linux/arm64"], "queued-partial-b");
+    // The first repository refuses to be listed, every time (a member role
+    // limited to some prefixes looks like this).
+    emulator().fault(&denied, "ecr:DescribeImages", &["AccessDeniedException"; 50]);
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-q", prefix.replace('/', "-"))).await;
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(r#"{"ecr-remediator":"sweep","account":null}"#)
+        .send()
+        .await
+        .unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "serve",
+            "--queue-url",
+            &queue,
+            "--wait",
+            "1",
+            "--exit-when-idle",
+            "--mode",
+            "promote",
+        ],
+        &[("ECR_REMEDIATOR_SWEEP_PREFIXES", &format!("{prefix}/"))],
+    );
+    emulator().fault(&denied, "ecr:DescribeImages", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        tags(&fine).await["v1"],
+        p.runnable(),
+        "the other repository is swept:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("cannot read the repository") && l.contains(&denied)),
+        "the failing repository is reported:\n{out}"
+    );
+}

@@ -395,6 +395,9 @@ pub struct EnqueueSummary {
     pub already_fine: usize,
     /// Repositories whose `ecr-remediator:mode` tag leaves them alone.
     pub left_alone: usize,
+    /// Repositories that could not be read, with the error (the others were swept).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub repository_errors: BTreeMap<String, String>,
     /// The account, when the request named one this deployment does not list
     /// (refused and recorded; nothing enqueued).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -523,22 +526,46 @@ pub async fn enqueue<R: Registry, Q: JobQueue>(
     let mut summary = EnqueueSummary::default();
     let retry = RetryPolicy::default();
     for repo in repositories(registry, scope, &retry).await? {
+        // A repository that cannot be read (its tag, its listing) is reported
+        // and the others are swept, as the CLI's sweep does; only the queue
+        // refusing fails the request (it is delivered again).
         let rule = policies.select_for(&repo, scope.account.as_deref()).policy;
-        let policy = match repository_policy::resolve(registry, &retry, None, rule, &repo).await? {
-            (Resolved::Apply { policy, .. }, _) => *policy,
-            (left_alone, _) => {
+        let read = async {
+            let policy = match repository_policy::resolve(registry, &retry, None, rule, &repo).await? {
+                (Resolved::Apply { policy, .. }, _) => *policy,
+                (left_alone, _) => return Ok(Err(left_alone)),
+            };
+            let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
+            Ok::<_, RegistryError>(Ok((policy, listing)))
+        };
+        let (policy, listing) = match read.await {
+            Ok(Ok(read)) => read,
+            Ok(Err(left_alone)) => {
                 tracing::info!(repository = %repo, reason = %left_alone, "repository left alone");
                 summary.left_alone += 1;
                 continue;
             }
+            Err(e) => {
+                tracing::error!(repository = %repo, error = %e, "cannot read the repository; the others are swept");
+                summary.repository_errors.insert(repo.to_string(), e.to_string());
+                continue;
+            }
         };
-        let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
         summary.repositories_scanned += 1;
         let plan = select(&listing, &policy, selection);
         summary.indexes_seen += plan.indexes_seen;
         summary.already_fine += plan.already_fine;
         let cleanup = if cleanup_enabled(&policy, selection) {
-            leftovers(registry, &retry, &repo, &listing, &policy, selection, now_ms()).await?
+            match leftovers(registry, &retry, &repo, &listing, &policy, selection, now_ms()).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(repository = %repo, error = %e, "cannot read the repository's indexes; no leftovers sought");
+                    summary
+                        .repository_errors
+                        .insert(repo.to_string(), format!("leftovers not sought: {e}"));
+                    CleanupSelection::default()
+                }
+            }
         } else {
             CleanupSelection::default()
         };
