@@ -61,20 +61,10 @@ async fn trail() -> Trail {
         "faults",
         Some(serde_json::json!({"operation": "ecr:PutImage", "repository": failing, "error": "AccessDeniedException", "rate": 1.0})),
     );
-    let out = cli(&[
-        "serve",
-        "--queue-url",
-        &queue,
-        "--wait",
-        "1",
-        "--exit-when-idle",
-        "--mode",
-        "promote",
-        "--delete-orphans",
-    ])
-    .env("ECR_REMEDIATOR_KEEP_TAG", "false")
-    .output()
-    .unwrap();
+    let out = serve_until_idle(&queue, &["--delete-orphans"])
+        .env("ECR_REMEDIATOR_KEEP_TAG", "false")
+        .output()
+        .unwrap();
     emulator().control(
         "POST",
         "faults",

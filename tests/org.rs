@@ -346,28 +346,17 @@ async fn a_queued_sweep_of_an_account_the_hub_does_not_list_is_refused_and_recor
     let unlisted = "444444444444";
     let repo = unique("not-listed");
     let (index, _) = member_push(unlisted, &repo, true);
+    let queue = queue_with_message(
+        &format!("{}-hub", repo.replace('/', "-")),
+        &format!(r#"{{"ecr-remediator":"sweep","account":"{unlisted}"}}"#),
+    )
+    .await;
     let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
-    let queue = create_queue(&sqs, &format!("{}-hub", repo.replace('/', "-"))).await;
-    sqs.send_message()
-        .queue_url(&queue)
-        .message_body(format!(r#"{{"ecr-remediator":"sweep","account":"{unlisted}"}}"#))
-        .send()
-        .await
+    let out = as_hub(serve_until_idle(&queue, &[]))
+        .env("ECR_REMEDIATOR_MEMBER_ACCOUNTS", MEMBER_A)
+        .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo)
+        .output()
         .unwrap();
-    let out = as_hub(cli(&[
-        "serve",
-        "--queue-url",
-        &queue,
-        "--wait",
-        "1",
-        "--exit-when-idle",
-        "--mode",
-        "promote",
-    ]))
-    .env("ECR_REMEDIATOR_MEMBER_ACCOUNTS", MEMBER_A)
-    .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo)
-    .output()
-    .unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(

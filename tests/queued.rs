@@ -8,6 +8,19 @@ mod harness;
 
 use harness::*;
 
+/// The schedule's request to sweep this deployment's own account.
+const SWEEP_OWN: &str = r#"{"ecr-remediator":"sweep","account":null}"#;
+
+/// Runs `command`: (exit code, stdout, stderr).
+fn run(command: &mut std::process::Command) -> (i32, String, String) {
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn age(repo: &str, digest: &str, seconds: u64) {
     emulator().control(
         "POST",
@@ -40,31 +53,10 @@ async fn a_scheduled_cleanup_through_the_queue_deletes_the_leftover() {
     for d in std::iter::once(&p.index).chain(&p.children) {
         age(&repo, d, 7200);
     }
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
-    let queue = create_queue(&sqs, &format!("{}-q", repo.replace('/', "-"))).await;
-    sqs.send_message()
-        .queue_url(&queue)
-        .message_body(r#"{"ecr-remediator":"sweep","account":null}"#)
-        .send()
-        .await
-        .unwrap();
-    let (code, out, err) = run_cli(
-        &[
-            "serve",
-            "--queue-url",
-            &queue,
-            "--wait",
-            "1",
-            "--exit-when-idle",
-            "--mode",
-            "promote",
-            "--delete-orphans",
-        ],
-        &[
-            ("ECR_REMEDIATOR_KEEP_TAG", "false"),
-            ("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo),
-        ],
-    );
+    let queue = queue_with_message(&format!("{}-q", repo.replace('/', "-")), SWEEP_OWN).await;
+    let (code, out, err) = run(serve_until_idle(&queue, &["--delete-orphans"])
+        .env("ECR_REMEDIATOR_KEEP_TAG", "false")
+        .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo));
     assert_eq!(code, 0, "{out}\n{err}");
     let listing: Vec<String> = list(&repo).await.into_iter().map(|l| l.digest).collect();
     assert!(!listing.contains(&p.index), "the leftover index is deleted:\n{out}");
@@ -87,27 +79,9 @@ async fn a_repository_that_cannot_be_listed_does_not_stop_the_scheduled_sweep() 
     // The first repository refuses to be listed, every time (a member role
     // limited to some prefixes looks like this).
     emulator().fault(&denied, "ecr:DescribeImages", &["AccessDeniedException"; 50]);
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
-    let queue = create_queue(&sqs, &format!("{}-q", prefix.replace('/', "-"))).await;
-    sqs.send_message()
-        .queue_url(&queue)
-        .message_body(r#"{"ecr-remediator":"sweep","account":null}"#)
-        .send()
-        .await
-        .unwrap();
-    let (code, out, err) = run_cli(
-        &[
-            "serve",
-            "--queue-url",
-            &queue,
-            "--wait",
-            "1",
-            "--exit-when-idle",
-            "--mode",
-            "promote",
-        ],
-        &[("ECR_REMEDIATOR_SWEEP_PREFIXES", &format!("{prefix}/"))],
-    );
+    let queue = queue_with_message(&format!("{}-q", prefix.replace('/', "-")), SWEEP_OWN).await;
+    let (code, out, err) =
+        run(serve_until_idle(&queue, &[]).env("ECR_REMEDIATOR_SWEEP_PREFIXES", format!("{prefix}/")));
     emulator().fault(&denied, "ecr:DescribeImages", &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(

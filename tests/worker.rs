@@ -8,20 +8,6 @@ use std::process::Command;
 
 use harness::*;
 
-/// `serve` in promote mode on `queue`, until a receive finds nothing.
-fn serve_until_idle(queue: &str) -> Command {
-    cli(&[
-        "serve",
-        "--queue-url",
-        queue,
-        "--wait",
-        "1",
-        "--exit-when-idle",
-        "--mode",
-        "promote",
-    ])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_own_retags() {
     let repo = unique("worker");
@@ -36,7 +22,7 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
 
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "worker");
 
-    let run = || serve_until_idle(&queue).output().unwrap();
+    let run = || serve_until_idle(&queue, &[]).output().unwrap();
     let out = run();
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -234,7 +220,7 @@ async fn the_worker_runs_an_account_sweep_a_message_asks_for_and_then_its_reques
         .send()
         .await
         .unwrap();
-    let out = serve_until_idle(&queue)
+    let out = serve_until_idle(&queue, &[])
         .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo)
         .output()
         .unwrap();

@@ -501,3 +501,32 @@ pub fn tag_repository(repository: &str, key: &str, value: &str) {
          ecr.tag_resource(resourceArn=arn, tags=[{{'Key': '{key}', 'Value': '{value}'}}])"
     ));
 }
+
+/// `serve` in promote mode (plus `extra` flags) on `queue`, until a receive finds nothing.
+pub fn serve_until_idle(queue: &str, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "serve",
+        "--queue-url",
+        queue,
+        "--wait",
+        "1",
+        "--exit-when-idle",
+        "--mode",
+        "promote",
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+/// A new queue named `name` holding one message, `body`; returns its URL.
+pub async fn queue_with_message(name: &str, body: &str) -> String {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let url = create_queue(&sqs, name).await;
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+    url
+}
