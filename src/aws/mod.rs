@@ -141,6 +141,9 @@ pub fn handler_with(
         )));
         h.own_account = Some(m.own_account.clone());
         h.member_accounts = m.accounts.iter().cloned().collect();
+    } else {
+        // A single-account deployment: a request naming its own account by id is its own.
+        h.own_account.clone_from(&config.account_id);
     }
     h
 }
