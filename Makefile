@@ -43,13 +43,13 @@ fmt: ## Format the code
 
 .PHONY: lint
 lint: venv ## clippy on every target (warnings are errors); ruff on the Python emulator
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --all-targets --all-features --locked -- -D warnings
 	$(VENV)/bin/ruff check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf infra/deploy_members.py
 	$(VENV)/bin/ruff format --check --config $(EMULATOR_DIR)/ruff.toml $(EMULATOR_DIR) tests/perf infra/deploy_members.py
 
 .PHONY: unit
-unit: venv ## Run every Rust test (unit, corpus, CLI, planner properties, live path on the emulator)
-	$(CARGO) test --all-targets --locked
+unit: venv ## Run every Rust test (unit, corpus, CLI, planner properties; the emulator tier: live path, sweeps, hub)
+	$(CARGO) test --all-targets --features emulator --locked
 	$(CARGO) test --doc --locked
 
 $(VENV)/.installed: $(EMULATOR_DIR)/requirements.txt $(EMULATOR_DIR)/constraints.txt
