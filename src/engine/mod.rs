@@ -232,16 +232,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     manifests: &s.known,
                 })
             };
-            let mut the_plan = planned(&snapshot);
-            // A deletion waits on what is attached to its manifest: read it
-            // (only now, only for what would be deleted), then plan again.
-            let waiting = attachments::waiting_on(&the_plan, &snapshot.classification, &snapshot.view);
-            if !waiting.is_empty() {
-                let s = &mut *snapshot;
-                self.read_attachments(&job.repository, &mut s.view, &mut s.known, &waiting)
-                    .await?;
-                the_plan = planned(&snapshot);
-            }
+            let the_plan = self.plan_attached(&job.repository, &mut snapshot, planned).await?;
             if let Some(p) = record.policy.as_mut() {
                 p.mode = the_plan.mode;
                 p.requested_mode = the_plan.requested_mode;
@@ -313,14 +304,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 cleanup::plan_cleanup(&input)
             }
         };
-        let mut the_plan = planned(&candidate);
-        let waiting = attachments::waiting_on(&the_plan, &candidate.classification, &candidate.view);
-        if !waiting.is_empty() {
-            let c = &mut *candidate;
-            self.read_attachments(&job.repository, &mut c.view, &mut c.known, &waiting)
-                .await?;
-            the_plan = planned(&candidate);
-        }
+        let the_plan = self.plan_attached(&job.repository, &mut candidate, planned).await?;
         record.skipped = the_plan.skipped.clone();
         record.notes = the_plan.notes.clone();
         if let Some(reason) = the_plan.halted() {
@@ -335,6 +319,26 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             Applied::Conflict(why) => Ok(skipped("conflict", why)),
             Applied::PushedTagImmutable => Ok(skipped("conflict", "unexpected tag write in a cleanup")),
         }
+    }
+
+    /// Plans with `planned`; when a deletion waits on what is attached to
+    /// its manifest, reads that (only then, only for what would be deleted)
+    /// and plans again. The dry run goes through here too, so it reads and
+    /// plans exactly as the real run.
+    async fn plan_attached(
+        &self,
+        repository: &RepositoryName,
+        snapshot: &mut read::Snapshot,
+        planned: impl Fn(&read::Snapshot) -> crate::engine::plan::Plan,
+    ) -> Result<crate::engine::plan::Plan, RegistryError> {
+        let first = planned(snapshot);
+        let waiting = attachments::waiting_on(&first, &snapshot.classification, &snapshot.view);
+        if waiting.is_empty() {
+            return Ok(first);
+        }
+        self.read_attachments(repository, &mut snapshot.view, &mut snapshot.known, &waiting)
+            .await?;
+        Ok(planned(snapshot))
     }
 
     /// Runs `call` with this engine's retries (see [`retry::retrying`]).
