@@ -6,7 +6,6 @@
 
 mod harness;
 
-use ecr_remediator::engine::audit::Trigger;
 use ecr_remediator::service::handler::Delivery;
 use harness::*;
 use serde_json::{Value, json};
@@ -48,16 +47,13 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "trail-1");
     put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
-    let err = h
-        .handle_text(&event, Trigger::Push, Delivery::default())
-        .await
-        .unwrap_err();
+    let err = h.handle_text(&event, Delivery::default()).await.unwrap_err();
     assert!(err.to_string().contains("retried"), "{err}");
     let remaining: Vec<String> = list(&repo).await.into_iter().map(|l| l.digest).collect();
     assert_eq!(remaining, vec![pushed.runnable().to_owned()], "the deletions happened");
     // The redelivery finds the index gone and says so.
     put_events_faults(&[]);
-    h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+    h.handle_text(&event, Delivery::default()).await.unwrap();
     let trail = audit.records().await;
     let mut expected = vec![pushed.index.clone(), pushed.attestation().to_owned()];
     expected.sort();
@@ -73,10 +69,10 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "trail-2");
     put_events_faults(&["InternalError"; 8]);
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
-    assert!(h.handle_text(&event, Trigger::Push, Delivery::default()).await.is_err());
+    assert!(h.handle_text(&event, Delivery::default()).await.is_err());
     put_events_faults(&[]);
     assert_eq!(list(&repo).await.len(), 3, "nothing deleted while the trail is down");
-    h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+    h.handle_text(&event, Delivery::default()).await.unwrap();
     assert_eq!(list(&repo).await.len(), 1);
     let trail = audit.records().await;
     let outcomes: Vec<&str> = trail.iter().map(|r| r["outcome"].as_str().unwrap()).collect();

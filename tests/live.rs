@@ -5,7 +5,6 @@
 
 mod harness;
 
-use ecr_remediator::engine::audit::Trigger;
 use ecr_remediator::service::handler::{Delivery, EventResult};
 use harness::*;
 use serde_json::Value;
@@ -23,13 +22,9 @@ async fn fresh(prefix: &str, immutable: bool) -> (String, AuditQueue) {
 }
 
 async fn handle_push(h: &H, repo: &str, pushed: &Pushed, tag: &str) -> EventResult {
-    h.handle_text(
-        &push_event(repo, &pushed.index, tag, OCI_INDEX),
-        Trigger::Push,
-        Delivery::default(),
-    )
-    .await
-    .unwrap()
+    h.handle_text(&push_event(repo, &pushed.index, tag, OCI_INDEX), Delivery::default())
+        .await
+        .unwrap()
 }
 
 fn actions(record: &Value) -> Vec<(String, String)> {
@@ -393,10 +388,10 @@ async fn the_same_event_twice_writes_once() {
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "twice");
     let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
-    h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+    h.handle_text(&event, Delivery::default()).await.unwrap();
     let emu = emulator();
     emu.clear_calls(&repo);
-    let second = h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+    let second = h.handle_text(&event, Delivery::default()).await.unwrap();
     assert!(
         matches!(second, EventResult::Handled { ref outcome, .. } if outcome == "noop"),
         "{second:?}"
@@ -432,7 +427,7 @@ async fn child_pushes_own_retags_and_deletes_cost_no_ecr_call() {
         scan.to_string(),
     ];
     for e in &events {
-        let r = h.handle_text(e, Trigger::Push, Delivery::default()).await.unwrap();
+        let r = h.handle_text(e, Delivery::default()).await.unwrap();
         assert!(matches!(r, EventResult::Ignored { .. }), "{e}: {r:?}");
     }
     assert_eq!(emu.calls(&repo), Default::default());
@@ -475,7 +470,7 @@ async fn malformed_events_are_recorded_not_retried_and_touch_nothing() {
             .to_string(),
         push_event("live/x", "sha256:1234", "v7", OCI_INDEX),
     ] {
-        let r = h.handle_text(&bad, Trigger::Push, Delivery::default()).await.unwrap();
+        let r = h.handle_text(&bad, Delivery::default()).await.unwrap();
         assert!(
             matches!(r, EventResult::Handled { ref outcome, .. } if outcome == "skipped"),
             "{bad}: {r:?}"
@@ -511,10 +506,7 @@ async fn when_retries_run_out_the_event_fails_and_its_redelivery_finishes_the_jo
     emu.fault(&repo, "PutImage", &["ServerException"; 8]);
     let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
-    let err = h
-        .handle_text(&event, Trigger::Push, Delivery::default())
-        .await
-        .unwrap_err();
+    let err = h.handle_text(&event, Delivery::default()).await.unwrap_err();
     assert!(err.to_string().contains("retried"), "{err}");
     let failed = audit.records().await;
     assert_eq!(failed[0]["outcome"], "failed");
@@ -522,7 +514,7 @@ async fn when_retries_run_out_the_event_fails_and_its_redelivery_finishes_the_jo
     assert_eq!(tags(&repo).await["v7"], pushed.index, "nothing half-done to v7");
     // The queue delivers the event again once the registry recovers.
     emu.fault(&repo, "PutImage", &[]);
-    let again = h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+    let again = h.handle_text(&event, Delivery::default()).await.unwrap();
     assert!(
         matches!(again, EventResult::Handled { ref outcome, .. } if outcome == "remediated"),
         "{again:?}"
@@ -543,11 +535,7 @@ async fn an_audit_record_that_cannot_be_written_fails_the_event() {
         ..h
     };
     let err = h
-        .handle_text(
-            &push_event(&repo, &pushed.index, "v7", OCI_INDEX),
-            Trigger::Push,
-            Delivery::default(),
-        )
+        .handle_text(&push_event(&repo, &pushed.index, "v7", OCI_INDEX), Delivery::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no-such-bus"), "{err}");
@@ -569,7 +557,7 @@ async fn an_sqs_batch_reports_only_the_failed_messages() {
         {"messageId": "m-bad", "eventSource": "aws:sqs", "body": push_event(&bad_repo, &bad.index, "v1", OCI_INDEX)},
         {"messageId": "m-child", "eventSource": "aws:sqs", "body": push_event(&ok_repo, ok.runnable(), "", OCI_MANIFEST)},
     ]});
-    let response = h.handle_payload(batch.clone(), None, Some("req-batch")).await.unwrap();
+    let response = h.handle_lambda(batch.clone(), None, Some("req-batch")).await.unwrap();
     assert_eq!(
         response,
         serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})

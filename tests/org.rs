@@ -7,7 +7,6 @@
 
 mod harness;
 
-use ecr_remediator::engine::audit::Trigger;
 use ecr_remediator::service::handler::Delivery;
 use harness::*;
 use serde_json::Value;
@@ -104,11 +103,7 @@ async fn the_hub_remediates_in_the_member_account_and_one_account_failing_affect
 
     // B has no member role: an audited failure for B, not retried.
     let b = hub
-        .handle_text(
-            &member_event(MEMBER_B, &repo_b, &index_b),
-            Trigger::Push,
-            Delivery::default(),
-        )
+        .handle_text(&member_event(MEMBER_B, &repo_b, &index_b), Delivery::default())
         .await;
     assert!(b.is_ok(), "not retryable, so the event is consumed: {b:?}");
     let records = audit_b.records().await;
@@ -125,11 +120,7 @@ async fn the_hub_remediates_in_the_member_account_and_one_account_failing_affect
 
     // A is remediated in A, through its role, and audited with A's account.
     let a = hub
-        .handle_text(
-            &member_event(MEMBER_A, &repo_a, &index_a),
-            Trigger::Push,
-            Delivery::default(),
-        )
+        .handle_text(&member_event(MEMBER_A, &repo_a, &index_a), Delivery::default())
         .await
         .unwrap();
     assert_eq!(serde_json::to_value(&a).unwrap()["outcome"], "remediated", "{a:?}");
@@ -255,13 +246,9 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
     emu.clear_calls(&promoted);
 
     for _ in 0..2 {
-        hub.handle_text(
-            &member_event(MEMBER_A, &promoted, &index),
-            Trigger::Push,
-            Delivery::default(),
-        )
-        .await
-        .unwrap();
+        hub.handle_text(&member_event(MEMBER_A, &promoted, &index), Delivery::default())
+            .await
+            .unwrap();
     }
     let t = member_tags(MEMBER_A, &promoted);
     assert_eq!(t["v1"], runnable.as_str(), "promoted, as the repository's tag asked");
@@ -287,13 +274,9 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
         "the member's account is known, so the repository ARN is built: {calls:?}"
     );
 
-    hub.handle_text(
-        &member_event(MEMBER_A, &opted_out, &index_off),
-        Trigger::Push,
-        Delivery::default(),
-    )
-    .await
-    .unwrap();
+    hub.handle_text(&member_event(MEMBER_A, &opted_out, &index_off), Delivery::default())
+        .await
+        .unwrap();
     let records = audit_off.records().await;
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["outcome"], "skipped");
@@ -390,5 +373,65 @@ async fn a_queued_sweep_of_an_account_the_hub_does_not_list_is_refused_and_recor
         count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
             + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_lambda_handler_the_schedule_sweeps_listed_accounts_and_refuses_the_others() {
+    let repo = unique("lambda-hub");
+    let (_, runnable) = member_push(MEMBER_A, &repo, true);
+    // 555555555555 has the member role but is not in the hub's list.
+    let unlisted = "555555555555";
+    let repo_u = unique("lambda-hub-unlisted");
+    let (index_u, _) = member_push(unlisted, &repo_u, true);
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-hub", repo.replace('/', "-"))).await;
+    let mut hub = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),
+        ("ECR_REMEDIATOR_EXTERNAL_ID", EXTERNAL_ID),
+        ("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT),
+        ("ECR_REMEDIATOR_MEMBER_ACCOUNTS", MEMBER_A),
+    ])
+    .await;
+    sweeping_into(&mut hub, &queue, &[&repo, &repo_u]).await;
+
+    // The schedule invokes the function directly: one sweep request per listed account.
+    let fanned = hub
+        .handle_lambda(serde_json::json!({"ecr-remediator": "sweep"}), None, Some("schedule"))
+        .await
+        .unwrap();
+    assert_eq!(fanned["result"], "fanned_out", "{fanned}");
+    assert_eq!(fanned["accounts"], serde_json::json!([null, MEMBER_A]));
+    // Anyone who may send to the queue asks for an unlisted account, by sweep and by image.
+    for body in [
+        format!(r#"{{"ecr-remediator":"sweep","account":"{unlisted}"}}"#),
+        format!(
+            r#"{{"ecr-remediator":"remediate","account":"{unlisted}","repository":"{repo_u}","digest":"{index_u}","tag":"v1"}}"#
+        ),
+    ] {
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let responses = lambda_until_idle(&hub, &queue).await;
+    assert!(
+        responses
+            .iter()
+            .all(|r| r["batchItemFailures"].as_array().is_some_and(Vec::is_empty)),
+        "{responses:#?}"
+    );
+    assert_eq!(
+        member_tags(MEMBER_A, &repo)["v1"],
+        runnable.as_str(),
+        "the listed member's image is promoted by the request its sweep enqueued"
+    );
+    assert_eq!(
+        member_tags(unlisted, &repo_u)["v1"],
+        index_u.as_str(),
+        "nothing is done in an unlisted account"
     );
 }

@@ -9,6 +9,7 @@ mod harness;
 
 use ecr_remediator::aws::members::{MemberAccess, MemberRegistries};
 use ecr_remediator::engine::registry::{AccountRegistries, Registry};
+use ecr_remediator::oci::names::AccountId;
 use harness::*;
 
 const EXTERNAL_ID: &str = "hub-secret-0123456789";
@@ -51,7 +52,10 @@ async fn the_hubs_per_account_state_is_bounded_and_each_role_assumed_once() {
     let registries = MemberRegistries::with_capacity(&sdk, access, 10.0, 10, 2);
     let before = assume_role_calls();
     for account in &accounts {
-        let registry = registries.registry_for(account).await.unwrap();
+        let registry = registries
+            .registry_for(&AccountId::parse(account).unwrap())
+            .await
+            .unwrap();
         // A call with the account's credentials: no second AssumeRole for it.
         let repos = registry.list_repositories().await.unwrap();
         assert_eq!(repos.len(), 1, "{account}: {repos:?}");
@@ -63,11 +67,17 @@ async fn the_hubs_per_account_state_is_bounded_and_each_role_assumed_once() {
         "one AssumeRole per account on first use"
     );
     // The most recent account is kept: no AssumeRole to use it again.
-    let last = registries.registry_for(&accounts[4]).await.unwrap();
+    let last = registries
+        .registry_for(&AccountId::parse(&accounts[4]).unwrap())
+        .await
+        .unwrap();
     last.list_repositories().await.unwrap();
     assert_eq!(assume_role_calls() - before, 5);
     // The first was evicted: it comes back for one more AssumeRole.
-    let first = registries.registry_for(&accounts[0]).await.unwrap();
+    let first = registries
+        .registry_for(&AccountId::parse(&accounts[0]).unwrap())
+        .await
+        .unwrap();
     first.list_repositories().await.unwrap();
     assert_eq!(assume_role_calls() - before, 6);
     assert_eq!(registries.kept().await, 2);
@@ -97,7 +107,10 @@ async fn the_hubs_per_account_state_is_bounded_and_each_role_assumed_once() {
     let before = assume_role_calls();
     for round in 0..2 {
         for account in &accounts {
-            let registry = registries.registry_for(account).await.unwrap();
+            let registry = registries
+                .registry_for(&AccountId::parse(account).unwrap())
+                .await
+                .unwrap();
             let repos = registry.list_repositories().await.unwrap();
             assert_eq!(repos.len(), 1, "round {round}, {account}");
         }

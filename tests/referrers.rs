@@ -64,7 +64,6 @@ async fn handle(repo: &str, pushed: &Pushed, tag: &str, mode: &str) -> serde_jso
     let audit = AuditQueue::new(repo).await;
     h.handle_text(
         &push_event(repo, &pushed.index, tag, OCI_INDEX),
-        ecr_remediator::engine::audit::Trigger::Push,
         ecr_remediator::service::handler::Delivery::default(),
     )
     .await

@@ -9,7 +9,6 @@ mod harness;
 
 use std::sync::Arc;
 
-use ecr_remediator::engine::audit::Trigger;
 use ecr_remediator::service::handler::{Delivery, EventResult};
 use harness::*;
 use serde_json::{Value, json};
@@ -37,13 +36,9 @@ async fn handle_v7(
     repo: &str,
     pushed: &Pushed,
 ) -> EventResult {
-    h.handle_text(
-        &push_event(repo, &pushed.index, "v7", OCI_INDEX),
-        Trigger::Push,
-        Delivery::default(),
-    )
-    .await
-    .unwrap()
+    h.handle_text(&push_event(repo, &pushed.index, "v7", OCI_INDEX), Delivery::default())
+        .await
+        .unwrap()
 }
 
 async fn final_records(audit: &AuditQueue) -> Vec<Value> {
@@ -59,6 +54,7 @@ fn outcome(r: &EventResult) -> &str {
     match r {
         EventResult::Handled { outcome, .. } => outcome,
         EventResult::Ignored { .. } => "ignored",
+        other => panic!("not an image's result: {other:?}"),
     }
 }
 
@@ -83,11 +79,7 @@ async fn a_keep_tag_too_long_to_write_keeps_the_pushed_tag_and_deletes_nothing()
         let pushed = push_buildx(&repo, &long, &["linux/arm64"], mode);
         let h = handler(&[("ECR_REMEDIATOR_MODE", mode), ("ECR_REMEDIATOR_DELETE_ORPHANS", "true")]).await;
         let r = h
-            .handle_text(
-                &push_event(&repo, &pushed.index, &long, OCI_INDEX),
-                Trigger::Push,
-                Delivery::default(),
-            )
+            .handle_text(&push_event(&repo, &pushed.index, &long, OCI_INDEX), Delivery::default())
             .await
             .unwrap();
         assert_eq!(outcome(&r), "skipped", "{r:?}");
@@ -114,12 +106,12 @@ async fn two_pushes_of_one_tag_handled_at_the_same_time_end_on_the_newer_push() 
         let h = Arc::new(handler(&[("ECR_REMEDIATOR_MODE", mode), ("ECR_REMEDIATOR_DELETE_ORPHANS", "true")]).await);
         let event_a = push_event(&repo, &a.index, "v1", OCI_INDEX);
         let ha = Arc::clone(&h);
-        let first = tokio::spawn(async move { ha.handle_text(&event_a, Trigger::Push, Delivery::default()).await });
+        let first = tokio::spawn(async move { ha.handle_text(&event_a, Delivery::default()).await });
         tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
         let b = push_buildx(&repo, "v1", &["linux/arm64"], &format!("race-b-{mode}"));
         let event_b = push_event(&repo, &b.index, "v1", OCI_INDEX);
         let hb = Arc::clone(&h);
-        let second = tokio::spawn(async move { hb.handle_text(&event_b, Trigger::Push, Delivery::default()).await });
+        let second = tokio::spawn(async move { hb.handle_text(&event_b, Delivery::default()).await });
         let (ra, rb) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
         emulator().control(
             "POST",
@@ -155,13 +147,9 @@ async fn a_derived_tag_on_a_users_index_is_never_taken() {
     let users = push_buildx(&repo, "v1-linux-arm64", &["linux/arm64"], "users");
     let pushed = push_buildx(&repo, "v1", &["linux/arm64"], "ours");
     let h = handler(&[("ECR_REMEDIATOR_MODE", "tag")]).await;
-    h.handle_text(
-        &push_event(&repo, &pushed.index, "v1", OCI_INDEX),
-        Trigger::Push,
-        Delivery::default(),
-    )
-    .await
-    .unwrap();
+    h.handle_text(&push_event(&repo, &pushed.index, "v1", OCI_INDEX), Delivery::default())
+        .await
+        .unwrap();
     assert_eq!(tags(&repo).await["v1-linux-arm64"], users.index);
     let records = final_records(&audit).await;
     let skipped = records[0]["skipped"].as_array().unwrap();
@@ -207,10 +195,7 @@ async fn a_failing_describe_images_is_retryable_and_named() {
     emulator().fault(&repo, "DescribeImages", &["ServerException"; 8]);
     let h = handler(&DELETE_MODE).await;
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
-    let err = h
-        .handle_text(&event, Trigger::Push, Delivery::default())
-        .await
-        .unwrap_err();
+    let err = h.handle_text(&event, Delivery::default()).await.unwrap_err();
     assert!(err.to_string().contains("DescribeImages"), "{err}");
     let records = final_records(&audit).await;
     assert_eq!(records[0]["outcome"], "failed");
@@ -219,7 +204,7 @@ async fn a_failing_describe_images_is_retryable_and_named() {
     emulator().fault(&repo, "DescribeImages", &[]);
     assert_eq!(list(&repo).await.len(), 3, "nothing deleted without the tag check");
     // Redelivered once the registry recovers: finished.
-    let again = h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+    let again = h.handle_text(&event, Delivery::default()).await.unwrap();
     assert_eq!(outcome(&again), "remediated", "{again:?}");
     assert_eq!(list(&repo).await.len(), 1);
 }

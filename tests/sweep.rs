@@ -8,7 +8,6 @@ mod harness;
 
 use std::collections::BTreeMap;
 
-use ecr_remediator::engine::audit::Trigger;
 use ecr_remediator::service::handler::Delivery;
 use harness::*;
 use serde_json::Value;
@@ -78,13 +77,9 @@ async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
     // The per-push path on the twin repository.
     let h = handler(&policy).await;
     for (tag, p) in &pushes {
-        h.handle_text(
-            &push_event(&pushed, &p.index, tag, OCI_INDEX),
-            Trigger::Push,
-            Delivery::default(),
-        )
-        .await
-        .unwrap();
+        h.handle_text(&push_event(&pushed, &p.index, tag, OCI_INDEX), Delivery::default())
+            .await
+            .unwrap();
     }
     let (code, out, err) = sweep(&["--repository", &swept, "--mode", "promote", "--output", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -284,7 +279,7 @@ async fn leftovers_of_earlier_runs_and_orphaned_attestations_are_cleaned_up_and_
         let event = push_event(&repo, &p.index, tag, OCI_INDEX);
         let h = &h;
         async move {
-            h.handle_text(&event, Trigger::Push, Delivery::default()).await.unwrap();
+            h.handle_text(&event, Delivery::default()).await.unwrap();
         }
     };
     let v1 = push_buildx(&repo, "v1", &["linux/arm64"], "left-v1");

@@ -216,7 +216,7 @@ async fn the_worker_runs_an_account_sweep_a_message_asks_for_and_then_its_reques
     // What a hub's schedule puts on the queue for its own account.
     sqs.send_message()
         .queue_url(&queue)
-        .message_body(ecr_remediator::service::handler::account_sweep_message(None))
+        .message_body(ecr_remediator::service::message::Request::SweepAccount(None).body())
         .send()
         .await
         .unwrap();

@@ -16,7 +16,7 @@ use crate::engine::registry::{
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
-use crate::oci::names::{ImageTag, RepositoryName};
+use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 
 use crate::service::config::{DEFAULT_PUT_BURST, DEFAULT_PUT_TPS};
 
@@ -33,7 +33,7 @@ pub struct EcrRegistry {
     tags: std::sync::Mutex<TagCache>,
     /// The registry's account, when known: repository ARNs are then built,
     /// not looked up.
-    account: Option<String>,
+    account: Option<AccountId>,
 }
 
 /// A token bucket for `PutImage`: `burst` calls at once, `rate` per second
@@ -92,8 +92,8 @@ impl EcrRegistry {
     /// The same adapter, knowing its registry's account (the member role's,
     /// or the deployment's own): repository ARNs are then built from the
     /// account and the client's region, with no `DescribeRepositories`.
-    pub fn in_account(mut self, account: &str) -> Self {
-        self.account = Some(account.to_owned());
+    pub fn in_account(mut self, account: &AccountId) -> Self {
+        self.account = Some(account.clone());
         self
     }
 

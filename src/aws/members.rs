@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 use crate::aws::ecr::EcrRegistry;
 use crate::aws::{ecr_client, partition, with_shared_http_client};
 use crate::engine::registry::{AccountRegistries, RegistryError};
+use crate::oci::names::AccountId;
 
 /// How many member accounts' registries (credentials, token bucket,
 /// repository-tag cache: a few KB each) a process keeps at most.
@@ -68,7 +69,7 @@ pub struct MemberRegistries {
     access: MemberAccess,
     put_tps: f64,
     put_burst: u32,
-    cache: Mutex<LruCache<String, Arc<EcrRegistry>>>,
+    cache: Mutex<LruCache<AccountId, Arc<EcrRegistry>>>,
 }
 
 impl std::fmt::Debug for MemberRegistries {
@@ -111,7 +112,7 @@ impl MemberRegistries {
     }
 
     /// The member role's ARN in `account`.
-    pub fn role_arn(&self, account: &str) -> String {
+    pub fn role_arn(&self, account: &AccountId) -> String {
         let region = self.sdk.region().map(|r| r.as_ref().to_owned());
         format!(
             "arn:{}:iam::{account}:role/{}",
@@ -120,16 +121,9 @@ impl MemberRegistries {
         )
     }
 
-    async fn create(&self, account: &str) -> Result<EcrRegistry, RegistryError> {
-        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-            return Err(RegistryError::Service {
-                operation: "AssumeRole",
-                code: "InvalidAccount".to_owned(),
-                message: format!("{account:?} is not an AWS account id"),
-            });
-        }
+    async fn create(&self, account: &AccountId) -> Result<EcrRegistry, RegistryError> {
         let role = self.role_arn(account);
-        tracing::debug!(account, role = %role, "creating the member account's registry");
+        tracing::debug!(%account, role = %role, "creating the member account's registry");
         let provider = AssumeRoleProvider::builder(role.clone())
             .external_id(self.access.external_id.clone())
             .session_name("ecr-remediator")
@@ -174,7 +168,7 @@ impl MemberRegistries {
 impl AccountRegistries<EcrRegistry> for MemberRegistries {
     fn registry_for<'a>(
         &'a self,
-        account: &'a str,
+        account: &'a AccountId,
     ) -> Pin<Box<dyn Future<Output = Result<Arc<EcrRegistry>, RegistryError>> + Send + 'a>> {
         Box::pin(async move {
             if let Some(r) = self.cache.lock().await.get(account) {
@@ -186,7 +180,7 @@ impl AccountRegistries<EcrRegistry> for MemberRegistries {
             // (a handling still using it keeps it alive until it ends).
             let created = Arc::new(self.create(account).await?);
             let mut cache = self.cache.lock().await;
-            Ok(Arc::clone(cache.get_or_insert(account.to_owned(), || created)))
+            Ok(Arc::clone(cache.get_or_insert(account.clone(), || created)))
         })
     }
 }

@@ -145,6 +145,10 @@ pub fn handler_with(
         // A single-account deployment: a request naming its own account by id is its own.
         h.own_account.clone_from(&config.account_id);
     }
+    h.sweeps = config.queue_url.as_ref().map(|url| crate::service::handler::Sweeps {
+        queue: std::sync::Arc::new(sqs::SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone())),
+        prefixes: config.sweep_prefixes.clone(),
+    });
     h
 }
 

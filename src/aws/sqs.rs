@@ -16,11 +16,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName};
 
-use crate::engine::audit::{AuditSink, Trigger};
+use crate::engine::audit::AuditSink;
 use crate::engine::registry::Registry;
-use crate::engine::sweep::Selection;
-use crate::service::handler::{Delivery, Handler, SweepTrigger, sweep_trigger};
-use crate::service::sweep::{JobQueue, QueueError, enqueue_account};
+use crate::service::enqueue::{JobQueue, QueueError};
+use crate::service::handler::{Delivery, Handler};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -33,9 +32,6 @@ pub struct ServeOptions {
     pub wait: Duration,
     /// Exit after a receive that returns nothing (for batch runs and the demo).
     pub exit_when_idle: bool,
-    /// Repository prefixes of the account sweeps a message may ask for
-    /// (empty: every repository).
-    pub sweep_prefixes: Vec<String>,
 }
 
 /// What the worker did.
@@ -133,30 +129,11 @@ pub async fn serve<R: Registry, A: AuditSink>(
                     deadline: None,
                     request_id: None,
                 };
-                let trigger = serde_json::from_str::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| sweep_trigger(&v));
-                let result: Result<String, String> = match trigger {
-                    // One account's sweep, as a hub's schedule fans it out: its requests go on this queue.
-                    Some(SweepTrigger::Account(account)) => {
-                        let queue = SqsJobQueue::new(client.clone(), options.queue_url.clone());
-                        enqueue_account(
-                            handler,
-                            account.as_deref(),
-                            &options.sweep_prefixes,
-                            &Selection::default(),
-                            &queue,
-                        )
-                        .await
-                        .map(|summary| serde_json::to_string(&summary).unwrap_or_default())
-                        .map_err(|e| e.to_string())
-                    }
-                    _ => handler
-                        .handle_text(body, Trigger::Push, delivery)
-                        .await
-                        .map(|r| serde_json::to_string(&r).unwrap_or_default())
-                        .map_err(|e| e.to_string()),
-                };
+                let result = handler
+                    .handle_text(body, delivery)
+                    .await
+                    .map(|r| serde_json::to_string(&r).unwrap_or_default())
+                    .map_err(|e| e.to_string());
                 release(&in_hand, id);
                 match result {
                     Ok(r) => {
@@ -308,11 +285,16 @@ impl SqsJobQueue {
 
 impl JobQueue for SqsJobQueue {
     /// Batches of 10, [`ENQUEUE_CONCURRENCY`] in flight at once.
-    async fn enqueue(&self, bodies: &[String]) -> Result<(), QueueError> {
-        for wave in bodies.chunks(10 * ENQUEUE_CONCURRENCY) {
-            let batches: Vec<_> = wave.chunks(10).map(|chunk| self.send_batch(chunk)).collect();
-            futures_util::future::try_join_all(batches).await?;
-        }
-        Ok(())
+    fn enqueue<'a>(
+        &'a self,
+        bodies: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), QueueError>> + Send + 'a>> {
+        Box::pin(async move {
+            for wave in bodies.chunks(10 * ENQUEUE_CONCURRENCY) {
+                let batches: Vec<_> = wave.chunks(10).map(|chunk| self.send_batch(chunk)).collect();
+                futures_util::future::try_join_all(batches).await?;
+            }
+            Ok(())
+        })
     }
 }

@@ -14,6 +14,7 @@ use crate::engine::plan::{Action, Skipped};
 use crate::engine::registry::RegistryError;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind};
 use crate::oci::digest::Digest;
+use crate::oci::names::AccountId;
 use crate::policy::Mode;
 
 /// The record's schema name.
@@ -259,7 +260,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Account.
-    pub account: Option<String>,
+    pub account: Option<AccountId>,
     /// Region.
     pub region: Option<String>,
     /// Repository (absent only for an event too malformed to name one).

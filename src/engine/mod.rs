@@ -31,7 +31,7 @@ use crate::engine::retry::{Jitter, RetryPolicy};
 use crate::oci::classify::classify_manifest;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
-use crate::oci::names::{ImageTag, RepositoryName};
+use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 use crate::policy::repository_tag::Resolved;
 use crate::policy::{Mode, PolicySet};
 
@@ -91,7 +91,7 @@ pub struct Job {
     /// The event id, for push-triggered jobs.
     pub event_id: Option<String>,
     /// Account (from the event), when known.
-    pub account: Option<String>,
+    pub account: Option<AccountId>,
     /// Region (from the event), when known.
     pub region: Option<String>,
     /// Repository.
@@ -146,7 +146,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     pub async fn remediate(&self, job: &Job) -> AuditRecord {
         let started = Instant::now();
         let mut record = job.record();
-        let selected = self.policies.select_for(&job.repository, job.account.as_deref());
+        let selected = self.policies.select_for(&job.repository, job.account.as_ref());
         record.request_id = self.request_id.clone();
         let mut summary = PolicySummary {
             rule: selected.rule.to_owned(),

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::oci::digest::Digest;
 use crate::oci::manifest::{ManifestError, RawManifest};
-use crate::oci::names::{ImageTag, RepositoryName};
+use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
@@ -205,7 +205,7 @@ pub trait AccountRegistries<R>: Send + Sync + std::fmt::Debug {
     /// that account alone.
     fn registry_for<'a>(
         &'a self,
-        account: &'a str,
+        account: &'a AccountId,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<std::sync::Arc<R>, RegistryError>> + Send + 'a>>;
 }
 

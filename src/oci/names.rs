@@ -1,4 +1,4 @@
-//! Repository names and image tags, validated against ECR's rules.
+//! Repository names, image tags and account ids, validated against ECR's rules.
 
 use std::fmt;
 
@@ -22,6 +22,29 @@ pub enum NameError {
          of letters, digits, '_', '.', '-', not starting with '.' or '-'"
     )]
     NotOci(String),
+    /// Not an AWS account id.
+    #[error("invalid AWS account id {0:?}: an account id is exactly 12 digits")]
+    Account(String),
+}
+
+/// An AWS account id (an ECR registry id): exactly 12 decimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// Validates `s` as an account id.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(AccountId(s.to_owned()))
+        } else {
+            Err(NameError::Account(s.to_owned()))
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An ECR repository name, e.g. `team/service`.
@@ -148,6 +171,7 @@ macro_rules! string_newtype_impls {
 }
 string_newtype_impls!(RepositoryName);
 string_newtype_impls!(ImageTag);
+string_newtype_impls!(AccountId);
 
 #[cfg(test)]
 mod tests {
@@ -175,6 +199,24 @@ mod tests {
         }
         assert!(RepositoryName::parse(&"a".repeat(257)).is_err());
         assert!(RepositoryName::parse(&"a".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn account_ids_are_twelve_digits() {
+        assert_eq!(AccountId::parse("012345678901").unwrap().as_str(), "012345678901");
+        for bad in [
+            "",
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            " 12345678901",
+            "１２３４５６７８９０１２",
+        ] {
+            assert!(AccountId::parse(bad).is_err(), "{bad:?}");
+        }
+        let json: AccountId = serde_json::from_str("\"222222222222\"").unwrap();
+        assert_eq!(serde_json::to_string(&json).unwrap(), "\"222222222222\"");
+        assert!(serde_json::from_str::<AccountId>("\"2222\"").is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::oci::manifest::Platform;
-use crate::oci::names::{ImageTag, RepositoryName};
+use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 use crate::policy::glob::Glob;
 use crate::policy::organization::OrganizationalUnits;
 use crate::policy::repository_tag::RepositoryTagUse;
@@ -236,11 +236,11 @@ pub struct Rule {
     pub repositories: Vec<Glob>,
     /// Account ids (organisation-wide hub); the rule applies only to images
     /// in one of them (empty, with no organisational units: any account).
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountId>,
     /// Organisational units the rule names, each with its member accounts
     /// (from the map in [`ENV_ORGANIZATIONAL_UNITS`]); an image in one of
     /// these accounts matches too.
-    pub organizational_units: Vec<(String, Vec<String>)>,
+    pub organizational_units: Vec<(String, Vec<AccountId>)>,
     /// The settings.
     pub policy: Policy,
 }
@@ -262,7 +262,7 @@ pub struct Selected<'a> {
     /// The repository glob that matched (none for the default, or a rule of accounts only).
     pub matched: Option<&'a Glob>,
     /// The account the rule matched on, for a rule with accounts.
-    pub account: Option<&'a str>,
+    pub account: Option<&'a AccountId>,
     /// The organisational unit through which the account matched.
     pub organizational_unit: Option<&'a str>,
     /// The settings.
@@ -295,7 +295,7 @@ impl PolicySet {
     /// deployment's own, which only rules without `accounts` match), else the
     /// default. Rules are tried in order; a rule applies when its repository
     /// globs (if any) and its accounts (if any) both match.
-    pub fn select_for(&self, repository: &RepositoryName, account: Option<&str>) -> Selected<'_> {
+    pub fn select_for(&self, repository: &RepositoryName, account: Option<&AccountId>) -> Selected<'_> {
         self.rules
             .iter()
             .find_map(|r| {
@@ -319,7 +319,7 @@ impl PolicySet {
                 Some(Selected {
                     rule: &r.name,
                     matched: glob,
-                    account: named.or(via_ou.map(|(_, a)| a)).map(String::as_str),
+                    account: named.or(via_ou.map(|(_, a)| a)),
                     organizational_unit: via_ou.map(|(ou, _)| ou.as_str()),
                     policy: &r.policy,
                 })
@@ -361,16 +361,11 @@ impl PolicySet {
                     format!("{bad:?} is not an organizational unit id (ou-xxxx-yyyyyyyy) or root id (r-xxxx)"),
                 ));
             }
-            if let Some(bad) = r
+            let accounts = r
                 .accounts
                 .iter()
-                .find(|a| a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()))
-            {
-                return Err(PolicyError::field(
-                    format!("{path}.accounts"),
-                    format!("{bad:?} is not a 12-digit AWS account id"),
-                ));
-            }
+                .map(|a| AccountId::parse(a).map_err(|e| PolicyError::field(format!("{path}.accounts"), e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
             let repositories = r
                 .repositories
                 .iter()
@@ -381,7 +376,7 @@ impl PolicySet {
             rules.push(Rule {
                 name,
                 repositories,
-                accounts: r.accounts.clone(),
+                accounts,
                 organizational_units: r
                     .organizational_units
                     .iter()
@@ -805,7 +800,8 @@ mod tests {
         let units = OrganizationalUnits::parse("ou-ab12-cdef3456=333333333333").unwrap();
         let set = set.with_organizational_units(&units).unwrap();
         assert_eq!(
-            set.select_for(&repo("any"), Some("333333333333")).rule,
+            set.select_for(&repo("any"), Some(&AccountId::parse("333333333333").unwrap()))
+                .rule,
             "platform-ou-opt-in"
         );
     }
@@ -967,12 +963,12 @@ mod tests {
         )
         .unwrap();
         let repo = |r: &str| RepositoryName::parse(r).unwrap();
-        let pick = |r: &str, a: Option<&str>| {
+        let pick = |r: &str, a: Option<&AccountId>| {
             let s = set.select_for(&repo(r), a);
             (s.rule, s.policy.mode, s.source())
         };
         assert_eq!(
-            pick("web/app", Some("222222222222")),
+            pick("web/app", Some(&AccountId::parse("222222222222").unwrap())),
             (
                 "team-b-web",
                 Mode::Strip,
@@ -980,10 +976,13 @@ mod tests {
             )
         );
         assert_eq!(
-            pick("api", Some("222222222222")),
+            pick("api", Some(&AccountId::parse("222222222222").unwrap())),
             ("team-b", Mode::Promote, "account 222222222222 matched".into())
         );
-        assert_eq!(pick("web/app", Some("333333333333")).0, "web");
+        assert_eq!(
+            pick("web/app", Some(&AccountId::parse("333333333333").unwrap())).0,
+            "web"
+        );
         assert_eq!(
             pick("web/app", None).0,
             "web",
@@ -1014,14 +1013,18 @@ mod tests {
             (ENV_ORGANIZATIONAL_UNITS, "ou-ab12-platform=111111111111,222222222222"),
         ]);
         let set = load(&vars, |_| Ok::<_, std::io::Error>(text.to_owned())).unwrap();
-        let s = set.select_for(&repo("api"), Some("222222222222"));
+        let s = set.select_for(&repo("api"), Some(&AccountId::parse("222222222222").unwrap()));
         assert_eq!((s.rule, s.policy.mode), ("platform-ou", Mode::Promote));
         assert_eq!(s.policy.repository_tag, RepositoryTagUse::Required);
         assert_eq!(
             s.source(),
             "account 222222222222 (organizational unit ou-ab12-platform) matched"
         );
-        assert_eq!(set.select_for(&repo("api"), Some("333333333333")).rule, "default");
+        assert_eq!(
+            set.select_for(&repo("api"), Some(&AccountId::parse("333333333333").unwrap()))
+                .rule,
+            "default"
+        );
         assert_eq!(set.select_for(&repo("api"), None).rule, "default");
         // A unit missing from the map is refused, naming both.
         let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {

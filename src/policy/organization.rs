@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::oci::names::AccountId;
+
 /// Organisational unit (or root) id → its member account ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrganizationalUnits {
-    units: BTreeMap<String, Vec<String>>,
+    units: BTreeMap<String, Vec<AccountId>>,
 }
 
 /// True for `ou-<4-32 of a-z0-9>-<8-32 of a-z0-9>` or `r-<4-32 of a-z0-9>`,
@@ -25,16 +27,12 @@ pub fn is_organizational_unit_id(s: &str) -> bool {
     }
 }
 
-fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
 impl OrganizationalUnits {
     /// Parses `ou-a=111111111111,222222222222;ou-b=333333333333` (blanks
     /// around items ignored). Each unit lists its accounts itself: nesting is
     /// not followed, so a parent OU lists its children's accounts too.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut units: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut units: BTreeMap<String, Vec<AccountId>> = BTreeMap::new();
         for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
             let (ou, accounts) = entry
                 .split_once('=')
@@ -47,10 +45,7 @@ impl OrganizationalUnits {
             }
             let mut list = Vec::new();
             for a in accounts.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                if !is_account_id(a) {
-                    return Err(format!("{a:?} (in {ou}) is not a 12-digit AWS account id"));
-                }
-                list.push(a.to_owned());
+                list.push(AccountId::parse(a).map_err(|e| format!("{e} (in {ou})"))?);
             }
             if units.insert(ou.to_owned(), list).is_some() {
                 return Err(format!("{ou} is listed twice"));
@@ -60,7 +55,7 @@ impl OrganizationalUnits {
     }
 
     /// The accounts of `ou`, if the map has it.
-    pub fn accounts(&self, ou: &str) -> Option<&[String]> {
+    pub fn accounts(&self, ou: &str) -> Option<&[AccountId]> {
         self.units.get(ou).map(Vec::as_slice)
     }
 }
@@ -75,7 +70,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             m.accounts("ou-ab12-cdef3456").unwrap(),
-            ["111111111111".to_owned(), "222222222222".to_owned()]
+            ["111111111111", "222222222222"].map(|a| AccountId::parse(a).unwrap())
         );
         assert_eq!(m.accounts("r-ab12").unwrap().len(), 1);
         assert!(m.accounts("ou-none-00000000").is_none());
@@ -88,7 +83,7 @@ mod tests {
             ("ou-ab12-cdef3456", "is not OU=ACCOUNT"),
             ("ou-AB12-cdef3456=111111111111", "not an organizational unit id"),
             ("team-a=111111111111", "not an organizational unit id"),
-            ("ou-ab12-cdef3456=1111", "12-digit"),
+            ("ou-ab12-cdef3456=1111", "12 digits"),
             ("r-ab12=111111111111;r-ab12=222222222222", "twice"),
         ] {
             let e = OrganizationalUnits::parse(bad).unwrap_err();

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::oci::names::AccountId;
 use crate::policy::{PolicyError, PolicySet, load};
 use crate::service::metrics::{DEFAULT_NAMESPACE, MetricsConfig};
 
@@ -73,7 +74,7 @@ pub struct ServiceConfig {
     /// Member accounts (organisation-wide hub), when configured.
     pub members: Option<Members>,
     /// This deployment's own account ([`ENV_ACCOUNT_ID`]), when given.
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
 }
 
 /// How the hub acts in member accounts.
@@ -84,9 +85,9 @@ pub struct Members {
     /// The external id its trust policy requires.
     pub external_id: String,
     /// This deployment's own account (handled without a role).
-    pub own_account: String,
+    pub own_account: AccountId,
     /// The member accounts sweeps cover (pushes come from any member).
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountId>,
 }
 
 /// Invalid configuration.
@@ -109,18 +110,16 @@ pub enum ConfigError {
 
 /// Parses [`ENV_MEMBER_ACCOUNTS`]: comma-separated 12-digit ids, blanks
 /// ignored, duplicates dropped, order kept.
-pub fn member_accounts(text: &str) -> Result<Vec<String>, ConfigError> {
-    let mut out: Vec<String> = Vec::new();
+pub fn member_accounts(text: &str) -> Result<Vec<AccountId>, ConfigError> {
+    let mut out: Vec<AccountId> = Vec::new();
     for a in text.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) {
-            return Err(ConfigError::Setting {
-                variable: ENV_MEMBER_ACCOUNTS,
-                value: a.to_owned(),
-                problem: "must be comma-separated 12-digit account ids",
-            });
-        }
-        if !out.iter().any(|x| x == a) {
-            out.push(a.to_owned());
+        let a = AccountId::parse(a).map_err(|_| ConfigError::Setting {
+            variable: ENV_MEMBER_ACCOUNTS,
+            value: a.to_owned(),
+            problem: "must be comma-separated 12-digit account ids",
+        })?;
+        if !out.contains(&a) {
+            out.push(a);
         }
     }
     Ok(out)
@@ -223,33 +222,30 @@ impl ServiceConfig {
                         "must be set, at least 16 characters, when ECR_REMEDIATOR_MEMBER_ROLE is",
                     ));
                 }
-                let account = get(ENV_ACCOUNT_ID).unwrap_or_default();
-                if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-                    return Err(setting(
+                let given = get(ENV_ACCOUNT_ID).unwrap_or_default();
+                let account = AccountId::parse(given).map_err(|_| {
+                    setting(
                         ENV_ACCOUNT_ID,
-                        account,
+                        given,
                         "must be this deployment's 12-digit account id when ECR_REMEDIATOR_MEMBER_ROLE is set",
-                    ));
-                }
+                    )
+                })?;
                 let accounts = member_accounts(get(ENV_MEMBER_ACCOUNTS).unwrap_or_default())?;
                 Some(Members {
                     role_name: role.to_owned(),
                     external_id: external_id.to_owned(),
-                    own_account: account.to_owned(),
-                    accounts: accounts.into_iter().filter(|a| a != account).collect(),
+                    accounts: accounts.into_iter().filter(|a| *a != account).collect(),
+                    own_account: account,
                 })
             }
         };
         let account_id = match get(ENV_ACCOUNT_ID) {
             None => None,
-            Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => Some(a.to_owned()),
-            Some(a) => {
-                return Err(ConfigError::Setting {
-                    variable: ENV_ACCOUNT_ID,
-                    value: a.to_owned(),
-                    problem: "must be a 12-digit account id",
-                });
-            }
+            Some(a) => Some(AccountId::parse(a).map_err(|_| ConfigError::Setting {
+                variable: ENV_ACCOUNT_ID,
+                value: a.to_owned(),
+                problem: "must be a 12-digit account id",
+            })?),
         };
         Ok(ServiceConfig {
             account_id,
@@ -326,7 +322,7 @@ mod tests {
             Some(Members {
                 role_name: "ecr-remediator-member".into(),
                 external_id: "0123456789abcdef".into(),
-                own_account: "111122223333".into(),
+                own_account: AccountId::parse("111122223333").unwrap(),
                 accounts: Vec::new(),
             })
         );
@@ -335,7 +331,7 @@ mod tests {
         let c = ServiceConfig::from_vars(&vars(&with_members), no_file).unwrap();
         assert_eq!(
             c.members.unwrap().accounts,
-            ["222222222222".to_owned()],
+            [AccountId::parse("222222222222").unwrap()],
             "own account and repeats dropped"
         );
         with_members.push((ENV_MEMBER_ACCOUNTS, "2222"));

@@ -1,27 +1,32 @@
 //! From an incoming payload to handled images and written audit records.
 //!
-//! Shared by the Lambda function (direct EventBridge events and SQS batches,
-//! as `aws_lambda_events` types) and the `serve` worker (one SQS message at a
-//! time). Irrelevant events are skipped with a logged reason and cost no
+//! One method, [`Handler::handle`], takes every [`Message`]: the Lambda
+//! function calls it for a direct invocation and each message of an SQS
+//! batch ([`crate::service::lambda`]), the `serve` worker for each message it
+//! receives, the tests for either. Irrelevant events are skipped with a logged reason and cost no
 //! registry call; malformed ones get an audit record saying why; a failure
 //! that a retry may fix (throttling, 5xx, or the audit record not written)
 //! is reported so the message is delivered again, which the engine's
 //! idempotence makes safe.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line, write_with_retries};
-use crate::engine::registry::Registry;
-use crate::engine::registry::{AccountRegistries, RegistryError};
+use crate::engine::registry::{AccountRegistries, Registry, RegistryError};
 use crate::engine::retry::RetryPolicy;
+use crate::engine::sweep::Selection;
 use crate::engine::{Engine, Job};
+use crate::oci::names::AccountId;
 use crate::policy::PolicySet;
-use crate::service::event::{Triage, parse_envelope, triage};
+use crate::service::enqueue::{EnqueueSummary, JobQueue, enqueue};
+use crate::service::message::{Message, MessageError, Request};
 use crate::service::metrics::{MetricsConfig, emf};
+use crate::service::scan::Scope;
+use crate::service::triage::{Triage, triage};
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]
@@ -44,13 +49,33 @@ pub struct Handler<R, A> {
     pub max_receive_count: Option<u32>,
     /// Other accounts' registries (organisation-wide deployment): a job whose
     /// account is not [`Self::own_account`] is handled there.
-    pub members: Option<std::sync::Arc<dyn AccountRegistries<R>>>,
+    pub members: Option<Arc<dyn AccountRegistries<R>>>,
     /// This deployment's own account (jobs without an account, or of this
     /// one, use [`Self::registry`]).
-    pub own_account: Option<String>,
+    pub own_account: Option<AccountId>,
     /// The member accounts this deployment lists (`ECR_REMEDIATOR_MEMBER_ACCOUNTS`):
-    /// the only ones a queued sweep request may name besides its own.
-    pub member_accounts: std::collections::BTreeSet<String>,
+    /// the only ones a sweep, or a sweep's request, may name besides its own.
+    pub member_accounts: BTreeSet<AccountId>,
+    /// Where sweep requests go (the push queue), when this deployment sweeps.
+    pub sweeps: Option<Sweeps>,
+}
+
+/// How a deployment sweeps on request (the schedule, or one account's sweep
+/// on the queue).
+#[derive(Clone)]
+pub struct Sweeps {
+    /// The push queue, where the sweep's requests go.
+    pub queue: Arc<dyn JobQueue>,
+    /// Repository prefixes swept (empty: every repository).
+    pub prefixes: Vec<String>,
+}
+
+impl std::fmt::Debug for Sweeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweeps")
+            .field("prefixes", &self.prefixes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How one event reached the service.
@@ -80,6 +105,18 @@ pub enum EventResult {
         /// The image.
         digest: Option<String>,
     },
+    /// One account's sweep: its requests were enqueued.
+    Swept {
+        /// The account (`None`: the deployment's own).
+        account: Option<AccountId>,
+        /// What was enqueued.
+        summary: EnqueueSummary,
+    },
+    /// The schedule's sweep in a hub: one sweep request per account enqueued.
+    FannedOut {
+        /// The accounts (`None`: the deployment's own).
+        accounts: Vec<Option<AccountId>>,
+    },
 }
 
 /// An event that must be delivered again.
@@ -91,73 +128,9 @@ pub enum RetryError {
     /// The audit record could not be written.
     #[error("{0}; the event will be retried")]
     Audit(#[from] AuditError),
-}
-
-/// The kinds of payload the function accepts.
-#[derive(Debug)]
-pub enum Payload {
-    /// An EventBridge event (direct rule target).
-    Event(Value),
-    /// An SQS batch whose bodies are EventBridge events.
-    SqsBatch(SqsEvent),
-}
-
-/// The key of the payload a schedule sends to start a sweep:
-/// `{"ecr-remediator": "sweep"}`.
-pub const SWEEP_TRIGGER_KEY: &str = "ecr-remediator";
-
-/// True for the payload a schedule sends to start a sweep.
-pub fn is_sweep_trigger(value: &Value) -> bool {
-    value.get(SWEEP_TRIGGER_KEY).and_then(Value::as_str) == Some("sweep")
-}
-
-/// What a sweep trigger asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SweepTrigger {
-    /// The schedule: every account this deployment covers.
-    Everything,
-    /// One account's sweep (`None`: the deployment's own), as the schedule
-    /// fans out on the queue, one message per account.
-    Account(Option<String>),
-}
-
-/// Reads a sweep trigger: `{"ecr-remediator": "sweep"}` (the schedule), or
-/// `{"ecr-remediator": "sweep", "account": "…"}` (one account; `"account":
-/// null` is the deployment's own). `None` for anything else.
-pub fn sweep_trigger(value: &Value) -> Option<SweepTrigger> {
-    if !is_sweep_trigger(value) {
-        return None;
-    }
-    match value.get("account") {
-        None => Some(SweepTrigger::Everything),
-        Some(Value::Null) => Some(SweepTrigger::Account(None)),
-        Some(Value::String(a)) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => {
-            Some(SweepTrigger::Account(Some(a.clone())))
-        }
-        Some(_) => None,
-    }
-}
-
-/// The message that asks for one account's sweep (see [`sweep_trigger`]).
-pub fn account_sweep_message(account: Option<&str>) -> String {
-    serde_json::json!({ SWEEP_TRIGGER_KEY: "sweep", "account": account }).to_string()
-}
-
-/// Recognises an SQS batch (`Records` with `eventSource: aws:sqs`); anything else is an event.
-pub fn payload(value: Value) -> Payload {
-    let is_batch = value.get("Records").and_then(Value::as_array).is_some_and(|records| {
-        !records.is_empty()
-            && records
-                .iter()
-                .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
-    });
-    if is_batch {
-        match serde_json::from_value::<SqsEvent>(value.clone()) {
-            Ok(batch) => return Payload::SqsBatch(batch),
-            Err(e) => tracing::warn!(error = %e, "an SQS-shaped payload is not a valid SQS event; handled as an event"),
-        }
-    }
-    Payload::Event(value)
+    /// A sweep could not enqueue its requests (or list what it sweeps).
+    #[error("{0}; the sweep will be retried")]
+    Sweep(String),
 }
 
 impl<R: Registry, A: AuditSink> Handler<R, A> {
@@ -173,7 +146,8 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             max_receive_count: None,
             members: None,
             own_account: None,
-            member_accounts: std::collections::BTreeSet::new(),
+            member_accounts: BTreeSet::new(),
+            sweeps: None,
         }
     }
 
@@ -188,45 +162,126 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         }
     }
 
-    /// Handles one event given as JSON text.
-    pub async fn handle_text(
+    /// Handles one message: the one way in for the Lambda function, the SQS
+    /// worker and the tests. An error means "deliver it again".
+    pub async fn handle(
         &self,
-        text: &str,
-        trigger: Trigger,
+        message: Result<Message, MessageError>,
         delivery: Delivery,
     ) -> Result<EventResult, RetryError> {
-        let envelope = match parse_envelope(text) {
-            Ok(e) => e,
-            Err(e) => return self.malformed(&e.to_string(), None, delivery).await,
-        };
-        let account = envelope.account.clone();
-        let triaged = triage(&envelope, |repo, tag| {
-            self.policies
-                .select_for(repo, account.as_deref())
-                .policy
-                .is_keep_tag(tag)
-        });
-        let pushed = match triaged {
-            Ok(Triage::Handle(p)) => p,
-            Ok(Triage::Ignore(reason)) => {
-                tracing::info!(event_id = envelope.id.as_deref().unwrap_or(""), %reason, "event skipped");
-                return Ok(EventResult::Ignored {
-                    reason: reason.to_string(),
+        match message {
+            Err(e) => self.malformed(&e, delivery).await,
+            Ok(Message::Ignored { event_id, reason }) => Ok(self.ignored(event_id.as_deref(), &reason)),
+            Ok(Message::ImageAction(event)) => {
+                let triaged = triage(&event, |repo, tag| {
+                    self.policies
+                        .select_for(repo, event.account.as_ref())
+                        .policy
+                        .is_keep_tag(tag)
                 });
+                match triaged {
+                    Ok(Triage::Handle(job)) => self.handle_job_record(&job, delivery).await.1,
+                    Ok(Triage::Ignore(reason)) => Ok(self.ignored(event.id.as_deref(), &reason)),
+                    Err(e) => self.malformed(&e, delivery).await,
+                }
             }
-            Err(e) => return self.malformed(&e.to_string(), envelope.id.clone(), delivery).await,
+            Ok(Message::Request(Request::Image(request))) => {
+                if !self.lists_account(request.account.as_ref()) {
+                    return self
+                        .refuse(request.account.as_ref(), "an image request", delivery)
+                        .await;
+                }
+                self.handle_job_record(&request.job(), delivery).await.1
+            }
+            Ok(Message::Request(Request::SweepAll)) => self.sweep_all(delivery).await,
+            Ok(Message::Request(Request::SweepAccount(account))) => self.sweep_account(account, delivery).await,
+        }
+    }
+
+    /// Handles one message given as text (an SQS body).
+    pub async fn handle_text(&self, text: &str, delivery: Delivery) -> Result<EventResult, RetryError> {
+        self.handle(Message::parse_text(text), delivery).await
+    }
+
+    fn ignored(&self, event_id: Option<&str>, reason: &crate::service::message::Ignored) -> EventResult {
+        tracing::info!(event_id = event_id.unwrap_or(""), %reason, "event skipped");
+        EventResult::Ignored {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The schedule's sweep: in a hub that lists member accounts, one sweep
+    /// request per account on the queue (each account swept, and retried, on
+    /// its own); otherwise this account's sweep.
+    async fn sweep_all(&self, delivery: Delivery) -> Result<EventResult, RetryError> {
+        if self.member_accounts.is_empty() {
+            return self.sweep_account(None, delivery).await;
+        }
+        let Some(sweeps) = &self.sweeps else {
+            return self.no_queue(None, delivery).await;
         };
-        // A sweep's request stays a sweep (and a cleanup request a cleanup);
-        // a push takes the caller's trigger.
-        let job = Job {
-            trigger: if pushed.trigger == Trigger::Sweep {
-                Trigger::Sweep
-            } else {
-                trigger
-            },
-            ..pushed
+        let accounts: Vec<Option<AccountId>> = std::iter::once(None)
+            .chain(self.member_accounts.iter().cloned().map(Some))
+            .collect();
+        let bodies: Vec<String> = accounts
+            .iter()
+            .map(|a| Request::SweepAccount(a.clone()).body())
+            .collect();
+        // All at once: the adapter sends its batches concurrently.
+        sweeps
+            .queue
+            .enqueue(&bodies)
+            .await
+            .map_err(|e| RetryError::Sweep(e.to_string()))?;
+        tracing::info!(accounts = accounts.len(), "sweep fanned out, one request per account");
+        Ok(EventResult::FannedOut { accounts })
+    }
+
+    /// One account's sweep (`None`: this deployment's own): its requests go
+    /// on the queue. An account the deployment does not list is refused and
+    /// recorded; a repository that cannot be read is reported and the others
+    /// are swept; only the queue refusing fails the sweep (it is delivered again).
+    async fn sweep_account(&self, account: Option<AccountId>, delivery: Delivery) -> Result<EventResult, RetryError> {
+        if !self.lists_account(account.as_ref()) {
+            return self.refuse(account.as_ref(), "a sweep", delivery).await;
+        }
+        let Some(sweeps) = &self.sweeps else {
+            return self.no_queue(account.as_ref(), delivery).await;
         };
-        self.handle_job_record(&job, delivery).await.1
+        let member = self
+            .sweep_registry(account.as_ref())
+            .await
+            .map_err(|e| RetryError::Sweep(e.to_string()))?;
+        let registry: &R = member.as_deref().unwrap_or(&self.registry);
+        let scope = Scope {
+            repositories: Vec::new(),
+            prefixes: sweeps.prefixes.clone(),
+            account: account.clone(),
+        };
+        let summary = enqueue(registry, &self.policies, &scope, &Selection::default(), &*sweeps.queue)
+            .await
+            .map_err(|e| RetryError::Sweep(e.to_string()))?;
+        tracing::info!(
+            account = account.as_ref().map_or("own", AccountId::as_str),
+            ?summary,
+            "sweep requests enqueued"
+        );
+        Ok(EventResult::Swept { account, summary })
+    }
+
+    /// The record of a sweep this deployment cannot run (no queue configured):
+    /// skipped, final, never retried (a redelivery cannot fix it).
+    async fn no_queue(&self, account: Option<&AccountId>, delivery: Delivery) -> Result<EventResult, RetryError> {
+        let mut record = AuditRecord::new(Trigger::Sweep, None, SystemTime::now());
+        record.account = account.cloned();
+        record.outcome = Outcome::Skipped {
+            code: "sweep_without_queue".to_owned(),
+            reason: "a sweep was requested, but this deployment has no queue for its requests \
+                     (ECR_REMEDIATOR_QUEUE_URL)"
+                .to_owned(),
+        };
+        tracing::error!("sweep requested without ECR_REMEDIATOR_QUEUE_URL: nothing swept");
+        self.finish(record, delivery).await
     }
 
     /// Handles one job (a parsed event, or a manual request) and writes its record.
@@ -240,11 +295,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         job: &Job,
         delivery: Delivery,
     ) -> (AuditRecord, Result<EventResult, RetryError>) {
-        let member = match self.member_registry(job.account.as_deref()).await.transpose() {
+        let member = match self.member_registry(job.account.as_ref()).await.transpose() {
             Ok(member) => member,
             Err(e) => {
                 // This account alone: an audited failure, retried only if it may pass.
-                tracing::warn!(account = job.account.as_deref().unwrap_or(""), error = %e, "cannot act in the member account");
+                tracing::warn!(account = job.account.as_ref().map_or("", AccountId::as_str), error = %e, "cannot act in the member account");
                 let record = self.account_failure(job, &e, &delivery);
                 let result = self.finish(record.clone(), delivery).await;
                 return (record, result);
@@ -259,9 +314,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     /// The registry of `account` when it is a member's (reached through its
     /// role); `None` for this deployment's own account, an unknown one, or
     /// when no member access is configured.
-    async fn member_registry(&self, account: Option<&str>) -> Option<Result<std::sync::Arc<R>, RegistryError>> {
+    async fn member_registry(&self, account: Option<&AccountId>) -> Option<Result<Arc<R>, RegistryError>> {
         match (&self.members, account) {
-            (Some(members), Some(a)) if Some(a) != self.own_account.as_deref() => Some(members.registry_for(a).await),
+            (Some(members), Some(a)) if Some(a) != self.own_account.as_ref() => Some(members.registry_for(a).await),
             _ => None,
         }
     }
@@ -269,37 +324,44 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     /// Whether a queued sweep request may name `account`: this deployment's
     /// own, or one it lists. Anyone who may send to the queue (in a hub, any
     /// principal of the organisation) could name any account.
-    pub fn lists_account(&self, account: Option<&str>) -> bool {
+    pub fn lists_account(&self, account: Option<&AccountId>) -> bool {
         match account {
             None => true,
-            Some(a) => Some(a) == self.own_account.as_deref() || self.member_accounts.contains(a),
+            Some(a) => Some(a) == self.own_account.as_ref() || self.member_accounts.contains(a),
         }
     }
 
-    /// Writes the record of a queued sweep request that was refused (an
-    /// account the deployment does not list): skipped, final, never retried.
-    pub async fn refuse_sweep(&self, account: &str, delivery: Delivery) -> Result<EventResult, RetryError> {
+    /// Writes the record of a request that was refused (it names an account
+    /// the deployment does not list): skipped, final, never retried.
+    async fn refuse(
+        &self,
+        account: Option<&AccountId>,
+        what: &str,
+        delivery: Delivery,
+    ) -> Result<EventResult, RetryError> {
+        let shown = account.map_or("(own)", AccountId::as_str);
         let mut record = AuditRecord::new(Trigger::Sweep, None, SystemTime::now());
-        record.account = Some(account.to_owned());
+        record.account = account.cloned();
         record.outcome = Outcome::Skipped {
             code: "account_not_listed".to_owned(),
             reason: format!(
-                "a sweep of account {account} was requested, but this deployment does not list it \
+                "{what} in account {shown} was requested, but this deployment does not list it \
                  (ECR_REMEDIATOR_MEMBER_ACCOUNTS); refused"
             ),
         };
         tracing::warn!(
-            account,
-            "sweep request for an account this deployment does not list: refused"
+            account = shown,
+            what,
+            "request for an account this deployment does not list: refused"
         );
         self.finish(record, delivery).await
     }
 
     /// The member registry to sweep `account` in (`None`: this deployment's
     /// own registry). A foreign account needs the member role configured.
-    pub async fn sweep_registry(&self, account: Option<&str>) -> Result<Option<std::sync::Arc<R>>, RegistryError> {
+    pub async fn sweep_registry(&self, account: Option<&AccountId>) -> Result<Option<Arc<R>>, RegistryError> {
         if let (None, Some(a)) = (&self.members, account)
-            && Some(a) != self.own_account.as_deref()
+            && Some(a) != self.own_account.as_ref()
         {
             return Err(RegistryError::Service {
                 operation: "AssumeRole",
@@ -320,94 +382,18 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         record
     }
 
-    /// Handles a Lambda payload: a direct event (an error means "retry"), or an
-    /// SQS batch (failed messages listed in the response).
-    ///
-    /// `request_id` (the Lambda request id) goes into every record.
-    pub async fn handle_payload(
-        &self,
-        value: Value,
-        deadline: Option<tokio::time::Instant>,
-        request_id: Option<&str>,
-    ) -> Result<Value, RetryError> {
-        let no_sweeps = |_: Option<String>| async { Err("this deployment does not sweep (no queue)".to_owned()) };
-        self.handle_payload_sweeping(value, deadline, request_id, no_sweeps)
-            .await
-    }
-
-    /// Like [`Self::handle_payload`]; an SQS message that asks for one
-    /// account's sweep ([`account_sweep_message`]) is given to `sweep`, and
-    /// delivered again if that fails.
-    pub async fn handle_payload_sweeping<F, Fut>(
-        &self,
-        value: Value,
-        deadline: Option<tokio::time::Instant>,
-        request_id: Option<&str>,
-        sweep: F,
-    ) -> Result<Value, RetryError>
-    where
-        F: Fn(Option<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), String>>,
-    {
-        let request_id = request_id.map(str::to_owned);
-        match payload(value) {
-            Payload::Event(event) => {
-                let delivery = Delivery {
-                    attempt: None,
-                    deadline,
-                    request_id,
-                };
-                let result = self.handle_text(&event.to_string(), Trigger::Push, delivery).await?;
-                Ok(serde_json::to_value(result).unwrap_or(Value::Null))
-            }
-            Payload::SqsBatch(batch) => {
-                let mut response = SqsBatchResponse::default();
-                for message in batch.records {
-                    let id = message.message_id.clone().unwrap_or_default();
-                    let attempt = message
-                        .attributes
-                        .get("ApproximateReceiveCount")
-                        .and_then(|n| n.parse().ok());
-                    let delivery = Delivery {
-                        attempt,
-                        deadline,
-                        request_id: request_id.clone(),
-                    };
-                    let body = message.body.as_deref().unwrap_or_default();
-                    let trigger = serde_json::from_str::<Value>(body).ok().and_then(|v| sweep_trigger(&v));
-                    if let Some(SweepTrigger::Account(account)) = trigger {
-                        if let Err(e) = sweep(account.clone()).await {
-                            tracing::error!(message_id = %id, account = account.as_deref().unwrap_or("own"), error = %e, "account sweep failed; it will be delivered again");
-                            let mut failure = BatchItemFailure::default();
-                            failure.item_identifier = id;
-                            response.batch_item_failures.push(failure);
-                        }
-                        continue;
-                    }
-                    if let Err(e) = self.handle_text(body, Trigger::Push, delivery).await {
-                        tracing::warn!(message_id = %id, error = %e, "message failed; it will be delivered again");
-                        let mut failure = BatchItemFailure::default();
-                        failure.item_identifier = id;
-                        response.batch_item_failures.push(failure);
-                    }
-                }
-                Ok(serde_json::to_value(response).unwrap_or(Value::Null))
-            }
-        }
-    }
-
-    async fn malformed(
-        &self,
-        problem: &str,
-        event_id: Option<String>,
-        delivery: Delivery,
-    ) -> Result<EventResult, RetryError> {
-        tracing::warn!(event_id = event_id.as_deref().unwrap_or(""), problem, "malformed event");
+    async fn malformed(&self, error: &MessageError, delivery: Delivery) -> Result<EventResult, RetryError> {
+        let problem = error.to_string();
+        tracing::warn!(
+            event_id = error.event_id.as_deref().unwrap_or(""),
+            problem,
+            "malformed event"
+        );
         let mut record = AuditRecord::new(Trigger::Push, None, SystemTime::now());
-        record.event_id = event_id;
+        record.event_id.clone_from(&error.event_id);
         record.outcome = Outcome::Skipped {
             code: "malformed_event".to_owned(),
-            reason: problem.to_owned(),
+            reason: problem,
         };
         self.finish(record, delivery).await
     }
@@ -444,31 +430,5 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             return Err(RetryError::Remediation(f.error.clone()));
         }
         Ok(result)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sweep_triggers_round_trip_and_nothing_else_is_one() {
-        let schedule = serde_json::json!({"ecr-remediator": "sweep"});
-        assert_eq!(sweep_trigger(&schedule), Some(SweepTrigger::Everything));
-        for account in [None, Some("222222222222")] {
-            let message: Value = serde_json::from_str(&account_sweep_message(account)).unwrap();
-            assert_eq!(
-                sweep_trigger(&message),
-                Some(SweepTrigger::Account(account.map(str::to_owned)))
-            );
-        }
-        for not_one in [
-            serde_json::json!({"ecr-remediator": "sweep", "account": "12"}),
-            serde_json::json!({"ecr-remediator": "sweep", "account": 222222222222_u64}),
-            serde_json::json!({"ecr-remediator": "sweeps"}),
-            serde_json::json!({"source": "aws.ecr", "account": "222222222222"}),
-        ] {
-            assert_eq!(sweep_trigger(&not_one), None, "{not_one}");
-        }
     }
 }

@@ -1,9 +1,14 @@
-//! The service around the engine: ECR events and their triage, the handler
-//! for Lambda payloads and SQS messages, and configuration from the
-//! environment.
+//! The service around the engine: every input parsed once into a
+//! [`message::Message`], triage of ECR's events, the one handler the Lambda
+//! function, the SQS worker and the CLI call, sweeps (in-process, or
+//! enqueued as requests), metrics, and configuration from the environment.
 
 pub mod config;
-pub mod event;
+pub mod enqueue;
 pub mod handler;
+pub mod lambda;
+pub mod message;
 pub mod metrics;
+pub mod scan;
 pub mod sweep;
+pub mod triage;

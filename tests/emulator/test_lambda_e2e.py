@@ -228,9 +228,9 @@ def test_a_scheduled_sweep_enqueues_requests_that_the_function_then_handles(
     # The schedule's payload: the function lists the registry and enqueues.
     result = invoke(lambda_runtime, {"ecr-remediator": "sweep"}, tmp_path)
     assert result.returncode == 0, result.stderr
-    accounts = json.loads(result.stdout)["accounts"]
-    assert [a["account"] for a in accounts] == [None], "this account only"
-    summary = accounts[0]["summary"]
+    swept = json.loads(result.stdout)
+    assert swept["result"] == "swept" and swept["account"] is None, "this account only"
+    summary = swept["summary"]
     assert summary["enqueued"] >= 1 and summary["repositories_scanned"] >= 1, summary
     ours = []
     while True:
@@ -239,11 +239,11 @@ def test_a_scheduled_sweep_enqueues_requests_that_the_function_then_handles(
             break
         for m in got:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-            if json.loads(m["Body"])["detail"]["repository-name"] == repo:
+            if json.loads(m["Body"]).get("repository") == repo:
                 ours.append(m)
     assert len(ours) == 1, ours
     request = json.loads(ours[0]["Body"])
-    assert request["source"] == "ecr-remediator" and request["detail"]["image-digest"] == index
+    assert request["ecr-remediator"] == "remediate" and request["digest"] == index and request["tag"] == "v9"
 
     # The request comes back from the queue as any push event would.
     batch = {"Records": [{"messageId": ours[0]["MessageId"], "eventSource": "aws:sqs", "body": ours[0]["Body"]}]}
@@ -299,8 +299,8 @@ def test_the_hub_schedule_fans_out_one_sweep_per_member_account_and_one_failing_
         # The schedule fans out: one request per account on the queue.
         result = invoke(port, {"ecr-remediator": "sweep"}, tmp_path)
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout) == {"fanned_out": [None, member, missing]}
-        requests = drain(sqs, queue_url, lambda b: "ecr-remediator" in b)
+        assert json.loads(result.stdout) == {"result": "fanned_out", "accounts": [None, member, missing]}
+        requests = drain(sqs, queue_url, lambda b: b.get("ecr-remediator") == "sweep")
         assert sorted(json.loads(r["body"])["account"] or "" for r in requests) == ["", member, missing], requests
 
         # Each account's request, as the queue delivers it: the one without a role fails alone and
@@ -311,10 +311,10 @@ def test_the_hub_schedule_fans_out_one_sweep_per_member_account_and_one_failing_
         missing_id = next(r["messageId"] for r in requests if json.loads(r["body"])["account"] == missing)
         assert failed == [missing_id], handled.stdout
 
-        ours = drain(sqs, queue_url, lambda b: b.get("detail", {}).get("repository-name") == repo)
+        ours = drain(sqs, queue_url, lambda b: b.get("repository") == repo)
         assert len(ours) == 1, ours
         request = json.loads(ours[0]["body"])
-        assert request["account"] == member and request["detail"]["image-digest"] == index
+        assert request["account"] == member and request["digest"] == index
 
         handled = invoke(port, {"Records": ours}, tmp_path)
         assert handled.returncode == 0, handled.stderr

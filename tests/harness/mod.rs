@@ -530,3 +530,76 @@ pub async fn queue_with_message(name: &str, body: &str) -> String {
         .unwrap();
     url
 }
+
+/// The handler's sweeps put their requests on `queue`, sweeping repositories under `prefixes`.
+pub async fn sweeping_into(h: &mut Handler<EcrRegistry, EventBridgeAudit>, queue: &str, prefixes: &[&str]) {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    h.sweeps = Some(ecr_remediator::service::handler::Sweeps {
+        queue: std::sync::Arc::new(ecr_remediator::aws::sqs::SqsJobQueue::new(sqs, queue)),
+        prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+    });
+}
+
+/// What Lambda's SQS event source mapping does with the function: receive up
+/// to 10 messages, invoke [`Handler::handle_lambda`] with them as one SQS
+/// event, delete those its partial batch response does not name; until a
+/// receive finds nothing (or 50 rounds). Returns the function's responses.
+pub async fn lambda_until_idle(h: &Handler<EcrRegistry, EventBridgeAudit>, queue: &str) -> Vec<Value> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let mut responses = Vec::new();
+    for _ in 0..50 {
+        let got = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(30)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .unwrap();
+        let messages = got.messages();
+        if messages.is_empty() {
+            break;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let count = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .cloned()
+                    .unwrap_or_else(|| "1".to_owned());
+                serde_json::json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": {"ApproximateReceiveCount": count}, "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs",
+                    "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:queue"), "awsRegion": REGION
+                })
+            })
+            .collect();
+        let response = h
+            .handle_lambda(serde_json::json!({ "Records": records }), None, Some("lambda-test"))
+            .await
+            .unwrap();
+        let failed: Vec<&str> = response["batchItemFailures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["itemIdentifier"].as_str())
+            .collect();
+        for m in messages {
+            if !failed.contains(&m.message_id().unwrap_or_default()) {
+                sqs.delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        responses.push(response);
+    }
+    responses
+}

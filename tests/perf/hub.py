@@ -123,7 +123,7 @@ def fan_out_run(bootstrap: Path, emu: EmulatorProcess, size: int, offset: int) -
     queued = int(
         sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
     )
-    fanned = len(json.loads(body).get("fanned_out") or [])
+    fanned = len(json.loads(body).get("accounts") or [])
     row = {"accounts": size, "fanned_out": fanned, "requests_queued": queued, "fan_out_s": round(took, 2), "peak_rss_mb": round(peak, 1)}
     print(f"  fan-out, {size} member accounts: {row}", file=sys.stderr)
     return row

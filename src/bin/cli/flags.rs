@@ -1,0 +1,76 @@
+//! Flags several subcommands share: the policy overrides, the output format.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use ecr_remediator::policy::{Mode, Policy, PolicySet};
+use ecr_remediator::service::config::ServiceConfig;
+
+/// Policy overrides on the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct PolicyFlags {
+    /// Policy file (TOML); instead of the ECR_REMEDIATOR_* policy variables.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override the mode.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Delete orphaned attestation manifests (promote and strip modes).
+    #[arg(long)]
+    delete_orphans: bool,
+    /// Plan and record, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum ModeArg {
+    Observe,
+    Tag,
+    Promote,
+    Strip,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Observe => Mode::Observe,
+            ModeArg::Tag => Mode::Tag,
+            ModeArg::Promote => Mode::Promote,
+            ModeArg::Strip => Mode::Strip,
+        }
+    }
+}
+
+impl PolicyFlags {
+    pub(crate) fn config(&self) -> anyhow::Result<ServiceConfig> {
+        let mut config = ServiceConfig::from_env().context("invalid configuration")?;
+        if let Some(file) = &self.config {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let units = ecr_remediator::policy::organizational_units(&vars)?;
+            config.policies = PolicySet::from_toml(&text)
+                .and_then(|p| p.with_organizational_units(&units))
+                .with_context(|| format!("invalid policy file {}", file.display()))?;
+        }
+        let apply = |p: &mut Policy| {
+            if let Some(m) = self.mode {
+                p.mode = m.into();
+                // The operator's choice for this run: a repository tag does not change it.
+                p.mode_pinned = true;
+            }
+            p.delete_orphans |= self.delete_orphans;
+            p.dry_run |= self.dry_run;
+        };
+        apply(&mut config.policies.default);
+        config.policies.rules.iter_mut().for_each(|r| apply(&mut r.policy));
+        Ok(config)
+    }
+}

@@ -1,0 +1,164 @@
+//! The `ecr-remediator` command-line tool: one module per subcommand.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod flags;
+mod inspect;
+mod remediate;
+mod serve;
+mod sweep;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ecr_remediator::aws::sqs::ServeOptions;
+
+use crate::flags::PolicyFlags;
+
+/// Repairs what a default `docker buildx build --push` leaves in Amazon ECR.
+#[derive(Parser)]
+#[command(name = "ecr-remediator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify a manifest file and print the result as JSON.
+    ///
+    /// Exit status 2 with a one-line error on stderr when the file is not a
+    /// manifest this tool understands.
+    Inspect {
+        /// The manifest file (exact bytes as the registry served them).
+        file: PathBuf,
+        /// The media type the registry reported, when the document has no
+        /// `mediaType` field (or to check it).
+        #[arg(long, value_name = "MT")]
+        media_type: Option<String>,
+    },
+    /// Handle one image now, as if its push event had arrived, and print the audit record.
+    ///
+    /// Uses the standard AWS configuration (AWS_REGION, credentials,
+    /// AWS_ENDPOINT_URL) and the ECR_REMEDIATOR_* policy variables; the
+    /// flags override the policy for this run. Exit status 1 when the
+    /// handling failed.
+    Remediate {
+        /// The repository.
+        #[arg(long)]
+        repository: String,
+        /// The image (index) digest.
+        #[arg(long, value_name = "DIGEST")]
+        image_digest: String,
+        /// The tag it was pushed with.
+        #[arg(long, value_name = "TAG")]
+        image_tag: Option<String>,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
+    /// Reconcile the registry: handle every tagged index the policy would still change.
+    ///
+    /// Lists each selected repository once, then handles each tagged index
+    /// as if it had just been pushed (one audit record each, trigger
+    /// `sweep`). Run it with `--dry-run` first: the same report, nothing
+    /// written. A sweep run again, or after an interruption, writes nothing
+    /// already done. Exit status 1 when anything failed.
+    Sweep(sweep::SweepArgs),
+    /// Ask the audit trail what happened: records by repository, digest, tag,
+    /// outcome, action or account over a window (CloudWatch Logs Insights).
+    ///
+    /// `audit` lists records newest first; `audit show DIGEST` gives the
+    /// history of one image; `audit stats` counts per repository and outcome.
+    /// The records are read from `--log-group`, or the `AuditLogGroupName`
+    /// output of `--stack`. Exit status 1 on any error.
+    Audit(audit::AuditArgs),
+    /// Work on an SQS queue of ECR Image Action events until stopped (SIGTERM/Ctrl-C).
+    Serve {
+        /// The queue URL.
+        #[arg(long, value_name = "URL")]
+        queue_url: String,
+        /// Visibility timeout in seconds, kept extended while a message is worked on.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        visibility_timeout: u64,
+        /// Long-poll wait per receive, in seconds (at most 20).
+        #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+        wait: u64,
+        /// Exit once a receive returns no message.
+        #[arg(long)]
+        exit_when_idle: bool,
+        #[command(flatten)]
+        policy: PolicyFlags,
+    },
+}
+
+/// Exit status for invalid input.
+const EXIT_INVALID_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Remediate {
+            repository,
+            image_digest,
+            image_tag,
+            policy,
+        } => run_async(remediate::run(repository, image_digest, image_tag, policy)),
+        Command::Sweep(args) => run_async(sweep::run(args)),
+        Command::Audit(args) => run_async(audit::run(args)),
+        Command::Serve {
+            queue_url,
+            visibility_timeout,
+            wait,
+            exit_when_idle,
+            policy,
+        } => {
+            let options = ServeOptions {
+                queue_url,
+                visibility_timeout: std::time::Duration::from_secs(visibility_timeout.max(1)),
+                wait: std::time::Duration::from_secs(wait.min(20)),
+                exit_when_idle,
+            };
+            run_async(serve::run(options, policy))
+        }
+        Command::Inspect { file, media_type } => match inspect::run(&file, media_type.as_deref()) {
+            Ok(json) => {
+                let mut out = std::io::stdout().lock();
+                match writeln!(out, "{json}") {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE,
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e));
+                ExitCode::from(EXIT_INVALID_INPUT)
+            }
+        },
+    }
+}
+
+fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error chain on one line: `context: cause: cause`.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string().replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
