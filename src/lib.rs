@@ -3,13 +3,15 @@
 //!
 //! Layers, each depending only on the ones above it:
 //!
+//! - [`vocabulary`]: the words records, flags and filters share (pure);
 //! - [`oci`]: the manifest model, digests, names, classification (pure);
 //! - [`policy`]: per-repository policy, globs, tag templates (pure);
 //! - [`engine`]: the planner and the read → plan → apply line over the
 //!   [`engine::registry::Registry`] and [`engine::audit::AuditSink`] traits
 //!   (no AWS SDK);
-//! - [`service`]: events, the handler for Lambda payloads and SQS messages,
-//!   configuration, metrics;
+//! - [`service`]: every input parsed once into a message, the one handler
+//!   the Lambda function and the SQS worker call, sweeps, configuration,
+//!   metrics;
 //! - [`trail`]: audit-trail questions as CloudWatch Logs Insights queries,
 //!   run over the [`trail::Insights`] trait, and their rendering;
 //! - [`aws`]: the adapters, the only code that imports `aws_sdk_*`.
@@ -25,3 +27,4 @@ pub mod oci;
 pub mod policy;
 pub mod service;
 pub mod trail;
+pub mod vocabulary;

@@ -260,9 +260,13 @@ async fn the_stack_names_the_log_group_and_errors_say_what_to_do() {
     let (code, _, err) = audit(&["--log-group", &group, "--since", "7x"]);
     assert_eq!(code, 1);
     assert!(err.contains("--since"), "{err}");
+    // Malformed values are usage errors, refused before anything is asked (exit 2).
     let (code, _, err) = audit(&["--log-group", &group, "--digest", "sha256:nothex"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("--digest"), "{err}");
+    let (code, _, err) = audit(&["--log-group", &group, "--account", "1234"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--account") && err.contains("12 digits"), "{err}");
 
     emulator().control(
         "POST",

@@ -2,8 +2,10 @@
 //! command sends, so console users and CLI users get the same answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use ecr_remediator::engine::action::ActionKind;
+use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::trail::filter::{ActionFilter, Filter, Order, OutcomeFilter, records_query, stats_query};
+use ecr_remediator::trail::filter::{Filter, Order, records_query, stats_query};
 use ecr_remediator::trail::query::MAX_ROWS;
 
 /// The placeholder digest of the saved query (`audit show` takes any digest).
@@ -29,7 +31,7 @@ fn expected() -> Vec<(&'static str, &'static str, String)> {
             "ecr-remediator audit --action delete",
             records_query(
                 &Filter {
-                    action: Some(ActionFilter::Delete),
+                    action: Some(ActionKind::Delete),
                     ..Filter::default()
                 },
                 Order::NewestFirst,
@@ -41,7 +43,7 @@ fn expected() -> Vec<(&'static str, &'static str, String)> {
             "ecr-remediator audit --outcome failed",
             records_query(
                 &Filter {
-                    outcome: Some(OutcomeFilter::Failed),
+                    outcome: Some(OutcomeKind::Failed),
                     ..Filter::default()
                 },
                 Order::NewestFirst,

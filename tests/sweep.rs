@@ -393,3 +393,21 @@ async fn leftovers_of_earlier_runs_and_orphaned_attestations_are_cleaned_up_and_
     assert_eq!(s["leftovers_handled"], 0, "{s}");
     assert_eq!(s["manifests_deleted"], 0, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_does_not_exist_is_named_once_in_the_error() {
+    let missing = unique("no-such-repository");
+    let (code, out, err) = sweep(&["--repository", &missing, "--output", "json"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let errors = &summary(&out)["repository_errors"];
+    let said = errors[&missing].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&format!("repository {missing} does not exist")),
+        "{errors}"
+    );
+    assert_eq!(
+        said.matches(&missing).count(),
+        1,
+        "named once, not the service's message: {said}"
+    );
+}

@@ -120,7 +120,7 @@ impl EcrRegistry {
             .repository_names(repository.as_str())
             .send()
             .await
-            .map_err(|e| registry_error("DescribeRepositories", e))?;
+            .map_err(|e| registry_error("DescribeRepositories", e).about(repository, None))?;
         reply
             .repositories()
             .iter()
@@ -161,7 +161,10 @@ impl Registry for EcrRegistry {
             for mt in ManifestMediaType::ALL {
                 request = request.accepted_media_types(mt.as_str());
             }
-            let reply = request.send().await.map_err(|e| registry_error("BatchGetImage", e))?;
+            let reply = request
+                .send()
+                .await
+                .map_err(|e| registry_error("BatchGetImage", e).about(repository, None))?;
             for id in chunk {
                 let result = if let Some(image) = reply.images().iter().find(|i| matches(id, i.image_id())) {
                     match image.image_manifest() {
@@ -224,7 +227,7 @@ impl Registry for EcrRegistry {
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(e) => {
-                let e = registry_error("PutImage", e);
+                let e = registry_error("PutImage", e).about(repository, tag);
                 if matches!(e, RegistryError::Throttled { .. }) {
                     // ECR did not take the call, so it used none of the quota:
                     // give the token back (the engine still backs off).
@@ -251,7 +254,7 @@ impl Registry for EcrRegistry {
                 ))
                 .send()
                 .await
-                .map_err(|e| registry_error("BatchDeleteImage", e))?;
+                .map_err(|e| registry_error("BatchDeleteImage", e).about(repository, None))?;
             for d in chunk {
                 let deleted = reply
                     .image_ids()
@@ -323,7 +326,7 @@ impl Registry for EcrRegistry {
         let reply = match self.client.list_tags_for_resource().resource_arn(&arn).send().await {
             Ok(reply) => reply,
             Err(e) => {
-                let e = registry_error("ListTagsForResource", e);
+                let e = registry_error("ListTagsForResource", e).about(repository, None);
                 if matches!(e, RegistryError::RepositoryNotFound { .. }) {
                     self.tag_cache().forget(repository);
                 }
@@ -371,7 +374,7 @@ impl Registry for EcrRegistry {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| registry_error("DescribeImages", e))?;
+            let page = page.map_err(|e| registry_error("DescribeImages", e).about(repository, None))?;
             for detail in page.image_details() {
                 out.push(image_entry(detail)?);
             }
@@ -403,7 +406,7 @@ impl Registry for EcrRegistry {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| registry_error("ListImageReferrers", e))?;
+                .map_err(|e| registry_error("ListImageReferrers", e).about(repository, None))?;
             for r in page.referrers() {
                 let d = Digest::parse(r.digest()).map_err(|e| RegistryError::InvalidResponse {
                     operation: "ListImageReferrers",
@@ -459,7 +462,11 @@ impl EcrRegistry {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_image_not_found_exception()) => {
                 return Err(DescribeError::NotFound);
             }
-            Err(e) => return Err(DescribeError::Other(registry_error("DescribeImages", e))),
+            Err(e) => {
+                return Err(DescribeError::Other(
+                    registry_error("DescribeImages", e).about(repository, None),
+                ));
+            }
         };
         reply
             .image_details()

@@ -197,14 +197,12 @@ pub(crate) fn classify_code(operation: &'static str, code: String, message: Stri
         | "InternalServerError"
         | "ServiceUnavailable"
         | "ServiceUnavailableException" => RegistryError::Unavailable { operation, message },
+        // The message repeats the name the caller knows (and `about` fills in).
         "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
             operation,
-            repository: message,
+            repository: None,
         },
-        "ImageTagAlreadyExistsException" => RegistryError::TagImmutable {
-            operation,
-            tag: message,
-        },
+        "ImageTagAlreadyExistsException" => RegistryError::TagImmutable { operation, tag: None },
         "ReferencedImagesNotFoundException" => RegistryError::ReferencedImagesNotFound { operation, message },
         _ => RegistryError::Service {
             operation,

@@ -97,12 +97,40 @@ pub enum Action {
     },
 }
 
+crate::vocabulary::vocabulary! {
+    /// The kind of an [`Action`]: its `action` field in the record, and what
+    /// `audit --action` names.
+    pub enum ActionKind {
+        /// [`Action::AddTag`].
+        AddTag = "add_tag",
+        /// [`Action::MoveTag`].
+        MoveTag = "move_tag",
+        /// [`Action::PutIndex`].
+        PutIndex = "put_index",
+        /// [`Action::PutReferrer`].
+        PutReferrer = "put_referrer",
+        /// [`Action::Delete`].
+        Delete = "delete",
+    }
+}
+
 #[allow(clippy::borrowed_box)] // the signature serde's `serialize_with` calls
 fn manifest_digest<S: Serializer>(m: &Box<RawManifest>, s: S) -> Result<S::Ok, S::Error> {
     m.digest().serialize(s)
 }
 
 impl Action {
+    /// Its kind.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::AddTag { .. } => ActionKind::AddTag,
+            Action::MoveTag { .. } => ActionKind::MoveTag,
+            Action::PutIndex { .. } => ActionKind::PutIndex,
+            Action::PutReferrer { .. } => ActionKind::PutReferrer,
+            Action::Delete { .. } => ActionKind::Delete,
+        }
+    }
+
     /// The image this action writes to or deletes.
     pub fn target(&self) -> &Digest {
         match self {
@@ -158,5 +186,61 @@ impl fmt::Display for Action {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocabulary::{Vocabulary, assert_serde_agrees};
+
+    #[test]
+    fn every_action_is_recorded_under_its_kind() {
+        let d = Digest::sha256_of(b"x");
+        let t = ImageTag::parse("v1").unwrap_or_else(|e| panic!("{e}"));
+        let m = Box::new(
+            RawManifest::parse(
+                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_vec(),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let actions = [
+            Action::AddTag {
+                tag: t.clone(),
+                digest: d.clone(),
+                role: TagRole::Derived,
+            },
+            Action::MoveTag {
+                tag: t.clone(),
+                from: d.clone(),
+                to: d.clone(),
+                role: TagRole::Pushed,
+            },
+            Action::PutIndex {
+                tag: t,
+                manifest: m.clone(),
+                replaces: d.clone(),
+            },
+            Action::PutReferrer {
+                manifest: m,
+                subject: d.clone(),
+                attestation: d.clone(),
+                predicate_types: Vec::new(),
+            },
+            Action::Delete {
+                digest: d,
+                role: DeleteRole::Index,
+                removes_tags: Vec::new(),
+            },
+        ];
+        let kinds: Vec<ActionKind> = actions.iter().map(Action::kind).collect();
+        assert_eq!(kinds, ActionKind::ALL, "one action of each kind, in order");
+        for a in &actions {
+            let written = serde_json::to_value(a).unwrap_or_default();
+            assert_eq!(written["action"].as_str(), Some(a.kind().as_str()), "{a:?}");
+        }
+        assert_serde_agrees::<ActionKind>();
+        assert_eq!(ActionKind::from_word("move-tag"), Some(ActionKind::MoveTag));
     }
 }

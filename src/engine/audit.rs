@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::engine::plan::{Action, Skipped};
 use crate::engine::registry::RegistryError;
+use crate::engine::skip::SkipCode;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind};
 use crate::oci::digest::Digest;
 use crate::oci::names::AccountId;
@@ -207,7 +208,7 @@ pub enum Outcome {
     /// Not handled, for this reason.
     Skipped {
         /// Stable reason code.
-        code: String,
+        code: SkipCode,
         /// Explanation.
         reason: String,
     },
@@ -219,15 +220,32 @@ pub enum Outcome {
     InProgress,
 }
 
+crate::vocabulary::vocabulary! {
+    /// The kind of an [`Outcome`]: the record's `outcome` field, and what
+    /// `audit --outcome` and the metrics name.
+    pub enum OutcomeKind {
+        /// At least one write was made and nothing failed.
+        Remediated = "remediated",
+        /// Nothing needed doing (or it was all done already).
+        Noop = "noop",
+        /// Not handled, for a reason.
+        Skipped = "skipped",
+        /// Something failed.
+        Failed = "failed",
+        /// A checkpoint written right before deletions.
+        InProgress = "in_progress",
+    }
+}
+
 impl Outcome {
-    /// `remediated`, `noop`, `skipped`, `failed` or `in_progress`.
-    pub fn name(&self) -> &'static str {
+    /// Its kind.
+    pub fn kind(&self) -> OutcomeKind {
         match self {
-            Outcome::Remediated => "remediated",
-            Outcome::Noop => "noop",
-            Outcome::Skipped { .. } => "skipped",
-            Outcome::Failed(_) => "failed",
-            Outcome::InProgress => "in_progress",
+            Outcome::Remediated => OutcomeKind::Remediated,
+            Outcome::Noop => OutcomeKind::Noop,
+            Outcome::Skipped { .. } => OutcomeKind::Skipped,
+            Outcome::Failed(_) => OutcomeKind::Failed,
+            Outcome::InProgress => OutcomeKind::InProgress,
         }
     }
 }
@@ -492,9 +510,23 @@ mod tests {
 
     use super::*;
     use crate::engine::plan::DeleteRole;
+    use crate::vocabulary::Vocabulary;
 
     fn digest(n: u8) -> Digest {
         Digest::sha256_of(&[n])
+    }
+
+    #[test]
+    fn outcomes_are_recorded_under_their_kind() {
+        crate::vocabulary::assert_serde_agrees::<OutcomeKind>();
+        let skipped = Outcome::Skipped {
+            code: SkipCode::Untagged,
+            reason: "x".into(),
+        };
+        for o in [Outcome::Remediated, Outcome::Noop, skipped, Outcome::InProgress] {
+            let written = serde_json::to_value(&o).unwrap();
+            assert_eq!(written["outcome"].as_str(), Some(o.kind().as_str()), "{o:?}");
+        }
     }
 
     #[test]
@@ -518,7 +550,7 @@ mod tests {
             outcome: ActionOutcome::Skipped { reason: "x".into() },
         });
         r.outcome = Outcome::Skipped {
-            code: "superseded".into(),
+            code: crate::engine::skip::SkipCode::Superseded,
             reason: "moved".into(),
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

@@ -28,6 +28,7 @@ use crate::engine::audit::{
 use crate::engine::plan::{PlanInput, plan};
 use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::retry::{Jitter, RetryPolicy};
+use crate::engine::skip::SkipCode;
 use crate::oci::classify::classify_manifest;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
@@ -48,6 +49,7 @@ pub mod registry;
 pub mod repository_policy;
 pub mod retire;
 pub mod retry;
+pub mod skip;
 pub mod sweep;
 pub mod view;
 
@@ -134,9 +136,9 @@ pub struct Engine<'a, R, A> {
     pub request_id: Option<String>,
 }
 
-pub(crate) fn skipped(code: &str, reason: impl Into<String>) -> Outcome {
+pub(crate) fn skipped(code: SkipCode, reason: impl Into<String>) -> Outcome {
     Outcome::Skipped {
-        code: code.to_owned(),
+        code,
         reason: reason.into(),
     }
 }
@@ -187,7 +189,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 }
             }
             Ok(left_alone) => {
-                let code = left_alone.skip_code().unwrap_or("opted_out");
+                let code = match left_alone {
+                    Resolved::Invalid { .. } => SkipCode::InvalidRepositoryTag,
+                    Resolved::OptedOut { .. } | Resolved::Apply { .. } => SkipCode::OptedOut,
+                };
                 summary.source = format!("{}; {left_alone}", summary.source);
                 record.policy = Some(summary);
                 skipped(code, left_alone.to_string())
@@ -244,7 +249,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .chain(the_plan.notes.iter().cloned())
                 .collect();
             if let Some(reason) = the_plan.halted() {
-                return Ok(skipped(&crate::engine::plan::reason_code(reason), reason.to_string()));
+                return Ok(skipped(reason.code(), reason.to_string()));
             }
             if the_plan.dry_run || the_plan.mode == Mode::Observe || the_plan.actions.is_empty() {
                 return Ok(Outcome::Noop);
@@ -263,7 +268,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         }
         record.notes = conflicts;
         Ok(skipped(
-            "conflict",
+            SkipCode::Conflict,
             format!("the registry kept changing under {MAX_ROUNDS} attempts; left for the next event or sweep"),
         ))
     }
@@ -308,7 +313,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         record.skipped = the_plan.skipped.clone();
         record.notes = the_plan.notes.clone();
         if let Some(reason) = the_plan.halted() {
-            return Ok(skipped(&crate::engine::plan::reason_code(reason), reason.to_string()));
+            return Ok(skipped(reason.code(), reason.to_string()));
         }
         if the_plan.dry_run || the_plan.actions.is_empty() {
             return Ok(Outcome::Noop);
@@ -316,8 +321,8 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         match self.apply(job, &the_plan, &candidate.known, record).await {
             Applied::Done => Ok(overall(&record.actions)),
             // A plan of deletions has no writes, so no write precondition.
-            Applied::Conflict(why) => Ok(skipped("conflict", why)),
-            Applied::PushedTagImmutable => Ok(skipped("conflict", "unexpected tag write in a cleanup")),
+            Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
+            Applied::PushedTagImmutable => Ok(skipped(SkipCode::Conflict, "unexpected tag write in a cleanup")),
         }
     }
 

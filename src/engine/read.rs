@@ -17,6 +17,7 @@ use super::Known;
 use crate::engine::audit::Outcome;
 use crate::engine::plan::remediation_target;
 use crate::engine::registry::{FetchFailure, ImageRef, Registry, RegistryError};
+use crate::engine::skip::SkipCode;
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify, classify_manifest};
 use crate::oci::digest::Digest;
@@ -75,18 +76,19 @@ fn expect(
             });
         }
         Some(Err(FetchFailure::NotFound)) | None => {
-            skipped("index_gone", "the image no longer exists in the repository")
+            skipped(SkipCode::IndexGone, "the image no longer exists in the repository")
         }
         Some(Err(FetchFailure::Invalid { error, .. })) => skipped(
-            "invalid_manifest",
+            SkipCode::InvalidManifest,
             format!(
                 "the stored manifest is not valid: {}",
                 crate::engine::plan::chain(&error)
             ),
         ),
-        Some(Err(e @ FetchFailure::Other { .. })) => {
-            skipped("unreadable", format!("the registry could not serve the image: {e}"))
-        }
+        Some(Err(e @ FetchFailure::Other { .. })) => skipped(
+            SkipCode::Unreadable,
+            format!("the registry could not serve the image: {e}"),
+        ),
     }))
 }
 
@@ -328,7 +330,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                     Ok(t) => tags.push(t),
                     Err(e) => {
                         return Ok(Read::Skip(skipped(
-                            "unreadable",
+                            SkipCode::Unreadable,
                             format!("{d} has a tag the service cannot read ({t:?}: {e}); left alone"),
                         )));
                     }

@@ -114,20 +114,20 @@ pub struct ImageInfo {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The repository does not exist.
-    #[error("{operation}: repository {repository} does not exist")]
+    #[error("{operation}: repository {} does not exist", named(repository.as_ref()))]
     RepositoryNotFound {
         /// The operation.
         operation: &'static str,
-        /// The repository.
-        repository: String,
+        /// The repository, when the caller said which.
+        repository: Option<RepositoryName>,
     },
     /// The tag exists and the repository's tag immutability forbids moving it.
-    #[error("{operation}: tag {tag} is immutable in this repository")]
+    #[error("{operation}: tag {} is immutable in this repository", named(tag.as_ref()))]
     TagImmutable {
         /// The operation.
         operation: &'static str,
-        /// The tag.
-        tag: String,
+        /// The tag, when the caller said which.
+        tag: Option<ImageTag>,
     },
     /// An index refers to manifests the repository does not have.
     #[error("{operation}: the index refers to images not in the repository: {message}")]
@@ -173,7 +173,29 @@ pub enum RegistryError {
     },
 }
 
+/// A name in an error message, or what stands for it when unknown.
+fn named(name: Option<&impl std::fmt::Display>) -> String {
+    name.map_or_else(|| "(unnamed)".to_owned(), ToString::to_string)
+}
+
 impl RegistryError {
+    /// The error, naming the repository (and tag) the call was about: an
+    /// adapter knows them, the service's message does not always say.
+    #[must_use]
+    pub fn about(self, repository: &RepositoryName, tag: Option<&ImageTag>) -> Self {
+        match self {
+            RegistryError::RepositoryNotFound { operation, .. } => RegistryError::RepositoryNotFound {
+                operation,
+                repository: Some(repository.clone()),
+            },
+            RegistryError::TagImmutable { operation, tag: None } => RegistryError::TagImmutable {
+                operation,
+                tag: tag.cloned(),
+            },
+            other => other,
+        }
+    }
+
     /// True when trying again later may succeed (throttling, 5xx, transport).
     pub fn is_retryable(&self) -> bool {
         matches!(

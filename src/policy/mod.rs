@@ -13,7 +13,7 @@ pub mod template;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::oci::manifest::Platform;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
@@ -21,46 +21,19 @@ use crate::policy::glob::Glob;
 use crate::policy::organization::OrganizationalUnits;
 use crate::policy::repository_tag::RepositoryTagUse;
 use crate::policy::template::TagTemplate;
+use crate::vocabulary::Vocabulary;
 
-/// What a plan may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Classify and record; change nothing.
-    Observe,
-    /// Give each runnable manifest a derived per-platform tag.
-    Tag,
-    /// Move the pushed tag onto the single runnable manifest.
-    Promote,
-    /// Replace the index with one without attestation entries.
-    Strip,
-}
-
-impl Mode {
-    fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "observe" => Some(Mode::Observe),
-            "tag" => Some(Mode::Tag),
-            "promote" => Some(Mode::Promote),
-            "strip" => Some(Mode::Strip),
-            _ => None,
-        }
-    }
-
-    /// The mode's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Observe => "observe",
-            Mode::Tag => "tag",
-            Mode::Promote => "promote",
-            Mode::Strip => "strip",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::vocabulary::vocabulary! {
+    /// What a plan may do.
+    pub enum Mode {
+        /// Classify and record; change nothing.
+        Observe = "observe",
+        /// Give each runnable manifest a derived per-platform tag.
+        Tag = "tag",
+        /// Move the pushed tag onto the single runnable manifest.
+        Promote = "promote",
+        /// Replace the index with one without attestation entries.
+        Strip = "strip",
     }
 }
 
@@ -704,7 +677,7 @@ impl SettingsDoc {
     fn apply(self, base: &Policy, name: impl Fn(&str) -> String) -> Result<Policy, PolicyError> {
         let mut p = base.clone();
         if let Some(m) = self.mode {
-            p.mode = Mode::parse(&m).ok_or_else(|| {
+            p.mode = Mode::from_word(&m).ok_or_else(|| {
                 PolicyError::field(
                     name("mode"),
                     format!("unknown mode {m:?} (expected observe, tag, promote or strip)"),
@@ -778,6 +751,12 @@ impl SettingsDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_are_written_as_their_word() {
+        crate::vocabulary::assert_serde_agrees::<Mode>();
+        assert!("Promote".parse::<Mode>().is_err(), "one spelling");
+    }
 
     fn repo(s: &str) -> RepositoryName {
         RepositoryName::parse(s).unwrap()

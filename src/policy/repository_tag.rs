@@ -20,6 +20,7 @@
 use std::fmt;
 
 use crate::policy::{Mode, Policy};
+use crate::vocabulary::Vocabulary;
 
 /// The resource tag key a repository uses to choose its mode.
 pub const MODE_TAG_KEY: &str = "ecr-remediator:mode";
@@ -72,7 +73,7 @@ impl RepositoryChoice {
         match value.trim().to_ascii_lowercase().as_str() {
             "off" => Some(RepositoryChoice::Off),
             "on" => Some(RepositoryChoice::On),
-            other => Mode::parse(other).map(RepositoryChoice::Mode),
+            other => Mode::from_word(other).map(RepositoryChoice::Mode),
         }
     }
 }
@@ -98,17 +99,6 @@ pub enum Resolved {
         /// Why, in words.
         reason: String,
     },
-}
-
-impl Resolved {
-    /// The stable code recorded for a repository left alone.
-    pub fn skip_code(&self) -> Option<&'static str> {
-        match self {
-            Resolved::Apply { .. } => None,
-            Resolved::OptedOut { .. } => Some("opted_out"),
-            Resolved::Invalid { .. } => Some("invalid_repository_tag"),
-        }
-    }
 }
 
 impl fmt::Display for Resolved {
@@ -232,7 +222,12 @@ mod tests {
         for (use_, value, mode, code) in cases {
             let r = resolve(&policy(use_), value);
             assert_eq!(mode_of(&r), mode, "{use_:?} {value:?}");
-            assert_eq!(r.skip_code(), code, "{use_:?} {value:?}");
+            let left_alone = match r {
+                Resolved::Apply { .. } => None,
+                Resolved::OptedOut { .. } => Some("opted_out"),
+                Resolved::Invalid { .. } => Some("invalid_repository_tag"),
+            };
+            assert_eq!(left_alone, code, "{use_:?} {value:?}");
         }
     }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line, write_with_retries};
 use crate::engine::registry::{AccountRegistries, Registry, RegistryError};
 use crate::engine::retry::RetryPolicy;
+use crate::engine::skip::SkipCode;
 use crate::engine::sweep::Selection;
 use crate::engine::{Engine, Job};
 use crate::oci::names::AccountId;
@@ -27,6 +28,7 @@ use crate::service::message::{Message, MessageError, Request};
 use crate::service::metrics::{MetricsConfig, emf};
 use crate::service::scan::Scope;
 use crate::service::triage::{Triage, triage};
+use crate::vocabulary::Vocabulary;
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]
@@ -275,7 +277,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         let mut record = AuditRecord::new(Trigger::Sweep, None, SystemTime::now());
         record.account = account.cloned();
         record.outcome = Outcome::Skipped {
-            code: "sweep_without_queue".to_owned(),
+            code: SkipCode::SweepWithoutQueue,
             reason: "a sweep was requested, but this deployment has no queue for its requests \
                      (ECR_REMEDIATOR_QUEUE_URL)"
                 .to_owned(),
@@ -343,7 +345,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         let mut record = AuditRecord::new(Trigger::Sweep, None, SystemTime::now());
         record.account = account.cloned();
         record.outcome = Outcome::Skipped {
-            code: "account_not_listed".to_owned(),
+            code: SkipCode::AccountNotListed,
             reason: format!(
                 "{what} in account {shown} was requested, but this deployment does not list it \
                  (ECR_REMEDIATOR_MEMBER_ACCOUNTS); refused"
@@ -392,7 +394,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         let mut record = AuditRecord::new(Trigger::Push, None, SystemTime::now());
         record.event_id.clone_from(&error.event_id);
         record.outcome = Outcome::Skipped {
-            code: "malformed_event".to_owned(),
+            code: SkipCode::MalformedEvent,
             reason: problem,
         };
         self.finish(record, delivery).await
@@ -417,7 +419,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         }
         let write = write_with_retries(&self.audit, &record, &self.retry, delivery.deadline).await;
         let result = EventResult::Handled {
-            outcome: record.outcome.name().to_owned(),
+            outcome: record.outcome.kind().as_str().to_owned(),
             digest: record.index_digest.clone(),
         };
         if let Err(e) = write {

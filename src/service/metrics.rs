@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::engine::audit::{ActionOutcome, AuditRecord, Outcome};
 use crate::engine::plan::Action;
+use crate::vocabulary::Vocabulary;
 
 /// Namespace of the metrics (default).
 pub const DEFAULT_NAMESPACE: &str = "ECRRemediator";
@@ -50,13 +51,13 @@ impl Default for MetricsConfig {
 pub fn outcome_dimension(record: &AuditRecord) -> &'static str {
     match &record.outcome {
         Outcome::Failed(_) if !record.is_final => "retrying",
-        other => other.name(),
+        other => other.kind().as_str(),
     }
 }
 
 fn reason_dimension(record: &AuditRecord) -> String {
     match &record.outcome {
-        Outcome::Skipped { code, .. } => code.clone(),
+        Outcome::Skipped { code, .. } => code.as_str().to_owned(),
         Outcome::Failed(f) => f.code.clone(),
         _ => "none".to_owned(),
     }
@@ -225,7 +226,7 @@ mod tests {
         let skipped = emf(
             &record(
                 Outcome::Skipped {
-                    code: "superseded".into(),
+                    code: crate::engine::skip::SkipCode::Superseded,
                     reason: "…".into(),
                 },
                 true,

@@ -17,6 +17,7 @@ use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigg
 use crate::engine::plan::{Action, DeleteRole};
 use crate::engine::registry::{ImageInfo, Registry, RegistryError};
 use crate::engine::retry::retrying;
+use crate::engine::skip::SkipCode;
 use crate::engine::sweep::{CleanupSelection, Selection, Untouched, cleanup_enabled, select};
 use crate::engine::{Job, Purpose, repository_policy};
 use crate::oci::digest::Digest;
@@ -43,7 +44,7 @@ pub struct SweepSummary {
     /// Records with outcome `noop`, plus indexes whose only tags are keep tags.
     pub already_fine: usize,
     /// Records with outcome `skipped`, by reason code.
-    pub skipped: BTreeMap<String, usize>,
+    pub skipped: BTreeMap<SkipCode, usize>,
     /// Records with outcome `failed`, plus records that could not be written.
     pub failed: usize,
     /// Manifests deleted.
@@ -239,7 +240,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         match &record.outcome {
             Outcome::Remediated => s.remediated += 1,
             Outcome::Noop => s.already_fine += 1,
-            Outcome::Skipped { code, .. } => *s.skipped.entry(code.clone()).or_default() += 1,
+            Outcome::Skipped { code, .. } => *s.skipped.entry(*code).or_default() += 1,
             Outcome::Failed(_) | Outcome::InProgress => s.failed += 1,
         }
         if written.is_err() && !matches!(record.outcome, Outcome::Failed(_)) {

@@ -12,79 +12,29 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::engine::audit::AUDIT_SCHEMA;
+use crate::engine::action::ActionKind;
+use crate::engine::audit::{AUDIT_SCHEMA, OutcomeKind};
 use crate::oci::digest::Digest;
-
-/// An overall outcome to filter on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeFilter {
-    /// `remediated`.
-    Remediated,
-    /// `noop`.
-    Noop,
-    /// `skipped`.
-    Skipped,
-    /// `failed`.
-    Failed,
-    /// `in_progress` (a checkpoint written before deletions).
-    InProgress,
-}
-
-impl OutcomeFilter {
-    /// The value in the record.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeFilter::Remediated => "remediated",
-            OutcomeFilter::Noop => "noop",
-            OutcomeFilter::Skipped => "skipped",
-            OutcomeFilter::Failed => "failed",
-            OutcomeFilter::InProgress => "in_progress",
-        }
-    }
-}
-
-/// A kind of action to filter on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionFilter {
-    /// `delete`.
-    Delete,
-    /// `move_tag`.
-    MoveTag,
-    /// `add_tag`.
-    AddTag,
-    /// `put_index`.
-    PutIndex,
-}
-
-impl ActionFilter {
-    /// The value of `action` in the record's action list.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionFilter::Delete => "delete",
-            ActionFilter::MoveTag => "move_tag",
-            ActionFilter::AddTag => "add_tag",
-            ActionFilter::PutIndex => "put_index",
-        }
-    }
-}
+use crate::oci::names::{AccountId, ImageTag, RepositoryName};
+use crate::vocabulary::Vocabulary;
 
 /// The questions of one `audit` command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     /// This repository exactly.
-    pub repository: Option<String>,
+    pub repository: Option<RepositoryName>,
     /// Repositories starting with this.
     pub repository_prefix: Option<String>,
     /// The index, or any manifest a record tagged, moved or deleted.
     pub digest: Option<Digest>,
     /// The pushed tag.
-    pub tag: Option<String>,
+    pub tag: Option<ImageTag>,
     /// The overall outcome.
-    pub outcome: Option<OutcomeFilter>,
+    pub outcome: Option<OutcomeKind>,
     /// Records with at least one action of this kind.
-    pub action: Option<ActionFilter>,
+    pub action: Option<ActionKind>,
     /// The account the image is in.
-    pub account: Option<String>,
+    pub account: Option<AccountId>,
 }
 
 /// An Insights string literal.
@@ -119,7 +69,7 @@ impl Filter {
     pub fn insights_lines(&self) -> Vec<String> {
         let mut lines = vec![format!("filter detail.schema = {}", quoted(AUDIT_SCHEMA))];
         if let Some(r) = &self.repository {
-            lines.push(format!("filter detail.repository = {}", quoted(r)));
+            lines.push(format!("filter detail.repository = {}", quoted(r.as_str())));
         }
         if let Some(p) = &self.repository_prefix {
             lines.push(format!("filter detail.repository like {}", prefix_regex(p)));
@@ -128,7 +78,7 @@ impl Filter {
             lines.push(format!("filter @message like {}", quoted(&d.to_string())));
         }
         if let Some(t) = &self.tag {
-            lines.push(format!("filter detail.tag = {}", quoted(t)));
+            lines.push(format!("filter detail.tag = {}", quoted(t.as_str())));
         }
         if let Some(o) = self.outcome {
             lines.push(format!("filter detail.outcome = {}", quoted(o.as_str())));
@@ -138,7 +88,7 @@ impl Filter {
             lines.push(format!("filter @message like /\"action\":\\s*\"{}\"/", a.as_str()));
         }
         if let Some(a) = &self.account {
-            lines.push(format!("filter detail.account = {}", quoted(a)));
+            lines.push(format!("filter detail.account = {}", quoted(a.as_str())));
         }
         lines
     }
@@ -147,14 +97,14 @@ impl Filter {
     /// every question, including those the query only narrows.
     pub fn matches(&self, record: &Value) -> bool {
         let text = |k: &str| record.get(k).and_then(Value::as_str);
-        let eq = |k: &str, want: &Option<String>| want.as_deref().is_none_or(|w| text(k) == Some(w));
-        eq("repository", &self.repository)
+        let eq = |k: &str, want: Option<&str>| want.is_none_or(|w| text(k) == Some(w));
+        eq("repository", self.repository.as_ref().map(RepositoryName::as_str))
             && self
                 .repository_prefix
                 .as_deref()
                 .is_none_or(|p| text("repository").is_some_and(|r| r.starts_with(p)))
-            && eq("tag", &self.tag)
-            && eq("account", &self.account)
+            && eq("tag", self.tag.as_ref().map(ImageTag::as_str))
+            && eq("account", self.account.as_ref().map(AccountId::as_str))
             && self.outcome.is_none_or(|o| text("outcome") == Some(o.as_str()))
             && self.action.is_none_or(|a| {
                 actions(record).any(|act| act.get("action").and_then(Value::as_str) == Some(a.as_str()))
@@ -233,9 +183,9 @@ mod tests {
         let f = Filter {
             repository_prefix: Some("team-a/".into()),
             digest: Some(d.clone()),
-            outcome: Some(OutcomeFilter::Failed),
-            action: Some(ActionFilter::Delete),
-            tag: Some("v\"1".into()),
+            outcome: Some(OutcomeKind::Failed),
+            action: Some(ActionKind::Delete),
+            tag: Some(ImageTag::parse("v\"1").unwrap()),
             ..Filter::default()
         };
         let q = records_query(&f, Order::NewestFirst, 50);
@@ -270,24 +220,24 @@ mod tests {
             ..Filter::default()
         }));
         assert!(f(Filter {
-            action: Some(ActionFilter::MoveTag),
+            action: Some(ActionKind::MoveTag),
             ..Filter::default()
         }));
         assert!(!f(Filter {
-            action: Some(ActionFilter::Delete),
+            action: Some(ActionKind::Delete),
             ..Filter::default()
         }));
         assert!(f(Filter {
             repository_prefix: Some("team-a/".into()),
-            account: Some("111122223333".into()),
+            account: Some(AccountId::parse("111122223333").unwrap()),
             ..Filter::default()
         }));
         assert!(!f(Filter {
-            repository: Some("team-a".into()),
+            repository: Some(RepositoryName::parse("team-a").unwrap()),
             ..Filter::default()
         }));
         assert!(!f(Filter {
-            outcome: Some(OutcomeFilter::Failed),
+            outcome: Some(OutcomeKind::Failed),
             ..Filter::default()
         }));
     }

@@ -4,17 +4,21 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use ecr_remediator::aws::logs::{LogsInsights, stack_audit_log_group};
+use ecr_remediator::engine::action::ActionKind;
+use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::engine::audit::now_ms;
 use ecr_remediator::engine::sweep::{parse_duration_s, parse_since};
 use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::names::AccountId;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::trail::QueryStatus;
-use ecr_remediator::trail::filter::{ActionFilter, Filter, Order, OutcomeFilter};
+use ecr_remediator::trail::filter::{Filter, Order};
 use ecr_remediator::trail::query::{QueryProgress, Runner, Take, Window};
 use ecr_remediator::trail::render;
+
+use crate::flags::word;
 
 /// Where the audit log group is named when neither flag is given.
 const ENV_AUDIT_LOG_GROUP: &str = "ECR_REMEDIATOR_AUDIT_LOG_GROUP";
@@ -33,7 +37,8 @@ enum AuditCommand {
     /// index or a manifest a record tagged or deleted (default window: 90 days).
     Show {
         /// The digest (sha256:…).
-        digest: String,
+        #[arg(id = "image", value_name = "DIGEST")]
+        image: Digest,
     },
     /// Records per repository and outcome, deletions and bytes reclaimed over the window.
     Stats,
@@ -46,23 +51,6 @@ enum Format {
     Csv,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy)]
-enum OutcomeArg {
-    Remediated,
-    Noop,
-    Skipped,
-    Failed,
-    InProgress,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy)]
-enum ActionArg {
-    Delete,
-    MoveTag,
-    AddTag,
-    PutIndex,
-}
-
 #[derive(clap::Args, Debug)]
 struct TrailFlags {
     /// From then: a duration back from now (90m, 12h, 7d) or a UTC date (2026-11-01[T12:00:00Z]). Default 7d (90d for `show`).
@@ -73,25 +61,25 @@ struct TrailFlags {
     until: Option<String>,
     /// Only this repository.
     #[arg(long, global = true, value_name = "NAME", conflicts_with = "repository_prefix")]
-    repository: Option<String>,
+    repository: Option<RepositoryName>,
     /// Only repositories whose name starts with this.
     #[arg(long, global = true, value_name = "PREFIX")]
     repository_prefix: Option<String>,
     /// Only records about this digest: the index, or a manifest a record tagged or deleted.
     #[arg(long, global = true, value_name = "DIGEST")]
-    digest: Option<String>,
+    digest: Option<Digest>,
     /// Only records of this pushed tag.
     #[arg(long, global = true, value_name = "TAG")]
-    tag: Option<String>,
+    tag: Option<ImageTag>,
     /// Only records with this outcome.
-    #[arg(long, global = true, value_enum)]
-    outcome: Option<OutcomeArg>,
+    #[arg(long, global = true, value_parser = word::<OutcomeKind>())]
+    outcome: Option<OutcomeKind>,
     /// Only records with an action of this kind.
-    #[arg(long, global = true, value_enum)]
-    action: Option<ActionArg>,
+    #[arg(long, global = true, value_parser = word::<ActionKind>())]
+    action: Option<ActionKind>,
     /// Only records of images in this account.
     #[arg(long, global = true, value_name = "ID")]
-    account: Option<String>,
+    account: Option<AccountId>,
     /// At most this many records, newest first (0: all; the window is split past 10,000).
     #[arg(long, global = true, default_value_t = 100, value_name = "N")]
     limit: usize,
@@ -146,44 +134,16 @@ impl Spinner {
     }
 }
 
-fn filter(flags: &TrailFlags, digest: Option<Digest>) -> anyhow::Result<Filter> {
-    if let Some(r) = &flags.repository {
-        RepositoryName::parse(r).context("--repository")?;
-    }
-    if let Some(t) = &flags.tag {
-        ImageTag::parse(t).context("--tag")?;
-    }
-    if let Some(a) = &flags.account {
-        anyhow::ensure!(
-            a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
-            "--account must be a 12-digit AWS account id, not {a:?}"
-        );
-    }
-    let digest = match (digest, &flags.digest) {
-        (Some(d), _) => Some(d),
-        (None, Some(d)) => Some(Digest::parse(d).context("--digest")?),
-        (None, None) => None,
-    };
-    Ok(Filter {
+fn filter(flags: &TrailFlags, digest: Option<Digest>) -> Filter {
+    Filter {
         repository: flags.repository.clone(),
         repository_prefix: flags.repository_prefix.clone(),
-        digest,
+        digest: digest.or_else(|| flags.digest.clone()),
         tag: flags.tag.clone(),
-        outcome: flags.outcome.map(|o| match o {
-            OutcomeArg::Remediated => OutcomeFilter::Remediated,
-            OutcomeArg::Noop => OutcomeFilter::Noop,
-            OutcomeArg::Skipped => OutcomeFilter::Skipped,
-            OutcomeArg::Failed => OutcomeFilter::Failed,
-            OutcomeArg::InProgress => OutcomeFilter::InProgress,
-        }),
-        action: flags.action.map(|a| match a {
-            ActionArg::Delete => ActionFilter::Delete,
-            ActionArg::MoveTag => ActionFilter::MoveTag,
-            ActionArg::AddTag => ActionFilter::AddTag,
-            ActionArg::PutIndex => ActionFilter::PutIndex,
-        }),
+        outcome: flags.outcome,
+        action: flags.action,
         account: flags.account.clone(),
-    })
+    }
 }
 
 fn window(flags: &TrailFlags, default_since: &str) -> anyhow::Result<Window> {
@@ -217,10 +177,10 @@ async fn log_group(flags: &TrailFlags, sdk: &aws_config::SdkConfig) -> anyhow::R
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let flags = &args.flags;
     let (digest, default_since) = match &args.command {
-        Some(AuditCommand::Show { digest }) => (Some(Digest::parse(digest).context("digest")?), "90d"),
+        Some(AuditCommand::Show { image }) => (Some(image.clone()), "90d"),
         _ => (None, "7d"),
     };
-    let filter = filter(flags, digest)?;
+    let filter = filter(flags, digest);
     let window = window(flags, default_since)?;
     let timeout = parse_duration_s(&flags.query_timeout).map_err(|e| anyhow::anyhow!("--query-timeout: {e}"))?;
     anyhow::ensure!(timeout > 0, "--query-timeout must be above 0");

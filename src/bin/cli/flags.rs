@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use clap::builder::TypedValueParser as _;
 use ecr_remediator::policy::{Mode, Policy, PolicySet};
 use ecr_remediator::service::config::ServiceConfig;
+use ecr_remediator::vocabulary::Vocabulary;
 
 /// Policy overrides on the command line.
 #[derive(clap::Args, Debug, Clone)]
@@ -14,8 +16,8 @@ pub(crate) struct PolicyFlags {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override the mode.
-    #[arg(long, value_enum)]
-    mode: Option<ModeArg>,
+    #[arg(long, value_parser = word::<Mode>())]
+    mode: Option<Mode>,
     /// Delete orphaned attestation manifests (promote and strip modes).
     #[arg(long)]
     delete_orphans: bool,
@@ -30,23 +32,20 @@ pub(crate) enum OutputFormat {
     Json,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy)]
-enum ModeArg {
-    Observe,
-    Tag,
-    Promote,
-    Strip,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Mode {
-        match m {
-            ModeArg::Observe => Mode::Observe,
-            ModeArg::Tag => Mode::Tag,
-            ModeArg::Promote => Mode::Promote,
-            ModeArg::Strip => Mode::Strip,
+/// A parser for one of the library's vocabularies: the possible values are
+/// the words the records and the policy use (`-` accepted for `_`).
+pub(crate) fn word<T: Vocabulary + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    let values = T::ALL.iter().map(|v| {
+        let word = v.as_str();
+        let value = clap::builder::PossibleValue::new(word);
+        if word.contains('_') {
+            value.alias(word.replace('_', "-"))
+        } else {
+            value
         }
-    }
+    });
+    clap::builder::PossibleValuesParser::new(values)
+        .try_map(|s: String| T::from_word(&s).ok_or_else(|| format!("{s:?} is not one of: {}", T::listing())))
 }
 
 impl PolicyFlags {
@@ -62,7 +61,7 @@ impl PolicyFlags {
         }
         let apply = |p: &mut Policy| {
             if let Some(m) = self.mode {
-                p.mode = m.into();
+                p.mode = m;
                 // The operator's choice for this run: a repository tag does not change it.
                 p.mode_pinned = true;
             }

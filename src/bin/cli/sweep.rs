@@ -298,7 +298,7 @@ impl Progress for SweepProgress {
                     digest.get(..19).unwrap_or(digest).to_owned(),
                     match &record.outcome {
                         Outcome::Skipped { code, .. } => format!("skipped ({code})"),
-                        other => other.name().to_owned(),
+                        other => other.kind().to_string(),
                     },
                     detail,
                 ]);
@@ -329,7 +329,10 @@ fn summary_table(s: &SweepSummary) -> String {
     line("already fine", s.already_fine.to_string());
     line(
         "skipped",
-        format!("{skipped}{}", by(&mut s.skipped.iter().map(|(k, v)| (k.clone(), *v)))),
+        format!(
+            "{skipped}{}",
+            by(&mut s.skipped.iter().map(|(k, v)| (k.to_string(), *v)))
+        ),
     );
     line("failed", s.failed.to_string());
     line("manifests deleted", s.manifests_deleted.to_string());

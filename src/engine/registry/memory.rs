@@ -172,7 +172,7 @@ impl MemoryRegistry {
 fn not_found(operation: &'static str, name: &RepositoryName) -> RegistryError {
     RegistryError::RepositoryNotFound {
         operation,
-        repository: name.as_str().to_owned(),
+        repository: Some(name.clone()),
     }
 }
 
@@ -197,7 +197,7 @@ pub fn store(repo: &mut RepoState, manifest: &RawManifest, tag: Option<&ImageTag
     {
         return Err(RegistryError::TagImmutable {
             operation: "PutImage",
-            tag: t.to_string(),
+            tag: Some(t.clone()),
         });
     }
     if !repo.images.contains_key(digest) {

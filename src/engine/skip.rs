@@ -1,0 +1,610 @@
+//! Why something was not done: the reasons a plan gives (with their
+//! details) and the one vocabulary of skip codes records carry.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::engine::action::Action;
+use crate::oci::companion::Companion;
+use crate::oci::digest::Digest;
+use crate::oci::names::ImageTag;
+
+crate::vocabulary::vocabulary! {
+    /// The stable code of a skip: the `code` of a skipped record, the
+    /// `reason` of a skipped action. Every [`SkipReason`] has its own, and
+    /// the handling itself adds a few.
+    pub enum SkipCode {
+        /// The policy says dry run.
+        DryRun = "dry_run",
+        /// The classification was made for another manifest (a caller bug).
+        Inconsistent = "inconsistent",
+        /// The pushed manifest is a single image manifest: nothing to remediate.
+        NotAnIndex = "not_an_index",
+        /// The index has no tag to remediate.
+        Untagged = "untagged",
+        /// The tag has the shape of a keep tag this policy writes.
+        OwnKeepTag = "own_keep_tag",
+        /// The index is no longer in the repository.
+        IndexGone = "index_gone",
+        /// The pushed tag no longer points at the index (a newer push moved it).
+        Superseded = "superseded",
+        /// The index has no runnable manifest.
+        NoRunnable = "no_runnable",
+        /// The runnable manifest's platform is unknown, so no tag is derived from it.
+        UnknownPlatform = "unknown_platform",
+        /// The template gave no valid tag.
+        InvalidDerivedTag = "invalid_derived_tag",
+        /// A keep tag is configured but cannot be rendered for this tag (e.g. it
+        /// would be longer than 128 characters). The keep tag is a gate: without
+        /// it the pushed tag is not moved and nothing is deleted.
+        KeepTagInvalid = "keep_tag_invalid",
+        /// The keep tag is held by something this service could not have
+        /// written it on (not an index): it is never taken, so the pushed tag is
+        /// not moved and nothing is deleted.
+        KeepTagTaken = "keep_tag_taken",
+        /// The derived tag is held by something this service could not have
+        /// written it on (an index, or a manifest that is not runnable): never taken.
+        DerivedTagTaken = "derived_tag_taken",
+        /// Two runnable manifests would get the same derived tag.
+        DerivedTagCollision = "derived_tag_collision",
+        /// The derived tag is the pushed tag or its keep tag.
+        DerivedTagClash = "derived_tag_clash",
+        /// A manifest the action needs is not in the repository.
+        ChildMissing = "child_missing",
+        /// No attestation entry to strip.
+        NothingToStrip = "nothing_to_strip",
+        /// Stripping would leave an empty index.
+        StripWouldEmpty = "strip_would_empty",
+        /// Building the stripped index failed.
+        StripFailed = "strip_failed",
+        /// Still tagged after the plan, so not deleted.
+        StillTagged = "still_tagged",
+        /// Still referenced by an index that remains, so not deleted.
+        StillReferenced = "still_referenced",
+        /// Also listed in the index as a non-attestation entry.
+        ProtectedEntry = "protected_entry",
+        /// Not known to be in the repository.
+        NotInView = "not_in_view",
+        /// More deletions than the policy's cap.
+        MaxDeletes = "max_deletes",
+        /// Sweep cleanup is not enabled by this policy (it needs `delete_orphans`,
+        /// and a mode that changes the registry).
+        CleanupNotEnabled = "cleanup_not_enabled",
+        /// Under this policy a remediated index keeps a tag (tag mode, or a keep
+        /// tag): an untagged index was not left by a remediation, so the sweep
+        /// does not delete it.
+        IndexesKept = "indexes_kept",
+        /// Pushed too recently: it may belong to a push still in progress (its
+        /// index not yet stored), so it is not an orphan yet.
+        TooRecent = "too_recent",
+        /// An untagged index none of whose runnable images is tagged: a push that
+        /// a later push superseded, not a remediation's leftover (lifecycle
+        /// policies expire those).
+        NotRemediated = "not_remediated",
+        /// An OCI referrer of an image still in the repository: attached, not orphaned.
+        AttachedReferrer = "attached_referrer",
+        /// Not an attestation manifest: a sweep deletes nothing else on its own.
+        NotAnAttestation = "not_an_attestation",
+        /// The referrer copy of an attestation could not be built.
+        ReferrerCopyFailed = "referrer_copy_failed",
+        /// `provenance = referrers` and an attestation of a kept image has no
+        /// referrer copy: nothing is deleted, so the index keeps it reachable.
+        ProvenanceUncovered = "provenance_uncovered",
+        /// Something is attached to it by a companion tag (a cosign signature,
+        /// attestation or SBOM, or a referrers tag-schema index): never deleted.
+        HasCompanion = "has_companion",
+        /// OCI referrers (signatures, SBOMs, attestations) name it as their
+        /// `subject`: never deleted.
+        HasReferrers = "has_referrers",
+        /// Whether anything is attached to it was not read: kept.
+        AttachmentsUnknown = "attachments_unknown",
+        /// The tag is a companion tag (a cosign signature, attestation or SBOM
+        /// of another manifest, or the referrers tag-schema index): not a pushed
+        /// image's tag, so never remediated.
+        CompanionTag = "companion_tag",
+        /// The tag exists, but what holds it could not be read (an archived
+        /// image cannot be pulled): it is never taken.
+        TagUnreadable = "tag_unreadable",
+        /// Retiring kept indexes is not possible under this policy.
+        RetireNotEnabled = "retire_not_enabled",
+        /// Not an index kept under a keep tag (it has no tag at all).
+        NotKept = "not_kept",
+        /// Freed by retiring its index, but `delete_orphans` is off: left in place.
+        OrphansKept = "orphans_kept",
+        /// The plan's own actions could not be replayed on the view (a bug or a racing change).
+        Conflict = "conflict",
+        /// The registry could not serve the image, or it has a tag the service cannot read.
+        Unreadable = "unreadable",
+        /// The registry served a document that is not a manifest the service understands.
+        InvalidManifest = "invalid_manifest",
+        /// The repository's `ecr-remediator:mode` tag (or its absence, where the rule needs an opt-in) leaves it alone.
+        OptedOut = "opted_out",
+        /// The repository's `ecr-remediator:mode` tag has a value the service does not know.
+        InvalidRepositoryTag = "invalid_repository_tag",
+        /// The message could not be understood.
+        MalformedEvent = "malformed_event",
+        /// A request named an account the deployment does not list.
+        AccountNotListed = "account_not_listed",
+        /// A sweep was requested of a deployment with no queue for its requests.
+        SweepWithoutQueue = "sweep_without_queue",
+    }
+}
+
+/// Why something was not done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The policy says dry run.
+    DryRun,
+    /// The classification was made for another manifest (a caller bug).
+    Inconsistent,
+    /// The pushed manifest is a single image manifest: nothing to remediate.
+    NotAnIndex,
+    /// The index has no tag to remediate.
+    Untagged,
+    /// The tag has the shape of a keep tag this policy writes.
+    OwnKeepTag {
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// The index is no longer in the repository.
+    IndexGone,
+    /// The pushed tag no longer points at the index (a newer push moved it).
+    Superseded {
+        /// Where the tag points now (absent: the tag was deleted).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        now: Option<Digest>,
+    },
+    /// The index has no runnable manifest.
+    NoRunnable,
+    /// The runnable manifest's platform is unknown, so no tag is derived from it.
+    UnknownPlatform,
+    /// The template gave no valid tag.
+    InvalidDerivedTag {
+        /// Why.
+        error: String,
+    },
+    /// A keep tag is configured but cannot be rendered for this tag (e.g. it
+    /// would be longer than 128 characters). The keep tag is a gate: without
+    /// it the pushed tag is not moved and nothing is deleted.
+    KeepTagInvalid {
+        /// Why.
+        error: String,
+    },
+    /// The keep tag is held by something this service could not have
+    /// written it on (not an index): it is never taken, so the pushed tag is
+    /// not moved and nothing is deleted.
+    KeepTagTaken {
+        /// The keep tag.
+        tag: ImageTag,
+        /// What holds it.
+        holder: Digest,
+    },
+    /// The derived tag is held by something this service could not have
+    /// written it on (an index, or a manifest that is not runnable): never taken.
+    DerivedTagTaken {
+        /// The tag.
+        tag: ImageTag,
+        /// What holds it.
+        holder: Digest,
+    },
+    /// Two runnable manifests would get the same derived tag.
+    DerivedTagCollision {
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// The derived tag is the pushed tag or its keep tag.
+    DerivedTagClash {
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// A manifest the action needs is not in the repository.
+    ChildMissing,
+    /// No attestation entry to strip.
+    NothingToStrip,
+    /// Stripping would leave an empty index.
+    StripWouldEmpty,
+    /// Building the stripped index failed.
+    StripFailed {
+        /// Why.
+        error: String,
+    },
+    /// Still tagged after the plan, so not deleted.
+    StillTagged {
+        /// Its tags.
+        tags: Vec<ImageTag>,
+    },
+    /// Still referenced by an index that remains, so not deleted.
+    StillReferenced {
+        /// The indexes.
+        by: Vec<Digest>,
+    },
+    /// Also listed in the index as a non-attestation entry.
+    ProtectedEntry,
+    /// Not known to be in the repository.
+    NotInView,
+    /// More deletions than the policy's cap.
+    MaxDeletes {
+        /// Deletions the plan wanted.
+        planned: usize,
+        /// The cap.
+        max: u32,
+    },
+    /// Sweep cleanup is not enabled by this policy (it needs `delete_orphans`,
+    /// and a mode that changes the registry).
+    CleanupNotEnabled,
+    /// Under this policy a remediated index keeps a tag (tag mode, or a keep
+    /// tag): an untagged index was not left by a remediation, so the sweep
+    /// does not delete it.
+    IndexesKept,
+    /// Pushed too recently: it may belong to a push still in progress (its
+    /// index not yet stored), so it is not an orphan yet.
+    TooRecent {
+        /// Seconds since it was pushed (absent: the registry did not say).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age_s: Option<i64>,
+        /// The minimum age for a cleanup.
+        min_age_s: u64,
+    },
+    /// An untagged index none of whose runnable images is tagged: a push that
+    /// a later push superseded, not a remediation's leftover (lifecycle
+    /// policies expire those).
+    NotRemediated,
+    /// An OCI referrer of an image still in the repository: attached, not orphaned.
+    AttachedReferrer {
+        /// The image it refers to.
+        subject: Digest,
+    },
+    /// Not an attestation manifest: a sweep deletes nothing else on its own.
+    NotAnAttestation {
+        /// What it is (`image`, `signature`, `artifact`).
+        kind: String,
+    },
+    /// The referrer copy of an attestation could not be built.
+    ReferrerCopyFailed {
+        /// Why.
+        error: String,
+    },
+    /// `provenance = referrers` and an attestation of a kept image has no
+    /// referrer copy: nothing is deleted, so the index keeps it reachable.
+    ProvenanceUncovered {
+        /// Which attestation and why.
+        why: String,
+    },
+    /// Something is attached to it by a companion tag (a cosign signature,
+    /// attestation or SBOM, or a referrers tag-schema index): never deleted.
+    HasCompanion {
+        /// What the tag attaches.
+        companion: Companion,
+        /// The tag.
+        tag: ImageTag,
+    },
+    /// OCI referrers (signatures, SBOMs, attestations) name it as their
+    /// `subject`: never deleted.
+    HasReferrers {
+        /// What `ListImageReferrers` listed.
+        referrers: Vec<Digest>,
+    },
+    /// Whether anything is attached to it was not read: kept.
+    AttachmentsUnknown,
+    /// The tag is a companion tag (a cosign signature, attestation or SBOM
+    /// of another manifest, or the referrers tag-schema index): not a pushed
+    /// image's tag, so never remediated.
+    CompanionTag {
+        /// The tag.
+        tag: ImageTag,
+        /// What it is.
+        companion: Companion,
+        /// The manifest it attaches to.
+        subject: Digest,
+    },
+    /// The tag exists, but what holds it could not be read (an archived
+    /// image cannot be pulled): it is never taken.
+    TagUnreadable {
+        /// The tag.
+        tag: ImageTag,
+        /// What the registry said.
+        why: String,
+    },
+    /// Retiring kept indexes is not possible under this policy.
+    RetireNotEnabled {
+        /// Why.
+        why: String,
+    },
+    /// Not an index kept under a keep tag (it has no tag at all).
+    NotKept,
+    /// Freed by retiring its index, but `delete_orphans` is off: left in place.
+    OrphansKept,
+    /// The plan's own actions could not be replayed on the view (a bug or a racing change).
+    Conflict {
+        /// Why.
+        error: String,
+    },
+}
+
+impl SkipReason {
+    /// The reason's code (what the record's `reason` field says).
+    pub fn code(&self) -> SkipCode {
+        match self {
+            SkipReason::DryRun => SkipCode::DryRun,
+            SkipReason::Inconsistent => SkipCode::Inconsistent,
+            SkipReason::NotAnIndex => SkipCode::NotAnIndex,
+            SkipReason::Untagged => SkipCode::Untagged,
+            SkipReason::OwnKeepTag { .. } => SkipCode::OwnKeepTag,
+            SkipReason::IndexGone => SkipCode::IndexGone,
+            SkipReason::Superseded { .. } => SkipCode::Superseded,
+            SkipReason::NoRunnable => SkipCode::NoRunnable,
+            SkipReason::UnknownPlatform => SkipCode::UnknownPlatform,
+            SkipReason::InvalidDerivedTag { .. } => SkipCode::InvalidDerivedTag,
+            SkipReason::KeepTagInvalid { .. } => SkipCode::KeepTagInvalid,
+            SkipReason::KeepTagTaken { .. } => SkipCode::KeepTagTaken,
+            SkipReason::DerivedTagTaken { .. } => SkipCode::DerivedTagTaken,
+            SkipReason::DerivedTagCollision { .. } => SkipCode::DerivedTagCollision,
+            SkipReason::DerivedTagClash { .. } => SkipCode::DerivedTagClash,
+            SkipReason::ChildMissing => SkipCode::ChildMissing,
+            SkipReason::NothingToStrip => SkipCode::NothingToStrip,
+            SkipReason::StripWouldEmpty => SkipCode::StripWouldEmpty,
+            SkipReason::StripFailed { .. } => SkipCode::StripFailed,
+            SkipReason::StillTagged { .. } => SkipCode::StillTagged,
+            SkipReason::StillReferenced { .. } => SkipCode::StillReferenced,
+            SkipReason::ProtectedEntry => SkipCode::ProtectedEntry,
+            SkipReason::NotInView => SkipCode::NotInView,
+            SkipReason::MaxDeletes { .. } => SkipCode::MaxDeletes,
+            SkipReason::CleanupNotEnabled => SkipCode::CleanupNotEnabled,
+            SkipReason::IndexesKept => SkipCode::IndexesKept,
+            SkipReason::TooRecent { .. } => SkipCode::TooRecent,
+            SkipReason::NotRemediated => SkipCode::NotRemediated,
+            SkipReason::AttachedReferrer { .. } => SkipCode::AttachedReferrer,
+            SkipReason::NotAnAttestation { .. } => SkipCode::NotAnAttestation,
+            SkipReason::ReferrerCopyFailed { .. } => SkipCode::ReferrerCopyFailed,
+            SkipReason::ProvenanceUncovered { .. } => SkipCode::ProvenanceUncovered,
+            SkipReason::HasCompanion { .. } => SkipCode::HasCompanion,
+            SkipReason::HasReferrers { .. } => SkipCode::HasReferrers,
+            SkipReason::AttachmentsUnknown => SkipCode::AttachmentsUnknown,
+            SkipReason::CompanionTag { .. } => SkipCode::CompanionTag,
+            SkipReason::TagUnreadable { .. } => SkipCode::TagUnreadable,
+            SkipReason::RetireNotEnabled { .. } => SkipCode::RetireNotEnabled,
+            SkipReason::NotKept => SkipCode::NotKept,
+            SkipReason::OrphansKept => SkipCode::OrphansKept,
+            SkipReason::Conflict { .. } => SkipCode::Conflict,
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::DryRun => write!(f, "dry run"),
+            SkipReason::Inconsistent => write!(f, "classification does not belong to this manifest"),
+            SkipReason::NotAnIndex => write!(f, "a single image manifest was pushed; nothing to remediate"),
+            SkipReason::Untagged => write!(f, "the index has no tag"),
+            SkipReason::OwnKeepTag { tag } => write!(f, "{tag} is a keep tag written by ecr-remediator"),
+            SkipReason::IndexGone => write!(f, "the index is no longer in the repository"),
+            SkipReason::Superseded { now: Some(d) } => write!(f, "superseded: the tag now points to {d}"),
+            SkipReason::Superseded { now: None } => write!(f, "superseded: the tag no longer exists"),
+            SkipReason::NoRunnable => write!(f, "the index has no runnable manifest"),
+            SkipReason::UnknownPlatform => write!(f, "platform unknown; no tag is derived from it"),
+            SkipReason::InvalidDerivedTag { error } => write!(f, "no valid derived tag: {error}"),
+            SkipReason::KeepTagInvalid { error } => {
+                write!(
+                    f,
+                    "the keep tag cannot be written ({error}); the pushed tag is not moved"
+                )
+            }
+            SkipReason::KeepTagTaken { tag, holder } => write!(
+                f,
+                "keep tag {tag} is held by {holder}, which is not an index; it is never taken, so the pushed tag is not moved"
+            ),
+            SkipReason::DerivedTagTaken { tag, holder } => write!(
+                f,
+                "{tag} is held by {holder}, which is not a runnable image this service could have tagged; never taken"
+            ),
+            SkipReason::DerivedTagCollision { tag } => {
+                write!(f, "several runnable manifests would get the tag {tag}")
+            }
+            SkipReason::DerivedTagClash { tag } => {
+                write!(f, "derived tag {tag} would clash with the pushed or keep tag")
+            }
+            SkipReason::ChildMissing => write!(f, "manifest not in the repository"),
+            SkipReason::NothingToStrip => write!(f, "the index has no attestation to strip"),
+            SkipReason::StripWouldEmpty => write!(f, "stripping would leave an empty index"),
+            SkipReason::StripFailed { error } => write!(f, "cannot build the stripped index: {error}"),
+            SkipReason::CleanupNotEnabled => {
+                write!(f, "cleanup needs delete_orphans and a mode other than observe")
+            }
+            SkipReason::IndexesKept => write!(
+                f,
+                "this policy keeps remediated indexes tagged (tag mode or a keep tag), so an untagged index is not a leftover"
+            ),
+            SkipReason::TooRecent { age_s, min_age_s } => match age_s {
+                Some(age) => write!(
+                    f,
+                    "pushed {age} s ago, under the {min_age_s} s minimum age: possibly a push in progress"
+                ),
+                None => write!(
+                    f,
+                    "push time unknown: treated as newer than the {min_age_s} s minimum age"
+                ),
+            },
+            SkipReason::NotRemediated => write!(
+                f,
+                "no runnable image of this untagged index is tagged: a superseded push, left to lifecycle policies"
+            ),
+            SkipReason::AttachedReferrer { subject } => {
+                write!(f, "a referrer of {subject}, which is in the repository: not an orphan")
+            }
+            SkipReason::NotAnAttestation { kind } => write!(f, "a {kind} manifest, not an attestation; never deleted"),
+            SkipReason::StillTagged { tags } => {
+                let t: Vec<&str> = tags.iter().map(ImageTag::as_str).collect();
+                write!(f, "still tagged ({})", t.join(", "))
+            }
+            SkipReason::StillReferenced { by } => {
+                let b: Vec<String> = by.iter().map(ToString::to_string).collect();
+                write!(f, "still referenced by {}", b.join(", "))
+            }
+            SkipReason::ProtectedEntry => write!(f, "also listed as a non-attestation entry"),
+            SkipReason::NotInView => write!(f, "not known to be in the repository"),
+            SkipReason::MaxDeletes { planned, max } => {
+                write!(f, "{planned} deletions planned, over max_deletes = {max}")
+            }
+            SkipReason::ReferrerCopyFailed { error } => write!(f, "cannot build the referrer copy: {error}"),
+            SkipReason::ProvenanceUncovered { why } => write!(f, "nothing deleted: {why}"),
+            SkipReason::HasCompanion { companion, tag } => {
+                write!(f, "has a {companion} (tag {tag}); never deleted")
+            }
+            SkipReason::HasReferrers { referrers } => {
+                let r: Vec<String> = referrers.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "the subject of {} referrer(s) ({}); never deleted",
+                    r.len(),
+                    r.join(", ")
+                )
+            }
+            SkipReason::AttachmentsUnknown => {
+                write!(
+                    f,
+                    "whether anything refers to it (referrers, companion tags) was not read; kept"
+                )
+            }
+            SkipReason::CompanionTag {
+                tag,
+                companion,
+                subject,
+            } => {
+                write!(
+                    f,
+                    "{tag} is the {companion} of {subject}, not a pushed image's tag; left alone"
+                )
+            }
+            SkipReason::TagUnreadable { tag, why } => {
+                write!(f, "what holds {tag} cannot be read ({why}); the tag is never taken")
+            }
+            SkipReason::RetireNotEnabled { why } => write!(f, "kept indexes are not retired here: {why}"),
+            SkipReason::NotKept => write!(f, "untagged: not an index kept under a keep tag"),
+            SkipReason::OrphansKept => {
+                write!(
+                    f,
+                    "no index lists it any more, but delete_orphans is off: left in place"
+                )
+            }
+            SkipReason::Conflict { error } => write!(f, "state conflict: {error}"),
+        }
+    }
+}
+
+/// Something not done, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The action that would have run, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// The manifest concerned, when the skip is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// Why.
+    #[serde(flatten)]
+    pub reason: SkipReason,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::action::DeleteRole;
+    use crate::vocabulary::{Vocabulary, assert_serde_agrees};
+
+    /// One of each reason, as the planner makes them.
+    fn every_reason() -> Vec<SkipReason> {
+        let d = Digest::sha256_of(b"x");
+        let t = ImageTag::parse("v1").unwrap_or_else(|e| panic!("{e}"));
+        let e = String::from("why");
+        vec![
+            SkipReason::DryRun,
+            SkipReason::Inconsistent,
+            SkipReason::NotAnIndex,
+            SkipReason::Untagged,
+            SkipReason::OwnKeepTag { tag: t.clone() },
+            SkipReason::IndexGone,
+            SkipReason::Superseded { now: Some(d.clone()) },
+            SkipReason::NoRunnable,
+            SkipReason::UnknownPlatform,
+            SkipReason::InvalidDerivedTag { error: e.clone() },
+            SkipReason::KeepTagInvalid { error: e.clone() },
+            SkipReason::KeepTagTaken {
+                tag: t.clone(),
+                holder: d.clone(),
+            },
+            SkipReason::DerivedTagTaken {
+                tag: t.clone(),
+                holder: d.clone(),
+            },
+            SkipReason::DerivedTagCollision { tag: t.clone() },
+            SkipReason::DerivedTagClash { tag: t.clone() },
+            SkipReason::ChildMissing,
+            SkipReason::NothingToStrip,
+            SkipReason::StripWouldEmpty,
+            SkipReason::StripFailed { error: e.clone() },
+            SkipReason::StillTagged { tags: vec![t.clone()] },
+            SkipReason::StillReferenced { by: vec![d.clone()] },
+            SkipReason::ProtectedEntry,
+            SkipReason::NotInView,
+            SkipReason::MaxDeletes { planned: 3, max: 2 },
+            SkipReason::CleanupNotEnabled,
+            SkipReason::IndexesKept,
+            SkipReason::TooRecent {
+                age_s: Some(5),
+                min_age_s: 3600,
+            },
+            SkipReason::NotRemediated,
+            SkipReason::AttachedReferrer { subject: d.clone() },
+            SkipReason::NotAnAttestation { kind: "image".into() },
+            SkipReason::ReferrerCopyFailed { error: e.clone() },
+            SkipReason::ProvenanceUncovered { why: e.clone() },
+            SkipReason::HasCompanion {
+                companion: Companion::Signature,
+                tag: t.clone(),
+            },
+            SkipReason::HasReferrers {
+                referrers: vec![d.clone()],
+            },
+            SkipReason::AttachmentsUnknown,
+            SkipReason::CompanionTag {
+                tag: t.clone(),
+                companion: Companion::Signature,
+                subject: d.clone(),
+            },
+            SkipReason::TagUnreadable { tag: t, why: e.clone() },
+            SkipReason::RetireNotEnabled { why: e.clone() },
+            SkipReason::NotKept,
+            SkipReason::OrphansKept,
+            SkipReason::Conflict { error: e },
+        ]
+    }
+
+    #[test]
+    fn every_reason_is_recorded_under_its_own_code() {
+        let reasons = every_reason();
+        let mut codes = std::collections::BTreeSet::new();
+        for r in &reasons {
+            let skipped = Skipped {
+                action: Some(Action::Delete {
+                    digest: Digest::sha256_of(b"y"),
+                    role: DeleteRole::Attestation,
+                    removes_tags: Vec::new(),
+                }),
+                digest: None,
+                reason: r.clone(),
+            };
+            let written = serde_json::to_value(&skipped).unwrap_or_default();
+            assert_eq!(written["reason"].as_str(), Some(r.code().as_str()), "{r:?}");
+            assert!(!r.to_string().is_empty());
+            codes.insert(r.code());
+        }
+        assert_eq!(codes.len(), reasons.len(), "no two reasons share a code");
+        assert_serde_agrees::<SkipCode>();
+        assert_eq!(SkipCode::from_word("too-recent"), Some(SkipCode::TooRecent));
+        assert_eq!("superseded".parse::<SkipCode>(), Ok(SkipCode::Superseded));
+        assert!("supersede".parse::<SkipCode>().is_err());
+    }
+}
