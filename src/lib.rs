@@ -3,7 +3,8 @@
 //!
 //! Layers, each depending only on the ones above it:
 //!
-//! - [`vocabulary`]: the words records, flags and filters share (pure);
+//! - [`vocabulary`] and [`time`]: the words, instants and durations records,
+//!   flags and filters share (pure);
 //! - [`oci`]: the manifest model, digests, names, classification (pure);
 //! - [`policy`]: per-repository policy, globs, tag templates (pure);
 //! - [`engine`]: the planner and the read → plan → apply line over the
@@ -26,5 +27,6 @@ pub mod logging;
 pub mod oci;
 pub mod policy;
 pub mod service;
+pub mod time;
 pub mod trail;
 pub mod vocabulary;

@@ -15,40 +15,14 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::ImageTag;
+use crate::policy::glob::Glob;
 use crate::policy::{Mode, Policy};
-
-/// A tag pattern: `*` any characters, `?` one character, the rest literal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagPattern(String);
-
-impl TagPattern {
-    /// A pattern (any text is a valid pattern).
-    pub fn new(pattern: &str) -> Self {
-        TagPattern(pattern.to_owned())
-    }
-
-    /// True when the whole tag matches.
-    pub fn matches(&self, tag: &str) -> bool {
-        fn go(p: &[char], t: &[char]) -> bool {
-            match (p.split_first(), t.split_first()) {
-                (None, None) => true,
-                (Some(('*', rest)), _) => go(rest, t) || (!t.is_empty() && go(p, &t[1..])),
-                (Some(('?', rest)), Some((_, trest))) => go(rest, trest),
-                (Some((c, rest)), Some((d, trest))) if c == d => go(rest, trest),
-                _ => false,
-            }
-        }
-        let p: Vec<char> = self.0.chars().collect();
-        let t: Vec<char> = tag.chars().collect();
-        go(&p, &t)
-    }
-}
 
 /// Which images a sweep considers.
 #[derive(Debug, Clone)]
 pub struct Selection {
     /// Only tags matching this pattern (and then no cleanup of untagged leftovers).
-    pub tag: Option<TagPattern>,
+    pub tag: Option<Glob>,
     /// Only images pushed at or after this instant (milliseconds since the epoch).
     pub since_ms: Option<i64>,
     /// Leftovers pushed more recently than this are not cleaned up (see
@@ -367,106 +341,10 @@ pub fn select_cleanup(
     out
 }
 
-/// Parses a duration (`90s`, `30m`, `12h`, `7d`, `2w`) into seconds.
-pub fn parse_duration_s(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let bad = || format!("invalid duration {text:?}: give a number and a unit (90s, 30m, 12h, 7d, 2w)");
-    let unit = text.chars().last().ok_or_else(bad)?;
-    let n: u64 = text[..text.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-    let seconds: u64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        'w' => 604_800,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(seconds).ok_or_else(bad)
-}
-
-/// Parses `--since`: a duration back from `now_ms` (`90s`, `30m`, `12h`,
-/// `7d`, `2w`) or a UTC date (`2026-11-01`) or instant
-/// (`2026-11-01T12:00:00Z`). Returns milliseconds since the epoch.
-pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
-    let text = text.trim();
-    let bad = || {
-        format!(
-            "invalid --since {text:?}: give a duration (90s, 30m, 12h, 7d, 2w) or a UTC date (2026-11-01 or 2026-11-01T12:00:00Z)"
-        )
-    };
-    let is_duration = text.len() > 1
-        && text.chars().last().is_some_and(|c| c.is_ascii_lowercase())
-        && text[..text.len() - 1].chars().all(|c| c.is_ascii_digit() || c == '-');
-    if is_duration {
-        let seconds = parse_duration_s(text).map_err(|_| bad())?;
-        let ms = i64::try_from(seconds).map_err(|_| bad())?.saturating_mul(1000);
-        return Ok(now_ms.saturating_sub(ms));
-    }
-    let (date, time) = match text.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (text, None),
-    };
-    let parts: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let [y, m, d] = parts[..] else { return Err(bad()) };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let secs_of_day = match time {
-        None => 0,
-        Some(t) => {
-            let hms: Vec<i64> = t
-                .split(':')
-                .map(|p| p.parse().map_err(|_| bad()))
-                .collect::<Result<_, _>>()?;
-            let [h, mi, s] = hms[..] else { return Err(bad()) };
-            if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..61).contains(&s) {
-                return Err(bad());
-            }
-            h * 3600 + mi * 60 + s
-        }
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok((days * 86_400 + secs_of_day) * 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::PolicySet;
-
-    #[test]
-    fn since_takes_durations_and_dates() {
-        let now = 1_795_435_200_000; // 2026-11-23T12:00:00Z
-        assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400_000));
-        assert_eq!(parse_since("90s", now), Ok(now - 90_000));
-        assert_eq!(parse_since("2026-11-23T12:00:00Z", 0), Ok(now));
-        assert_eq!(parse_since("2026-11-23", 0), Ok(now - 12 * 3_600_000));
-        assert_eq!(parse_since("1970-01-01", 0), Ok(0));
-        assert_eq!(parse_since("2000-02-29", 0), Ok(951_782_400_000));
-        for bad in [
-            "",
-            "7x",
-            "d",
-            "-3d",
-            "2026-13-01",
-            "2026-11-23T25:00:00Z",
-            "2026-11-23T12:00:00",
-            "yesterday",
-        ] {
-            let err = parse_since(bad, now).unwrap_err();
-            assert!(err.contains("--since"), "{bad}: {err}");
-        }
-    }
 
     fn info(media_type: &str, tags: &[&str], pushed: i64) -> ImageInfo {
         ImageInfo {
@@ -481,16 +359,6 @@ mod tests {
 
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
     const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
-
-    #[test]
-    fn tag_patterns() {
-        let p = TagPattern::new("v1.*");
-        assert!(p.matches("v1.2") && p.matches("v1.") && !p.matches("v2.0"));
-        assert!(TagPattern::new("*").matches(""));
-        assert!(TagPattern::new("release-?").matches("release-7"));
-        assert!(!TagPattern::new("release-?").matches("release-17"));
-        assert!(TagPattern::new("*-rc*").matches("2.0-rc1"));
-    }
 
     #[test]
     fn tagged_indexes_are_handled_oldest_first_and_keep_tags_count_as_done() {
@@ -516,7 +384,7 @@ mod tests {
             &policy,
             &Selection {
                 since_ms: Some(15),
-                tag: Some(TagPattern::new("v*")),
+                tag: Some(Glob::parse_tag("v*").unwrap()),
                 ..Selection::default()
             },
         );
@@ -627,21 +495,11 @@ mod tests {
         assert_eq!(got.untouched[&Untouched::UntaggedIndex], 2);
         // A tag filter turns cleanup off; an unreadable index turns orphan search off.
         let filtered = Selection {
-            tag: Some(TagPattern::new("v*")),
+            tag: Some(Glob::parse_tag("v*").unwrap()),
             ..Selection::default()
         };
         assert!(!cleanup_enabled(&policy, &filtered));
         refs.add_unreadable();
         assert!(unlisted(&listing, &refs).is_empty());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_s("90s"), Ok(90));
-        assert_eq!(parse_duration_s("1h"), Ok(3600));
-        assert_eq!(parse_duration_s("0s"), Ok(0));
-        for bad in ["", "h", "1", "1y", "-1h", "1.5h", "99999999999999999999w"] {
-            assert!(parse_duration_s(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -1,116 +1,85 @@
-//! Repository-name globs for policy rules.
+//! Globs over repository names (policy rules) and tags (`sweep --tag`), on
+//! `globset`: matching takes time linear in the name, whatever the pattern.
 //!
-//! `*` matches any run of characters except `/`, `**` matches anything
-//! (including `/`), `?` matches one character other than `/`. Everything else
-//! matches itself.
+//! `*` matches any run of characters except `/`, `?` one character other
+//! than `/`, `**` as a whole path component any number of components
+//! (`team/**`, `**/app`, `a/**/b`; `**` alone matches everything), `[...]`
+//! one character of a set. Everything else matches itself.
 
 use std::fmt;
 
-/// A validated glob over repository names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A compiled glob.
+#[derive(Debug, Clone)]
 pub struct Glob {
     source: String,
-    tokens: Vec<Token>,
+    matcher: globset::GlobMatcher,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Literal(u8),
-    AnyOne,
-    Star,
-    DoubleStar,
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
+
+impl Eq for Glob {}
 
 /// Why a pattern is not a glob.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid repository pattern {pattern:?}: {problem}")]
+#[error("invalid pattern {pattern:?}: {problem}")]
 pub struct GlobError {
     pattern: String,
-    problem: &'static str,
+    problem: String,
 }
 
 impl Glob {
-    /// Parses a pattern; only characters valid in repository names and `*`, `?` are allowed.
+    /// A repository pattern: only characters valid in repository names and
+    /// `*`, `?` are allowed (a rule never silently matches nothing because of
+    /// an uppercase letter or a space).
     pub fn parse(pattern: &str) -> Result<Self, GlobError> {
-        let err = |problem| GlobError {
+        let allowed = |b: u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' | b'*' | b'?');
+        if !pattern.bytes().all(allowed) {
+            return Err(GlobError {
+                pattern: pattern.to_owned(),
+                problem: "only lowercase letters, digits, '.', '_', '-', '/', '*' and '?' are allowed".to_owned(),
+            });
+        }
+        Self::compile(pattern)
+    }
+
+    /// A tag pattern (`v1.*`, `release-?`): any text a tag may hold.
+    pub fn parse_tag(pattern: &str) -> Result<Self, GlobError> {
+        Self::compile(pattern)
+    }
+
+    fn compile(pattern: &str) -> Result<Self, GlobError> {
+        let err = |problem: String| GlobError {
             pattern: pattern.to_owned(),
             problem,
         };
         if pattern.is_empty() {
-            return Err(err("empty pattern"));
+            return Err(err("empty pattern".to_owned()));
         }
-        if pattern.contains("***") {
-            return Err(err("'***' is not meaningful; use '**'"));
+        // `globset` reads a `**` inside a component as `*`: refuse it rather
+        // than match less than the pattern seems to say.
+        if pattern.split('/').any(|c| c.contains("**") && c != "**") {
+            return Err(err(
+                "'**' must be a whole path component (team/**, **/app, a/**/b)".to_owned()
+            ));
         }
-        let bytes = pattern.as_bytes();
-        let mut tokens = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            match b {
-                b'*' if bytes.get(i + 1) == Some(&b'*') => {
-                    tokens.push(Token::DoubleStar);
-                    i += 2;
-                    continue;
-                }
-                b'*' => tokens.push(Token::Star),
-                b'?' => tokens.push(Token::AnyOne),
-                b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => tokens.push(Token::Literal(b)),
-                _ => {
-                    return Err(err(
-                        "only lowercase letters, digits, '.', '_', '-', '/', '*' and '?' are allowed",
-                    ));
-                }
-            }
-            i += 1;
-        }
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| err(e.kind().to_string()))?;
         Ok(Glob {
             source: pattern.to_owned(),
-            tokens,
+            matcher: glob.compile_matcher(),
         })
     }
 
     /// True when `name` matches the whole pattern.
     pub fn matches(&self, name: &str) -> bool {
-        let s = name.as_bytes();
-        // reachable[j]: the tokens consumed so far can match s[..j].
-        let mut reachable = vec![false; s.len() + 1];
-        reachable[0] = true;
-        for token in &self.tokens {
-            let mut next = vec![false; s.len() + 1];
-            match token {
-                Token::Literal(c) => {
-                    for j in 0..s.len() {
-                        if reachable[j] && s[j] == *c {
-                            next[j + 1] = true;
-                        }
-                    }
-                }
-                Token::AnyOne => {
-                    for j in 0..s.len() {
-                        if reachable[j] && s[j] != b'/' {
-                            next[j + 1] = true;
-                        }
-                    }
-                }
-                Token::Star => {
-                    for j in 0..=s.len() {
-                        if reachable[j] || (j > 0 && next[j - 1] && s[j - 1] != b'/') {
-                            next[j] = true;
-                        }
-                    }
-                }
-                Token::DoubleStar => {
-                    for j in 0..=s.len() {
-                        if reachable[j] || (j > 0 && next[j - 1]) {
-                            next[j] = true;
-                        }
-                    }
-                }
-            }
-            reachable = next;
-        }
-        reachable[s.len()]
+        self.matcher.is_match(name)
     }
 
     /// The pattern as written.
@@ -156,8 +125,27 @@ mod tests {
 
     #[test]
     fn invalid() {
-        for p in ["", "UPPER", "a b", "a[b]", "a***"] {
+        for p in ["", "UPPER", "a b", "a[b]", "a***", "team**"] {
             assert!(Glob::parse(p).is_err(), "{p}");
         }
+        assert!(Glob::parse_tag("v[1").is_err());
+    }
+
+    #[test]
+    fn tag_patterns() {
+        let t = |p: &str, s: &str| Glob::parse_tag(p).unwrap().matches(s);
+        assert!(t("v1.*", "v1.2") && t("v1.*", "v1.") && !t("v1.*", "v2.0"));
+        assert!(t("*", "anything"));
+        assert!(t("release-?", "release-7") && !t("release-?", "release-17"));
+        assert!(t("*-rc*", "2.0-rc1"));
+        assert!(t("V[0-9]*", "V7-Linux"));
+    }
+
+    #[test]
+    fn a_pattern_made_to_backtrack_still_answers() {
+        // The old matcher took exponential time on this shape; a regex does not.
+        let p = Glob::parse_tag(&"*a".repeat(40)).unwrap();
+        assert!(!p.matches(&format!("{}b", "a".repeat(120))));
+        assert!(p.matches(&"a".repeat(120)));
     }
 }

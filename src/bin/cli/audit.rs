@@ -1,6 +1,6 @@
 //! `ecr-remediator audit`: questions to the audit trail, as flags.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,10 +9,10 @@ use ecr_remediator::aws::logs::{LogsInsights, stack_audit_log_group};
 use ecr_remediator::engine::action::ActionKind;
 use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::engine::audit::now_ms;
-use ecr_remediator::engine::sweep::{parse_duration_s, parse_since};
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::AccountId;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
+use ecr_remediator::time::{parse_duration_s, parse_since};
 use ecr_remediator::trail::QueryStatus;
 use ecr_remediator::trail::filter::{Filter, Order};
 use ecr_remediator::trail::query::{QueryProgress, Runner, Take, Window};
@@ -93,44 +93,44 @@ struct TrailFlags {
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
     /// Stop a query still running after this long.
-    #[arg(long, global = true, default_value = "5m", value_name = "DURATION")]
-    query_timeout: String,
+    #[arg(long, global = true, default_value = "5m", value_name = "DURATION", value_parser = parse_duration_s)]
+    query_timeout: u64,
 }
 
 /// Progress of a query on stderr, on a terminal only.
 struct Spinner {
-    terminal: bool,
+    line: indicatif::ProgressBar,
     log_group: String,
-    polls: usize,
+}
+
+impl Spinner {
+    fn new(log_group: String) -> Self {
+        let line = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
+            line.set_style(style);
+        }
+        Spinner { line, log_group }
+    }
+
+    fn clear(&self) {
+        self.line.finish_and_clear();
+    }
 }
 
 impl QueryProgress for Spinner {
     fn poll(&mut self, status: &QueryStatus, matched: f64, scanned: f64) {
-        if !self.terminal {
-            return;
-        }
-        self.polls += 1;
-        let frame = ['|', '/', '-', '\\'][self.polls % 4];
         let state = match status {
             QueryStatus::Scheduled => "scheduled",
             QueryStatus::Running => "running",
             QueryStatus::Complete => "complete",
             _ => "ending",
         };
-        eprint!(
-            "\r\x1b[2K{frame} querying {}: {state}, {matched:.0} records matched, {:.1} MB scanned",
+        self.line.set_message(format!(
+            "querying {}: {state}, {matched:.0} records matched, {:.1} MB scanned",
             self.log_group,
             scanned / 1e6
-        );
-        let _ = std::io::stderr().flush();
-    }
-}
-
-impl Spinner {
-    fn clear(&self) {
-        if self.terminal && self.polls > 0 {
-            eprint!("\r\x1b[2K");
-        }
+        ));
+        self.line.tick();
     }
 }
 
@@ -182,7 +182,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     };
     let filter = filter(flags, digest);
     let window = window(flags, default_since)?;
-    let timeout = parse_duration_s(&flags.query_timeout).map_err(|e| anyhow::anyhow!("--query-timeout: {e}"))?;
+    let timeout = flags.query_timeout;
     anyhow::ensure!(timeout > 0, "--query-timeout must be above 0");
     let runner = Runner {
         timeout: Duration::from_secs(timeout),
@@ -191,11 +191,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let sdk = ecr_remediator::aws::load_config(3).await;
     let group = log_group(flags, &sdk).await?;
     let insights = LogsInsights::from_config(&sdk);
-    let mut spinner = Spinner {
-        terminal: std::io::stderr().is_terminal(),
-        log_group: group.clone(),
-        polls: 0,
-    };
+    let mut spinner = Spinner::new(group.clone());
     let mut out = std::io::stdout().lock();
     if matches!(args.command, Some(AuditCommand::Stats)) {
         let rows = runner.stats(&insights, &group, window, &filter, &mut spinner).await;

@@ -1,16 +1,20 @@
 //! `ecr-remediator sweep`: reconcile existing registries, with a report.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord, Outcome};
-use ecr_remediator::engine::sweep::{Selection, TagPattern, parse_duration_s, parse_since};
+use ecr_remediator::engine::sweep::Selection;
 use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::oci::names::{AccountId, RepositoryName};
+use ecr_remediator::policy::glob::Glob;
 use ecr_remediator::service::scan::Scope;
 use ecr_remediator::service::sweep::{Progress, SweepSummary, sweep as run_sweep};
+use ecr_remediator::time::{parse_duration_s, parse_since};
+use ecr_remediator::trail::render;
 use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::flags::{OutputFormat, PolicyFlags};
 
@@ -26,17 +30,17 @@ pub(crate) struct SweepArgs {
     /// Only images pushed since then: a duration (7d, 12h, 30m) or a UTC date (2026-11-01[T12:00:00Z]).
     #[arg(long, value_name = "DURATION|DATE")]
     since: Option<String>,
-    /// Only tags matching this pattern (`*` any characters, `?` one).
-    #[arg(long, value_name = "GLOB")]
-    tag: Option<String>,
+    /// Only tags matching this glob (`*` any characters, `?` one, `[0-9]` one of a set).
+    #[arg(long, value_name = "GLOB", value_parser = Glob::parse_tag)]
+    tag: Option<Glob>,
     /// PutImage calls per second (ECR allows 10 per account and region, shared with every docker push).
     #[arg(long, value_name = "N")]
     put_tps: Option<f64>,
     /// With --delete-orphans: leftovers (orphaned attestations, untagged indexes
     /// a remediation left) pushed more recently than this are not deleted,
     /// as they may belong to a push in progress. A duration (90s, 30m, 1h, 2d).
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
-    min_age: String,
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_s)]
+    min_age: u64,
     /// Also delete the indexes earlier runs kept under a keep tag
     /// (`<tag>-index`), keep tags and all, once the rule no longer keeps
     /// them (keep_tag = false). Signed or referred-to indexes stay; under
@@ -94,14 +98,14 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let accounts = sweep_accounts(&args)?;
     let now_ms = ecr_remediator::engine::audit::now_ms();
     let selection = Selection {
-        tag: args.tag.as_deref().map(TagPattern::new),
+        tag: args.tag.clone(),
         since_ms: args
             .since
             .as_deref()
             .map(|s| parse_since(s, now_ms))
             .transpose()
             .map_err(anyhow::Error::msg)?,
-        min_age_s: parse_duration_s(&args.min_age).map_err(anyhow::Error::msg)?,
+        min_age_s: args.min_age,
         retire_kept: args.retire_kept_indexes,
     };
     let mut config = flags.config()?;
@@ -115,12 +119,16 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let mut handler = ecr_remediator::aws::handler(&config).await;
     handler.log_records = false;
     let json = args.output == OutputFormat::Json;
-    let terminal = std::io::stderr().is_terminal();
     // One account draws its own progress line; several are swept
     // `ACCOUNT_CONCURRENCY` at a time, each report printed, in order, once
-    // its account is done, under one line counting accounts.
+    // its account is done, under one line counting accounts. Lines are drawn
+    // on stderr only when it is a terminal.
     let several = accounts.len() > 1;
-    let total = accounts.len();
+    let counter = if several {
+        progress_line("accounts {pos}/{len}", accounts.len())
+    } else {
+        ProgressBar::hidden()
+    };
     let (handler, scope, selection) = (&handler, &scope, &selection);
     let mut results = futures_util::stream::iter(accounts)
         .map(|account| async move {
@@ -128,19 +136,15 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 account: account.clone(),
                 ..scope.clone()
             };
-            let mut progress = SweepProgress::new(terminal && !several, json);
+            let mut progress = SweepProgress::new(!several, json);
             let result = Box::pin(run_sweep(handler, &scope, selection, &mut progress)).await;
-            progress.clear();
+            progress.line.finish_and_clear();
             (account, progress, result)
         })
         .buffered(ACCOUNT_CONCURRENCY);
     let mut ok = true;
-    let mut done = 0;
     while let Some((account, progress, result)) = results.next().await {
-        done += 1;
-        if several && terminal {
-            eprint!("\r\x1b[2Kaccounts {done}/{total}");
-        }
+        counter.inc(1);
         let label = account
             .as_ref()
             .map_or_else(|| "this account".to_owned(), ToString::to_string);
@@ -148,33 +152,35 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             Ok(s) => s,
             Err(e) => {
                 // One account failing (no role, no permission) never stops the others.
-                if several && terminal {
-                    eprint!("\r\x1b[2K");
-                }
-                eprintln!("error: account {label}: {e}");
+                counter.suspend(|| eprintln!("error: account {label}: {e}"));
                 ok = false;
                 continue;
             }
         };
         ok &= summary.ok();
-        let mut out = std::io::stdout().lock();
-        if json {
-            writeln!(out, "{}", serde_json::json!({ "account": account, "summary": summary }))?;
+        let report = if json {
+            format!("{}\n", serde_json::json!({ "account": account, "summary": summary }))
         } else {
-            if several && terminal {
-                eprint!("\r\x1b[2K");
-            }
-            if account.is_some() {
-                writeln!(out, "== account {label}")?;
-            }
-            write!(out, "{}", progress.table())?;
-            write!(out, "{}", summary_table(&summary))?;
-        }
+            let heading = if account.is_some() {
+                format!("== account {label}\n")
+            } else {
+                String::new()
+            };
+            format!("{heading}{}{}", progress.table(), summary_table(&summary))
+        };
+        counter.suspend(|| write!(std::io::stdout().lock(), "{report}"))?;
     }
-    if several && terminal {
-        eprint!("\r\x1b[2K");
-    }
+    counter.finish_and_clear();
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A progress line on stderr (drawn only when stderr is a terminal).
+fn progress_line(template: &str, len: usize) -> ProgressBar {
+    let line = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        line.set_style(style);
+    }
+    line
 }
 
 /// Accounts `sweep --all-accounts` (or several `--account`) sweeps at once:
@@ -185,55 +191,22 @@ const ACCOUNT_CONCURRENCY: usize = 8;
 
 /// The sweep's progress line (stderr, on a terminal only) and its per-image output.
 struct SweepProgress {
-    terminal: bool,
+    line: ProgressBar,
     json: bool,
-    started: std::time::Instant,
-    repos: (usize, usize),
-    images: (usize, usize),
-    handled: usize,
-    rows: Vec<[String; 5]>,
+    rows: Vec<Vec<String>>,
 }
 
 impl SweepProgress {
-    fn new(terminal: bool, json: bool) -> Self {
-        SweepProgress {
-            terminal,
-            json,
-            started: std::time::Instant::now(),
-            repos: (0, 0),
-            images: (0, 0),
-            handled: 0,
-            rows: Vec::new(),
-        }
-    }
-
-    fn draw(&self) {
-        if !self.terminal {
-            return;
-        }
-        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = self.handled as f64 / elapsed;
-        let left = self.images.1.saturating_sub(self.images.0);
-        let eta = if rate > 0.0 {
-            (left as f64 / rate).round() as u64
+    fn new(draw: bool, json: bool) -> Self {
+        let line = if draw {
+            progress_line("{msg}  images {pos}/{len}  {per_sec}  ETA {eta}", 0)
         } else {
-            0
+            ProgressBar::hidden()
         };
-        eprint!(
-            "\r\x1b[2Krepository {}/{}  images {}/{}  {:.1}/s  ETA {}:{:02}",
-            self.repos.0,
-            self.repos.1,
-            self.images.0,
-            self.images.1,
-            rate,
-            eta / 60,
-            eta % 60
-        );
-    }
-
-    fn clear(&self) {
-        if self.terminal {
-            eprint!("\r\x1b[2K");
+        SweepProgress {
+            line,
+            json,
+            rows: Vec::new(),
         }
     }
 
@@ -242,39 +215,22 @@ impl SweepProgress {
         if self.rows.is_empty() {
             return String::new();
         }
-        let header = ["REPOSITORY", "TAG", "INDEX", "OUTCOME", "DETAIL"].map(str::to_owned);
-        let mut widths = [0usize; 4];
-        for row in std::iter::once(&header).chain(&self.rows) {
-            for (w, cell) in widths.iter_mut().zip(row.iter()) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            for (w, cell) in widths.iter().zip(row.iter()) {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-            out.push_str(&row[4]);
-            out.push('\n');
-        }
-        out.push('\n');
-        out
+        let header = ["REPOSITORY", "TAG", "INDEX", "OUTCOME", "DETAIL"];
+        render::aligned(&header, self.rows.clone()) + "\n"
     }
 }
 
 impl Progress for SweepProgress {
     fn repository(&mut self, n: usize, total: usize, _name: &RepositoryName, images: usize) {
-        self.repos = (n + 1, total);
-        self.images = (0, images);
-        self.draw();
+        self.line.set_message(format!("repository {}/{total}", n + 1));
+        self.line.set_length(images as u64);
+        self.line.set_position(0);
     }
 
     fn image(&mut self, record: &AuditRecord) {
-        self.images.0 += 1;
-        self.handled += 1;
+        self.line.inc(1);
         if self.json {
-            self.clear();
-            println!("{}", record.to_json());
+            self.line.suspend(|| println!("{}", record.to_json()));
         } else {
             let detail = match &record.outcome {
                 Outcome::Skipped { reason, .. } => Some(reason.clone()),
@@ -292,7 +248,7 @@ impl Progress for SweepProgress {
             };
             if let Some(detail) = detail {
                 let digest = record.index_digest.as_deref().unwrap_or_default();
-                self.rows.push([
+                self.rows.push(vec![
                     record.repository.clone().unwrap_or_default(),
                     record.tag.clone().unwrap_or_default(),
                     digest.get(..19).unwrap_or(digest).to_owned(),
@@ -304,7 +260,6 @@ impl Progress for SweepProgress {
                 ]);
             }
         }
-        self.draw();
     }
 }
 
