@@ -47,3 +47,113 @@ fn layers_only_import_downwards_and_the_sdk_stays_in_the_adapters() {
     }
     assert!(checked > 20, "{checked}");
 }
+
+/// `src/a/b.rs` (or `src/a/b/mod.rs`) → `a::b`.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The modules a file's code (not its tests) names with `crate::…` or `super::…`.
+fn imports(text: &str, own: &str, modules: &std::collections::BTreeSet<String>) -> Vec<String> {
+    // Code only: not its tests, not its comments (a doc link is no import).
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or(text)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let code = code.as_str();
+    let parent = own.rsplit_once("::").map_or("", |(p, _)| p);
+    let mut out = Vec::new();
+    for (prefix, base) in [("crate::", String::new()), ("super::", parent.to_owned())] {
+        for (at, _) in code.match_indices(prefix) {
+            // `crate::` inside a longer word (`$crate::`) is a macro's, not an import.
+            if prefix == "crate::" && code[..at].ends_with('$') {
+                continue;
+            }
+            let path: Vec<&str> = code[at + prefix.len()..]
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .next()
+                .unwrap_or("")
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .collect();
+            // The longest prefix of the path that is a module.
+            let mut found = None;
+            for n in 1..=path.len() {
+                let candidate = if base.is_empty() {
+                    path[..n].join("::")
+                } else {
+                    format!("{base}::{}", path[..n].join("::"))
+                };
+                if modules.contains(&candidate) {
+                    found = Some(candidate);
+                }
+            }
+            if let Some(m) = found {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_module_imports_a_sibling_that_imports_it_back() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.retain(|f| !f.starts_with(src.join("bin")));
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(&src, f)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let own = module_of(&src, file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let edges = imports(&text, &own, &modules)
+            .into_iter()
+            // A module may use what its ancestors (their `mod.rs`) define:
+            // that is how a folder's facade works, not a cycle of siblings.
+            .filter(|m| *m != own && !own.starts_with(&format!("{m}::")) && !m.is_empty())
+            .collect();
+        graph.insert(own, edges);
+    }
+    assert!(graph.len() > 40, "{}", graph.len());
+    // Depth-first search for a cycle.
+    fn visit(
+        m: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|s| s == m) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(m.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        stack.push(m.to_owned());
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, stack, done) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(m.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in graph.keys() {
+        let cycle = visit(m, &graph, &mut Vec::new(), &mut done);
+        assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap().join(" -> "));
+    }
+}

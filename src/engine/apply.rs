@@ -17,8 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Engine, Job, Known};
+use crate::engine::action::{Action, DeleteRole, TagRole};
 use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
-use crate::engine::plan::{Action, DeleteRole, Plan, TagRole};
+use crate::engine::planned::Plan;
 use crate::engine::registry::{DeleteOutcome, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
 use crate::oci::digest::Digest;

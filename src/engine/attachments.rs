@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 
 use super::{Engine, Known};
 use crate::engine::audit::AuditSink;
-use crate::engine::plan::{Plan, SkipReason};
+use crate::engine::planned::Plan;
 use crate::engine::registry::{FetchFailure, Fetched, ImageRef, Registry, RegistryError};
+use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, EntryClass};
 use crate::oci::companion::companion_tags;

@@ -10,9 +10,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::engine::plan::{Action, Skipped};
+use crate::engine::action::Action;
 use crate::engine::registry::RegistryError;
 use crate::engine::skip::SkipCode;
+use crate::engine::skip::Skipped;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind};
 use crate::oci::digest::Digest;
 use crate::oci::names::AccountId;
@@ -480,7 +481,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::engine::plan::DeleteRole;
+    use crate::engine::action::DeleteRole;
     use crate::vocabulary::Vocabulary;
 
     fn digest(n: u8) -> Digest {

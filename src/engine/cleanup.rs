@@ -26,9 +26,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::engine::action::{Action, DeleteRole};
 use crate::engine::keep;
-use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish, runnables, stripped};
+use crate::engine::plan::{deletions, finish, runnables, stripped};
+use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
+use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass, ManifestKind, classify_manifest};
 use crate::oci::digest::Digest;

@@ -14,7 +14,7 @@
 //! path never deletes it, so the image keeps its provenance after the index
 //! that listed it is gone.
 
-use crate::engine::plan::SkipReason;
+use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
 use crate::oci::digest::Digest;
 

@@ -43,6 +43,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod keep;
 pub mod plan;
+pub mod planned;
 pub mod provenance;
 mod read;
 pub mod registry;

@@ -19,12 +19,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
 pub use crate::engine::action::{Action, DeleteRole, TagRole};
 use crate::engine::keep;
+pub use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
-pub use crate::engine::skip::{SkipReason, Skipped};
+pub use crate::engine::skip::{SkipReason, Skipped, chain};
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::companion::parse_companion;
@@ -32,73 +31,6 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy, Provenance};
-
-/// The result of planning.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    /// The mode acted in (promote may fall back to tag).
-    pub mode: Mode,
-    /// The mode the policy asked for.
-    pub requested_mode: Mode,
-    /// Whether the policy is a dry run.
-    pub dry_run: bool,
-    /// Writes, in the order they must run.
-    pub actions: Vec<Action>,
-    /// Tags that must still point where they did at planning, besides the
-    /// ones the writes themselves move (checked right before the writes).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub guards: Vec<(ImageTag, Digest)>,
-    /// What was not done and why.
-    pub skipped: Vec<Skipped>,
-    /// Explanations (fallbacks, resumptions, settings without effect).
-    pub notes: Vec<String>,
-}
-
-impl Plan {
-    pub(crate) fn new(policy: &Policy) -> Self {
-        Plan {
-            mode: policy.mode,
-            requested_mode: policy.mode,
-            dry_run: policy.dry_run,
-            actions: Vec::new(),
-            guards: Vec::new(),
-            skipped: Vec::new(),
-            notes: Vec::new(),
-        }
-    }
-
-    /// True when the plan has no write.
-    pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
-    }
-
-    /// The reason the whole plan was skipped, if it was.
-    pub fn halted(&self) -> Option<&SkipReason> {
-        self.skipped
-            .iter()
-            .find(|s| s.action.is_none() && s.digest.is_none())
-            .map(|s| &s.reason)
-    }
-
-    pub(crate) fn halt(mut self, reason: SkipReason) -> Self {
-        self.actions.clear();
-        self.guards.clear();
-        self.skipped.push(Skipped {
-            action: None,
-            digest: None,
-            reason,
-        });
-        self
-    }
-
-    pub(crate) fn skip_entry(&mut self, digest: &Digest, reason: SkipReason) {
-        self.skipped.push(Skipped {
-            action: None,
-            digest: Some(digest.clone()),
-            reason,
-        });
-    }
-}
 
 /// Everything the planner looks at.
 #[derive(Debug, Clone, Copy)]
@@ -405,18 +337,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     finish(p, policy)
-}
-
-/// An error and its causes on one line, for audit reasons.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Applies the deletion cap and dry run.

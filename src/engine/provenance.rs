@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::action::Action;
-use crate::engine::plan::{Plan, SkipReason, chain};
+use crate::engine::planned::Plan;
+use crate::engine::skip::{SkipReason, chain};
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify_manifest};
 use crate::oci::digest::Digest;

@@ -82,7 +82,7 @@ fn expect(
             SkipCode::InvalidManifest,
             format!(
                 "the stored manifest is not valid: {}",
-                crate::engine::plan::chain(&error)
+                crate::engine::skip::chain(&error)
             ),
         ),
         Some(Err(e @ FetchFailure::Other { .. })) => skipped(

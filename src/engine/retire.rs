@@ -21,9 +21,12 @@
 
 use std::collections::BTreeSet;
 
+use crate::engine::action::{Action, DeleteRole};
 use crate::engine::cleanup::{CleanupInput, halt_if_kept, too_recent};
-use crate::engine::plan::{Action, DeleteRole, Plan, SkipReason, deletions, finish};
+use crate::engine::plan::{deletions, finish};
+use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
+use crate::engine::skip::SkipReason;
 use crate::engine::{keep, view::RepositoryView};
 use crate::oci::classify::{ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;

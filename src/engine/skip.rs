@@ -508,6 +508,18 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
+/// An error and its causes on one line, for audit reasons.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

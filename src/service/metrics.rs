@@ -22,8 +22,8 @@
 
 use serde_json::{Value, json};
 
+use crate::engine::action::Action;
 use crate::engine::audit::{ActionOutcome, AuditRecord, Outcome};
-use crate::engine::plan::Action;
 use crate::vocabulary::Vocabulary;
 
 /// Namespace of the metrics (default).
@@ -136,8 +136,8 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::engine::action::DeleteRole;
     use crate::engine::audit::{ActionRecord, Failure, Trigger};
-    use crate::engine::plan::DeleteRole;
     use crate::oci::digest::Digest;
 
     fn record(outcome: Outcome, is_final: bool) -> AuditRecord {

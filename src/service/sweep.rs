@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::engine::action::{Action, DeleteRole};
 use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger, now_ms};
-use crate::engine::plan::{Action, DeleteRole};
 use crate::engine::registry::{ImageInfo, Registry, RegistryError};
 use crate::engine::retry::retrying;
 use crate::engine::skip::SkipCode;

@@ -1,0 +1,741 @@
+//! Loading policies: the TOML file, the environment variables, and the
+//! organisational-unit map, each checked field by field with a message
+//! naming the field.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::oci::names::AccountId;
+use crate::policy::glob::Glob;
+use crate::policy::organization::OrganizationalUnits;
+use crate::policy::repository_tag::RepositoryTagUse;
+use crate::policy::template::TagTemplate;
+use crate::policy::{Mode, PlatformSelector, Policy, PolicySet, Provenance, Rule};
+use crate::vocabulary::Vocabulary;
+
+impl PolicySet {
+    /// Parses a policy file (TOML). See `policy.example.toml`. Rules naming
+    /// organisational units match no account until
+    /// [`Self::with_organizational_units`] fills them ([`load`] does).
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let doc: FileDoc = toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string()))?;
+        let default = match doc.default {
+            Some(d) => d.apply_to(&Policy::default(), "default")?,
+            None => Policy::default(),
+        };
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for (i, r) in doc.rules.into_iter().enumerate() {
+            let path = format!("rules[{i}]");
+            if r.repositories.is_empty() && r.accounts.is_empty() && r.organizational_units.is_empty() {
+                return Err(PolicyError::field(
+                    format!("{path}.repositories"),
+                    "must list at least one pattern (or the rule must name accounts or organizational units)",
+                ));
+            }
+            if let Some(bad) = r
+                .organizational_units
+                .iter()
+                .find(|ou| !crate::policy::organization::is_organizational_unit_id(ou))
+            {
+                return Err(PolicyError::field(
+                    format!("{path}.organizational_units"),
+                    format!("{bad:?} is not an organizational unit id (ou-xxxx-yyyyyyyy) or root id (r-xxxx)"),
+                ));
+            }
+            let accounts = r
+                .accounts
+                .iter()
+                .map(|a| AccountId::parse(a).map_err(|e| PolicyError::field(format!("{path}.accounts"), e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let repositories = r
+                .repositories
+                .iter()
+                .map(|p| Glob::parse(p).map_err(|e| PolicyError::field(format!("{path}.repositories"), e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let name = r.name.clone().unwrap_or_else(|| path.clone());
+            let policy = r.settings().apply_to(&default, &path)?;
+            rules.push(Rule {
+                name,
+                repositories,
+                accounts,
+                organizational_units: r
+                    .organizational_units
+                    .iter()
+                    .map(|ou| (ou.clone(), Vec::new()))
+                    .collect(),
+                policy,
+            });
+        }
+        Ok(PolicySet { rules, default })
+    }
+
+    /// Fills each rule's organisational units with their accounts from
+    /// `units`; a unit a rule names that the map lacks is refused, so a rule
+    /// never silently matches nothing.
+    pub fn with_organizational_units(mut self, units: &OrganizationalUnits) -> Result<Self, PolicyError> {
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            for (ou, accounts) in &mut rule.organizational_units {
+                *accounts = units
+                    .accounts(ou)
+                    .ok_or_else(|| {
+                        PolicyError::field(
+                            format!("rules[{i}].organizational_units"),
+                            format!("{ou} is not in {ENV_ORGANIZATIONAL_UNITS} (the OrganizationalUnits parameter)"),
+                        )
+                    })?
+                    .to_vec();
+            }
+        }
+        Ok(self)
+    }
+
+    /// Builds a single-default policy from `ECR_REMEDIATOR_*` variables
+    /// (see [`ENV_VARS`]); unset or empty variables keep the defaults.
+    pub fn from_env_vars(vars: &BTreeMap<String, String>) -> Result<Self, PolicyError> {
+        let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let bool_var = |k: &str| -> Result<Option<bool>, PolicyError> {
+            get(k)
+                .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(PolicyError::field(k, format!("{v:?} is not a boolean (true/false)"))),
+                })
+                .transpose()
+        };
+        let keep = get(ENV_KEEP_TAG).map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "false" | "off" | "none" | "disabled" => KeepDoc::Enabled(false),
+            "true" | "on" => KeepDoc::Enabled(true),
+            _ => KeepDoc::Template(v.to_owned()),
+        });
+        let max_deletes = get(ENV_MAX_DELETES)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| PolicyError::field(ENV_MAX_DELETES, format!("{v:?} is not a non-negative integer")))
+            })
+            .transpose()?;
+        let settings = SettingsDoc {
+            mode: get(ENV_MODE).map(str::to_owned),
+            tag_template: get(ENV_TAG_TEMPLATE).map(str::to_owned),
+            keep_tag: keep,
+            promote_platform: get(ENV_PROMOTE_PLATFORM).map(str::to_owned),
+            delete_orphans: bool_var(ENV_DELETE_ORPHANS)?,
+            max_deletes,
+            dry_run: bool_var(ENV_DRY_RUN)?,
+            provenance: get(ENV_PROVENANCE).map(str::to_owned),
+            repository_tag: get(ENV_REPOSITORY_TAG).map(str::to_owned),
+            keep_tag_history: get(ENV_KEEP_TAG_HISTORY).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+        };
+        let default = settings.apply_to_env(&Policy::default())?;
+        Ok(PolicySet {
+            rules: Vec::new(),
+            default,
+        })
+    }
+}
+
+/// Path of a TOML policy file; when set, no other policy variable may be set.
+pub const ENV_POLICY_FILE: &str = "ECR_REMEDIATOR_POLICY_FILE";
+/// `observe | tag | promote | strip`.
+pub const ENV_MODE: &str = "ECR_REMEDIATOR_MODE";
+/// Derived-tag template.
+pub const ENV_TAG_TEMPLATE: &str = "ECR_REMEDIATOR_TAG_TEMPLATE";
+/// Keep-tag template, or `false` to disable.
+pub const ENV_KEEP_TAG: &str = "ECR_REMEDIATOR_KEEP_TAG";
+/// Platform to promote, e.g. `linux/arm64`.
+pub const ENV_PROMOTE_PLATFORM: &str = "ECR_REMEDIATOR_PROMOTE_PLATFORM";
+/// `true` to delete orphaned attestations.
+pub const ENV_DELETE_ORPHANS: &str = "ECR_REMEDIATOR_DELETE_ORPHANS";
+/// Deletion cap per image.
+pub const ENV_MAX_DELETES: &str = "ECR_REMEDIATOR_MAX_DELETES";
+/// `true` to plan without writing.
+pub const ENV_DRY_RUN: &str = "ECR_REMEDIATOR_DRY_RUN";
+/// `index` (default) or `referrers`.
+pub const ENV_PROVENANCE: &str = "ECR_REMEDIATOR_PROVENANCE";
+/// `allowed` (default), `ignored` or `required`: what a repository's
+/// `ecr-remediator:mode` tag may do.
+pub const ENV_REPOSITORY_TAG: &str = "ECR_REMEDIATOR_REPOSITORY_TAG";
+/// Keep-tag templates used before, comma-separated (`{tag}-orig,kept-{tag}`).
+pub const ENV_KEEP_TAG_HISTORY: &str = "ECR_REMEDIATOR_KEEP_TAG_HISTORY";
+/// The organisational-unit map rules may refer to:
+/// `ou-aaaa-bbbbbbbb=111111111111,222222222222;ou-cccc-dddddddd=333333333333`.
+/// Read with a policy file or without one.
+pub const ENV_ORGANIZATIONAL_UNITS: &str = "ECR_REMEDIATOR_ORGANIZATIONAL_UNITS";
+
+/// Every policy variable.
+pub const ENV_VARS: [&str; 11] = [
+    ENV_POLICY_FILE,
+    ENV_MODE,
+    ENV_TAG_TEMPLATE,
+    ENV_KEEP_TAG,
+    ENV_PROMOTE_PLATFORM,
+    ENV_DELETE_ORPHANS,
+    ENV_MAX_DELETES,
+    ENV_DRY_RUN,
+    ENV_PROVENANCE,
+    ENV_REPOSITORY_TAG,
+    ENV_KEEP_TAG_HISTORY,
+];
+
+/// The organisational-unit map of [`ENV_ORGANIZATIONAL_UNITS`] (empty when unset).
+pub fn organizational_units(vars: &BTreeMap<String, String>) -> Result<OrganizationalUnits, PolicyError> {
+    match vars.get(ENV_ORGANIZATIONAL_UNITS).filter(|v| !v.trim().is_empty()) {
+        Some(text) => {
+            OrganizationalUnits::parse(text).map_err(|problem| PolicyError::field(ENV_ORGANIZATIONAL_UNITS, problem))
+        }
+        None => Ok(OrganizationalUnits::default()),
+    }
+}
+
+/// Loads the policy from the environment: from the file named by
+/// [`ENV_POLICY_FILE`] (read with `read_file`), else from the individual
+/// variables. Setting both is refused, so no setting is silently ignored.
+pub fn load<E>(
+    vars: &BTreeMap<String, String>,
+    read_file: impl FnOnce(&str) -> Result<String, E>,
+) -> Result<PolicySet, PolicyError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let set = |k: &&&str| vars.get(**k).is_some_and(|v| !v.trim().is_empty());
+    let units = match vars.get(ENV_ORGANIZATIONAL_UNITS).filter(|v| !v.trim().is_empty()) {
+        Some(text) => {
+            OrganizationalUnits::parse(text).map_err(|problem| PolicyError::field(ENV_ORGANIZATIONAL_UNITS, problem))?
+        }
+        None => OrganizationalUnits::default(),
+    };
+    let policies = match vars.get(ENV_POLICY_FILE).filter(|v| !v.trim().is_empty()) {
+        Some(path) => {
+            let others: Vec<&str> = ENV_VARS[1..].iter().filter(set).copied().collect();
+            if !others.is_empty() {
+                return Err(PolicyError::field(
+                    ENV_POLICY_FILE,
+                    format!(
+                        "is set, so the policy comes from that file; also setting {} would be ignored — \
+                         move those settings into the file",
+                        others.join(", ")
+                    ),
+                ));
+            }
+            let text = read_file(path).map_err(|e| PolicyError::Read {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            PolicySet::from_toml(&text).map_err(|e| e.in_file(path))?
+        }
+        None => PolicySet::from_env_vars(vars)?,
+    };
+    policies.with_organizational_units(&units)
+}
+
+/// An invalid policy configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A field has an invalid value.
+    #[error("invalid policy: {field}: {problem}")]
+    Field {
+        /// The field's path (`rules[1].mode`) or variable name.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The TOML does not parse (unknown field, wrong type, syntax).
+    #[error("invalid policy file: {0}")]
+    Toml(String),
+    /// The policy file could not be read.
+    #[error("cannot read policy file {path}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An error inside a named file.
+    #[error("{path}: {inner}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// The error.
+        inner: Box<PolicyError>,
+    },
+}
+
+impl PolicyError {
+    fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        PolicyError::Field {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn in_file(self, path: &str) -> Self {
+        PolicyError::InFile {
+            path: path.to_owned(),
+            inner: Box::new(self),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    default: Option<SettingsDoc>,
+    #[serde(default)]
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum KeepDoc {
+    Enabled(bool),
+    Template(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SettingsDoc {
+    mode: Option<String>,
+    tag_template: Option<String>,
+    keep_tag: Option<KeepDoc>,
+    promote_platform: Option<String>,
+    delete_orphans: Option<bool>,
+    max_deletes: Option<u32>,
+    dry_run: Option<bool>,
+    provenance: Option<String>,
+    repository_tag: Option<String>,
+    keep_tag_history: Option<Vec<String>>,
+}
+
+/// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
+/// which would let unknown keys through and drop key names from errors).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    name: Option<String>,
+    #[serde(default)]
+    repositories: Vec<String>,
+    #[serde(default)]
+    accounts: Vec<String>,
+    #[serde(default)]
+    organizational_units: Vec<String>,
+    mode: Option<String>,
+    tag_template: Option<String>,
+    keep_tag: Option<KeepDoc>,
+    promote_platform: Option<String>,
+    delete_orphans: Option<bool>,
+    max_deletes: Option<u32>,
+    dry_run: Option<bool>,
+    provenance: Option<String>,
+    repository_tag: Option<String>,
+    keep_tag_history: Option<Vec<String>>,
+}
+
+impl RuleDoc {
+    fn settings(&self) -> SettingsDoc {
+        SettingsDoc {
+            mode: self.mode.clone(),
+            tag_template: self.tag_template.clone(),
+            keep_tag: self.keep_tag.clone(),
+            promote_platform: self.promote_platform.clone(),
+            delete_orphans: self.delete_orphans,
+            max_deletes: self.max_deletes,
+            dry_run: self.dry_run,
+            provenance: self.provenance.clone(),
+            repository_tag: self.repository_tag.clone(),
+            keep_tag_history: self.keep_tag_history.clone(),
+        }
+    }
+}
+
+/// Largest accepted `max_deletes`: one index plus one attestation per entry.
+const MAX_MAX_DELETES: u32 = 1 + crate::oci::manifest::MAX_INDEX_ENTRIES as u32;
+
+impl SettingsDoc {
+    /// Field names are TOML paths (`rules[0].mode`).
+    fn apply_to(self, base: &Policy, path: &str) -> Result<Policy, PolicyError> {
+        self.apply(base, |f| format!("{path}.{f}"))
+    }
+
+    /// Field names are environment variables.
+    fn apply_to_env(self, base: &Policy) -> Result<Policy, PolicyError> {
+        self.apply(base, |f| {
+            match f {
+                "mode" => ENV_MODE,
+                "tag_template" => ENV_TAG_TEMPLATE,
+                "keep_tag" => ENV_KEEP_TAG,
+                "promote_platform" => ENV_PROMOTE_PLATFORM,
+                "delete_orphans" => ENV_DELETE_ORPHANS,
+                "max_deletes" => ENV_MAX_DELETES,
+                "provenance" => ENV_PROVENANCE,
+                "repository_tag" => ENV_REPOSITORY_TAG,
+                "keep_tag_history" => ENV_KEEP_TAG_HISTORY,
+                _ => ENV_DRY_RUN,
+            }
+            .to_owned()
+        })
+    }
+
+    fn apply(self, base: &Policy, name: impl Fn(&str) -> String) -> Result<Policy, PolicyError> {
+        let mut p = base.clone();
+        if let Some(m) = self.mode {
+            p.mode = Mode::from_word(&m).ok_or_else(|| {
+                PolicyError::field(
+                    name("mode"),
+                    format!("unknown mode {m:?} (expected observe, tag, promote or strip)"),
+                )
+            })?;
+        }
+        if let Some(t) = self.tag_template {
+            p.tag_template =
+                TagTemplate::parse_derived(&t).map_err(|e| PolicyError::field(name("tag_template"), e.to_string()))?;
+        }
+        match self.keep_tag {
+            None => {}
+            Some(KeepDoc::Enabled(false)) => p.keep_tag = None,
+            Some(KeepDoc::Enabled(true)) if p.keep_tag.is_none() => p.keep_tag = Some(TagTemplate::default_keep()),
+            Some(KeepDoc::Enabled(true)) => {}
+            Some(KeepDoc::Template(t)) => {
+                p.keep_tag =
+                    Some(TagTemplate::parse_keep(&t).map_err(|e| PolicyError::field(name("keep_tag"), e.to_string()))?);
+            }
+        }
+        if let Some(s) = self.promote_platform {
+            p.promote_platform = Some(PlatformSelector::parse(&s).ok_or_else(|| {
+                PolicyError::field(
+                    name("promote_platform"),
+                    format!("{s:?} is not os/arch or os/arch/variant"),
+                )
+            })?);
+        }
+        if let Some(d) = self.delete_orphans {
+            p.delete_orphans = d;
+        }
+        if let Some(m) = self.max_deletes {
+            if m > MAX_MAX_DELETES {
+                return Err(PolicyError::field(
+                    name("max_deletes"),
+                    format!("{m} is over the limit of {MAX_MAX_DELETES}"),
+                ));
+            }
+            p.max_deletes = m;
+        }
+        if let Some(d) = self.dry_run {
+            p.dry_run = d;
+        }
+        if let Some(v) = self.provenance {
+            p.provenance = Provenance::parse(&v).ok_or_else(|| {
+                PolicyError::field(
+                    name("provenance"),
+                    format!("unknown provenance {v:?} (expected index or referrers)"),
+                )
+            })?;
+        }
+        if let Some(history) = self.keep_tag_history {
+            p.keep_tag_history = history
+                .iter()
+                .map(|t| TagTemplate::parse_keep(t.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| PolicyError::field(name("keep_tag_history"), e.to_string()))?;
+        }
+        if let Some(v) = self.repository_tag {
+            p.repository_tag = RepositoryTagUse::parse(&v).ok_or_else(|| {
+                PolicyError::field(
+                    name("repository_tag"),
+                    format!("unknown repository_tag {v:?} (expected allowed, ignored or required)"),
+                )
+            })?;
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::manifest::Platform;
+    use crate::oci::names::RepositoryName;
+
+    #[test]
+    fn modes_are_written_as_their_word() {
+        crate::vocabulary::assert_serde_agrees::<Mode>();
+        assert!("Promote".parse::<Mode>().is_err(), "one spelling");
+    }
+
+    fn repo(s: &str) -> RepositoryName {
+        RepositoryName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let d = Policy::default();
+        assert_eq!(d.mode, Mode::Tag);
+        assert!(!d.delete_orphans);
+        assert!(!d.dry_run);
+        assert_eq!(d.tag_template.as_str(), crate::policy::template::DEFAULT_TAG_TEMPLATE);
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let text = include_str!("../../policy.example.toml");
+        let set = PolicySet::from_toml(text).unwrap();
+        assert!(!set.rules.is_empty());
+        let units = OrganizationalUnits::parse("ou-ab12-cdef3456=333333333333").unwrap();
+        let set = set.with_organizational_units(&units).unwrap();
+        assert_eq!(
+            set.select_for(&repo("any"), Some(&AccountId::parse("333333333333").unwrap()))
+                .rule,
+            "platform-ou-opt-in"
+        );
+    }
+
+    #[test]
+    fn rules_inherit_default_and_first_match_wins() {
+        let set = PolicySet::from_toml(
+            r#"
+            [default]
+            mode = "observe"
+            max_deletes = 3
+
+            [[rules]]
+            name = "lambdas"
+            repositories = ["lambda/**"]
+            mode = "promote"
+            promote_platform = "linux/arm64"
+            delete_orphans = true
+            keep_tag = false
+
+            [[rules]]
+            repositories = ["lambda/special", "web-*"]
+            mode = "strip"
+            "#,
+        )
+        .unwrap();
+        let s = set.select(&repo("lambda/orders"));
+        assert_eq!(s.rule, "lambdas");
+        assert_eq!(s.policy.mode, Mode::Promote);
+        assert_eq!(s.policy.max_deletes, 3);
+        assert!(s.policy.keep_tag.is_none());
+        assert!(s.policy.delete_orphans);
+        assert_eq!(set.select(&repo("lambda/special")).rule, "lambdas");
+        let w = set.select(&repo("web-frontend"));
+        assert_eq!((w.rule, w.policy.mode), ("rules[1]", Mode::Strip));
+        let d = set.select(&repo("other"));
+        assert_eq!((d.rule, d.policy.mode), ("default", Mode::Observe));
+    }
+
+    fn toml_err(text: &str) -> String {
+        PolicySet::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_files_name_the_field() {
+        assert!(toml_err("[default]\nmode = \"promot\"").contains("default.mode"));
+        assert!(toml_err("[default]\nmodee = \"tag\"").contains("modee"));
+        // RuleDoc repeats SettingsDoc's fields on purpose: through serde's
+        // `flatten`, unknown keys pass silently and type errors lose the key.
+        assert!(toml_err("[[rules]]\nrepositories = [\"a\"]\nkeep_tags = false").contains("keep_tags"));
+        assert!(toml_err("[[rules]]\nrepositories = [\"a\"]\nmode = 3").contains("mode"));
+        assert!(toml_err("[[rules]]\nrepositories = []\n").contains("rules[0].repositories"));
+        assert!(toml_err("[[rules]]\nrepositories = [\"UP\"]\n").contains("rules[0].repositories"));
+        assert!(
+            toml_err("[[rules]]\nrepositories = [\"a\"]\ntag_template = \"{tag}-x\"").contains("rules[0].tag_template")
+        );
+        assert!(toml_err("[default]\nkeep_tag = \"{tag}\"").contains("default.keep_tag"));
+        assert!(toml_err("[default]\npromote_platform = \"arm64\"").contains("default.promote_platform"));
+        assert!(toml_err("[default]\nmax_deletes = 99999").contains("default.max_deletes"));
+        assert!(toml_err("[default]\nmax_deletes = -1").contains("max_deletes"));
+        assert!(toml_err("[default]\ndry_run = \"yes\"").contains("dry_run"));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn no_file(_: &str) -> Result<String, std::io::Error> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+    }
+
+    #[test]
+    fn env_configuration() {
+        let set = load(
+            &env(&[
+                (ENV_MODE, "promote"),
+                (ENV_KEEP_TAG, "false"),
+                (ENV_DELETE_ORPHANS, "TRUE"),
+                (ENV_MAX_DELETES, "4"),
+                (ENV_PROMOTE_PLATFORM, "linux/arm64"),
+                (ENV_DRY_RUN, ""),
+                ("UNRELATED", "x"),
+            ]),
+            no_file,
+        )
+        .unwrap();
+        let p = &set.default;
+        assert_eq!(p.mode, Mode::Promote);
+        assert!(p.keep_tag.is_none());
+        assert!(p.delete_orphans);
+        assert_eq!(p.max_deletes, 4);
+        assert!(!p.dry_run);
+        assert_eq!(load(&env(&[]), no_file).unwrap(), PolicySet::default());
+        let e = load(&env(&[(ENV_MODE, "bogus")]), no_file).unwrap_err().to_string();
+        assert!(e.contains(ENV_MODE), "{e}");
+        let e = load(&env(&[(ENV_DRY_RUN, "maybe")]), no_file).unwrap_err().to_string();
+        assert!(e.contains(ENV_DRY_RUN), "{e}");
+        let e = load(&env(&[(ENV_MAX_DELETES, "x")]), no_file).unwrap_err().to_string();
+        assert!(e.contains(ENV_MAX_DELETES), "{e}");
+    }
+
+    #[test]
+    fn file_and_variables_are_exclusive() {
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml"), (ENV_MODE, "tag")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_POLICY_FILE) && e.contains(ENV_MODE), "{e}");
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), no_file).unwrap_err();
+        assert!(matches!(e, PolicyError::Read { .. }));
+        let ok = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {
+            Ok::<_, std::io::Error>("[default]\nmode = \"strip\"".to_owned())
+        })
+        .unwrap();
+        assert_eq!(ok.default.mode, Mode::Strip);
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {
+            Ok::<_, std::io::Error>("[default]\nmode = 1".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("/p.toml: "), "{e}");
+    }
+
+    #[test]
+    fn platform_selector() {
+        let s = PlatformSelector::parse("linux/arm64").unwrap();
+        assert!(s.matches(&Platform::new("linux", "arm64", Some("v8"))));
+        assert!(s.matches(&Platform::new("linux", "arm64", None)));
+        assert!(!s.matches(&Platform::new("linux", "amd64", None)));
+        let v8 = PlatformSelector::parse("linux/arm64/v8").unwrap();
+        assert!(v8.matches(&Platform::new("linux", "arm64", None)));
+        let v6 = PlatformSelector::parse("linux/arm/v6").unwrap();
+        assert!(!v6.matches(&Platform::new("linux", "arm", None)));
+        assert!(v6.matches(&Platform::new("linux", "arm", Some("v6"))));
+        for bad in ["", "linux", "linux/", "a/b/c/d", "linux/arm 64"] {
+            assert!(PlatformSelector::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rules_can_match_accounts_alone_or_with_repositories() {
+        let set = PolicySet::from_toml(
+            r#"
+            [[rules]]
+            name = "team-b-web"
+            repositories = ["web/*"]
+            accounts = ["222222222222"]
+            mode = "strip"
+
+            [[rules]]
+            name = "team-b"
+            accounts = ["222222222222"]
+            mode = "promote"
+
+            [[rules]]
+            name = "web"
+            repositories = ["web/*"]
+            mode = "observe"
+            "#,
+        )
+        .unwrap();
+        let repo = |r: &str| RepositoryName::parse(r).unwrap();
+        let pick = |r: &str, a: Option<&AccountId>| {
+            let s = set.select_for(&repo(r), a);
+            (s.rule, s.policy.mode, s.source())
+        };
+        assert_eq!(
+            pick("web/app", Some(&AccountId::parse("222222222222").unwrap())),
+            (
+                "team-b-web",
+                Mode::Strip,
+                "repository matched web/* in account 222222222222".into()
+            )
+        );
+        assert_eq!(
+            pick("api", Some(&AccountId::parse("222222222222").unwrap())),
+            ("team-b", Mode::Promote, "account 222222222222 matched".into())
+        );
+        assert_eq!(
+            pick("web/app", Some(&AccountId::parse("333333333333").unwrap())).0,
+            "web"
+        );
+        assert_eq!(
+            pick("web/app", None).0,
+            "web",
+            "rules with accounts never match an unknown account"
+        );
+        assert_eq!(pick("api", None).0, "default");
+        let err = PolicySet::from_toml("[[rules]]\naccounts = [\"12\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rules[0].accounts"), "{err}");
+        let err = PolicySet::from_toml("[[rules]]\nmode = \"tag\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rules[0].repositories"), "{err}");
+    }
+
+    #[test]
+    fn rules_can_name_organizational_units_from_the_map() {
+        let text = r#"
+            [[rules]]
+            name = "platform-ou"
+            organizational_units = ["ou-ab12-platform"]
+            mode = "promote"
+            repository_tag = "required"
+            "#;
+        let vars = env(&[
+            (ENV_POLICY_FILE, "/p.toml"),
+            (ENV_ORGANIZATIONAL_UNITS, "ou-ab12-platform=111111111111,222222222222"),
+        ]);
+        let set = load(&vars, |_| Ok::<_, std::io::Error>(text.to_owned())).unwrap();
+        let s = set.select_for(&repo("api"), Some(&AccountId::parse("222222222222").unwrap()));
+        assert_eq!((s.rule, s.policy.mode), ("platform-ou", Mode::Promote));
+        assert_eq!(s.policy.repository_tag, RepositoryTagUse::Required);
+        assert_eq!(
+            s.source(),
+            "account 222222222222 (organizational unit ou-ab12-platform) matched"
+        );
+        assert_eq!(
+            set.select_for(&repo("api"), Some(&AccountId::parse("333333333333").unwrap()))
+                .rule,
+            "default"
+        );
+        assert_eq!(set.select_for(&repo("api"), None).rule, "default");
+        // A unit missing from the map is refused, naming both.
+        let e = load(&env(&[(ENV_POLICY_FILE, "/p.toml")]), |_| {
+            Ok::<_, std::io::Error>(text.to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rules[0].organizational_units") && e.contains(ENV_ORGANIZATIONAL_UNITS),
+            "{e}"
+        );
+        let e = load(&env(&[(ENV_ORGANIZATIONAL_UNITS, "ou-x=1")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_ORGANIZATIONAL_UNITS), "{e}");
+        assert!(toml_err("[[rules]]\norganizational_units = [\"eng\"]").contains("rules[0].organizational_units"));
+        let e = load(&env(&[(ENV_REPOSITORY_TAG, "sometimes")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ENV_REPOSITORY_TAG), "{e}");
+        let set = load(&env(&[(ENV_REPOSITORY_TAG, "ignored")]), no_file).unwrap();
+        assert_eq!(set.default.repository_tag, RepositoryTagUse::Ignored);
+    }
+}
