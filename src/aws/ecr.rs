@@ -1,4 +1,9 @@
 //! [`Registry`] on Amazon ECR (aws-sdk-ecr).
+//!
+//! One adapter, one file: each method of the trait is one ECR API call with
+//! its paging, batching (100 ids per call) and error mapping, next to the
+//! `PutImage` token bucket they share; split, the ECR semantics (ECR-FACTS)
+//! would be spread over several files.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -27,8 +27,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::action::{Action, DeleteRole};
+use crate::engine::deletion::{deletions, finish};
 use crate::engine::keep;
-use crate::engine::plan::{deletions, finish, runnables, stripped};
+use crate::engine::plan::{runnables, stripped};
 use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::skip::SkipReason;

@@ -41,6 +41,7 @@ mod apply;
 mod attachments;
 pub mod audit;
 pub mod cleanup;
+pub mod deletion;
 pub mod keep;
 pub mod plan;
 pub mod planned;

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::engine::action::{Action, DeleteRole, TagRole};
-use crate::engine::keep;
+use crate::engine::deletion::{deletions, finish};
 pub use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 pub use crate::engine::skip::{SkipReason, Skipped, chain};
@@ -339,35 +339,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     finish(p, policy)
 }
 
-/// Applies the deletion cap and dry run.
-pub(crate) fn finish(mut p: Plan, policy: &Policy) -> Plan {
-    let planned = p.actions.iter().filter(|a| a.is_delete()).count();
-    if planned > policy.max_deletes as usize {
-        let (deletes, keep): (Vec<Action>, Vec<Action>) = p.actions.into_iter().partition(Action::is_delete);
-        p.actions = keep;
-        for a in deletes {
-            p.skipped.push(Skipped {
-                digest: None,
-                action: Some(a),
-                reason: SkipReason::MaxDeletes {
-                    planned,
-                    max: policy.max_deletes,
-                },
-            });
-        }
-    }
-    if policy.dry_run {
-        for a in std::mem::take(&mut p.actions) {
-            p.skipped.push(Skipped {
-                action: Some(a),
-                digest: None,
-                reason: SkipReason::DryRun,
-            });
-        }
-    }
-    p
-}
-
 /// Points `tag` at `digest`, moving it only off an image of the kind this
 /// service writes that tag on (`owner`); anything else holding it is never taken.
 fn set_tag(
@@ -455,113 +426,6 @@ fn derived_tags(p: &mut Plan, c: &Classification, tag: &ImageTag, view: &Reposit
             for d in digests {
                 p.skip_entry(d, SkipReason::DerivedTagCollision { tag: t.clone() });
             }
-        }
-    }
-}
-
-pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView, coverage: &Coverage) {
-    if let Some(why) = &coverage.blocked {
-        p.skip_entry(idx, SkipReason::ProvenanceUncovered { why: why.clone() });
-        return;
-    }
-    let mut after = view.clone();
-    for a in &p.actions {
-        if let Err(e) = after.apply(a) {
-            p.skip_entry(idx, SkipReason::Conflict { error: e.to_string() });
-            return;
-        }
-    }
-    let tags = after.tags_of(idx).cloned().unwrap_or_default();
-    if !tags.is_empty() {
-        p.skip_entry(
-            idx,
-            SkipReason::StillTagged {
-                tags: tags.into_iter().collect(),
-            },
-        );
-        return;
-    }
-    let by = after.referrers(idx, Some(idx));
-    if !by.is_empty() {
-        p.skip_entry(idx, SkipReason::StillReferenced { by });
-        return;
-    }
-    if let Some(reason) = keep::attached(&after, idx) {
-        p.skip_entry(idx, reason);
-        return;
-    }
-    let delete_index = Action::Delete {
-        digest: idx.clone(),
-        role: DeleteRole::Index,
-        removes_tags: Vec::new(),
-    };
-    if let Err(e) = after.apply(&delete_index) {
-        p.skip_entry(idx, SkipReason::Conflict { error: e.to_string() });
-        return;
-    }
-    p.actions.push(delete_index);
-
-    let protected: BTreeSet<&Digest> = c
-        .entries
-        .iter()
-        .filter(|e| !matches!(e.class, EntryClass::Attestation { .. }))
-        .map(ClassifiedEntry::digest)
-        .collect();
-    let mut seen = BTreeSet::new();
-    for e in c
-        .entries
-        .iter()
-        .filter(|e| matches!(e.class, EntryClass::Attestation { .. }))
-    {
-        let d = e.digest();
-        if !seen.insert(d) {
-            continue;
-        }
-        if coverage.attached.contains(d) {
-            if let EntryClass::Attestation { subject: Some(subject) } = &e.class {
-                p.skip_entry(
-                    d,
-                    SkipReason::AttachedReferrer {
-                        subject: subject.clone(),
-                    },
-                );
-            }
-            continue;
-        }
-        if protected.contains(d) {
-            p.skip_entry(d, SkipReason::ProtectedEntry);
-            continue;
-        }
-        if let Some(reason) = keep::attached_attestation(&after, d) {
-            p.skip_entry(d, reason);
-            continue;
-        }
-        let Some(tags) = after.tags_of(d) else {
-            p.skip_entry(d, SkipReason::NotInView);
-            continue;
-        };
-        if !tags.is_empty() {
-            let tags = tags.iter().cloned().collect();
-            p.skip_entry(d, SkipReason::StillTagged { tags });
-            continue;
-        }
-        let by = after.referrers(d, None);
-        if !by.is_empty() {
-            p.skip_entry(d, SkipReason::StillReferenced { by });
-            continue;
-        }
-        if let Some(reason) = keep::attached(&after, d) {
-            p.skip_entry(d, reason);
-            continue;
-        }
-        let delete = Action::Delete {
-            digest: d.clone(),
-            role: DeleteRole::Attestation,
-            removes_tags: Vec::new(),
-        };
-        match after.apply(&delete) {
-            Ok(()) => p.actions.push(delete),
-            Err(err) => p.skip_entry(d, SkipReason::Conflict { error: err.to_string() }),
         }
     }
 }

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::cleanup::{CleanupInput, halt_if_kept, too_recent};
-use crate::engine::plan::{deletions, finish};
+use crate::engine::deletion::{deletions, finish};
 use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::skip::SkipReason;

@@ -16,17 +16,13 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::audit::Trigger;
-use crate::engine::{Job, Purpose};
 use crate::oci::companion::Companion;
-use crate::oci::digest::Digest;
-use crate::oci::names::{AccountId, ImageTag, RepositoryName};
+use crate::oci::names::AccountId;
 
-/// The key that marks the service's own requests: `{"ecr-remediator": "sweep"}`.
-pub const REQUEST_KEY: &str = "ecr-remediator";
+pub use crate::service::request::{ImageRequest, REQUEST_KEY, Request, Work};
 
 /// The `source` of ECR's events.
 pub const ECR_SOURCE: &str = "aws.ecr";
@@ -159,84 +155,6 @@ pub struct ImageAction {
     pub detail: ImageActionDetail,
 }
 
-/// A request of the service's own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// The schedule's sweep: every account this deployment covers.
-    SweepAll,
-    /// One account's sweep (`None`: the deployment's own), as a hub's
-    /// schedule fans it out on the queue.
-    SweepAccount(Option<AccountId>),
-    /// One image or leftover a sweep found, to handle as the per-push path does.
-    Image(ImageRequest),
-}
-
-/// What a sweep asks the per-push path to do with one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRequest {
-    /// The request's id (it becomes the record's `event_id`).
-    pub id: Option<String>,
-    /// The account (`None`: the deployment's own).
-    pub account: Option<AccountId>,
-    /// The repository.
-    pub repository: RepositoryName,
-    /// The image (index) or leftover.
-    pub digest: Digest,
-    /// What to do.
-    pub work: Work,
-}
-
-/// The work of an [`ImageRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Work {
-    /// Remediate this tagged index.
-    Remediate {
-        /// The tag.
-        tag: ImageTag,
-    },
-    /// Clean this leftover up, if it was pushed at least this long ago.
-    Cleanup {
-        /// The minimum age, in seconds (never below
-        /// [`crate::engine::cleanup::DEFAULT_MIN_AGE_S`] once handled).
-        min_age_s: u64,
-    },
-}
-
-/// The service's requests on the wire.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "ecr-remediator", rename_all = "kebab-case", deny_unknown_fields)]
-enum Wire {
-    Sweep {
-        // Absent: every account; `null`: the deployment's own.
-        #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-        account: Option<Option<AccountId>>,
-    },
-    Remediate {
-        #[serde(default)]
-        id: Option<String>,
-        #[serde(default)]
-        account: Option<AccountId>,
-        repository: RepositoryName,
-        digest: Digest,
-        tag: ImageTag,
-    },
-    Cleanup {
-        #[serde(default)]
-        id: Option<String>,
-        #[serde(default)]
-        account: Option<AccountId>,
-        repository: RepositoryName,
-        digest: Digest,
-        #[serde(rename = "min-age-s")]
-        min_age_s: u64,
-    },
-}
-
-/// A field that is present (even as `null`) is `Some`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// An input that cannot be understood: recorded as `skipped`
 /// (`malformed_event`), never retried.
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +214,10 @@ impl Message {
     /// Parses one message.
     pub fn parse(value: Value) -> Result<Message, MessageError> {
         if value.get(REQUEST_KEY).is_some() {
-            return Request::parse(value).map(Message::Request);
+            let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+            return Request::from_value(value)
+                .map(Message::Request)
+                .map_err(|e| MessageError::new(id, Problem::Request(e)));
         }
         let envelope: Envelope =
             serde_json::from_value(value).map_err(|e| MessageError::new(None, Problem::Envelope(e)))?;
@@ -331,133 +252,6 @@ impl Message {
             region: envelope.region,
             detail,
         }))
-    }
-}
-
-impl Request {
-    fn parse(value: Value) -> Result<Request, MessageError> {
-        let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-        let wire: Wire = serde_json::from_value(value).map_err(|e| MessageError::new(id, Problem::Request(e)))?;
-        Ok(match wire {
-            Wire::Sweep { account: None } => Request::SweepAll,
-            Wire::Sweep { account: Some(a) } => Request::SweepAccount(a),
-            Wire::Remediate {
-                id,
-                account,
-                repository,
-                digest,
-                tag,
-            } => Request::Image(ImageRequest {
-                id,
-                account,
-                repository,
-                digest,
-                work: Work::Remediate { tag },
-            }),
-            Wire::Cleanup {
-                id,
-                account,
-                repository,
-                digest,
-                min_age_s,
-            } => Request::Image(ImageRequest {
-                id,
-                account,
-                repository,
-                digest,
-                work: Work::Cleanup { min_age_s },
-            }),
-        })
-    }
-
-    /// The request a sweep enqueues for `job`: a remediation for a tagged
-    /// index, a cleanup for a leftover. Retiring kept indexes is never
-    /// requested through a queue (whoever may send there must not be able to
-    /// ask for it): such a job travels as a cleanup, whose planner keeps
-    /// every tagged index.
-    pub fn for_job(job: &Job) -> Request {
-        let hex = job.digest.to_string();
-        let short = hex.get(7..19).unwrap_or(&hex).to_owned();
-        let work = match (job.purpose, &job.tag) {
-            (Purpose::Remediate, Some(tag)) => Work::Remediate { tag: tag.clone() },
-            (Purpose::Cleanup { min_age_s } | Purpose::Retire { min_age_s }, _) => Work::Cleanup { min_age_s },
-            // A remediation needs its tag; without one there is nothing the
-            // per-push path would do but leave it, which a cleanup does too.
-            (Purpose::Remediate, None) => Work::Cleanup {
-                min_age_s: crate::engine::cleanup::DEFAULT_MIN_AGE_S,
-            },
-        };
-        let id = match &work {
-            Work::Remediate { tag } => format!("sweep-{short}-{tag}"),
-            Work::Cleanup { .. } => format!("sweep-{short}-cleanup"),
-        };
-        Request::Image(ImageRequest {
-            id: Some(id),
-            account: job.account.clone(),
-            repository: job.repository.clone(),
-            digest: job.digest.clone(),
-            work,
-        })
-    }
-
-    /// The message body.
-    pub fn body(&self) -> String {
-        let wire = match self.clone() {
-            Request::SweepAll => Wire::Sweep { account: None },
-            Request::SweepAccount(a) => Wire::Sweep { account: Some(a) },
-            Request::Image(ImageRequest {
-                id,
-                account,
-                repository,
-                digest,
-                work,
-            }) => match work {
-                Work::Remediate { tag } => Wire::Remediate {
-                    id,
-                    account,
-                    repository,
-                    digest,
-                    tag,
-                },
-                Work::Cleanup { min_age_s } => Wire::Cleanup {
-                    id,
-                    account,
-                    repository,
-                    digest,
-                    min_age_s,
-                },
-            },
-        };
-        serde_json::to_string(&wire).unwrap_or_default()
-    }
-}
-
-impl ImageRequest {
-    /// The job this request asks for (trigger `sweep`). A cleanup is never
-    /// younger than the default minimum age: whoever may send to the queue
-    /// (in a hub, any principal of the organisation) must not be able to ask
-    /// for the deletion of a manifest a push still in progress may need.
-    /// `sweep --min-age` runs in-process, not through here.
-    pub fn job(&self) -> Job {
-        let (purpose, tag) = match &self.work {
-            Work::Remediate { tag } => (Purpose::Remediate, Some(tag.clone())),
-            Work::Cleanup { min_age_s } => (
-                Purpose::Cleanup {
-                    min_age_s: (*min_age_s).max(crate::engine::cleanup::DEFAULT_MIN_AGE_S),
-                },
-                None,
-            ),
-        };
-        Job {
-            purpose,
-            trigger: Trigger::Sweep,
-            event_id: self.id.clone(),
-            account: self.account.clone(),
-            region: None,
-            repository: self.repository.clone(),
-            digest: self.digest.clone(),
-            tag,
-        }
     }
 }
 
@@ -568,82 +362,6 @@ mod tests {
         let mut bad = ecr("aws.ecr", "ECR Image Action");
         bad["detail"] = serde_json::json!({"result": "SUCCESS"});
         assert!(Message::parse(bad).unwrap_err().to_string().contains("detail"));
-    }
-
-    #[test]
-    fn sweeps_parse_by_account_and_nothing_else_is_one() {
-        let sweep = |v: Value| match Message::parse(v) {
-            Ok(Message::Request(r)) => Ok(r),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e.to_string()),
-        };
-        assert_eq!(
-            sweep(serde_json::json!({"ecr-remediator": "sweep"})),
-            Ok(Request::SweepAll)
-        );
-        assert_eq!(
-            sweep(serde_json::json!({"ecr-remediator": "sweep", "account": null})),
-            Ok(Request::SweepAccount(None))
-        );
-        let member = AccountId::parse("222222222222").unwrap();
-        assert_eq!(
-            sweep(serde_json::json!({"ecr-remediator": "sweep", "account": "222222222222"})),
-            Ok(Request::SweepAccount(Some(member)))
-        );
-        for bad in [
-            serde_json::json!({"ecr-remediator": "sweep", "account": "12"}),
-            serde_json::json!({"ecr-remediator": "sweep", "account": 222222222222_u64}),
-            serde_json::json!({"ecr-remediator": "sweeps"}),
-            serde_json::json!({"ecr-remediator": "sweep", "acount": null}),
-        ] {
-            let err = sweep(bad.clone()).unwrap_err();
-            assert!(err.contains("ecr-remediator request"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn a_sweeps_requests_round_trip_to_its_jobs() {
-        let job = |purpose, tag: Option<&str>| Job {
-            purpose,
-            trigger: Trigger::Sweep,
-            event_id: None,
-            account: Some(AccountId::parse("222222222222").unwrap()),
-            region: None,
-            repository: RepositoryName::parse("team/app").unwrap(),
-            digest: Digest::parse(DIGEST).unwrap(),
-            tag: tag.map(|t| ImageTag::parse(t).unwrap()),
-        };
-        let handled = |j: &Job| {
-            let Ok(Message::Request(Request::Image(r))) = Message::parse_text(&Request::for_job(j).body()) else {
-                panic!("not an image request")
-            };
-            r.job()
-        };
-        for original in [
-            job(Purpose::Remediate, Some("v7")),
-            job(Purpose::Cleanup { min_age_s: 3600 }, None),
-            job(Purpose::Cleanup { min_age_s: 86_400 }, None),
-        ] {
-            let got = handled(&original);
-            assert!(got.event_id.as_deref().is_some_and(|id| id.starts_with("sweep-")));
-            assert_eq!(Job { event_id: None, ..got }, original);
-        }
-        // Younger than the default: the default. Retiring: a cleanup.
-        let floor = crate::engine::cleanup::DEFAULT_MIN_AGE_S;
-        assert_eq!(
-            handled(&job(Purpose::Cleanup { min_age_s: 0 }, None)).purpose,
-            Purpose::Cleanup { min_age_s: floor }
-        );
-        assert_eq!(
-            handled(&job(Purpose::Retire { min_age_s: 7200 }, None)).purpose,
-            Purpose::Cleanup { min_age_s: 7200 }
-        );
-        // Hand-written requests are checked like ECR's fields.
-        let err = Message::parse_text(
-            r#"{"ecr-remediator":"cleanup","repository":"Team","digest":"sha256:x","min-age-s":0}"#,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("repository"), "{err}");
     }
 
     #[test]

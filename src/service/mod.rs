@@ -9,6 +9,7 @@ pub mod handler;
 pub mod lambda;
 pub mod message;
 pub mod metrics;
+pub mod request;
 pub mod scan;
 pub mod sweep;
 pub mod triage;

@@ -1,0 +1,77 @@
+//! Tests of [`super`].
+
+use std::time::UNIX_EPOCH;
+
+use super::*;
+use crate::engine::action::DeleteRole;
+use crate::vocabulary::Vocabulary;
+
+fn digest(n: u8) -> Digest {
+    Digest::sha256_of(&[n])
+}
+
+#[test]
+fn outcomes_are_recorded_under_their_kind() {
+    crate::vocabulary::assert_serde_agrees::<OutcomeKind>();
+    let skipped = Outcome::Skipped {
+        code: SkipCode::Untagged,
+        reason: "x".into(),
+    };
+    for o in [Outcome::Remediated, Outcome::Noop, skipped, Outcome::InProgress] {
+        let written = serde_json::to_value(&o).unwrap();
+        assert_eq!(written["outcome"].as_str(), Some(o.kind().as_str()), "{o:?}");
+    }
+}
+
+#[test]
+fn record_has_schema_and_flattened_outcomes() {
+    let mut r = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
+    r.actions.push(ActionRecord {
+        action: Action::Delete {
+            digest: digest(1),
+            role: DeleteRole::Attestation,
+            removes_tags: Vec::new(),
+        },
+        outcome: ActionOutcome::Skipped { reason: "x".into() },
+    });
+    r.outcome = Outcome::Skipped {
+        code: crate::engine::skip::SkipCode::Superseded,
+        reason: "moved".into(),
+    };
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["schema"], AUDIT_SCHEMA);
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["trigger"], "push");
+    assert_eq!(v["outcome"], "skipped");
+    assert_eq!(v["code"], "superseded");
+    assert_eq!(v["actions"][0]["action"], "delete");
+    assert_eq!(v["actions"][0]["outcome"], "skipped");
+    assert!(v.get("truncated").is_none());
+}
+
+#[test]
+fn oversized_records_are_truncated_with_a_marker_not_dropped() {
+    let mut r = AuditRecord::new(Trigger::Sweep, Some("team/app"), UNIX_EPOCH);
+    for i in 0..5000u32 {
+        r.actions.push(ActionRecord {
+            action: Action::Delete {
+                digest: Digest::sha256_of(&i.to_be_bytes()),
+                role: DeleteRole::Attestation,
+                removes_tags: Vec::new(),
+            },
+            outcome: ActionOutcome::Applied,
+        });
+    }
+    r.outcome = Outcome::Remediated;
+    let full = r.to_json();
+    assert!(full.len() > MAX_DETAIL_BYTES);
+    let text = r.to_bounded_json(MAX_DETAIL_BYTES);
+    assert!(text.len() <= MAX_DETAIL_BYTES);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["outcome"], "remediated");
+    assert_eq!(v["truncated"]["original_bytes"], full.len());
+    let kept = v["actions"].as_array().unwrap().len();
+    assert!(kept > 100, "kept {kept}");
+    assert_eq!(v["truncated"]["actions_omitted"], 5000 - kept);
+    assert_eq!(r.to_bounded_json(usize::MAX), full);
+}
