@@ -1106,3 +1106,132 @@ async fn a_repository_tag_that_cannot_be_read_is_a_failure_that_touches_nothing(
     .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
 }
+
+/// Golden records: the audit record is a published schema (version 1) that
+/// dashboards, saved queries and compliance exports read. Each case's
+/// records (checkpoint included) are compared, field for field, with the file
+/// under `tests/fixtures/records/`; only the instant and the duration vary
+/// from run to run. Renaming an enum variant or a field fails here.
+/// `ECR_REMEDIATOR_UPDATE_GOLDEN=1` rewrites the files, for a change of the
+/// schema made on purpose (which also bumps `schema_version`).
+mod golden {
+    use super::*;
+
+    fn normalised(record: &AuditRecord) -> serde_json::Value {
+        let mut v = serde_json::to_value(record).unwrap();
+        let o = v.as_object_mut().unwrap();
+        assert!(
+            o.remove("started_at")
+                .is_some_and(|t| t.as_str().is_some_and(|t| t.ends_with('Z')))
+        );
+        assert!(o.remove("duration_ms").is_some_and(|d| d.is_u64()));
+        v
+    }
+
+    fn check(name: &str, records: &[AuditRecord]) {
+        let got = serde_json::Value::Array(records.iter().map(normalised).collect());
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/records")
+            .join(format!("{name}.json"));
+        if std::env::var_os("ECR_REMEDIATOR_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+        }
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+                .unwrap();
+        assert_eq!(
+            got,
+            want,
+            "the records of {name} changed; if on purpose, bump the schema version and rerun with ECR_REMEDIATOR_UPDATE_GOLDEN=1:\n{}",
+            serde_json::to_string_pretty(&got).unwrap()
+        );
+        for r in records {
+            assert_eq!(r.schema_version, 1);
+        }
+    }
+
+    /// The checkpoint(s) the engine wrote, then the final record.
+    async fn records(reg: &MemoryRegistry, policies: &PolicySet, job: &Job) -> Vec<AuditRecord> {
+        let audit = Audit::default();
+        let last = run(reg, &audit, policies, job).await;
+        let mut all = audit.records.lock().unwrap().clone();
+        all.push(last);
+        all
+    }
+
+    #[tokio::test]
+    async fn a_promotion_that_deletes_with_its_checkpoint() {
+        let reg = registry(false);
+        let p = push_buildx(&reg, "golden-promote", "v1", &[]);
+        let got = records(
+            &reg,
+            &policies(Mode::Promote, true, false),
+            &job(p.index.digest(), "v1"),
+        )
+        .await;
+        assert_eq!(got.len(), 2, "checkpoint, then the final record");
+        check("promote-delete", &got);
+    }
+
+    #[tokio::test]
+    async fn a_strip_under_a_keep_tag() {
+        let reg = registry(false);
+        let p = push_buildx(&reg, "golden-strip", "v1", &[]);
+        let got = records(&reg, &policies(Mode::Strip, false, true), &job(p.index.digest(), "v1")).await;
+        check("strip-keep", &got);
+    }
+
+    #[tokio::test]
+    async fn the_tag_pass_of_the_default_policy() {
+        let reg = registry(false);
+        let p = push_buildx(&reg, "golden-tag", "v1", &[]);
+        let got = records(&reg, &policies(Mode::Tag, false, true), &job(p.index.digest(), "v1")).await;
+        check("tag", &got);
+    }
+
+    #[tokio::test]
+    async fn a_superseded_push_and_a_failure() {
+        let reg = registry(false);
+        let old = push_buildx(&reg, "golden-old", "v1", &[]);
+        push_buildx(&reg, "golden-new", "v1", &[]);
+        let superseded = records(
+            &reg,
+            &policies(Mode::Promote, true, false),
+            &job(old.index.digest(), "v1"),
+        )
+        .await;
+        check("superseded", &superseded);
+        let reg = registry(false);
+        let p = push_buildx(&reg, "golden-denied", "v1", &[]);
+        reg.fail_next("PutImage", [access_denied("PutImage")]);
+        let failed = records(
+            &reg,
+            &policies(Mode::Promote, false, true),
+            &job(p.index.digest(), "v1"),
+        )
+        .await;
+        check("failed", &failed);
+    }
+
+    #[tokio::test]
+    async fn what_the_handler_refuses() {
+        let mut h =
+            ecr_remediator::service::handler::Handler::new(registry(false), Audit::default(), PolicySet::default());
+        h.log_records = false;
+        let delivery = ecr_remediator::service::handler::Delivery::default;
+        h.handle_text("{not json", delivery()).await.unwrap();
+        h.handle_text(
+            r#"{"ecr-remediator":"cleanup","account":"999999999999","repository":"team/app","digest":"sha256:42b5e3bd0b6a7e2a6f1f4ab6b3e6c0c5d2b4a1f0e9d8c7b6a5f4e3d2c1b0a998","min-age-s":0}"#,
+            delivery(),
+        )
+        .await
+        .unwrap();
+        h.handle_text(r#"{"ecr-remediator":"sweep"}"#, delivery())
+            .await
+            .unwrap();
+        let got = h.audit.records.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        check("refused", &got);
+    }
+}

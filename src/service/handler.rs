@@ -190,7 +190,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             Ok(Message::Request(Request::Image(request))) => {
                 if !self.lists_account(request.account.as_ref()) {
                     return self
-                        .refuse(request.account.as_ref(), "an image request", delivery)
+                        .refuse(request.account.as_ref(), "work on an image in", delivery)
                         .await;
                 }
                 self.handle_job_record(&request.job(), delivery).await.1
@@ -245,7 +245,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     /// are swept; only the queue refusing fails the sweep (it is delivered again).
     async fn sweep_account(&self, account: Option<AccountId>, delivery: Delivery) -> Result<EventResult, RetryError> {
         if !self.lists_account(account.as_ref()) {
-            return self.refuse(account.as_ref(), "a sweep", delivery).await;
+            return self.refuse(account.as_ref(), "a sweep of", delivery).await;
         }
         let Some(sweeps) = &self.sweeps else {
             return self.no_queue(account.as_ref(), delivery).await;
@@ -347,7 +347,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         record.outcome = Outcome::Skipped {
             code: SkipCode::AccountNotListed,
             reason: format!(
-                "{what} in account {shown} was requested, but this deployment does not list it \
+                "{what} account {shown} was requested, but this deployment does not list it \
                  (ECR_REMEDIATOR_MEMBER_ACCOUNTS); refused"
             ),
         };
