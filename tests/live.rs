@@ -5,6 +5,7 @@
 
 mod harness;
 
+use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::service::handler::{Delivery, EventResult};
 use harness::*;
 use serde_json::Value;
@@ -77,7 +78,13 @@ async fn seed_case_promote_puts_v7_on_the_image_and_keeps_provenance_under_v7_in
     let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
     let result = handle_push(&h, &repo, &pushed, "v7").await;
     assert!(
-        matches!(result, EventResult::Handled { ref outcome, .. } if outcome == "remediated"),
+        matches!(
+            result,
+            EventResult::Handled {
+                outcome: OutcomeKind::Remediated,
+                ..
+            }
+        ),
         "{result:?}"
     );
 
@@ -393,7 +400,13 @@ async fn the_same_event_twice_writes_once() {
     emu.clear_calls(&repo);
     let second = h.handle_text(&event, Delivery::default()).await.unwrap();
     assert!(
-        matches!(second, EventResult::Handled { ref outcome, .. } if outcome == "noop"),
+        matches!(
+            second,
+            EventResult::Handled {
+                outcome: OutcomeKind::Noop,
+                ..
+            }
+        ),
         "{second:?}"
     );
     let calls = emu.calls(&repo);
@@ -472,7 +485,13 @@ async fn malformed_events_are_recorded_not_retried_and_touch_nothing() {
     ] {
         let r = h.handle_text(&bad, Delivery::default()).await.unwrap();
         assert!(
-            matches!(r, EventResult::Handled { ref outcome, .. } if outcome == "skipped"),
+            matches!(
+                r,
+                EventResult::Handled {
+                    outcome: OutcomeKind::Skipped,
+                    ..
+                }
+            ),
             "{bad}: {r:?}"
         );
     }
@@ -488,7 +507,13 @@ async fn throttled_puts_and_failing_reads_are_retried_and_end_right() {
     let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
     let r = handle_push(&h, &repo, &pushed, "v7").await;
     assert!(
-        matches!(r, EventResult::Handled { ref outcome, .. } if outcome == "remediated"),
+        matches!(
+            r,
+            EventResult::Handled {
+                outcome: OutcomeKind::Remediated,
+                ..
+            }
+        ),
         "{r:?}"
     );
     assert_eq!(tags(&repo).await["v7"], pushed.runnable());
@@ -516,7 +541,13 @@ async fn when_retries_run_out_the_event_fails_and_its_redelivery_finishes_the_jo
     emu.fault(&repo, "PutImage", &[]);
     let again = h.handle_text(&event, Delivery::default()).await.unwrap();
     assert!(
-        matches!(again, EventResult::Handled { ref outcome, .. } if outcome == "remediated"),
+        matches!(
+            again,
+            EventResult::Handled {
+                outcome: OutcomeKind::Remediated,
+                ..
+            }
+        ),
         "{again:?}"
     );
     assert_eq!(tags(&repo).await["v7"], pushed.runnable());

@@ -10,6 +10,7 @@ mod harness;
 use std::sync::Arc;
 
 use ecr_remediator::service::handler::{Delivery, EventResult};
+use ecr_remediator::vocabulary::Vocabulary;
 use harness::*;
 use serde_json::{Value, json};
 
@@ -52,7 +53,7 @@ async fn final_records(audit: &AuditQueue) -> Vec<Value> {
 
 fn outcome(r: &EventResult) -> &str {
     match r {
-        EventResult::Handled { outcome, .. } => outcome,
+        EventResult::Handled { outcome, .. } => outcome.as_str(),
         EventResult::Ignored { .. } => "ignored",
         other => panic!("not an image's result: {other:?}"),
     }

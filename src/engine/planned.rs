@@ -1,5 +1,5 @@
 //! What a plan is: the writes in order, the tags they rely on, what was
-//! skipped and why, and explanations. Made by [`crate::engine::plan`] and its
+//! skipped and why, and explanations. Made by [`crate::engine::plan()`] and its
 //! helpers, replayed by the view, executed by the applier.
 
 use serde::Serialize;

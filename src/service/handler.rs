@@ -15,7 +15,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::engine::audit::{AuditError, AuditRecord, AuditSink, Outcome, Trigger, log_line, write_with_retries};
+use crate::engine::audit::{
+    AuditError, AuditRecord, AuditSink, Outcome, OutcomeKind, Trigger, log_line, write_with_retries,
+};
 use crate::engine::registry::{AccountRegistries, Registry, RegistryError};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::skip::SkipCode;
@@ -28,7 +30,6 @@ use crate::service::message::{Message, MessageError, Request};
 use crate::service::metrics::{MetricsConfig, emf};
 use crate::service::scan::Scope;
 use crate::service::triage::{Triage, triage};
-use crate::vocabulary::Vocabulary;
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]
@@ -103,7 +104,7 @@ pub enum EventResult {
     /// Handled; the record was written.
     Handled {
         /// The record's outcome.
-        outcome: String,
+        outcome: OutcomeKind,
         /// The image.
         digest: Option<String>,
     },
@@ -419,7 +420,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         }
         let write = write_with_retries(&self.audit, &record, &self.retry, delivery.deadline).await;
         let result = EventResult::Handled {
-            outcome: record.outcome.kind().as_str().to_owned(),
+            outcome: record.outcome.kind(),
             digest: record.index_digest.clone(),
         };
         if let Err(e) = write {

@@ -151,7 +151,7 @@ pub struct ImageAction {
     /// The region.
     pub region: Option<String>,
     /// The detail, as ECR sends it (its fields are read by
-    /// [`crate::service::event::triage`]).
+    /// [`crate::service::triage::triage`]).
     pub detail: ImageActionDetail,
 }
 
