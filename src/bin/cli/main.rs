@@ -14,6 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ecr_remediator::aws::sqs::ServeOptions;
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 
 use crate::flags::PolicyFlags;
 
@@ -48,13 +50,13 @@ enum Command {
     Remediate {
         /// The repository.
         #[arg(long)]
-        repository: String,
+        repository: RepositoryName,
         /// The image (index) digest.
         #[arg(long, value_name = "DIGEST")]
-        image_digest: String,
+        image_digest: Digest,
         /// The tag it was pushed with.
         #[arg(long, value_name = "TAG")]
-        image_tag: Option<String>,
+        image_tag: Option<ImageTag>,
         #[command(flatten)]
         policy: PolicyFlags,
     },

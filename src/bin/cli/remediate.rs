@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use ecr_remediator::engine::Job;
 use ecr_remediator::engine::audit::{Outcome, Trigger};
 use ecr_remediator::logging::{LogFormat, init};
@@ -14,9 +13,9 @@ use crate::flags::PolicyFlags;
 
 /// Handles the image and prints its record; exit status 1 when it failed.
 pub(crate) async fn run(
-    repository: String,
-    image_digest: String,
-    image_tag: Option<String>,
+    repository: RepositoryName,
+    image_digest: Digest,
+    image_tag: Option<ImageTag>,
     flags: PolicyFlags,
 ) -> anyhow::Result<ExitCode> {
     init(LogFormat::Text);
@@ -26,13 +25,9 @@ pub(crate) async fn run(
         event_id: None,
         account: None,
         region: std::env::var("AWS_REGION").ok(),
-        repository: RepositoryName::parse(&repository).context("--repository")?,
-        digest: Digest::parse(&image_digest).context("--image-digest")?,
-        tag: image_tag
-            .as_deref()
-            .map(ImageTag::parse)
-            .transpose()
-            .context("--image-tag")?,
+        repository,
+        digest: image_digest,
+        tag: image_tag,
     };
     let config = flags.config()?;
     let mut handler = ecr_remediator::aws::handler(&config).await;
