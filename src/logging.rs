@@ -15,6 +15,10 @@ pub enum LogFormat {
 /// `AWS_LAMBDA_LOG_LEVEL` (set by the function's `ApplicationLogLevel`),
 /// else `info`.
 pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
+    filter_or(rust_log, lambda_level, "info")
+}
+
+fn filter_or(rust_log: Option<&str>, lambda_level: Option<&str>, otherwise: &str) -> EnvFilter {
     if let Some(directives) = rust_log.filter(|s| !s.trim().is_empty())
         && let Ok(f) = EnvFilter::try_new(directives)
     {
@@ -25,7 +29,8 @@ pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
         Some("DEBUG") => "debug",
         Some("WARN") => "warn",
         Some("ERROR" | "FATAL") => "error",
-        _ => "info",
+        Some("INFO") => "info",
+        _ => otherwise,
     };
     EnvFilter::new(level)
 }
@@ -34,6 +39,9 @@ pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
 /// for JSON (Lambda collects stdout) and to stderr for text, so a CLI's
 /// stdout stays machine-readable.
 pub fn init(format: LogFormat) {
+    if format == LogFormat::Text {
+        return init_text(std::io::stderr);
+    }
     let rust_log = std::env::var("RUST_LOG").ok();
     let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
     let builder = tracing_subscriber::fmt().with_env_filter(filter(rust_log.as_deref(), lambda_level.as_deref()));
@@ -47,6 +55,22 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.with_writer(std::io::stderr).with_ansi(false).try_init(),
     };
     // A second initialisation (tests) keeps the first subscriber.
+    drop(result);
+}
+
+/// Installs a text subscriber writing through `writer` (the CLI's, which
+/// keeps log lines off its progress line). A person at a terminal is told
+/// what needs attention: warnings and errors unless `RUST_LOG` asks for more.
+pub fn init_text<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let result = tracing_subscriber::fmt()
+        .with_env_filter(filter_or(rust_log.as_deref(), None, "warn"))
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init();
     drop(result);
 }
 

@@ -105,10 +105,7 @@ struct Spinner {
 
 impl Spinner {
     fn new(log_group: String) -> Self {
-        let line = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
-            line.set_style(style);
-        }
+        let line = crate::progress::line("{spinner} {msg}", None);
         Spinner { line, log_group }
     }
 

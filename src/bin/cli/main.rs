@@ -4,6 +4,7 @@
 mod audit;
 mod flags;
 mod inspect;
+mod progress;
 mod remediate;
 mod serve;
 mod sweep;

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use ecr_remediator::engine::Job;
 use ecr_remediator::engine::audit::{Outcome, Trigger};
-use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::service::handler::Delivery;
@@ -18,7 +17,7 @@ pub(crate) async fn run(
     image_tag: Option<ImageTag>,
     flags: PolicyFlags,
 ) -> anyhow::Result<ExitCode> {
-    init(LogFormat::Text);
+    ecr_remediator::logging::init_text(crate::progress::Logs);
     let job = Job {
         purpose: ecr_remediator::engine::Purpose::Remediate,
         trigger: Trigger::Manual,

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord, Outcome};
 use ecr_remediator::engine::sweep::Selection;
-use ecr_remediator::logging::{LogFormat, init};
 use ecr_remediator::oci::names::{AccountId, RepositoryName};
 use ecr_remediator::policy::glob::Glob;
 use ecr_remediator::service::scan::Scope;
@@ -14,9 +13,10 @@ use ecr_remediator::service::sweep::{Progress, SweepSummary, sweep as run_sweep}
 use ecr_remediator::time::{parse_duration_s, parse_since};
 use ecr_remediator::trail::render;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::flags::{OutputFormat, PolicyFlags};
+use crate::progress;
 
 /// `ecr-remediator sweep`'s arguments.
 #[derive(clap::Args)]
@@ -84,7 +84,7 @@ fn sweep_accounts(args: &SweepArgs) -> anyhow::Result<Vec<Option<AccountId>>> {
 /// Runs the sweep and prints its report; exit status 1 when anything failed.
 pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let flags = args.policy.clone();
-    init(LogFormat::Text);
+    ecr_remediator::logging::init_text(progress::Logs);
     let scope = Scope {
         repositories: args
             .repositories
@@ -125,7 +125,7 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     // on stderr only when it is a terminal.
     let several = accounts.len() > 1;
     let counter = if several {
-        progress_line("accounts {pos}/{len}", accounts.len())
+        progress::line("accounts {pos}/{len}", Some(accounts.len() as u64))
     } else {
         ProgressBar::hidden()
     };
@@ -152,7 +152,7 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             Ok(s) => s,
             Err(e) => {
                 // One account failing (no role, no permission) never stops the others.
-                counter.suspend(|| eprintln!("error: account {label}: {e}"));
+                progress::above(|| eprintln!("error: account {label}: {e}"));
                 ok = false;
                 continue;
             }
@@ -168,19 +168,10 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             };
             format!("{heading}{}{}", progress.table(), summary_table(&summary))
         };
-        counter.suspend(|| write!(std::io::stdout().lock(), "{report}"))?;
+        progress::above(|| write!(std::io::stdout().lock(), "{report}"))?;
     }
     counter.finish_and_clear();
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// A progress line on stderr (drawn only when stderr is a terminal).
-fn progress_line(template: &str, len: usize) -> ProgressBar {
-    let line = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        line.set_style(style);
-    }
-    line
 }
 
 /// Accounts `sweep --all-accounts` (or several `--account`) sweeps at once:
@@ -199,7 +190,7 @@ struct SweepProgress {
 impl SweepProgress {
     fn new(draw: bool, json: bool) -> Self {
         let line = if draw {
-            progress_line("{msg}  images {pos}/{len}  {per_sec}  ETA {eta}", 0)
+            progress::line("{msg}  images {pos}/{len}  ETA {eta}", Some(0))
         } else {
             ProgressBar::hidden()
         };
@@ -222,15 +213,16 @@ impl SweepProgress {
 
 impl Progress for SweepProgress {
     fn repository(&mut self, n: usize, total: usize, _name: &RepositoryName, images: usize) {
+        // Repositories are listed as the handling reaches them: the images
+        // count is of the repositories listed so far.
         self.line.set_message(format!("repository {}/{total}", n + 1));
-        self.line.set_length(images as u64);
-        self.line.set_position(0);
+        self.line.inc_length(images as u64);
     }
 
     fn image(&mut self, record: &AuditRecord) {
         self.line.inc(1);
         if self.json {
-            self.line.suspend(|| println!("{}", record.to_json()));
+            progress::above(|| println!("{}", record.to_json()));
         } else {
             let detail = match &record.outcome {
                 Outcome::Skipped { reason, .. } => Some(reason.clone()),
