@@ -109,18 +109,25 @@ async fn a_scheduled_cleanup_through_the_lambda_handler_deletes_the_leftover() {
     cleaned(&repo, &p, &log).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repository_that_cannot_be_listed_does_not_stop_the_scheduled_sweep() {
-    let prefix = unique("queued-partial");
+/// Two repositories under `prefix/`, `a` refusing to be listed every time (a
+/// member role limited to some prefixes looks like this), `b` with `v1` to
+/// promote; a queue holding the schedule's sweep of this account.
+/// Returns (`a`, `b`, what was pushed to `b`, the queue).
+async fn one_unlistable(prefix: &str) -> (String, String, Pushed, String) {
     let (denied, fine) = (format!("{prefix}/a"), format!("{prefix}/b"));
     create_repository(&denied, false);
     create_repository(&fine, false);
-    push_buildx(&denied, "v1", &["linux/arm64"], "queued-partial-a");
-    let p = push_buildx(&fine, "v1", &["linux/arm64"], "queued-partial-b");
-    // The first repository refuses to be listed, every time (a member role
-    // limited to some prefixes looks like this).
+    push_buildx(&denied, "v1", &["linux/arm64"], &denied);
+    let p = push_buildx(&fine, "v1", &["linux/arm64"], &fine);
     emulator().fault(&denied, "ecr:DescribeImages", &["AccessDeniedException"; 50]);
     let queue = queue_with_message(&format!("{}-q", prefix.replace('/', "-")), SWEEP_OWN).await;
+    (denied, fine, p, queue)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_cannot_be_listed_does_not_stop_the_scheduled_sweep() {
+    let prefix = unique("queued-partial");
+    let (denied, fine, p, queue) = one_unlistable(&prefix).await;
     let (code, out, err) =
         run(serve_until_idle(&queue, &[]).env("ECR_REMEDIATOR_SWEEP_PREFIXES", format!("{prefix}/")));
     emulator().fault(&denied, "ecr:DescribeImages", &[]);
@@ -140,13 +147,7 @@ async fn a_repository_that_cannot_be_listed_does_not_stop_the_scheduled_sweep() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_that_cannot_be_listed_does_not_stop_the_sweep_in_the_lambda_handler() {
     let prefix = unique("lambda-partial");
-    let (denied, fine) = (format!("{prefix}/a"), format!("{prefix}/b"));
-    create_repository(&denied, false);
-    create_repository(&fine, false);
-    push_buildx(&denied, "v1", &["linux/arm64"], "lambda-partial-a");
-    let p = push_buildx(&fine, "v1", &["linux/arm64"], "lambda-partial-b");
-    emulator().fault(&denied, "ecr:DescribeImages", &["AccessDeniedException"; 50]);
-    let queue = queue_with_message(&format!("{}-q", prefix.replace('/', "-")), SWEEP_OWN).await;
+    let (denied, fine, p, queue) = one_unlistable(&prefix).await;
     let swept = format!("{prefix}/");
     let responses = lambda(&queue, &[&swept], &[("ECR_REMEDIATOR_MODE", "promote")]).await;
     emulator().fault(&denied, "ecr:DescribeImages", &[]);
