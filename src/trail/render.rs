@@ -128,8 +128,15 @@ pub fn aligned(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// One CSV cell. A value a spreadsheet would run as a formula (starting
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return: tags, event ids and
+/// reasons come from whoever pushes or sends) is neutralised as OWASP's CSV
+/// injection guidance says: a leading `'`, and the cell quoted.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula {
+        format!("\"'{}\"", s.replace('"', "\"\""))
+    } else if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_owned()
@@ -279,6 +286,32 @@ mod tests {
         );
         assert!(rows[1].contains("\"delete 1, delete (skipped) 1, move_tag 1\""), "{c}");
         assert_eq!(json_lines(&records).lines().count(), 2);
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_neutralised() {
+        let records = vec![found(json!({
+            "repository": "team/app", "tag": "=HYPERLINK(\"http://x\",\"y\")", "outcome": "skipped",
+            "reason": "-2+3", "event_id": "+cmd|' /C calc'!A0", "request_id": "@SUM(1,2)", "account": "\t1"
+        }))];
+        let c = csv(&records);
+        let row = c.split("\r\n").nth(1).unwrap();
+        for cell in [
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
+            "\"'-2+3\"",
+            "\"'+cmd|' /C calc'!A0\"",
+            "\"'@SUM(1,2)\"",
+            "\"'\t1\"",
+        ] {
+            assert!(row.contains(cell), "{cell} in {row}");
+        }
+        // Nothing else is touched: no cell of the row starts a formula.
+        assert!(row.contains(",team/app,"), "{row}");
+        for cell in row.split(',') {
+            assert!(!cell.starts_with(['=', '+', '-', '@']), "{cell} in {row}");
+        }
+        assert_eq!(csv_field("sha256:ab"), "sha256:ab");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
 
     #[test]
