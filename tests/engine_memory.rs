@@ -68,6 +68,7 @@ async fn run(reg: &MemoryRegistry, audit: &Audit, policies: &PolicySet, job: &Jo
         retry: fast_retries(),
         deadline: None,
         request_id: Some("req-1".into()),
+        attempt: Some(2),
     }
     .remediate(job)
     .await
@@ -1171,6 +1172,8 @@ mod golden {
         )
         .await;
         assert_eq!(got.len(), 2, "checkpoint, then the final record");
+        assert_eq!(got[0].attempt, Some(2), "the checkpoint says its attempt");
+        assert_eq!(got[0].attempt, got[1].attempt, "the same as the final record's");
         check("promote-delete", &got);
     }
 

@@ -136,6 +136,10 @@ pub struct Engine<'a, R, A> {
     pub deadline: Option<tokio::time::Instant>,
     /// The Lambda request id, copied into the records (checkpoints included).
     pub request_id: Option<String>,
+    /// The delivery attempt (SQS `ApproximateReceiveCount`), copied into the
+    /// records, checkpoints included, so a checkpoint and the final record of
+    /// one handling say the same attempt.
+    pub attempt: Option<u32>,
 }
 
 pub(crate) fn skipped(code: SkipCode, reason: impl Into<String>) -> Outcome {
@@ -152,6 +156,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         let mut record = job.record();
         let selected = self.policies.select_for(&job.repository, job.account.as_ref());
         record.request_id = self.request_id.clone();
+        record.attempt = self.attempt;
         let mut summary = PolicySummary {
             rule: selected.rule.to_owned(),
             source: selected.source(),

@@ -162,6 +162,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             retry: self.retry,
             deadline: delivery.deadline,
             request_id: delivery.request_id.clone(),
+            attempt: delivery.attempt,
         }
     }
 
