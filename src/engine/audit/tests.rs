@@ -1,4 +1,5 @@
-//! Tests of [`super`].
+//! Tests of [`super`] (test code only: it is compiled under `#[cfg(test)]`).
+#![cfg(test)]
 
 use std::time::UNIX_EPOCH;
 

@@ -1,4 +1,5 @@
-//! Tests of [`super`].
+//! Tests of [`super`] (test code only: it is compiled under `#[cfg(test)]`).
+#![cfg(test)]
 
 use super::*;
 use crate::engine::action::DeleteRole;
