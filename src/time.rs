@@ -19,6 +19,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// `ms` (milliseconds since the epoch) as [`rfc3339`] writes instants.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let ts = Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 /// Parses a duration (`90s`, `30m`, `12h`, `7d`, `2w`, `1h30m`; a day is
 /// 24 hours) into whole seconds.
 pub fn parse_duration_s(text: &str) -> Result<u64, String> {

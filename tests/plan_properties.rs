@@ -10,6 +10,7 @@ use common::{digest_of, tag};
 use ecr_remediator::engine::cleanup::{CleanupInput, plan_cleanup};
 use ecr_remediator::engine::plan::{Action, DeleteRole, PlanInput, SkipReason, TagRole, plan};
 use ecr_remediator::engine::retire::plan_retire;
+use ecr_remediator::engine::usage::{InUse, Workload, WorkloadKind};
 use ecr_remediator::engine::view::{Attachments, Held, RepositoryView};
 use ecr_remediator::oci::classify::{EntryClass, classify};
 use ecr_remediator::oci::companion::Companion;
@@ -87,6 +88,45 @@ struct Scenario {
     /// What is attached to the index and to each entry (signatures, companion tags).
     attach_index: Attach,
     attach_entries: Vec<Attach>,
+    /// What the reader learnt of each manifest's use (index first, then the entries).
+    uses: Vec<Use>,
+    /// What the workload scan answered.
+    scan: Scan,
+    /// How long ago the index was pushed (the grace period is 900 s).
+    index_age_s: i64,
+}
+
+/// What is known of a manifest's use outside the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Its pull time not read.
+    Unread,
+    /// Never pulled, nothing runs it.
+    Unused,
+    /// Pulled an hour ago.
+    PulledRecently,
+    /// Pulled a year ago.
+    PulledLongAgo,
+    /// An ECS service runs it.
+    Running,
+}
+
+/// What the workload scan answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    NotRead,
+    Failed,
+    Answered,
+}
+
+fn usage() -> impl Strategy<Value = Use> {
+    prop_oneof![
+        1 => Just(Use::Unread),
+        12 => Just(Use::Unused),
+        1 => Just(Use::PulledRecently),
+        2 => Just(Use::PulledLongAgo),
+        1 => Just(Use::Running),
+    ]
 }
 
 /// What the reader learnt is attached to a manifest from outside any index.
@@ -150,6 +190,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 prop::bool::weighted(0.4),
             ),
             (attach(), prop::collection::vec(attach(), n)),
+            (
+                prop::collection::vec(usage(), n + 1),
+                prop_oneof![1 => Just(Scan::NotRead), 1 => Just(Scan::Failed), 10 => Just(Scan::Answered)],
+                prop_oneof![1 => Just(60i64), 6 => Just(86_400i64)],
+            ),
         )
             .prop_map(
                 |(
@@ -177,6 +222,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         referrers,
                     ),
                     (attach_index, attach_entries),
+                    (uses, scan, index_age_s),
                 )| Scenario {
                     entries,
                     duplicate_first,
@@ -199,6 +245,9 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     referrers,
                     attach_index,
                     attach_entries,
+                    uses,
+                    scan,
+                    index_age_s,
                 },
             )
     })
@@ -416,7 +465,73 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
             v.set_subject(m.digest(), &subject.digest);
         }
     }
+    // What the reader learns of their use: pull and push times, and what
+    // the workload scan found.
+    let mut in_use = InUse::new(NOW);
+    let ids: Vec<&Digest> = std::iter::once(index.digest()).chain(children.iter()).collect();
+    for (i, d) in ids.iter().enumerate() {
+        match s.uses.get(i).copied().unwrap_or(Use::Unused) {
+            Use::Unread => {}
+            Use::Unused => v.set_pull_time(d, None),
+            Use::PulledRecently => v.set_pull_time(d, Some(NOW - 3_600_000)),
+            Use::PulledLongAgo => v.set_pull_time(d, Some(NOW - 365 * 86_400_000)),
+            Use::Running => {
+                v.set_pull_time(d, None);
+                in_use.add(
+                    (*d).clone(),
+                    Workload {
+                        kind: WorkloadKind::EcsService,
+                        name: "arn:aws:ecs:us-east-1:123456789012:service/c/s".into(),
+                    },
+                );
+            }
+        }
+    }
+    v.set_pushed_at(index.digest(), NOW - s.index_age_s * 1000);
+    match s.scan {
+        Scan::NotRead => {}
+        Scan::Failed => v.set_in_use(Err("AccessDeniedException".into())),
+        Scan::Answered => v.set_in_use(Ok(std::sync::Arc::new(in_use))),
+    }
     v
+}
+
+/// "Now" for every generated plan (the index's push and pulls are before it).
+const NOW: i64 = 10_000_000_000;
+
+/// Deletions never hit a manifest that something may use: its pull time
+/// unread or within the window, the scan unread or failed, a workload
+/// running it; and none happens within the grace period after the push.
+fn usage_invariants(
+    view: &RepositoryView,
+    p: &ecr_remediator::engine::plan::Plan,
+    policy: &Policy,
+    index: &Digest,
+) -> Result<(), TestCaseError> {
+    let now = NOW;
+    for a in &p.actions {
+        if let Action::Delete { digest, .. } = a {
+            let pulled = view.pull_time(digest);
+            prop_assert!(pulled.is_some(), "{digest} deleted without reading when it was pulled");
+            if let (Some(Some(at)), Some(within)) = (pulled, policy.keep_if_pulled_within_s) {
+                prop_assert!(now - at >= within as i64 * 1000, "{digest} deleted although pulled recently");
+            }
+            match view.in_use() {
+                Some(Ok(found)) => prop_assert!(found.users(digest).is_empty(), "{digest} deleted although in use"),
+                other => prop_assert!(false, "{digest} deleted with the workload scan {other:?}"),
+            }
+        }
+    }
+    if p.actions.iter().any(Action::is_delete) {
+        let pushed = view.pushed_at(index);
+        prop_assert!(pushed.is_some(), "deleted without reading when the index was pushed");
+        let grace = i64::try_from(policy.grace_period_s).unwrap() * 1000;
+        prop_assert!(
+            pushed.is_some_and(|at| now - at >= grace),
+            "deleted within the grace period after the push"
+        );
+    }
+    Ok(())
 }
 
 /// Deletions never hit a manifest something is attached to, one whose
@@ -495,6 +610,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         stale_holder: None,
         pushed_tag_immutable: false,
         manifests: &manifests,
+        now_ms: NOW,
     };
     let p = plan(&input);
 
@@ -614,6 +730,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
 
     referrer_invariants(s, &index, &classification, &view, &p)?;
     attachment_invariants(&view, &p, true)?;
+    usage_invariants(&view, &p, &policy, index.digest())?;
 
     // A tag this service writes (a keep tag, under any policy) or a companion
     // tag (a referrers tag-schema index, cosign's) is never remediated.
@@ -692,6 +809,7 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         return Err(e);
     }
     attachment_invariants(&view, &p, true)?;
+    usage_invariants(&view, &p, &policy, index.digest())?;
     if deletes.is_empty() {
         return Ok(());
     }
@@ -832,6 +950,7 @@ fn check_retire(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
         manifests: &read_manifests(s),
     });
     attachment_invariants(&view, &p, true)?;
+    usage_invariants(&view, &p, &policy, index.digest())?;
     let mut state = view.clone();
     for a in &p.actions {
         if let Action::Delete {
@@ -911,6 +1030,7 @@ fn the_generator_reaches_every_kind_of_plan() {
     let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups, mut copies) = (0, 0, 0, 0, 0, 0);
     let mut kept_attached = 0;
     let mut retired = 0;
+    let (mut kept_in_use, mut deferred) = (0, 0);
     for _ in 0..2000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let index = build_index(&s);
@@ -927,6 +1047,7 @@ fn the_generator_reaches_every_kind_of_plan() {
             stale_holder: None,
             pushed_tag_immutable: false,
             manifests: &read_manifests(&s),
+            now_ms: NOW,
         });
         deletes += p.actions.iter().filter(|a| a.is_delete()).count();
         moves += p
@@ -961,6 +1082,20 @@ fn the_generator_reaches_every_kind_of_plan() {
                 )
             })
             .count();
+        kept_in_use += p
+            .skipped
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.reason,
+                    SkipReason::InUse { .. }
+                        | SkipReason::RecentlyPulled { .. }
+                        | SkipReason::InUseUnknown { .. }
+                        | SkipReason::UsageUnknown
+                )
+            })
+            .count();
+        deferred += usize::from(p.deferred_until_ms.is_some());
         copies += p
             .actions
             .iter()
@@ -991,14 +1126,16 @@ fn the_generator_reaches_every_kind_of_plan() {
         retired += usize::from(retire.actions.iter().any(Action::is_delete));
     }
     assert!(
-        deletes > 30
+        deletes > 20
             && moves > 40
             && puts > 50
             && superseded > 20
-            && cleanups > 5
+            && cleanups > 2
             && copies > 50
             && kept_attached > 20
-            && retired > 5,
-        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached} {retired}"
+            && retired > 5
+            && kept_in_use > 4
+            && deferred > 2,
+        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached} {retired} {kept_in_use} {deferred}"
     );
 }

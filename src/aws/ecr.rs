@@ -39,6 +39,10 @@ pub struct EcrRegistry {
     /// The registry's account, when known: repository ARNs are then built,
     /// not looked up.
     account: Option<AccountId>,
+    /// The scan of what runs in the account (`None`: not configured, so
+    /// nothing is known to be unused and nothing is deleted where the policy
+    /// asks for the evidence).
+    workloads: Option<super::workloads::WorkloadScanner>,
 }
 
 /// A token bucket for `PutImage`: `burst` calls at once, `rate` per second
@@ -91,7 +95,15 @@ impl EcrRegistry {
             }),
             tags: std::sync::Mutex::new(TagCache::default()),
             account: None,
+            workloads: None,
         }
+    }
+
+    /// The same adapter, scanning what runs in its account (ECS, Lambda)
+    /// through `sdk`'s credentials (the same as the client's).
+    pub fn with_workloads(mut self, sdk: &aws_config::SdkConfig) -> Self {
+        self.workloads = Some(super::workloads::WorkloadScanner::new(sdk));
+        self
     }
 
     /// The same adapter, knowing its registry's account (the member role's,
@@ -155,6 +167,20 @@ fn matches(id: &ImageRef, got: Option<&ImageIdentifier>) -> bool {
 }
 
 impl Registry for EcrRegistry {
+    async fn images_in_use(
+        &self,
+        not_before_ms: i64,
+    ) -> Result<std::sync::Arc<crate::engine::usage::InUse>, RegistryError> {
+        match &self.workloads {
+            Some(scanner) => scanner.in_use(not_before_ms).await,
+            None => Err(RegistryError::Service {
+                operation: "ScanWorkloads",
+                code: "NotConfigured".to_owned(),
+                message: "this registry client has no workload scan configured".to_owned(),
+            }),
+        }
+    }
+
     async fn get_images(&self, repository: &RepositoryName, ids: &[ImageRef]) -> Result<Fetched, RegistryError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_CALL) {
@@ -499,6 +525,7 @@ fn image_entry(detail: &aws_sdk_ecr::types::ImageDetail) -> Result<(Digest, Imag
         artifact_media_type: detail.artifact_media_type().map(str::to_owned),
         size_bytes: detail.image_size_in_bytes(),
         subject: detail.subject_manifest_digest().and_then(|d| Digest::parse(d).ok()),
+        last_pulled_ms: detail.last_recorded_pull_time().and_then(|t| t.to_millis().ok()),
     };
     Ok((digest, info))
 }

@@ -160,8 +160,11 @@ impl MemberRegistries {
             .to_builder()
             .identity_cache(aws_config::identity::IdentityCache::lazy().build())
             .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(primed));
-        let client = ecr_client(&sdk.build());
-        Ok(EcrRegistry::new(client, self.put_tps, self.put_burst).in_account(account))
+        let sdk = sdk.build();
+        let client = ecr_client(&sdk);
+        Ok(EcrRegistry::new(client, self.put_tps, self.put_burst)
+            .in_account(account)
+            .with_workloads(&sdk))
     }
 }
 

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod members;
 pub mod sqs;
 pub mod tag_cache;
+pub mod workloads;
 
 /// The partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
 pub(crate) fn partition(region: Option<&str>) -> &'static str {
@@ -117,10 +118,10 @@ pub fn handler_with(
 ) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
     let mut h = Handler::new(
         match &config.account_id {
-            Some(account) => {
-                ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst).in_account(account)
-            }
-            None => ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst),
+            Some(account) => ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst)
+                .in_account(account)
+                .with_workloads(sdk),
+            None => ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst).with_workloads(sdk),
         },
         audit::EventBridgeAudit::new(eventbridge_client(sdk), config.audit_bus.clone()),
         config.policies.clone(),

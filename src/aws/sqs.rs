@@ -238,6 +238,7 @@ impl SqsJobQueue {
 /// for standard queues).
 pub const ENQUEUE_CONCURRENCY: usize = 16;
 
+
 impl SqsJobQueue {
     /// Sends one batch of at most 10 messages; entries the queue refused are
     /// sent again, twice at most.
@@ -294,6 +295,27 @@ impl JobQueue for SqsJobQueue {
                 let batches: Vec<_> = wave.chunks(10).map(|chunk| self.send_batch(chunk)).collect();
                 futures_util::future::try_join_all(batches).await?;
             }
+            Ok(())
+        })
+    }
+
+    fn enqueue_after<'a>(
+        &'a self,
+        body: &'a str,
+        delay_s: u32,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), QueueError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(body)
+                .delay_seconds(i32::try_from(delay_s.min(crate::service::enqueue::MAX_DELAY_S)).unwrap_or(0))
+                .send()
+                .await
+                .map_err(|e| QueueError {
+                    queue: self.url.clone(),
+                    message: DisplayErrorContext(&e).to_string(),
+                })?;
             Ok(())
         })
     }

@@ -2,7 +2,8 @@
 //! companion tags and their OCI referrers (see [`crate::engine::keep`]).
 //!
 //! Read only when a deletion waits on it: the planner marks such a
-//! manifest `attachments_unknown`, the engine reads, and plans again.
+//! manifest `attachments_unknown` (or `usage_unknown`, see
+//! [`crate::engine::evidence`]), the engine reads, and plans again.
 //! Companion tags ride in a `BatchGetImage` the reader already makes where
 //! it can (the per-push path's second read); referrers cost one
 //! `ListImageReferrers` per manifest, made concurrently.
@@ -48,14 +49,15 @@ pub(super) fn note_companions(view: &mut RepositoryView, subjects: &[Digest], fe
     }
 }
 
-/// The manifests whose attachments the plan waits on: those it kept as
-/// `attachments_unknown` and, when the index is one, every attestation
-/// entry that could be deleted after it (so that one read covers all).
+/// The manifests whose evidence the plan waits on: those it kept as
+/// `attachments_unknown` or `usage_unknown` and, when the index is one,
+/// every attestation entry that could be deleted after it (so that one read
+/// covers all).
 pub(super) fn waiting_on(plan: &Plan, classification: &Classification, view: &RepositoryView) -> Vec<Digest> {
     let mut out: BTreeSet<Digest> = plan
         .skipped
         .iter()
-        .filter(|s| s.reason == SkipReason::AttachmentsUnknown)
+        .filter(|s| matches!(s.reason, SkipReason::AttachmentsUnknown | SkipReason::UsageUnknown))
         .map(|s| s.digest.clone().unwrap_or_else(|| classification.digest.clone()))
         .collect();
     if out.contains(&classification.digest) {
@@ -65,7 +67,6 @@ pub(super) fn waiting_on(plan: &Plan, classification: &Classification, view: &Re
             }
         }
     }
-    out.retain(|d| view.attachments(d).is_none());
     out.into_iter().collect()
 }
 

@@ -41,6 +41,9 @@ pub enum Trigger {
     Manual,
     /// A reconciliation sweep.
     Sweep,
+    /// The follow-up a handling scheduled for itself (deletions deferred
+    /// for the grace period after the push).
+    FollowUp,
 }
 
 /// The policy that applied.
@@ -304,6 +307,10 @@ pub struct AuditRecord {
     pub deleted: u32,
     /// Their size as `DescribeImages` reported it right before deleting.
     pub reclaimed_bytes: u64,
+    /// When deletions wait for the grace period after the push: when a
+    /// follow-up will attempt them (RFC 3339), every check run again then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<String>,
     /// Overall outcome.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -345,6 +352,7 @@ impl AuditRecord {
             notes: Vec::new(),
             deleted: 0,
             reclaimed_bytes: 0,
+            deferred_until: None,
             outcome: Outcome::Noop,
             is_final: true,
             attempt: None,

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::action::{Action, DeleteRole};
-use crate::engine::deletion::{deletions, finish};
+use crate::engine::deletion::{Gates, deletions, finish};
 use crate::engine::keep;
 use crate::engine::plan::{runnables, stripped};
 use crate::engine::planned::Plan;
@@ -162,7 +162,14 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         } else {
             Coverage::default()
         };
-        deletions(&mut p, classification, d, view, &coverage);
+        deletions(
+            &mut p,
+            classification,
+            d,
+            view,
+            &coverage,
+            Gates { policy, now_ms },
+        );
         return finish(halt_if_kept(p, d), policy);
     }
     match classify_manifest(manifest.manifest()) {
@@ -182,6 +189,9 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
                 return p.halt(SkipReason::StillReferenced { by });
             }
             if let Some(reason) = keep::attached(view, d) {
+                return p.halt(reason);
+            }
+            if let Some(reason) = keep::in_use(view, d, policy, now_ms) {
                 return p.halt(reason);
             }
             p.notes

@@ -15,9 +15,72 @@ use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::policy::Policy;
 
+/// What the deletion gates look at besides the view: the policy and now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gates<'a> {
+    pub policy: &'a Policy,
+    pub now_ms: i64,
+}
+
 /// Plans the deletion of `idx` (the remediated index) and of the attestation
-/// entries of `c` it frees, on the view as `p`'s actions leave it.
-pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &RepositoryView, coverage: &Coverage) {
+/// entries of `c` it frees, on the view as `p`'s actions leave it. Every
+/// deletion needs evidence that nothing uses it ([`keep::in_use`]); all of
+/// them wait for the grace period after the index's push ([`keep::grace`]),
+/// which [`Plan::deferred_until_ms`] then says.
+pub(crate) fn deletions(
+    p: &mut Plan,
+    c: &Classification,
+    idx: &Digest,
+    view: &RepositoryView,
+    coverage: &Coverage,
+    gates: Gates<'_>,
+) {
+    // Within the grace period, the deletions are planned with the registry's
+    // gates only and deferred: whether anything runs or pulls them is
+    // asked when they are attempted, so a push never pays for a scan.
+    let deferred = match keep::grace(view, idx, gates.policy, gates.now_ms) {
+        Ok(()) => None,
+        Err((SkipReason::GracePeriod { until, grace_period_s }, at)) => Some((until, grace_period_s, at)),
+        Err((reason, _)) => {
+            p.skip_entry(idx, reason);
+            return;
+        }
+    };
+    let before = p.actions.len();
+    planned_deletions(p, c, idx, view, coverage, gates, deferred.is_none());
+    if let Some((until, grace_period_s, at)) = deferred
+        && p.actions.len() > before
+    {
+        p.deferred_until_ms = Some(at);
+        for a in p.actions.drain(before..).collect::<Vec<_>>() {
+            p.skipped.push(Skipped {
+                digest: None,
+                action: Some(a),
+                reason: SkipReason::GracePeriod {
+                    until: until.clone(),
+                    grace_period_s,
+                },
+            });
+        }
+    }
+}
+
+fn planned_deletions(
+    p: &mut Plan,
+    c: &Classification,
+    idx: &Digest,
+    view: &RepositoryView,
+    coverage: &Coverage,
+    gates: Gates<'_>,
+    check_use: bool,
+) {
+    let in_use = |view: &RepositoryView, d: &Digest| {
+        if check_use {
+            keep::in_use(view, d, gates.policy, gates.now_ms)
+        } else {
+            None
+        }
+    };
     if let Some(why) = &coverage.blocked {
         p.skip_entry(idx, SkipReason::ProvenanceUncovered { why: why.clone() });
         return;
@@ -45,6 +108,10 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
         return;
     }
     if let Some(reason) = keep::attached(&after, idx) {
+        p.skip_entry(idx, reason);
+        return;
+    }
+    if let Some(reason) = in_use(&after, idx) {
         p.skip_entry(idx, reason);
         return;
     }
@@ -109,6 +176,10 @@ pub(crate) fn deletions(p: &mut Plan, c: &Classification, idx: &Digest, view: &R
             continue;
         }
         if let Some(reason) = keep::attached(&after, d) {
+            p.skip_entry(d, reason);
+            continue;
+        }
+        if let Some(reason) = in_use(&after, d) {
             p.skip_entry(d, reason);
             continue;
         }

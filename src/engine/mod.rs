@@ -14,7 +14,10 @@
 //! before deleting), one `PutImage` per tag written, and `BatchDeleteImage`
 //! (the index in its own call, then its attestations). Only when the plan
 //! would delete, one `ListImageReferrers` per manifest it would delete
-//! (concurrently; see [`keep`]); their companion tags ride in the second read. Before them, unless
+//! (concurrently; see [`keep`]); their companion tags ride in the second read;
+//! one `DescribeImages` for their push and pull times; and, only when a
+//! deletion is due (after the grace period), the account's workload scan,
+//! which the adapter caches ([`evidence`]). Before them, unless
 //! the rule ignores it, the repository's `ecr-remediator:mode` tag is read
 //! (`ListTagsForResource`, which the ECR adapter caches per repository).
 
@@ -42,6 +45,7 @@ mod attachments;
 pub mod audit;
 pub mod cleanup;
 pub mod deletion;
+pub mod evidence;
 pub mod keep;
 pub mod plan;
 pub mod planned;
@@ -53,6 +57,7 @@ pub mod retire;
 pub mod retry;
 pub mod skip;
 pub mod sweep;
+pub mod usage;
 pub mod view;
 
 use apply::Applied;
@@ -232,6 +237,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             record.classification = Some(ClassificationSummary::of(&snapshot.classification, |d| {
                 snapshot.known.get(d).map(|m| classify_manifest(m.manifest()))
             }));
+            let now_ms = audit::now_ms();
             let planned = |s: &read::Snapshot| {
                 plan(&PlanInput {
                     manifest: &s.index,
@@ -242,9 +248,13 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     stale_holder: s.stale_holder.as_ref(),
                     pushed_tag_immutable,
                     manifests: &s.known,
+                    now_ms,
                 })
             };
-            let the_plan = self.plan_attached(&job.repository, &mut snapshot, planned).await?;
+            let the_plan = self
+                .plan_with_evidence(&job.repository, policy, &mut snapshot, planned)
+                .await?;
+            record.deferred_until = the_plan.deferred_until_ms.map(crate::time::rfc3339_ms);
             if let Some(p) = record.policy.as_mut() {
                 p.mode = the_plan.mode;
                 p.requested_mode = the_plan.requested_mode;
@@ -316,7 +326,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 cleanup::plan_cleanup(&input)
             }
         };
-        let the_plan = self.plan_attached(&job.repository, &mut candidate, planned).await?;
+        let the_plan = self
+            .plan_with_evidence(&job.repository, policy, &mut candidate, planned)
+            .await?;
+        record.deferred_until = the_plan.deferred_until_ms.map(crate::time::rfc3339_ms);
         record.skipped = the_plan.skipped.clone();
         record.notes = the_plan.notes.clone();
         if let Some(reason) = the_plan.halted() {
@@ -331,26 +344,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
             Applied::PushedTagImmutable => Ok(skipped(SkipCode::Conflict, "unexpected tag write in a cleanup")),
         }
-    }
-
-    /// Plans with `planned`; when a deletion waits on what is attached to
-    /// its manifest, reads that (only then, only for what would be deleted)
-    /// and plans again. The dry run goes through here too, so it reads and
-    /// plans exactly as the real run.
-    async fn plan_attached(
-        &self,
-        repository: &RepositoryName,
-        snapshot: &mut read::Snapshot,
-        planned: impl Fn(&read::Snapshot) -> crate::engine::plan::Plan,
-    ) -> Result<crate::engine::plan::Plan, RegistryError> {
-        let first = planned(snapshot);
-        let waiting = attachments::waiting_on(&first, &snapshot.classification, &snapshot.view);
-        if waiting.is_empty() {
-            return Ok(first);
-        }
-        self.read_attachments(repository, &mut snapshot.view, &mut snapshot.known, &waiting)
-            .await?;
-        Ok(planned(snapshot))
     }
 
     /// Runs `call` with this engine's retries (see [`retry::retrying`]).

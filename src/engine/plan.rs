@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::engine::action::{Action, DeleteRole, TagRole};
-use crate::engine::deletion::{deletions, finish};
+use crate::engine::deletion::{Gates, deletions, finish};
 pub use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 pub use crate::engine::skip::{SkipReason, Skipped, chain};
@@ -56,6 +56,9 @@ pub struct PlanInput<'a> {
     /// The entries' manifests the reader fetched, bytes as stored (needed
     /// for referrer copies; entries not in it get none).
     pub manifests: &'a BTreeMap<Digest, RawManifest>,
+    /// Now, in milliseconds since the epoch (the grace period and the
+    /// pull-time window are measured from it).
+    pub now_ms: i64,
 }
 
 enum Target<'a> {
@@ -178,6 +181,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         stale_holder,
         pushed_tag_immutable,
         manifests,
+        now_ms,
     } = *input;
     let mut p = Plan::new(policy);
     if policy.mode == Mode::Observe {
@@ -333,7 +337,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     .to_owned(),
             );
         } else {
-            deletions(&mut p, classification, idx, view, &coverage);
+            deletions(&mut p, classification, idx, view, &coverage, Gates { policy, now_ms });
         }
     }
     finish(p, policy)

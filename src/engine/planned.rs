@@ -29,6 +29,10 @@ pub struct Plan {
     pub skipped: Vec<Skipped>,
     /// Explanations (fallbacks, resumptions, settings without effect).
     pub notes: Vec<String>,
+    /// When deletions wait for the grace period after the push: the instant
+    /// (ms since the epoch) a follow-up may attempt them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until_ms: Option<i64>,
 }
 
 impl Plan {
@@ -41,6 +45,7 @@ impl Plan {
             guards: Vec::new(),
             skipped: Vec::new(),
             notes: Vec::new(),
+            deferred_until_ms: None,
         }
     }
 

@@ -321,6 +321,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         described.sort();
         described.dedup();
         let info = self.retry(|| self.registry.describe_images(repo, &described)).await?;
+        note_times(&mut view, &info);
         let mut pushed_at_ms = None;
         for (d, detail) in info {
             let Some(detail) = detail else { continue };
@@ -413,5 +414,25 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             (Some(a), Some(b)) if a < b => Some(now.clone()),
             _ => None,
         })
+    }
+}
+
+/// Records the push and pull times `DescribeImages` gave.
+pub(super) fn note_times(
+    view: &mut RepositoryView,
+    info: &std::collections::BTreeMap<Digest, Option<crate::engine::registry::ImageInfo>>,
+) {
+    for (d, detail) in info {
+        match detail {
+            Some(detail) => {
+                view.set_pull_time(d, detail.last_pulled_ms);
+                if let Some(at) = detail.pushed_at_ms {
+                    view.set_pushed_at(d, at);
+                }
+            }
+            // Gone: nothing pulls it from here any more; the deletion
+            // itself finds it gone.
+            None => view.set_pull_time(d, None),
+        }
     }
 }

@@ -108,6 +108,10 @@ pub struct ImageInfo {
     pub size_bytes: Option<i64>,
     /// The manifest it is an OCI referrer of (`subjectManifestDigest`), if any.
     pub subject: Option<Digest>,
+    /// When the registry last recorded a pull (`lastRecordedPullTime`, ms
+    /// since the epoch; ECR refreshes it about once a day and not for
+    /// principals on its pull-time update exclusion list).
+    pub last_pulled_ms: Option<i64>,
 }
 
 /// A registry call that failed as a whole.
@@ -292,6 +296,18 @@ pub trait Registry: Sync {
         repository: &RepositoryName,
         key: &str,
     ) -> impl Future<Output = Result<Option<String>, RegistryError>> + Send;
+
+    /// What runs in this registry's account and region by digest (ECS
+    /// services, tasks and task definitions, Lambda functions): not an ECR
+    /// call, but reached through the same credentials (a member account's
+    /// role in a hub). Answers from a scan that started at or after
+    /// `not_before_ms` and is not older than the adapter's bound, scanning
+    /// again otherwise. An error means nothing is known: every deletion then
+    /// keeps its candidate.
+    fn images_in_use(
+        &self,
+        not_before_ms: i64,
+    ) -> impl Future<Output = Result<std::sync::Arc<crate::engine::usage::InUse>, RegistryError>> + Send;
 
     /// Waits until `count` `PutImage` calls may be made under the client-side
     /// rate limit, and reserves them. The engine calls it *before* its

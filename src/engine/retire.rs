@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::cleanup::{CleanupInput, halt_if_kept, too_recent};
-use crate::engine::deletion::{deletions, finish};
+use crate::engine::deletion::{Gates, deletions, finish};
 use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::skip::SkipReason;
@@ -103,7 +103,14 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     for t in &keep_tags {
         untagged.remove_tag(t);
     }
-    deletions(&mut p, classification, d, &untagged, &coverage);
+    deletions(
+        &mut p,
+        classification,
+        d,
+        &untagged,
+        &coverage,
+        Gates { policy, now_ms },
+    );
     for a in &mut p.actions {
         if let Action::Delete {
             digest,

@@ -103,6 +103,22 @@ crate::vocabulary::vocabulary! {
         HasReferrers = "has_referrers",
         /// Whether anything is attached to it was not read: kept.
         AttachmentsUnknown = "attachments_unknown",
+        /// The registry recorded a pull of it within `keep_if_pulled_within`: kept.
+        RecentlyPulled = "recently_pulled",
+        /// A workload in its account uses it by digest (ECS, Lambda): kept.
+        InUse = "in_use",
+        /// The scan of the account's workloads failed or was not permitted:
+        /// nothing is deleted (fail closed).
+        InUseUnknown = "in_use_unknown",
+        /// Whether it is pulled or used (its pull time, the workload scan) was
+        /// not read yet: kept.
+        UsageUnknown = "usage_unknown",
+        /// The deletion waits for the grace period after the push; a follow-up
+        /// runs every gate again then.
+        GracePeriod = "grace_period",
+        /// The pushed index is signed and the image promote would move its tag
+        /// to is not: the tag stays, derived tags are added (tag mode).
+        IndexSigned = "index_signed",
         /// The tag is a companion tag (a cosign signature, attestation or SBOM
         /// of another manifest, or the referrers tag-schema index): not a pushed
         /// image's tag, so never remediated.
@@ -292,6 +308,41 @@ pub enum SkipReason {
     },
     /// Whether anything is attached to it was not read: kept.
     AttachmentsUnknown,
+    /// The registry recorded a pull of it within `keep_if_pulled_within`: kept.
+    RecentlyPulled {
+        /// When (RFC 3339), as `lastRecordedPullTime` says.
+        pulled_at: String,
+        /// The window, in seconds.
+        within_s: u64,
+    },
+    /// A workload in its account uses it by digest: kept.
+    InUse {
+        /// What uses it (at most [`crate::engine::usage::NAMED_PER_DIGEST`] named).
+        by: Vec<crate::engine::usage::Workload>,
+        /// How many use it in all.
+        count: usize,
+    },
+    /// The scan of the account's workloads failed or was not permitted:
+    /// nothing is deleted (fail closed).
+    InUseUnknown {
+        /// Why.
+        why: String,
+    },
+    /// Whether it is pulled or used was not read: kept.
+    UsageUnknown,
+    /// The deletion waits for the grace period after the push.
+    GracePeriod {
+        /// When the deletion will be attempted (RFC 3339).
+        until: String,
+        /// The grace period, in seconds.
+        grace_period_s: u64,
+    },
+    /// The pushed index is signed, the image promote would move its tag to
+    /// is not: the pushed tag stays on the index.
+    IndexSigned {
+        /// What signs the index.
+        signatures: Vec<String>,
+    },
     /// The tag is a companion tag (a cosign signature, attestation or SBOM
     /// of another manifest, or the referrers tag-schema index): not a pushed
     /// image's tag, so never remediated.
@@ -366,6 +417,12 @@ impl SkipReason {
             SkipReason::HasCompanion { .. } => SkipCode::HasCompanion,
             SkipReason::HasReferrers { .. } => SkipCode::HasReferrers,
             SkipReason::AttachmentsUnknown => SkipCode::AttachmentsUnknown,
+            SkipReason::RecentlyPulled { .. } => SkipCode::RecentlyPulled,
+            SkipReason::InUse { .. } => SkipCode::InUse,
+            SkipReason::InUseUnknown { .. } => SkipCode::InUseUnknown,
+            SkipReason::UsageUnknown => SkipCode::UsageUnknown,
+            SkipReason::GracePeriod { .. } => SkipCode::GracePeriod,
+            SkipReason::IndexSigned { .. } => SkipCode::IndexSigned,
             SkipReason::CompanionTag { .. } => SkipCode::CompanionTag,
             SkipReason::TagUnreadable { .. } => SkipCode::TagUnreadable,
             SkipReason::RetireNotEnabled { .. } => SkipCode::RetireNotEnabled,
@@ -470,6 +527,36 @@ impl fmt::Display for SkipReason {
                 write!(
                     f,
                     "whether anything refers to it (referrers, companion tags) was not read; kept"
+                )
+            }
+            SkipReason::RecentlyPulled { pulled_at, within_s } => {
+                write!(
+                    f,
+                    "pulled at {pulled_at}, within keep_if_pulled_within ({within_s} s): something may still use it; kept"
+                )
+            }
+            SkipReason::InUse { by, count } => {
+                let named: Vec<String> = by.iter().map(ToString::to_string).collect();
+                let more = count.saturating_sub(by.len());
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                write!(f, "in use by {}{more}; kept", named.join(", "))
+            }
+            SkipReason::InUseUnknown { why } => {
+                write!(f, "what runs in the account could not be read ({why}); nothing is deleted")
+            }
+            SkipReason::UsageUnknown => write!(f, "whether anything pulls or runs it was not read; kept"),
+            SkipReason::GracePeriod { until, grace_period_s } => {
+                write!(
+                    f,
+                    "deletion deferred until {until} ({grace_period_s} s after the push), when every check runs again"
+                )
+            }
+            SkipReason::IndexSigned { signatures } => {
+                write!(
+                    f,
+                    "the index is signed ({}) and the image is not: moving the tag would break verification by tag; \
+                     fell back to tag mode (sign the image too, e.g. cosign sign --recursive, or set promote_signed_index)",
+                    signatures.join(", ")
                 )
             }
             SkipReason::CompanionTag {

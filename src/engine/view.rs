@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::action::Action;
+use crate::engine::usage::InUse;
 use crate::oci::companion::Companion;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
@@ -32,6 +33,9 @@ pub struct RepositoryView {
     companions: BTreeMap<Digest, Vec<(Companion, ImageTag)>>,
     listed_referrers: BTreeMap<Digest, Vec<Digest>>,
     unreadable_tags: BTreeMap<ImageTag, String>,
+    pulls: BTreeMap<Digest, Option<i64>>,
+    pushed: BTreeMap<Digest, i64>,
+    in_use: Option<Result<std::sync::Arc<InUse>, String>>,
 }
 
 /// What is attached to a manifest from outside any index: what
@@ -161,6 +165,38 @@ impl RepositoryView {
             referrers,
             companion_tags,
         })
+    }
+
+    /// Records when the registry last recorded a pull of `digest`
+    /// (`lastRecordedPullTime`, ms; `None`: never), as read.
+    pub fn set_pull_time(&mut self, digest: &Digest, pulled_at_ms: Option<i64>) {
+        self.pulls.insert(digest.clone(), pulled_at_ms);
+    }
+
+    /// When `digest` was last pulled: `None` when not read, `Some(None)` when
+    /// the registry has no pull on record.
+    pub fn pull_time(&self, digest: &Digest) -> Option<Option<i64>> {
+        self.pulls.get(digest).copied()
+    }
+
+    /// Records when `digest` was pushed (ms), as read.
+    pub fn set_pushed_at(&mut self, digest: &Digest, pushed_at_ms: i64) {
+        self.pushed.insert(digest.clone(), pushed_at_ms);
+    }
+
+    /// When `digest` was pushed, if read.
+    pub fn pushed_at(&self, digest: &Digest) -> Option<i64> {
+        self.pushed.get(digest).copied()
+    }
+
+    /// Records what the scan of the account's workloads found, or why it failed.
+    pub fn set_in_use(&mut self, scan: Result<std::sync::Arc<InUse>, String>) {
+        self.in_use = Some(scan);
+    }
+
+    /// What the workload scan found: `None` when not read.
+    pub fn in_use(&self) -> Option<&Result<std::sync::Arc<InUse>, String>> {
+        self.in_use.as_ref()
     }
 
     /// Records that `tag` exists but what holds it could not be read (an

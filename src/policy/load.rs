@@ -132,6 +132,10 @@ impl PolicySet {
                     .map(str::to_owned)
                     .collect()
             }),
+            keep_if_pulled_within: get(ENV_KEEP_IF_PULLED_WITHIN).map(str::to_owned),
+            keep_if_in_use: bool_var(ENV_KEEP_IF_IN_USE)?,
+            grace_period: get(ENV_GRACE_PERIOD).map(str::to_owned),
+            promote_signed_index: bool_var(ENV_PROMOTE_SIGNED_INDEX)?,
         };
         let default = settings.apply_to_env(&Policy::default())?;
         Ok(PolicySet {
@@ -164,13 +168,21 @@ pub const ENV_PROVENANCE: &str = "ECR_REMEDIATOR_PROVENANCE";
 pub const ENV_REPOSITORY_TAG: &str = "ECR_REMEDIATOR_REPOSITORY_TAG";
 /// Keep-tag templates used before, comma-separated (`{tag}-orig,kept-{tag}`).
 pub const ENV_KEEP_TAG_HISTORY: &str = "ECR_REMEDIATOR_KEEP_TAG_HISTORY";
+/// A window (`30d`, `12h`) or `off`: keep deletion candidates pulled within it.
+pub const ENV_KEEP_IF_PULLED_WITHIN: &str = "ECR_REMEDIATOR_KEEP_IF_PULLED_WITHIN";
+/// `true` (default) to keep deletion candidates that a workload uses (ECS, Lambda).
+pub const ENV_KEEP_IF_IN_USE: &str = "ECR_REMEDIATOR_KEEP_IF_IN_USE";
+/// How long after a push its deletions wait (`15m`, `0s`).
+pub const ENV_GRACE_PERIOD: &str = "ECR_REMEDIATOR_GRACE_PERIOD";
+/// `true` to promote even when only the pushed index is signed.
+pub const ENV_PROMOTE_SIGNED_INDEX: &str = "ECR_REMEDIATOR_PROMOTE_SIGNED_INDEX";
 /// The organisational-unit map rules may refer to:
 /// `ou-aaaa-bbbbbbbb=111111111111,222222222222;ou-cccc-dddddddd=333333333333`.
 /// Read with a policy file or without one.
 pub const ENV_ORGANIZATIONAL_UNITS: &str = "ECR_REMEDIATOR_ORGANIZATIONAL_UNITS";
 
 /// Every policy variable.
-pub const ENV_VARS: [&str; 11] = [
+pub const ENV_VARS: [&str; 15] = [
     ENV_POLICY_FILE,
     ENV_MODE,
     ENV_TAG_TEMPLATE,
@@ -182,6 +194,10 @@ pub const ENV_VARS: [&str; 11] = [
     ENV_PROVENANCE,
     ENV_REPOSITORY_TAG,
     ENV_KEEP_TAG_HISTORY,
+    ENV_KEEP_IF_PULLED_WITHIN,
+    ENV_KEEP_IF_IN_USE,
+    ENV_GRACE_PERIOD,
+    ENV_PROMOTE_SIGNED_INDEX,
 ];
 
 /// The organisational-unit map of [`ENV_ORGANIZATIONAL_UNITS`] (empty when unset).
@@ -312,6 +328,10 @@ struct SettingsDoc {
     provenance: Option<String>,
     repository_tag: Option<String>,
     keep_tag_history: Option<Vec<String>>,
+    keep_if_pulled_within: Option<String>,
+    keep_if_in_use: Option<bool>,
+    grace_period: Option<String>,
+    promote_signed_index: Option<bool>,
 }
 
 /// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
@@ -336,6 +356,10 @@ struct RuleDoc {
     provenance: Option<String>,
     repository_tag: Option<String>,
     keep_tag_history: Option<Vec<String>>,
+    keep_if_pulled_within: Option<String>,
+    keep_if_in_use: Option<bool>,
+    grace_period: Option<String>,
+    promote_signed_index: Option<bool>,
 }
 
 impl RuleDoc {
@@ -351,6 +375,10 @@ impl RuleDoc {
             provenance: self.provenance.clone(),
             repository_tag: self.repository_tag.clone(),
             keep_tag_history: self.keep_tag_history.clone(),
+            keep_if_pulled_within: self.keep_if_pulled_within.clone(),
+            keep_if_in_use: self.keep_if_in_use,
+            grace_period: self.grace_period.clone(),
+            promote_signed_index: self.promote_signed_index,
         }
     }
 }
@@ -377,6 +405,10 @@ impl SettingsDoc {
                 "provenance" => ENV_PROVENANCE,
                 "repository_tag" => ENV_REPOSITORY_TAG,
                 "keep_tag_history" => ENV_KEEP_TAG_HISTORY,
+                "keep_if_pulled_within" => ENV_KEEP_IF_PULLED_WITHIN,
+                "keep_if_in_use" => ENV_KEEP_IF_IN_USE,
+                "grace_period" => ENV_GRACE_PERIOD,
+                "promote_signed_index" => ENV_PROMOTE_SIGNED_INDEX,
                 _ => ENV_DRY_RUN,
             }
             .to_owned()
@@ -452,6 +484,25 @@ impl SettingsDoc {
                     format!("unknown repository_tag {v:?} (expected allowed, ignored or required)"),
                 )
             })?;
+        }
+        if let Some(v) = self.keep_if_pulled_within {
+            p.keep_if_pulled_within_s = match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "false" | "none" | "disabled" => None,
+                _ => Some(
+                    crate::time::parse_duration_s(v.trim())
+                        .map_err(|e| PolicyError::field(name("keep_if_pulled_within"), format!("{e} (or off)")))?,
+                ),
+            };
+        }
+        if let Some(v) = self.keep_if_in_use {
+            p.keep_if_in_use = v;
+        }
+        if let Some(v) = self.grace_period {
+            p.grace_period_s =
+                crate::time::parse_duration_s(v.trim()).map_err(|e| PolicyError::field(name("grace_period"), e))?;
+        }
+        if let Some(v) = self.promote_signed_index {
+            p.promote_signed_index = v;
         }
         Ok(p)
     }

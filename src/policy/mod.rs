@@ -118,6 +118,21 @@ impl Provenance {
 /// The default cap on deletions per image.
 pub const DEFAULT_MAX_DELETES: u32 = 10;
 
+/// Default of [`Policy::keep_if_pulled_within_s`]: 30 days. ECR refreshes
+/// `lastRecordedPullTime` only about once a day, so a window must be well
+/// over a day to mean anything; a month covers workloads that pull by
+/// digest weekly or monthly (batch jobs, node replacement, scale-from-zero).
+/// What it keeps is an index or an attestation of a few kilobytes; what a
+/// wrong deletion costs is an outage.
+pub const DEFAULT_KEEP_IF_PULLED_WITHIN_S: u64 = 30 * 86_400;
+
+/// Default of [`Policy::grace_period_s`]: 15 minutes, the longest delay one
+/// SQS message can carry, and longer than the usual CI sequence after a push
+/// (sign the pushed digest, start a deployment), so a signature or a
+/// deployment that resolved the tag before the promotion is seen before
+/// anything is deleted.
+pub const DEFAULT_GRACE_PERIOD_S: u64 = 900;
+
 /// The settings applied to one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -149,6 +164,24 @@ pub struct Policy {
     /// Set when the operator chose the mode for this run (`--mode`): the
     /// repository's tag may not change it (it may still opt out).
     pub mode_pinned: bool,
+    /// A deletion candidate pulled within this many seconds (ECR's
+    /// `lastRecordedPullTime`) is kept (`recently_pulled`); `None` turns the
+    /// check off. See [`DEFAULT_KEEP_IF_PULLED_WITHIN_S`].
+    pub keep_if_pulled_within_s: Option<u64>,
+    /// Keep a deletion candidate that a workload in its account uses by
+    /// digest (ECS services, tasks and task definitions, Lambda functions),
+    /// found by a scan of that account (`in_use`); a scan that fails keeps
+    /// everything. Off, nothing is scanned and this evidence is not looked at.
+    pub keep_if_in_use: bool,
+    /// The per-push path deletes nothing until this many seconds after the
+    /// index was pushed: the deletion is deferred to a follow-up request on
+    /// the queue (or the next sweep) that runs every gate again. See
+    /// [`DEFAULT_GRACE_PERIOD_S`].
+    pub grace_period_s: u64,
+    /// Promote an image even when the pushed index is signed and the image
+    /// is not (verification by tag then fails until the image is signed);
+    /// off, such a push falls back to tag mode (`index_signed`).
+    pub promote_signed_index: bool,
 }
 
 impl Policy {
@@ -191,6 +224,10 @@ impl Default for Policy {
             repository_tag: RepositoryTagUse::Allowed,
             keep_tag_history: Vec::new(),
             mode_pinned: false,
+            keep_if_pulled_within_s: Some(DEFAULT_KEEP_IF_PULLED_WITHIN_S),
+            keep_if_in_use: true,
+            grace_period_s: DEFAULT_GRACE_PERIOD_S,
+            promote_signed_index: false,
         }
     }
 }

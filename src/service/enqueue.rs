@@ -27,7 +27,19 @@ pub trait JobQueue: Send + Sync {
     /// time, and sending batches concurrently is the adapter's business).
     fn enqueue<'a>(&'a self, bodies: &'a [String])
     -> Pin<Box<dyn Future<Output = Result<(), QueueError>> + Send + 'a>>;
+
+    /// Enqueues one message body, delivered no earlier than `delay_s`
+    /// seconds from now (at most the queue's limit, 900 s on SQS): a
+    /// follow-up a handling schedules for itself.
+    fn enqueue_after<'a>(
+        &'a self,
+        body: &'a str,
+        delay_s: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<(), QueueError>> + Send + 'a>>;
 }
+
+/// The longest delay a queued message can carry (SQS `DelaySeconds`).
+pub const MAX_DELAY_S: u32 = 900;
 
 /// Messages could not be enqueued.
 #[derive(Debug, thiserror::Error)]

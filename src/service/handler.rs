@@ -310,9 +310,56 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             }
         };
         let registry = member.as_deref().unwrap_or(&self.registry);
-        let record = self.engine(registry, &delivery).remediate(job).await;
+        let mut record = self.engine(registry, &delivery).remediate(job).await;
+        self.follow_up(job, &mut record).await;
         let result = self.finish(record.clone(), delivery).await;
         (record, result)
+    }
+
+    /// When the handling deferred deletions for the grace period, schedules
+    /// its follow-up on the queue (delayed until then, at most the queue's
+    /// limit: a follow-up that comes early defers again) and says so in the
+    /// record. Without a queue, or when the queue refuses, the record says
+    /// the next sweep attempts them (its cleanup finds the leftover). A dry
+    /// run schedules nothing.
+    async fn follow_up(&self, job: &Job, record: &mut AuditRecord) {
+        let Some(until) = record.deferred_until.clone() else {
+            return;
+        };
+        if !record.is_final {
+            return;
+        }
+        if record.policy.as_ref().is_some_and(|p| p.dry_run) {
+            record
+                .notes
+                .push(format!("dry run: a follow-up would attempt the deferred deletions from {until}"));
+            return;
+        }
+        let Some(sweeps) = &self.sweeps else {
+            record.notes.push(format!(
+                "no queue (ECR_REMEDIATOR_QUEUE_URL) for a follow-up: the next sweep with delete_orphans \
+                 attempts the deferred deletions after {until}"
+            ));
+            return;
+        };
+        let now = crate::time::now_ms();
+        let due = crate::time::parse_since(&until, now).unwrap_or(now);
+        let delay_s = u32::try_from((due.saturating_sub(now) + 999) / 1000)
+            .unwrap_or(u32::MAX)
+            .clamp(1, crate::service::enqueue::MAX_DELAY_S);
+        let body = Request::follow_up(job).body();
+        match sweeps.queue.enqueue_after(&body, delay_s).await {
+            Ok(()) => record
+                .notes
+                .push(format!("follow-up enqueued: the deferred deletions are attempted from {until}")),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot enqueue the follow-up");
+                record.notes.push(format!(
+                    "the follow-up could not be enqueued ({e}): the next sweep with delete_orphans attempts \
+                     the deferred deletions"
+                ));
+            }
+        }
     }
 
     /// The registry of `account` when it is a member's (reached through its

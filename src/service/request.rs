@@ -39,6 +39,9 @@ pub struct ImageRequest {
     pub digest: Digest,
     /// What to do.
     pub work: Work,
+    /// Set on the follow-up a handling scheduled for itself (its deferred
+    /// deletions): the record's trigger is `follow_up`.
+    pub follow_up: bool,
 }
 
 /// The work of an [`ImageRequest`].
@@ -74,6 +77,8 @@ enum Wire {
         repository: RepositoryName,
         digest: Digest,
         tag: ImageTag,
+        #[serde(default, rename = "follow-up", skip_serializing_if = "std::ops::Not::not")]
+        follow_up: bool,
     },
     Cleanup {
         #[serde(default)]
@@ -84,6 +89,8 @@ enum Wire {
         digest: Digest,
         #[serde(rename = "min-age-s")]
         min_age_s: u64,
+        #[serde(default, rename = "follow-up", skip_serializing_if = "std::ops::Not::not")]
+        follow_up: bool,
     },
 }
 
@@ -105,12 +112,14 @@ impl Request {
                 repository,
                 digest,
                 tag,
+                follow_up,
             } => Request::Image(ImageRequest {
                 id,
                 account,
                 repository,
                 digest,
                 work: Work::Remediate { tag },
+                follow_up,
             }),
             Wire::Cleanup {
                 id,
@@ -118,12 +127,14 @@ impl Request {
                 repository,
                 digest,
                 min_age_s,
+                follow_up,
             } => Request::Image(ImageRequest {
                 id,
                 account,
                 repository,
                 digest,
                 work: Work::Cleanup { min_age_s },
+                follow_up,
             }),
         })
     }
@@ -155,7 +166,21 @@ impl Request {
             repository: job.repository.clone(),
             digest: job.digest.clone(),
             work,
+            follow_up: false,
         })
+    }
+
+    /// The follow-up `job` schedules for itself when its deletions wait for
+    /// the grace period: the same work again (a remediation finds its writes
+    /// done and plans the deletions; a cleanup plans them again), trigger
+    /// `follow_up`, keeping the event id so the trail links the two.
+    pub fn follow_up(job: &Job) -> Request {
+        let Request::Image(mut request) = Request::for_job(job) else {
+            return Request::for_job(job);
+        };
+        request.follow_up = true;
+        request.id = job.event_id.clone().or(request.id);
+        Request::Image(request)
     }
 
     /// The message body.
@@ -169,6 +194,7 @@ impl Request {
                 repository,
                 digest,
                 work,
+                follow_up,
             }) => match work {
                 Work::Remediate { tag } => Wire::Remediate {
                     id,
@@ -176,6 +202,7 @@ impl Request {
                     repository,
                     digest,
                     tag,
+                    follow_up,
                 },
                 Work::Cleanup { min_age_s } => Wire::Cleanup {
                     id,
@@ -183,6 +210,7 @@ impl Request {
                     repository,
                     digest,
                     min_age_s,
+                    follow_up,
                 },
             },
         };
@@ -208,7 +236,7 @@ impl ImageRequest {
         };
         Job {
             purpose,
-            trigger: Trigger::Sweep,
+            trigger: if self.follow_up { Trigger::FollowUp } else { Trigger::Sweep },
             event_id: self.id.clone(),
             account: self.account.clone(),
             region: None,

@@ -25,6 +25,19 @@ pub fn fixture(name: &str) -> RawManifest {
     RawManifest::parse(std::fs::read(path).unwrap(), None).unwrap()
 }
 
+/// "Now" for the plans these helpers make: long after every push.
+pub const NOW: i64 = 10_000_000_000;
+
+/// Marks `d` as the reader finds an image nothing uses: pushed long ago,
+/// never pulled, and the workload scan (answered) names nothing.
+pub fn unused(v: &mut RepositoryView, d: &Digest) {
+    v.set_pull_time(d, None);
+    v.set_pushed_at(d, 0);
+    if v.in_use().is_none() {
+        v.set_in_use(Ok(std::sync::Arc::new(ecr_remediator::engine::usage::InUse::new(0))));
+    }
+}
+
 /// A repository as `docker push` leaves it: children untagged, the index
 /// tagged, nothing signed or referring to any of them (as the reader finds
 /// it when it reads their attachments).
@@ -38,8 +51,10 @@ pub fn pushed(index: &RawManifest, pushed_tag: &str) -> RepositoryView {
         };
         v.set_kind(e.digest(), kind);
         v.set_attachments(e.digest(), Default::default());
+        unused(&mut v, e.digest());
     }
     v.set_attachments(index.digest(), Default::default());
+    unused(&mut v, index.digest());
     v.insert_image(index.digest().clone(), [tag(pushed_tag)]).unwrap();
     v.insert_index(
         index.digest().clone(),
@@ -74,6 +89,7 @@ impl Case {
             stale_holder: None,
             pushed_tag_immutable: false,
             manifests: &std::collections::BTreeMap::new(),
+            now_ms: NOW,
         })
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
+use crate::engine::usage::InUse;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::{ImageTag, RepositoryName};
@@ -28,6 +29,8 @@ pub struct RepoState {
     pub pushed_at: BTreeMap<Digest, i64>,
     /// The repository's resource tags (key -> value).
     pub resource_tags: BTreeMap<String, String>,
+    /// When each image was last pulled (`lastRecordedPullTime`, ms since the epoch), when it was.
+    pub pulled_at: BTreeMap<Digest, i64>,
     clock: i64,
 }
 
@@ -59,6 +62,7 @@ pub struct MemoryRegistry {
     calls: Mutex<BTreeMap<&'static str, usize>>,
     failures: Mutex<BTreeMap<&'static str, VecDeque<RegistryError>>>,
     hook: Mutex<Option<Hook>>,
+    in_use: Mutex<Option<Result<InUse, RegistryError>>>,
 }
 
 impl std::fmt::Debug for MemoryRegistry {
@@ -112,6 +116,19 @@ impl MemoryRegistry {
                 Some(v) => repo.resource_tags.insert(key.to_owned(), v.to_owned()),
                 None => repo.resource_tags.remove(key),
             };
+        }
+    }
+
+    /// What the workload scan answers from now on (`Err`: the scan fails);
+    /// by default nothing is in use. Each answer counts one `ScanWorkloads` call.
+    pub fn set_in_use(&self, answer: Result<InUse, RegistryError>) {
+        *lock(&self.in_use) = Some(answer);
+    }
+
+    /// Records a pull of `digest` at `at_ms` (as ECR's `lastRecordedPullTime`).
+    pub fn record_pull(&self, name: &RepositoryName, digest: &Digest, at_ms: i64) {
+        if let Some(repo) = lock(&self.repos).get_mut(name.as_str()) {
+            repo.pulled_at.insert(digest.clone(), at_ms);
         }
     }
 
@@ -216,6 +233,7 @@ fn info_of(repo: &RepoState, d: &Digest) -> Option<ImageInfo> {
     Some(ImageInfo {
         tags: repo.tags_of(d).iter().map(ToString::to_string).collect(),
         pushed_at_ms: repo.pushed_at.get(d).copied(),
+        last_pulled_ms: repo.pulled_at.get(d).copied(),
         media_type: Some(m.media_type().as_str().to_owned()),
         artifact_media_type: None,
         size_bytes: i64::try_from(m.bytes().len()).ok(),
@@ -298,6 +316,15 @@ impl Registry for MemoryRegistry {
         self.with_repo("DescribeImages", repository, |repo| {
             Ok(digests.iter().map(|d| (d.clone(), info_of(repo, d))).collect())
         })
+    }
+
+    async fn images_in_use(&self, not_before_ms: i64) -> Result<std::sync::Arc<InUse>, RegistryError> {
+        self.enter("ScanWorkloads")?;
+        match lock(&self.in_use).clone() {
+            None => Ok(std::sync::Arc::new(InUse::new(not_before_ms))),
+            Some(Ok(found)) => Ok(std::sync::Arc::new(found)),
+            Some(Err(e)) => Err(e),
+        }
     }
 
     async fn list_repositories(&self) -> Result<Vec<RepositoryName>, RegistryError> {

@@ -12,6 +12,7 @@ fn info(media_type: &str, tags: &[&str], pushed: i64) -> ImageInfo {
         artifact_media_type: None,
         size_bytes: Some(100),
         subject: None,
+        last_pulled_ms: None,
     }
 }
 
