@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Case, apply, digest_of, fixture, pushed, tag};
-use ecr_remediator::engine::plan::{Action, DeleteRole, SkipReason, TagRole};
+use ecr_remediator::engine::plan::{Action, DeleteRole, Plan, SkipReason, TagRole};
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
 
 fn seed() -> Case {
@@ -352,9 +352,11 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     for d in c.index.entries() {
         partial.insert_image(d.digest.clone(), []).unwrap();
         partial.set_attachments(&d.digest, Default::default());
+        common::unused(&mut partial, &d.digest);
     }
     partial.insert_image(c.index.digest().clone(), [tag("v7")]).unwrap();
     partial.set_attachments(c.index.digest(), Default::default());
+    common::unused(&mut partial, c.index.digest());
     let p = c.plan(&partial, &pol);
     assert!(
         p.actions
@@ -374,6 +376,9 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
             c.index.entries().iter().map(|d| d.digest.clone()).collect(),
         );
         v.set_attachments(c.index.digest(), Default::default());
+        for (d, _) in unread.images() {
+            common::unused(&mut v, d);
+        }
         v
     };
     let p = c.plan(&unread, &pol);
@@ -436,4 +441,113 @@ fn resuming_after_a_partial_run_finishes_the_job() {
     let p = c.plan(&view, &pol);
     assert_eq!(p.actions.len(), 2, "{p:?}");
     assert!(p.actions.iter().all(Action::is_delete));
+}
+
+/// The deletions of `p`, as digests.
+fn deleted(p: &Plan) -> Vec<ecr_remediator::oci::digest::Digest> {
+    p.actions
+        .iter()
+        .filter(|a| a.is_delete())
+        .map(|a| a.target().clone())
+        .collect()
+}
+
+#[test]
+fn an_index_a_workload_runs_or_pulled_recently_is_kept_and_the_record_says_who() {
+    use ecr_remediator::engine::usage::{InUse, Workload, WorkloadKind};
+    let c = seed();
+    let pol = deleting(Mode::Promote);
+    // Nothing uses it: the index and its attestation go.
+    let p = c.plan(&pushed(&c.index, "v7"), &pol);
+    assert_eq!(deleted(&p), vec![c.index.digest().clone(), attestation(&c)]);
+
+    // An ECS service's deployment resolved the tag to the index.
+    let mut view = pushed(&c.index, "v7");
+    let mut found = InUse::new(common::NOW);
+    let service = Workload {
+        kind: WorkloadKind::EcsService,
+        name: "arn:aws:ecs:us-east-1:123456789012:service/prod/web".into(),
+    };
+    found.add(c.index.digest().clone(), service.clone());
+    view.set_in_use(Ok(std::sync::Arc::new(found)));
+    let p = c.plan(&view, &pol);
+    assert!(deleted(&p).is_empty(), "{p:?}");
+    assert!(p.skipped.iter().any(|s| s.digest.as_ref() == Some(c.index.digest())
+        && s.reason == SkipReason::InUse { by: vec![service.clone()], count: 1 }));
+    // The pushed tag still moves: only the deletion waits on the evidence.
+    assert!(p.actions.iter().any(|a| matches!(a, Action::MoveTag { .. })));
+
+    // Pulled an hour ago (within the default 30 days): kept.
+    let mut view = pushed(&c.index, "v7");
+    view.set_pull_time(c.index.digest(), Some(common::NOW - 3_600_000));
+    let p = c.plan(&view, &pol);
+    assert!(deleted(&p).is_empty());
+    assert!(p.skipped.iter().any(|s| matches!(s.reason, SkipReason::RecentlyPulled { within_s: 2_592_000, .. })));
+    // Pulled long ago, or the window switched off: deleted.
+    let mut view = pushed(&c.index, "v7");
+    view.set_pull_time(c.index.digest(), Some(common::NOW - 40 * 86_400_000));
+    assert_eq!(deleted(&c.plan(&view, &pol)).len(), 2);
+    let mut view = pushed(&c.index, "v7");
+    view.set_pull_time(c.index.digest(), Some(common::NOW - 3_600_000));
+    let off = Policy {
+        keep_if_pulled_within_s: None,
+        ..pol.clone()
+    };
+    assert_eq!(deleted(&c.plan(&view, &off)).len(), 2);
+}
+
+#[test]
+fn a_failed_workload_scan_deletes_nothing() {
+    let c = seed();
+    let pol = deleting(Mode::Promote);
+    let mut view = pushed(&c.index, "v7");
+    view.set_in_use(Err("ecs:ListClusters: AccessDeniedException: not authorized".into()));
+    let p = c.plan(&view, &pol);
+    assert!(deleted(&p).is_empty());
+    assert!(p.skipped.iter().any(|s| matches!(&s.reason, SkipReason::InUseUnknown { why } if why.contains("AccessDenied"))));
+    // With the check off, the scan is not looked at.
+    let off = Policy {
+        keep_if_in_use: false,
+        ..pol
+    };
+    assert_eq!(deleted(&c.plan(&view, &off)).len(), 2);
+}
+
+#[test]
+fn within_the_grace_period_deletions_are_deferred_not_dropped() {
+    let c = seed();
+    let pol = deleting(Mode::Promote);
+    let mut view = pushed(&c.index, "v7");
+    // Pushed a minute ago; the grace period is 15 minutes.
+    view.set_pushed_at(c.index.digest(), common::NOW - 60_000);
+    let p = c.plan(&view, &pol);
+    assert!(deleted(&p).is_empty(), "{p:?}");
+    assert_eq!(p.deferred_until_ms, Some(common::NOW - 60_000 + 900_000));
+    let deferred: Vec<_> = p
+        .skipped
+        .iter()
+        .filter(|s| matches!(s.reason, SkipReason::GracePeriod { grace_period_s: 900, .. }))
+        .filter_map(|s| s.action.as_ref().map(|a| a.target().clone()))
+        .collect();
+    assert_eq!(deferred, vec![c.index.digest().clone(), attestation(&c)]);
+    // The tag moves at once.
+    assert!(p.actions.iter().any(|a| matches!(a, Action::MoveTag { .. })));
+    // Within the grace period nothing asks what runs it: a failed or
+    // missing scan does not change the plan.
+    view.set_in_use(Err("denied".into()));
+    assert_eq!(c.plan(&view, &pol).deferred_until_ms, p.deferred_until_ms);
+    // A dry run says the same.
+    let dry = Policy {
+        dry_run: true,
+        ..pol.clone()
+    };
+    assert_eq!(c.plan(&view, &dry).deferred_until_ms, p.deferred_until_ms);
+    // No grace period: deleted at once.
+    let now = Policy {
+        grace_period_s: 0,
+        ..pol
+    };
+    let mut view = pushed(&c.index, "v7");
+    view.set_pushed_at(c.index.digest(), common::NOW - 60_000);
+    assert_eq!(deleted(&c.plan(&view, &now)).len(), 2);
 }
