@@ -514,7 +514,10 @@ fn usage_invariants(
             let pulled = view.pull_time(digest);
             prop_assert!(pulled.is_some(), "{digest} deleted without reading when it was pulled");
             if let (Some(Some(at)), Some(within)) = (pulled, policy.keep_if_pulled_within_s) {
-                prop_assert!(now - at >= within as i64 * 1000, "{digest} deleted although pulled recently");
+                prop_assert!(
+                    now - at >= within as i64 * 1000,
+                    "{digest} deleted although pulled recently"
+                );
             }
             match view.in_use() {
                 Some(Ok(found)) => prop_assert!(found.users(digest).is_empty(), "{digest} deleted although in use"),

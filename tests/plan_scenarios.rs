@@ -473,7 +473,11 @@ fn an_index_a_workload_runs_or_pulled_recently_is_kept_and_the_record_says_who()
     let p = c.plan(&view, &pol);
     assert!(deleted(&p).is_empty(), "{p:?}");
     assert!(p.skipped.iter().any(|s| s.digest.as_ref() == Some(c.index.digest())
-        && s.reason == SkipReason::InUse { by: vec![service.clone()], count: 1 }));
+        && s.reason
+            == SkipReason::InUse {
+                by: vec![service.clone()],
+                count: 1
+            }));
     // The pushed tag still moves: only the deletion waits on the evidence.
     assert!(p.actions.iter().any(|a| matches!(a, Action::MoveTag { .. })));
 
@@ -482,7 +486,13 @@ fn an_index_a_workload_runs_or_pulled_recently_is_kept_and_the_record_says_who()
     view.set_pull_time(c.index.digest(), Some(common::NOW - 3_600_000));
     let p = c.plan(&view, &pol);
     assert!(deleted(&p).is_empty());
-    assert!(p.skipped.iter().any(|s| matches!(s.reason, SkipReason::RecentlyPulled { within_s: 2_592_000, .. })));
+    assert!(p.skipped.iter().any(|s| matches!(
+        s.reason,
+        SkipReason::RecentlyPulled {
+            within_s: 2_592_000,
+            ..
+        }
+    )));
     // Pulled long ago, or the window switched off: deleted.
     let mut view = pushed(&c.index, "v7");
     view.set_pull_time(c.index.digest(), Some(common::NOW - 40 * 86_400_000));
@@ -504,7 +514,11 @@ fn a_failed_workload_scan_deletes_nothing() {
     view.set_in_use(Err("ecs:ListClusters: AccessDeniedException: not authorized".into()));
     let p = c.plan(&view, &pol);
     assert!(deleted(&p).is_empty());
-    assert!(p.skipped.iter().any(|s| matches!(&s.reason, SkipReason::InUseUnknown { why } if why.contains("AccessDenied"))));
+    assert!(
+        p.skipped
+            .iter()
+            .any(|s| matches!(&s.reason, SkipReason::InUseUnknown { why } if why.contains("AccessDenied")))
+    );
     // With the check off, the scan is not looked at.
     let off = Policy {
         keep_if_in_use: false,
@@ -526,7 +540,15 @@ fn within_the_grace_period_deletions_are_deferred_not_dropped() {
     let deferred: Vec<_> = p
         .skipped
         .iter()
-        .filter(|s| matches!(s.reason, SkipReason::GracePeriod { grace_period_s: 900, .. }))
+        .filter(|s| {
+            matches!(
+                s.reason,
+                SkipReason::GracePeriod {
+                    grace_period_s: 900,
+                    ..
+                }
+            )
+        })
         .filter_map(|s| s.action.as_ref().map(|a| a.target().clone()))
         .collect();
     assert_eq!(deferred, vec![c.index.digest().clone(), attestation(&c)]);

@@ -238,7 +238,6 @@ impl SqsJobQueue {
 /// for standard queues).
 pub const ENQUEUE_CONCURRENCY: usize = 16;
 
-
 impl SqsJobQueue {
     /// Sends one batch of at most 10 messages; entries the queue refused are
     /// sent again, twice at most.

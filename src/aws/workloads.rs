@@ -350,7 +350,10 @@ async fn scan_lambda(
         counts.workloads += 1;
         let arn = f.function_arn().unwrap_or_default().to_owned();
         let version = f.version().unwrap_or("$LATEST").to_owned();
-        let key = (qualified(&arn, &version), f.code_sha256().unwrap_or_default().to_owned());
+        let key = (
+            qualified(&arn, &version),
+            f.code_sha256().unwrap_or_default().to_owned(),
+        );
         if !state.functions.contains_key(&key) {
             unread.push((arn, version, key.1.clone()));
         }

@@ -162,14 +162,7 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         } else {
             Coverage::default()
         };
-        deletions(
-            &mut p,
-            classification,
-            d,
-            view,
-            &coverage,
-            Gates { policy, now_ms },
-        );
+        deletions(&mut p, classification, d, view, &coverage, Gates { policy, now_ms });
         return finish(halt_if_kept(p, d), policy);
     }
     match classify_manifest(manifest.manifest()) {

@@ -46,7 +46,14 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         for _ in 0..ROUNDS {
             let waiting = attachments::waiting_on(&plan, &snapshot.classification, &snapshot.view);
             if !self
-                .read_evidence(repository, policy, &snapshot.classification, &mut snapshot.view, &mut snapshot.known, &waiting)
+                .read_evidence(
+                    repository,
+                    policy,
+                    &snapshot.classification,
+                    &mut snapshot.view,
+                    &mut snapshot.known,
+                    &waiting,
+                )
                 .await?
             {
                 break;
@@ -70,8 +77,16 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         if waiting.is_empty() {
             return Ok(false);
         }
-        let no_attachments: Vec<Digest> = waiting.iter().filter(|d| view.attachments(d).is_none()).cloned().collect();
-        let mut undescribed: Vec<Digest> = waiting.iter().filter(|d| view.pull_time(d).is_none()).cloned().collect();
+        let no_attachments: Vec<Digest> = waiting
+            .iter()
+            .filter(|d| view.attachments(d).is_none())
+            .cloned()
+            .collect();
+        let mut undescribed: Vec<Digest> = waiting
+            .iter()
+            .filter(|d| view.pull_time(d).is_none())
+            .cloned()
+            .collect();
         if view.pushed_at(&classification.digest).is_none() && waiting.contains(&classification.digest) {
             undescribed.push(classification.digest.clone());
         }
@@ -82,7 +97,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 self.read_attachments(repository, view, known, &no_attachments).await?;
             }
             if !undescribed.is_empty() {
-                let info = self.retry(|| self.registry.describe_images(repository, &undescribed)).await?;
+                let info = self
+                    .retry(|| self.registry.describe_images(repository, &undescribed))
+                    .await?;
                 super::read::note_times(view, &info);
             }
             return Ok(true);

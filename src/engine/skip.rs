@@ -538,11 +538,18 @@ impl fmt::Display for SkipReason {
             SkipReason::InUse { by, count } => {
                 let named: Vec<String> = by.iter().map(ToString::to_string).collect();
                 let more = count.saturating_sub(by.len());
-                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                let more = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
                 write!(f, "in use by {}{more}; kept", named.join(", "))
             }
             SkipReason::InUseUnknown { why } => {
-                write!(f, "what runs in the account could not be read ({why}); nothing is deleted")
+                write!(
+                    f,
+                    "what runs in the account could not be read ({why}); nothing is deleted"
+                )
             }
             SkipReason::UsageUnknown => write!(f, "whether anything pulls or runs it was not read; kept"),
             SkipReason::GracePeriod { until, grace_period_s } => {

@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(digest_in_reference(&uri), Some(d.clone()));
         let tagged = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1@sha256:{HEX}");
         assert_eq!(digest_in_reference(&tagged), Some(d));
-        assert_eq!(digest_in_reference("123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1"), None);
+        assert_eq!(
+            digest_in_reference("123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1"),
+            None
+        );
         assert_eq!(digest_in_reference("app@sha256:short"), None);
     }
 

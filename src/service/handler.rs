@@ -330,9 +330,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             return;
         }
         if record.policy.as_ref().is_some_and(|p| p.dry_run) {
-            record
-                .notes
-                .push(format!("dry run: a follow-up would attempt the deferred deletions from {until}"));
+            record.notes.push(format!(
+                "dry run: a follow-up would attempt the deferred deletions from {until}"
+            ));
             return;
         }
         let Some(sweeps) = &self.sweeps else {
@@ -349,9 +349,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             .clamp(1, crate::service::enqueue::MAX_DELAY_S);
         let body = Request::follow_up(job).body();
         match sweeps.queue.enqueue_after(&body, delay_s).await {
-            Ok(()) => record
-                .notes
-                .push(format!("follow-up enqueued: the deferred deletions are attempted from {until}")),
+            Ok(()) => record.notes.push(format!(
+                "follow-up enqueued: the deferred deletions are attempted from {until}"
+            )),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot enqueue the follow-up");
                 record.notes.push(format!(

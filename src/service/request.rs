@@ -236,7 +236,11 @@ impl ImageRequest {
         };
         Job {
             purpose,
-            trigger: if self.follow_up { Trigger::FollowUp } else { Trigger::Sweep },
+            trigger: if self.follow_up {
+                Trigger::FollowUp
+            } else {
+                Trigger::Sweep
+            },
             event_id: self.id.clone(),
             account: self.account.clone(),
             region: None,

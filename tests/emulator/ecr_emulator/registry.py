@@ -10,7 +10,11 @@ emulator replaces:
   repository, and a manifest an index refers to cannot be deleted;
 * tags move on mutable repositories and are refused on immutable ones
   (with ECR's wildcard exclusion filters);
-* image manifests need their config and layer blobs uploaded first.
+* image manifests need their config and layer blobs uploaded first;
+* a pull (``BatchGetImage`` of an active image) records ``lastRecordedPullTime``
+  unless the caller is on the account's pull-time update exclusion list
+  (``RegisterPullTimeUpdateExclusion``). ECR refreshes the field at most once
+  a day; the emulator records every pull at once.
 
 Every mutating call returns the ECR events it caused; the HTTP layer hands
 them to EventBridge. All calls run under one lock held by the caller.
@@ -60,6 +64,26 @@ REPOSITORY_ARN = re.compile(r"^arn:aws[a-z-]*:ecr:([a-z0-9-]+):(\d{12}):reposito
 ARCHIVED_FAILURE = "ImageInaccessible"
 #: AWS's limit of resource tags per resource.
 MAX_RESOURCE_TAGS = 50
+#: Principals one registry may exclude from pull-time updates.
+MAX_PULL_TIME_EXCLUSIONS = 100
+#: moto's identity for credentials it did not issue: every local client with
+#: the static test credentials. It stands for the service's roles, which the
+#: templates put on the exclusion list, so it starts on every account's list.
+LOCAL_PRINCIPAL = "arn:aws:iam::{account}:user/moto"
+PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):(?:user|role|assumed-role)/.+$")
+
+
+def iam_principal(arn: str) -> str:
+    """The IAM principal an STS caller ARN stands for: an assumed-role session
+    is its role (``arn:aws:sts::A:assumed-role/R/s`` → ``arn:aws:iam::A:role/R``);
+    a user, as IAM names it."""
+    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$", arn)
+    if m:
+        return f"arn:{m.group(1)}:iam::{m.group(2)}:role/{m.group(3)}"
+    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):(user/.+)$", arn)
+    if m:
+        return f"arn:{m.group(1)}:iam::{m.group(2)}:{m.group(3)}"
+    return arn
 
 
 class EcrError(Exception):
@@ -96,6 +120,8 @@ class Image:
     children: list[str]
     #: ``ACTIVE``, ``ARCHIVED`` or ``ACTIVATING`` (archive storage class).
     status: str = "ACTIVE"
+    #: ``lastRecordedPullTime``: the last pull by a principal not excluded.
+    last_pulled: _dt.datetime | None = None
 
 
 @dataclass
@@ -230,6 +256,44 @@ class Registry:
     def __init__(self, check_layers: bool = True):
         self.repositories: dict[tuple[str, str, str], Repository] = {}
         self.check_layers = check_layers
+        #: Per account: principal ARN → when it was excluded from pull-time updates.
+        self.pull_time_exclusions: dict[str, dict[str, _dt.datetime]] = {}
+        #: The caller of the request being handled (an IAM principal ARN), set by the HTTP layer.
+        self.principal: str | None = None
+
+    # -- pull times -------------------------------------------------------------
+
+    def _exclusions(self, account: str) -> dict[str, _dt.datetime]:
+        return self.pull_time_exclusions.setdefault(account, {LOCAL_PRINCIPAL.format(account=account): now()})
+
+    def records_pulls_of(self, account: str, principal: str | None) -> bool:
+        """Whether a pull by ``principal`` updates ``lastRecordedPullTime`` in ``account``."""
+        return principal is None or iam_principal(principal) not in self._exclusions(account)
+
+    def record_pull(self, account: str, region: str, name: str, digest: str, at: _dt.datetime | None = None) -> None:
+        """A pull of ``digest`` as a workload makes it (ECS, Kubernetes, Lambda): test support."""
+        self.repo(account, region, name).images[digest].last_pulled = at or now()
+
+    def register_pull_time_update_exclusion(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        arn = req.get("principalArn")
+        if not isinstance(arn, str) or not PRINCIPAL_ARN.match(arn):
+            raise invalid(f"Invalid parameter at 'principalArn': {arn!r} is not an IAM principal ARN")
+        listed = self._exclusions(account)
+        if arn in listed:
+            raise EcrError("ExclusionAlreadyExistsException", f"The principal {arn} is already excluded")
+        if len(listed) >= MAX_PULL_TIME_EXCLUSIONS:
+            raise EcrError("LimitExceededException", f"At most {MAX_PULL_TIME_EXCLUSIONS} principals can be excluded")
+        listed[arn] = now()
+        return {"principalArn": arn, "createdAt": listed[arn].timestamp()}
+
+    def deregister_pull_time_update_exclusion(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        arn = req.get("principalArn")
+        if self._exclusions(account).pop(arn, None) is None:
+            raise EcrError("ExclusionNotFoundException", f"The principal {arn} is not excluded")
+        return {"principalArn": arn}
+
+    def list_pull_time_update_exclusions(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        return _page("pullTimeUpdateExclusions", sorted(self._exclusions(account)), req, key=f"exclusions:{account}")
 
     # -- test support ---------------------------------------------------------
 
@@ -597,6 +661,8 @@ class Registry:
             if key in seen:
                 continue
             seen.add(key)
+            if self.records_pulls_of(account, self.principal):
+                image.last_pulled = now()
             out_id = {"imageDigest": digest}
             if image_id.get("imageTag") is not None:
                 out_id["imageTag"] = image_id["imageTag"]
@@ -669,6 +735,8 @@ class Registry:
             out["artifactMediaType"] = image.artifact_media_type
         if image.subject:
             out["subjectManifestDigest"] = image.subject
+        if image.last_pulled is not None:
+            out["lastRecordedPullTime"] = image.last_pulled.timestamp()
         return out
 
     def describe_images(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
 from .registry import EcrError, Registry
 from .trust import check as trust_check
+from .workloads import ECS_TARGET, Ecs, as_json, patch_lambda
 
 log = logging.getLogger("ecr_emulator")
 
@@ -70,6 +71,9 @@ ECR_OPERATIONS = {
     "TagResource": "tag_resource",
     "UntagResource": "untag_resource",
     "ListTagsForResource": "list_tags_for_resource",
+    "RegisterPullTimeUpdateExclusion": "register_pull_time_update_exclusion",
+    "DeregisterPullTimeUpdateExclusion": "deregister_pull_time_update_exclusion",
+    "ListPullTimeUpdateExclusions": "list_pull_time_update_exclusions",
 }
 
 StartResponse = Callable[..., Any]
@@ -169,6 +173,8 @@ class Emulator:
         self._lock = threading.RLock()
         self._moto = DomainDispatcherApplication(create_backend_app)
         self.insights = Insights()
+        self.ecs = Ecs(lambda: self.registry, self._lock)
+        patch_lambda(lambda: self.registry, self._lock)
 
     # -- WSGI ---------------------------------------------------------------
 
@@ -194,6 +200,8 @@ class Emulator:
                 return _error(outcome.error, MESSAGES.get(outcome.error, "Injected fault"), status)(environ, start_response)
             if target.startswith(ECR_TARGET):
                 return self._ecr(request, operation, access_key, region)(environ, start_response)
+            if target.startswith(ECS_TARGET):
+                return self._ecs(request, environ, operation, access_key, region)(environ, start_response)
             if target == "AWSEvents.TestEventPattern":
                 return self._test_event_pattern(request)(environ, start_response)
             if target in INSIGHTS_TARGETS:
@@ -336,7 +344,9 @@ class Emulator:
                 + ", ".join([*sorted(ECR_OPERATIONS), "GetAuthorizationToken"]),
                 400,
             )
+        principal = self._caller(access_key, region)
         with self._lock:
+            self.registry.principal = principal
             try:
                 result = getattr(self.registry, method)(account, region, body)
             except EcrError as err:
@@ -422,9 +432,52 @@ class Emulator:
             }
         )
 
+    @staticmethod
+    def _caller(access_key: str, region: str) -> str | None:
+        """The ARN of the caller whose access key signed the request (as STS would answer)."""
+        if not access_key:
+            return None
+        from moto.sts.models import sts_backends
+
+        account = get_account_id_from(access_key)
+        try:
+            return sts_backends[account]["aws"].get_caller_identity(access_key, region)[1]
+        except Exception:  # an access key moto cannot place: no principal known
+            return None
+
+    def _ecs(self, request: Request, environ: dict[str, Any], operation: str, access_key: str, region: str) -> Response:
+        """ECS through moto, with the image resolution AWS does (``workloads.py``)."""
+        data = request.get_data(cache=True)
+        environ["wsgi.input"] = io.BytesIO(data)
+        body = as_json(data) or {}
+        account = get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT
+        try:
+            own = self.ecs.answer(operation, body, account, region)
+        except EcrError as err:
+            return _error(err.code, err.message, err.status)
+        if own is not None:
+            return _json(200, own)
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _chunk: None
+
+        reply = b"".join(self._moto(environ, capture))
+        status = captured.get("status", "500 Internal Server Error")
+        headers = [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"]
+        parsed = as_json(reply) if status.startswith("200") else None
+        if parsed is not None:
+            try:
+                reply = json.dumps(self.ecs.amend(operation, body, parsed, account, region)).encode()
+            except Exception as err:  # moto's own state did not have what its reply named
+                log.warning("ECS %s: reply left as moto gave it: %s", operation, err)
+        return Response(reply, status=status, headers=headers)
+
     def reset_ecr(self) -> None:
         """Forgets every repository, fault rule, call count and recorded event."""
         with self._lock:
+            self.ecs.reset()
             self.registry = Registry(check_layers=self.registry.check_layers)
             self.faults.clear()
             self.calls.clear()
@@ -503,6 +556,25 @@ class Emulator:
                     return _json(200, {"pushed_at": image.pushed_at.timestamp()})
             except EcrError as err:
                 return _json(400, {"error": f"{err.code}: {err.message}"})
+        if path == "pull" and method == "POST":
+            # A pull by a workload (ECS agent, kubelet): the image's lastRecordedPullTime is now,
+            # or `seconds_ago` before now.
+            seconds = body.get("seconds_ago", 0)
+            if not isinstance(seconds, int) or seconds < 0:
+                return _json(400, {"error": "'seconds_ago' must be a whole number of seconds, 0 or more"})
+            try:
+                with self._lock:
+                    at = _dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=seconds)
+                    self.registry.record_pull(
+                        body.get("account") or DEFAULT_ACCOUNT,
+                        body.get("region") or DEFAULT_REGION,
+                        body.get("repository"),
+                        body.get("digest"),
+                        at,
+                    )
+                    return _json(200, {"pulled_at": at.timestamp()})
+            except (EcrError, KeyError) as err:
+                return _json(400, {"error": f"no such image: {err}"})
         if path in ("seed", "status") and method == "POST":
             account = body.get("account") or DEFAULT_ACCOUNT
             region = body.get("region") or DEFAULT_REGION

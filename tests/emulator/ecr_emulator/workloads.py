@@ -1,0 +1,218 @@
+"""ECS and Lambda as far as images go: what they resolve a tag to, and pull.
+
+moto serves both services; these fidelity fixes make them resolve image
+references against the emulator's ECR (``registry.py``) the way AWS does:
+
+* **ECS** resolves each container's image to a digest when a service
+  deployment starts (``CreateService``, ``UpdateService``) and records it in a
+  *service revision* (``DescribeServices`` → ``currentServiceRevisions``,
+  ``DescribeServiceRevisions`` → ``containerImages[].imageDigest``), unless
+  the container says ``versionConsistency: disabled``; a task it starts
+  (``RunTask``) reports ``containers[].imageDigest`` and pulls the image.
+  moto 5.2.5 has no service revisions and no image digests at all.
+* **Lambda** resolves ``ImageUri`` once, at ``CreateFunction`` and
+  ``UpdateFunctionCode`` (``Code.ResolvedImageUri``, ``CodeSha256``), pulls
+  it, and refuses an image index ("The image manifest, config or layer media
+  type for the source image ... is not supported"). moto hashes the URI string.
+
+Differences from AWS, kept small on purpose: a deployment's revision is the
+service's only current revision at once (no rolling overlap); ECS pulls when
+a service with tasks is deployed or a task is run, Lambda when it resolves;
+nothing else about tasks runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .registry import INDEX_TYPES, EcrError, Registry
+
+ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
+#: ``<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag][@digest]``
+ECR_URI = re.compile(
+    r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"([a-z0-9][a-z0-9._/-]*?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,299}))?(?:@(sha256:[a-f0-9]{64}))?$"
+)
+
+
+def resolve(registry: Registry, image: str, pull: bool) -> tuple[str, str] | None:
+    """The digest and media type ``image`` names in the emulator's ECR, or None
+    (not an ECR reference, or nothing there); with ``pull``, records a pull."""
+    m = ECR_URI.match(image or "")
+    if m is None:
+        return None
+    account, region, name, tag, digest = m.groups()
+    try:
+        repo = registry.repo(account, region, name)
+    except EcrError:
+        return None
+    if digest is None:
+        digest = repo.tags.get(tag or "latest")
+    stored = repo.images.get(digest or "")
+    if stored is None:
+        return None
+    if pull:
+        stored.last_pulled = _dt.datetime.now(_dt.UTC)
+    return stored.digest, stored.media_type
+
+
+class Ecs:
+    """Service revisions and task image digests, on top of moto's ECS."""
+
+    def __init__(self, registry: Callable[[], Registry], lock: threading.RLock):
+        self.registry = registry
+        self.lock = lock
+        #: Service ARN → its current revision ARNs.
+        self.current: dict[str, list[str]] = {}
+        #: Revision ARN → the revision as DescribeServiceRevisions returns it.
+        self.revisions: dict[str, dict[str, Any]] = {}
+        #: Task ARN → its containers' images and digests.
+        self.tasks: dict[str, list[dict[str, Any]]] = {}
+
+    def reset(self) -> None:
+        self.current.clear()
+        self.revisions.clear()
+        self.tasks.clear()
+
+    def _containers(self, account: str, region: str, task_definition: str, pull: bool) -> list[dict[str, Any]]:
+        from moto.ecs.models import ecs_backends
+
+        definition = ecs_backends[account][region].describe_task_definition(task_definition)
+        out = []
+        with self.lock:
+            for c in definition.container_definitions:
+                entry: dict[str, Any] = {"containerName": c.get("name"), "image": c.get("image")}
+                if c.get("versionConsistency") != "disabled":
+                    found = resolve(self.registry(), c.get("image") or "", pull)
+                    if found:
+                        entry["imageDigest"] = found[0]
+                out.append(entry)
+        return out
+
+    def answer(self, operation: str, body: dict[str, Any], account: str, region: str) -> dict[str, Any] | None:
+        """The reply to an operation moto lacks, or None to let moto answer."""
+        if operation != "DescribeServiceRevisions":
+            return None
+        arns = body.get("serviceRevisionArns") or []
+        if not isinstance(arns, list) or not 1 <= len(arns) <= 20:
+            raise EcrError("InvalidParameterException", "serviceRevisionArns must list 1 to 20 ARNs")
+        found = [self.revisions[a] for a in arns if a in self.revisions]
+        failures = [{"arn": a, "reason": "MISSING"} for a in arns if a not in self.revisions]
+        return {"serviceRevisions": found, "failures": failures}
+
+    def amend(self, operation: str, body: dict[str, Any], reply: dict[str, Any], account: str, region: str) -> dict[str, Any]:
+        """moto's reply to ``operation`` with what AWS adds (see the module's notes)."""
+        if operation in ("CreateService", "UpdateService") and isinstance(reply.get("service"), dict):
+            service = reply["service"]
+            self._deploy(service, account, region)
+            self._with_revisions(service)
+        elif operation == "DescribeServices":
+            for service in reply.get("services") or []:
+                self._with_revisions(service)
+        elif operation == "RunTask":
+            for task in reply.get("tasks") or []:
+                containers = self._containers(account, region, task.get("taskDefinitionArn", ""), pull=True)
+                self.tasks[task.get("taskArn", "")] = containers
+                self._with_digests(task)
+        elif operation == "DescribeTasks":
+            for task in reply.get("tasks") or []:
+                self._with_digests(task)
+        return reply
+
+    def _deploy(self, service: dict[str, Any], account: str, region: str) -> None:
+        arn = service.get("serviceArn", "")
+        containers = self._containers(account, region, service.get("taskDefinition", ""), pull=service.get("desiredCount", 0) > 0)
+        cluster = service.get("clusterArn", "")
+        name = arn.rsplit("/", 1)[-1]
+        cluster_name = cluster.rsplit("/", 1)[-1]
+        revision_arn = f"arn:aws:ecs:{region}:{account}:service-revision/{cluster_name}/{name}/{uuid.uuid4().int % 10**19}"
+        self.revisions[revision_arn] = {
+            "serviceRevisionArn": revision_arn,
+            "serviceArn": arn,
+            "clusterArn": cluster,
+            "taskDefinition": service.get("taskDefinition"),
+            "containerImages": containers,
+            "createdAt": _dt.datetime.now(_dt.UTC).timestamp(),
+        }
+        self.current[arn] = [revision_arn]
+
+    def _with_revisions(self, service: dict[str, Any]) -> None:
+        revisions = self.current.get(service.get("serviceArn", ""), [])
+        if revisions:
+            service["currentServiceRevisions"] = [
+                {
+                    "arn": r,
+                    "requestedTaskCount": service.get("desiredCount", 0),
+                    "runningTaskCount": service.get("runningCount", 0),
+                    "pendingTaskCount": service.get("pendingCount", 0),
+                }
+                for r in revisions
+            ]
+
+    def _with_digests(self, task: dict[str, Any]) -> None:
+        recorded = self.tasks.get(task.get("taskArn", ""))
+        if recorded is None:
+            return
+        containers = task.get("containers") or []
+        for i, c in enumerate(recorded):
+            if i < len(containers):
+                containers[i].update({k: v for k, v in c.items() if k != "containerName"})
+                containers[i].setdefault("name", c.get("containerName"))
+            else:
+                containers.append({"name": c.get("containerName"), **{k: v for k, v in c.items() if k != "containerName"}})
+        task["containers"] = containers
+
+
+_PATCHED: list[bool] = []
+
+
+def patch_lambda(registry: Callable[[], Registry], lock: threading.RLock) -> None:
+    """Makes moto's Lambda resolve ``ImageUri`` against the emulator's ECR
+    (``registry`` gives the current one; once per process)."""
+    if _PATCHED:
+        return
+    _PATCHED.append(True)
+    from moto.awslambda import models as lambda_models
+    from moto.awslambda.exceptions import LambdaClientError
+
+    original = lambda_models.LambdaFunction._set_function_code
+
+    def _set_function_code(self: Any, updated_spec: dict[str, Any]) -> None:
+        uri = updated_spec.get("ImageUri")
+        if not uri or updated_spec.get("DryRun"):
+            original(self, updated_spec)
+            return
+        with lock:
+            found = resolve(registry(), uri, pull=True)
+        if found is None:
+            raise LambdaClientError(
+                "InvalidParameterValueException",
+                f"Source image {uri} does not exist. Provide a valid source image.",
+            )
+        digest, media_type = found
+        if media_type in INDEX_TYPES:
+            raise LambdaClientError(
+                "InvalidParameterValueException",
+                f"The image manifest, config or layer media type for the source image {uri} is not supported.",
+            )
+        self.code_sha_256 = digest.removeprefix("sha256:")
+        self.code_size = 0
+        if updated_spec is not self.code:
+            self.code["ImageUri"] = uri
+
+    lambda_models.LambdaFunction._set_function_code = _set_function_code  # type: ignore[method-assign]
+
+
+def as_json(data: bytes) -> dict[str, Any] | None:
+    """A JSON object reply body, or None."""
+    try:
+        value = json.loads(data or b"{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
