@@ -24,11 +24,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_ecs::error::ProvideErrorMetadata;
-use aws_sdk_ecs::error::SdkError;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 
+use super::registry_error;
 use crate::engine::registry::RegistryError;
 use crate::engine::usage::{InUse, Workload, WorkloadKind, digest_in_reference};
 use crate::oci::digest::Digest;
@@ -60,12 +59,6 @@ struct ScanState {
     functions: BTreeMap<(String, String), Option<Digest>>,
 }
 
-/// What one scan read, for the figures (`make bench`).
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    workloads: usize,
-}
-
 impl WorkloadScanner {
     /// A scanner through `sdk`'s credentials and region.
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
@@ -90,14 +83,14 @@ impl WorkloadScanner {
         }
         let mut found = InUse::new(now);
         let started = std::time::Instant::now();
-        let mut counts = Counts::default();
+        let mut workloads = 0;
         let ecs = aws_sdk_ecs::Client::new(&self.sdk);
         let lambda = aws_sdk_lambda::Client::new(&self.sdk);
-        scan_ecs(&ecs, &mut state, &mut found, &mut counts).await?;
-        scan_lambda(&lambda, &mut state, &mut found, &mut counts).await?;
-        found.workloads_seen = counts.workloads;
+        scan_ecs(&ecs, &mut state, &mut found, &mut workloads).await?;
+        scan_lambda(&lambda, &mut state, &mut found, &mut workloads).await?;
+        found.workloads_seen = workloads;
         tracing::info!(
-            workloads = counts.workloads,
+            workloads,
             digests = found.digests(),
             ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "workload scan"
@@ -108,19 +101,11 @@ impl WorkloadScanner {
     }
 }
 
-fn error<E, R>(operation: &'static str, err: SdkError<E, R>) -> RegistryError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    super::registry_error(operation, err)
-}
-
 async fn scan_ecs(
     ecs: &aws_sdk_ecs::Client,
     state: &mut ScanState,
     found: &mut InUse,
-    counts: &mut Counts,
+    workloads: &mut usize,
 ) -> Result<(), RegistryError> {
     let clusters: Vec<String> = ecs
         .list_clusters()
@@ -129,16 +114,16 @@ async fn scan_ecs(
         .send()
         .try_collect()
         .await
-        .map_err(|e| error("ecs:ListClusters", e))?;
+        .map_err(|e| registry_error("ecs:ListClusters", e))?;
     let per_cluster: Vec<ClusterUse> = futures_util::stream::iter(clusters)
         .map(|cluster| scan_cluster(ecs, cluster))
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
-    let mut revisions: Vec<(String, String)> = Vec::new();
+    let mut revisions: Vec<String> = Vec::new();
     let mut task_definitions: BTreeMap<String, Workload> = BTreeMap::new();
     for c in per_cluster {
-        counts.workloads += c.workloads;
+        *workloads += c.workloads;
         for (digest, workload) in c.digests {
             found.add(digest, workload);
         }
@@ -148,25 +133,20 @@ async fn scan_ecs(
         }
     }
     // The digests ECS resolved for each service's current revisions.
-    let chunks: Vec<Vec<(String, String)>> = revisions.chunks(20).map(<[_]>::to_vec).collect();
+    let chunks: Vec<Vec<String>> = revisions.chunks(20).map(<[_]>::to_vec).collect();
     let described: Vec<Vec<(Digest, Workload)>> = futures_util::stream::iter(chunks)
         .map(|chunk| async move {
-            let arns: Vec<String> = chunk.iter().map(|(arn, _)| arn.clone()).collect();
             let reply = ecs
                 .describe_service_revisions()
-                .set_service_revision_arns(Some(arns))
+                .set_service_revision_arns(Some(chunk))
                 .send()
                 .await
-                .map_err(|e| error("ecs:DescribeServiceRevisions", e))?;
+                .map_err(|e| registry_error("ecs:DescribeServiceRevisions", e))?;
             let mut out = Vec::new();
             for revision in reply.service_revisions() {
                 let service = revision.service_arn().unwrap_or_default().to_owned();
                 for image in revision.container_images() {
-                    let digest = image
-                        .image_digest()
-                        .and_then(|d| Digest::parse(d).ok())
-                        .or_else(|| image.image().and_then(digest_in_reference));
-                    if let Some(digest) = digest {
+                    if let Some(digest) = reported_digest(image.image_digest(), image.image()) {
                         out.push((
                             digest,
                             Workload {
@@ -198,7 +178,7 @@ async fn scan_ecs(
                 .task_definition(&arn)
                 .send()
                 .await
-                .map_err(|e| error("ecs:DescribeTaskDefinition", e))?;
+                .map_err(|e| registry_error("ecs:DescribeTaskDefinition", e))?;
             let digests = reply
                 .task_definition()
                 .map(|t| {
@@ -236,8 +216,8 @@ async fn scan_ecs(
 struct ClusterUse {
     workloads: usize,
     digests: Vec<(Digest, Workload)>,
-    /// Service revision ARNs to describe, with their service.
-    revisions: Vec<(String, String)>,
+    /// Service revision ARNs to describe.
+    revisions: Vec<String>,
     /// Task definitions in use, with one user.
     task_definitions: Vec<(String, Workload)>,
 }
@@ -253,7 +233,7 @@ async fn scan_cluster(ecs: &aws_sdk_ecs::Client, cluster: String) -> Result<Clus
         .send()
         .try_collect()
         .await
-        .map_err(|e| error("ecs:ListServices", e))?;
+        .map_err(|e| registry_error("ecs:ListServices", e))?;
     for chunk in services.chunks(10) {
         let reply = ecs
             .describe_services()
@@ -261,7 +241,7 @@ async fn scan_cluster(ecs: &aws_sdk_ecs::Client, cluster: String) -> Result<Clus
             .set_services(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| error("ecs:DescribeServices", e))?;
+            .map_err(|e| registry_error("ecs:DescribeServices", e))?;
         for service in reply.services() {
             out.workloads += 1;
             let arn = service.service_arn().unwrap_or_default().to_owned();
@@ -271,7 +251,7 @@ async fn scan_cluster(ecs: &aws_sdk_ecs::Client, cluster: String) -> Result<Clus
             };
             for revision in service.current_service_revisions() {
                 if let Some(r) = revision.arn() {
-                    out.revisions.push((r.to_owned(), arn.clone()));
+                    out.revisions.push(r.to_owned());
                 }
             }
             let definitions: BTreeSet<&str> = service
@@ -294,7 +274,7 @@ async fn scan_cluster(ecs: &aws_sdk_ecs::Client, cluster: String) -> Result<Clus
         .send()
         .try_collect()
         .await
-        .map_err(|e| error("ecs:ListTasks", e))?;
+        .map_err(|e| registry_error("ecs:ListTasks", e))?;
     for chunk in tasks.chunks(100) {
         let reply = ecs
             .describe_tasks()
@@ -302,7 +282,7 @@ async fn scan_cluster(ecs: &aws_sdk_ecs::Client, cluster: String) -> Result<Clus
             .set_tasks(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| error("ecs:DescribeTasks", e))?;
+            .map_err(|e| registry_error("ecs:DescribeTasks", e))?;
         for task in reply.tasks() {
             out.workloads += 1;
             let user = Workload {
@@ -310,11 +290,7 @@ async fn scan_cluster(ecs: &aws_sdk_ecs::Client, cluster: String) -> Result<Clus
                 name: task.task_arn().unwrap_or_default().to_owned(),
             };
             for container in task.containers() {
-                let digest = container
-                    .image_digest()
-                    .and_then(|d| Digest::parse(d).ok())
-                    .or_else(|| container.image().and_then(digest_in_reference));
-                if let Some(digest) = digest {
+                if let Some(digest) = reported_digest(container.image_digest(), container.image()) {
                     out.digests.push((digest, user.clone()));
                 }
             }
@@ -330,7 +306,7 @@ async fn scan_lambda(
     lambda: &aws_sdk_lambda::Client,
     state: &mut ScanState,
     found: &mut InUse,
-    counts: &mut Counts,
+    workloads: &mut usize,
 ) -> Result<(), RegistryError> {
     let functions: Vec<aws_sdk_lambda::types::FunctionConfiguration> = lambda
         .list_functions()
@@ -340,14 +316,14 @@ async fn scan_lambda(
         .send()
         .try_collect()
         .await
-        .map_err(|e| error("lambda:ListFunctions", e))?;
+        .map_err(|e| registry_error("lambda:ListFunctions", e))?;
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut unread: Vec<(String, String, String)> = Vec::new();
     for f in &functions {
         if f.package_type() != Some(&aws_sdk_lambda::types::PackageType::Image) {
             continue;
         }
-        counts.workloads += 1;
+        *workloads += 1;
         let arn = f.function_arn().unwrap_or_default().to_owned();
         let version = f.version().unwrap_or("$LATEST").to_owned();
         let key = (
@@ -367,7 +343,7 @@ async fn scan_lambda(
                 .qualifier(&version)
                 .send()
                 .await
-                .map_err(|e| error("lambda:GetFunction", e))?;
+                .map_err(|e| registry_error("lambda:GetFunction", e))?;
             let digest = reply
                 .code()
                 .and_then(|c| c.resolved_image_uri().or(c.image_uri()))
@@ -392,6 +368,14 @@ async fn scan_lambda(
         }
     }
     Ok(())
+}
+
+/// The digest ECS reports for a container (`imageDigest`), or the one its
+/// image reference names (`repo@sha256:…`).
+fn reported_digest(image_digest: Option<&str>, image: Option<&str>) -> Option<Digest> {
+    image_digest
+        .and_then(|d| Digest::parse(d).ok())
+        .or_else(|| image.and_then(digest_in_reference))
 }
 
 /// `arn` with its version as qualifier (`…:function:f:3`, `…:function:f:$LATEST`).
