@@ -61,7 +61,7 @@ async fn trail() -> Trail {
         "faults",
         Some(serde_json::json!({"operation": "ecr:PutImage", "repository": failing, "error": "AccessDeniedException", "rate": 1.0})),
     );
-    let out = serve_until_idle(&queue, &["--delete-orphans"])
+    let out = serve_until_idle(&queue, &["--delete-orphans", "--grace-period", "0s"])
         .env("ECR_REMEDIATOR_KEEP_TAG", "false")
         .output()
         .unwrap();

@@ -35,6 +35,7 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
     let h = handler(&[
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
         ("ECR_REMEDIATOR_KEEP_TAG", "false"),
     ])
     .await;

@@ -20,6 +20,7 @@ use ecr_remediator::engine::{Engine, Job};
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::manifest::RawManifest;
 use ecr_remediator::oci::names::RepositoryName;
+use ecr_remediator::oci::signature::Referrer;
 use ecr_remediator::policy::{Mode, PolicySet};
 use ecr_remediator::vocabulary::Vocabulary;
 use serde_json::json;
@@ -925,7 +926,7 @@ async fn referrers_are_written_and_verified_before_the_attestation_is_deleted() 
         "two attachment checks, one verification"
     );
     let referrers = reg.list_referrers(&repo(), p.image.digest()).await.unwrap();
-    assert_eq!(referrers, vec![copy.clone()]);
+    assert_eq!(referrers, vec![Referrer::new(copy.clone(), None)]);
     let s = state(&reg);
     assert!(s.images.contains_key(&copy) && !s.images.contains_key(p.attestation.digest()));
     assert!(!s.images.contains_key(p.index.digest()));
@@ -1005,7 +1006,10 @@ async fn a_leftover_index_is_cleaned_up_only_after_its_provenance_is_attached() 
         deleted(&record),
         vec![p.index.digest().clone(), p.attestation.digest().clone()]
     );
-    assert_eq!(reg.list_referrers(&repo(), p.image.digest()).await.unwrap(), vec![copy]);
+    assert_eq!(
+        reg.list_referrers(&repo(), p.image.digest()).await.unwrap(),
+        vec![Referrer::new(copy, None)]
+    );
     // Orphaned attestations of unknown images are kept under referrers.
     let orphan = attestation("ref-orphan");
     reg.push(&repo(), &orphan, None).unwrap();

@@ -66,7 +66,15 @@ async fn a_signed_leftover_index_is_never_deleted_by_a_sweep() {
         let signature = attach(&repo, &p.index, kind);
         let (records, summary) = sweep(
             &repo,
-            &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+            &[
+                "--mode",
+                "promote",
+                "--delete-orphans",
+                "--grace-period",
+                "0s",
+                "--min-age",
+                "0s",
+            ],
             &KEEP_OFF,
         );
         let listing = list(&repo).await;
@@ -92,28 +100,68 @@ async fn a_signed_leftover_index_is_never_deleted_by_a_sweep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_freshly_pushed_signed_index_is_kept_when_its_tag_is_promoted() {
-    for (kind, reason) in [("notation", "has_referrers"), ("cosign", "has_companion")] {
+async fn a_signed_index_keeps_its_tag_unless_the_image_is_signed_too_or_the_policy_allows() {
+    for (kind, reason, signature) in [
+        ("notation", "has_referrers", "notation"),
+        ("cosign", "has_companion", "cosign_tag"),
+    ] {
+        // The index alone is signed: promote falls back to tag mode.
         let repo = unique(&format!("signed-push-{kind}"));
         create_repository(&repo, false);
         let p = push_buildx(&repo, "v1", &["linux/arm64"], &format!("signed-push-{kind}"));
         attach(&repo, &p.index, kind);
-        let r = remediate(
-            &repo,
-            &p.index,
-            "v1",
-            &["--mode", "promote", "--delete-orphans"],
-            &KEEP_OFF,
+        let promote = ["--mode", "promote", "--delete-orphans", "--grace-period", "0s"];
+        let r = remediate(&repo, &p.index, "v1", &promote, &KEEP_OFF);
+        assert_eq!(r["policy"]["mode"], "tag", "{kind}: {r}");
+        let now = tags(&repo).await;
+        assert_eq!(
+            now["v1"], p.index,
+            "{kind}: verification by tag still finds the signed index"
         );
+        assert_eq!(now["v1-linux-arm64"], p.runnable(), "{kind}: the derived tag deploys");
+        assert_eq!(skip_of(&r, &p.index).unwrap()["reason"], "index_signed", "{kind}: {r}");
+        assert_eq!(r["signing"]["index"][0]["kind"], signature, "{kind}: {r}");
+        assert_eq!(r["signing"]["image"], serde_json::json!([]), "{kind}: {r}");
+        assert_eq!(r["deleted"], 0, "{kind}: {r}");
+
+        // promote_signed_index: the tag moves anyway, with a warning; the
+        // signed index is still never deleted.
+        let repo = unique(&format!("signed-anyway-{kind}"));
+        create_repository(&repo, false);
+        let p = push_buildx(&repo, "v1", &["linux/arm64"], &format!("signed-anyway-{kind}"));
+        attach(&repo, &p.index, kind);
+        let mut env = KEEP_OFF.to_vec();
+        env.push(("ECR_REMEDIATOR_PROMOTE_SIGNED_INDEX", "true"));
+        let r = remediate(&repo, &p.index, "v1", &promote, &env);
         assert_eq!(r["outcome"], "remediated", "{kind}: {r}");
         assert_eq!(tags(&repo).await["v1"], p.runnable(), "{kind}: the tag deploys");
+        assert!(
+            r["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().starts_with("warning: the index is signed")),
+            "{kind}: {r}"
+        );
         let listing = list(&repo).await;
         assert!(
             present(&listing, &p.index) && present(&listing, p.attestation()),
             "{kind}"
         );
-        assert_eq!(r["deleted"], 0, "{kind}: {r}");
         assert_eq!(skip_of(&r, &p.index).unwrap()["reason"], reason, "{kind}: {r}");
+
+        // cosign sign --recursive: the image is signed too, promote as usual.
+        let repo = unique(&format!("signed-both-{kind}"));
+        create_repository(&repo, false);
+        let p = push_buildx(&repo, "v1", &["linux/arm64"], &format!("signed-both-{kind}"));
+        attach(&repo, &p.index, kind);
+        attach(&repo, p.runnable(), kind);
+        let r = remediate(&repo, &p.index, "v1", &promote, &KEEP_OFF);
+        assert_eq!(r["outcome"], "remediated", "{kind}: {r}");
+        assert_eq!(r["policy"]["mode"], "promote", "{kind}: {r}");
+        assert_eq!(tags(&repo).await["v1"], p.runnable(), "{kind}: the tag deploys");
+        assert_eq!(r["signing"]["image"][0]["kind"], signature, "{kind}: {r}");
+        assert!(present(&list(&repo).await, &p.index), "{kind}: the signed index stays");
     }
 }
 
@@ -129,7 +177,13 @@ async fn provenance_attached_to_its_image_survives_promote_and_strip_with_deleti
             &format!("attached-{mode}"),
             &["--attestation-format", "artifact"],
         );
-        let r = remediate(&repo, &p.index, "v1", &["--mode", mode, "--delete-orphans"], &KEEP_OFF);
+        let r = remediate(
+            &repo,
+            &p.index,
+            "v1",
+            &["--mode", mode, "--delete-orphans", "--grace-period", "0s"],
+            &KEEP_OFF,
+        );
         assert_eq!(r["outcome"], "remediated", "{mode}: {r}");
         let listing = list(&repo).await;
         assert!(present(&listing, p.attestation()), "{mode}: provenance deleted");
@@ -150,7 +204,15 @@ async fn provenance_attached_to_its_image_survives_promote_and_strip_with_deleti
     let p = leftover(&repo, "attached-sweep", &["--attestation-format", "artifact"]);
     let (_, summary) = sweep(
         &repo,
-        &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+        &[
+            "--mode",
+            "promote",
+            "--delete-orphans",
+            "--grace-period",
+            "0s",
+            "--min-age",
+            "0s",
+        ],
         &KEEP_OFF,
     );
     let listing = list(&repo).await;
@@ -170,7 +232,15 @@ async fn a_referrers_tag_schema_index_is_never_remediated_or_deleted() {
     for mode in ["strip", "promote"] {
         let (records, summary) = sweep(
             &repo,
-            &["--mode", mode, "--delete-orphans", "--min-age", "0s"],
+            &[
+                "--mode",
+                mode,
+                "--delete-orphans",
+                "--grace-period",
+                "0s",
+                "--min-age",
+                "0s",
+            ],
             &KEEP_OFF,
         );
         assert!(
@@ -193,7 +263,7 @@ async fn a_referrers_tag_schema_index_is_never_remediated_or_deleted() {
         &repo,
         fallback["digest"].as_str().unwrap(),
         &schema_tag,
-        &["--mode", "strip", "--delete-orphans"],
+        &["--mode", "strip", "--delete-orphans", "--grace-period", "0s"],
         &KEEP_OFF,
     );
     assert_eq!(r["code"], "companion_tag", "{r}");
@@ -215,7 +285,15 @@ async fn turning_the_keep_tag_off_never_turns_kept_indexes_into_pushed_tags() {
     assert_eq!(before["v1-index"], pushed[0].index);
     let (records, summary) = sweep(
         &repo,
-        &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+        &[
+            "--mode",
+            "promote",
+            "--delete-orphans",
+            "--grace-period",
+            "0s",
+            "--min-age",
+            "0s",
+        ],
         &KEEP_OFF,
     );
     assert_eq!(tags(&repo).await, before, "{records:?}");
@@ -282,7 +360,15 @@ async fn strip_leftovers_are_found_and_cleaned() {
     .unwrap();
     let (records, summary) = sweep(
         &repo,
-        &["--mode", "strip", "--delete-orphans", "--min-age", "0s"],
+        &[
+            "--mode",
+            "strip",
+            "--delete-orphans",
+            "--grace-period",
+            "0s",
+            "--min-age",
+            "0s",
+        ],
         &KEEP_OFF,
     );
     let listing = list(&repo).await;
@@ -364,7 +450,15 @@ async fn kept_indexes_are_retired_only_on_request_shown_by_the_dry_run_signed_on
     let repo = unique("retire");
     let pushed = kept(&repo, "retire").await;
     attach(&repo, &pushed[2].index, "notation");
-    let args = ["--mode", "promote", "--retire-kept-indexes", "--min-age", "0s"];
+    let args = [
+        "--mode",
+        "promote",
+        "--retire-kept-indexes",
+        "--min-age",
+        "0s",
+        "--grace-period",
+        "0s",
+    ];
 
     // With the keep tag still on, the rule keeps them on purpose.
     let (records, summary) = sweep(&repo, &args, &[]);
@@ -432,6 +526,8 @@ async fn retiring_under_provenance_referrers_attaches_the_provenance_first() {
             "promote",
             "--retire-kept-indexes",
             "--delete-orphans",
+            "--grace-period",
+            "0s",
             "--min-age",
             "0s",
         ],
@@ -455,7 +551,15 @@ async fn a_leftovers_cleanup_reads_a_constant_number_of_times() {
     emulator().clear_calls(&repo);
     let (_, summary) = sweep(
         &repo,
-        &["--mode", "promote", "--delete-orphans", "--min-age", "0s"],
+        &[
+            "--mode",
+            "promote",
+            "--delete-orphans",
+            "--grace-period",
+            "0s",
+            "--min-age",
+            "0s",
+        ],
         &KEEP_OFF,
     );
     assert_eq!(summary["manifests_deleted"], 2, "{summary}");

@@ -137,6 +137,7 @@ async fn promote_with_delete_on_and_keep_off_leaves_no_untagged_attestation() {
     let h = handler(&[
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
         ("ECR_REMEDIATOR_KEEP_TAG", "false"),
     ])
     .await;
@@ -256,6 +257,7 @@ async fn every_mode_with_delete_off_and_on() {
         let h = handler(&[
             ("ECR_REMEDIATOR_MODE", mode),
             ("ECR_REMEDIATOR_DELETE_ORPHANS", if delete { "true" } else { "false" }),
+            ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
         ])
         .await;
         handle_push(&h, &repo, &pushed, "v7").await;
@@ -296,6 +298,7 @@ async fn strip_without_keep_tag_deletes_the_old_index_and_its_attestation() {
     let h = handler(&[
         ("ECR_REMEDIATOR_MODE", "strip"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
         ("ECR_REMEDIATOR_KEEP_TAG", "false"),
     ])
     .await;
@@ -349,6 +352,7 @@ async fn immutable_repository_falls_back_to_the_derived_tag_and_says_so() {
     let h = handler(&[
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
     ])
     .await;
     handle_push(&h, &repo, &pushed, "v7").await;
@@ -375,6 +379,7 @@ async fn a_tag_moved_by_a_newer_push_is_not_clobbered() {
     let h = handler(&[
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
     ])
     .await;
     handle_push(&h, &repo, &old, "v7").await;
@@ -465,6 +470,7 @@ async fn an_index_deleted_before_handling_is_skipped() {
     let h = handler(&[
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
     ])
     .await;
     handle_push(&h, &repo, &pushed, "v7").await;

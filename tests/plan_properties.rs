@@ -16,6 +16,7 @@ use ecr_remediator::oci::classify::{EntryClass, classify};
 use ecr_remediator::oci::companion::Companion;
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::manifest::RawManifest;
+use ecr_remediator::oci::signature::Referrer;
 use ecr_remediator::policy::template::TagTemplate;
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
 use proptest::prelude::*;
@@ -446,7 +447,10 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
             Attach::Unread => return,
             Attach::Nothing => Attachments::default(),
             Attach::Referrer => Attachments {
-                referrers: vec![digest_of(&format!("signature-of-{d}"))],
+                referrers: vec![Referrer::new(
+                    digest_of(&format!("signature-of-{d}")),
+                    Some(ecr_remediator::oci::signature::NOTATION_ARTIFACT_TYPE),
+                )],
                 companion_tags: vec![],
             },
             Attach::Companion => Attachments {

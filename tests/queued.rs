@@ -73,7 +73,7 @@ async fn a_scheduled_cleanup_through_the_queue_deletes_the_leftover() {
     let repo = unique("queued-cleanup");
     let p = leftover(&repo);
     let queue = queue_with_message(&format!("{}-q", repo.replace('/', "-")), SWEEP_OWN).await;
-    let (code, out, err) = run(serve_until_idle(&queue, &["--delete-orphans"])
+    let (code, out, err) = run(serve_until_idle(&queue, &["--delete-orphans", "--grace-period", "0s"])
         .env("ECR_REMEDIATOR_KEEP_TAG", "false")
         .env("ECR_REMEDIATOR_SWEEP_PREFIXES", &repo));
     assert_eq!(code, 0, "{out}\n{err}");
@@ -95,6 +95,7 @@ async fn a_scheduled_cleanup_through_the_lambda_handler_deletes_the_leftover() {
     let policy = [
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
         ("ECR_REMEDIATOR_KEEP_TAG", "false"),
     ];
     let responses = lambda(&queue, &[&repo], &policy).await;

@@ -40,7 +40,12 @@ async fn a_referrer_copy_is_stored_and_listed_for_its_image() {
          imageManifestMediaType='application/vnd.oci.image.manifest.v1+json')"
     ));
     let listed = h.registry.list_referrers(&name, image.digest()).await.unwrap();
-    assert_eq!(listed, vec![copy.digest().clone()]);
+    let listed: Vec<_> = listed.into_iter().map(|r| (r.digest, r.signature)).collect();
+    assert_eq!(
+        listed,
+        vec![(copy.digest().clone(), None)],
+        "a provenance copy, not a signature"
+    );
     assert!(
         h.registry
             .list_referrers(&name, attestation.digest())
@@ -50,9 +55,10 @@ async fn a_referrer_copy_is_stored_and_listed_for_its_image() {
     );
 }
 
-const REFERRERS: [(&str, &str); 4] = [
+const REFERRERS: [(&str, &str); 5] = [
     ("ECR_REMEDIATOR_KEEP_TAG", "false"),
     ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+    ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
     ("ECR_REMEDIATOR_PROVENANCE", "referrers"),
     ("ECR_REMEDIATOR_PUT_TPS", "10"),
 ];

@@ -22,9 +22,10 @@ async fn fresh(prefix: &str) -> (String, AuditQueue) {
 }
 
 /// Promote, delete orphans, no keep tag: the policy that deletes.
-const DELETE_MODE: [(&str, &str); 3] = [
+const DELETE_MODE: [(&str, &str); 4] = [
     ("ECR_REMEDIATOR_MODE", "promote"),
     ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+    ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
     ("ECR_REMEDIATOR_KEEP_TAG", "false"),
 ];
 
@@ -78,7 +79,12 @@ async fn a_keep_tag_too_long_to_write_keeps_the_pushed_tag_and_deletes_nothing()
     for mode in ["promote", "strip"] {
         let (repo, audit) = fresh(&format!("long-keep-{mode}")).await;
         let pushed = push_buildx(&repo, &long, &["linux/arm64"], mode);
-        let h = handler(&[("ECR_REMEDIATOR_MODE", mode), ("ECR_REMEDIATOR_DELETE_ORPHANS", "true")]).await;
+        let h = handler(&[
+            ("ECR_REMEDIATOR_MODE", mode),
+            ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+            ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
+        ])
+        .await;
         let r = h
             .handle_text(&push_event(&repo, &pushed.index, &long, OCI_INDEX), Delivery::default())
             .await
@@ -104,7 +110,14 @@ async fn two_pushes_of_one_tag_handled_at_the_same_time_end_on_the_newer_push() 
             "faults",
             Some(json!({"operation": "BatchGetImage", "repository": repo, "latency_ms": 700})),
         );
-        let h = Arc::new(handler(&[("ECR_REMEDIATOR_MODE", mode), ("ECR_REMEDIATOR_DELETE_ORPHANS", "true")]).await);
+        let h = Arc::new(
+            handler(&[
+                ("ECR_REMEDIATOR_MODE", mode),
+                ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+                ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
+            ])
+            .await,
+        );
         let event_a = push_event(&repo, &a.index, "v1", OCI_INDEX);
         let ha = Arc::clone(&h);
         let first = tokio::spawn(async move { ha.handle_text(&event_a, Delivery::default()).await });

@@ -130,6 +130,8 @@ async fn deletion_immutable_repositories_and_the_table_report() {
         "--mode",
         "strip",
         "--delete-orphans",
+        "--grace-period",
+        "0s",
         "--tag",
         "v[12]*",
         "--dry-run",
@@ -152,6 +154,8 @@ async fn deletion_immutable_repositories_and_the_table_report() {
         "--mode",
         "strip",
         "--delete-orphans",
+        "--grace-period",
+        "0s",
         "--tag",
         "v?",
     ]);
@@ -315,7 +319,15 @@ async fn leftovers_of_earlier_runs_and_orphaned_attestations_are_cleaned_up_and_
     delete_by_hand(&repo, &orphaned.index).await;
     let before = list(&repo).await;
     emulator().clear_calls(&repo);
-    let policy = ["--repository", repo.as_str(), "--mode", "promote", "--delete-orphans"];
+    let policy = [
+        "--repository",
+        repo.as_str(),
+        "--mode",
+        "promote",
+        "--delete-orphans",
+        "--grace-period",
+        "0s",
+    ];
 
     // Fresh leftovers are younger than the default minimum age: reported, kept.
     let (code, out, err) = sweep_keep_off(&policy);

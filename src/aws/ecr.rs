@@ -22,6 +22,7 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
+use crate::oci::signature::Referrer;
 
 use crate::service::config::{DEFAULT_PUT_BURST, DEFAULT_PUT_TPS};
 
@@ -417,7 +418,7 @@ impl Registry for EcrRegistry {
         &self,
         repository: &RepositoryName,
         subject: &Digest,
-    ) -> Result<Vec<Digest>, RegistryError> {
+    ) -> Result<Vec<Referrer>, RegistryError> {
         let id = aws_sdk_ecr::types::SubjectIdentifier::builder()
             .image_digest(subject.to_string())
             .build()
@@ -443,7 +444,7 @@ impl Registry for EcrRegistry {
                     operation: "ListImageReferrers",
                     problem: e.to_string(),
                 })?;
-                out.push(d);
+                out.push(Referrer::new(d, r.artifact_type()));
             }
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),

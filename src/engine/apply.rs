@@ -186,7 +186,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     .retry(|| self.registry.list_referrers(repo, subject))
                     .await
                     .map_err(|e| e.to_string())?;
-                let missing: Vec<&&Digest> = copies.iter().filter(|c| !listed.contains(c)).collect();
+                let missing: Vec<&&Digest> = copies
+                    .iter()
+                    .filter(|c| !listed.iter().any(|r| r.digest == ***c))
+                    .collect();
                 if missing.is_empty() {
                     break;
                 }

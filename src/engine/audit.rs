@@ -17,6 +17,7 @@ use crate::engine::skip::Skipped;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind};
 use crate::oci::digest::Digest;
 use crate::oci::names::AccountId;
+use crate::oci::signature::Signing;
 use crate::policy::Mode;
 
 /// The record's schema name.
@@ -311,6 +312,10 @@ pub struct AuditRecord {
     /// follow-up will attempt them (RFC 3339), every check run again then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<String>,
+    /// For a promotion (or a fallback because of signatures): what signs
+    /// the pushed index and what signs the promoted image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
     /// Overall outcome.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -353,6 +358,7 @@ impl AuditRecord {
             deleted: 0,
             reclaimed_bytes: 0,
             deferred_until: None,
+            signing: None,
             outcome: Outcome::Noop,
             is_final: true,
             attempt: None,

@@ -15,6 +15,7 @@ use crate::engine::attachments;
 use crate::engine::audit::AuditSink;
 use crate::engine::planned::Plan;
 use crate::engine::registry::{Registry, RegistryError};
+use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::Classification;
 use crate::oci::digest::Digest;
@@ -28,8 +29,21 @@ use crate::policy::Policy;
 pub const SETTLE_MS: i64 = 60_000;
 
 /// Most reading rounds before the plan is taken as it is (what is still
-/// unread then keeps its manifest).
-const ROUNDS: usize = 3;
+/// unread then keeps its manifest, and a tag whose signatures are unread
+/// stays): the index's signatures, the image's, attachments and times, the
+/// scan.
+const ROUNDS: usize = 5;
+
+/// The manifests whose signatures the plan's signature gate waits on.
+fn plan_waits_on_signatures(plan: &Plan, classification: &Classification) -> Vec<Digest> {
+    plan.skipped
+        .iter()
+        .filter(|s| matches!(s.reason, SkipReason::SignaturesUnknown))
+        .map(|s| s.digest.clone().unwrap_or_else(|| classification.digest.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     /// Plans with `planned`; while a deletion waits on evidence, reads it
@@ -49,6 +63,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .read_evidence(
                     repository,
                     policy,
+                    &plan,
                     &snapshot.classification,
                     &mut snapshot.view,
                     &mut snapshot.known,
@@ -65,15 +80,26 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
 
     /// Reads the next missing evidence of `waiting`; false when nothing was
     /// missing.
+    #[allow(clippy::too_many_arguments)]
     async fn read_evidence(
         &self,
         repository: &RepositoryName,
         policy: &Policy,
+        plan: &Plan,
         classification: &Classification,
         view: &mut RepositoryView,
         known: &mut Known,
         waiting: &[Digest],
     ) -> Result<bool, RegistryError> {
+        // The signature gate waits on what signs the index and the image.
+        let signatures: Vec<Digest> = plan_waits_on_signatures(plan, classification)
+            .into_iter()
+            .filter(|d| view.attachments(d).is_none())
+            .collect();
+        if !signatures.is_empty() {
+            self.read_attachments(repository, view, known, &signatures).await?;
+            return Ok(true);
+        }
         if waiting.is_empty() {
             return Ok(false);
         }

@@ -38,7 +38,7 @@ pub fn attached(view: &RepositoryView, digest: &Digest) -> Option<SkipReason> {
     }
     if !found.referrers.is_empty() {
         return Some(SkipReason::HasReferrers {
-            referrers: found.referrers,
+            referrers: found.referrer_digests(),
         });
     }
     None

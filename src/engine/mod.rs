@@ -255,6 +255,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .plan_with_evidence(&job.repository, policy, &mut snapshot, planned)
                 .await?;
             record.deferred_until = the_plan.deferred_until_ms.map(crate::time::rfc3339_ms);
+            record.signing = the_plan.signing.clone();
             if let Some(p) = record.policy.as_mut() {
                 p.mode = the_plan.mode;
                 p.requested_mode = the_plan.requested_mode;

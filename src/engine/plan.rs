@@ -30,6 +30,7 @@ use crate::oci::companion::parse_companion;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
+use crate::oci::signature::Signing;
 use crate::policy::{Mode, Policy, Provenance};
 
 /// Everything the planner looks at.
@@ -241,6 +242,26 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             Err(reason) => return p.halt(reason),
         },
     };
+    // Only a tag still on the index is gated: one already moved (an earlier
+    // handling of this push) is never moved back.
+    let target = match &target {
+        Target::Tag => target,
+        _ if view.tag_target(tag) != Some(idx) => target,
+        Target::Promote(e) => {
+            let image = e.digest();
+            match signature_gate(&mut p, idx, Some(image), view, policy) {
+                Gate::Move => target,
+                Gate::Stay => Target::Tag,
+                Gate::Unknown => return p.halt(SkipReason::SignaturesUnknown),
+            }
+        }
+        // The stripped index is new: nothing signs it yet.
+        Target::Strip(_) => match signature_gate(&mut p, idx, None, view, policy) {
+            Gate::Move => target,
+            Gate::Stay => Target::Tag,
+            Gate::Unknown => return p.halt(SkipReason::SignaturesUnknown),
+        },
+    };
 
     let pushed_target = match &target {
         Target::Tag => idx,
@@ -341,6 +362,61 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     finish(p, policy)
+}
+
+/// What the signature gate decided about moving the pushed tag.
+enum Gate {
+    /// Move it (nothing signs the index, or the image is signed too, or the
+    /// policy allows it).
+    Move,
+    /// Keep it on the signed index: tag mode (`index_signed`).
+    Stay,
+    /// What signs them was not read yet (the planner marked which).
+    Unknown,
+}
+
+/// Whether the pushed tag may move off the index `idx` onto `image` (`None`:
+/// a new manifest, which nothing signs): verifiers check the digest a tag
+/// resolves to, so a tag moved from a signed index onto an unsigned image
+/// fails verification. Records what signs each in the plan.
+fn signature_gate(p: &mut Plan, idx: &Digest, image: Option<&Digest>, view: &RepositoryView, policy: &Policy) -> Gate {
+    let Some(on_index) = view.attachments(idx).map(|a| a.signatures()) else {
+        p.skip_entry(idx, SkipReason::SignaturesUnknown);
+        return Gate::Unknown;
+    };
+    if on_index.is_empty() {
+        p.signing = Some(Signing::default());
+        return Gate::Move;
+    }
+    let on_image = match image {
+        None => Vec::new(),
+        Some(d) => match view.attachments(d) {
+            Some(a) => a.signatures(),
+            None => {
+                p.skip_entry(d, SkipReason::SignaturesUnknown);
+                return Gate::Unknown;
+            }
+        },
+    };
+    let names: Vec<String> = on_index.iter().map(ToString::to_string).collect();
+    p.signing = Some(Signing {
+        index: on_index,
+        image: Some(on_image.clone()),
+    });
+    if !on_image.is_empty() {
+        return Gate::Move;
+    }
+    if policy.promote_signed_index {
+        p.notes.push(format!(
+            "warning: the index is signed ({}) and the image the tag moves to is not; promote_signed_index is set, \
+             so the tag moves anyway and verification of it fails until the image is signed",
+            names.join(", ")
+        ));
+        return Gate::Move;
+    }
+    p.mode = Mode::Tag;
+    p.skip_entry(idx, SkipReason::IndexSigned { signatures: names });
+    Gate::Stay
 }
 
 /// Points `tag` at `digest`, moving it only off an image of the kind this

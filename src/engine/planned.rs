@@ -8,6 +8,7 @@ use crate::engine::action::Action;
 use crate::engine::skip::{SkipReason, Skipped};
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
+use crate::oci::signature::Signing;
 use crate::policy::{Mode, Policy};
 
 /// The result of planning.
@@ -33,6 +34,10 @@ pub struct Plan {
     /// (ms since the epoch) a follow-up may attempt them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred_until_ms: Option<i64>,
+    /// For a promotion (or one refused because of signatures): what signs
+    /// the index and what signs the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
 }
 
 impl Plan {
@@ -46,6 +51,7 @@ impl Plan {
             skipped: Vec::new(),
             notes: Vec::new(),
             deferred_until_ms: None,
+            signing: None,
         }
     }
 

@@ -190,10 +190,21 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         } else {
             Vec::new()
         };
-        second.extend(attachments::companion_ids(&deletable));
+        // A tag moving off the index: what signs the index and the image it
+        // moves to (cosign's `.sig` companions; their referrers are listed
+        // by the planner's signature gate, see `evidence.rs`).
+        let mut companions: BTreeSet<Digest> = deletable.into_iter().collect();
+        if index.media_type().is_index()
+            && let Some(target) = remediation_target(&index, &classification, policy)
+        {
+            companions.insert(index.digest().clone());
+            companions.insert(target);
+        }
+        let companions: Vec<Digest> = companions.into_iter().collect();
+        second.extend(attachments::companion_ids(&companions));
         if !second.is_empty() {
             let fetched = self.retry(|| self.registry.get_images(repo, &second)).await?;
-            attachments::note_companions(&mut view, &deletable, &fetched);
+            attachments::note_companions(&mut view, &companions, &fetched);
             for (id, result) in fetched {
                 match (id, result) {
                     (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => note(&mut view, &mut known, &m, None),

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::{ManifestError, RawManifest};
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
+use crate::oci::signature::Referrer;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
@@ -279,13 +280,14 @@ pub trait Registry: Sync {
         repository: &RepositoryName,
     ) -> impl Future<Output = Result<Vec<(Digest, ImageInfo)>, RegistryError>> + Send;
 
-    /// The digests of the manifests whose OCI `subject` is `subject`
-    /// (`ListImageReferrers`, paginated; active ones only), oldest first.
+    /// The manifests whose OCI `subject` is `subject` (`ListImageReferrers`,
+    /// paginated; active ones only), oldest first, each with its signature
+    /// format when its artifact type is one.
     fn list_referrers(
         &self,
         repository: &RepositoryName,
         subject: &Digest,
-    ) -> impl Future<Output = Result<Vec<Digest>, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Referrer>, RegistryError>> + Send;
 
     /// The value of the repository's resource tag `key`, if it has one
     /// (`ListTagsForResource`). The ECR adapter caches answers briefly (see

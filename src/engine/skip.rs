@@ -119,6 +119,9 @@ crate::vocabulary::vocabulary! {
         /// The pushed index is signed and the image promote would move its tag
         /// to is not: the tag stays, derived tags are added (tag mode).
         IndexSigned = "index_signed",
+        /// What signs the index or the image its tag would move to could not
+        /// be read: the tag is not moved.
+        SignaturesUnknown = "signatures_unknown",
         /// The tag is a companion tag (a cosign signature, attestation or SBOM
         /// of another manifest, or the referrers tag-schema index): not a pushed
         /// image's tag, so never remediated.
@@ -343,6 +346,8 @@ pub enum SkipReason {
         /// What signs the index.
         signatures: Vec<String>,
     },
+    /// What signs the index or the image was not read yet: nothing moves.
+    SignaturesUnknown,
     /// The tag is a companion tag (a cosign signature, attestation or SBOM
     /// of another manifest, or the referrers tag-schema index): not a pushed
     /// image's tag, so never remediated.
@@ -423,6 +428,7 @@ impl SkipReason {
             SkipReason::UsageUnknown => SkipCode::UsageUnknown,
             SkipReason::GracePeriod { .. } => SkipCode::GracePeriod,
             SkipReason::IndexSigned { .. } => SkipCode::IndexSigned,
+            SkipReason::SignaturesUnknown => SkipCode::SignaturesUnknown,
             SkipReason::CompanionTag { .. } => SkipCode::CompanionTag,
             SkipReason::TagUnreadable { .. } => SkipCode::TagUnreadable,
             SkipReason::RetireNotEnabled { .. } => SkipCode::RetireNotEnabled,
@@ -566,6 +572,10 @@ impl fmt::Display for SkipReason {
                     signatures.join(", ")
                 )
             }
+            SkipReason::SignaturesUnknown => write!(
+                f,
+                "what signs the index or the image was not read: the tag is not moved"
+            ),
             SkipReason::CompanionTag {
                 tag,
                 companion,

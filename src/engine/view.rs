@@ -14,6 +14,7 @@ use crate::engine::usage::InUse;
 use crate::oci::companion::Companion;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
+use crate::oci::signature::{Referrer, Signature};
 
 /// What is known of a repository.
 ///
@@ -31,7 +32,7 @@ pub struct RepositoryView {
     kinds: BTreeMap<Digest, Held>,
     subjects: BTreeMap<Digest, Digest>,
     companions: BTreeMap<Digest, Vec<(Companion, ImageTag)>>,
-    listed_referrers: BTreeMap<Digest, Vec<Digest>>,
+    listed_referrers: BTreeMap<Digest, Vec<Referrer>>,
     unreadable_tags: BTreeMap<ImageTag, String>,
     pulls: BTreeMap<Digest, Option<i64>>,
     pushed: BTreeMap<Digest, i64>,
@@ -46,7 +47,7 @@ pub struct RepositoryView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attachments {
     /// Manifests whose `subject` is this one, as the registry listed them.
-    pub referrers: Vec<Digest>,
+    pub referrers: Vec<Referrer>,
     /// Its companion tags that exist, and what holds each.
     pub companion_tags: Vec<(Companion, ImageTag)>,
 }
@@ -55,6 +56,26 @@ impl Attachments {
     /// True when nothing is attached.
     pub fn is_empty(&self) -> bool {
         self.referrers.is_empty() && self.companion_tags.is_empty()
+    }
+
+    /// The referrers' digests.
+    pub fn referrer_digests(&self) -> Vec<Digest> {
+        self.referrers.iter().map(|r| r.digest.clone()).collect()
+    }
+
+    /// What signs the manifest: its cosign `.sig` companion tag and the
+    /// referrers whose artifact type is a signature format.
+    pub fn signatures(&self) -> Vec<Signature> {
+        let tags = self
+            .companion_tags
+            .iter()
+            .filter(|(c, _)| *c == Companion::Signature)
+            .map(|(_, t)| Signature::tag(t));
+        let referrers = self
+            .referrers
+            .iter()
+            .filter_map(|r| r.signature.map(|k| Signature::referrer(k, &r.digest)));
+        tags.chain(referrers).collect()
     }
 }
 
@@ -145,7 +166,7 @@ impl RepositoryView {
     }
 
     /// Records what `ListImageReferrers` lists for `digest`.
-    pub fn set_listed_referrers(&mut self, digest: &Digest, referrers: Vec<Digest>) {
+    pub fn set_listed_referrers(&mut self, digest: &Digest, referrers: Vec<Referrer>) {
         self.listed_referrers.insert(digest.clone(), referrers);
     }
 
@@ -316,9 +337,10 @@ impl RepositoryView {
                 self.kinds.insert(d.clone(), Held::Other);
                 self.subjects.insert(d.clone(), subject.clone());
                 if let Some(listed) = self.listed_referrers.get_mut(subject)
-                    && !listed.contains(&d)
+                    && !listed.iter().any(|r| r.digest == d)
                 {
-                    listed.push(d);
+                    // Our copies are attestations, never signatures.
+                    listed.push(Referrer::new(d, None));
                 }
             }
             Action::Delete { digest, .. } => {

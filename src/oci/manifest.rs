@@ -325,6 +325,15 @@ impl RawManifest {
         }
     }
 
+    /// The artifact type the referrers API reports for this manifest: its
+    /// `artifactType`, else its config's media type (image manifests).
+    pub fn artifact_type(&self) -> Option<&str> {
+        match &self.manifest {
+            Manifest::Index(i) => i.artifact_type.as_deref(),
+            Manifest::Image(i) => i.artifact_type.as_deref().or(Some(i.config.media_type.as_str())),
+        }
+    }
+
     /// The index entries (empty for an image manifest).
     pub fn entries(&self) -> &[Descriptor] {
         match &self.manifest {

@@ -9,3 +9,4 @@ pub mod manifest;
 pub mod media_type;
 pub mod names;
 pub mod referrer;
+pub mod signature;

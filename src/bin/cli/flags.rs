@@ -21,6 +21,10 @@ pub(crate) struct PolicyFlags {
     /// Delete orphaned attestation manifests (promote and strip modes).
     #[arg(long)]
     delete_orphans: bool,
+    /// How long after a push its deletions wait (0s: at once; default 15m),
+    /// so a deployment or a signature that came right after the push is seen.
+    #[arg(long, value_name = "DURATION", value_parser = ecr_remediator::time::parse_duration_s)]
+    grace_period: Option<u64>,
     /// Plan and record, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -66,6 +70,9 @@ impl PolicyFlags {
                 p.mode_pinned = true;
             }
             p.delete_orphans |= self.delete_orphans;
+            if let Some(s) = self.grace_period {
+                p.grace_period_s = s;
+            }
             p.dry_run |= self.dry_run;
         };
         apply(&mut config.policies.default);

@@ -15,6 +15,7 @@ use crate::engine::usage::InUse;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::{ImageTag, RepositoryName};
+use crate::oci::signature::Referrer;
 
 /// One repository's content.
 #[derive(Debug, Default, Clone)]
@@ -339,23 +340,21 @@ impl Registry for MemoryRegistry {
         &self,
         repository: &RepositoryName,
         subject: &Digest,
-    ) -> Result<Vec<Digest>, RegistryError> {
+    ) -> Result<Vec<Referrer>, RegistryError> {
         self.with_repo("ListImageReferrers", repository, |repo| {
-            let mut found: Vec<(i64, Digest)> = repo
+            let mut found: Vec<(i64, Referrer)> = repo
                 .images
                 .iter()
-                .filter(|(_, m)| match m.manifest() {
-                    crate::oci::manifest::Manifest::Image(i) => {
-                        i.subject.as_ref().is_some_and(|s| &s.digest == subject)
-                    }
-                    crate::oci::manifest::Manifest::Index(i) => {
-                        i.subject.as_ref().is_some_and(|s| &s.digest == subject)
-                    }
+                .filter(|(_, m)| m.subject().is_some_and(|s| &s.digest == subject))
+                .map(|(d, m)| {
+                    (
+                        repo.pushed_at.get(d).copied().unwrap_or(0),
+                        Referrer::new(d.clone(), m.artifact_type()),
+                    )
                 })
-                .map(|(d, _)| (repo.pushed_at.get(d).copied().unwrap_or(0), d.clone()))
                 .collect();
             found.sort();
-            Ok(found.into_iter().map(|(_, d)| d).collect())
+            Ok(found.into_iter().map(|(_, r)| r).collect())
         })
     }
 
