@@ -27,6 +27,7 @@ use crate::oci::names::AccountId;
 use crate::policy::PolicySet;
 use crate::service::enqueue::{EnqueueSummary, JobQueue, enqueue};
 use crate::service::message::{Message, MessageError, Request};
+use crate::service::request::Work;
 use crate::service::metrics::{MetricsConfig, emf};
 use crate::service::scan::Scope;
 use crate::service::triage::{Triage, triage};
@@ -190,7 +191,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                 }
             }
             Ok(Message::Request(Request::Image(request))) => {
-                if !self.lists_account(request.account.as_ref()) {
+                // The follow-up of a push is that push's work again, taken
+                // from the same queue: accepted for any account a push is
+                // (a forged one could as well be a forged push event).
+                let as_push = request.follow_up && matches!(request.work, Work::Remediate { .. });
+                if !as_push && !self.lists_account(request.account.as_ref()) {
                     return self
                         .refuse(request.account.as_ref(), "work on an image in", delivery)
                         .await;
