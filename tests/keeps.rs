@@ -580,3 +580,37 @@ async fn a_leftovers_cleanup_reads_a_constant_number_of_times() {
     assert_eq!(expect("BatchGetImage"), 3, "{calls:?}");
     assert_eq!(expect("BatchDeleteImage"), 2, "{calls:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_pushed_after_the_promotion_is_reported_by_the_sweep_and_nothing_moves() {
+    for kind in ["notation", "cosign"] {
+        let repo = unique(&format!("late-sig-{kind}"));
+        create_repository(&repo, false);
+        let p = push_buildx(&repo, "v1", &["linux/arm64"], &format!("late-sig-{kind}"));
+        // The common CI order: the push is promoted, then the pushed digest is signed.
+        let r = remediate(&repo, &p.index, "v1", &["--mode", "promote"], &[]);
+        assert_eq!(r["outcome"], "remediated", "{r}");
+        attach(&repo, &p.index, kind);
+        let (_, summary) = sweep(&repo, &["--mode", "promote"], &[]);
+        let gaps = summary["signature_gaps"].as_array().unwrap();
+        assert_eq!(gaps.len(), 1, "{kind}: {summary}");
+        assert_eq!(gaps[0]["tag"], "v1");
+        assert_eq!(gaps[0]["index"], p.index.as_str());
+        assert_eq!(gaps[0]["image"], p.runnable());
+        let t = tags(&repo).await;
+        assert_eq!(t["v1"], p.runnable(), "{kind}: the tag is not moved back");
+        assert_eq!(t["v1-index"], p.index);
+        // The table says what to do.
+        let (code, out, _) = run_cli(&["sweep", "--repository", &repo, "--mode", "promote"], &[]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("signed index only") && out.contains("cosign sign --recursive"),
+            "{out}"
+        );
+
+        // Signing the image too closes the gap.
+        attach(&repo, p.runnable(), kind);
+        let (_, summary) = sweep(&repo, &["--mode", "promote"], &[]);
+        assert_eq!(summary["signature_gaps"], serde_json::json!([]), "{kind}: {summary}");
+    }
+}

@@ -55,6 +55,7 @@ pub mod registry;
 pub mod repository_policy;
 pub mod retire;
 pub mod retry;
+pub mod signing;
 pub mod skip;
 pub mod sweep;
 pub mod usage;

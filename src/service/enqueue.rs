@@ -77,6 +77,9 @@ pub struct EnqueueSummary {
     pub already_fine: usize,
     /// Repositories whose `ecr-remediator:mode` tag leaves them alone.
     pub left_alone: usize,
+    /// Promoted tags whose index is signed and whose image is not (logged
+    /// with what to do; never changed).
+    pub signature_gaps: usize,
     /// Repositories that could not be read, with the error (the others were swept).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub repository_errors: BTreeMap<String, String>,
@@ -126,6 +129,15 @@ pub async fn enqueue<R: Registry>(
         };
         summary.repositories_scanned += 1;
         let plan = select(&listing, &policy, selection);
+        match crate::service::scan::signature_gaps(registry, &retry, &repo, &listing, &policy).await {
+            Ok(gaps) => {
+                crate::service::sweep::report_gaps(&repo, &gaps);
+                summary.signature_gaps += gaps.len();
+            }
+            Err(e) => {
+                tracing::warn!(repository = %repo, error = %e, "cannot read what signs its promoted images");
+            }
+        }
         summary.indexes_seen += plan.indexes_seen;
         summary.already_fine += plan.already_fine;
         let cleanup = if cleanup_enabled(&policy, selection) {

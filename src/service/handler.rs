@@ -27,8 +27,8 @@ use crate::oci::names::AccountId;
 use crate::policy::PolicySet;
 use crate::service::enqueue::{EnqueueSummary, JobQueue, enqueue};
 use crate::service::message::{Message, MessageError, Request};
-use crate::service::request::Work;
 use crate::service::metrics::{MetricsConfig, emf};
+use crate::service::request::Work;
 use crate::service::scan::Scope;
 use crate::service::triage::{Triage, triage};
 

@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::engine::audit::Trigger;
 use crate::engine::registry::{FetchFailure, ImageInfo, ImageRef, Registry, RegistryError};
 use crate::engine::retry::{RetryPolicy, retrying};
+use crate::engine::signing::{SignatureGap, promotions};
 use crate::engine::sweep::{CleanupSelection, References, Selection, indexes, select_cleanup, unlisted};
 use crate::engine::{Job, Purpose};
 use crate::oci::classify::{classify, classify_manifest};
 use crate::oci::digest::Digest;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
+use crate::oci::signature::{Referrer, Signature};
 use crate::policy::Policy;
 
 /// Which repositories a sweep covers.
@@ -71,6 +73,36 @@ pub async fn leftovers<R: Registry>(
         }
     }
     Ok(select_cleanup(listing, &refs, &kinds, policy, selection, now_ms))
+}
+
+/// The promoted tags of one repository whose index is signed and whose
+/// image is not (see [`crate::engine::signing`]): from the listing, plus one
+/// `ListImageReferrers` for an index (then its image) only where the listing
+/// shows referrers it cannot classify. Once per sweep, never per push.
+pub async fn signature_gaps<R: Registry>(
+    registry: &R,
+    retry: &RetryPolicy,
+    repository: &RepositoryName,
+    listing: &[(Digest, ImageInfo)],
+    policy: &Policy,
+) -> Result<Vec<SignatureGap>, RegistryError> {
+    let signed = |referrers: Vec<Referrer>| -> Vec<Signature> {
+        referrers
+            .into_iter()
+            .filter_map(|r| r.signature.map(|k| Signature::referrer(k, &r.digest)))
+            .collect()
+    };
+    let mut gaps = Vec::new();
+    for mut p in promotions(listing, policy) {
+        if p.index_signatures.is_empty() && p.index_referrers_unread {
+            p.index_signatures = signed(retrying(retry, None, || registry.list_referrers(repository, &p.index)).await?);
+        }
+        if !p.index_signatures.is_empty() && p.image_signatures.is_empty() && p.image_referrers_unread {
+            p.image_signatures = signed(retrying(retry, None, || registry.list_referrers(repository, &p.image)).await?);
+        }
+        gaps.extend(p.gap());
+    }
+    Ok(gaps)
 }
 
 /// The repositories in scope, in name order.

@@ -17,6 +17,7 @@ use crate::engine::action::{Action, DeleteRole};
 use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger, now_ms};
 use crate::engine::registry::{ImageInfo, Registry, RegistryError};
 use crate::engine::retry::retrying;
+use crate::engine::signing::SignatureGap;
 use crate::engine::skip::SkipCode;
 use crate::engine::sweep::{CleanupSelection, Selection, Untouched, cleanup_enabled, select};
 use crate::engine::{Job, Purpose, repository_policy};
@@ -25,7 +26,7 @@ use crate::oci::names::RepositoryName;
 use crate::policy::Policy;
 use crate::policy::repository_tag::Resolved;
 use crate::service::handler::{Delivery, Handler};
-use crate::service::scan::{Scope, jobs_of, leftovers, repositories};
+use crate::service::scan::{Scope, jobs_of, leftovers, repositories, signature_gaps};
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -56,12 +57,24 @@ pub struct SweepSummary {
     pub bytes_reclaimed: u64,
     /// Images left alone, by reason.
     pub not_touched: BTreeMap<Untouched, usize>,
+    /// Promoted tags whose index is signed and whose image is not (a
+    /// signature pushed after the promotion): verification by tag fails
+    /// until the image is signed. Reported, never changed.
+    pub signature_gaps: Vec<SignatureGap>,
     /// Repositories that could not be listed, with the error.
     pub repository_errors: BTreeMap<String, String>,
     /// Repositories not listed because their `ecr-remediator:mode` tag (or
     /// its absence, where the rule requires an opt-in) leaves them alone,
     /// with the reason.
     pub repositories_left_alone: BTreeMap<String, String>,
+}
+
+/// Logs each signature gap with what to do about it.
+pub(crate) fn report_gaps(repo: &RepositoryName, gaps: &[SignatureGap]) {
+    for gap in gaps {
+        tracing::warn!(repository = %repo, tag = %gap.tag, index = %gap.index, image = %gap.image,
+            "signed after promotion: {}", gap.advice());
+    }
 }
 
 /// What a sweep found in one repository.
@@ -79,6 +92,7 @@ struct Listed {
     listing: Vec<(Digest, ImageInfo)>,
     policy: Policy,
     found: Option<Result<CleanupSelection, RegistryError>>,
+    gaps: Result<Vec<SignatureGap>, RegistryError>,
 }
 
 impl SweepSummary {
@@ -144,10 +158,12 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                         } else {
                             None
                         };
+                        let gaps = signature_gaps(registry, &handler.retry, repo, &listing, &policy).await;
                         Scan::Listed(Box::new(Listed {
                             listing,
                             policy: *policy,
                             found,
+                            gaps,
                         }))
                     }
                 }
@@ -176,10 +192,28 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                 progress.borrow_mut().repository(n, total, repo, 0);
             }
             Scan::Listed(listed) => {
-                let Listed { listing, policy, found } = *listed;
+                let Listed {
+                    listing,
+                    policy,
+                    found,
+                    gaps,
+                } = *listed;
                 let plan = select(&listing, &policy, selection);
+                let gaps = match gaps {
+                    Ok(gaps) => gaps,
+                    Err(e) => {
+                        tracing::warn!(repository = %repo, error = %e, "cannot read what signs its promoted images");
+                        summary
+                            .borrow_mut()
+                            .repository_errors
+                            .insert(repo.to_string(), format!("signatures not checked: {e}"));
+                        Vec::new()
+                    }
+                };
+                report_gaps(repo, &gaps);
                 {
                     let mut s = summary.borrow_mut();
+                    s.signature_gaps.extend(gaps);
                     s.repositories_scanned += 1;
                     s.indexes_seen += plan.indexes_seen;
                     s.already_fine += plan.already_fine;

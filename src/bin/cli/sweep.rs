@@ -294,6 +294,9 @@ fn summary_table(s: &SweepSummary) -> String {
             by(&mut s.not_touched.iter().map(|(k, v)| (k.describe().to_owned(), *v)))
         ),
     );
+    for gap in &s.signature_gaps {
+        line("signed index only", gap.advice());
+    }
     for (repo, reason) in &s.repositories_left_alone {
         line("left alone", format!("{repo}: {reason}"));
     }
