@@ -131,7 +131,7 @@ pub async fn enqueue<R: Registry>(
         let plan = select(&listing, &policy, selection);
         match crate::service::scan::signature_gaps(registry, &retry, &repo, &listing, &policy).await {
             Ok(gaps) => {
-                crate::service::sweep::report_gaps(&repo, &gaps);
+                crate::service::scan::report_gaps(&repo, &gaps);
                 summary.signature_gaps += gaps.len();
             }
             Err(e) => {

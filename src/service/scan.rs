@@ -105,6 +105,14 @@ pub async fn signature_gaps<R: Registry>(
     Ok(gaps)
 }
 
+/// Logs each signature gap with what to do about it.
+pub fn report_gaps(repo: &RepositoryName, gaps: &[SignatureGap]) {
+    for gap in gaps {
+        tracing::warn!(repository = %repo, tag = %gap.tag, index = %gap.index, image = %gap.image,
+            "signed after promotion: {}", gap.advice());
+    }
+}
+
 /// The repositories in scope, in name order.
 pub async fn repositories<R: Registry>(
     registry: &R,

@@ -26,7 +26,7 @@ use crate::oci::names::RepositoryName;
 use crate::policy::Policy;
 use crate::policy::repository_tag::Resolved;
 use crate::service::handler::{Delivery, Handler};
-use crate::service::scan::{Scope, jobs_of, leftovers, repositories, signature_gaps};
+use crate::service::scan::{Scope, jobs_of, leftovers, report_gaps, repositories, signature_gaps};
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -67,14 +67,6 @@ pub struct SweepSummary {
     /// its absence, where the rule requires an opt-in) leaves them alone,
     /// with the reason.
     pub repositories_left_alone: BTreeMap<String, String>,
-}
-
-/// Logs each signature gap with what to do about it.
-pub(crate) fn report_gaps(repo: &RepositoryName, gaps: &[SignatureGap]) {
-    for gap in gaps {
-        tracing::warn!(repository = %repo, tag = %gap.tag, index = %gap.index, image = %gap.image,
-            "signed after promotion: {}", gap.advice());
-    }
 }
 
 /// What a sweep found in one repository.

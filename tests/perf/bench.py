@@ -39,12 +39,21 @@ from ecr_emulator.push import push
 from ecr_emulator.testing import EmulatorProcess, push_event
 
 SIZES = (0, 1_000, 10_000)
+PARTS = ("per_push", "bootstrap", "sweep", "cleanup", "scan", "hub")
 SCENARIOS = {
     "tag": {"ECR_REMEDIATOR_MODE": "tag"},
-    "promote, delete orphans": {
+    # The default grace period (15 min): the push promotes, its deletions wait for a follow-up.
+    "promote, delete orphans (deferred)": {
         "ECR_REMEDIATOR_MODE": "promote",
         "ECR_REMEDIATOR_DELETE_ORPHANS": "true",
         "ECR_REMEDIATOR_KEEP_TAG": "false",
+    },
+    # What the follow-up (or a push with no grace period) costs: every gate, the workload scan included.
+    "promote, delete orphans (at once)": {
+        "ECR_REMEDIATOR_MODE": "promote",
+        "ECR_REMEDIATOR_DELETE_ORPHANS": "true",
+        "ECR_REMEDIATOR_KEEP_TAG": "false",
+        "ECR_REMEDIATOR_GRACE_PERIOD": "0s",
     },
 }
 
@@ -94,17 +103,21 @@ def per_push(cli: Path, emu: EmulatorProcess, ecr: Any) -> list[dict[str, Any]]:
     rows = []
     for size in SIZES:
         for name, policy in SCENARIOS.items():
-            repository = f"bench/n{size}-{name.split(',')[0]}"
+            repository = f"bench/n{size}-{name.split(',')[0]}{'-now' if 'at once' in name else ''}"
             ecr.create_repository(repositoryName=repository)
             emu.control._call("POST", "seed", {"repository": repository, "count": size})
             digest = push_image(ecr, repository, "v1", f"{size}-{name}")
             emu.control._call("DELETE", f"calls?repository={repository}")
+            before = emu.control.calls()
             env = base_env(emu.url) | policy
             code, wall, rss, out = run_measured(
                 [str(cli), "remediate", "--repository", repository, "--image-digest", digest, "--image-tag", "v1"], env
             )
             record = json.loads(out) if out.strip() else {}
             calls = emu.control.calls(repository)
+            # Calls to other services (the workload scan: ECS, Lambda), account-wide.
+            after = emu.control.calls()
+            other = {k: v - before.get(k, 0) for k, v in after.items() if k.split(":")[0] in ("ecs", "lambda") and v - before.get(k, 0) > 0}
             reads = calls.get("ecr:BatchGetImage", 0) + calls.get("ecr:DescribeImages", 0) + calls.get("ecr:ListImages", 0)
             rows.append(
                 {
@@ -114,6 +127,7 @@ def per_push(cli: Path, emu: EmulatorProcess, ecr: Any) -> list[dict[str, Any]]:
                     "outcome": record.get("outcome"),
                     "reads": reads,
                     "calls": calls,
+                    "other_calls": other,
                     "wall_ms": round(wall * 1000),
                     "peak_rss_mb": round(rss / 1024, 1),
                 }
@@ -358,13 +372,20 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def table(rows: list[dict[str, Any]], lam: dict[str, Any], sizes: dict[str, int]) -> str:
-    out = ["| images in repository | scenario | ECR reads | all ECR calls | peak RSS | wall time |", "|---:|---|---:|---|---:|---:|"]
+def table(rows: list[dict[str, Any]], lam: dict[str, Any] | None, sizes: dict[str, int]) -> str:
+    out = [
+        "| images in repository | scenario | ECR reads | all ECR calls | ECS and Lambda calls | peak RSS | wall time |",
+        "|---:|---|---:|---|---|---:|---:|",
+    ]
     for r in rows:
         calls = ", ".join(f"{k.split(':')[1]} {v}" for k, v in sorted(r["calls"].items()))
+        other = ", ".join(f"{k} {v}" for k, v in sorted(r.get("other_calls", {}).items())) or "none"
         out.append(
-            f"| {r['images_in_repository']:,} | {r['scenario']} ({r['outcome']}) | {r['reads']} | {calls} | {r['peak_rss_mb']} MB | {r['wall_ms']} ms |"
+            f"| {r['images_in_repository']:,} | {r['scenario']} ({r['outcome']}) | {r['reads']} | {calls} | {other} "
+            f"| {r['peak_rss_mb']} MB | {r['wall_ms']} ms |"
         )
+    if lam is None:
+        return "\n".join(out)
     out.append("")
     out.append(
         f"`bootstrap` ({lam['runs']} cold starts): ready in {lam['cold_start_to_ready_ms_median']} ms median "
@@ -384,9 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-images", type=int, nargs="*", default=[1_000, 10_000], help="registry sizes for the sweep runs")
     parser.add_argument("--put-tps", type=float, default=10.0, help="--put-tps of the sweep runs")
     parser.add_argument("--hub-accounts", type=int, nargs="*", default=[1, 100, 1_000], help="member accounts for the hub runs")
-    parser.add_argument("--hub-only", action="store_true", help="only the hub runs")
+    parser.add_argument("--hub-only", action="store_true", help="only the hub runs (same as --parts hub)")
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        choices=PARTS,
+        default=list(PARTS),
+        help="which measurements to run (default: all)",
+    )
+    parser.add_argument("--scan", type=int, nargs=3, default=[50, 500, 50], metavar=("CLUSTERS", "SERVICES", "FUNCTIONS"))
     args = parser.parse_args(argv)
-    from hub import hub_runs, hub_table  # here: hub.py imports this module's helpers
+    from hub import hub_runs, hub_table  # here: hub.py and scan.py import this module's helpers
+    from scan import scan_runs, scan_table
 
     cli, bootstrap = args.target / "ecr-remediator", args.target / "bootstrap"
     for binary in (cli, bootstrap):
@@ -401,36 +431,44 @@ def main(argv: list[str] | None = None) -> int:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        if args.hub_only:
+        parts = ["hub"] if args.hub_only else args.parts
+        result: dict[str, Any] = {}
+        if "per_push" in parts:
+            print("per push:", file=sys.stderr)
+            result["per_push"] = per_push(cli, emu, ecr)
+        if "bootstrap" in parts:
+            print("bootstrap:", file=sys.stderr)
+            result["bootstrap"] = lambda_runs(bootstrap, emu, ecr, args.runs)
+        if "sweep" in parts:
+            print("sweep:", file=sys.stderr)
+            result["sweep"] = sweep_runs(cli, emu, ecr, args.sweep_images, args.put_tps)
+        if "cleanup" in parts:
+            print("cleanup sweep:", file=sys.stderr)
+            result["cleanup"] = cleanup_runs(cli, emu, ecr, args.sweep_images)
+        if "scan" in parts:
+            print("workload scan:", file=sys.stderr)
+            result["scan"] = scan_runs(cli, emu, *args.scan)
+        if "hub" in parts:
             print("hub:", file=sys.stderr)
-            hubs = hub_runs(cli, bootstrap, emu, args.hub_accounts)
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.with_name("bench-hub.json").write_text(json.dumps(hubs, indent=2))
-            print(hub_table(hubs))
-            return 0
-        print("per push:", file=sys.stderr)
-        rows = per_push(cli, emu, ecr)
-        print("bootstrap:", file=sys.stderr)
-        lam = lambda_runs(bootstrap, emu, ecr, args.runs)
-        print("sweep:", file=sys.stderr)
-        sweeps = sweep_runs(cli, emu, ecr, args.sweep_images, args.put_tps)
-        print("cleanup sweep:", file=sys.stderr)
-        cleanups = cleanup_runs(cli, emu, ecr, args.sweep_images)
-        print("hub:", file=sys.stderr)
-        hubs = hub_runs(cli, bootstrap, emu, args.hub_accounts)
+            result["hub"] = hub_runs(cli, bootstrap, emu, args.hub_accounts)
     finally:
         emu.stop()
-    sizes = {b.name: b.stat().st_size for b in (bootstrap, cli)}
-    result = {"per_push": rows, "bootstrap": lam, "binary_bytes": sizes, "sweep": sweeps, "cleanup": cleanups, "hub": hubs}
+    result["binary_bytes"] = {b.name: b.stat().st_size for b in (bootstrap, cli)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(table(rows, lam, sizes))
-    print()
-    print(sweep_table(sweeps))
-    print()
-    print(cleanup_table(cleanups))
-    print()
-    print(hub_table(hubs))
+    name = args.json if set(parts) == set(PARTS) else args.json.with_name(f"bench-{'-'.join(parts)}.json")
+    name.write_text(json.dumps(result, indent=2))
+    tables = []
+    if "per_push" in result:
+        tables.append(table(result["per_push"], result.get("bootstrap"), result["binary_bytes"]))
+    if "sweep" in result:
+        tables.append(sweep_table(result["sweep"]))
+    if "cleanup" in result:
+        tables.append(cleanup_table(result["cleanup"]))
+    if "scan" in result:
+        tables.append(scan_table(result["scan"]))
+    if "hub" in result:
+        tables.append(hub_table(result["hub"]))
+    print("\n\n".join(tables))
     return 0
 
 
