@@ -275,6 +275,12 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             ?summary,
             "sweep requests enqueued"
         );
+        if let Some(m) = &self.metrics {
+            println!(
+                "{}",
+                crate::service::metrics::sweep_emf(summary.signature_gaps, m, crate::engine::audit::now_ms())
+            );
+        }
         Ok(EventResult::Swept { account, summary })
     }
 

@@ -12,6 +12,12 @@
 //!   code, a bounded set);
 //! - `ManifestsDeleted`, `BytesReclaimed`, `TagsAdded`, `TagsMoved` and
 //!   `IndexesWritten` overall;
+//! - `IndexSigned` (a promotion kept off a signed index, or made anyway
+//!   with a warning), `KeptInUse` (deletions refused because a workload uses
+//!   the manifest or it was recently pulled) and `InUseUnknown` (deletions
+//!   refused because the workload scan failed) overall;
+//! - per scheduled sweep: `SignatureGaps` (promoted tags whose index is
+//!   signed and whose image is not, see [`sweep_emf`]);
 //! - with [`MetricsConfig::per_repository`]: `Images`, `ManifestsDeleted` and
 //!   `BytesReclaimed` by `Repository` (off by default: one metric per
 //!   repository and name, which a registry of thousands of repositories pays for).
@@ -24,6 +30,7 @@ use serde_json::{Value, json};
 
 use crate::engine::action::Action;
 use crate::engine::audit::{ActionOutcome, AuditRecord, Outcome};
+use crate::engine::skip::SkipCode;
 use crate::vocabulary::Vocabulary;
 
 /// Namespace of the metrics (default).
@@ -97,9 +104,19 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
                 count("TagsAdded"),
                 count("TagsMoved"),
                 count("IndexesWritten"),
+                count("IndexSigned"),
+                count("KeptInUse"),
+                count("InUseUnknown"),
             ],
         }),
     ];
+    let skipped = |codes: &[SkipCode]| {
+        record
+            .skipped
+            .iter()
+            .filter(|s| codes.contains(&s.reason.code()))
+            .count()
+    };
     let repository = record.repository.clone().unwrap_or_else(|| "unknown".to_owned());
     if config.per_repository {
         directives.push(json!({
@@ -119,6 +136,9 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
         "TagsAdded": applied(|a| matches!(a, Action::AddTag { .. })),
         "TagsMoved": applied(|a| matches!(a, Action::MoveTag { .. })),
         "IndexesWritten": applied(|a| matches!(a, Action::PutIndex { .. })),
+        "IndexSigned": usize::from(record.signing.as_ref().is_some_and(|s| !s.index.is_empty())),
+        "KeptInUse": skipped(&[SkipCode::InUse, SkipCode::RecentlyPulled]),
+        "InUseUnknown": skipped(&[SkipCode::InUseUnknown]),
         // Not dimensions: searchable context in the log line.
         "repository": repository,
         "index_digest": record.index_digest,
@@ -129,6 +149,19 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
         doc["Repository"] = doc["repository"].clone();
     }
     Some(doc)
+}
+
+/// The EMF document of a scheduled sweep: the signature gaps it found
+/// (nothing else: each image it enqueued has its own record and metrics).
+pub fn sweep_emf(signature_gaps: usize, config: &MetricsConfig, timestamp_ms: i64) -> Value {
+    json!({
+        "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
+            "Namespace": config.namespace,
+            "Dimensions": [[]],
+            "Metrics": [{"Name": "SignatureGaps", "Unit": "Count"}],
+        }]},
+        "SignatureGaps": signature_gaps,
+    })
 }
 
 #[cfg(test)]

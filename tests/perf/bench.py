@@ -322,7 +322,20 @@ def cleanup_runs(cli: Path, emu: EmulatorProcess, ecr: Any, sizes: list[int]) ->
             emu.control.fault(f"ecr:{op}", rate=0.2, error="ThrottlingException", user_agent="aws-sdk-rust", seed=size)
         env = base_env(emu.url) | {"ECR_REMEDIATOR_MODE": "promote", "ECR_REMEDIATOR_KEEP_TAG": "false"}
         code, wall, rss, text = run_measured(
-            [str(cli), "sweep", "--repository-prefix", prefix, "--delete-orphans", "--min-age", "0s", "--output", "json"], env
+            [
+                str(cli),
+                "sweep",
+                "--repository-prefix",
+                prefix,
+                "--delete-orphans",
+                "--min-age",
+                "0s",
+                "--grace-period",
+                "0s",
+                "--output",
+                "json",
+            ],
+            env,
         )
         injected = emu.control.faults()["injected"]
         emu.control.clear_faults()

@@ -1,7 +1,8 @@
 """The workload scan that gates deletions, at scale, for ``make bench``: an
 account with N ECS clusters, M services spread over them (each its own task
-definition naming its image by tag, so every deployment pinned a digest), a
-running task per cluster and L Lambda image functions; then one push handled
+definition naming its image by tag, so every deployment pinned a digest; no
+running task: the emulator's RunTask needs container instances) and L Lambda
+image functions; then one push handled
 with deletion at once (``--grace-period 0s``), which scans the account once:
 ECS and Lambda calls, wall time and peak resident set of that handling."""
 
@@ -32,7 +33,13 @@ def _client(emu: EmulatorProcess, service: str) -> Any:
 def populate(emu: EmulatorProcess, repository: str, clusters: int, services: int, functions: int) -> None:
     """The account's workloads, all running images of ``repository``."""
     ecr, ecs, lam, iam = (_client(emu, s) for s in ("ecr", "ecs", "lambda", "iam"))
-    image = push_image(ecr, repository, "base", "scan-base")
+    index = push_image(ecr, repository, "base", "scan-base")
+    got = ecr.batch_get_image(
+        repositoryName=repository, imageIds=[{"imageDigest": index}], acceptedMediaTypes=["application/vnd.oci.image.index.v1+json"]
+    )
+    entries = json.loads(got["images"][0]["imageManifest"])["manifests"]
+    # Lambda takes the runnable image, never the index.
+    image = next(e["digest"] for e in entries if e.get("platform", {}).get("os") != "unknown")
     uri = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repository}"
     for c in range(clusters):
         ecs.create_cluster(clusterName=f"bench-{c}")
@@ -42,8 +49,6 @@ def populate(emu: EmulatorProcess, repository: str, clusters: int, services: int
             family=f"bench-{s}", containerDefinitions=[{"name": "app", "image": f"{uri}:base", "memory": 128}]
         )["taskDefinition"]["taskDefinitionArn"]
         ecs.create_service(cluster=cluster, serviceName=f"svc-{s}", taskDefinition=td, desiredCount=0)
-    for c in range(clusters):
-        ecs.run_task(cluster=f"bench-{c}", taskDefinition=f"bench-{c % max(services, 1)}")
     trust = json.dumps(
         {
             "Version": "2012-10-17",

@@ -91,6 +91,10 @@ def policy_toml() -> str:
             lines.append(f'accounts = ["{MEMBER}"]')
         for key, value in rule.items():
             lines.append(f"{key} = {json.dumps(value)}")
+        if rule.get("delete_orphans"):
+            # Deletions as each push is handled, as the checker expects them (the grace
+            # period's follow-up is tested in tests/in_use.rs).
+            lines.append('grace_period = "0s"')
         lines.append("")
     return "\n".join(lines)
 

@@ -141,12 +141,19 @@ def main(argv: list[str] | None = None) -> int:
             sqs.delete_message(QueueUrl=queues["audit"], ReceiptHandle=message["ReceiptHandle"])
 
         second = f"{REPOSITORY}-referrers"
-        banner(f"second pass, in {second}: push v8, then provenance = referrers, no keep tag, --delete-orphans")
+        banner(
+            f"second pass, in {second}: push v8, then provenance = referrers, no keep tag, --delete-orphans, "
+            "--grace-period 0s (by default deletions wait 15 minutes after the push)"
+        )
         ecr.create_repository(repositoryName=second)
         layout = build_buildx_layout(["linux/arm64"], salt="demo-v8")
         for item in push(ecr, second, layout, ["v8"]):
             print(f"  PutImage {item.digest[:19]}…  tag={item.tag or '<none>'}  {item.media_type}")
-        code = serve("promote", True, {"ECR_REMEDIATOR_PROVENANCE": "referrers", "ECR_REMEDIATOR_KEEP_TAG": "false"})
+        code = serve(
+            "promote",
+            True,
+            {"ECR_REMEDIATOR_PROVENANCE": "referrers", "ECR_REMEDIATOR_KEEP_TAG": "false", "ECR_REMEDIATOR_GRACE_PERIOD": "0s"},
+        )
         if code != 0:
             return code
         v8 = ecr.describe_images(repositoryName=second, imageIds=[{"imageTag": "v8"}])["imageDetails"][0]

@@ -161,6 +161,22 @@ def _error(code: str, message: str, status: int) -> Response:
     return _json(status, {"__type": code, "message": message}, {"x-amzn-ErrorType": code})
 
 
+LAMBDA_FUNCTIONS = re.compile(r"^/20\d\d-\d\d-\d\d/functions/?(?P<name>[^/]+)?/?(?P<rest>.*)$")
+
+
+def _lambda_operation(request: Request) -> str | None:
+    """The Lambda (REST) operation a request is, for the call counts: the
+    function reads the workload scan makes; None for anything else."""
+    m = LAMBDA_FUNCTIONS.match(request.path)
+    if m is None or "/lambda/" not in request.headers.get("Authorization", ""):
+        return None
+    if request.method == "GET" and m.group("name") is None:
+        return "ListFunctions"
+    if request.method == "GET" and not m.group("rest"):
+        return "GetFunction"
+    return f"{request.method} functions/{m.group('rest') or ''}".rstrip("/")
+
+
 class Emulator:
     """The WSGI application."""
 
@@ -206,6 +222,10 @@ class Emulator:
                 return self._test_event_pattern(request)(environ, start_response)
             if target in INSIGHTS_TARGETS:
                 return self._insights(request, operation, access_key, region)(environ, start_response)
+        lambda_operation = _lambda_operation(request)
+        if lambda_operation is not None:
+            with self._lock:
+                self.calls[f"lambda:{lambda_operation}"] += 1
         if request.path == "/moto-api/reset":
             self.reset_ecr()
         if request.method == "POST" and "sts" in request.headers.get("Authorization", ""):
