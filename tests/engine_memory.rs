@@ -278,10 +278,11 @@ async fn delete_mode_costs_the_same_calls_in_a_repository_of_any_size() {
     // Four reads, and one DescribeImages for the candidates' push and pull
     // times (the evidence a deletion waits on).
     assert!(reads <= 5, "{:?}", counts[0]);
-    // What is attached to the two manifests it deletes (the index and its
-    // attestation): one ListImageReferrers each; their companion tags ride
-    // in the second BatchGetImage.
-    assert_eq!(counts[0].get("ListImageReferrers"), Some(&2), "{:?}", counts[0]);
+    // What is attached to the index, its image and its attestation (what
+    // signs the index and the image the tag moves to, and what the
+    // deletions wait on): one ListImageReferrers each; their companion tags
+    // ride in the second BatchGetImage.
+    assert_eq!(counts[0].get("ListImageReferrers"), Some(&3), "{:?}", counts[0]);
     // What runs in the account: one scan (which the ECR adapter caches).
     assert_eq!(counts[0].get("ScanWorkloads"), Some(&1), "{:?}", counts[0]);
 }
@@ -918,12 +919,12 @@ async fn referrers_are_written_and_verified_before_the_attestation_is_deleted() 
         .collect();
     assert_eq!(kinds, vec!["tag", "referrer", "delete", "delete"], "{record:#?}");
     let copy = record.actions[1].action.target().clone();
-    // What is attached to the index and to its attestation (before planning
-    // the deletions), then the copy verified once.
+    // What signs the index and the image, what is attached to the
+    // attestation (before planning the deletions), then the copy verified once.
     assert_eq!(
         reg.calls()["ListImageReferrers"],
-        3,
-        "two attachment checks, one verification"
+        4,
+        "three attachment checks, one verification"
     );
     let referrers = reg.list_referrers(&repo(), p.image.digest()).await.unwrap();
     assert_eq!(referrers, vec![Referrer::new(copy.clone(), None)]);
@@ -985,8 +986,8 @@ async fn an_unverified_referrer_keeps_the_index_and_its_attestations() {
     );
     assert_eq!(
         reg.calls()["ListImageReferrers"],
-        2 + 3,
-        "two attachment checks, then listed again before giving up"
+        3 + 3,
+        "three attachment checks, then listed again before giving up"
     );
 }
 

@@ -376,6 +376,17 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
             c.index.entries().iter().map(|d| d.digest.clone()).collect(),
         );
         v.set_attachments(c.index.digest(), Default::default());
+        // What signs the image the tag moves to is known; only the
+        // attestation's attachments are not.
+        for d in c
+            .index
+            .entries()
+            .iter()
+            .map(|d| &d.digest)
+            .filter(|d| **d != attestation(&c))
+        {
+            v.set_attachments(d, Default::default());
+        }
         for (d, _) in unread.images() {
             common::unused(&mut v, d);
         }

@@ -380,32 +380,28 @@ enum Gate {
 /// resolves to, so a tag moved from a signed index onto an unsigned image
 /// fails verification. Records what signs each in the plan.
 fn signature_gate(p: &mut Plan, idx: &Digest, image: Option<&Digest>, view: &RepositoryView, policy: &Policy) -> Gate {
-    let Some(on_index) = view.attachments(idx).map(|a| a.signatures()) else {
-        p.skip_entry(idx, SkipReason::SignaturesUnknown);
+    let on_index = view.attachments(idx).map(|a| a.signatures());
+    let on_image = match image {
+        None => Some(Vec::new()),
+        Some(d) => view.attachments(d).map(|a| a.signatures()),
+    };
+    let (Some(on_index), Some(on_image)) = (on_index, on_image) else {
+        // Both read in one round.
+        for d in std::iter::once(idx).chain(image) {
+            if view.attachments(d).is_none() {
+                p.skip_entry(d, SkipReason::SignaturesUnknown);
+            }
+        }
         return Gate::Unknown;
     };
-    if on_index.is_empty() {
-        p.signing = Some(Signing::default());
-        return Gate::Move;
-    }
-    let on_image = match image {
-        None => Vec::new(),
-        Some(d) => match view.attachments(d) {
-            Some(a) => a.signatures(),
-            None => {
-                p.skip_entry(d, SkipReason::SignaturesUnknown);
-                return Gate::Unknown;
-            }
-        },
-    };
-    let names: Vec<String> = on_index.iter().map(ToString::to_string).collect();
     p.signing = Some(Signing {
-        index: on_index,
-        image: Some(on_image.clone()),
+        index: on_index.clone(),
+        image: on_image.clone(),
     });
-    if !on_image.is_empty() {
+    if on_index.is_empty() || !on_image.is_empty() {
         return Gate::Move;
     }
+    let names: Vec<String> = on_index.iter().map(ToString::to_string).collect();
     if policy.promote_signed_index {
         p.notes.push(format!(
             "warning: the index is signed ({}) and the image the tag moves to is not; promote_signed_index is set, \

@@ -92,10 +92,9 @@ impl fmt::Display for Signature {
 pub struct Signing {
     /// Signatures of the pushed index.
     pub index: Vec<Signature>,
-    /// Signatures of the promoted image; `None` when they were not read
-    /// (nothing signs the index, so they do not decide anything).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<Vec<Signature>>,
+    /// Signatures of the image the tag moves to (none for the new index a
+    /// strip writes).
+    pub image: Vec<Signature>,
 }
 
 /// A referrer of a manifest as the registry lists it: its digest and, when
