@@ -591,6 +591,7 @@ async fn a_signature_pushed_after_the_promotion_is_reported_by_the_sweep_and_not
         let r = remediate(&repo, &p.index, "v1", &["--mode", "promote"], &[]);
         assert_eq!(r["outcome"], "remediated", "{r}");
         attach(&repo, &p.index, kind);
+        let audit = AuditQueue::new(&repo).await;
         let (_, summary) = sweep(&repo, &["--mode", "promote"], &[]);
         let gaps = summary["signature_gaps"].as_array().unwrap();
         assert_eq!(gaps.len(), 1, "{kind}: {summary}");
@@ -600,6 +601,19 @@ async fn a_signature_pushed_after_the_promotion_is_reported_by_the_sweep_and_not
         let t = tags(&repo).await;
         assert_eq!(t["v1"], p.runnable(), "{kind}: the tag is not moved back");
         assert_eq!(t["v1-index"], p.index);
+        // The audit trail says so, with what to do.
+        let records = audit.records().await;
+        let gap = records
+            .iter()
+            .find(|r| r["code"] == "signed_after_promotion")
+            .unwrap_or_else(|| panic!("{kind}: {records:?}"));
+        assert_eq!(gap["index_digest"], p.index.as_str());
+        assert_eq!(gap["tag"], "v1");
+        assert_eq!(gap["outcome"], "skipped");
+        assert!(
+            gap["reason"].as_str().unwrap().contains("sign the image digest"),
+            "{gap}"
+        );
         // The table says what to do.
         let (code, out, _) = run_cli(&["sweep", "--repository", &repo, "--mode", "promote"], &[]);
         assert_eq!(code, 0);

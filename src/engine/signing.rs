@@ -21,13 +21,15 @@ use crate::engine::registry::ImageInfo;
 use crate::oci::companion::Companion;
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
-use crate::oci::names::ImageTag;
+use crate::oci::names::{ImageTag, RepositoryName};
 use crate::oci::signature::{Signature, SignatureKind};
 use crate::policy::Policy;
 
 /// A promoted tag whose index is signed and whose image is not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignatureGap {
+    /// The repository.
+    pub repository: RepositoryName,
     /// The pushed tag, now on the image.
     pub tag: ImageTag,
     /// The index the tag was pushed with (under the keep tag).
@@ -83,9 +85,11 @@ pub struct Promotion {
 }
 
 impl Promotion {
-    /// The gap, once the signatures are known: the index signed, the image not.
-    pub fn gap(self) -> Option<SignatureGap> {
-        (!self.index_signatures.is_empty() && self.image_signatures.is_empty()).then_some(SignatureGap {
+    /// The gap in `repository`, once the signatures are known: the index
+    /// signed, the image not.
+    pub fn gap(self, repository: &RepositoryName) -> Option<SignatureGap> {
+        (!self.index_signatures.is_empty() && self.image_signatures.is_empty()).then(|| SignatureGap {
+            repository: repository.clone(),
             tag: self.tag,
             index: self.index,
             image: self.image,
@@ -198,7 +202,8 @@ mod tests {
         let found = promotions(&listing, &policy);
         assert_eq!(found.len(), 1);
         assert!(found[0].image_referrers_unread, "an SBOM's type may hide a signature's");
-        let gap = found[0].clone().gap().unwrap();
+        let repo = RepositoryName::parse("team/app").unwrap();
+        let gap = found[0].clone().gap(&repo).unwrap();
         assert_eq!((gap.tag.as_str(), &gap.index, &gap.image), ("v1", &d('a'), &d('b')));
         assert_eq!(
             gap.index_signatures,
@@ -215,7 +220,7 @@ mod tests {
             ),
         ));
         assert_eq!(
-            promotions(&listing, &policy)[0].clone().gap(),
+            promotions(&listing, &policy)[0].clone().gap(&repo),
             None,
             "the image is signed too"
         );

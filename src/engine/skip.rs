@@ -122,6 +122,9 @@ crate::vocabulary::vocabulary! {
         /// What signs the index or the image its tag would move to could not
         /// be read: the tag is not moved.
         SignaturesUnknown = "signatures_unknown",
+        /// A sweep found the pushed index signed after its tag moved to the
+        /// image, which is not: verification by tag fails; nothing changed.
+        SignedAfterPromotion = "signed_after_promotion",
         /// The tag is a companion tag (a cosign signature, attestation or SBOM
         /// of another manifest, or the referrers tag-schema index): not a pushed
         /// image's tag, so never remediated.

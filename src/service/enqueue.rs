@@ -78,8 +78,11 @@ pub struct EnqueueSummary {
     /// Repositories whose `ecr-remediator:mode` tag leaves them alone.
     pub left_alone: usize,
     /// Promoted tags whose index is signed and whose image is not (logged
-    /// with what to do; never changed).
+    /// and recorded with what to do; never changed).
     pub signature_gaps: usize,
+    /// Those gaps, for their records.
+    #[serde(skip)]
+    pub gaps: Vec<crate::engine::signing::SignatureGap>,
     /// Repositories that could not be read, with the error (the others were swept).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub repository_errors: BTreeMap<String, String>,
@@ -133,6 +136,7 @@ pub async fn enqueue<R: Registry>(
             Ok(gaps) => {
                 crate::service::scan::report_gaps(&repo, &gaps);
                 summary.signature_gaps += gaps.len();
+                summary.gaps.extend(gaps);
             }
             Err(e) => {
                 tracing::warn!(repository = %repo, error = %e, "cannot read what signs its promoted images");

@@ -20,10 +20,12 @@ use crate::engine::audit::{
 };
 use crate::engine::registry::{AccountRegistries, Registry, RegistryError};
 use crate::engine::retry::RetryPolicy;
+use crate::engine::signing::SignatureGap;
 use crate::engine::skip::SkipCode;
 use crate::engine::sweep::Selection;
 use crate::engine::{Engine, Job};
 use crate::oci::names::AccountId;
+use crate::oci::signature::Signing;
 use crate::policy::PolicySet;
 use crate::service::enqueue::{EnqueueSummary, JobQueue, enqueue};
 use crate::service::message::{Message, MessageError, Request};
@@ -275,6 +277,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             ?summary,
             "sweep requests enqueued"
         );
+        for gap in &summary.gaps {
+            self.record_signature_gap(account.as_ref(), gap).await;
+        }
         if let Some(m) = &self.metrics {
             println!(
                 "{}",
@@ -282,6 +287,28 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             );
         }
         Ok(EventResult::Swept { account, summary })
+    }
+
+    /// Writes the record of a signature gap a sweep found (see
+    /// [`crate::engine::signing`]): skipped (`signed_after_promotion`, with
+    /// what to do), final; nothing is changed. A record that cannot be
+    /// written is logged: the next sweep finds the gap again.
+    pub async fn record_signature_gap(&self, account: Option<&AccountId>, gap: &SignatureGap) {
+        let mut record = AuditRecord::new(Trigger::Sweep, Some(gap.repository.as_str()), SystemTime::now());
+        record.account = account.cloned().or_else(|| self.own_account.clone());
+        record.index_digest = Some(gap.index.to_string());
+        record.tag = Some(gap.tag.to_string());
+        record.signing = Some(Signing {
+            index: gap.index_signatures.clone(),
+            image: Vec::new(),
+        });
+        record.outcome = Outcome::Skipped {
+            code: SkipCode::SignedAfterPromotion,
+            reason: gap.advice(),
+        };
+        if let Err(e) = self.finish(record, Delivery::default()).await {
+            tracing::warn!(error = %e, repository = %gap.repository, "cannot write the record of a signature gap");
+        }
     }
 
     /// The record of a sweep this deployment cannot run (no queue configured):

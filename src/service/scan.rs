@@ -100,7 +100,7 @@ pub async fn signature_gaps<R: Registry>(
         if !p.index_signatures.is_empty() && p.image_signatures.is_empty() && p.image_referrers_unread {
             p.image_signatures = signed(retrying(retry, None, || registry.list_referrers(repository, &p.image)).await?);
         }
-        gaps.extend(p.gap());
+        gaps.extend(p.gap(repository));
     }
     Ok(gaps)
 }

@@ -293,5 +293,9 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         progress.borrow_mut().image(&record);
     }
     drop(handled);
-    Ok(summary.into_inner())
+    let summary = summary.into_inner();
+    for gap in &summary.signature_gaps {
+        handler.record_signature_gap(scope.account.as_ref(), gap).await;
+    }
+    Ok(summary)
 }

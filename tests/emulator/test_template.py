@@ -286,6 +286,17 @@ def test_least_privilege(stack: Stack, clients: dict[str, Any]) -> None:
     }
     put_events = next(s for s in statements if "events:PutEvents" in as_list(s["Action"]))
     assert as_list(put_events["Resource"]) == ["arn:aws:events:us-east-1:123456789012:event-bus/remediator-audit"]
+    # Deletion on: the read-only workload scan that gates it, and nothing else of ECS or Lambda.
+    scan = next(s for s in statements if "ecs:ListClusters" in as_list(s["Action"]))
+    assert all(a.split(":")[1].startswith(("List", "Describe", "Get")) for a in as_list(scan["Action"])), scan
+    assert {"lambda:ListFunctions", "lambda:GetFunction", "ecs:DescribeServiceRevisions"} <= set(as_list(scan["Action"]))
+    # The function's own reads are not pulls (keep_if_pulled_within would keep everything it read).
+    exclusion = cloudformation()["Resources"]["OwnReadsAreNotPulls"]
+    assert exclusion["Type"] == "AWS::ECR::PullTimeUpdateExclusion"
+    assert exclusion["Properties"]["PrincipalArn"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    env = clients["lambda"].get_function_configuration(FunctionName=stack["outputs"]["FunctionName"])["Environment"]["Variables"]
+    assert (env["ECR_REMEDIATOR_GRACE_PERIOD"], env["ECR_REMEDIATOR_KEEP_IF_PULLED_WITHIN"]) == ("15m", "30d")
+    assert "ECR_REMEDIATOR_QUEUE_URL" in env, "the follow-ups of deferred deletions go on the push queue"
 
 
 def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> None:
@@ -294,6 +305,7 @@ def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> 
         actions = [a for s in policy_statements(clients, deployed) for a in as_list(s["Action"])]
         assert "ecr:PutImage" in actions
         assert "ecr:BatchDeleteImage" not in actions
+        assert not [a for a in actions if isinstance(a, str) and a.startswith(("ecs:", "lambda:"))], "no scan without deletion"
         # ListImageReferrers (verifying referrer copies) is authorised by ecr:BatchGetImage; there is no IAM action of its own.
         assert "ecr:BatchGetImage" in actions and "ecr:ListImageReferrers" not in actions
         env = clients["lambda"].get_function_configuration(FunctionName=deployed["outputs"]["FunctionName"])["Environment"]["Variables"]
@@ -336,7 +348,17 @@ def test_operations_dashboard_and_failed_records_alarm(stack: Stack, clients: di
     name = stack["outputs"]["DashboardName"]
     body = json.loads(cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
     titles = [w["properties"]["title"] for w in body["widgets"]]
-    assert titles == ["Images handled by outcome", "Actions", "Handling latency (ms)", "Queue", "Function", "Recent failures and skips"]
+    assert titles == [
+        "Images handled by outcome",
+        "Actions",
+        "Handling latency (ms)",
+        "Queue",
+        "Function",
+        "Kept: in use, signed",
+        "Recent failures and skips",
+    ]
+    kept = [m[1] for m in body["widgets"][5]["properties"]["metrics"]]
+    assert kept == ["KeptInUse", "InUseUnknown", "IndexSigned", "SignatureGaps"], "the metrics the service emits"
     outcomes = [m[3] for m in body["widgets"][0]["properties"]["metrics"]]
     assert outcomes == ["remediated", "noop", "skipped", "retrying", "failed"]
     group = stack["outputs"]["AuditLogGroupName"]
