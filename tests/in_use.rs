@@ -86,7 +86,8 @@ fn lambda_function(name: &str, image: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_a_workload_uses_or_recently_pulled_is_deleted_and_a_failed_scan_deletes_nothing() {
+async fn nothing_a_workload_uses_or_recently_pulled_is_deleted_the_grace_period_defers_and_a_failed_scan_deletes_nothing()
+ {
     // 1. An ECS service deployed while v1 was the index: it pinned the
     //    index digest. The push is promoted (the tag deploys) but the index
     //    is kept, by the per-push path and by the sweep.
@@ -176,7 +177,10 @@ async fn nothing_a_workload_uses_or_recently_pulled_is_deleted_and_a_failed_scan
     );
     assert!(users(s.attestation()).is_empty());
 
-    // 4. Run last (the fault is global to this test binary's emulator): a
+    // 4. The grace period (its follow-up scans too).
+    the_grace_period_defers_the_deletions_to_a_follow_up_that_runs_every_check().await;
+
+    // 5. Run last (the fault is global to this test binary's emulator): a
     //    scan that is denied deletes nothing, and the record says why.
     let denied = unique("in-use-denied");
     create_repository(&denied, false);
@@ -201,7 +205,8 @@ async fn nothing_a_workload_uses_or_recently_pulled_is_deleted_and_a_failed_scan
     assert!(present(&listing, &d.index) && present(&listing, d.attestation()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Called before the denied scan of the test above: the fault it injects is
+/// global to this binary's emulator, and the follow-up here scans.
 async fn the_grace_period_defers_the_deletions_to_a_follow_up_that_runs_every_check() {
     let repo = unique("grace");
     create_repository(&repo, false);
@@ -212,7 +217,7 @@ async fn the_grace_period_defers_the_deletions_to_a_follow_up_that_runs_every_ch
     let audit = AuditQueue::new(&repo).await;
     let p = push_buildx(&repo, "v1", &["linux/arm64"], "grace");
 
-    // The push: promoted at once, deletions deferred by 3 s.
+    // The push: promoted at once, deletions deferred by 6 s.
     let serve = |grace: &str| {
         let out = serve_until_idle(&queue, &["--delete-orphans", "--grace-period", grace])
             .env("ECR_REMEDIATOR_KEEP_TAG", "false")
@@ -220,7 +225,7 @@ async fn the_grace_period_defers_the_deletions_to_a_follow_up_that_runs_every_ch
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
-    serve("3s");
+    serve("6s");
     assert_eq!(tags(&repo).await["v1"], p.runnable());
     let listing = list(&repo).await;
     assert!(present(&listing, &p.index) && present(&listing, p.attestation()));
@@ -247,8 +252,8 @@ async fn the_grace_period_defers_the_deletions_to_a_follow_up_that_runs_every_ch
 
     // The follow-up, delivered after the delay: every check runs again and
     // the leftovers go.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    serve("3s");
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    serve("6s");
     let listing = list(&repo).await;
     assert!(
         !present(&listing, &p.index) && !present(&listing, p.attestation()),
