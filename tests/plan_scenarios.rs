@@ -584,3 +584,80 @@ fn within_the_grace_period_deletions_are_deferred_not_dropped() {
     view.set_pushed_at(c.index.digest(), common::NOW - 60_000);
     assert_eq!(deleted(&c.plan(&view, &now)).len(), 2);
 }
+
+#[test]
+fn a_tag_moves_off_a_signed_index_only_onto_a_signed_image_or_when_the_policy_allows() {
+    use ecr_remediator::engine::view::Attachments;
+    use ecr_remediator::oci::companion::Companion;
+    use ecr_remediator::oci::signature::{NOTATION_ARTIFACT_TYPE, Referrer, SignatureKind};
+    let c = seed();
+    let notation = |v: &mut ecr_remediator::engine::view::RepositoryView, d: &ecr_remediator::oci::digest::Digest| {
+        v.set_attachments(
+            d,
+            Attachments {
+                referrers: vec![Referrer::new(
+                    digest_of(&format!("sig of {d}")),
+                    Some(NOTATION_ARTIFACT_TYPE),
+                )],
+                companion_tags: vec![],
+            },
+        );
+    };
+    // The index signed, the image not: tag mode, index_signed, nothing moves.
+    let mut view = pushed(&c.index, "v7");
+    notation(&mut view, c.index.digest());
+    let p = c.plan(&view, &deleting(Mode::Promote));
+    assert_eq!(p.mode, Mode::Tag);
+    assert!(p.actions.iter().all(|a| matches!(a, Action::AddTag { .. })), "{p:?}");
+    assert!(
+        p.skipped
+            .iter()
+            .any(|s| matches!(s.reason, SkipReason::IndexSigned { .. }))
+    );
+    let signing = p.signing.clone().unwrap();
+    assert_eq!(signing.index[0].kind, SignatureKind::Notation);
+    assert!(signing.image.is_empty());
+    // Strip would move the tag to a new, unsigned index: the same.
+    assert_eq!(c.plan(&view, &policy(Mode::Strip)).mode, Mode::Tag);
+    // The policy allows it: promoted, with a warning; the signed index is not deleted.
+    let anyway = Policy {
+        promote_signed_index: true,
+        ..deleting(Mode::Promote)
+    };
+    let p = c.plan(&view, &anyway);
+    assert_eq!(p.mode, Mode::Promote);
+    assert!(p.notes.iter().any(|n| n.starts_with("warning: the index is signed")));
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| a.is_delete() && a.target() == c.index.digest())
+    );
+    // The image signed too (cosign sign --recursive, legacy tags): promoted.
+    let mut both = pushed(&c.index, "v7");
+    for d in [c.index.digest().clone(), runnable(&c)] {
+        let sig = Companion::Signature.tag_for(&d).unwrap();
+        both.set_attachments(
+            &d,
+            Attachments {
+                referrers: vec![],
+                companion_tags: vec![(Companion::Signature, sig)],
+            },
+        );
+    }
+    let p = c.plan(&both, &policy(Mode::Promote));
+    assert_eq!(p.mode, Mode::Promote);
+    assert!(p.actions.iter().any(|a| matches!(a, Action::MoveTag { .. })), "{p:?}");
+    assert_eq!(p.signing.unwrap().image[0].kind, SignatureKind::CosignTag);
+    // What signs the image unread: nothing moves until it is read.
+    let mut unread = ecr_remediator::engine::view::RepositoryView::new();
+    for (d, tags) in view.images() {
+        unread.insert_image(d.clone(), tags.iter().cloned()).unwrap();
+    }
+    unread.insert_index(
+        c.index.digest().clone(),
+        c.index.entries().iter().map(|d| d.digest.clone()).collect(),
+    );
+    let p = c.plan(&unread, &policy(Mode::Promote));
+    assert!(p.actions.is_empty());
+    assert_eq!(p.halted(), Some(&SkipReason::SignaturesUnknown));
+}
