@@ -541,6 +541,34 @@ fn usage_invariants(
     Ok(())
 }
 
+/// The pushed tag never moves off a signed index onto a manifest nothing
+/// signs (the policy here never allows it), nor while what signs either is
+/// unread.
+fn signature_invariants(
+    view: &RepositoryView,
+    p: &ecr_remediator::engine::plan::Plan,
+    index: &Digest,
+    pushed: &ecr_remediator::oci::names::ImageTag,
+) -> Result<(), TestCaseError> {
+    for a in &p.actions {
+        let to = match a {
+            Action::MoveTag { tag: t, from, to, .. } if t == pushed && from == index => to,
+            Action::PutIndex { tag: t, manifest, .. } if t == pushed => manifest.digest(),
+            _ => continue,
+        };
+        let on_index = view.attachments(index).map(|a| a.signatures());
+        prop_assert!(on_index.is_some(), "the tag moved without reading what signs the index");
+        if on_index.is_some_and(|s| !s.is_empty()) {
+            let on_target = view.attachments(to).map(|a| a.signatures()).unwrap_or_default();
+            prop_assert!(
+                !on_target.is_empty(),
+                "the tag moved off a signed index onto unsigned {to}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Deletions never hit a manifest something is attached to, one whose
 /// attachments were not read, or (on the per-push path) an attestation that
 /// is itself a referrer of its image.
@@ -738,6 +766,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     referrer_invariants(s, &index, &classification, &view, &p)?;
     attachment_invariants(&view, &p, true)?;
     usage_invariants(&view, &p, &policy, index.digest())?;
+    signature_invariants(&view, &p, index.digest(), &pushed)?;
 
     // A tag this service writes (a keep tag, under any policy) or a companion
     // tag (a referrers tag-schema index, cosign's) is never remediated.
@@ -1037,7 +1066,7 @@ fn the_generator_reaches_every_kind_of_plan() {
     let (mut deletes, mut moves, mut puts, mut superseded, mut cleanups, mut copies) = (0, 0, 0, 0, 0, 0);
     let mut kept_attached = 0;
     let mut retired = 0;
-    let (mut kept_in_use, mut deferred) = (0, 0);
+    let (mut kept_in_use, mut deferred, mut index_signed) = (0, 0, 0);
     for _ in 0..2000 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let index = build_index(&s);
@@ -1103,6 +1132,11 @@ fn the_generator_reaches_every_kind_of_plan() {
             })
             .count();
         deferred += usize::from(p.deferred_until_ms.is_some());
+        index_signed += usize::from(
+            p.skipped
+                .iter()
+                .any(|s| matches!(s.reason, SkipReason::IndexSigned { .. })),
+        );
         copies += p
             .actions
             .iter()
@@ -1142,7 +1176,9 @@ fn the_generator_reaches_every_kind_of_plan() {
             && kept_attached > 20
             && retired > 5
             && kept_in_use > 4
-            && deferred > 2,
-        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached} {retired} {kept_in_use} {deferred}"
+            && deferred > 2
+            && index_signed > 5,
+        "{deletes} {moves} {puts} {superseded} {cleanups} {copies} {kept_attached} {retired} {kept_in_use} {deferred} \
+         {index_signed}"
     );
 }
