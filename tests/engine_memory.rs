@@ -984,6 +984,14 @@ async fn an_unverified_referrer_keeps_the_index_and_its_attestations() {
         ),
         "{record:#?}"
     );
+    // The record says the handling is incomplete, and when a follow-up
+    // retries the deletions (the handler enqueues it).
+    assert_eq!(
+        record.incomplete,
+        Some(ecr_remediator::engine::skip::SkipCode::ReferrersUnverified),
+        "{record:#?}"
+    );
+    assert!(record.deferred_until.is_some(), "{record:#?}");
     assert_eq!(
         reg.calls()["ListImageReferrers"],
         3 + 3,

@@ -24,9 +24,14 @@ use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink};
 use crate::engine::planned::Plan;
 use crate::engine::registry::{ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
+use crate::engine::skip::SkipCode;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
+
+/// How long after referrer copies failed verification a follow-up retries
+/// the deletions they gate (ECR lists a new referrer within seconds).
+const VERIFY_RETRY_MS: i64 = 60_000;
 
 /// How applying ended.
 #[derive(Debug)]
@@ -125,6 +130,15 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                         let reason = format!("kept: the referrer copies are not in place ({why})");
                         push(&mut record.actions, a, ActionOutcome::Skipped { reason });
                     }
+                    // Incomplete: a follow-up (the handler enqueues it, as for
+                    // the grace period) runs the line again and retries.
+                    let at = crate::time::now_ms().saturating_add(VERIFY_RETRY_MS);
+                    record.incomplete = Some(SkipCode::ReferrersUnverified);
+                    record.deferred_until = Some(crate::time::rfc3339_ms(at));
+                    record.notes.push(format!(
+                        "incomplete: the referrer copies are not listed yet ({why}); the deletions are retried by \
+                         a follow-up"
+                    ));
                 }
             }
         }

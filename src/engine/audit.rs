@@ -312,6 +312,10 @@ pub struct AuditRecord {
     /// follow-up will attempt them (RFC 3339), every check run again then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<String>,
+    /// Set when the handling could not finish what it planned and a
+    /// follow-up retries it (`deferred_until` says when): why, as a code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<SkipCode>,
     /// For a promotion (or a fallback because of signatures): what signs
     /// the pushed index and what signs the promoted image.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -358,6 +362,7 @@ impl AuditRecord {
             deleted: 0,
             reclaimed_bytes: 0,
             deferred_until: None,
+            incomplete: None,
             signing: None,
             outcome: Outcome::Noop,
             is_final: true,

@@ -125,6 +125,10 @@ crate::vocabulary::vocabulary! {
         /// A sweep found the pushed index signed after its tag moved to the
         /// image, which is not: verification by tag fails; nothing changed.
         SignedAfterPromotion = "signed_after_promotion",
+        /// The referrer copies were written but ECR did not list them on
+        /// every try: their attestations are kept and a follow-up retries
+        /// the deletions (the record is `incomplete`).
+        ReferrersUnverified = "referrers_unverified",
         /// The tag is a companion tag (a cosign signature, attestation or SBOM
         /// of another manifest, or the referrers tag-schema index): not a pushed
         /// image's tag, so never remediated.

@@ -15,7 +15,9 @@
 //! - `IndexSigned` (a promotion kept off a signed index, or made anyway
 //!   with a warning), `KeptInUse` (deletions refused because a workload uses
 //!   the manifest or it was recently pulled) and `InUseUnknown` (deletions
-//!   refused because the workload scan failed) overall;
+//!   refused because the workload scan failed) and `Incomplete` (a handling
+//!   that could not finish, retried by a follow-up: `incomplete` in the
+//!   record) overall;
 //! - per scheduled sweep: `SignatureGaps` (promoted tags whose index is
 //!   signed and whose image is not, see [`sweep_emf`]);
 //! - with [`MetricsConfig::per_repository`]: `Images`, `ManifestsDeleted` and
@@ -107,6 +109,7 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
                 count("IndexSigned"),
                 count("KeptInUse"),
                 count("InUseUnknown"),
+                count("Incomplete"),
             ],
         }),
     ];
@@ -139,6 +142,7 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
         "IndexSigned": usize::from(record.signing.as_ref().is_some_and(|s| !s.index.is_empty())),
         "KeptInUse": skipped(&[SkipCode::InUse, SkipCode::RecentlyPulled]),
         "InUseUnknown": skipped(&[SkipCode::InUseUnknown]),
+        "Incomplete": usize::from(record.incomplete.is_some()),
         // Not dimensions: searchable context in the log line.
         "repository": repository,
         "index_digest": record.index_digest,
