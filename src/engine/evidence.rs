@@ -1,6 +1,6 @@
 //! Reading what a deletion waits on, only when it waits on it, then
 //! planning again: what is attached to the candidates
-//! ([`crate::engine::attachments`]), when they were pushed and last pulled
+//! (`engine::attachments`), when they were pushed and last pulled
 //! (one `DescribeImages`), and what runs in the account (the registry's
 //! workload scan, cached by the adapter).
 //!
