@@ -30,7 +30,7 @@ use crate::policy::PolicySet;
 use crate::service::enqueue::{EnqueueSummary, JobQueue, enqueue};
 use crate::service::message::{Message, MessageError, Request};
 use crate::service::metrics::{MetricsConfig, emf};
-use crate::service::request::Work;
+use crate::service::request::{ImageRequest, Work};
 use crate::service::scan::Scope;
 use crate::service::triage::{Triage, triage};
 
@@ -199,7 +199,12 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
                 let as_push = request.follow_up && matches!(request.work, Work::Remediate { .. });
                 if !as_push && !self.lists_account(request.account.as_ref()) {
                     return self
-                        .refuse(request.account.as_ref(), "work on an image in", delivery)
+                        .refuse(
+                            request.account.as_ref(),
+                            Some(&request),
+                            "work on an image in",
+                            delivery,
+                        )
                         .await;
                 }
                 self.handle_job_record(&request.job(), delivery).await.1
@@ -254,7 +259,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     /// are swept; only the queue refusing fails the sweep (it is delivered again).
     async fn sweep_account(&self, account: Option<AccountId>, delivery: Delivery) -> Result<EventResult, RetryError> {
         if !self.lists_account(account.as_ref()) {
-            return self.refuse(account.as_ref(), "a sweep of", delivery).await;
+            return self.refuse(account.as_ref(), None, "a sweep of", delivery).await;
         }
         let Some(sweeps) = &self.sweeps else {
             return self.no_queue(account.as_ref(), delivery).await;
@@ -425,12 +430,18 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     async fn refuse(
         &self,
         account: Option<&AccountId>,
+        image: Option<&ImageRequest>,
         what: &str,
         delivery: Delivery,
     ) -> Result<EventResult, RetryError> {
         let shown = account.map_or("(own)", AccountId::as_str);
-        let mut record = AuditRecord::new(Trigger::Sweep, None, SystemTime::now());
+        // An image request's record names the image, so `audit` finds it.
+        let mut record = AuditRecord::new(Trigger::Sweep, image.map(|r| r.repository.as_str()), SystemTime::now());
         record.account = account.cloned();
+        if let Some(r) = image {
+            record.index_digest = Some(r.digest.to_string());
+            record.event_id.clone_from(&r.id);
+        }
         record.outcome = Outcome::Skipped {
             code: SkipCode::AccountNotListed,
             reason: format!(
