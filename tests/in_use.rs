@@ -21,19 +21,7 @@ fn uri(repo: &str, reference: &str) -> String {
 }
 
 fn remediate(repo: &str, p: &Pushed, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "remediate",
-        "--repository",
-        repo,
-        "--image-digest",
-        &p.index,
-        "--image-tag",
-        "v1",
-    ];
-    args.extend_from_slice(extra);
-    let (code, out, err) = run_cli(&args, &KEEP_OFF);
-    assert_eq!(code, 0, "{out}\n{err}");
-    serde_json::from_str(&out).unwrap()
+    remediate_record(repo, &p.index, "v1", extra, &KEEP_OFF)
 }
 
 fn sweep(repo: &str) -> (Vec<Value>, Value) {
@@ -42,18 +30,6 @@ fn sweep(repo: &str) -> (Vec<Value>, Value) {
     let (code, out, err) = run_cli(&args, &KEEP_OFF);
     assert_eq!(code, 0, "{out}\n{err}");
     sweep_json(&out)
-}
-
-fn present(listing: &[Listed], digest: &str) -> bool {
-    listing.iter().any(|l| l.digest == digest)
-}
-
-fn skip_of<'a>(record: &'a Value, digest: &str) -> Option<&'a Value> {
-    record["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["digest"] == digest)
 }
 
 /// An ECS service (no task running: nothing pulls) whose deployment

@@ -11,25 +11,19 @@ use harness::*;
 use serde_json::Value;
 
 const KEEP_OFF: [(&str, &str); 1] = [("ECR_REMEDIATOR_KEEP_TAG", "false")];
-
-fn present(listing: &[Listed], digest: &str) -> bool {
-    listing.iter().any(|l| l.digest == digest)
-}
+/// A promote sweep that cleans leftovers now: no minimum age, no grace period.
+const CLEAN_NOW: [&str; 7] = [
+    "--mode",
+    "promote",
+    "--delete-orphans",
+    "--grace-period",
+    "0s",
+    "--min-age",
+    "0s",
+];
 
 fn remediate(repo: &str, digest: &str, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut args = vec![
-        "remediate",
-        "--repository",
-        repo,
-        "--image-digest",
-        digest,
-        "--image-tag",
-        tag,
-    ];
-    args.extend_from_slice(extra);
-    let (code, out, err) = run_cli(&args, env);
-    assert_eq!(code, 0, "{out}\n{err}");
-    serde_json::from_str(&out).unwrap()
+    remediate_record(repo, digest, tag, extra, env)
 }
 
 fn sweep(repo: &str, extra: &[&str], env: &[(&str, &str)]) -> (Vec<Value>, Value) {
@@ -38,15 +32,6 @@ fn sweep(repo: &str, extra: &[&str], env: &[(&str, &str)]) -> (Vec<Value>, Value
     let (code, out, err) = run_cli(&args, env);
     assert_eq!(code, 0, "{out}\n{err}");
     sweep_json(&out)
-}
-
-/// The planner's skip record for `digest`, if any.
-fn skip_of<'a>(record: &'a Value, digest: &str) -> Option<&'a Value> {
-    record["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["digest"] == digest)
 }
 
 /// A promotion with no keep tag and no deletion: `v1` on the image, the index untagged.
@@ -64,19 +49,7 @@ async fn a_signed_leftover_index_is_never_deleted_by_a_sweep() {
         let repo = unique(&format!("signed-{kind}"));
         let p = leftover(&repo, &format!("signed-{kind}"), &[]);
         let signature = attach(&repo, &p.index, kind);
-        let (records, summary) = sweep(
-            &repo,
-            &[
-                "--mode",
-                "promote",
-                "--delete-orphans",
-                "--grace-period",
-                "0s",
-                "--min-age",
-                "0s",
-            ],
-            &KEEP_OFF,
-        );
+        let (records, summary) = sweep(&repo, &CLEAN_NOW, &KEEP_OFF);
         let listing = list(&repo).await;
         assert!(present(&listing, &p.index), "{kind}: the signed index was deleted");
         assert!(
@@ -202,19 +175,7 @@ async fn provenance_attached_to_its_image_survives_promote_and_strip_with_deleti
     // The sweep's cleanup of such a leftover does the same.
     let repo = unique("attached-sweep");
     let p = leftover(&repo, "attached-sweep", &["--attestation-format", "artifact"]);
-    let (_, summary) = sweep(
-        &repo,
-        &[
-            "--mode",
-            "promote",
-            "--delete-orphans",
-            "--grace-period",
-            "0s",
-            "--min-age",
-            "0s",
-        ],
-        &KEEP_OFF,
-    );
+    let (_, summary) = sweep(&repo, &CLEAN_NOW, &KEEP_OFF);
     let listing = list(&repo).await;
     assert!(!present(&listing, &p.index), "{summary}");
     assert!(present(&listing, p.attestation()), "{summary}");
@@ -283,19 +244,7 @@ async fn turning_the_keep_tag_off_never_turns_kept_indexes_into_pushed_tags() {
     }
     let before = tags(&repo).await;
     assert_eq!(before["v1-index"], pushed[0].index);
-    let (records, summary) = sweep(
-        &repo,
-        &[
-            "--mode",
-            "promote",
-            "--delete-orphans",
-            "--grace-period",
-            "0s",
-            "--min-age",
-            "0s",
-        ],
-        &KEEP_OFF,
-    );
+    let (records, summary) = sweep(&repo, &CLEAN_NOW, &KEEP_OFF);
     assert_eq!(tags(&repo).await, before, "{records:?}");
     assert_eq!(summary["manifests_deleted"], 0, "{summary}");
     assert!(records.iter().all(|r| r["tag"] != "v1-index"), "{records:?}");
@@ -549,19 +498,7 @@ async fn a_leftovers_cleanup_reads_a_constant_number_of_times() {
     let repo = unique("cleanup-budget");
     let p = leftover(&repo, "cleanup-budget", &[]);
     emulator().clear_calls(&repo);
-    let (_, summary) = sweep(
-        &repo,
-        &[
-            "--mode",
-            "promote",
-            "--delete-orphans",
-            "--grace-period",
-            "0s",
-            "--min-age",
-            "0s",
-        ],
-        &KEEP_OFF,
-    );
+    let (_, summary) = sweep(&repo, &CLEAN_NOW, &KEEP_OFF);
     assert_eq!(summary["manifests_deleted"], 2, "{summary}");
     let calls = emulator().calls(&repo);
     assert!(!present(&list(&repo).await, &p.index));

@@ -35,21 +35,13 @@ fn leftover(repo: &str) -> Pushed {
     create_repository(repo, false);
     let p = push_buildx(repo, "v1", &["linux/arm64"], repo);
     // An earlier promotion without deletion: the index is a leftover, two hours old.
-    let (code, out, err) = run_cli(
-        &[
-            "remediate",
-            "--repository",
-            repo,
-            "--image-digest",
-            &p.index,
-            "--image-tag",
-            "v1",
-            "--mode",
-            "promote",
-        ],
+    remediate_record(
+        repo,
+        &p.index,
+        "v1",
+        &["--mode", "promote"],
         &[("ECR_REMEDIATOR_KEEP_TAG", "false")],
     );
-    assert_eq!(code, 0, "{out}\n{err}");
     for d in std::iter::once(&p.index).chain(&p.children) {
         age(repo, d, 7200);
     }

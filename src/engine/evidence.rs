@@ -10,13 +10,12 @@
 //! scanned: a push never pays for a scan). A scan that fails is recorded in
 //! the view, and every deletion then keeps its candidate (`in_use_unknown`).
 
-use super::{Engine, Known};
+use super::Engine;
 use crate::engine::attachments;
 use crate::engine::audit::AuditSink;
 use crate::engine::planned::Plan;
 use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::skip::SkipReason;
-use crate::engine::view::RepositoryView;
 use crate::oci::classify::Classification;
 use crate::oci::digest::Digest;
 use crate::oci::names::RepositoryName;
@@ -58,19 +57,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     ) -> Result<Plan, RegistryError> {
         let mut plan = planned(snapshot);
         for _ in 0..ROUNDS {
-            let waiting = attachments::waiting_on(&plan, &snapshot.classification, &snapshot.view);
-            if !self
-                .read_evidence(
-                    repository,
-                    policy,
-                    &plan,
-                    &snapshot.classification,
-                    &mut snapshot.view,
-                    &mut snapshot.known,
-                    &waiting,
-                )
-                .await?
-            {
+            if !self.read_evidence(repository, policy, &plan, snapshot).await? {
                 break;
             }
             plan = planned(snapshot);
@@ -78,20 +65,22 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         Ok(plan)
     }
 
-    /// Reads the next missing evidence of `waiting`; false when nothing was
-    /// missing.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads the next evidence `plan` waits on (what signs the manifests a
+    /// tag moves between first, then attachments and times, then the scan);
+    /// false when nothing was missing.
     async fn read_evidence(
         &self,
         repository: &RepositoryName,
         policy: &Policy,
         plan: &Plan,
-        classification: &Classification,
-        view: &mut RepositoryView,
-        known: &mut Known,
-        waiting: &[Digest],
+        snapshot: &mut super::read::Snapshot,
     ) -> Result<bool, RegistryError> {
-        // The signature gate waits on what signs the index and the image.
+        let super::read::Snapshot {
+            classification,
+            view,
+            known,
+            ..
+        } = snapshot;
         let signatures: Vec<Digest> = plan_waits_on_signatures(plan, classification)
             .into_iter()
             .filter(|d| view.attachments(d).is_none())
@@ -100,6 +89,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             self.read_attachments(repository, view, known, &signatures).await?;
             return Ok(true);
         }
+        let waiting = attachments::waiting_on(plan, classification, view);
         if waiting.is_empty() {
             return Ok(false);
         }

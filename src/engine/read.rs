@@ -190,15 +190,18 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         } else {
             Vec::new()
         };
-        // A tag moving off the index: what signs the index and the image it
-        // moves to (cosign's `.sig` companions; their referrers are listed
-        // by the planner's signature gate, see `evidence.rs`).
+        // A tag moving off the index: what signs the index and, under
+        // promote, the image it moves to (a strip's new index is signed by
+        // nothing). Cosign's `.sig` companions ride here; the referrers are
+        // listed by the planner's signature gate (`evidence.rs`).
         let mut companions: BTreeSet<Digest> = deletable.into_iter().collect();
-        if index.media_type().is_index()
-            && let Some(target) = remediation_target(&index, &classification, policy)
-        {
+        if index.media_type().is_index() && matches!(policy.mode, Mode::Promote | Mode::Strip) {
             companions.insert(index.digest().clone());
-            companions.insert(target);
+            if policy.mode == Mode::Promote
+                && let Some(image) = remediation_target(&index, &classification, policy)
+            {
+                companions.insert(image);
+            }
         }
         let companions: Vec<Digest> = companions.into_iter().collect();
         second.extend(attachments::companion_ids(&companions));

@@ -139,7 +139,12 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
         "TagsAdded": applied(|a| matches!(a, Action::AddTag { .. })),
         "TagsMoved": applied(|a| matches!(a, Action::MoveTag { .. })),
         "IndexesWritten": applied(|a| matches!(a, Action::PutIndex { .. })),
-        "IndexSigned": usize::from(record.signing.as_ref().is_some_and(|s| !s.index.is_empty())),
+        // A handling that moved (or kept) a tag on a signed index; a sweep's
+        // signature-gap record is counted by `SignatureGaps` instead.
+        "IndexSigned": usize::from(
+            !matches!(record.outcome, Outcome::Skipped { .. })
+                && record.signing.as_ref().is_some_and(|s| !s.index.is_empty()),
+        ),
         "KeptInUse": skipped(&[SkipCode::InUse, SkipCode::RecentlyPulled]),
         "InUseUnknown": skipped(&[SkipCode::InUseUnknown]),
         "Incomplete": usize::from(record.incomplete.is_some()),
@@ -202,6 +207,58 @@ mod tests {
                     .flat_map(|set| set.as_array().unwrap())
                     .all(|dim| doc[dim.as_str().unwrap()].is_string())
         })
+    }
+
+    #[test]
+    fn signed_indexes_kept_manifests_and_incomplete_handlings_are_counted_once() {
+        use crate::engine::skip::{SkipReason, Skipped};
+        use crate::oci::signature::{Signature, SignatureKind, Signing};
+        let signed = Signing {
+            index: vec![Signature::referrer(SignatureKind::Notation, &Digest::sha256_of(b"sig"))],
+            image: Vec::new(),
+        };
+        let mut r = record(Outcome::Remediated, true);
+        r.signing = Some(signed.clone());
+        r.incomplete = Some(SkipCode::ReferrersUnverified);
+        for reason in [
+            SkipReason::InUse {
+                by: Vec::new(),
+                count: 1,
+            },
+            SkipReason::RecentlyPulled {
+                pulled_at: "2026-12-01T00:00:00Z".into(),
+                within_s: 60,
+            },
+            SkipReason::InUseUnknown { why: "denied".into() },
+        ] {
+            r.skipped.push(Skipped {
+                action: None,
+                digest: Some(Digest::sha256_of(b"x")),
+                reason,
+            });
+        }
+        let doc = emf(&r, &MetricsConfig::default(), 7).unwrap();
+        assert!(valid(&doc), "{doc:#}");
+        assert_eq!(
+            (
+                &doc["IndexSigned"],
+                &doc["KeptInUse"],
+                &doc["InUseUnknown"],
+                &doc["Incomplete"]
+            ),
+            (&json!(1), &json!(2), &json!(1), &json!(1))
+        );
+        // A sweep's signature-gap record is a SignatureGaps, not a handling of a signed index.
+        let mut gap = record(
+            Outcome::Skipped {
+                code: SkipCode::SignedAfterPromotion,
+                reason: "sign the image".into(),
+            },
+            true,
+        );
+        gap.signing = Some(signed);
+        assert_eq!(emf(&gap, &MetricsConfig::default(), 7).unwrap()["IndexSigned"], 0);
+        assert_eq!(sweep_emf(3, &MetricsConfig::default(), 7)["SignatureGaps"], 3);
     }
 
     #[test]

@@ -603,3 +603,35 @@ pub async fn lambda_until_idle(h: &Handler<EcrRegistry, EventBridgeAudit>, queue
     }
     responses
 }
+
+/// True when `listing` holds `digest`.
+pub fn present(listing: &[Listed], digest: &str) -> bool {
+    listing.iter().any(|l| l.digest == digest)
+}
+
+/// `ecr-remediator remediate` of `digest` pushed as `tag`, with `extra` flags
+/// and environment; asserts it succeeded and returns its record.
+pub fn remediate_record(repo: &str, digest: &str, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut args = vec![
+        "remediate",
+        "--repository",
+        repo,
+        "--image-digest",
+        digest,
+        "--image-tag",
+        tag,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args, env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The planner's skip record for `digest` in an audit record, if any.
+pub fn skip_of<'a>(record: &'a Value, digest: &str) -> Option<&'a Value> {
+    record["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["digest"] == digest)
+}
