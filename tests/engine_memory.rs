@@ -51,6 +51,22 @@ impl AuditSink for Audit {
         self.records.lock().unwrap().push(record.clone());
         Ok(())
     }
+
+    /// The trail read back: every record written, as JSON.
+    async fn earlier_records(
+        &self,
+        _event_id: &str,
+        _index: &Digest,
+        _since_ms: i64,
+    ) -> Result<Option<Vec<serde_json::Value>>, AuditError> {
+        let records = self.records.lock().unwrap();
+        Ok(Some(
+            records
+                .iter()
+                .map(|r| serde_json::from_str(&r.to_json()).unwrap())
+                .collect(),
+        ))
+    }
 }
 
 fn fast_retries() -> RetryPolicy {
@@ -62,14 +78,19 @@ fn fast_retries() -> RetryPolicy {
 }
 
 async fn run(reg: &MemoryRegistry, audit: &Audit, policies: &PolicySet, job: &Job) -> AuditRecord {
+    delivery(reg, audit, policies, job, 2).await
+}
+
+/// The engine as delivery `attempt` of the event runs it.
+async fn delivery(reg: &MemoryRegistry, audit: &Audit, policies: &PolicySet, job: &Job, attempt: u32) -> AuditRecord {
     Engine {
         registry: reg,
         audit,
         policies,
         retry: fast_retries(),
         deadline: None,
-        request_id: Some("req-1".into()),
-        attempt: Some(2),
+        request_id: Some(format!("req-{attempt}")),
+        attempt: Some(attempt),
     }
     .remediate(job)
     .await
@@ -643,6 +664,123 @@ async fn the_same_event_twice_writes_once() {
     let again = handle(&reg, &set, &job(p.index.digest(), "v7")).await;
     assert_eq!(code(&again), "index_gone");
     assert_eq!(reg.calls().get("PutImage").copied(), writes);
+}
+
+/// The actions of `record` found done, as (kind, target).
+fn already(record: &AuditRecord) -> Vec<(String, Digest)> {
+    record
+        .actions
+        .iter()
+        .filter(|a| a.outcome == ActionOutcome::Already)
+        .map(|a| (a.action.kind().as_str().to_owned(), a.action.target().clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_redelivery_records_the_writes_an_earlier_delivery_made_as_already() {
+    // Delivery 1 moved the tags and died before its record was written.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let set = policies(Mode::Promote, false, true);
+    let audit = Audit::default();
+    let first = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 1).await;
+    assert_eq!(first.outcome, Outcome::Remediated, "{first:#?}");
+    let puts = reg.calls().get("PutImage").copied();
+    // Delivery 2 finds both writes in place and says so.
+    let again = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 2).await;
+    assert_eq!(again.outcome, Outcome::Noop, "{again:#?}");
+    assert_eq!(
+        already(&again),
+        vec![
+            ("add_tag".to_owned(), p.index.digest().clone()),
+            ("move_tag".to_owned(), p.image.digest().clone())
+        ],
+        "{again:#?}"
+    );
+    assert!(
+        again.notes.iter().any(|n| n.contains("earlier delivery")),
+        "{:?}",
+        again.notes
+    );
+    assert_eq!(reg.calls().get("PutImage").copied(), puts, "nothing written again");
+
+    // A strip's new index, found under the pushed tag, is the same.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "b", "v8", &[]);
+    let set = policies(Mode::Strip, false, true);
+    delivery(&reg, &audit, &set, &job(p.index.digest(), "v8"), 1).await;
+    let stripped = target(&reg, "v8").unwrap();
+    let again = delivery(&reg, &audit, &set, &job(p.index.digest(), "v8"), 2).await;
+    assert_eq!(
+        already(&again),
+        vec![
+            ("add_tag".to_owned(), p.index.digest().clone()),
+            ("put_index".to_owned(), stripped)
+        ],
+        "{again:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_superseded_redelivery_still_accounts_for_the_keep_tag_in_place() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let set = policies(Mode::Promote, false, true);
+    let audit = Audit::default();
+    delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 1).await;
+    // A newer push of v7 lands before delivery 2.
+    let newer = push_buildx(&reg, "b", "v7", &[]);
+    let again = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 2).await;
+    assert_eq!(code(&again), "superseded", "{again:#?}");
+    assert_eq!(
+        already(&again),
+        vec![("add_tag".to_owned(), p.index.digest().clone())],
+        "v7-index is still on the index: {again:#?}"
+    );
+    assert_eq!(target(&reg, "v7").as_ref(), Some(newer.index.digest()));
+}
+
+#[tokio::test]
+async fn a_redelivery_confirms_the_deletions_an_earlier_delivery_made_before_its_record_was_lost() {
+    let reg = registry(false);
+    let p = push_buildx(&reg, "a", "v7", &[]);
+    let set = policies(Mode::Promote, true, false);
+    let audit = Audit::default();
+    // Delivery 1: checkpoint written, deletions applied, final record lost.
+    let lost = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 1).await;
+    assert_eq!(lost.deleted, 2, "{lost:#?}");
+    // Delivery 2 finds the index gone; its record says what delivery 1 did.
+    let again = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 2).await;
+    assert_eq!(again.outcome, Outcome::Remediated, "{again:#?}");
+    assert_eq!(again.deleted, lost.deleted);
+    assert_eq!(again.reclaimed_bytes, lost.reclaimed_bytes);
+    for d in [p.index.digest(), p.attestation.digest()] {
+        let a = again.actions.iter().find(|a| a.action.target() == d).unwrap();
+        assert_eq!(a.outcome, ActionOutcome::Applied, "{again:#?}");
+        assert_eq!(a.earlier_attempt, Some(1), "{again:#?}");
+    }
+    // Had delivery 1's final record been written, nothing is claimed twice.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "b", "v7", &[]);
+    let audit = Audit::default();
+    let written = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 1).await;
+    audit.write(&written).await.unwrap();
+    let again = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 2).await;
+    assert_eq!(code(&again), "index_gone", "{again:#?}");
+    assert_eq!(again.deleted, 0);
+    // And a pending deletion whose manifest is still there is not claimed.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "c", "v7", &[]);
+    let audit = Audit::default();
+    delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 1).await;
+    reg.push(&repo(), &p.attestation, None).unwrap();
+    let again = delivery(&reg, &audit, &set, &job(p.index.digest(), "v7"), 2).await;
+    assert_eq!(again.deleted, 1, "the index only: {again:#?}");
+    assert!(
+        again.notes.iter().any(|n| n.contains("still there")),
+        "{:?}",
+        again.notes
+    );
 }
 
 #[tokio::test]

@@ -1,16 +1,32 @@
-//! [`AuditSink`] on Amazon EventBridge (`PutEvents`).
+//! [`AuditSink`] on Amazon EventBridge (`PutEvents`), read back from the
+//! log group the bus's audit rule feeds (CloudWatch Logs Insights), when
+//! that log group is known.
+
+use std::time::Duration;
 
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
+use crate::aws::logs::LogsInsights;
 use crate::engine::audit::{AUDIT_DETAIL_TYPE, AUDIT_SOURCE, AuditError, AuditRecord, AuditSink, MAX_DETAIL_BYTES};
+use crate::oci::digest::Digest;
+use crate::trail::filter::{Filter, Order};
+use crate::trail::query::{Runner, Silent, Take, Window};
 
 /// Sends audit records to an EventBridge bus.
 #[derive(Debug, Clone)]
 pub struct EventBridgeAudit {
     client: Client,
     bus: String,
+    trail: Option<(LogsInsights, String)>,
 }
+
+/// How a redelivery's query of the trail runs: short, it holds up one event.
+const READ_BACK: Runner = Runner {
+    timeout: Duration::from_secs(30),
+    poll: Duration::from_millis(250),
+    attempts: 4,
+};
 
 impl EventBridgeAudit {
     /// A sink writing to `bus` (a name or ARN; `default` for the default bus).
@@ -18,7 +34,16 @@ impl EventBridgeAudit {
         EventBridgeAudit {
             client,
             bus: bus.into(),
+            trail: None,
         }
+    }
+
+    /// Reads records back from `log_group`, where the bus's audit rule
+    /// delivers them (for a redelivery's reconciliation).
+    #[must_use]
+    pub fn reading_from(mut self, insights: LogsInsights, log_group: impl Into<String>) -> Self {
+        self.trail = Some((insights, log_group.into()));
+        self
     }
 
     /// The bus records go to.
@@ -54,5 +79,37 @@ impl AuditSink for EventBridgeAudit {
             });
         }
         Ok(())
+    }
+
+    async fn earlier_records(
+        &self,
+        event_id: &str,
+        index: &Digest,
+        since_ms: i64,
+    ) -> Result<Option<Vec<serde_json::Value>>, AuditError> {
+        let Some((insights, group)) = &self.trail else {
+            return Ok(None);
+        };
+        let filter = Filter {
+            event_id: Some(event_id.to_owned()),
+            digest: Some(index.clone()),
+            ..Filter::default()
+        };
+        let window = Window {
+            start_ms: since_ms,
+            end_ms: crate::time::now_ms(),
+        };
+        let take = Take {
+            order: Order::OldestFirst,
+            limit: 0,
+        };
+        let found = READ_BACK
+            .records(insights, group, window, &filter, take, &mut Silent)
+            .await
+            .map_err(|e| AuditError::Unreadable {
+                source_name: group.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Some(found.into_iter().map(|f| f.record).collect()))
     }
 }

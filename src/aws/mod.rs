@@ -123,7 +123,13 @@ pub fn handler_with(
                 .with_workloads(sdk),
             None => ecr::EcrRegistry::new(ecr_client(sdk), config.put_tps, config.put_burst).with_workloads(sdk),
         },
-        audit::EventBridgeAudit::new(eventbridge_client(sdk), config.audit_bus.clone()),
+        {
+            let sink = audit::EventBridgeAudit::new(eventbridge_client(sdk), config.audit_bus.clone());
+            match &config.audit_log_group {
+                Some(group) => sink.reading_from(logs::LogsInsights::from_config(sdk), group.clone()),
+                None => sink,
+            }
+        },
         config.policies.clone(),
     );
     h.retry = RetryPolicy::with_attempts(config.max_attempts);

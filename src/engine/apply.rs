@@ -90,10 +90,7 @@ fn describe(d: Option<&Digest>) -> String {
 }
 
 fn push(records: &mut Vec<ActionRecord>, action: &Action, outcome: ActionOutcome) {
-    records.push(ActionRecord {
-        action: action.clone(),
-        outcome,
-    });
+    records.push(ActionRecord::new(action.clone(), outcome));
 }
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {

@@ -200,6 +200,27 @@ pub struct ActionRecord {
     /// Its outcome.
     #[serde(flatten)]
     pub outcome: ActionOutcome,
+    /// For a deletion: the storage it frees (applied), or is expected to
+    /// free (pending, in a checkpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Set on an action an earlier delivery of the same event applied and
+    /// this record confirmed against the registry (that delivery's final
+    /// record was never written): its attempt (SQS `ApproximateReceiveCount`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earlier_attempt: Option<u32>,
+}
+
+impl ActionRecord {
+    /// An action and how it ended, nothing more known.
+    pub fn new(action: Action, outcome: ActionOutcome) -> Self {
+        ActionRecord {
+            action,
+            outcome,
+            bytes: None,
+            earlier_attempt: None,
+        }
+    }
 }
 
 /// The overall outcome.
@@ -454,12 +475,34 @@ pub enum AuditError {
         /// What happened.
         message: String,
     },
+    /// Reading the trail back failed.
+    #[error("could not read the audit trail in {source_name}: {message}")]
+    Unreadable {
+        /// What was read (a log group).
+        source_name: String,
+        /// What happened.
+        message: String,
+    },
 }
 
 /// Where audit records go.
 pub trait AuditSink: Sync {
     /// Writes one record; an error means it was not stored.
     fn write(&self, record: &AuditRecord) -> impl Future<Output = Result<(), AuditError>> + Send;
+
+    /// The records already in the trail about `event_id`'s handling of
+    /// `index`, written from `since_ms` on, as written (JSON), for a
+    /// redelivery to reconcile (see [`crate::engine::reconcile`]). `None`
+    /// when this sink cannot be read back (the default).
+    fn earlier_records(
+        &self,
+        event_id: &str,
+        index: &crate::oci::digest::Digest,
+        since_ms: i64,
+    ) -> impl Future<Output = Result<Option<Vec<serde_json::Value>>, AuditError>> + Send {
+        let _ = (event_id, index, since_ms);
+        async { Ok(None) }
+    }
 }
 
 /// Writes `record` to `sink`, retrying every failure with `policy`'s backoff

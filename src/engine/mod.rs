@@ -25,8 +25,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Instant, SystemTime};
 
+use crate::engine::action::Action;
 use crate::engine::audit::{
-    ActionRecord, AuditRecord, AuditSink, ClassificationSummary, Outcome, PolicySummary, Trigger,
+    ActionOutcome, ActionRecord, AuditRecord, AuditSink, ClassificationSummary, Outcome, PolicySummary, Trigger,
 };
 use crate::engine::plan::{PlanInput, plan};
 use crate::engine::registry::{Registry, RegistryError};
@@ -51,6 +52,7 @@ pub mod plan;
 pub mod planned;
 pub mod provenance;
 mod read;
+pub mod reconcile;
 pub mod registry;
 pub mod repository_policy;
 pub mod retire;
@@ -66,6 +68,11 @@ use read::Read;
 
 /// Manifests read, by digest.
 type Known = BTreeMap<Digest, RawManifest>;
+
+/// How far back a redelivery reads the trail for an earlier delivery's
+/// checkpoint: a queue redelivers within its visibility timeout times its
+/// receive count, hours at most.
+pub const RECONCILE_LOOKBACK_MS: i64 = 24 * 3600 * 1000;
 
 /// How many times the line runs when the registry keeps changing under it.
 pub const MAX_ROUNDS: u32 = 3;
@@ -212,6 +219,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             }
         };
         record.outcome = outcome;
+        self.reconcile(job, &mut record).await;
         record.is_final = !record.needs_retry();
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         record
@@ -267,6 +275,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .cloned()
                 .chain(the_plan.notes.iter().cloned())
                 .collect();
+            found_in_place(record, &the_plan.in_place, self.attempt);
             if let Some(reason) = the_plan.halted() {
                 return Ok(skipped(reason.code(), reason.to_string()));
             }
@@ -348,6 +357,104 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         }
     }
 
+    /// On a delivery after the first: records the deletions an earlier
+    /// delivery's open checkpoint listed and the registry confirms gone, as
+    /// applied by that delivery (see [`reconcile`]).
+    async fn reconcile(&self, job: &Job, record: &mut AuditRecord) {
+        let (Some(event_id), Some(attempt)) = (&job.event_id, self.attempt) else {
+            return;
+        };
+        if attempt < 2 || matches!(record.outcome, Outcome::Failed(_)) {
+            return;
+        }
+        let since = audit::now_ms().saturating_sub(RECONCILE_LOOKBACK_MS);
+        let earlier = match self.audit.earlier_records(event_id, &job.digest, since).await {
+            Ok(Some(earlier)) => earlier,
+            Ok(None) => {
+                record.notes.push(
+                    "a redelivery: the audit trail cannot be read back here (no audit log group configured), so \
+                     deletions an earlier delivery may have made are not reconciled"
+                        .to_owned(),
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the trail back to reconcile an earlier delivery");
+                record.notes.push(format!(
+                    "a redelivery: deletions an earlier delivery may have made are not reconciled ({e})"
+                ));
+                return;
+            }
+        };
+        let open: Vec<reconcile::PendingDeletion> =
+            reconcile::open_checkpoints(&earlier, event_id, &job.digest, Some(attempt))
+                .into_iter()
+                .filter(|p| {
+                    // What this delivery applied, kept or failed itself says so already.
+                    record
+                        .actions
+                        .iter()
+                        .filter(|a| a.action.target() == p.action.target())
+                        .all(|a| a.outcome == ActionOutcome::Already)
+                })
+                .collect();
+        if open.is_empty() {
+            return;
+        }
+        let digests: Vec<Digest> = open.iter().map(|p| p.action.target().clone()).collect();
+        let now = match self
+            .retry(|| self.registry.describe_images(&job.repository, &digests))
+            .await
+        {
+            Ok(now) => now,
+            Err(e) => {
+                record.notes.push(format!(
+                    "a redelivery: an earlier delivery's checkpoint lists {} deletion(s); they could not be \
+                     confirmed ({e}) and are not counted here",
+                    open.len()
+                ));
+                return;
+            }
+        };
+        let mut confirmed = 0;
+        for p in open {
+            let d = p.action.target();
+            if !matches!(now.get(d), Some(None) | None) {
+                record.notes.push(format!(
+                    "{d} was pending in the checkpoint of delivery {}, and is still there: not deleted",
+                    p.attempt.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                ));
+                continue;
+            }
+            record
+                .actions
+                .retain(|a| !(a.action.target() == d && a.outcome == ActionOutcome::Already));
+            let mut done = ActionRecord::new(p.action.clone(), ActionOutcome::Applied);
+            done.bytes = p.bytes;
+            done.earlier_attempt = p.attempt;
+            record.deleted += 1;
+            record.reclaimed_bytes += p.bytes.unwrap_or(0);
+            record.actions.push(done);
+            confirmed += 1;
+        }
+        if confirmed > 0 {
+            record.notes.push(format!(
+                "{confirmed} deletion(s) applied by an earlier delivery of this event whose final record was not \
+                     written: listed pending in its checkpoint, confirmed gone now"
+            ));
+            if matches!(
+                record.outcome,
+                Outcome::Noop
+                    | Outcome::Skipped {
+                        code: SkipCode::IndexGone,
+                        ..
+                    }
+            ) {
+                record.outcome = Outcome::Remediated;
+            }
+        }
+    }
+
     /// Runs `call` with this engine's retries (see [`retry::retrying`]).
     pub(crate) async fn retry<T, F, Fut>(&self, call: F) -> Result<T, RegistryError>
     where
@@ -368,8 +475,32 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     }
 }
 
+/// Records the writes the plan found already done as `already` (once,
+/// whatever the round), and says who may have made them.
+fn found_in_place(record: &mut AuditRecord, in_place: &[Action], attempt: Option<u32>) {
+    let mut added = 0;
+    for a in in_place {
+        if !record.actions.iter().any(|r| r.action == *a) {
+            record
+                .actions
+                .push(ActionRecord::new(a.clone(), ActionOutcome::Already));
+            added += 1;
+        }
+    }
+    if added > 0 {
+        let by = if attempt.is_some_and(|n| n > 1) {
+            "an earlier delivery of this event, whose record may never have been written"
+        } else {
+            "an earlier handling of this index (or of this event)"
+        };
+        record.notes.push(format!(
+            "{added} write(s) found in place, made before this handling by {by}: recorded as already"
+        ));
+    }
+}
+
 fn overall(actions: &[ActionRecord]) -> Outcome {
-    use crate::engine::audit::{ActionOutcome, Failure};
+    use crate::engine::audit::Failure;
     let failures: Vec<&Failure> = actions
         .iter()
         .filter_map(|a| match &a.outcome {

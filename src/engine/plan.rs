@@ -283,7 +283,19 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             ));
             Some(d)
         }
-        other => return p.halt(SkipReason::Superseded { now: other.cloned() }),
+        other => {
+            // What an earlier handling of this index wrote may still be in
+            // place: its keep tag, its derived tags.
+            let mut earlier = Plan::new(policy);
+            match &target {
+                Target::Tag => derived_tags(&mut earlier, classification, tag, view, policy),
+                Target::Promote(_) | Target::Strip(_) => {
+                    let _ = keep_tag(&mut earlier, tag, idx, view, policy);
+                }
+            }
+            p.in_place = earlier.in_place;
+            return p.halt(SkipReason::Superseded { now: other.cloned() });
+        }
     };
     if from.is_none() || matches!(target, Target::Tag) {
         p.guards.push((tag.clone(), pushed_target.clone()));
@@ -299,13 +311,20 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             if let Err(reason) = keep_tag(&mut p, tag, idx, view, policy) {
                 return p.halt(reason);
             }
-            if let Some(from) = from {
-                p.actions.push(Action::MoveTag {
+            let to = e.digest().clone();
+            match from {
+                Some(from) => p.actions.push(Action::MoveTag {
                     tag: tag.clone(),
                     from: from.clone(),
-                    to: e.digest().clone(),
+                    to,
                     role: TagRole::Pushed,
-                });
+                }),
+                None => p.in_place.push(Action::MoveTag {
+                    tag: tag.clone(),
+                    from: idx.clone(),
+                    to,
+                    role: TagRole::Pushed,
+                }),
             }
         }
         Target::Strip(stripped) => {
@@ -316,12 +335,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             if let Err(reason) = keep_tag(&mut p, tag, idx, view, policy) {
                 return p.halt(reason);
             }
-            if let Some(from) = from {
-                p.actions.push(Action::PutIndex {
-                    tag: tag.clone(),
-                    manifest: stripped.clone(),
-                    replaces: from.clone(),
-                });
+            let (manifest, replaces) = (stripped.clone(), from.unwrap_or(idx).clone());
+            let put = Action::PutIndex {
+                tag: tag.clone(),
+                manifest,
+                replaces,
+            };
+            match from {
+                Some(_) => p.actions.push(put),
+                None => p.in_place.push(put),
             }
         }
     }
@@ -432,7 +454,11 @@ fn set_tag(
         });
     }
     match view.tag_target(tag) {
-        Some(d) if d == digest => {}
+        Some(d) if d == digest => p.in_place.push(Action::AddTag {
+            tag: tag.clone(),
+            digest: digest.clone(),
+            role,
+        }),
         None => p.actions.push(Action::AddTag {
             tag: tag.clone(),
             digest: digest.clone(),

@@ -22,6 +22,12 @@ pub struct Plan {
     pub dry_run: bool,
     /// Writes, in the order they must run.
     pub actions: Vec<Action>,
+    /// Writes this plan would make that the read found already done (a
+    /// redelivered event, or a handling that resumes an earlier one): the
+    /// record lists them as `already`, so the trail accounts for every tag
+    /// this service wrote whatever died before its record was written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_place: Vec<Action>,
     /// Tags that must still point where they did at planning, besides the
     /// ones the writes themselves move (checked right before the writes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -47,6 +53,7 @@ impl Plan {
             requested_mode: policy.mode,
             dry_run: policy.dry_run,
             actions: Vec::new(),
+            in_place: Vec::new(),
             guards: Vec::new(),
             skipped: Vec::new(),
             notes: Vec::new(),

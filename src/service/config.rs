@@ -11,6 +11,10 @@ use crate::service::metrics::{DEFAULT_NAMESPACE, MetricsConfig};
 
 /// Audit bus name or ARN (default: `default`).
 pub const ENV_AUDIT_BUS: &str = "ECR_REMEDIATOR_AUDIT_BUS";
+/// The log group the audit bus's rule delivers records to: a redelivered
+/// event reads an earlier delivery's checkpoint back from it (unset: no
+/// read-back; the `audit` command reads the same variable).
+pub const ENV_AUDIT_LOG_GROUP: &str = "ECR_REMEDIATOR_AUDIT_LOG_GROUP";
 /// Client-side `PutImage` calls per second (default 2).
 pub const ENV_PUT_TPS: &str = "ECR_REMEDIATOR_PUT_TPS";
 /// `PutImage` calls allowed at once before pacing starts (default 4).
@@ -57,6 +61,8 @@ pub struct ServiceConfig {
     pub policies: PolicySet,
     /// The audit bus.
     pub audit_bus: String,
+    /// The log group the audit records reach, when known.
+    pub audit_log_group: Option<String>,
     /// `PutImage` calls per second.
     pub put_tps: f64,
     /// `PutImage` calls allowed at once.
@@ -137,6 +143,7 @@ impl ServiceConfig {
         let policies = load(vars, read_file)?;
         let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
         let audit_bus = get(ENV_AUDIT_BUS).unwrap_or("default").to_owned();
+        let audit_log_group = get(ENV_AUDIT_LOG_GROUP).map(str::to_owned);
         let put_tps = match get(ENV_PUT_TPS) {
             None => DEFAULT_PUT_TPS,
             Some(v) => match v.parse::<f64>() {
@@ -253,6 +260,7 @@ impl ServiceConfig {
             metrics,
             policies,
             audit_bus,
+            audit_log_group,
             put_tps,
             put_burst,
             max_attempts,

@@ -505,17 +505,26 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         }
         let last_delivery = matches!((delivery.attempt, self.max_receive_count), (Some(a), Some(m)) if a >= m);
         record.is_final = !record.needs_retry() || last_delivery;
+        let write = write_with_retries(&self.audit, &record, &self.retry, delivery.deadline).await;
         if self.log_records {
-            println!("{}", log_line(&record));
+            // The log line says what reached the trail: a record that was not
+            // written is not final (the event is delivered again).
+            let mut printed = record.clone();
+            if let Err(e) = &write {
+                printed.is_final = false;
+                printed.notes.push(format!(
+                    "not written to the audit trail ({e}): the event is delivered again"
+                ));
+            }
+            println!("{}", log_line(&printed));
             if let Some(doc) = self
                 .metrics
                 .as_ref()
-                .and_then(|m| emf(&record, m, crate::engine::audit::now_ms()))
+                .and_then(|m| emf(&printed, m, crate::engine::audit::now_ms()))
             {
                 println!("{doc}");
             }
         }
-        let write = write_with_retries(&self.audit, &record, &self.retry, delivery.deadline).await;
         let result = EventResult::Handled {
             outcome: record.outcome.kind(),
             digest: record.index_digest.clone(),

@@ -266,14 +266,14 @@ mod tests {
         let mut r = record(Outcome::Remediated, true);
         r.deleted = 2;
         r.reclaimed_bytes = 1234;
-        r.actions.push(ActionRecord {
-            action: Action::Delete {
+        r.actions.push(ActionRecord::new(
+            Action::Delete {
                 digest: Digest::sha256_of(b"x"),
                 role: DeleteRole::Index,
                 removes_tags: Vec::new(),
             },
-            outcome: ActionOutcome::Applied,
-        });
+            ActionOutcome::Applied,
+        ));
         let doc = emf(&r, &MetricsConfig::default(), 7).unwrap();
         assert!(valid(&doc), "{doc:#}");
         assert_eq!(doc["Outcome"], "remediated");

@@ -35,6 +35,8 @@ pub struct Filter {
     pub action: Option<ActionKind>,
     /// The account the image is in.
     pub account: Option<AccountId>,
+    /// The triggering event's id (or a request's id).
+    pub event_id: Option<String>,
 }
 
 /// An Insights string literal.
@@ -90,6 +92,9 @@ impl Filter {
         if let Some(a) = &self.account {
             lines.push(format!("filter detail.account = {}", quoted(a.as_str())));
         }
+        if let Some(e) = &self.event_id {
+            lines.push(format!("filter detail.event_id = {}", quoted(e)));
+        }
         lines
     }
 
@@ -105,6 +110,7 @@ impl Filter {
                 .is_none_or(|p| text("repository").is_some_and(|r| r.starts_with(p)))
             && eq("tag", self.tag.as_ref().map(ImageTag::as_str))
             && eq("account", self.account.as_ref().map(AccountId::as_str))
+            && eq("event_id", self.event_id.as_deref())
             && self.outcome.is_none_or(|o| text("outcome") == Some(o.as_str()))
             && self.action.is_none_or(|a| {
                 actions(record).any(|act| act.get("action").and_then(Value::as_str) == Some(a.as_str()))

@@ -20,8 +20,7 @@ use ecr_remediator::trail::render;
 
 use crate::flags::word;
 
-/// Where the audit log group is named when neither flag is given.
-const ENV_AUDIT_LOG_GROUP: &str = "ECR_REMEDIATOR_AUDIT_LOG_GROUP";
+use ecr_remediator::service::config::ENV_AUDIT_LOG_GROUP;
 
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
@@ -80,6 +79,9 @@ struct TrailFlags {
     /// Only records of images in this account.
     #[arg(long, global = true, value_name = "ID")]
     account: Option<AccountId>,
+    /// Only records of this event (the EventBridge event id, or a request's id).
+    #[arg(long, global = true, value_name = "ID")]
+    event_id: Option<String>,
     /// At most this many records, newest first (0: all; the window is split past 10,000).
     #[arg(long, global = true, default_value_t = 100, value_name = "N")]
     limit: usize,
@@ -140,6 +142,7 @@ fn filter(flags: &TrailFlags, digest: Option<Digest>) -> Filter {
         outcome: flags.outcome,
         action: flags.action,
         account: flags.account.clone(),
+        event_id: flags.event_id.clone(),
     }
 }
 

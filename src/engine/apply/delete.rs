@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use super::push;
 use crate::engine::action::{Action, DeleteRole};
-use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
+use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
 use crate::engine::registry::{DeleteOutcome, ImageInfo, Registry};
 use crate::engine::{Engine, Job, Known};
 use crate::oci::digest::Digest;
+use crate::oci::manifest::Manifest;
 use crate::oci::names::ImageTag;
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
@@ -17,7 +18,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         // The checkpoint: every deletion is in the trail before it happens.
         let mut checkpoint = record.clone();
         for a in deletes {
-            push(&mut checkpoint.actions, a, ActionOutcome::Pending);
+            let mut pending = ActionRecord::new((*a).clone(), ActionOutcome::Pending);
+            pending.bytes = expected_bytes(a, known);
+            checkpoint.actions.push(pending);
         }
         checkpoint.outcome = Outcome::InProgress;
         checkpoint.is_final = false;
@@ -81,10 +84,13 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     }
                 };
             for a in group {
+                let mut freed = None;
                 let outcome = match results.get(a.target()) {
                     Some(DeleteOutcome::Deleted) => {
+                        let bytes = reclaimed(a, known, &info);
                         record.deleted += 1;
-                        record.reclaimed_bytes += reclaimed(a, known, &info);
+                        record.reclaimed_bytes += bytes;
+                        freed = Some(bytes);
                         ActionOutcome::Applied
                     }
                     Some(DeleteOutcome::NotFound) => ActionOutcome::Already,
@@ -103,10 +109,24 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                         retryable: true,
                     }),
                 };
-                push(&mut record.actions, a, outcome);
+                let mut done = ActionRecord::new(a.clone(), outcome);
+                done.bytes = freed;
+                record.actions.push(done);
             }
         }
     }
+}
+
+/// What a deletion is expected to free, from the manifest read at planning
+/// (the checkpoint says it, so a later delivery that confirms the deletion
+/// can account for it): an index's own length; an image manifest's layers,
+/// which is what ECR reports as its `imageSizeInBytes`.
+fn expected_bytes(action: &Action, known: &Known) -> Option<u64> {
+    let m = known.get(action.target())?;
+    Some(match m.manifest() {
+        Manifest::Index(_) => m.bytes().len() as u64,
+        Manifest::Image(image) => image.layers.iter().map(|l| l.size).sum(),
+    })
 }
 
 /// The storage a deletion frees. For an index, ECR's `imageSizeInBytes` is

@@ -27,14 +27,14 @@ fn outcomes_are_recorded_under_their_kind() {
 #[test]
 fn record_has_schema_and_flattened_outcomes() {
     let mut r = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
-    r.actions.push(ActionRecord {
-        action: Action::Delete {
+    r.actions.push(ActionRecord::new(
+        Action::Delete {
             digest: digest(1),
             role: DeleteRole::Attestation,
             removes_tags: Vec::new(),
         },
-        outcome: ActionOutcome::Skipped { reason: "x".into() },
-    });
+        ActionOutcome::Skipped { reason: "x".into() },
+    ));
     r.outcome = Outcome::Skipped {
         code: crate::engine::skip::SkipCode::Superseded,
         reason: "moved".into(),
@@ -54,14 +54,14 @@ fn record_has_schema_and_flattened_outcomes() {
 fn oversized_records_are_truncated_with_a_marker_not_dropped() {
     let mut r = AuditRecord::new(Trigger::Sweep, Some("team/app"), UNIX_EPOCH);
     for i in 0..5000u32 {
-        r.actions.push(ActionRecord {
-            action: Action::Delete {
+        r.actions.push(ActionRecord::new(
+            Action::Delete {
                 digest: Digest::sha256_of(&i.to_be_bytes()),
                 role: DeleteRole::Attestation,
                 removes_tags: Vec::new(),
             },
-            outcome: ActionOutcome::Applied,
-        });
+            ActionOutcome::Applied,
+        ));
     }
     r.outcome = Outcome::Remediated;
     let full = r.to_json();

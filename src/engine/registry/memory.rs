@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use super::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::usage::InUse;
 use crate::oci::digest::Digest;
-use crate::oci::manifest::RawManifest;
+use crate::oci::manifest::{Manifest, RawManifest};
 use crate::oci::names::{ImageTag, RepositoryName};
 use crate::oci::signature::Referrer;
 
@@ -229,6 +229,23 @@ pub fn store(repo: &mut RepoState, manifest: &RawManifest, tag: Option<&ImageTag
     Ok(())
 }
 
+/// ECR's `imageSizeInBytes`: an image's layers; an index's largest listed manifest.
+fn size_of(repo: &RepoState, m: &RawManifest) -> u64 {
+    match m.manifest() {
+        Manifest::Image(image) => image.layers.iter().map(|l| l.size).sum(),
+        Manifest::Index(index) => index
+            .manifests
+            .iter()
+            .filter_map(|e| repo.images.get(&e.digest))
+            .map(|child| match child.manifest() {
+                Manifest::Image(image) => image.layers.iter().map(|l| l.size).sum(),
+                Manifest::Index(_) => 0,
+            })
+            .max()
+            .unwrap_or(0),
+    }
+}
+
 fn info_of(repo: &RepoState, d: &Digest) -> Option<ImageInfo> {
     let m = repo.images.get(d)?;
     Some(ImageInfo {
@@ -237,7 +254,7 @@ fn info_of(repo: &RepoState, d: &Digest) -> Option<ImageInfo> {
         last_pulled_ms: repo.pulled_at.get(d).copied(),
         media_type: Some(m.media_type().as_str().to_owned()),
         artifact_media_type: None,
-        size_bytes: i64::try_from(m.bytes().len()).ok(),
+        size_bytes: i64::try_from(size_of(repo, m)).ok(),
         subject: m.subject().map(|s| s.digest.clone()),
     })
 }
