@@ -17,26 +17,6 @@ struct Trail {
     other: Pushed,
 }
 
-async fn log_group_rule(group: &str, repos: &[&str]) {
-    aws_sdk_cloudwatchlogs::Client::new(&sdk_config().await)
-        .create_log_group()
-        .log_group_name(group)
-        .send()
-        .await
-        .unwrap();
-    let pattern = serde_json::json!({
-        "source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"],
-        "detail": {"repository": repos}
-    });
-    let name = group.trim_start_matches('/').replace('/', "-");
-    rule_to(
-        &name,
-        &pattern,
-        &format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"),
-    )
-    .await;
-}
-
 /// Two repositories' pushes handled by the worker: a superseded push, a
 /// promotion with deletions, a second image, and a push ECR refuses to
 /// retag (AccessDenied: a failure that is not retried).
@@ -82,14 +62,7 @@ async fn trail() -> Trail {
 }
 
 fn audit(args: &[&str]) -> (i32, String, String) {
-    let mut all = vec!["audit"];
-    all.extend_from_slice(args);
-    let out = cli(&all).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    audit_cli(args)
 }
 
 fn json_lines(out: &str) -> Vec<Value> {
@@ -102,7 +75,15 @@ async fn questions_about_images_are_answered_from_the_trail_the_service_wrote() 
     let g = t.group.as_str();
 
     // Everything about the repository, newest first, as written.
-    let (code, out, err) = audit(&["--log-group", g, "--repository", &t.repo, "--output", "json"]);
+    let (code, out, err) = audit(&[
+        "--log-group",
+        g,
+        "--repository",
+        &t.repo,
+        "--output",
+        "json",
+        "--all-records",
+    ]);
     assert_eq!(code, 0, "{err}");
     let records = json_lines(&out);
     let outcomes: Vec<&str> = records.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
@@ -113,13 +94,23 @@ async fn questions_about_images_are_answered_from_the_trail_the_service_wrote() 
     assert!(records.iter().all(|r| r["schema"] == "ecr-remediator/audit-record"));
 
     // The history of one image, oldest first: the checkpoint, then the record.
-    let (code, out, err) = audit(&["show", &t.remediated.index, "--log-group", g, "--output", "json"]);
-    assert_eq!(code, 0, "{err}");
-    let history = json_lines(&out);
+    let show = |extra: &[&str]| {
+        let mut args = vec!["show", &t.remediated.index, "--log-group", g, "--output", "json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = audit(&args);
+        assert_eq!(code, 0, "{err}");
+        (json_lines(&out), err)
+    };
+    let (history, _) = show(&["--all-records"]);
     let steps: Vec<&str> = history.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
-    assert_eq!(steps, vec!["in_progress", "remediated"], "{out}");
+    assert_eq!(steps, vec!["in_progress", "remediated"], "{history:#?}");
     assert_eq!(history[1]["deleted"], 2, "the index and its attestation");
     assert!(history[1]["reclaimed_bytes"].as_u64().unwrap() > 0);
+    // By default, one history: the final record restates the checkpoint.
+    let (history, err) = show(&[]);
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["outcome"], "remediated");
+    assert!(err.contains("1 checkpoint(s) restated"), "{err}");
 
     // A manifest a record deleted leads to that record.
     let (_, out, _) = audit(&[
@@ -168,6 +159,7 @@ async fn questions_about_images_are_answered_from_the_trail_the_service_wrote() 
         "2",
         "--output",
         "json",
+        "--all-records",
     ]);
     assert_eq!(json_lines(&out).len(), 2, "--limit");
 
@@ -205,7 +197,11 @@ async fn questions_about_images_are_answered_from_the_trail_the_service_wrote() 
         rows[0],
         "time,account,repository,tag,index,outcome,actions,reason,event_id,request_id"
     );
-    assert_eq!(rows.len(), 6);
+    assert_eq!(
+        rows.len(),
+        4,
+        "the header and three handlings (checkpoints folded): {out}"
+    );
 
     // Stats over the window.
     let (code, out, err) = audit(&["stats", "--log-group", g, "--output", "json"]);

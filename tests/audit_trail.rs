@@ -1,7 +1,9 @@
 //! No applied action is ever missing from the audit trail, whatever fails
 //! afterwards: deletions go out only after a checkpoint record listing them
-//! reached the audit bus. Its own test binary: faults on `PutEvents` apply to
-//! the whole emulator, so nothing else may run beside it.
+//! reached the audit bus, and a redelivery records what an earlier delivery
+//! did (writes found in place, deletions its checkpoint listed). One test
+//! function: faults on `PutEvents` apply to the whole emulator, so nothing
+//! else may run beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
@@ -81,4 +83,124 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
     let mut expected = vec![pushed.index.clone(), pushed.attestation().to_owned()];
     expected.sort();
     assert_eq!(deleted_in_trail(&trail), expected);
+
+    redeliveries_account_for_what_an_earlier_delivery_did().await;
+}
+
+fn delivery(attempt: u32) -> Delivery {
+    Delivery {
+        attempt: Some(attempt),
+        ..Delivery::default()
+    }
+}
+
+/// `audit show DIGEST` (one history), as JSON records.
+fn show(group: &str, digest: &str) -> Vec<Value> {
+    let (code, out, err) = audit_cli(&["show", digest, "--log-group", group, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+async fn redeliveries_account_for_what_an_earlier_delivery_did() {
+    let repo = unique("trail-redelivered");
+    create_repository(&repo, false);
+    let group = format!("/test/{}", unique("trail-redelivered"));
+    log_group_rule(&group, &[&repo]).await;
+    let deleting = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
+        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
+    ])
+    .await;
+
+    // 1. Delivery 1 deletes, then its final record fails on every attempt;
+    //    delivery 2 (the trail back) confirms the deletions from delivery 1's
+    //    checkpoint, and `audit show` of each deleted manifest says so.
+    let pushed = push_buildx(&repo, "v1", &["linux/arm64"], "redelivered-1");
+    let event = push_event(&repo, &pushed.index, "v1", OCI_INDEX);
+    put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);
+    assert!(deleting.handle_text(&event, delivery(1)).await.is_err());
+    put_events_faults(&[]);
+    assert_eq!(
+        list(&repo).await.len(),
+        1,
+        "delivery 1 deleted the index and its attestation"
+    );
+    deleting.handle_text(&event, delivery(2)).await.unwrap();
+    for deleted in [pushed.index.as_str(), pushed.attestation()] {
+        let history = show(&group, deleted);
+        let last = history.last().unwrap();
+        assert_eq!(last["attempt"], 2, "{history:#?}");
+        assert_eq!(last["final"], true);
+        assert_eq!(last["outcome"], "remediated", "{last:#}");
+        assert_eq!(last["deleted"], 2, "{last:#}");
+        assert!(last["reclaimed_bytes"].as_u64().unwrap() > 0, "{last:#}");
+        let action = last["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == "delete" && a["digest"] == deleted)
+            .unwrap_or_else(|| panic!("{last:#}"));
+        assert_eq!(action["outcome"], "applied", "{last:#}");
+        assert_eq!(action["earlier_attempt"], 1, "{last:#}");
+    }
+
+    // 2. A write, then the handling dies before its record is written (here:
+    //    every PutEvents fails): the redelivery records the writes it finds
+    //    in place as already.
+    let keeping = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
+    ])
+    .await;
+    let pushed = push_buildx(&repo, "v2", &["linux/arm64"], "redelivered-2");
+    let event = push_event(&repo, &pushed.index, "v2", OCI_INDEX);
+    put_events_faults(&["InternalError"; 4]);
+    assert!(keeping.handle_text(&event, delivery(1)).await.is_err());
+    put_events_faults(&[]);
+    assert_eq!(tags(&repo).await["v2"], pushed.runnable(), "delivery 1 moved v2");
+    keeping.handle_text(&event, delivery(2)).await.unwrap();
+    let history = show(&group, &pushed.index);
+    assert_eq!(history.len(), 1, "{history:#?}");
+    let found: Vec<(&str, &str)> = history[0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![("add_tag", "already"), ("move_tag", "already")],
+        "{history:#?}"
+    );
+
+    // 3. A kill after the record and before the message is deleted: the event
+    //    is delivered again and writes a second final record. `audit` shows
+    //    one history; every record as written with --all-records.
+    let pushed = push_buildx(&repo, "v3", &["linux/arm64"], "redelivered-3");
+    let event = push_event(&repo, &pushed.index, "v3", OCI_INDEX);
+    keeping.handle_text(&event, delivery(1)).await.unwrap();
+    keeping.handle_text(&event, delivery(2)).await.unwrap();
+    let history = show(&group, &pushed.index);
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["outcome"], "remediated");
+    assert_eq!(history[0]["attempt"], 1);
+    let (_, out, _) = audit_cli(&[
+        "show",
+        &pushed.index,
+        "--log-group",
+        &group,
+        "--output",
+        "json",
+        "--all-records",
+    ]);
+    let finals: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["final"] == true)
+        .collect();
+    assert_eq!(finals.len(), 2, "{out}");
+    assert_eq!(finals[1]["outcome"], "noop");
 }

@@ -10,12 +10,14 @@
 //! asynchronous (polled, with progress, until a timeout that stops them).
 //!
 //! [`filter`] builds the queries (pure), [`query`] runs them through the
-//! [`Insights`] trait (its SDK adapter is in `src/aws/logs.rs`), [`render`]
-//! prints tables, CSV and JSON.
+//! [`Insights`] trait (its SDK adapter is in `src/aws/logs.rs`), [`history`]
+//! folds what repeated deliveries repeat (pure), [`render`] prints tables,
+//! CSV and JSON.
 
 use std::future::Future;
 
 pub mod filter;
+pub mod history;
 pub mod query;
 pub mod render;
 

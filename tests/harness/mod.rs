@@ -439,6 +439,40 @@ impl AuditQueue {
     }
 }
 
+/// A log group fed by an audit rule on the default bus (records of `repos`),
+/// as the template wires the stack's audit log group.
+pub async fn log_group_rule(group: &str, repos: &[&str]) {
+    aws_sdk_cloudwatchlogs::Client::new(&sdk_config().await)
+        .create_log_group()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
+    let pattern = serde_json::json!({
+        "source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"],
+        "detail": {"repository": repos}
+    });
+    let name = group.trim_start_matches('/').replace('/', "-");
+    rule_to(
+        &name,
+        &pattern,
+        &format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}"),
+    )
+    .await;
+}
+
+/// Runs `ecr-remediator audit ARGS…` and returns (exit code, stdout, stderr).
+pub fn audit_cli(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["audit"];
+    all.extend_from_slice(args);
+    let out = cli(&all).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Stores a `kind` attachment of `digest` (`notation`, `cosign`,
 /// `referrers-index`; see `ecr_emulator/sign.py`); returns what was stored.
 pub fn attach(repository: &str, digest: &str, kind: &str) -> Value {

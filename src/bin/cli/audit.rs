@@ -16,7 +16,7 @@ use ecr_remediator::time::{parse_duration_s, parse_since};
 use ecr_remediator::trail::QueryStatus;
 use ecr_remediator::trail::filter::{Filter, Order};
 use ecr_remediator::trail::query::{QueryProgress, Runner, Take, Window};
-use ecr_remediator::trail::render;
+use ecr_remediator::trail::{history, render};
 
 use crate::flags::word;
 
@@ -94,6 +94,11 @@ struct TrailFlags {
     /// `table`, `json` (the records as written, one per line) or `csv`.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
+    /// Every record as written: checkpoints their final record restates, and
+    /// repeated deliveries that applied nothing, are otherwise left out
+    /// (one history per event).
+    #[arg(long, global = true)]
+    all_records: bool,
     /// Stop a query still running after this long.
     #[arg(long, global = true, default_value = "5m", value_name = "DURATION", value_parser = parse_duration_s)]
     query_timeout: u64,
@@ -227,7 +232,15 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .records(&insights, &group, window, &filter, take, &mut spinner)
         .await;
     spinner.clear();
-    let found = found?;
+    let found = if flags.all_records {
+        found?
+    } else {
+        let folded = history::fold(found?);
+        if let Some(line) = folded.summary() {
+            eprintln!("{line}");
+        }
+        folded.kept
+    };
     match flags.output {
         Format::Table if found.is_empty() => eprintln!("no audit record matches in {group} over that window"),
         Format::Table => write!(out, "{}", render::table(&found, 60))?,
