@@ -297,6 +297,13 @@ def test_least_privilege(stack: Stack, clients: dict[str, Any]) -> None:
     env = clients["lambda"].get_function_configuration(FunctionName=stack["outputs"]["FunctionName"])["Environment"]["Variables"]
     assert (env["ECR_REMEDIATOR_GRACE_PERIOD"], env["ECR_REMEDIATOR_KEEP_IF_PULLED_WITHIN"]) == ("15m", "30d")
     assert "ECR_REMEDIATOR_QUEUE_URL" in env, "the follow-ups of deferred deletions go on the push queue"
+    # A redelivery reads the event's earlier records back from the audit log group, and only from it.
+    assert env["ECR_REMEDIATOR_AUDIT_LOG_GROUP"] == stack["outputs"]["AuditLogGroupName"]
+    start = next(s for s in statements if "logs:StartQuery" in as_list(s["Action"]))
+    assert as_list(start["Action"]) == ["logs:StartQuery"]
+    assert "*" not in as_list(start["Resource"]), start
+    by_id = next(s for s in statements if "logs:GetQueryResults" in as_list(s["Action"]))
+    assert set(as_list(by_id["Action"])) == {"logs:GetQueryResults", "logs:StopQuery"}, "nothing else on *"
 
 
 def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> None:
