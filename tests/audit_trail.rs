@@ -148,8 +148,8 @@ async fn redeliveries_account_for_what_an_earlier_delivery_did() {
     }
 
     // 2. A write, then the handling dies before its record is written (here:
-    //    every PutEvents fails): the redelivery records the writes it finds
-    //    in place as already.
+    //    every PutEvents after the checkpoint fails): the redelivery records
+    //    the writes it finds in place as already, attributed to delivery 1.
     let keeping = handler(&[
         ("ECR_REMEDIATOR_MODE", "promote"),
         ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
@@ -157,22 +157,33 @@ async fn redeliveries_account_for_what_an_earlier_delivery_did() {
     .await;
     let pushed = push_buildx(&repo, "v2", &["linux/arm64"], "redelivered-2");
     let event = push_event(&repo, &pushed.index, "v2", OCI_INDEX);
-    put_events_faults(&["InternalError"; 4]);
+    put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);
     assert!(keeping.handle_text(&event, delivery(1)).await.is_err());
     put_events_faults(&[]);
     assert_eq!(tags(&repo).await["v2"], pushed.runnable(), "delivery 1 moved v2");
     keeping.handle_text(&event, delivery(2)).await.unwrap();
     let history = show(&group, &pushed.index);
-    assert_eq!(history.len(), 1, "{history:#?}");
-    let found: Vec<(&str, &str)> = history[0]["actions"]
+    let steps: Vec<&str> = history.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        vec!["in_progress", "noop"],
+        "delivery 1's checkpoint, delivery 2's record"
+    );
+    let found: Vec<(&str, &str, &Value)> = history[1]["actions"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["action"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+                &a["earlier_attempt"],
+            )
+        })
         .collect();
     assert_eq!(
         found,
-        vec![("add_tag", "already"), ("move_tag", "already")],
+        vec![("add_tag", "already", &json!(1)), ("move_tag", "already", &json!(1))],
         "{history:#?}"
     );
 

@@ -568,7 +568,11 @@ async fn deletions_wait_for_their_checkpoint_in_the_audit_trail() {
         .filter(|a| a.outcome == ActionOutcome::Pending)
         .map(|a| a.action.target())
         .collect();
-    assert_eq!(pending, vec![p.index.digest(), p.attestation.digest()]);
+    assert_eq!(
+        pending,
+        vec![p.image.digest(), p.index.digest(), p.attestation.digest()],
+        "the move of v7, then the deletions"
+    );
     assert!(!state(&reg).images.contains_key(p.attestation.digest()));
 }
 
@@ -702,6 +706,10 @@ async fn a_redelivery_records_the_writes_an_earlier_delivery_made_as_already() {
         "{:?}",
         again.notes
     );
+    assert!(
+        again.actions.iter().all(|a| a.earlier_attempt == Some(1)),
+        "delivery 1's checkpoint listed them: {again:#?}"
+    );
     assert_eq!(reg.calls().get("PutImage").copied(), puts, "nothing written again");
 
     // A strip's new index, found under the pushed tag, is the same.
@@ -738,6 +746,23 @@ async fn a_superseded_redelivery_still_accounts_for_the_keep_tag_in_place() {
         "v7-index is still on the index: {again:#?}"
     );
     assert_eq!(target(&reg, "v7").as_ref(), Some(newer.index.digest()));
+    // The move of v7 cannot be told from the registry any more: delivery 1's
+    // checkpoint listed it, and the record says it is unconfirmed.
+    let moved = again
+        .actions
+        .iter()
+        .find(|a| a.action.kind().as_str() == "move_tag")
+        .unwrap_or_else(|| panic!("{again:#?}"));
+    assert!(matches!(moved.outcome, ActionOutcome::Unconfirmed { .. }), "{again:#?}");
+    assert_eq!(moved.earlier_attempt, Some(1));
+    assert_eq!(moved.action.target(), p.image.digest());
+    // Without a checkpoint listing it (a first delivery), nothing is claimed.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "c", "v7", &[]);
+    push_buildx(&reg, "d", "v7", &[]);
+    let first = delivery(&reg, &Audit::default(), &set, &job(p.index.digest(), "v7"), 1).await;
+    assert_eq!(code(&first), "superseded");
+    assert!(first.actions.is_empty(), "{first:#?}");
 }
 
 #[tokio::test]

@@ -127,7 +127,7 @@ async fn the_hub_remediates_in_the_member_account_and_one_account_failing_affect
     let t = member_tags(MEMBER_A, &repo_a);
     assert_eq!(t["v1"], runnable_a.as_str(), "v1 promoted in the member account");
     assert_eq!(t["v1-index"], index_a.as_str());
-    let records = audit_a.records().await;
+    let records = audit_a.finals().await;
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["account"], MEMBER_A);
     // Nothing happened in the hub's own account.
@@ -252,7 +252,7 @@ async fn a_member_repository_tag_picks_its_mode_or_opts_it_out() {
     }
     let t = member_tags(MEMBER_A, &promoted);
     assert_eq!(t["v1"], runnable.as_str(), "promoted, as the repository's tag asked");
-    let records = audit.records().await;
+    let records = audit.finals().await;
     assert_eq!(records.len(), 2, "{records:#?}");
     assert_eq!(records[0]["outcome"], "remediated", "{:#}", records[0]);
     assert_eq!(records[0]["policy"]["mode"], "promote");

@@ -35,7 +35,7 @@ async fn the_worker_remediates_pushes_delivered_by_eventbridge_and_ignores_its_o
     let skipped = log.lines().filter(|l| l.contains("event skipped")).count();
     assert_eq!(skipped, 4, "two child pushes and two own retags are skipped:\n{log}");
     assert!(log.contains("worker stopped") && log.contains("\"handled\":5"), "{log}");
-    let records = audit.records().await;
+    let records = audit.finals().await;
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["outcome"], "remediated");
     assert!(
@@ -196,7 +196,7 @@ async fn every_message_of_a_received_batch_stays_invisible_until_handled() {
     );
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
-    let records = audit.records().await;
+    let records = audit.finals().await;
     let mut ids: Vec<&str> = records.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     let before = ids.len();

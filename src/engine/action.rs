@@ -140,6 +140,14 @@ impl Action {
         }
     }
 
+    /// The tag this action writes, if it writes one.
+    pub fn tag(&self) -> Option<&ImageTag> {
+        match self {
+            Action::AddTag { tag, .. } | Action::MoveTag { tag, .. } | Action::PutIndex { tag, .. } => Some(tag),
+            Action::PutReferrer { .. } | Action::Delete { .. } => None,
+        }
+    }
+
     /// True for [`Action::Delete`].
     pub fn is_delete(&self) -> bool {
         matches!(self, Action::Delete { .. })

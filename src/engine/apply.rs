@@ -7,9 +7,11 @@
 //! planning, nothing is written and the engine plans again. A throttled or
 //! failed write is retried only through a fresh check.
 //!
-//! Deletions come after every write landed: a checkpoint record listing them
-//! goes to the audit trail first (no deletion is ever applied without being
-//! in the trail), then their tags are re-read by `imageIds`, then the index
+//! Before anything, a checkpoint record listing every write and deletion of
+//! the round as `pending` goes to the audit trail (nothing is ever applied
+//! without being in the trail; a redelivery reconciles what it lists, see
+//! [`crate::engine::reconcile`]). Deletions come after every write landed:
+//! their tags are re-read by `imageIds`, then the index
 //! is deleted in its own call before its attestations. ECR refuses to delete
 //! a manifest an index in the repository still lists
 //! (`ImageReferencedByManifestList`); that is recorded as kept, not failed.
@@ -98,6 +100,14 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     pub(super) async fn apply(&self, job: &Job, plan: &Plan, known: &Known, record: &mut AuditRecord) -> Applied {
         let writes: Vec<Write<'_>> = plan.actions.iter().filter_map(write_of).collect();
         let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.is_delete()).collect();
+        // Write-ahead: whatever dies after this, the trail says what was
+        // about to happen, and a redelivery reconciles it.
+        if let Err(failure) = self.checkpoint(plan, known, record).await {
+            for a in &plan.actions {
+                push(&mut record.actions, a, ActionOutcome::Failed(failure.clone()));
+            }
+            return Applied::Done;
+        }
         match self.write_all(job, plan, &writes, known, &mut record.actions).await {
             WriteEnd::AllLanded => {}
             WriteEnd::Conflict(why) => return Applied::Conflict(why),

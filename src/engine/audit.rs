@@ -161,6 +161,13 @@ pub enum ActionOutcome {
     Already,
     /// Planned and about to run (only in an `in_progress` checkpoint).
     Pending,
+    /// Pending in an earlier delivery's checkpoint whose final record was
+    /// never written, and no longer in place (a newer push moved the tag
+    /// on): it may or may not have happened; the registry cannot tell.
+    Unconfirmed {
+        /// What was found instead.
+        reason: String,
+    },
     /// Not done, for this reason.
     Skipped {
         /// Why.

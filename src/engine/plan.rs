@@ -286,14 +286,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         other => {
             // What an earlier handling of this index wrote may still be in
             // place: its keep tag, its derived tags.
-            let mut earlier = Plan::new(policy);
-            match &target {
-                Target::Tag => derived_tags(&mut earlier, classification, tag, view, policy),
-                Target::Promote(_) | Target::Strip(_) => {
-                    let _ = keep_tag(&mut earlier, tag, idx, view, policy);
-                }
-            }
-            p.in_place = earlier.in_place;
+            earlier_writes(&mut p, classification, tag, idx, &target, view, policy);
             return p.halt(SkipReason::Superseded { now: other.cloned() });
         }
     };
@@ -384,6 +377,69 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     finish(p, policy)
+}
+
+/// For a superseded push: the writes a handling of it would have made, each
+/// found in place (`in_place`) or moved on since (`moved_on`); never planned.
+fn earlier_writes(
+    p: &mut Plan,
+    classification: &Classification,
+    tag: &ImageTag,
+    idx: &Digest,
+    target: &Target,
+    view: &RepositoryView,
+    policy: &Policy,
+) {
+    let mut writes: Vec<Action> = Vec::new();
+    let keep = |role| {
+        policy
+            .keep_tag
+            .as_ref()
+            .and_then(|k| k.render(tag, None).ok())
+            .map(|keep| Action::AddTag {
+                tag: keep,
+                digest: idx.clone(),
+                role,
+            })
+    };
+    match target {
+        Target::Tag => {
+            for e in runnables(classification) {
+                if let Some(t) = platform_of(e).and_then(|pl| policy.tag_template.render(tag, Some(pl)).ok())
+                    && t != *tag
+                {
+                    writes.push(Action::AddTag {
+                        tag: t,
+                        digest: e.digest().clone(),
+                        role: TagRole::Derived,
+                    });
+                }
+            }
+        }
+        Target::Promote(e) => {
+            writes.extend(keep(TagRole::Keep));
+            writes.push(Action::MoveTag {
+                tag: tag.clone(),
+                from: idx.clone(),
+                to: e.digest().clone(),
+                role: TagRole::Pushed,
+            });
+        }
+        Target::Strip(stripped) => {
+            writes.extend(keep(TagRole::Keep));
+            writes.push(Action::PutIndex {
+                tag: tag.clone(),
+                manifest: stripped.clone(),
+                replaces: idx.clone(),
+            });
+        }
+    }
+    for w in writes {
+        match w.tag() {
+            Some(t) if view.tag_target(t) == Some(w.target()) => p.in_place.push(w),
+            _ => p.moved_on.push(w),
+        }
+    }
 }
 
 /// What the signature gate decided about moving the pushed tag.

@@ -1,23 +1,26 @@
 //! A redelivered event reconciles what an earlier delivery left in the trail.
 //!
-//! Deletions go out only after a checkpoint record listing them reached the
-//! trail (`in_progress`, each deletion `pending`). When the delivery that
-//! wrote it dies, or cannot write its final record, before the message is
-//! deleted, the queue delivers the event again; that delivery finds the
-//! deleted manifests gone and would say nothing about them. So, on a
-//! delivery after the first, the engine reads the event's earlier records
-//! back from the trail ([`crate::engine::audit::AuditSink::earlier_records`]),
-//! takes each checkpoint no record of the same delivery closed
-//! ([`open_checkpoints`], pure), confirms each pending deletion against the
-//! registry (gone now), and records it as applied by that delivery
-//! (`earlier_attempt`), with `deleted` and `reclaimed_bytes` counting it.
+//! Writes and deletions go out only after a checkpoint record listing them
+//! reached the trail (`in_progress`, each action `pending`). When the
+//! delivery that wrote it dies, or cannot write its final record, before the
+//! message is deleted, the queue delivers the event again; that delivery
+//! finds the work done and would not say who did it. So, on a delivery after
+//! the first, the engine reads the event's earlier records back from the
+//! trail ([`crate::engine::audit::AuditSink::earlier_records`]), takes each
+//! checkpoint no record of the same delivery closed ([`open_checkpoints`],
+//! pure), and:
 //!
-//! What "confirmed" means: the checkpoint says the deletion was about to
-//! happen and the manifest is gone now. Nothing else deletes by digest in
-//! the window between them, unless someone else deletes the same manifest
-//! then: the record says "confirmed gone", never more.
-
-use std::collections::BTreeMap;
+//! - a pending deletion whose manifest is gone now is recorded as applied by
+//!   that delivery (`earlier_attempt`), `deleted` and `reclaimed_bytes`
+//!   counting it;
+//! - a pending write found in place (`already`) is attributed to it;
+//! - a pending write no longer in place because a newer push moved the tag
+//!   on is recorded as `unconfirmed`: the registry cannot tell whether it
+//!   happened.
+//!
+//! What "confirmed" means: the checkpoint says the action was about to
+//! happen and its effect is there now. Someone else doing the same thing in
+//! between cannot be told apart: the record says "confirmed", never more.
 
 use serde_json::Value;
 
@@ -25,17 +28,53 @@ use crate::engine::action::{Action, DeleteRole};
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
 
-/// A deletion an earlier delivery's checkpoint listed as pending.
+/// What an earlier delivery's checkpoint listed as pending.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingDeletion {
-    /// The deletion, as planned.
-    pub action: Action,
-    /// What it was expected to free.
-    pub bytes: Option<u64>,
+pub enum Pending {
+    /// A deletion, as planned, with what it was expected to free.
+    Deletion {
+        /// The deletion.
+        action: Action,
+        /// What it was expected to free.
+        bytes: Option<u64>,
+    },
+    /// A tag write: the tag and the image it was to point at.
+    Write {
+        /// The tag.
+        tag: ImageTag,
+        /// Where it was to point.
+        target: Digest,
+    },
+}
+
+/// One pending action of an open checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAction {
+    /// What.
+    pub pending: Pending,
     /// The delivery attempt whose checkpoint listed it (the latest, when
-    /// several did: an earlier one that deleted it would have left nothing
-    /// for a later one to plan).
+    /// several did: an earlier one that did it would have left nothing for a
+    /// later one to plan).
     pub attempt: Option<u32>,
+}
+
+impl PendingAction {
+    /// What identifies it among the pending actions.
+    fn key(&self) -> (Option<&ImageTag>, &Digest) {
+        match &self.pending {
+            Pending::Deletion { action, .. } => (None, action.target()),
+            Pending::Write { tag, target } => (Some(tag), target),
+        }
+    }
+
+    /// True when `action` is this pending one (a write: the same tag to the
+    /// same image, added or moved; a deletion: of the same image).
+    pub fn is(&self, action: &Action) -> bool {
+        match &self.pending {
+            Pending::Deletion { action: a, .. } => action.is_delete() && a.target() == action.target(),
+            Pending::Write { tag, target } => action.tag() == Some(tag) && action.target() == target,
+        }
+    }
 }
 
 fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
@@ -62,44 +101,52 @@ fn role(s: &str) -> Option<DeleteRole> {
     })
 }
 
-/// One pending deletion of a checkpoint, or None when the entry is not one
+/// One pending action of a checkpoint, or None when the entry is not one
 /// (or names something this version cannot read: it is then left alone).
-fn pending(a: &Value, attempt: Option<u32>) -> Option<PendingDeletion> {
-    if text(a, "action") != Some("delete") || text(a, "outcome") != Some("pending") {
+fn pending(a: &Value, attempt: Option<u32>) -> Option<PendingAction> {
+    if text(a, "outcome") != Some("pending") {
         return None;
     }
-    let digest = Digest::parse(text(a, "digest")?).ok()?;
-    let role = role(text(a, "role")?)?;
-    let removes_tags = match a.get("removes_tags") {
-        None => Vec::new(),
-        Some(tags) => tags
-            .as_array()?
-            .iter()
-            .map(|t| t.as_str().and_then(|t| ImageTag::parse(t).ok()))
-            .collect::<Option<Vec<_>>>()?,
-    };
-    Some(PendingDeletion {
-        action: Action::Delete {
-            digest,
-            role,
-            removes_tags,
+    let digest = |k: &str| text(a, k).and_then(|d| Digest::parse(d).ok());
+    let pending = match text(a, "action")? {
+        "delete" => {
+            let role = role(text(a, "role")?)?;
+            let removes_tags = match a.get("removes_tags") {
+                None => Vec::new(),
+                Some(tags) => tags
+                    .as_array()?
+                    .iter()
+                    .map(|t| t.as_str().and_then(|t| ImageTag::parse(t).ok()))
+                    .collect::<Option<Vec<_>>>()?,
+            };
+            Pending::Deletion {
+                action: Action::Delete {
+                    digest: digest("digest")?,
+                    role,
+                    removes_tags,
+                },
+                bytes: a.get("bytes").and_then(Value::as_u64),
+            }
+        }
+        "add_tag" | "put_index" => Pending::Write {
+            tag: ImageTag::parse(text(a, "tag")?).ok()?,
+            target: digest("digest")?,
         },
-        bytes: a.get("bytes").and_then(Value::as_u64),
-        attempt,
-    })
+        "move_tag" => Pending::Write {
+            tag: ImageTag::parse(text(a, "tag")?).ok()?,
+            target: digest("to")?,
+        },
+        _ => return None,
+    };
+    Some(PendingAction { pending, attempt })
 }
 
-/// The deletions pending in the checkpoints of `event_id`'s handling of
+/// The actions pending in the checkpoints of `event_id`'s handling of
 /// `index` that no later record of the same delivery closed, each once
 /// (attributed to the latest such checkpoint), from `records` as written
 /// (oldest first or not: the order does not matter). Records of other
 /// events or indexes, and of the delivery `current`, are ignored.
-pub fn open_checkpoints(
-    records: &[Value],
-    event_id: &str,
-    index: &Digest,
-    current: Option<u32>,
-) -> Vec<PendingDeletion> {
+pub fn open_checkpoints(records: &[Value], event_id: &str, index: &Digest, current: Option<u32>) -> Vec<PendingAction> {
     let index = index.to_string();
     let ours: Vec<&Value> = records
         .iter()
@@ -111,7 +158,7 @@ pub fn open_checkpoints(
         .filter(|r| text(r, "outcome") != Some("in_progress"))
         .map(|r| delivery_of(r))
         .collect();
-    let mut out: BTreeMap<Digest, PendingDeletion> = BTreeMap::new();
+    let mut out: Vec<PendingAction> = Vec::new();
     for r in &ours {
         if text(r, "outcome") != Some("in_progress") || closed.contains(&delivery_of(r)) {
             continue;
@@ -119,16 +166,14 @@ pub fn open_checkpoints(
         let attempt = attempt_of(r);
         for a in r.get("actions").and_then(Value::as_array).into_iter().flatten() {
             let Some(p) = pending(a, attempt) else { continue };
-            let d = p.action.target().clone();
-            match out.get(&d) {
+            match out.iter_mut().find(|seen| seen.key() == p.key()) {
                 Some(seen) if seen.attempt >= attempt => {}
-                _ => {
-                    out.insert(d, p);
-                }
+                Some(seen) => *seen = p,
+                None => out.push(p),
             }
         }
     }
-    out.into_values().collect()
+    out
 }
 
 #[cfg(test)]
@@ -160,10 +205,13 @@ mod tests {
     fn a_checkpoint_without_its_final_record_is_open() {
         let records = vec![checkpoint(1, "r1", &[(d(0), "index"), (d(1), "attestation")])];
         let open = open_checkpoints(&records, "e1", &d(0), Some(2));
-        let digests: Vec<&Digest> = open.iter().map(|p| p.action.target()).collect();
+        let digests: Vec<&Digest> = open.iter().map(|p| p.key().1).collect();
         assert_eq!(digests.len(), 2);
         assert!(digests.contains(&&d(0)) && digests.contains(&&d(1)));
-        assert!(open.iter().all(|p| p.attempt == Some(1) && p.bytes == Some(10)));
+        assert!(
+            open.iter()
+                .all(|p| p.attempt == Some(1) && matches!(p.pending, Pending::Deletion { bytes: Some(10), .. }))
+        );
     }
 
     #[test]
@@ -197,14 +245,32 @@ mod tests {
     }
 
     #[test]
-    fn entries_that_are_not_pending_deletions_are_skipped() {
+    fn pending_writes_are_read_and_unreadable_entries_skipped() {
         let mut r = checkpoint(1, "r1", &[(d(1), "attestation"), (d(2), "no_such_role")]);
-        r["actions"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"action": "move_tag", "tag": "v1", "outcome": "pending"}));
+        let actions = r["actions"].as_array_mut().unwrap();
+        actions.push(json!({"action": "move_tag", "tag": "v1", "from": d(0).to_string(), "to": d(3).to_string(), "outcome": "pending"}));
+        actions.push(json!({"action": "add_tag", "tag": "v1-index", "digest": d(0).to_string(), "outcome": "pending"}));
+        actions.push(json!({"action": "move_tag", "tag": "v1", "outcome": "pending"}));
+        actions.push(json!({"action": "add_tag", "tag": "v2", "digest": d(5).to_string(), "outcome": "applied"}));
         let open = open_checkpoints(&[r], "e1", &d(0), Some(2));
-        assert_eq!(open.len(), 1);
-        assert_eq!(open[0].action.target(), &d(1));
+        let keys: Vec<(Option<&str>, &Digest)> = open
+            .iter()
+            .map(|p| (p.key().0.map(ImageTag::as_str), p.key().1))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![(None, &d(1)), (Some("v1"), &d(3)), (Some("v1-index"), &d(0))]
+        );
+        let moved = Action::MoveTag {
+            tag: ImageTag::parse("v1").unwrap(),
+            from: d(9),
+            to: d(3),
+            role: crate::engine::action::TagRole::Pushed,
+        };
+        assert!(
+            open[1].is(&moved),
+            "the same tag to the same image, whatever it moved from"
+        );
+        assert!(!open[2].is(&moved));
     }
 }

@@ -408,6 +408,16 @@ impl AuditQueue {
         }
     }
 
+    /// The records delivered so far without the checkpoints (`in_progress`)
+    /// each handling writes before its first write or deletion.
+    pub async fn finals(&self) -> Vec<Value> {
+        self.records()
+            .await
+            .into_iter()
+            .filter(|r| r["outcome"] != "in_progress")
+            .collect()
+    }
+
     /// Every audit record delivered so far (the `detail` of each event).
     pub async fn records(&self) -> Vec<Value> {
         let mut out = Vec::new();

@@ -120,10 +120,17 @@ def check(world: World) -> tuple[list[str], dict[str, Any]]:
         if policy.keep and tags[repo].get(f"{tag}-index") != p.index:
             violations.append(f"{repo}:{tag} was moved but {tag}-index is {tags[repo].get(f'{tag}-index')}, not {p.index}")
 
-    # 4. Every push ends with exactly one final audit record.
+    # 4. Every push ends with exactly one final audit record, once repeated
+    #    deliveries are folded: a delivery cut after its final record and
+    #    before its message was deleted comes again and writes a second final
+    #    record that applies nothing (at-least-once delivery).
     finals: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in world.records:
+    repeats = 0
+    for r in sorted(world.records, key=lambda r: r.get("attempt") or 0):
         if r.get("final") and r.get("index_digest"):
+            if finals[r["index_digest"]] and _applied_nothing(r):
+                repeats += 1
+                continue
             finals[r["index_digest"]].append(r)
     for p in world.pushes:
         got = finals.get(p.index, [])
@@ -131,16 +138,40 @@ def check(world: World) -> tuple[list[str], dict[str, Any]]:
             outcomes = [(r.get("outcome"), r.get("code"), r.get("attempt")) for r in got]
             violations.append(f"{p.repository}:{p.tag} push #{p.seq} {p.index}: {len(got)} final records {outcomes}")
 
-    # 5. Every applied deletion is in the audit trail.
+    # 5. Every deleted manifest has an applied deletion in the audit trail
+    #    (a checkpoint's pending one is not enough: the trail must say it happened).
     in_trail = {
         (r.get("repository"), a.get("digest"))
         for r in world.records
         for a in r.get("actions") or []
-        if a.get("action") == "delete" and a.get("outcome") in ("pending", "applied")
+        if a.get("action") == "delete" and a.get("outcome") == "applied"
     }
     for e in deletes:
         if (e["repository-name"], e["image-digest"]) not in in_trail:
-            violations.append(f"{e['repository-name']}: deletion of {e['image-digest']} is not in the audit trail")
+            violations.append(f"{e['repository-name']}: deletion of {e['image-digest']} is not in the audit trail as applied")
+
+    # 8. Every tag the service wrote (each PUSH the registry saw that the pusher
+    #    did not make) is in the audit trail as applied or already, or, when a
+    #    newer push moved the tag on before a cut delivery's redelivery, as
+    #    unconfirmed (listed pending in that delivery's checkpoint).
+    pusher_made = {(p.repository, p.tag, p.index) for p in world.pushes}
+    written: dict[tuple[str, str, str], str] = {}
+    for r in world.records:
+        for a in r.get("actions") or []:
+            if a.get("action") in ("add_tag", "move_tag", "put_index") and a.get("outcome") in ("applied", "already", "unconfirmed"):
+                key = (r.get("repository"), a.get("tag"), a.get("to") or a.get("digest"))
+                if written.get(key) != "applied":
+                    written[key] = a["outcome"]
+    tag_writes = [
+        e
+        for e in world.ecr_events
+        if e.get("action-type") == "PUSH"
+        and e.get("image-tag")
+        and (e["repository-name"], e["image-tag"], e["image-digest"]) not in pusher_made
+    ]
+    for e in tag_writes:
+        if (e["repository-name"], e["image-tag"], e["image-digest"]) not in written:
+            violations.append(f"{e['repository-name']}: the write of {e['image-tag']} -> {e['image-digest']} is not in the audit trail")
 
     # 6. Under provenance = referrers, no attestation is deleted without a copy
     #    of it (same layers) attached to the image it describes.
@@ -175,8 +206,23 @@ def check(world: World) -> tuple[list[str], dict[str, Any]]:
                         violations.append(f"{repo}: {named} deleted, but its companion tag {t} is left")
 
     figures = _figures(world, deletes, finals)
+    figures["repeated_final_records_folded"] = repeats
+    figures["service_tag_writes"] = len(tag_writes)
+    figures["tag_writes_by_trail_outcome"] = {
+        o: sum(1 for e in tag_writes if written.get((e["repository-name"], e["image-tag"], e["image-digest"])) == o)
+        for o in ("applied", "already", "unconfirmed")
+    }
+    figures["deletions_applied_by_an_earlier_delivery"] = sum(
+        1 for r in world.records for a in r.get("actions") or [] if a.get("action") == "delete" and a.get("earlier_attempt")
+    )
     figures["manifests_with_subject"] = sum(1 for images in world.images.values() for _, doc in images.values() if doc.get("subject"))
     return violations, figures
+
+
+def _applied_nothing(r: dict[str, Any]) -> bool:
+    """A final record that applied nothing (a repeated delivery finding everything done)."""
+    applied = any(a.get("outcome") == "applied" for a in r.get("actions") or [])
+    return not applied and not r.get("deleted") and r.get("outcome") in ("noop", "skipped")
 
 
 def _made_from(target: str, p: Push, policy: Policy, images: dict[str, tuple[list[str], dict[str, Any]]]) -> bool:

@@ -13,8 +13,13 @@ processes. Faults hit only the service's own calls (User-Agent
 every ECR operation it uses, 10 % failing ``PutEvents``. The pusher makes at
 least ``--pushes`` pushes over at least ``--minutes`` minutes: bursts of one
 tag, several platforms, both attestation formats, SBOMs, SOCI indexes,
-signatures, nested indexes. When the queue is drained the workers stop and
-``checker.py`` verifies the final registry and the audit trail.
+signatures, nested indexes. With ``--crash``, one worker at a time is
+SIGKILLed at a random moment every 6-20 s while pushes go on, and restarted
+(a handling cut anywhere: before, between or after its writes, deletions and
+records). When the queue is drained the workers stop and ``checker.py``
+verifies the final registry and the audit trail: records reach both the
+audit queue (what the checker reads) and an audit log group the workers read
+back when an event is delivered again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -81,6 +87,7 @@ ORGANIZATION = "o-emulator01"
 SERVICE_FAULTS = {"errors": {"ThrottlingException": 0.3, "ServerException": 0.1}, "latency_ms_max": 300, "user_agent": "aws-sdk-rust"}
 AUDIT_FAULTS = {"errors": {"InternalError": 0.1}, "user_agent": "aws-sdk-rust"}
 MAX_RECEIVE_COUNT = 5
+AUDIT_LOG_GROUP = "/soak/audit"
 
 
 def policy_toml() -> str:
@@ -101,7 +108,7 @@ def policy_toml() -> str:
 
 def clients(url: str) -> dict[str, Any]:
     args = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return {name: boto3.client(name, **args) for name in ("ecr", "sqs", "events")}
+    return {name: boto3.client(name, **args) for name in ("ecr", "sqs", "events", "logs")}
 
 
 def wire_member(url: str, hub: dict[str, Any], work_queue_arn: str) -> dict[str, Any]:
@@ -169,6 +176,11 @@ def wire(c: dict[str, Any]) -> tuple[str, str, str]:
     ):
         events.put_rule(Name=rule, EventPattern=json.dumps(pat))
         events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": f"arn:aws:sqs:us-east-1:123456789012:{queue}"}])
+    # The stack's audit log group, which a redelivered event reads back.
+    c["logs"].create_log_group(logGroupName=AUDIT_LOG_GROUP)
+    events.put_targets(
+        Rule="soak-audit", Targets=[{"Id": "logs", "Arn": f"arn:aws:logs:us-east-1:123456789012:log-group:{AUDIT_LOG_GROUP}"}]
+    )
     return work, dlq, audit
 
 
@@ -316,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("target/soak.json"))
+    parser.add_argument("--crash", action="store_true", help="SIGKILL a worker every 6-20 s while pushing, and restart it")
+    parser.add_argument("--put-events-failures", type=float, default=0.1, help="share of failing PutEvents calls (default 0.1)")
     args = parser.parse_args(argv)
     if not args.binary.is_file():
         parser.error(f"{args.binary} not found: cargo build --release first (make soak does)")
@@ -344,27 +358,47 @@ def main(argv: list[str] | None = None) -> int:
             "ECR_REMEDIATOR_MEMBER_ROLE": "ecr-remediator-member",
             "ECR_REMEDIATOR_EXTERNAL_ID": EXTERNAL_ID,
             "ECR_REMEDIATOR_ACCOUNT_ID": "123456789012",
+            "ECR_REMEDIATOR_AUDIT_LOG_GROUP": AUDIT_LOG_GROUP,
             "RUST_LOG": "info",
         }
         for op in ("BatchGetImage", "PutImage", "DescribeImages", "BatchDeleteImage", "ListImageReferrers", "ListTagsForResource"):
             emu.control.fault(f"ecr:{op}", **SERVICE_FAULTS, seed=args.seed)
-        emu.control.fault("events:PutEvents", **AUDIT_FAULTS, seed=args.seed)
-        log_files = []
-        for n in range(args.workers):
-            log = logs / f"worker-{n}.log"
-            log_files.append(log)
-            workers.append(
-                subprocess.Popen(
-                    [str(args.binary), "serve", "--queue-url", work, "--wait", "5", "--visibility-timeout", "30"],
-                    env=env,
-                    stdout=log.open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
+        audit_faults = AUDIT_FAULTS | {"errors": {"InternalError": args.put_events_failures}}
+        emu.control.fault("events:PutEvents", **audit_faults, seed=args.seed)
+        log_files = [logs / f"worker-{n}.log" for n in range(args.workers)]
+
+        def start_worker(n: int) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [str(args.binary), "serve", "--queue-url", work, "--wait", "5", "--visibility-timeout", "30"],
+                env=env,
+                stdout=log_files[n].open("ab"),
+                stderr=subprocess.STDOUT,
             )
-        print(f"soak: {args.pushes}+ pushes over {args.minutes}+ min, {args.workers} workers, logs in {logs}", file=sys.stderr)
+
+        workers.extend(start_worker(n) for n in range(args.workers))
+        crashing = threading.Event()
+        kills: list[float] = []
+
+        def killer() -> None:
+            chaos = random.Random(args.seed + 1)
+            while not crashing.wait(chaos.uniform(6, 20)):
+                n = chaos.randrange(len(workers))
+                workers[n].kill()
+                workers[n].wait(30)
+                kills.append(time.monotonic())
+                workers[n] = start_worker(n)
+
+        mode = ", a worker killed every 6-20 s" if args.crash else ""
+        print(f"soak: {args.pushes}+ pushes over {args.minutes}+ min, {args.workers} workers{mode}, logs in {logs}", file=sys.stderr)
         started = time.monotonic()
+        chaos_thread = threading.Thread(target=killer, daemon=True)
+        if args.crash:
+            chaos_thread.start()
         pushes = pusher(ecr_of, args, rng)
         pushed_for = time.monotonic() - started
+        crashing.set()
+        if args.crash:
+            chaos_thread.join()
         print("  waiting for the queue to drain", file=sys.stderr)
         quiet, deadline = 0, time.monotonic() + 900
         while quiet < 3 and time.monotonic() < deadline:
@@ -403,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         "precondition_window": windows(log_files),
         "cross_account_deliveries": len(emu_deliveries.get("delivered", [])),
         "cross_account_refusals": len(emu_deliveries.get("failed", [])),
+        "workers_killed": len(kills),
+        "put_events_failure_rate": args.put_events_failures,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"figures": figures, "violations": violations, "pushes": [asdict(p) for p in pushes]}, indent=1))

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::push;
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
+use crate::engine::planned::Plan;
 use crate::engine::registry::{DeleteOutcome, ImageInfo, Registry};
 use crate::engine::{Engine, Job, Known};
 use crate::oci::digest::Digest;
@@ -13,28 +14,31 @@ use crate::oci::manifest::Manifest;
 use crate::oci::names::ImageTag;
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
-    pub(super) async fn delete_all(&self, job: &Job, deletes: &[&Action], known: &Known, record: &mut AuditRecord) {
-        let repo = &job.repository;
-        // The checkpoint: every deletion is in the trail before it happens.
+    /// Writes the round's checkpoint: every write and deletion of `plan`,
+    /// `pending`, in the trail before the first of them happens (a deletion
+    /// with what it is expected to free). An error: nothing may happen.
+    pub(super) async fn checkpoint(&self, plan: &Plan, known: &Known, record: &AuditRecord) -> Result<(), Failure> {
         let mut checkpoint = record.clone();
-        for a in deletes {
-            let mut pending = ActionRecord::new((*a).clone(), ActionOutcome::Pending);
-            pending.bytes = expected_bytes(a, known);
+        for a in &plan.actions {
+            let mut pending = ActionRecord::new(a.clone(), ActionOutcome::Pending);
+            if a.is_delete() {
+                pending.bytes = expected_bytes(a, known);
+            }
             checkpoint.actions.push(pending);
         }
         checkpoint.outcome = Outcome::InProgress;
         checkpoint.is_final = false;
-        if let Err(e) = write_with_retries(self.audit, &checkpoint, &self.retry, self.deadline).await {
-            let failure = Failure {
+        write_with_retries(self.audit, &checkpoint, &self.retry, self.deadline)
+            .await
+            .map_err(|e| Failure {
                 code: "AuditUnavailable".to_owned(),
-                error: format!("deletions not attempted: their checkpoint record could not be written: {e}"),
+                error: format!("not attempted: the checkpoint record listing it could not be written: {e}"),
                 retryable: true,
-            };
-            for a in deletes {
-                push(&mut record.actions, a, ActionOutcome::Failed(failure.clone()));
-            }
-            return;
-        }
+            })
+    }
+
+    pub(super) async fn delete_all(&self, job: &Job, deletes: &[&Action], known: &Known, record: &mut AuditRecord) {
+        let repo = &job.repository;
         let digests: Vec<Digest> = deletes.iter().map(|a| a.target().clone()).collect();
         let info = match self.retry(|| self.registry.describe_images(repo, &digests)).await {
             Ok(info) => info,
