@@ -127,10 +127,11 @@ bench: venv release ## ECR calls and peak RSS per push at 0/1,000/10,000 images;
 
 SOAK_PUSHES ?= 1000
 SOAK_MINUTES ?= 10
+SOAK_FLAGS ?=
 .PHONY: soak
 soak: venv release ## 1,000+ pushes over 10+ min through 2 serve workers under faults, then an independent check (not in make test)
 	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/soak.py --binary target/release/ecr-remediator \
-	  --pushes $(SOAK_PUSHES) --minutes $(SOAK_MINUTES)
+	  --pushes $(SOAK_PUSHES) --minutes $(SOAK_MINUTES) $(SOAK_FLAGS)
 
 .PHONY: doc
 doc: ## Build the docs, warnings are errors

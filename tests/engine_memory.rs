@@ -842,14 +842,19 @@ async fn dry_run_plans_and_records_but_writes_nothing() {
     let p = push_buildx(&reg, "a", "v7", &[]);
     let mut set = policies(Mode::Promote, true, false);
     set.default.dry_run = true;
-    let record = handle(&reg, &set, &job(p.index.digest(), "v7")).await;
-    assert_eq!(record.outcome, Outcome::Noop);
-    assert!(record.actions.is_empty());
+    let audit = Audit::default();
+    let record = run(&reg, &audit, &set, &job(p.index.digest(), "v7")).await;
+    assert_eq!(record.outcome, Outcome::Planned);
+    let planned: Vec<&str> = record
+        .actions
+        .iter()
+        .filter(|a| a.outcome == ActionOutcome::Planned)
+        .map(|a| a.action.kind().as_str())
+        .collect();
+    assert_eq!(planned, vec!["move_tag", "delete", "delete"], "{record:#?}");
     assert!(
-        record
-            .skipped
-            .iter()
-            .any(|s| matches!(&s.action, Some(Action::MoveTag { .. })))
+        audit.records.lock().unwrap().is_empty(),
+        "no checkpoint: nothing will happen"
     );
     assert_eq!(reg.calls().get("PutImage"), None);
     assert_eq!(reg.calls().get("BatchDeleteImage"), None);
@@ -1047,11 +1052,12 @@ async fn cleanup_deletes_an_orphaned_attestation_but_never_a_listed_attached_or_
     let mut dry = policies(Mode::Strip, true, true);
     dry.default.dry_run = true;
     let r = handle(&reg, &dry, &cleanup_job(orphan.digest(), 0)).await;
-    assert_eq!(r.outcome, Outcome::Noop, "{r:#?}");
+    assert_eq!(r.outcome, Outcome::Planned, "{r:#?}");
     assert!(
-        r.skipped
+        r.actions
             .iter()
-            .any(|s| s.action.as_ref().is_some_and(Action::is_delete))
+            .any(|a| a.action.is_delete() && a.outcome == ActionOutcome::Planned && a.bytes == Some(100)),
+        "{r:#?}"
     );
     assert!(state(&reg).images.contains_key(orphan.digest()));
 }
@@ -1416,5 +1422,152 @@ mod golden {
         let got = h.audit.records.lock().unwrap().clone();
         assert_eq!(got.len(), 3, "{got:#?}");
         check("refused", &got);
+    }
+}
+
+/// The dry run is a promise: over generated registries (modes, keep tag,
+/// deletion, one to three platforms, earlier pushes of the same tags handled
+/// or not), a dry run writes nothing, and the real run on the same registry
+/// then attempts exactly the actions the dry run planned.
+mod dry_run_equals_the_real_run {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        mode: Mode,
+        keep: bool,
+        delete: bool,
+        /// Each push: (tag number, platforms, handled for real before the last).
+        pushes: Vec<(u8, usize, bool)>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            prop::sample::select(vec![Mode::Tag, Mode::Promote, Mode::Strip]),
+            any::<bool>(),
+            any::<bool>(),
+            prop::collection::vec((0u8..3, 1usize..4, any::<bool>()), 1..6),
+        )
+            .prop_map(|(mode, keep, delete, pushes)| Case {
+                mode,
+                keep,
+                delete,
+                pushes,
+            })
+    }
+
+    /// A buildx index of `platforms` images, each with its attestation.
+    fn push_platforms(reg: &MemoryRegistry, salt: &str, pushed_tag: &str, platforms: usize) -> Digest {
+        let arches = ["arm64", "amd64", "riscv64"];
+        let mut entries = Vec::new();
+        for arch in arches.iter().take(platforms) {
+            let img = image(&format!("{salt}-{arch}"));
+            let att = attestation(&format!("{salt}-{arch}"));
+            reg.push(&repo(), &img, None).unwrap();
+            reg.push(&repo(), &att, None).unwrap();
+            entries.push(entry(&img, Some(("linux", arch))));
+            entries.push(attestation_entry(&att, &img));
+        }
+        let index = raw(
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}),
+        );
+        reg.push(&repo(), &index, Some(&tag(pushed_tag))).unwrap();
+        index.digest().clone()
+    }
+
+    fn set(c: &Case, dry_run: bool) -> PolicySet {
+        let mut vars = BTreeMap::new();
+        vars.insert("ECR_REMEDIATOR_MODE".to_owned(), c.mode.as_str().to_owned());
+        vars.insert("ECR_REMEDIATOR_DELETE_ORPHANS".to_owned(), c.delete.to_string());
+        vars.insert("ECR_REMEDIATOR_GRACE_PERIOD".to_owned(), "0s".to_owned());
+        vars.insert("ECR_REMEDIATOR_DRY_RUN".to_owned(), dry_run.to_string());
+        if !c.keep {
+            vars.insert("ECR_REMEDIATOR_KEEP_TAG".to_owned(), "false".to_owned());
+        }
+        PolicySet::from_env_vars(&vars).unwrap()
+    }
+
+    /// What a record attempted (or planned), as comparable text, sorted.
+    fn attempted(record: &AuditRecord) -> Vec<String> {
+        let mut out: Vec<String> = record
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.outcome,
+                    ActionOutcome::Planned | ActionOutcome::Applied | ActionOutcome::Skipped { .. }
+                ) || (a.outcome == ActionOutcome::Already && !a.action.is_delete())
+            })
+            .map(|a| a.action.to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn run_case(c: &Case) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reg = registry(false);
+            let mut jobs = Vec::new();
+            for (n, (t, platforms, _)) in c.pushes.iter().enumerate() {
+                let pushed_tag = format!("v{t}");
+                let digest = push_platforms(&reg, &format!("p{n}"), &pushed_tag, *platforms);
+                jobs.push(job(&digest, &pushed_tag));
+            }
+            let (last, earlier) = jobs.split_last().unwrap();
+            for (j, (_, _, handled)) in earlier.iter().zip(&c.pushes) {
+                if *handled {
+                    handle(&reg, &set(c, false), j).await;
+                }
+            }
+            let before = state(&reg);
+            let dry = handle(&reg, &set(c, true), last).await;
+            let after = state(&reg);
+            prop_assert_eq!(&before.tags, &after.tags, "the dry run wrote a tag: {:#?}", dry);
+            prop_assert_eq!(
+                before.images.keys().collect::<Vec<_>>(),
+                after.images.keys().collect::<Vec<_>>(),
+                "the dry run stored or deleted a manifest: {:#?}",
+                dry
+            );
+            let real = handle(&reg, &set(c, false), last).await;
+            prop_assert_eq!(attempted(&dry), attempted(&real), "dry {:#?}\nreal {:#?}", dry, real);
+            let planned = dry.actions.iter().any(|a| a.outcome == ActionOutcome::Planned);
+            prop_assert_eq!(planned, dry.outcome == Outcome::Planned);
+            if planned {
+                prop_assert_eq!(&real.outcome, &Outcome::Remediated, "{:#?}", real);
+            } else {
+                prop_assert_eq!(
+                    dry.outcome.kind(),
+                    real.outcome.kind(),
+                    "dry {:#?}\nreal {:#?}",
+                    dry,
+                    real
+                );
+            }
+            let planned_deletes = dry
+                .actions
+                .iter()
+                .filter(|a| a.outcome == ActionOutcome::Planned && a.action.is_delete());
+            prop_assert_eq!(planned_deletes.clone().count(), real.deleted as usize);
+            prop_assert_eq!(
+                planned_deletes.filter_map(|a| a.bytes).sum::<u64>(),
+                real.reclaimed_bytes
+            );
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn over_generated_registries(c in case()) {
+            run_case(&c)?;
+        }
     }
 }

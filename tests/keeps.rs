@@ -422,8 +422,8 @@ async fn kept_indexes_are_retired_only_on_request_shown_by_the_dry_run_signed_on
     assert_eq!(list(&repo).await.len(), before, "a dry run deletes nothing");
     let planned: Vec<&Value> = records
         .iter()
-        .flat_map(|r| r["skipped"].as_array().unwrap())
-        .filter(|s| s["reason"] == "dry_run" && s["action"]["role"] == "kept_index")
+        .flat_map(|r| r["actions"].as_array().unwrap())
+        .filter(|a| a["outcome"] == "planned" && a["role"] == "kept_index")
         .collect();
     assert_eq!(planned.len(), 2, "{records:?}");
 

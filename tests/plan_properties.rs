@@ -681,9 +681,21 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         );
     }
 
-    // 4. observe and dry_run plans contain no write.
-    if policy.mode == Mode::Observe || policy.dry_run {
-        prop_assert!(p.actions.is_empty(), "observe/dry-run plan wrote: {:?}", p.actions);
+    // 4. observe plans contain no write; a dry-run plan is the real run's
+    //    (the engine records it as planned and applies nothing).
+    if policy.mode == Mode::Observe {
+        prop_assert!(p.actions.is_empty(), "observe plan wrote: {:?}", p.actions);
+    }
+    if policy.dry_run {
+        let real_policy = Policy {
+            dry_run: false,
+            ..policy.clone()
+        };
+        let real = plan(&PlanInput {
+            policy: &real_policy,
+            ..input
+        });
+        prop_assert_eq!(&p.actions, &real.actions, "a dry run plans as the real run");
     }
 
     // 5. signature, index and other entries are never written to or deleted.

@@ -276,21 +276,26 @@ fn own_keep_tag_pushes_are_ignored() {
 }
 
 #[test]
-fn observe_and_dry_run_write_nothing_but_say_what_they_would_do() {
+fn observe_writes_nothing_and_a_dry_run_plans_exactly_as_the_real_run() {
     let c = seed();
     let view = pushed(&c.index, "v7");
     assert!(c.plan(&view, &policy(Mode::Observe)).is_empty());
-    let p = c.plan(
+    let real = Policy {
+        delete_orphans: true,
+        keep_tag: None,
+        ..policy(Mode::Promote)
+    };
+    let dry = c.plan(
         &view,
         &Policy {
             dry_run: true,
-            delete_orphans: true,
-            keep_tag: None,
-            ..policy(Mode::Promote)
+            ..real.clone()
         },
     );
-    assert!(p.is_empty());
-    assert_eq!(p.skipped.iter().filter(|s| s.reason == SkipReason::DryRun).count(), 3);
+    // The engine records a dry run's actions as planned and applies none.
+    assert!(dry.dry_run);
+    assert_eq!(dry.actions, c.plan(&view, &real).actions);
+    assert_eq!(dry.actions.len(), 3, "the move and two deletions");
 }
 
 #[test]

@@ -53,6 +53,48 @@ fn puts(repo: &str) -> u64 {
     emulator().calls(repo).get("ecr:PutImage").copied().unwrap_or(0)
 }
 
+/// Per image (index, tag): what the run attempted (a real run) or planned
+/// (a dry run), as `kind tag target`, sorted.
+fn attempted(stdout: &str) -> BTreeMap<(String, String), Vec<String>> {
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for line in stdout.lines().filter(|l| l.starts_with("{\"schema\"")) {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let key = (
+            r["index_digest"].as_str().unwrap_or_default().to_owned(),
+            r["tag"].as_str().unwrap_or_default().to_owned(),
+        );
+        let mut acts: Vec<String> = r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] != "already")
+            .map(|a| {
+                let target = a.get("to").or_else(|| a.get("digest")).unwrap();
+                format!("{} {} {}", a["action"], a.get("tag").unwrap_or(&Value::Null), target)
+            })
+            .collect();
+        acts.sort();
+        out.insert(key, acts);
+    }
+    out
+}
+
+/// The summary counts a dry run must predict.
+fn counts(s: &Value) -> Vec<(&'static str, Value)> {
+    [
+        "remediated",
+        "already_fine",
+        "skipped",
+        "failed",
+        "manifests_deleted",
+        "bytes_reclaimed",
+        "images_handled",
+    ]
+    .into_iter()
+    .map(|k| (k, s[k].clone()))
+    .collect()
+}
+
 fn summary(stdout: &str) -> Value {
     let last = stdout.lines().last().unwrap();
     serde_json::from_str::<Value>(last).unwrap()["summary"].clone()
@@ -71,6 +113,18 @@ async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
     let (code, out, err) = sweep(&["--repository", &swept, "--mode", "promote", "--dry-run"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("images handled        4"), "{out}");
+    assert!(out.contains("dry run: nothing was written"), "{out}");
+    assert!(out.contains("would remediate       4"), "{out}");
+    assert!(out.contains("move v1 -> "), "each image's planned actions: {out}");
+    let (_, dry_json, _) = sweep(&[
+        "--repository",
+        &swept,
+        "--mode",
+        "promote",
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
     assert_eq!(puts(&swept), 0, "a dry run writes nothing");
     assert_eq!(tags(&swept).await, before);
 
@@ -92,6 +146,10 @@ async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
     assert!(records.iter().all(|r| r["trigger"] == "sweep"), "{out}");
     let s = summary(&out);
     assert_eq!(s["remediated"], 4, "{s}");
+    // The dry run said exactly this: the same actions per image, the same counts.
+    assert_eq!(attempted(&dry_json), attempted(&out));
+    assert_eq!(counts(&summary(&dry_json)), counts(&s));
+    assert_eq!(summary(&dry_json)["dry_run"], true);
     assert_eq!(s["failed"], 0);
     assert_eq!(s["repositories_scanned"], 1);
     // v4's nested index is listed by v4's index and untagged: reported, not touched.
@@ -338,10 +396,10 @@ async fn leftovers_of_earlier_runs_and_orphaned_attestations_are_cleaned_up_and_
     // A dry run with no minimum age: the report, nothing deleted.
     let mut args = policy.to_vec();
     args.extend(["--min-age", "0s", "--dry-run", "--output", "json"]);
-    let (code, out, err) = sweep_keep_off(&args);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let s = summary(&out);
-    assert_eq!(s["leftovers_handled"], 5, "{s}");
+    let (code, dry_out, err) = sweep_keep_off(&args);
+    assert_eq!(code, 0, "{dry_out}\n{err}");
+    let dry = summary(&dry_out);
+    assert_eq!(dry["leftovers_handled"], 5, "{dry}");
     assert_eq!(list(&repo).await.len(), before.len(), "a dry run deletes nothing");
 
     let mut args = policy.to_vec();
@@ -351,6 +409,9 @@ async fn leftovers_of_earlier_runs_and_orphaned_attestations_are_cleaned_up_and_
     let s = summary(&out);
     assert_eq!(s["leftovers_handled"], 5, "{s}");
     assert_eq!(s["failed"], 0, "{s}");
+    // The dry run predicted it: the same deletions, the same counts and bytes.
+    assert_eq!(attempted(&dry_out), attempted(&out));
+    assert_eq!(counts(&dry), counts(&s));
     assert_eq!(s["not_touched"]["superseded_index"], 1, "{s}");
     assert_eq!(s["not_touched"]["referenced_index"], 1, "{s}");
     assert!(s["bytes_reclaimed"].as_i64().unwrap() > 0, "{s}");

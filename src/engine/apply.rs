@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod delete;
 
+pub(super) use delete::expected_bytes;
+
 use super::{Engine, Job, Known};
 use crate::engine::action::{Action, TagRole};
 use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink};

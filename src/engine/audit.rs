@@ -161,6 +161,8 @@ pub enum ActionOutcome {
     Already,
     /// Planned and about to run (only in an `in_progress` checkpoint).
     Pending,
+    /// A dry run: the real run on the same registry would attempt it.
+    Planned,
     /// Pending in an earlier delivery's checkpoint whose final record was
     /// never written, and no longer in place (a newer push moved the tag
     /// on): it may or may not have happened; the registry cannot tell.
@@ -238,6 +240,9 @@ pub enum Outcome {
     Remediated,
     /// Nothing needed doing (or it was all done already).
     Noop,
+    /// A dry run with something to do: its actions are `planned`, what the
+    /// real run on the same registry would attempt. Nothing was written.
+    Planned,
     /// Not handled, for this reason.
     Skipped {
         /// Stable reason code.
@@ -261,6 +266,8 @@ crate::vocabulary::vocabulary! {
         Remediated = "remediated",
         /// Nothing needed doing (or it was all done already).
         Noop = "noop",
+        /// A dry run with something to do (nothing written).
+        Planned = "planned",
         /// Not handled, for a reason.
         Skipped = "skipped",
         /// Something failed.
@@ -276,6 +283,7 @@ impl Outcome {
         match self {
             Outcome::Remediated => OutcomeKind::Remediated,
             Outcome::Noop => OutcomeKind::Noop,
+            Outcome::Planned => OutcomeKind::Planned,
             Outcome::Skipped { .. } => OutcomeKind::Skipped,
             Outcome::Failed(_) => OutcomeKind::Failed,
             Outcome::InProgress => OutcomeKind::InProgress,

@@ -195,7 +195,8 @@ fn planned_deletions(
     }
 }
 
-/// Applies the deletion cap and dry run.
+/// Applies the deletion cap. (A dry run plans exactly as the real run; the
+/// engine records its actions as `planned` instead of applying them.)
 pub(crate) fn finish(mut p: Plan, policy: &Policy) -> Plan {
     let planned = p.actions.iter().filter(|a| a.is_delete()).count();
     if planned > policy.max_deletes as usize {
@@ -209,15 +210,6 @@ pub(crate) fn finish(mut p: Plan, policy: &Policy) -> Plan {
                     planned,
                     max: policy.max_deletes,
                 },
-            });
-        }
-    }
-    if policy.dry_run {
-        for a in std::mem::take(&mut p.actions) {
-            p.skipped.push(Skipped {
-                action: Some(a),
-                digest: None,
-                reason: SkipReason::DryRun,
             });
         }
     }

@@ -282,8 +282,11 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             if let Some(reason) = the_plan.halted() {
                 return Ok(skipped(reason.code(), reason.to_string()));
             }
-            if the_plan.dry_run || the_plan.mode == Mode::Observe || the_plan.actions.is_empty() {
+            if the_plan.mode == Mode::Observe || the_plan.actions.is_empty() {
                 return Ok(Outcome::Noop);
+            }
+            if the_plan.dry_run {
+                return Ok(dry_run(record, &the_plan, &snapshot.known));
             }
             match self.apply(job, &the_plan, &snapshot.known, record).await {
                 Applied::Done => return Ok(overall(&record.actions)),
@@ -349,8 +352,11 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         if let Some(reason) = the_plan.halted() {
             return Ok(skipped(reason.code(), reason.to_string()));
         }
-        if the_plan.dry_run || the_plan.actions.is_empty() {
+        if the_plan.actions.is_empty() {
             return Ok(Outcome::Noop);
+        }
+        if the_plan.dry_run {
+            return Ok(dry_run(record, &the_plan, &candidate.known));
         }
         match self.apply(job, &the_plan, &candidate.known, record).await {
             Applied::Done => Ok(overall(&record.actions)),
@@ -515,6 +521,20 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     ) -> Result<(), RegistryError> {
         retry::wait_before_retry(&self.retry, self.deadline, attempt, jitter, e).await
     }
+}
+
+/// A dry run: every action of the plan, exactly as the real run would
+/// attempt it, recorded as `planned` (a deletion with the bytes it would
+/// free); nothing is written.
+fn dry_run(record: &mut AuditRecord, plan: &planned::Plan, known: &Known) -> Outcome {
+    for a in &plan.actions {
+        let mut r = ActionRecord::new(a.clone(), ActionOutcome::Planned);
+        if a.is_delete() {
+            r.bytes = apply::expected_bytes(a, known);
+        }
+        record.actions.push(r);
+    }
+    Outcome::Planned
 }
 
 /// Records the writes the plan found already done as `already` (once,

@@ -19,8 +19,6 @@ crate::vocabulary::vocabulary! {
     /// `reason` of a skipped action. Every [`SkipReason`] has its own, and
     /// the handling itself adds a few.
     pub enum SkipCode {
-        /// The policy says dry run.
-        DryRun = "dry_run",
         /// The classification was made for another manifest (a caller bug).
         Inconsistent = "inconsistent",
         /// The pushed manifest is a single image manifest: nothing to remediate.
@@ -165,8 +163,6 @@ crate::vocabulary::vocabulary! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum SkipReason {
-    /// The policy says dry run.
-    DryRun,
     /// The classification was made for another manifest (a caller bug).
     Inconsistent,
     /// The pushed manifest is a single image manifest: nothing to remediate.
@@ -394,7 +390,6 @@ impl SkipReason {
     /// The reason's code (what the record's `reason` field says).
     pub fn code(&self) -> SkipCode {
         match self {
-            SkipReason::DryRun => SkipCode::DryRun,
             SkipReason::Inconsistent => SkipCode::Inconsistent,
             SkipReason::NotAnIndex => SkipCode::NotAnIndex,
             SkipReason::Untagged => SkipCode::Untagged,
@@ -449,7 +444,6 @@ impl SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SkipReason::DryRun => write!(f, "dry run"),
             SkipReason::Inconsistent => write!(f, "classification does not belong to this manifest"),
             SkipReason::NotAnIndex => write!(f, "a single image manifest was pushed; nothing to remediate"),
             SkipReason::Untagged => write!(f, "the index has no tag"),

@@ -31,6 +31,10 @@ use crate::service::scan::{Scope, jobs_of, leftovers, report_gaps, repositories,
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SweepSummary {
+    /// A dry run: the counts below are what the real run on the same
+    /// registry would do (`remediated`: would remediate; `manifests_deleted`:
+    /// would delete), and nothing was written.
+    pub dry_run: bool,
     /// Repositories listed.
     pub repositories_scanned: usize,
     /// Indexes found in them.
@@ -263,8 +267,10 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         let mut s = summary.borrow_mut();
         s.images_handled += 1;
         s.leftovers_handled += usize::from(leftover);
+        s.dry_run |= record.policy.as_ref().is_some_and(|p| p.dry_run);
+        // A dry run counts what the real run would do, in the same fields.
         match &record.outcome {
-            Outcome::Remediated => s.remediated += 1,
+            Outcome::Remediated | Outcome::Planned => s.remediated += 1,
             Outcome::Noop => s.already_fine += 1,
             Outcome::Skipped { code, .. } => *s.skipped.entry(*code).or_default() += 1,
             Outcome::Failed(_) | Outcome::InProgress => s.failed += 1,
@@ -273,12 +279,19 @@ pub async fn sweep<R: Registry, A: AuditSink>(
             // The work may be done, but its record is not in the trail.
             s.failed += 1;
         }
-        s.manifests_deleted += record.deleted as usize;
+        let planned_deletes = || {
+            record
+                .actions
+                .iter()
+                .filter(|a| a.outcome == ActionOutcome::Planned && a.action.is_delete())
+        };
+        s.manifests_deleted += record.deleted as usize + planned_deletes().count();
+        s.bytes_reclaimed += planned_deletes().filter_map(|a| a.bytes).sum::<u64>();
         s.kept_indexes_retired += record
             .actions
             .iter()
             .filter(|a| {
-                a.outcome == ActionOutcome::Applied
+                matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned)
                     && matches!(
                         a.action,
                         Action::Delete {

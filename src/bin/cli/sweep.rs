@@ -4,8 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use ecr_remediator::engine::action::{Action, DeleteRole};
 use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord, Outcome};
 use ecr_remediator::engine::sweep::Selection;
+use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::{AccountId, RepositoryName};
 use ecr_remediator::policy::glob::Glob;
 use ecr_remediator::service::scan::Scope;
@@ -227,12 +229,12 @@ impl Progress for SweepProgress {
             let detail = match &record.outcome {
                 Outcome::Skipped { reason, .. } => Some(reason.clone()),
                 Outcome::Failed(f) => Some(f.error.clone()),
-                Outcome::Remediated => Some(
+                Outcome::Remediated | Outcome::Planned => Some(
                     record
                         .actions
                         .iter()
-                        .filter(|a| a.outcome == ActionOutcome::Applied)
-                        .map(|a| a.action.to_string())
+                        .filter(|a| matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned))
+                        .map(|a| brief(&a.action))
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),
@@ -243,14 +245,36 @@ impl Progress for SweepProgress {
                 self.rows.push(vec![
                     record.repository.clone().unwrap_or_default(),
                     record.tag.clone().unwrap_or_default(),
-                    digest.get(..19).unwrap_or(digest).to_owned(),
+                    render::short_digest(digest),
                     match &record.outcome {
                         Outcome::Skipped { code, .. } => format!("skipped ({code})"),
+                        Outcome::Planned => "would remediate".to_owned(),
                         other => other.kind().to_string(),
                     },
                     detail,
                 ]);
             }
+        }
+    }
+}
+
+/// One action in a few words, digests shortened as the tables show them.
+fn brief(action: &Action) -> String {
+    let short = |d: &Digest| render::short_digest(&d.to_string());
+    match action {
+        Action::AddTag { tag, digest, .. } => format!("tag {tag} -> {}", short(digest)),
+        Action::MoveTag { tag, to, .. } => format!("move {tag} -> {}", short(to)),
+        Action::PutIndex { tag, manifest, .. } => format!("write index {} as {tag}", short(manifest.digest())),
+        Action::PutReferrer { manifest, subject, .. } => {
+            format!("attach {} to {}", short(manifest.digest()), short(subject))
+        }
+        Action::Delete { digest, role, .. } => {
+            let role = match role {
+                DeleteRole::Index => "index",
+                DeleteRole::Attestation => "attestation",
+                DeleteRole::KeptIndex => "kept index",
+            };
+            format!("delete {role} {}", short(digest))
         }
     }
 }
@@ -267,12 +291,30 @@ fn summary_table(s: &SweepSummary) -> String {
     let skipped: usize = s.skipped.values().sum();
     let untouched: usize = s.not_touched.values().sum();
     let mut out = String::new();
+    if s.dry_run {
+        out.push_str("dry run: nothing was written; a real run on this registry now would do what follows\n");
+    }
+    let (remediated, deleted, retired, bytes) = if s.dry_run {
+        (
+            "would remediate",
+            "would delete",
+            "  kept indexes",
+            "bytes it would free",
+        )
+    } else {
+        (
+            "remediated",
+            "manifests deleted",
+            "  kept indexes retired",
+            "bytes reclaimed",
+        )
+    };
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<22}{v}\n"));
     line("repositories scanned", s.repositories_scanned.to_string());
     line("indexes seen", s.indexes_seen.to_string());
     line("images handled", s.images_handled.to_string());
     line("  of them leftovers", s.leftovers_handled.to_string());
-    line("remediated", s.remediated.to_string());
+    line(remediated, s.remediated.to_string());
     line("already fine", s.already_fine.to_string());
     line(
         "skipped",
@@ -282,11 +324,11 @@ fn summary_table(s: &SweepSummary) -> String {
         ),
     );
     line("failed", s.failed.to_string());
-    line("manifests deleted", s.manifests_deleted.to_string());
+    line(deleted, s.manifests_deleted.to_string());
     if s.kept_indexes_retired > 0 {
-        line("  kept indexes retired", s.kept_indexes_retired.to_string());
+        line(retired, s.kept_indexes_retired.to_string());
     }
-    line("bytes reclaimed", s.bytes_reclaimed.to_string());
+    line(bytes, s.bytes_reclaimed.to_string());
     line(
         "not touched",
         format!(

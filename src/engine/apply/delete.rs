@@ -125,7 +125,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
 /// (the checkpoint says it, so a later delivery that confirms the deletion
 /// can account for it): an index's own length; an image manifest's layers,
 /// which is what ECR reports as its `imageSizeInBytes`.
-fn expected_bytes(action: &Action, known: &Known) -> Option<u64> {
+pub(in crate::engine) fn expected_bytes(action: &Action, known: &Known) -> Option<u64> {
     let m = known.get(action.target())?;
     Some(match m.manifest() {
         Manifest::Index(_) => m.bytes().len() as u64,

@@ -11,7 +11,6 @@ fn every_reason() -> Vec<SkipReason> {
     let t = ImageTag::parse("v1").unwrap_or_else(|e| panic!("{e}"));
     let e = String::from("why");
     vec![
-        SkipReason::DryRun,
         SkipReason::Inconsistent,
         SkipReason::NotAnIndex,
         SkipReason::Untagged,
