@@ -103,24 +103,75 @@ async fn remediate_handles_one_image_now_and_prints_its_record() {
         "promote",
     ];
 
-    let dry = cli(&[&base[..], &["--dry-run"]].concat()).output().unwrap();
-    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
-    let record: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let run = |args: &[&str]| {
+        let out = cli(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The dry run: a table of what would change, nothing written.
+    let (code, out, err) = run(&[&base[..], &["--dry-run"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("REPOSITORY"), "{out}");
+    assert!(out.contains("would remediate") && out.contains("move v7 -> "), "{out}");
+    assert!(out.lines().count() == 2, "one line per tag: {out}");
+    let (_, out, _) = run(&[&base[..], &["--dry-run", "--output", "json"]].concat());
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(record["trigger"], "manual");
     assert_eq!(record["policy"]["dry_run"], true);
+    assert_eq!(record["outcome"], "planned");
     assert_eq!(tags(&repo).await["v7"], pushed.index, "dry run writes nothing");
 
-    let real = cli(&base).output().unwrap();
-    assert!(real.status.success(), "{}", String::from_utf8_lossy(&real.stderr));
-    let record: serde_json::Value = serde_json::from_slice(&real.stdout).unwrap();
+    // The tag alone is enough: its index is looked up.
+    let (code, out, err) = run(&[
+        "remediate",
+        "--repository",
+        &repo,
+        "--image-tag",
+        "v7",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(record["outcome"], "remediated");
+    assert_eq!(record["index_digest"], pushed.index.as_str());
     assert_eq!(tags(&repo).await["v7"], pushed.runnable());
+    // Asked again, the tag is an image already.
+    let (code, out, _) = run(&["remediate", "--repository", &repo, "--image-tag", "v7"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("deployable as it is, nothing to remediate"), "{out}");
 
-    let bad = cli(&["remediate", "--repository", &repo, "--image-digest", "sha256:nope"])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--image-digest"));
+    // What does not exist, or no longer points where it was named: one line, exit 1.
+    let missing = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    push_buildx(&repo, "v8", &["linux/arm64"], "cli-8");
+    for (args, says) in [
+        (vec!["--image-tag", "v9"], format!("{repo}:v9 does not exist")),
+        (
+            vec!["--image-digest", missing],
+            format!("{repo}@{missing} does not exist"),
+        ),
+        (
+            vec!["--image-digest", &pushed.index, "--image-tag", "v8"],
+            "superseded".to_owned(),
+        ),
+    ] {
+        let mut all = vec!["remediate", "--repository", &repo];
+        all.extend(args);
+        let (code, _, err) = run(&all);
+        assert_eq!(code, 1, "{all:?}: {err}");
+        assert!(err.contains(&says), "{all:?}: {err}");
+        assert!(err.lines().count() <= 2, "{err}");
+    }
+    let (code, _, err) = run(&["remediate", "--repository", &repo, "--image-digest", "sha256:nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--image-digest"), "{err}");
+    let (code, _, err) = run(&["remediate", "--repository", &repo]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--image-tag"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,10 +210,13 @@ impl Policy {
 }
 
 impl Default for Policy {
-    /// `tag` mode, default templates, no deletion, no dry run.
+    /// `promote` mode (a single-platform index's tag moves onto its image,
+    /// the index kept under the keep tag; several platforms and none chosen:
+    /// per-platform tags, the pushed tag stays), default templates, no
+    /// deletion, no dry run.
     fn default() -> Self {
         Policy {
-            mode: Mode::Tag,
+            mode: Mode::Promote,
             tag_template: TagTemplate::default_derived(),
             keep_tag: Some(TagTemplate::default_keep()),
             promote_platform: None,

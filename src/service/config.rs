@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(c.audit_bus, "default");
         assert!((c.put_tps - DEFAULT_PUT_TPS).abs() < f64::EPSILON);
         assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
-        assert_eq!(c.policies.default.mode, crate::policy::Mode::Tag);
+        assert_eq!(c.policies.default.mode, crate::policy::Mode::Promote);
         assert!(!c.policies.default.delete_orphans);
         assert_eq!(c.metrics, Some(MetricsConfig::default()));
         let off = ServiceConfig::from_vars(&vars(&[(ENV_METRICS, "false")]), no_file).unwrap();

@@ -664,6 +664,8 @@ pub fn remediate_record(repo: &str, digest: &str, tag: &str, extra: &[&str], env
         digest,
         "--image-tag",
         tag,
+        "--output",
+        "json",
     ];
     args.extend_from_slice(extra);
     let (code, out, err) = run_cli(&args, env);

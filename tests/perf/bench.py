@@ -111,7 +111,7 @@ def per_push(cli: Path, emu: EmulatorProcess, ecr: Any) -> list[dict[str, Any]]:
             before = emu.control.calls()
             env = base_env(emu.url) | policy
             code, wall, rss, out = run_measured(
-                [str(cli), "remediate", "--repository", repository, "--image-digest", digest, "--image-tag", "v1"], env
+                [str(cli), "remediate", "--repository", repository, "--image-digest", digest, "--image-tag", "v1", "--output", "json"], env
             )
             record = json.loads(out) if out.strip() else {}
             calls = emu.control.calls(repository)

@@ -6,6 +6,7 @@ mod flags;
 mod inspect;
 mod progress;
 mod remediate;
+mod report;
 mod serve;
 mod sweep;
 
@@ -15,8 +16,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ecr_remediator::aws::sqs::ServeOptions;
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 
 use crate::flags::PolicyFlags;
 
@@ -42,25 +41,15 @@ enum Command {
         #[arg(long, value_name = "MT")]
         media_type: Option<String>,
     },
-    /// Handle one image now, as if its push event had arrived, and print the audit record.
+    /// Handle one image now, as if its push event had arrived.
     ///
-    /// Uses the standard AWS configuration (AWS_REGION, credentials,
-    /// AWS_ENDPOINT_URL) and the ECR_REMEDIATOR_* policy variables; the
-    /// flags override the policy for this run. Exit status 1 when the
-    /// handling failed.
-    Remediate {
-        /// The repository.
-        #[arg(long)]
-        repository: RepositoryName,
-        /// The image (index) digest.
-        #[arg(long, value_name = "DIGEST")]
-        image_digest: Digest,
-        /// The tag it was pushed with.
-        #[arg(long, value_name = "TAG")]
-        image_tag: Option<ImageTag>,
-        #[command(flatten)]
-        policy: PolicyFlags,
-    },
+    /// Name it by tag (its index is looked up), by digest (each of its tags
+    /// is handled) or both. Uses the standard AWS configuration (AWS_REGION,
+    /// credentials, AWS_ENDPOINT_URL) and the ECR_REMEDIATOR_* policy
+    /// variables; the flags override the policy for this run. Exit status 1
+    /// when the handling failed, or when the image or tag does not exist or
+    /// no longer points where it was named.
+    Remediate(remediate::RemediateArgs),
     /// Reconcile the registry: handle every tagged index the policy would still change.
     ///
     /// Lists each selected repository once, then handles each tagged index
@@ -102,12 +91,7 @@ const EXIT_INVALID_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Remediate {
-            repository,
-            image_digest,
-            image_tag,
-            policy,
-        } => run_async(remediate::run(repository, image_digest, image_tag, policy)),
+        Command::Remediate(args) => run_async(remediate::run(args)),
         Command::Sweep(args) => run_async(sweep::run(args)),
         Command::Audit(args) => run_async(audit::run(args)),
         Command::Serve {

@@ -2,43 +2,103 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use ecr_remediator::engine::Job;
 use ecr_remediator::engine::audit::{Outcome, Trigger};
+use ecr_remediator::engine::skip::SkipCode;
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::service::handler::Delivery;
+use ecr_remediator::service::manual::{Named, Resolved, resolve};
+use ecr_remediator::trail::render;
 
-use crate::flags::PolicyFlags;
+use crate::flags::{OutputFormat, PolicyFlags};
 
-/// Handles the image and prints its record; exit status 1 when it failed.
-pub(crate) async fn run(
+/// `ecr-remediator remediate`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct RemediateArgs {
+    /// The repository.
+    #[arg(long, value_name = "NAME")]
     repository: RepositoryName,
-    image_digest: Digest,
+    /// The tag it was pushed with (alone: its index is looked up).
+    #[arg(long, value_name = "TAG", required_unless_present = "image_digest")]
     image_tag: Option<ImageTag>,
-    flags: PolicyFlags,
-) -> anyhow::Result<ExitCode> {
+    /// The image (index) digest (alone: each of its tags is handled).
+    #[arg(long, value_name = "DIGEST")]
+    image_digest: Option<Digest>,
+    /// `table` (what changed, one line per tag) or `json` (the audit records, one per line).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(flatten)]
+    policy: PolicyFlags,
+}
+
+/// Handles the image and prints what happened; exit status 1 when it failed
+/// or when what was named does not exist (any more).
+pub(crate) async fn run(args: RemediateArgs) -> anyhow::Result<ExitCode> {
     ecr_remediator::logging::init_text(crate::progress::Logs);
-    let job = Job {
-        purpose: ecr_remediator::engine::Purpose::Remediate,
-        trigger: Trigger::Manual,
-        event_id: None,
-        account: None,
-        region: std::env::var("AWS_REGION").ok(),
-        repository,
-        digest: image_digest,
-        tag: image_tag,
+    let named = match (args.image_digest, args.image_tag) {
+        (Some(d), Some(t)) => Named::Both(d, t),
+        (Some(d), None) => Named::Digest(d),
+        (None, Some(t)) => Named::Tag(t),
+        (None, None) => anyhow::bail!("give --image-tag, --image-digest or both"),
     };
-    let config = flags.config()?;
+    let config = args.policy.config()?;
     let mut handler = ecr_remediator::aws::handler(&config).await;
     handler.log_records = false;
-    let (record, result) = Box::pin(handler.handle_job_record(&job, Delivery::default())).await;
-    println!("{}", serde_json::to_string_pretty(&record)?);
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::FAILURE);
+    let repository = args.repository;
+    let images = match resolve(&handler.registry, &handler.retry, &repository, named)
+        .await
+        .context("cannot remediate")?
+    {
+        Resolved::Images(images) => images,
+        Resolved::AlreadyAnImage { tag, digest } => {
+            println!(
+                "{repository}:{tag} points at an image manifest ({}): deployable as it is, nothing to remediate",
+                render::short_digest(&digest.to_string())
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for (digest, tag) in images {
+        let job = Job {
+            purpose: ecr_remediator::engine::Purpose::Remediate,
+            trigger: Trigger::Manual,
+            event_id: None,
+            account: config.account_id.clone(),
+            region: std::env::var("AWS_REGION")
+                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                .ok(),
+            repository: repository.clone(),
+            digest,
+            tag,
+        };
+        let (record, result) = Box::pin(handler.handle_job_record(&job, Delivery::default())).await;
+        if let Err(e) = &result {
+            eprintln!("error: {e}");
+            ok = false;
+        }
+        match &record.outcome {
+            Outcome::Failed(_) => ok = false,
+            // The operator named something that is not (any more) what they think.
+            Outcome::Skipped {
+                code: SkipCode::IndexGone | SkipCode::Superseded,
+                reason,
+            } => {
+                eprintln!("error: {repository}@{}: {reason}", job.digest);
+                ok = false;
+            }
+            _ => {}
+        }
+        match args.output {
+            OutputFormat::Json => println!("{}", record.to_json()),
+            OutputFormat::Table => rows.push(crate::report::row(&record)),
+        }
     }
-    Ok(match record.outcome {
-        Outcome::Failed(_) => ExitCode::FAILURE,
-        _ => ExitCode::SUCCESS,
-    })
+    if !rows.is_empty() {
+        print!("{}", render::aligned(&crate::report::HEADER, rows));
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -4,10 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ecr_remediator::engine::action::{Action, DeleteRole};
-use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord, Outcome};
+use ecr_remediator::engine::audit::AuditRecord;
 use ecr_remediator::engine::sweep::Selection;
-use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::{AccountId, RepositoryName};
 use ecr_remediator::policy::glob::Glob;
 use ecr_remediator::service::scan::Scope;
@@ -208,8 +206,7 @@ impl SweepProgress {
         if self.rows.is_empty() {
             return String::new();
         }
-        let header = ["REPOSITORY", "TAG", "INDEX", "OUTCOME", "DETAIL"];
-        render::aligned(&header, self.rows.clone()) + "\n"
+        render::aligned(&crate::report::HEADER, self.rows.clone()) + "\n"
     }
 }
 
@@ -226,55 +223,12 @@ impl Progress for SweepProgress {
         if self.json {
             progress::above(|| println!("{}", record.to_json()));
         } else {
-            let detail = match &record.outcome {
-                Outcome::Skipped { reason, .. } => Some(reason.clone()),
-                Outcome::Failed(f) => Some(f.error.clone()),
-                Outcome::Remediated | Outcome::Planned => Some(
-                    record
-                        .actions
-                        .iter()
-                        .filter(|a| matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned))
-                        .map(|a| brief(&a.action))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-                Outcome::Noop | Outcome::InProgress => None,
-            };
+            let detail = crate::report::detail(record);
             if let Some(detail) = detail {
-                let digest = record.index_digest.as_deref().unwrap_or_default();
-                self.rows.push(vec![
-                    record.repository.clone().unwrap_or_default(),
-                    record.tag.clone().unwrap_or_default(),
-                    render::short_digest(digest),
-                    match &record.outcome {
-                        Outcome::Skipped { code, .. } => format!("skipped ({code})"),
-                        Outcome::Planned => "would remediate".to_owned(),
-                        other => other.kind().to_string(),
-                    },
-                    detail,
-                ]);
+                let mut row = crate::report::row(record);
+                row[4] = detail;
+                self.rows.push(row);
             }
-        }
-    }
-}
-
-/// One action in a few words, digests shortened as the tables show them.
-fn brief(action: &Action) -> String {
-    let short = |d: &Digest| render::short_digest(&d.to_string());
-    match action {
-        Action::AddTag { tag, digest, .. } => format!("tag {tag} -> {}", short(digest)),
-        Action::MoveTag { tag, to, .. } => format!("move {tag} -> {}", short(to)),
-        Action::PutIndex { tag, manifest, .. } => format!("write index {} as {tag}", short(manifest.digest())),
-        Action::PutReferrer { manifest, subject, .. } => {
-            format!("attach {} to {}", short(manifest.digest()), short(subject))
-        }
-        Action::Delete { digest, role, .. } => {
-            let role = match role {
-                DeleteRole::Index => "index",
-                DeleteRole::Attestation => "attestation",
-                DeleteRole::KeptIndex => "kept index",
-            };
-            format!("delete {role} {}", short(digest))
         }
     }
 }

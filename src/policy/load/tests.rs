@@ -18,7 +18,7 @@ fn repo(s: &str) -> RepositoryName {
 #[test]
 fn defaults() {
     let d = Policy::default();
-    assert_eq!(d.mode, Mode::Tag);
+    assert_eq!(d.mode, Mode::Promote);
     assert!(!d.delete_orphans);
     assert!(!d.dry_run);
     assert_eq!(d.tag_template.as_str(), crate::policy::template::DEFAULT_TAG_TEMPLATE);

@@ -1,0 +1,69 @@
+//! How the CLI shows what a handling did or would do, in a few words.
+
+use ecr_remediator::engine::action::{Action, DeleteRole};
+use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord, Outcome};
+use ecr_remediator::oci::digest::Digest;
+use ecr_remediator::trail::render;
+
+/// One action in a few words, digests shortened as the tables show them.
+pub(crate) fn brief(action: &Action) -> String {
+    let short = |d: &Digest| render::short_digest(&d.to_string());
+    match action {
+        Action::AddTag { tag, digest, .. } => format!("tag {tag} -> {}", short(digest)),
+        Action::MoveTag { tag, to, .. } => format!("move {tag} -> {}", short(to)),
+        Action::PutIndex { tag, manifest, .. } => format!("write index {} as {tag}", short(manifest.digest())),
+        Action::PutReferrer { manifest, subject, .. } => {
+            format!("attach {} to {}", short(manifest.digest()), short(subject))
+        }
+        Action::Delete { digest, role, .. } => {
+            let role = match role {
+                DeleteRole::Index => "index",
+                DeleteRole::Attestation => "attestation",
+                DeleteRole::KeptIndex => "kept index",
+            };
+            format!("delete {role} {}", short(digest))
+        }
+    }
+}
+
+/// The outcome as a person reads it.
+pub(crate) fn outcome(record: &AuditRecord) -> String {
+    match &record.outcome {
+        Outcome::Skipped { code, .. } => format!("skipped ({code})"),
+        Outcome::Planned => "would remediate".to_owned(),
+        other => other.kind().to_string(),
+    }
+}
+
+/// What changed (or would), or why nothing did; None when nothing needed doing.
+pub(crate) fn detail(record: &AuditRecord) -> Option<String> {
+    match &record.outcome {
+        Outcome::Skipped { reason, .. } => Some(reason.clone()),
+        Outcome::Failed(f) => Some(f.error.clone()),
+        Outcome::Remediated | Outcome::Planned => Some(
+            record
+                .actions
+                .iter()
+                .filter(|a| matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned))
+                .map(|a| brief(&a.action))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Outcome::Noop | Outcome::InProgress => None,
+    }
+}
+
+/// A table row: repository, tag, short index digest, outcome, detail.
+pub(crate) fn row(record: &AuditRecord) -> Vec<String> {
+    let digest = record.index_digest.as_deref().unwrap_or_default();
+    vec![
+        record.repository.clone().unwrap_or_default(),
+        record.tag.clone().unwrap_or_default(),
+        render::short_digest(digest),
+        outcome(record),
+        detail(record).unwrap_or_else(|| "nothing to do".to_owned()),
+    ]
+}
+
+/// The header of [`row`]s.
+pub(crate) const HEADER: [&str; 5] = ["REPOSITORY", "TAG", "INDEX", "OUTCOME", "DETAIL"];
