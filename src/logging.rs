@@ -66,8 +66,14 @@ where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let rust_log = std::env::var("RUST_LOG").ok();
+    // The SDK's credential chain warns once per provider it tries: an
+    // interactive command reports what is missing in one line instead.
     let result = tracing_subscriber::fmt()
-        .with_env_filter(filter_or(rust_log.as_deref(), None, "warn"))
+        .with_env_filter(filter_or(
+            rust_log.as_deref(),
+            None,
+            "warn,aws_config=error,aws_runtime=error",
+        ))
         .with_writer(writer)
         .with_ansi(false)
         .try_init();

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod ecr;
 pub mod logs;
 pub mod members;
+pub mod preflight;
 pub mod sqs;
 pub mod tag_cache;
 pub mod workloads;
@@ -67,7 +68,13 @@ pub fn with_shared_http_client(sdk: &aws_config::SdkConfig) -> aws_config::SdkCo
 /// client for every client ([`shared_http_client`]), the SDK's standard
 /// retries for the clients that keep them (SQS), and timeouts.
 pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    load_config_with(max_attempts, &preflight::AwsOverrides::default()).await
+}
+
+/// [`load_config`] with the command line's `--region`, `--profile` and
+/// `--endpoint-url` over the standard chain.
+pub async fn load_config_with(max_attempts: u32, overrides: &preflight::AwsOverrides) -> aws_config::SdkConfig {
+    preflight::apply(aws_config::defaults(BehaviorVersion::latest()), overrides)
         .http_client(shared_http_client())
         .retry_config(
             RetryConfig::standard()

@@ -179,7 +179,7 @@ async fn log_group(flags: &TrailFlags, sdk: &aws_config::SdkConfig) -> anyhow::R
 }
 
 /// Runs `ecr-remediator audit …`.
-pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: AuditArgs, aws: crate::connect::AwsArgs) -> anyhow::Result<ExitCode> {
     let flags = &args.flags;
     let (digest, default_since) = match &args.command {
         Some(AuditCommand::Show { image }) => (Some(image.clone()), "90d"),
@@ -193,7 +193,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(timeout),
         ..Runner::default()
     };
-    let sdk = ecr_remediator::aws::load_config(3).await;
+    let (sdk, _) = crate::connect::connect(&aws, 3).await?;
     let group = log_group(flags, &sdk).await?;
     let insights = LogsInsights::from_config(&sdk);
     let mut spinner = Spinner::new(group.clone());

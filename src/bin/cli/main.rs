@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod connect;
 mod flags;
 mod inspect;
 mod progress;
@@ -25,6 +26,8 @@ use crate::flags::PolicyFlags;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    aws: connect::AwsArgs,
 }
 
 #[derive(Subcommand)]
@@ -91,9 +94,9 @@ const EXIT_INVALID_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Remediate(args) => run_async(remediate::run(args)),
-        Command::Sweep(args) => run_async(sweep::run(args)),
-        Command::Audit(args) => run_async(audit::run(args)),
+        Command::Remediate(args) => run_async(remediate::run(args, cli.aws)),
+        Command::Sweep(args) => run_async(sweep::run(args, cli.aws)),
+        Command::Audit(args) => run_async(audit::run(args, cli.aws)),
         Command::Serve {
             queue_url,
             visibility_timeout,
@@ -107,7 +110,7 @@ fn main() -> ExitCode {
                 wait: std::time::Duration::from_secs(wait.min(20)),
                 exit_when_idle,
             };
-            run_async(serve::run(options, policy))
+            run_async(serve::run(options, policy, cli.aws))
         }
         Command::Inspect { file, media_type } => match inspect::run(&file, media_type.as_deref()) {
             Ok(json) => {

@@ -35,7 +35,7 @@ pub(crate) struct RemediateArgs {
 
 /// Handles the image and prints what happened; exit status 1 when it failed
 /// or when what was named does not exist (any more).
-pub(crate) async fn run(args: RemediateArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> anyhow::Result<ExitCode> {
     ecr_remediator::logging::init_text(crate::progress::Logs);
     let named = match (args.image_digest, args.image_tag) {
         (Some(d), Some(t)) => Named::Both(d, t),
@@ -43,8 +43,12 @@ pub(crate) async fn run(args: RemediateArgs) -> anyhow::Result<ExitCode> {
         (None, Some(t)) => Named::Tag(t),
         (None, None) => anyhow::bail!("give --image-tag, --image-digest or both"),
     };
-    let config = args.policy.config()?;
-    let mut handler = ecr_remediator::aws::handler(&config).await;
+    let mut config = args.policy.config()?;
+    let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
+    // Records name the account and region the image is in.
+    config.account_id.get_or_insert(account);
+    let region = sdk.region().map(ToString::to_string);
+    let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     handler.log_records = false;
     let repository = args.repository;
     let images = match resolve(&handler.registry, &handler.retry, &repository, named)
@@ -68,9 +72,7 @@ pub(crate) async fn run(args: RemediateArgs) -> anyhow::Result<ExitCode> {
             trigger: Trigger::Manual,
             event_id: None,
             account: config.account_id.clone(),
-            region: std::env::var("AWS_REGION")
-                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-                .ok(),
+            region: region.clone(),
             repository: repository.clone(),
             digest,
             tag,

@@ -9,11 +9,15 @@ use ecr_remediator::service::handler::Sweeps;
 use crate::flags::PolicyFlags;
 
 /// Works on the queue until SIGTERM or Ctrl-C (or, with `--exit-when-idle`, until it is empty).
-pub(crate) async fn run(options: ServeOptions, flags: PolicyFlags) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    options: ServeOptions,
+    flags: PolicyFlags,
+    aws: crate::connect::AwsArgs,
+) -> anyhow::Result<ExitCode> {
     init(LogFormat::Json);
     let config = flags.config()?;
-    let mut handler = ecr_remediator::aws::handler(&config).await;
-    let sdk = ecr_remediator::aws::load_config(config.max_attempts).await;
+    let (sdk, _) = crate::connect::connect(&aws, config.max_attempts).await?;
+    let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // A sweep request on this queue puts its image requests on this queue,
     // unless ECR_REMEDIATOR_QUEUE_URL names another.

@@ -82,7 +82,7 @@ fn sweep_accounts(args: &SweepArgs) -> anyhow::Result<Vec<Option<AccountId>>> {
 }
 
 /// Runs the sweep and prints its report; exit status 1 when anything failed.
-pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow::Result<ExitCode> {
     let flags = args.policy.clone();
     ecr_remediator::logging::init_text(progress::Logs);
     let scope = Scope {
@@ -116,7 +116,9 @@ pub(crate) async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         );
         config.put_tps = tps;
     }
-    let mut handler = ecr_remediator::aws::handler(&config).await;
+    let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
+    config.account_id.get_or_insert(account);
+    let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     handler.log_records = false;
     let json = args.output == OutputFormat::Json;
     // One account draws its own progress line; several are swept

@@ -1,0 +1,96 @@
+//! AWS configuration mistakes, as a user makes them: each is named in one
+//! line, with what to set, within seconds, and the exit status is 1. No
+//! emulator: nothing here may reach a service.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs the CLI with only `env` (and PATH): no inherited AWS configuration.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Duration) {
+    let empty = std::env::temp_dir().join("ecr-remediator-no-aws-config");
+    std::fs::create_dir_all(&empty).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecr-remediator"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &empty)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        started.elapsed(),
+    )
+}
+
+const KEYS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+
+fn one_line_naming(err: &str, words: &[&str]) {
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    for w in words {
+        assert!(err.contains(w), "{w:?} in: {err}");
+    }
+}
+
+#[test]
+fn no_region_is_named_with_what_to_set() {
+    for args in [
+        &["remediate", "--repository", "team/app", "--image-tag", "v1"][..],
+        &["sweep", "--dry-run"],
+        &["audit", "--log-group", "g"],
+    ] {
+        let (code, err, took) = run(args, &KEYS);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        one_line_naming(&err, &["no AWS region", "--region", "AWS_REGION"]);
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+}
+
+#[test]
+fn no_credentials_are_named_with_what_to_set() {
+    let (code, err, took) = run(
+        &[
+            "remediate",
+            "--repository",
+            "team/app",
+            "--image-tag",
+            "v1",
+            "--region",
+            "eu-west-1",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    one_line_naming(&err, &["no usable AWS credentials", "AWS_PROFILE", "AWS_ACCESS_KEY_ID"]);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // A profile that does not exist says so.
+    let (code, err, _) = run(
+        &["sweep", "--profile", "nope", "--region", "eu-west-1", "--dry-run"],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    one_line_naming(&err, &["no usable AWS credentials"]);
+}
+
+#[test]
+fn an_endpoint_that_does_not_answer_is_named_at_once() {
+    // Nothing listens on port 1 of the loopback address.
+    let (code, err, took) = run(
+        &[
+            "sweep",
+            "--endpoint-url",
+            "http://127.0.0.1:1",
+            "--region",
+            "us-east-1",
+            "--dry-run",
+        ],
+        &KEYS,
+    );
+    assert_eq!(code, 1, "{err}");
+    one_line_naming(&err, &["cannot reach http://127.0.0.1:1", "AWS_ENDPOINT_URL"]);
+    assert!(took < Duration::from_secs(5), "no retry storm: {took:?}");
+}
