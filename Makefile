@@ -93,6 +93,11 @@ validate: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## cfn-lint, sam val
 # local test settings this Makefile exports are removed for it.
 REAL_AWS := env $(foreach v,AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_DEFAULT_REGION AWS_EC2_METADATA_DISABLED,$(if $(filter file,$(origin $(v))),-u $(v)))
 
+PREFIX ?= $(HOME)/.cargo
+.PHONY: install
+install: ## Install the ecr-remediator CLI into $(PREFIX)/bin (cargo install --locked; several minutes the first time)
+	$(CARGO) install --locked --path . --bin ecr-remediator --root $(PREFIX)
+
 .PHONY: sam-build
 sam-build: $(SAM_VENV)/.installed ## sam build: the release function (arm64, cross-compiled with zig) from infra/template.yaml
 	cd infra && PATH="$(abspath $(SAM_VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build --template template.yaml --beta-features
