@@ -111,6 +111,13 @@ async fn questions_about_images_are_answered_from_the_trail_the_service_wrote() 
     assert_eq!(history.len(), 1, "{history:#?}");
     assert_eq!(history[0]["outcome"], "remediated");
     assert!(err.contains("1 checkpoint(s) restated"), "{err}");
+    // The short digest the table prints is accepted back.
+    let short = &t.remediated.index["sha256:".len().."sha256:".len() + 12];
+    let (code, out, err) = audit(&["show", short, "--log-group", g, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&out), history);
+    let (code, _, err) = audit(&["show", "abc", "--log-group", g]);
+    assert_eq!(code, 2, "{err}");
 
     // A manifest a record deleted leads to that record.
     let (_, out, _) = audit(&[

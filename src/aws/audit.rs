@@ -92,7 +92,7 @@ impl AuditSink for EventBridgeAudit {
         };
         let filter = Filter {
             event_id: Some(event_id.to_owned()),
-            digest: Some(index.clone()),
+            digest: Some(crate::trail::filter::DigestQuery::whole(index)),
             ..Filter::default()
         };
         let window = Window {

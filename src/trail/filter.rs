@@ -26,7 +26,7 @@ pub struct Filter {
     /// Repositories starting with this.
     pub repository_prefix: Option<String>,
     /// The index, or any manifest a record tagged, moved or deleted.
-    pub digest: Option<Digest>,
+    pub digest: Option<DigestQuery>,
     /// The pushed tag.
     pub tag: Option<ImageTag>,
     /// The overall outcome.
@@ -77,7 +77,7 @@ impl Filter {
             lines.push(format!("filter detail.repository like {}", prefix_regex(p)));
         }
         if let Some(d) = &self.digest {
-            lines.push(format!("filter @message like {}", quoted(&d.to_string())));
+            lines.push(format!("filter @message like {}", quoted(d.text())));
         }
         if let Some(t) = &self.tag {
             lines.push(format!("filter detail.tag = {}", quoted(t.as_str())));
@@ -123,17 +123,104 @@ fn actions(record: &Value) -> impl Iterator<Item = &Value> {
     record.get("actions").and_then(Value::as_array).into_iter().flatten()
 }
 
-/// True when the record is about `digest`: its index, or a manifest one of
-/// its actions tagged, moved a tag from or to, wrote or deleted.
-pub fn mentions(record: &Value, digest: &Digest) -> bool {
-    let d = digest.to_string();
-    let d = Some(d.as_str());
-    record.get("index_digest").and_then(Value::as_str) == d
-        || actions(record).any(|a| {
-            ["digest", "to", "from", "manifest", "replaces"]
-                .iter()
-                .any(|k| a.get(*k).and_then(Value::as_str) == d)
+/// A digest as the CLI accepts it back: whole (`sha256:…`), or a prefix of
+/// its hex as the tables print it (at least 6 characters, `sha256:`
+/// optional). A prefix must name one image: see [`digests_matching`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestQuery {
+    /// `sha256:` and the hex (all of it, or the prefix), lowercase.
+    text: String,
+    whole: bool,
+}
+
+/// Shortest digest prefix accepted.
+pub const MIN_PREFIX: usize = 6;
+
+impl DigestQuery {
+    /// Parses a whole digest or a prefix of one.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(d) = Digest::parse(s) {
+            return Ok(Self::whole(&d));
+        }
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if hex.len() < MIN_PREFIX || hex.len() >= 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{s:?} is neither a digest (sha256: and 64 hex characters) nor a prefix of one ({MIN_PREFIX} to 63 hex characters)"
+            ));
+        }
+        Ok(DigestQuery {
+            text: format!("sha256:{}", hex.to_ascii_lowercase()),
+            whole: false,
         })
+    }
+
+    /// The query for exactly `digest`.
+    pub fn whole(digest: &Digest) -> Self {
+        DigestQuery {
+            text: digest.to_string(),
+            whole: true,
+        }
+    }
+
+    /// What is searched for (`sha256:` and the hex or its prefix).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether this is a whole digest rather than a prefix.
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// True when `value` (a digest as a record writes it) is this one.
+    pub fn matches(&self, value: &str) -> bool {
+        if self.whole {
+            value == self.text
+        } else {
+            value.starts_with(&self.text)
+        }
+    }
+}
+
+impl std::str::FromStr for DigestQuery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+/// The digests a record is about: its index, and every manifest one of its
+/// actions tagged, moved a tag from or to, wrote or deleted.
+fn digests_of(record: &Value) -> impl Iterator<Item = &str> {
+    record
+        .get("index_digest")
+        .and_then(Value::as_str)
+        .into_iter()
+        .chain(actions(record).flat_map(|a| {
+            ["digest", "to", "from", "manifest", "replaces"]
+                .into_iter()
+                .filter_map(|k| a.get(k).and_then(Value::as_str))
+        }))
+}
+
+/// True when the record is about `digest` (see [`digests_of`]).
+pub fn mentions(record: &Value, digest: &DigestQuery) -> bool {
+    digests_of(record).any(|d| digest.matches(d))
+}
+
+/// The whole digests `query` matches in `records`: more than one means a
+/// prefix that is ambiguous in the window.
+pub fn digests_matching<'r>(records: impl IntoIterator<Item = &'r Value>, query: &DigestQuery) -> Vec<String> {
+    let mut out: Vec<String> = records
+        .into_iter()
+        .flat_map(digests_of)
+        .filter(|d| query.matches(d))
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Which records first.
@@ -188,7 +275,7 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         let f = Filter {
             repository_prefix: Some("team-a/".into()),
-            digest: Some(d.clone()),
+            digest: Some(DigestQuery::whole(&d)),
             outcome: Some(OutcomeKind::Failed),
             action: Some(ActionKind::Delete),
             tag: Some(ImageTag::parse("v\"1").unwrap()),
@@ -218,13 +305,33 @@ mod tests {
         let f = |f: Filter| f.matches(&record);
         assert!(f(Filter::default()));
         assert!(f(Filter {
-            digest: Some(d.clone()),
+            digest: Some(DigestQuery::whole(&d)),
             ..Filter::default()
         }));
         assert!(!f(Filter {
-            digest: Some(Digest::sha256_of(b"y")),
+            digest: Some(DigestQuery::whole(&Digest::sha256_of(b"y"))),
             ..Filter::default()
         }));
+        // The short digest a table prints is accepted back.
+        let short = &d.to_string()["sha256:".len().."sha256:".len() + 12];
+        assert!(f(Filter {
+            digest: Some(DigestQuery::parse(short).unwrap()),
+            ..Filter::default()
+        }));
+        assert_eq!(
+            digests_matching([&record], &DigestQuery::parse(short).unwrap()),
+            vec![d.to_string()]
+        );
+        assert_eq!(
+            digests_matching(
+                [&record],
+                &DigestQuery::parse("sha256:0000000").unwrap_or_else(|e| panic!("{e}"))
+            )
+            .len(),
+            0
+        );
+        assert!(DigestQuery::parse("abc").is_err(), "too short to name one image");
+        assert!(DigestQuery::parse("xyz123").is_err());
         assert!(f(Filter {
             action: Some(ActionKind::MoveTag),
             ..Filter::default()

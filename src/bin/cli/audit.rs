@@ -9,12 +9,11 @@ use ecr_remediator::aws::logs::{LogsInsights, stack_audit_log_group};
 use ecr_remediator::engine::action::ActionKind;
 use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::engine::audit::now_ms;
-use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::AccountId;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::time::{parse_duration_s, parse_since};
 use ecr_remediator::trail::QueryStatus;
-use ecr_remediator::trail::filter::{Filter, Order};
+use ecr_remediator::trail::filter::{DigestQuery, Filter, Order, digests_matching};
 use ecr_remediator::trail::query::{QueryProgress, Runner, Take, Window};
 use ecr_remediator::trail::{history, render};
 
@@ -35,9 +34,9 @@ enum AuditCommand {
     /// The full history of one image, oldest first: every record about the
     /// index or a manifest a record tagged or deleted (default window: 90 days).
     Show {
-        /// The digest (sha256:…).
+        /// The digest (sha256:…), or a prefix of its hex as the tables print it (at least 6 characters).
         #[arg(id = "image", value_name = "DIGEST")]
-        image: Digest,
+        image: DigestQuery,
     },
     /// Records per repository and outcome, deletions and bytes reclaimed over the window.
     Stats,
@@ -64,9 +63,9 @@ struct TrailFlags {
     /// Only repositories whose name starts with this.
     #[arg(long, global = true, value_name = "PREFIX")]
     repository_prefix: Option<String>,
-    /// Only records about this digest: the index, or a manifest a record tagged or deleted.
+    /// Only records about this digest (or an unambiguous prefix of it): the index, or a manifest a record tagged or deleted.
     #[arg(long, global = true, value_name = "DIGEST")]
-    digest: Option<Digest>,
+    digest: Option<DigestQuery>,
     /// Only records of this pushed tag.
     #[arg(long, global = true, value_name = "TAG")]
     tag: Option<ImageTag>,
@@ -138,7 +137,7 @@ impl QueryProgress for Spinner {
     }
 }
 
-fn filter(flags: &TrailFlags, digest: Option<Digest>) -> Filter {
+fn filter(flags: &TrailFlags, digest: Option<DigestQuery>) -> Filter {
     Filter {
         repository: flags.repository.clone(),
         repository_prefix: flags.repository_prefix.clone(),
@@ -232,6 +231,17 @@ pub async fn run(args: AuditArgs, aws: crate::connect::AwsArgs) -> anyhow::Resul
         .records(&insights, &group, window, &filter, take, &mut spinner)
         .await;
     spinner.clear();
+    if let Some(q) = filter.digest.as_ref().filter(|q| !q.is_whole())
+        && let Ok(found) = &found
+    {
+        let named = digests_matching(found.iter().map(|f| &f.record), q);
+        anyhow::ensure!(
+            named.len() <= 1,
+            "{} names more than one image in this window: {}; give more characters",
+            q.text(),
+            named.join(", ")
+        );
+    }
     let found = if flags.all_records {
         found?
     } else {
