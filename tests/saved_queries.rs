@@ -4,8 +4,7 @@
 
 use ecr_remediator::engine::action::ActionKind;
 use ecr_remediator::engine::audit::OutcomeKind;
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::trail::filter::{Filter, Order, records_query, stats_query};
+use ecr_remediator::trail::filter::{DigestQuery, Filter, Order, records_query, stats_query};
 use ecr_remediator::trail::query::MAX_ROWS;
 
 /// The placeholder digest of the saved query (`audit show` takes any digest).
@@ -19,7 +18,7 @@ fn expected() -> Vec<(&'static str, &'static str, String)> {
             "ecr-remediator audit show DIGEST",
             records_query(
                 &Filter {
-                    digest: Some(Digest::parse(PLACEHOLDER).unwrap()),
+                    digest: Some(DigestQuery::parse(PLACEHOLDER).unwrap()),
                     ..Filter::default()
                 },
                 Order::OldestFirst,
