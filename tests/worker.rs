@@ -172,6 +172,41 @@ async fn remediate_handles_one_image_now_and_prints_its_record() {
     let (code, _, err) = run(&["remediate", "--repository", &repo]);
     assert_eq!(code, 2);
     assert!(err.contains("--image-tag"), "{err}");
+
+    // Policy knobs as flags: the platform to promote, no keep tag.
+    push_buildx(&repo, "v10", &["linux/amd64", "linux/arm64"], "cli-10");
+    let (code, out, err) = run(&[
+        "remediate",
+        "--repository",
+        &repo,
+        "--image-tag",
+        "v10",
+        "--promote-platform",
+        "linux/arm64",
+        "--keep-tag",
+        "false",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("remediated") && out.contains("move v10 -> "), "{out}");
+    assert!(!tags(&repo).await.contains_key("v10-index"), "no keep tag asked for");
+    // A policy file beside a policy variable would silently ignore one: refused.
+    let file = std::env::temp_dir().join(format!("{}.toml", repo.replace('/', "-")));
+    std::fs::write(&file, "[default]\nmode = \"tag\"\n").unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "remediate",
+            "--repository",
+            &repo,
+            "--image-tag",
+            "v8",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        &[("ECR_REMEDIATOR_MODE", "promote")],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ECR_REMEDIATOR_MODE") && err.contains("--config"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

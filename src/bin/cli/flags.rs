@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::ValueEnum;
 use clap::builder::TypedValueParser as _;
-use ecr_remediator::policy::{Mode, Policy, PolicySet};
+use ecr_remediator::policy::template::TagTemplate;
+use ecr_remediator::policy::{Mode, PlatformSelector, Policy, PolicySet};
 use ecr_remediator::service::config::ServiceConfig;
 use ecr_remediator::vocabulary::Vocabulary;
 
@@ -25,9 +26,37 @@ pub(crate) struct PolicyFlags {
     /// so a deployment or a signature that came right after the push is seen.
     #[arg(long, value_name = "DURATION", value_parser = ecr_remediator::time::parse_duration_s)]
     grace_period: Option<u64>,
-    /// Plan and record, write nothing.
+    /// Plan and record, write nothing: what the real run would do, action by action.
     #[arg(long)]
     dry_run: bool,
+    /// The keep tag's template (`{tag}-index` by default), or `false`: no keep tag.
+    #[arg(long, value_name = "TEMPLATE|false", value_parser = keep_tag)]
+    keep_tag: Option<KeepTag>,
+    /// The platform promote moves the tag to when an index has several (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH", value_parser = platform)]
+    promote_platform: Option<PlatformSelector>,
+}
+
+/// `--keep-tag`'s value.
+#[derive(Debug, Clone)]
+pub(crate) enum KeepTag {
+    /// No keep tag.
+    Off,
+    /// This template.
+    Template(TagTemplate),
+}
+
+fn keep_tag(s: &str) -> Result<KeepTag, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "false" | "off" | "none" => Ok(KeepTag::Off),
+        _ => TagTemplate::parse_keep(s)
+            .map(KeepTag::Template)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn platform(s: &str) -> Result<PlatformSelector, String> {
+    PlatformSelector::parse(s).ok_or_else(|| format!("{s:?} is not os/arch or os/arch/variant (linux/arm64)"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +83,22 @@ pub(crate) fn word<T: Vocabulary + Send + Sync>() -> impl clap::builder::TypedVa
 
 impl PolicyFlags {
     pub(crate) fn config(&self) -> anyhow::Result<ServiceConfig> {
+        if let Some(file) = &self.config {
+            // The file decides the whole policy: a policy variable set beside
+            // it would be silently ignored.
+            let set: Vec<&str> = ecr_remediator::policy::ENV_VARS
+                .iter()
+                .filter(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
+                .copied()
+                .collect();
+            anyhow::ensure!(
+                set.is_empty(),
+                "--config {} decides the policy, but {} is also set and would be ignored: unset it, or use the \
+                 flags (--mode, --keep-tag, …) for this run",
+                file.display(),
+                set.join(", ")
+            );
+        }
         let mut config = ServiceConfig::from_env().context("invalid configuration")?;
         if let Some(file) = &self.config {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -74,6 +119,14 @@ impl PolicyFlags {
                 p.grace_period_s = s;
             }
             p.dry_run |= self.dry_run;
+            match &self.keep_tag {
+                Some(KeepTag::Off) => p.keep_tag = None,
+                Some(KeepTag::Template(t)) => p.keep_tag = Some(t.clone()),
+                None => {}
+            }
+            if let Some(pl) = &self.promote_platform {
+                p.promote_platform = Some(pl.clone());
+            }
         };
         apply(&mut config.policies.default);
         config.policies.rules.iter_mut().for_each(|r| apply(&mut r.policy));
