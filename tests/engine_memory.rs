@@ -784,6 +784,27 @@ async fn a_redelivery_confirms_the_deletions_an_earlier_delivery_made_before_its
         assert_eq!(a.outcome, ActionOutcome::Applied, "{again:#?}");
         assert_eq!(a.earlier_attempt, Some(1), "{again:#?}");
     }
+    // A strip that deleted the index it replaced: its new index is found
+    // under the tag and attributed, though the index the event names is gone.
+    let reg = registry(false);
+    let p = push_buildx(&reg, "s", "v7", &[]);
+    let strip = policies(Mode::Strip, true, false);
+    let audit = Audit::default();
+    delivery(&reg, &audit, &strip, &job(p.index.digest(), "v7"), 1).await;
+    let stripped = target(&reg, "v7").unwrap();
+    let again = delivery(&reg, &audit, &strip, &job(p.index.digest(), "v7"), 2).await;
+    assert_eq!(again.outcome, Outcome::Remediated, "{again:#?}");
+    let put = again
+        .actions
+        .iter()
+        .find(|a| a.action.kind().as_str() == "put_index")
+        .unwrap_or_else(|| panic!("{again:#?}"));
+    assert_eq!(
+        (put.action.target(), &put.outcome),
+        (&stripped, &ActionOutcome::Already)
+    );
+    assert_eq!(put.earlier_attempt, Some(1));
+    assert_eq!(again.deleted, 2, "{again:#?}");
     // Had delivery 1's final record been written, nothing is claimed twice.
     let reg = registry(false);
     let p = push_buildx(&reg, "b", "v7", &[]);

@@ -53,6 +53,7 @@ pub mod planned;
 pub mod provenance;
 mod read;
 pub mod reconcile;
+mod redelivery;
 pub mod registry;
 pub mod repository_policy;
 pub mod retire;
@@ -167,7 +168,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     pub async fn remediate(&self, job: &Job) -> AuditRecord {
         let started = Instant::now();
         let mut record = job.record();
-        let mut moved_on: Vec<Action> = Vec::new();
         let selected = self.policies.select_for(&job.repository, job.account.as_ref());
         record.request_id = self.request_id.clone();
         record.attempt = self.attempt;
@@ -204,7 +204,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 summary.mode = policy.mode;
                 summary.requested_mode = policy.mode;
                 record.policy = Some(summary);
-                match self.run(&policy, job, &mut record, &mut moved_on).await {
+                match self.run(&policy, job, &mut record).await {
                     Ok(outcome) => outcome,
                     Err(e) => Outcome::Failed((&e).into()),
                 }
@@ -220,7 +220,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             }
         };
         record.outcome = outcome;
-        self.reconcile(job, &mut record, &moved_on).await;
+        self.reconcile(job, &mut record).await;
         record.is_final = !record.needs_retry();
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         record
@@ -231,7 +231,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         policy: &crate::policy::Policy,
         job: &Job,
         record: &mut AuditRecord,
-        moved_on: &mut Vec<Action>,
     ) -> Result<Outcome, RegistryError> {
         match job.purpose {
             Purpose::Cleanup { min_age_s } => return self.run_cleanup(policy, job, min_age_s, false, record).await,
@@ -278,7 +277,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .chain(the_plan.notes.iter().cloned())
                 .collect();
             found_in_place(record, &the_plan.in_place, self.attempt);
-            moved_on.clone_from(&the_plan.moved_on);
             if let Some(reason) = the_plan.halted() {
                 return Ok(skipped(reason.code(), reason.to_string()));
             }
@@ -363,143 +361,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             // A plan of deletions has no writes, so no write precondition.
             Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
             Applied::PushedTagImmutable => Ok(skipped(SkipCode::Conflict, "unexpected tag write in a cleanup")),
-        }
-    }
-
-    /// On a delivery after the first: records the deletions an earlier
-    /// delivery's open checkpoint listed and the registry confirms gone, as
-    /// applied by that delivery (see [`reconcile`]).
-    async fn reconcile(&self, job: &Job, record: &mut AuditRecord, moved_on: &[Action]) {
-        let (Some(event_id), Some(attempt)) = (&job.event_id, self.attempt) else {
-            return;
-        };
-        if attempt < 2 || matches!(record.outcome, Outcome::Failed(_)) {
-            return;
-        }
-        let since = audit::now_ms().saturating_sub(RECONCILE_LOOKBACK_MS);
-        let earlier = match self.audit.earlier_records(event_id, &job.digest, since).await {
-            Ok(Some(earlier)) => earlier,
-            Ok(None) => {
-                record.notes.push(
-                    "a redelivery: the audit trail cannot be read back here (no audit log group configured), so \
-                     deletions an earlier delivery may have made are not reconciled"
-                        .to_owned(),
-                );
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the trail back to reconcile an earlier delivery");
-                record.notes.push(format!(
-                    "a redelivery: deletions an earlier delivery may have made are not reconciled ({e})"
-                ));
-                return;
-            }
-        };
-        let mut open: Vec<reconcile::PendingAction> = Vec::new();
-        let mut unconfirmed = 0;
-        for p in reconcile::open_checkpoints(&earlier, event_id, &job.digest, Some(attempt)) {
-            let delivery = p.attempt.map_or_else(|| "?".to_owned(), |a| a.to_string());
-            match &p.pending {
-                // What this delivery applied, kept or failed itself says so already.
-                reconcile::Pending::Deletion { .. } => {
-                    if record
-                        .actions
-                        .iter()
-                        .filter(|a| p.is(&a.action))
-                        .all(|a| a.outcome == ActionOutcome::Already)
-                    {
-                        open.push(p);
-                    }
-                }
-                reconcile::Pending::Write { tag, target } => {
-                    if let Some(found) = record.actions.iter_mut().find(|a| p.is(&a.action)) {
-                        if found.outcome == ActionOutcome::Already && found.earlier_attempt.is_none() {
-                            found.earlier_attempt = p.attempt;
-                        }
-                    } else if let Some(a) = moved_on.iter().find(|a| p.is(a)) {
-                        let reason = format!(
-                            "pending in the checkpoint of delivery {delivery}, whose final record was never written; \
-                             {tag} has moved on since (a newer push), so whether it was written cannot be told"
-                        );
-                        let mut r = ActionRecord::new(a.clone(), ActionOutcome::Unconfirmed { reason });
-                        r.earlier_attempt = p.attempt;
-                        record.actions.push(r);
-                        unconfirmed += 1;
-                    } else {
-                        record.notes.push(format!(
-                            "delivery {delivery}'s checkpoint lists writing {tag} to {target}; not found in place"
-                        ));
-                    }
-                }
-            }
-        }
-        if unconfirmed > 0 {
-            record.notes.push(format!(
-                "{unconfirmed} write(s) pending in an earlier delivery's checkpoint could not be confirmed: \
-                 recorded as unconfirmed"
-            ));
-        }
-        let open: Vec<(Action, Option<u64>, Option<u32>)> = open
-            .into_iter()
-            .filter_map(|p| match p.pending {
-                reconcile::Pending::Deletion { action, bytes } => Some((action, bytes, p.attempt)),
-                reconcile::Pending::Write { .. } => None,
-            })
-            .collect();
-        if open.is_empty() {
-            return;
-        }
-        let digests: Vec<Digest> = open.iter().map(|(a, _, _)| a.target().clone()).collect();
-        let now = match self
-            .retry(|| self.registry.describe_images(&job.repository, &digests))
-            .await
-        {
-            Ok(now) => now,
-            Err(e) => {
-                record.notes.push(format!(
-                    "a redelivery: an earlier delivery's checkpoint lists {} deletion(s); they could not be \
-                     confirmed ({e}) and are not counted here",
-                    open.len()
-                ));
-                return;
-            }
-        };
-        let mut confirmed = 0;
-        for (action, bytes, by) in open {
-            let d = action.target();
-            if !matches!(now.get(d), Some(None) | None) {
-                record.notes.push(format!(
-                    "{d} was pending in the checkpoint of delivery {}, and is still there: not deleted",
-                    by.map_or_else(|| "?".to_owned(), |a| a.to_string())
-                ));
-                continue;
-            }
-            record
-                .actions
-                .retain(|a| !(a.action.is_delete() && a.action.target() == d && a.outcome == ActionOutcome::Already));
-            let mut done = ActionRecord::new(action.clone(), ActionOutcome::Applied);
-            done.bytes = bytes;
-            done.earlier_attempt = by;
-            record.deleted += 1;
-            record.reclaimed_bytes += bytes.unwrap_or(0);
-            record.actions.push(done);
-            confirmed += 1;
-        }
-        if confirmed > 0 {
-            record.notes.push(format!(
-                "{confirmed} deletion(s) applied by an earlier delivery of this event whose final record was not \
-                     written: listed pending in its checkpoint, confirmed gone now"
-            ));
-            if matches!(
-                record.outcome,
-                Outcome::Noop
-                    | Outcome::Skipped {
-                        code: SkipCode::IndexGone,
-                        ..
-                    }
-            ) {
-                record.outcome = Outcome::Remediated;
-            }
         }
     }
 

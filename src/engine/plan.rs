@@ -380,7 +380,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 }
 
 /// For a superseded push: the writes a handling of it would have made, each
-/// found in place (`in_place`) or moved on since (`moved_on`); never planned.
+/// those still in place recorded as found (`in_place`); never planned.
 fn earlier_writes(
     p: &mut Plan,
     classification: &Classification,
@@ -434,12 +434,11 @@ fn earlier_writes(
             });
         }
     }
-    for w in writes {
-        match w.tag() {
-            Some(t) if view.tag_target(t) == Some(w.target()) => p.in_place.push(w),
-            _ => p.moved_on.push(w),
-        }
-    }
+    p.in_place.extend(
+        writes
+            .into_iter()
+            .filter(|w| w.tag().is_some_and(|t| view.tag_target(t) == Some(w.target()))),
+    );
 }
 
 /// What the signature gate decided about moving the pushed tag.

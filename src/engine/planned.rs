@@ -28,12 +28,6 @@ pub struct Plan {
     /// this service wrote whatever died before its record was written.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub in_place: Vec<Action>,
-    /// For a push a newer one superseded: the writes an earlier handling of
-    /// it may have made that are no longer in place (the tags moved on). A
-    /// redelivery that finds them pending in an earlier delivery's
-    /// checkpoint records them as unconfirmed (see [`crate::engine::reconcile`]).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub moved_on: Vec<Action>,
     /// Tags that must still point where they did at planning, besides the
     /// ones the writes themselves move (checked right before the writes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -60,7 +54,6 @@ impl Plan {
             dry_run: policy.dry_run,
             actions: Vec::new(),
             in_place: Vec::new(),
-            moved_on: Vec::new(),
             guards: Vec::new(),
             skipped: Vec::new(),
             notes: Vec::new(),

@@ -24,8 +24,9 @@
 
 use serde_json::Value;
 
-use crate::engine::action::{Action, DeleteRole};
+use crate::engine::action::{Action, ActionKind, DeleteRole, TagRole};
 use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
 
 /// What an earlier delivery's checkpoint listed as pending.
@@ -38,13 +39,50 @@ pub enum Pending {
         /// What it was expected to free.
         bytes: Option<u64>,
     },
-    /// A tag write: the tag and the image it was to point at.
-    Write {
-        /// The tag.
-        tag: ImageTag,
-        /// Where it was to point.
-        target: Digest,
-    },
+    /// A tag write.
+    Write(PendingWrite),
+}
+
+/// A tag write an earlier delivery's checkpoint listed, as the record says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWrite {
+    /// Which kind of write.
+    pub kind: ActionKind,
+    /// The tag.
+    pub tag: ImageTag,
+    /// Where it was to point.
+    pub target: Digest,
+    /// Why (absent for a stripped index: the pushed tag).
+    pub role: TagRole,
+    /// Where it pointed before (a move), or the index it replaces (a stripped index).
+    pub from: Option<Digest>,
+}
+
+impl PendingWrite {
+    /// The write as an action; a stripped index needs its manifest (`None`
+    /// when the registry no longer has it: then there is no action to name).
+    pub fn action(&self, manifest: Option<&RawManifest>) -> Option<Action> {
+        let (tag, role) = (self.tag.clone(), self.role);
+        Some(match self.kind {
+            ActionKind::AddTag => Action::AddTag {
+                tag,
+                digest: self.target.clone(),
+                role,
+            },
+            ActionKind::MoveTag => Action::MoveTag {
+                tag,
+                from: self.from.clone()?,
+                to: self.target.clone(),
+                role,
+            },
+            ActionKind::PutIndex => Action::PutIndex {
+                tag,
+                manifest: Box::new(manifest.filter(|m| m.digest() == &self.target)?.clone()),
+                replaces: self.from.clone()?,
+            },
+            ActionKind::PutReferrer | ActionKind::Delete => return None,
+        })
+    }
 }
 
 /// One pending action of an open checkpoint.
@@ -63,7 +101,7 @@ impl PendingAction {
     fn key(&self) -> (Option<&ImageTag>, &Digest) {
         match &self.pending {
             Pending::Deletion { action, .. } => (None, action.target()),
-            Pending::Write { tag, target } => (Some(tag), target),
+            Pending::Write(w) => (Some(&w.tag), &w.target),
         }
     }
 
@@ -72,7 +110,7 @@ impl PendingAction {
     pub fn is(&self, action: &Action) -> bool {
         match &self.pending {
             Pending::Deletion { action: a, .. } => action.is_delete() && a.target() == action.target(),
-            Pending::Write { tag, target } => action.tag() == Some(tag) && action.target() == target,
+            Pending::Write(w) => action.tag() == Some(&w.tag) && action.target() == &w.target,
         }
     }
 }
@@ -128,14 +166,27 @@ fn pending(a: &Value, attempt: Option<u32>) -> Option<PendingAction> {
                 bytes: a.get("bytes").and_then(Value::as_u64),
             }
         }
-        "add_tag" | "put_index" => Pending::Write {
-            tag: ImageTag::parse(text(a, "tag")?).ok()?,
-            target: digest("digest")?,
-        },
-        "move_tag" => Pending::Write {
-            tag: ImageTag::parse(text(a, "tag")?).ok()?,
-            target: digest("to")?,
-        },
+        kind @ ("add_tag" | "move_tag" | "put_index") => {
+            let (kind, target, from) = match kind {
+                "add_tag" => (ActionKind::AddTag, digest("digest")?, None),
+                "move_tag" => (ActionKind::MoveTag, digest("to")?, Some(digest("from")?)),
+                _ => (ActionKind::PutIndex, digest("digest")?, Some(digest("replaces")?)),
+            };
+            let role = match text(a, "role") {
+                None if kind == ActionKind::PutIndex => TagRole::Pushed,
+                Some("pushed") => TagRole::Pushed,
+                Some("derived") => TagRole::Derived,
+                Some("keep") => TagRole::Keep,
+                _ => return None,
+            };
+            Pending::Write(PendingWrite {
+                kind,
+                tag: ImageTag::parse(text(a, "tag")?).ok()?,
+                target,
+                role,
+                from,
+            })
+        }
         _ => return None,
     };
     Some(PendingAction { pending, attempt })
@@ -248,8 +299,8 @@ mod tests {
     fn pending_writes_are_read_and_unreadable_entries_skipped() {
         let mut r = checkpoint(1, "r1", &[(d(1), "attestation"), (d(2), "no_such_role")]);
         let actions = r["actions"].as_array_mut().unwrap();
-        actions.push(json!({"action": "move_tag", "tag": "v1", "from": d(0).to_string(), "to": d(3).to_string(), "outcome": "pending"}));
-        actions.push(json!({"action": "add_tag", "tag": "v1-index", "digest": d(0).to_string(), "outcome": "pending"}));
+        actions.push(json!({"action": "move_tag", "tag": "v1", "from": d(0).to_string(), "to": d(3).to_string(), "role": "pushed", "outcome": "pending"}));
+        actions.push(json!({"action": "add_tag", "tag": "v1-index", "digest": d(0).to_string(), "role": "keep", "outcome": "pending"}));
         actions.push(json!({"action": "move_tag", "tag": "v1", "outcome": "pending"}));
         actions.push(json!({"action": "add_tag", "tag": "v2", "digest": d(5).to_string(), "outcome": "applied"}));
         let open = open_checkpoints(&[r], "e1", &d(0), Some(2));
