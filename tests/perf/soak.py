@@ -14,7 +14,7 @@ every ECR operation it uses, 10 % failing ``PutEvents``. The pusher makes at
 least ``--pushes`` pushes over at least ``--minutes`` minutes: bursts of one
 tag, several platforms, both attestation formats, SBOMs, SOCI indexes,
 signatures, nested indexes. With ``--crash``, one worker at a time is
-SIGKILLed at a random moment every 6-20 s while pushes go on, and restarted
+SIGKILLed at a random moment every 6-20 s until the queue is drained, and restarted
 (a handling cut anywhere: before, between or after its writes, deletions and
 records). When the queue is drained the workers stop and ``checker.py``
 verifies the final registry and the audit trail: records reach both the
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("target/soak.json"))
-    parser.add_argument("--crash", action="store_true", help="SIGKILL a worker every 6-20 s while pushing, and restart it")
+    parser.add_argument("--crash", action="store_true", help="SIGKILL a worker every 6-20 s until the queue is drained, and restart it")
     parser.add_argument("--put-events-failures", type=float, default=0.1, help="share of failing PutEvents calls (default 0.1)")
     args = parser.parse_args(argv)
     if not args.binary.is_file():
@@ -396,15 +396,17 @@ def main(argv: list[str] | None = None) -> int:
             chaos_thread.start()
         pushes = pusher(ecr_of, args, rng)
         pushed_for = time.monotonic() - started
-        crashing.set()
-        if args.crash:
-            chaos_thread.join()
-        print("  waiting for the queue to drain", file=sys.stderr)
-        quiet, deadline = 0, time.monotonic() + 900
+        print(
+            "  waiting for the queue to drain (workers still killed)" if args.crash else "  waiting for the queue to drain", file=sys.stderr
+        )
+        quiet, deadline = 0, time.monotonic() + 1200
         while quiet < 3 and time.monotonic() < deadline:
             time.sleep(2)
             quiet = quiet + 1 if queue_depth(c["sqs"], work) == 0 else 0
         drained = quiet >= 3
+        crashing.set()
+        if args.crash:
+            chaos_thread.join()
         total = time.monotonic() - started
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -428,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         emu.stop()
     violations, figures = check(world)
     if not drained:
-        violations.append("the queue did not drain within 15 minutes")
+        violations.append("the queue did not drain within 20 minutes")
     figures |= {
         "pushing_s": round(pushed_for),
         "total_s": round(total),
