@@ -323,3 +323,105 @@ async fn the_worker_runs_an_account_sweep_a_message_asks_for_and_then_its_reques
         "the sweep message, then the image's request: {log}"
     );
 }
+
+/// `--stack`: the CLI's records go where the deployed stack's do (its audit
+/// bus), with the caller's account and the region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediate_with_stack_writes_to_the_stacks_audit_bus() {
+    let repo = unique("cli-stack");
+    create_repository(&repo, false);
+    let pushed = push_buildx(&repo, "v1", &["linux/arm64"], "cli-stack");
+    let sdk = sdk_config().await;
+    let name = repo.replace('/', "-");
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let bus = events
+        .create_event_bus()
+        .name(format!("{name}-audit"))
+        .send()
+        .await
+        .unwrap()
+        .event_bus_arn()
+        .unwrap()
+        .to_owned();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = create_queue(&sqs, &name).await;
+    events
+        .put_rule()
+        .name(&name)
+        .event_bus_name(&bus)
+        .event_pattern(serde_json::json!({"source": ["ecr-remediator"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&name)
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let template = serde_json::json!({
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"AuditBusArn": {"Value": bus}, "AuditLogGroupName": {"Value": format!("/{name}")}},
+    });
+    aws_sdk_cloudformation::Client::new(&sdk)
+        .create_stack()
+        .stack_name(&name)
+        .template_body(template.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "remediate",
+            "--repository",
+            &repo,
+            "--image-tag",
+            "v1",
+            "--stack",
+            &name,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<serde_json::Value> = got
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(m.body().unwrap()).unwrap()["detail"].clone())
+        .collect();
+    let last = records
+        .iter()
+        .find(|r| r["final"] == true)
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(last["index_digest"], pushed.index.as_str());
+    assert_eq!(last["account"], ACCOUNT, "the caller's account");
+    assert_eq!(last["region"], REGION);
+    let (code, _, err) = run_cli(
+        &[
+            "remediate",
+            "--repository",
+            &repo,
+            "--image-tag",
+            "v1",
+            "--stack",
+            "no-such-stack",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no-such-stack"), "{err}");
+}

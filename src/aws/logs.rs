@@ -155,6 +155,14 @@ impl Insights for LogsInsights {
 /// The audit log group a stack of `infra/template.yaml` created (its
 /// `AuditLogGroupName` output).
 pub async fn stack_audit_log_group(sdk: &aws_config::SdkConfig, stack: &str) -> Result<String, TrailError> {
+    stack_output(sdk, stack, AUDIT_LOG_GROUP_OUTPUT).await
+}
+
+/// The stack output naming the audit bus (see `infra/template.yaml`).
+pub const AUDIT_BUS_OUTPUT: &str = "AuditBusArn";
+
+/// One output of a CloudFormation stack, by key.
+pub async fn stack_output(sdk: &aws_config::SdkConfig, stack: &str, key: &str) -> Result<String, TrailError> {
     let client = aws_sdk_cloudformation::Client::new(sdk);
     let reply = client.describe_stacks().stack_name(stack).send().await.map_err(|e| {
         let problem = match &e {
@@ -176,11 +184,11 @@ pub async fn stack_audit_log_group(sdk: &aws_config::SdkConfig, stack: &str) -> 
     let found = reply.stacks().first().and_then(|s| {
         s.outputs()
             .iter()
-            .find(|o| o.output_key() == Some(AUDIT_LOG_GROUP_OUTPUT))
+            .find(|o| o.output_key() == Some(key))
             .and_then(|o| o.output_value())
     });
     found.map(str::to_owned).ok_or_else(|| TrailError::Stack {
         stack: stack.to_owned(),
-        problem: format!("no {AUDIT_LOG_GROUP_OUTPUT} output (is it an ecr-remediator stack?)"),
+        problem: format!("no {key} output (is it an ecr-remediator stack?)"),
     })
 }

@@ -36,3 +36,19 @@ pub(crate) async fn connect(args: &AwsArgs, max_attempts: u32) -> anyhow::Result
     let account = check(&sdk).await?;
     Ok((sdk, account))
 }
+
+/// With `--stack`: the audit records go to the stack's audit bus and are
+/// read back from its audit log group, as the deployed function's are.
+pub(crate) async fn use_stack(
+    sdk: &aws_config::SdkConfig,
+    config: &mut ecr_remediator::service::config::ServiceConfig,
+    stack: Option<&str>,
+) -> anyhow::Result<()> {
+    use ecr_remediator::aws::logs::{AUDIT_BUS_OUTPUT, AUDIT_LOG_GROUP_OUTPUT, stack_output};
+    let Some(stack) = stack else {
+        return Ok(());
+    };
+    config.audit_bus = stack_output(sdk, stack, AUDIT_BUS_OUTPUT).await?;
+    config.audit_log_group = Some(stack_output(sdk, stack, AUDIT_LOG_GROUP_OUTPUT).await?);
+    Ok(())
+}

@@ -16,6 +16,10 @@ pub(crate) struct PolicyFlags {
     /// Policy file (TOML); instead of the ECR_REMEDIATOR_* policy variables.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Write the audit records where this deployed stack's go (its AuditBusArn
+    /// output), and read them back from its audit log group.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) stack: Option<String>,
     /// Override the mode.
     #[arg(long, value_parser = word::<Mode>())]
     mode: Option<Mode>,

@@ -47,6 +47,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
     let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
     // Records name the account and region the image is in.
     config.account_id.get_or_insert(account);
+    crate::connect::use_stack(&sdk, &mut config, args.policy.stack.as_deref()).await?;
     let region = sdk.region().map(ToString::to_string);
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     handler.log_records = false;

@@ -15,8 +15,9 @@ pub(crate) async fn run(
     aws: crate::connect::AwsArgs,
 ) -> anyhow::Result<ExitCode> {
     init(LogFormat::Json);
-    let config = flags.config()?;
+    let mut config = flags.config()?;
     let (sdk, _) = crate::connect::connect(&aws, config.max_attempts).await?;
+    crate::connect::use_stack(&sdk, &mut config, flags.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // A sweep request on this queue puts its image requests on this queue,

@@ -118,6 +118,7 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
     }
     let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
     config.account_id.get_or_insert(account);
+    crate::connect::use_stack(&sdk, &mut config, flags.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     handler.log_records = false;
     let json = args.output == OutputFormat::Json;
