@@ -25,12 +25,35 @@ fn defaults() {
 }
 
 #[test]
-fn the_example_file_loads() {
+fn the_example_file_loads_as_is_and_its_commented_unit_rule_once_uncommented() {
     let text = include_str!("../../../policy.example.toml");
-    let set = PolicySet::from_toml(text).unwrap();
+    // As shipped: with no organisational units listed, as a new user has it.
+    let set = PolicySet::from_toml(text)
+        .and_then(|p| p.with_organizational_units(&OrganizationalUnits::default()))
+        .unwrap();
     assert!(!set.rules.is_empty());
+    // The unit rule, uncommented, with its unit listed.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("[[rules]]")
+                    || rest.starts_with("name = \"platform-ou")
+                    || rest.starts_with("organizational_units")
+                    || rest.starts_with("mode = ")
+                    || rest.starts_with("repository_tag") =>
+            {
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let units = OrganizationalUnits::parse("ou-ab12-cdef3456=333333333333").unwrap();
-    let set = set.with_organizational_units(&units).unwrap();
+    let set = PolicySet::from_toml(&uncommented)
+        .unwrap()
+        .with_organizational_units(&units)
+        .unwrap();
     assert_eq!(
         set.select_for(&repo("any"), Some(&AccountId::parse("333333333333").unwrap()))
             .rule,
