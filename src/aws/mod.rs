@@ -23,6 +23,7 @@ pub mod logs;
 pub mod members;
 pub mod preflight;
 pub mod sqs;
+pub mod ssm;
 pub mod tag_cache;
 pub mod workloads;
 
@@ -113,9 +114,43 @@ pub fn eventbridge_client(sdk: &aws_config::SdkConfig) -> aws_sdk_eventbridge::C
 }
 
 /// The service wired to ECR and EventBridge with the standard AWS configuration.
-pub async fn handler(config: &ServiceConfig) -> Handler<ecr::EcrRegistry, audit::EventBridgeAudit> {
+pub async fn handler(
+    config: &ServiceConfig,
+) -> Result<Handler<ecr::EcrRegistry, audit::EventBridgeAudit>, crate::service::live_policy::LiveError> {
     let sdk = load_config(config.max_attempts).await;
-    handler_with(&sdk, config)
+    let mut h = handler_with(&sdk, config);
+    attach_live_policy(&mut h, &sdk, config, None).await?;
+    Ok(h)
+}
+
+/// When the configuration names a policy parameter: loads it (it must be
+/// readable and valid) and keeps it live in the handler, re-read every
+/// [`crate::service::live_policy::RELOAD_EVERY`].
+pub async fn attach_live_policy<R, A>(
+    handler: &mut Handler<R, A>,
+    sdk: &aws_config::SdkConfig,
+    config: &ServiceConfig,
+    overlay: Option<crate::service::live_policy::Overlay>,
+) -> Result<(), crate::service::live_policy::LiveError>
+where
+    R: crate::engine::registry::Registry,
+    A: crate::engine::audit::AuditSink,
+{
+    use crate::service::live_policy::{LivePolicy, RELOAD_EVERY};
+    let Some(name) = &config.policy_parameter else {
+        return Ok(());
+    };
+    let store = std::sync::Arc::new(ssm::SsmPolicy::new(sdk, name.clone()));
+    let live = LivePolicy::load(
+        store,
+        config.organizational_units.clone(),
+        config.deletion_allowed,
+        RELOAD_EVERY,
+        overlay,
+    )
+    .await?;
+    handler.live_policy = Some(std::sync::Arc::new(live));
+    Ok(())
 }
 
 /// The service wired to ECR and EventBridge with a given AWS configuration.

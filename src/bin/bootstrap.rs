@@ -29,7 +29,9 @@ async fn main() -> Result<(), Error> {
     init(LogFormat::Json);
     let config = ServiceConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     tracing::info!(audit_bus = %config.audit_bus, put_tps = config.put_tps, put_burst = config.put_burst, "ecr-remediator function ready");
-    let handler = &ecr_remediator::aws::handler(&config).await;
+    let handler = &ecr_remediator::aws::handler(&config)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "cannot load the policy"))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         let deadline = retry_deadline(event.context.deadline());
         Box::pin(handler.handle_lambda(event.payload, Some(deadline), Some(&event.context.request_id)))

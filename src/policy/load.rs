@@ -90,6 +90,32 @@ impl PolicySet {
         Ok(self)
     }
 
+    /// Refuses a policy that would delete (its default or any rule) when the
+    /// deployment cannot (its role has no `ecr:BatchDeleteImage`): the
+    /// policy is never silently narrowed to what the role allows.
+    pub fn within_deletion_permission(self, deletion_allowed: bool) -> Result<Self, PolicyError> {
+        if deletion_allowed {
+            return Ok(self);
+        }
+        let deleting = std::iter::once(("default", &self.default))
+            .chain(self.rules.iter().map(|r| (r.name.as_str(), &r.policy)))
+            .find(|(_, p)| p.delete_orphans);
+        if let Some((name, _)) = deleting {
+            return Err(PolicyError::field(
+                if name == "default" {
+                    "default.delete_orphans".to_owned()
+                } else {
+                    format!("rule {name:?}: delete_orphans")
+                },
+                format!(
+                    "deletes, but this deployment's role cannot ({ENV_DELETION_ALLOWED}=false): deploy with \
+                     DeleteOrphans=true, or set delete_orphans = false"
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
     /// Builds a single-default policy from `ECR_REMEDIATOR_*` variables
     /// (see [`ENV_VARS`]); unset or empty variables keep the defaults.
     pub fn from_env_vars(vars: &BTreeMap<String, String>) -> Result<Self, PolicyError> {
@@ -147,6 +173,12 @@ impl PolicySet {
 
 /// Path of a TOML policy file; when set, no other policy variable may be set.
 pub const ENV_POLICY_FILE: &str = "ECR_REMEDIATOR_POLICY_FILE";
+/// The name of an SSM parameter holding the policy file's text (TOML),
+/// reloaded while the service runs (see `service::live_policy`).
+pub const ENV_POLICY_PARAMETER: &str = "ECR_REMEDIATOR_POLICY_PARAMETER";
+/// `false` when the deployment's role cannot delete (the template sets it
+/// from `DeleteOrphans`): a policy that deletes is then refused.
+pub const ENV_DELETION_ALLOWED: &str = "ECR_REMEDIATOR_DELETION_ALLOWED";
 /// `observe | tag | promote | strip`.
 pub const ENV_MODE: &str = "ECR_REMEDIATOR_MODE";
 /// Derived-tag template.
@@ -227,6 +259,32 @@ where
         }
         None => OrganizationalUnits::default(),
     };
+    let deletion_allowed = match vars.get(ENV_DELETION_ALLOWED).map(|v| v.trim().to_ascii_lowercase()) {
+        None => true,
+        Some(v) if v.is_empty() || v == "true" => true,
+        Some(v) if v == "false" => false,
+        Some(v) => {
+            return Err(PolicyError::field(
+                ENV_DELETION_ALLOWED,
+                format!("{v:?} is not a boolean (true/false)"),
+            ));
+        }
+    };
+    if vars.get(ENV_POLICY_PARAMETER).is_some_and(|v| !v.trim().is_empty()) {
+        let others: Vec<&str> = ENV_VARS.iter().filter(set).copied().collect();
+        if !others.is_empty() {
+            return Err(PolicyError::field(
+                ENV_POLICY_PARAMETER,
+                format!(
+                    "is set, so the policy comes from that parameter; also setting {} would be ignored",
+                    others.join(", ")
+                ),
+            ));
+        }
+        // The parameter is read (and re-read) by the service itself; until
+        // then nothing may run on a placeholder: see `service::live_policy`.
+        return Ok(PolicySet::default());
+    }
     let policies = match vars.get(ENV_POLICY_FILE).filter(|v| !v.trim().is_empty()) {
         Some(path) => {
             let others: Vec<&str> = ENV_VARS[1..].iter().filter(set).copied().collect();
@@ -248,7 +306,9 @@ where
         }
         None => PolicySet::from_env_vars(vars)?,
     };
-    policies.with_organizational_units(&units)
+    policies
+        .with_organizational_units(&units)?
+        .within_deletion_permission(deletion_allowed)
 }
 
 /// An invalid policy configuration.

@@ -59,6 +59,14 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = crate::engine::retry::DEFAULT_ATTEMPTS;
 pub struct ServiceConfig {
     /// The policies.
     pub policies: PolicySet,
+    /// The SSM parameter holding the policy (TOML), re-read while running
+    /// (see [`crate::service::live_policy`]); [`Self::policies`] is then unused.
+    pub policy_parameter: Option<String>,
+    /// The organisational units rules may name (for a reloaded policy).
+    pub organizational_units: crate::policy::organization::OrganizationalUnits,
+    /// Whether the deployment's role may delete (a policy that deletes is
+    /// refused otherwise).
+    pub deletion_allowed: bool,
     /// The audit bus.
     pub audit_bus: String,
     /// The log group the audit records reach, when known.
@@ -142,6 +150,10 @@ impl ServiceConfig {
     {
         let policies = load(vars, read_file)?;
         let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let policy_parameter = get(crate::policy::ENV_POLICY_PARAMETER).map(str::to_owned);
+        let organizational_units = crate::policy::organizational_units(vars)?;
+        // `load` refused anything else.
+        let deletion_allowed = get(crate::policy::ENV_DELETION_ALLOWED).is_none_or(|v| v.eq_ignore_ascii_case("true"));
         let audit_bus = get(ENV_AUDIT_BUS).unwrap_or("default").to_owned();
         let audit_log_group = get(ENV_AUDIT_LOG_GROUP).map(str::to_owned);
         let put_tps = match get(ENV_PUT_TPS) {
@@ -259,6 +271,9 @@ impl ServiceConfig {
             members,
             metrics,
             policies,
+            policy_parameter,
+            organizational_units,
+            deletion_allowed,
             audit_bus,
             audit_log_group,
             put_tps,

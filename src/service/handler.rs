@@ -28,6 +28,7 @@ use crate::oci::names::AccountId;
 use crate::oci::signature::Signing;
 use crate::policy::PolicySet;
 use crate::service::enqueue::{EnqueueSummary, JobQueue, enqueue};
+use crate::service::live_policy::LivePolicy;
 use crate::service::message::{Message, MessageError, Request};
 use crate::service::metrics::{MetricsConfig, emf};
 use crate::service::request::{ImageRequest, Work};
@@ -41,8 +42,11 @@ pub struct Handler<R, A> {
     pub registry: R,
     /// Where audit records go (besides the log).
     pub audit: A,
-    /// The policies.
-    pub policies: PolicySet,
+    /// The policies (when [`Self::live_policy`] is set: unused).
+    pub policies: Arc<PolicySet>,
+    /// The policy kept in a store and re-read while running (an SSM
+    /// parameter), instead of [`Self::policies`].
+    pub live_policy: Option<Arc<LivePolicy>>,
     /// Print each audit record as a JSON log line on stdout.
     pub log_records: bool,
     /// With `log_records`: also print each record's metrics (EMF) line.
@@ -145,7 +149,8 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         Handler {
             registry,
             audit,
-            policies,
+            policies: Arc::new(policies),
+            live_policy: None,
             log_records: true,
             metrics: None,
             retry: RetryPolicy::default(),
@@ -157,11 +162,19 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         }
     }
 
-    fn engine<'a>(&'a self, registry: &'a R, delivery: &Delivery) -> Engine<'a, R, A> {
+    /// The policies to apply now.
+    pub async fn policies_now(&self) -> Arc<PolicySet> {
+        match &self.live_policy {
+            Some(live) => live.current().await,
+            None => self.policies.clone(),
+        }
+    }
+
+    fn engine<'a>(&'a self, registry: &'a R, delivery: &Delivery, policies: &'a PolicySet) -> Engine<'a, R, A> {
         Engine {
             registry,
             audit: &self.audit,
-            policies: &self.policies,
+            policies,
             retry: self.retry,
             deadline: delivery.deadline,
             request_id: delivery.request_id.clone(),
@@ -180,8 +193,9 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             Err(e) => self.malformed(&e, delivery).await,
             Ok(Message::Ignored { event_id, reason }) => Ok(self.ignored(event_id.as_deref(), &reason)),
             Ok(Message::ImageAction(event)) => {
+                let policies = self.policies_now().await;
                 let triaged = triage(&event, |repo, tag| {
-                    self.policies
+                    policies
                         .select_for(repo, event.account.as_ref())
                         .policy
                         .is_keep_tag(tag)
@@ -274,7 +288,8 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             prefixes: sweeps.prefixes.clone(),
             account: account.clone(),
         };
-        let summary = enqueue(registry, &self.policies, &scope, &Selection::default(), &*sweeps.queue)
+        let policies = self.policies_now().await;
+        let summary = enqueue(registry, &policies, &scope, &Selection::default(), &*sweeps.queue)
             .await
             .map_err(|e| RetryError::Sweep(e.to_string()))?;
         tracing::info!(
@@ -353,7 +368,8 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             }
         };
         let registry = member.as_deref().unwrap_or(&self.registry);
-        let mut record = self.engine(registry, &delivery).remediate(job).await;
+        let policies = self.policies_now().await;
+        let mut record = self.engine(registry, &delivery, &policies).remediate(job).await;
         self.follow_up(job, &mut record).await;
         let result = self.finish(record.clone(), delivery).await;
         (record, result)

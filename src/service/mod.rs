@@ -7,6 +7,7 @@ pub mod config;
 pub mod enqueue;
 pub mod handler;
 pub mod lambda;
+pub mod live_policy;
 pub mod manual;
 pub mod message;
 pub mod metrics;

@@ -131,6 +131,8 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     let registry: &R = member.as_deref().unwrap_or(&handler.registry);
     let repos = repositories(registry, scope, &handler.retry).await?;
     let total = repos.len();
+    let policies = handler.policies_now().await;
+    let policies = &policies;
     // Shared by the stream that lists repositories and the loop that tallies
     // records; the stream is polled on this task only, and no borrow is held
     // across an await.
@@ -140,7 +142,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // images, so the next listing overlaps the last images of the one before
     // and only one listing is in memory at a time.
     let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
-        let rule = handler.policies.select_for(repo, scope.account.as_ref()).policy;
+        let rule = policies.select_for(repo, scope.account.as_ref()).policy;
         let scan = match repository_policy::resolve(registry, &handler.retry, None, rule, repo).await {
             Err(e) => Scan::Failed(e),
             Ok((Resolved::Apply { policy, .. }, _)) => {

@@ -316,7 +316,9 @@ def test_no_delete_permission_unless_deletion_is_on(clients: dict[str, Any]) -> 
         # ListImageReferrers (verifying referrer copies) is authorised by ecr:BatchGetImage; there is no IAM action of its own.
         assert "ecr:BatchGetImage" in actions and "ecr:ListImageReferrers" not in actions
         env = clients["lambda"].get_function_configuration(FunctionName=deployed["outputs"]["FunctionName"])["Environment"]["Variables"]
-        assert env["ECR_REMEDIATOR_MODE"] == "tag" and env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "false"
+        assert env["ECR_REMEDIATOR_MODE"] == "promote" and env["ECR_REMEDIATOR_DELETE_ORPHANS"] == "false", (
+            "the default fixes the seed case"
+        )
         assert env["ECR_REMEDIATOR_PROVENANCE"] == "index", "referrers only once chosen"
     finally:
         clients["cloudformation"].delete_stack(StackName="remediator-safe")
@@ -628,3 +630,20 @@ def test_make_deploy_members_creates_a_service_managed_stack_set_for_the_ous(
             )
             cf.delete_stack_set(StackSetName="ecr-remediator-member")
         cf.delete_stack(StackName="remediator-stackset")
+
+
+def test_a_policy_parameter_travels_with_the_stack_and_only_it_is_readable(clients: dict[str, Any]) -> None:
+    deployed = deploy(clients, "remediator-ssm", {"PolicyParameter": "/ecr-remediator/policy"})
+    try:
+        env = clients["lambda"].get_function_configuration(FunctionName=deployed["outputs"]["FunctionName"])["Environment"]["Variables"]
+        assert env["ECR_REMEDIATOR_POLICY_PARAMETER"] == "/ecr-remediator/policy"
+        assert env["ECR_REMEDIATOR_DELETION_ALLOWED"] == "false", "the policy may delete only with DeleteOrphans=true"
+        assert "ECR_REMEDIATOR_MODE" not in env and "ECR_REMEDIATOR_DELETE_ORPHANS" not in env, "no second source"
+        statements = policy_statements(clients, deployed)
+        read = [s for s in statements if "ssm:GetParameter" in as_list(s["Action"])]
+        assert len(read) == 1 and as_list(read[0]["Action"]) == ["ssm:GetParameter"], read
+        assert as_list(read[0]["Resource"]) == ["arn:aws:ssm:us-east-1:123456789012:parameter/ecr-remediator/policy"]
+        actions = [a for s in statements for a in as_list(s["Action"])]
+        assert "ecr:BatchDeleteImage" not in actions
+    finally:
+        clients["cloudformation"].delete_stack(StackName="remediator-ssm")

@@ -1,6 +1,7 @@
 //! Flags several subcommands share: the policy overrides, the output format.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -8,6 +9,7 @@ use clap::builder::TypedValueParser as _;
 use ecr_remediator::policy::template::TagTemplate;
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy, PolicySet};
 use ecr_remediator::service::config::ServiceConfig;
+use ecr_remediator::service::live_policy::Overlay;
 use ecr_remediator::vocabulary::Vocabulary;
 
 /// Policy overrides on the command line.
@@ -92,6 +94,7 @@ impl PolicyFlags {
             // it would be silently ignored.
             let set: Vec<&str> = ecr_remediator::policy::ENV_VARS
                 .iter()
+                .chain(&[ecr_remediator::policy::ENV_POLICY_PARAMETER])
                 .filter(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
                 .copied()
                 .collect();
@@ -112,28 +115,36 @@ impl PolicyFlags {
                 .and_then(|p| p.with_organizational_units(&units))
                 .with_context(|| format!("invalid policy file {}", file.display()))?;
         }
-        let apply = |p: &mut Policy| {
-            if let Some(m) = self.mode {
-                p.mode = m;
-                // The operator's choice for this run: a repository tag does not change it.
-                p.mode_pinned = true;
-            }
-            p.delete_orphans |= self.delete_orphans;
-            if let Some(s) = self.grace_period {
-                p.grace_period_s = s;
-            }
-            p.dry_run |= self.dry_run;
-            match &self.keep_tag {
-                Some(KeepTag::Off) => p.keep_tag = None,
-                Some(KeepTag::Template(t)) => p.keep_tag = Some(t.clone()),
-                None => {}
-            }
-            if let Some(pl) = &self.promote_platform {
-                p.promote_platform = Some(pl.clone());
-            }
-        };
-        apply(&mut config.policies.default);
-        config.policies.rules.iter_mut().for_each(|r| apply(&mut r.policy));
+        (self.overlay())(&mut config.policies);
         Ok(config)
+    }
+
+    /// The overrides, as a change to any policy set (a reloaded one too).
+    pub(crate) fn overlay(&self) -> Overlay {
+        let flags = self.clone();
+        Arc::new(move |set: &mut PolicySet| {
+            let apply = |p: &mut Policy| {
+                if let Some(m) = flags.mode {
+                    p.mode = m;
+                    // The operator's choice for this run: a repository tag does not change it.
+                    p.mode_pinned = true;
+                }
+                p.delete_orphans |= flags.delete_orphans;
+                if let Some(s) = flags.grace_period {
+                    p.grace_period_s = s;
+                }
+                p.dry_run |= flags.dry_run;
+                match &flags.keep_tag {
+                    Some(KeepTag::Off) => p.keep_tag = None,
+                    Some(KeepTag::Template(t)) => p.keep_tag = Some(t.clone()),
+                    None => {}
+                }
+                if let Some(pl) = &flags.promote_platform {
+                    p.promote_platform = Some(pl.clone());
+                }
+            };
+            apply(&mut set.default);
+            set.rules.iter_mut().for_each(|r| apply(&mut r.policy));
+        })
     }
 }

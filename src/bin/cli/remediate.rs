@@ -50,6 +50,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
     crate::connect::use_stack(&sdk, &mut config, args.policy.stack.as_deref()).await?;
     let region = sdk.region().map(ToString::to_string);
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
+    ecr_remediator::aws::attach_live_policy(&mut handler, &sdk, &config, Some(args.policy.overlay())).await?;
     handler.log_records = false;
     let repository = args.repository;
     let images = match resolve(&handler.registry, &handler.retry, &repository, named)

@@ -19,6 +19,7 @@ pub(crate) async fn run(
     let (sdk, _) = crate::connect::connect(&aws, config.max_attempts).await?;
     crate::connect::use_stack(&sdk, &mut config, flags.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
+    ecr_remediator::aws::attach_live_policy(&mut handler, &sdk, &config, Some(flags.overlay())).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // A sweep request on this queue puts its image requests on this queue,
     // unless ECR_REMEDIATOR_QUEUE_URL names another.

@@ -120,6 +120,7 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
     config.account_id.get_or_insert(account);
     crate::connect::use_stack(&sdk, &mut config, flags.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
+    ecr_remediator::aws::attach_live_policy(&mut handler, &sdk, &config, Some(flags.overlay())).await?;
     handler.log_records = false;
     let json = args.output == OutputFormat::Json;
     // One account draws its own progress line; several are swept
