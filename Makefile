@@ -24,8 +24,13 @@ EMULATOR_DIR := tests/emulator
 PORT ?= 5000
 
 .PHONY: help
-help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+USER_TARGETS := demo install deploy deploy-members validate emulator test
+help: ## List the targets: what users run first, then the rest
+	@echo "Using it:"
+	@for t in $(USER_TARGETS); do grep -E "^$$t:.*## " $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'; done
+	@echo "Developing it:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | grep -vE "^($(shell echo $(USER_TARGETS) | tr ' ' '|')):" \
+	  | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
 test: fmt-check lint validate unit contract ## What CI runs: format, clippy -D warnings, template checks, every test
@@ -95,7 +100,7 @@ REAL_AWS := env $(foreach v,AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION A
 
 PREFIX ?= $(HOME)/.cargo
 .PHONY: install
-install: ## Install the ecr-remediator CLI into $(PREFIX)/bin (cargo install --locked; several minutes the first time)
+install: ## Install the ecr-remediator CLI into ~/.cargo/bin (PREFIX=… elsewhere; several minutes the first time)
 	$(CARGO) install --locked --path . --bin ecr-remediator --root $(PREFIX)
 
 .PHONY: sam-build
@@ -127,7 +132,7 @@ release: ## Release build of both binaries (size-optimised, LTO; several minutes
 	$(CARGO) build --release --locked --bins
 
 .PHONY: bench
-bench: venv release ## ECR calls and peak RSS per push at 0/1,000/10,000 images; bootstrap cold start, first event, size; the hub at 1/100/1,000 member accounts
+bench: venv release ## ECR calls and peak RSS per push at 0/3,000/30,000 images (0/1,000/10,000 pushes); bootstrap cold start, first event, size; the hub at 1/100/1,000 member accounts
 	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/bench.py --target target/release
 
 SOAK_PUSHES ?= 1000
