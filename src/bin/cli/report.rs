@@ -26,12 +26,17 @@ pub(crate) fn brief(action: &Action) -> String {
     }
 }
 
-/// The outcome as a person reads it.
+/// The outcome as a person reads it: with the mode acted in when it is not
+/// the one asked for (promote falling back to per-platform tags).
 pub(crate) fn outcome(record: &AuditRecord) -> String {
-    match &record.outcome {
-        Outcome::Skipped { code, .. } => format!("skipped ({code})"),
+    let base = match &record.outcome {
+        Outcome::Skipped { code, .. } => return format!("skipped ({code})"),
         Outcome::Planned => "would remediate".to_owned(),
         other => other.kind().to_string(),
+    };
+    match &record.policy {
+        Some(p) if p.mode != p.requested_mode => format!("{base} ({} mode, not {})", p.mode, p.requested_mode),
+        _ => base,
     }
 }
 

@@ -250,7 +250,7 @@ fn summary_table(s: &SweepSummary) -> String {
     let untouched: usize = s.not_touched.values().sum();
     let mut out = String::new();
     if s.dry_run {
-        out.push_str("dry run: nothing was written; a real run on this registry now would do what follows\n");
+        out.push_str("dry run: nothing was written; a real run on this registry now would do what is listed above\n");
     }
     let (remediated, deleted, retired, bytes) = if s.dry_run {
         (
