@@ -861,7 +861,8 @@ fn check_cleanup(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
     if deletes.is_empty() {
         return Ok(());
     }
-    prop_assert!(policy.delete_orphans && !policy.dry_run);
+    // (A dry run plans as the real run; the engine applies nothing.)
+    prop_assert!(policy.delete_orphans);
     prop_assert!(matches!(policy.mode, Mode::Promote | Mode::Strip) && policy.keep_tag.is_none());
     prop_assert!(age_s >= 3600, "younger than the minimum age");
     prop_assert!(deletes.len() <= policy.max_deletes as usize);
