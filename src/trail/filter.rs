@@ -204,7 +204,8 @@ fn digests_of(record: &Value) -> impl Iterator<Item = &str> {
         }))
 }
 
-/// True when the record is about `digest` (see [`digests_of`]).
+/// True when the record is about `digest`: its index, or a manifest one of
+/// its actions tagged, moved a tag from or to, wrote or deleted.
 pub fn mentions(record: &Value, digest: &DigestQuery) -> bool {
     digests_of(record).any(|d| digest.matches(d))
 }
