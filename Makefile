@@ -103,6 +103,18 @@ PREFIX ?= $(HOME)/.cargo
 install: ## Install the ecr-remediator CLI into ~/.cargo/bin (PREFIX=… elsewhere; several minutes the first time)
 	$(CARGO) install --locked --path . --bin ecr-remediator --root $(PREFIX)
 
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+.PHONY: package
+package: $(SAM_VENV)/.installed ## dist/: the function as a zip (x86_64, cargo-lambda + zig, offline) and a template deploying it: sam deploy with no Rust toolchain
+	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin bootstrap \
+	  --output-format zip --lambda-dir target/lambda-pkg
+	mkdir -p dist
+	cp target/lambda-pkg/bootstrap/bootstrap.zip dist/ecr-remediator-$(VERSION)-x86_64.zip
+	sed -e 's|CodeUri: ../|CodeUri: ecr-remediator-$(VERSION)-x86_64.zip|' -e '/BuildMethod: rust-cargolambda/d' \
+	  -e '/BuildProperties:/d' -e '/^        Binary: bootstrap$$/d' -e 's|^    Default: arm64$$|    Default: x86_64|' \
+	  -e 's|AllowedValues: \[arm64, x86_64\]|AllowedValues: [x86_64]|' infra/template.yaml > dist/template.yaml
+	@echo "dist/: deploy with: cd dist && sam deploy --template template.yaml --stack-name STACK --capabilities CAPABILITY_IAM --resolve-s3"
+
 .PHONY: sam-build
 sam-build: $(SAM_VENV)/.installed ## sam build: the release function (arm64, cross-compiled with zig) from infra/template.yaml
 	cd infra && PATH="$(abspath $(SAM_VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build --template template.yaml --beta-features
