@@ -379,8 +379,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     finish(p, policy)
 }
 
-/// For a superseded push: the writes a handling of it would have made, each
-/// those still in place recorded as found (`in_place`); never planned.
+/// For a superseded push: what a handling of it would have written that is
+/// still in place (its keep tag on the index, its derived tags on the
+/// images), recorded as found (`in_place`); never planned. The pushed tag
+/// itself has moved on, by definition.
 fn earlier_writes(
     p: &mut Plan,
     classification: &Classification,
@@ -390,50 +392,30 @@ fn earlier_writes(
     view: &RepositoryView,
     policy: &Policy,
 ) {
-    let mut writes: Vec<Action> = Vec::new();
-    let keep = |role| {
-        policy
+    let writes: Vec<Action> = match target {
+        Target::Tag => runnables(classification)
+            .into_iter()
+            .filter_map(|e| {
+                let t = policy.tag_template.render(tag, Some(platform_of(e)?)).ok()?;
+                (t != *tag).then(|| Action::AddTag {
+                    tag: t,
+                    digest: e.digest().clone(),
+                    role: TagRole::Derived,
+                })
+            })
+            .collect(),
+        Target::Promote(_) | Target::Strip(_) => policy
             .keep_tag
             .as_ref()
             .and_then(|k| k.render(tag, None).ok())
             .map(|keep| Action::AddTag {
                 tag: keep,
                 digest: idx.clone(),
-                role,
+                role: TagRole::Keep,
             })
+            .into_iter()
+            .collect(),
     };
-    match target {
-        Target::Tag => {
-            for e in runnables(classification) {
-                if let Some(t) = platform_of(e).and_then(|pl| policy.tag_template.render(tag, Some(pl)).ok())
-                    && t != *tag
-                {
-                    writes.push(Action::AddTag {
-                        tag: t,
-                        digest: e.digest().clone(),
-                        role: TagRole::Derived,
-                    });
-                }
-            }
-        }
-        Target::Promote(e) => {
-            writes.extend(keep(TagRole::Keep));
-            writes.push(Action::MoveTag {
-                tag: tag.clone(),
-                from: idx.clone(),
-                to: e.digest().clone(),
-                role: TagRole::Pushed,
-            });
-        }
-        Target::Strip(stripped) => {
-            writes.extend(keep(TagRole::Keep));
-            writes.push(Action::PutIndex {
-                tag: tag.clone(),
-                manifest: stripped.clone(),
-                replaces: idx.clone(),
-            });
-        }
-    }
     p.in_place.extend(
         writes
             .into_iter()
