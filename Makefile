@@ -104,15 +104,23 @@ install: ## Install the ecr-remediator CLI into ~/.cargo/bin (PREFIX=… elsewhe
 	$(CARGO) install --locked --path . --bin ecr-remediator --root $(PREFIX)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# ARCH=arm64 needs the aarch64-unknown-linux-gnu standard library
+# (`rustup target add aarch64-unknown-linux-gnu`, which needs the network).
+ARCH ?= x86_64
+PKG_TRIPLE := $(if $(filter arm64,$(ARCH)),aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu)
+PKG_FLAG := $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
 .PHONY: package
-package: $(SAM_VENV)/.installed ## dist/: the function as a zip (x86_64, cargo-lambda + zig, offline) and a template deploying it: sam deploy with no Rust toolchain
-	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(CARGO) lambda build --release --x86-64 --bin bootstrap \
-	  --output-format zip --lambda-dir target/lambda-pkg
+package: $(SAM_VENV)/.installed ## dist/: the function as a zip (ARCH=x86_64 default, or arm64; cargo-lambda + zig) and a template deploying it: sam deploy with no Rust toolchain
+	@case "$(ARCH)" in x86_64|arm64) ;; *) echo "make package: ARCH must be x86_64 or arm64, not '$(ARCH)'" >&2; exit 2;; esac
+	@rustc --print sysroot | xargs -I{} test -d {}/lib/rustlib/$(PKG_TRIPLE) || { \
+	  echo "make package ARCH=$(ARCH): the $(PKG_TRIPLE) standard library is not installed; run: rustup target add $(PKG_TRIPLE)" >&2; exit 2; }
+	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(CARGO) lambda build --release $(PKG_FLAG) --bin bootstrap \
+	  --output-format zip --lambda-dir target/lambda-pkg/$(ARCH)
 	mkdir -p dist
-	cp target/lambda-pkg/bootstrap/bootstrap.zip dist/ecr-remediator-$(VERSION)-x86_64.zip
-	sed -e 's|CodeUri: ../|CodeUri: ecr-remediator-$(VERSION)-x86_64.zip|' -e '/BuildMethod: rust-cargolambda/d' \
-	  -e '/BuildProperties:/d' -e '/^        Binary: bootstrap$$/d' -e 's|^    Default: arm64$$|    Default: x86_64|' \
-	  -e 's|AllowedValues: \[arm64, x86_64\]|AllowedValues: [x86_64]|' infra/template.yaml > dist/template.yaml
+	cp target/lambda-pkg/$(ARCH)/bootstrap/bootstrap.zip dist/ecr-remediator-$(VERSION)-$(ARCH).zip
+	sed -e 's|CodeUri: ../|CodeUri: ecr-remediator-$(VERSION)-$(ARCH).zip|' -e '/BuildMethod: rust-cargolambda/d' \
+	  -e '/BuildProperties:/d' -e '/^        Binary: bootstrap$$/d' -e 's|^    Default: arm64$$|    Default: $(ARCH)|' \
+	  -e 's|AllowedValues: \[arm64, x86_64\]|AllowedValues: [$(ARCH)]|' infra/template.yaml > dist/template.yaml
 	@echo "dist/: deploy with: cd dist && sam deploy --template template.yaml --stack-name STACK --capabilities CAPABILITY_IAM --resolve-s3"
 
 .PHONY: sam-build
@@ -145,7 +153,7 @@ release: ## Release build of both binaries (size-optimised, LTO; several minutes
 
 .PHONY: bench
 bench: venv release ## ECR calls and peak RSS per push at 0/3,000/30,000 images (0/1,000/10,000 pushes); bootstrap cold start, first event, size; the hub at 1/100/1,000 member accounts
-	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/bench.py --target target/release
+	PYTHONPATH=$(EMULATOR_DIR):tests/perf $(VENV_PY) tests/perf/bench.py --target target/release $(if $(BENCH_FLAGS),$(BENCH_FLAGS),--doc docs/performance.md)
 
 SOAK_PUSHES ?= 1000
 SOAK_MINUTES ?= 10
