@@ -485,3 +485,91 @@ async fn a_repository_that_does_not_exist_is_named_once_in_the_error() {
         "named once, not the service's message: {said}"
     );
 }
+
+/// Text as a person reads it off a terminal: escape sequences removed,
+/// split into the frames that carriage returns and newlines separate.
+fn frames(raw: &str) -> Vec<String> {
+    let mut text = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters, then one final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            text.push('\n');
+        } else {
+            text.push(c);
+        }
+    }
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The sweep as a person sees it (issue 21): run under a pseudo-terminal
+/// (`script`), stderr shows a progress line that never counts past its
+/// total, and the report on stdout (redirected to a file) is plain text;
+/// piped, stderr carries no progress line and no escape sequence at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_line_is_drawn_on_a_terminal_only() {
+    let repo = unique("sweep-tty");
+    seed(&repo, false);
+    let dir = std::env::temp_dir().join(unique("sweep-tty-out"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stdout_file = dir.join("stdout.txt");
+    let line = format!(
+        "'{}' sweep --repository '{repo}' --mode tag --dry-run > '{}'",
+        env!("CARGO_BIN_EXE_ecr-remediator"),
+        stdout_file.display()
+    );
+    // cli()'s environment (emulator endpoint, test credentials), for `script`.
+    let env = cli(&[]);
+    let mut script = std::process::Command::new("script");
+    script.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+    for (k, v) in env.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = script.stdin(std::process::Stdio::null()).output().unwrap();
+    let terminal = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{terminal}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn: Vec<(u64, u64)> = frames(&terminal)
+        .iter()
+        .filter_map(|f| {
+            let counts = f.split("images ").nth(1)?.split_whitespace().next()?;
+            let (pos, len) = counts.split_once('/')?;
+            Some((pos.parse().ok()?, len.parse().ok()?))
+        })
+        .collect();
+    assert!(!drawn.is_empty(), "a terminal sees the progress line: {terminal:?}");
+    assert!(
+        drawn.iter().all(|(pos, len)| pos <= len),
+        "never past its total: {drawn:?}"
+    );
+    let report = std::fs::read_to_string(&stdout_file).unwrap();
+    assert!(report.contains("would remediate"), "{report}");
+    assert!(!report.contains('\u{1b}'), "the report is plain text: {report:?}");
+    assert!(!report.contains(" ETA "), "no progress in the report: {report}");
+
+    let (code, piped_out, piped_err) = sweep(&["--repository", &repo, "--mode", "tag", "--dry-run"]);
+    assert_eq!(code, 0, "{piped_err}");
+    assert_eq!(piped_out, report, "the same report whether stderr is a terminal or not");
+    assert!(
+        !piped_err.contains('\u{1b}') && !piped_err.contains(" ETA "),
+        "{piped_err:?}"
+    );
+}

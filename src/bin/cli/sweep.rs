@@ -205,12 +205,16 @@ impl SweepProgress {
         }
     }
 
-    /// The images that changed, were skipped for a reason other than superseded, or failed.
+    /// The images that changed, were skipped for a reason other than
+    /// superseded, or failed, by repository and tag (images are handled
+    /// several at a time, so they finish in no fixed order).
     fn table(&self) -> String {
         if self.rows.is_empty() {
             return String::new();
         }
-        render::aligned(&crate::report::HEADER, self.rows.clone()) + "\n"
+        let mut rows = self.rows.clone();
+        rows.sort();
+        render::aligned(&crate::report::HEADER, rows) + "\n"
     }
 }
 
