@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ecr_remediator::oci::classify::classify;
 use ecr_remediator::oci::inspect::InspectReport;
 use ecr_remediator::oci::manifest::RawManifest;
 
@@ -41,7 +40,8 @@ fn seed_case_prints_exactly_the_specified_json() {
         concat!(
             r#"{{"digest":"{}","media_type":"application/vnd.oci.image.index.v1+json","kind":"index","entries":["#,
             r#"{{"digest":"{}","media_type":"application/vnd.oci.image.manifest.v1+json","class":"runnable","platform":"linux/arm64"}},"#,
-            r#"{{"digest":"{}","media_type":"application/vnd.oci.image.manifest.v1+json","class":"attestation","subject":"{}"}}]}}"#,
+            r#"{{"digest":"{}","media_type":"application/vnd.oci.image.manifest.v1+json","class":"attestation","subject":"{}"}}],"#,
+            r#""lambda":{{"verdict":"no","reasons":[{{"rule":"not_an_image_manifest","media_type":"application/vnd.oci.image.index.v1+json"}}]}}}}"#,
             "\n"
         ),
         digest, image, att, image
@@ -59,7 +59,7 @@ fn every_fixture_inspects_like_the_library_classifies() {
         let (code, out, err) = inspect(&[path.to_str().unwrap()]);
         assert_eq!(code, 0, "{}: {err}", path.display());
         let m = RawManifest::parse(std::fs::read(&path).unwrap(), None).unwrap();
-        let want = serde_json::to_string(&InspectReport::from(&classify(&m))).unwrap();
+        let want = serde_json::to_string(&InspectReport::of(&m, None)).unwrap();
         assert_eq!(out.trim_end(), want, "{}", path.display());
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["entries"].is_array(), v["kind"] == "index", "{}", path.display());
@@ -72,8 +72,19 @@ fn image_manifest_has_no_entries_and_standalone_attestation_has_subject() {
     assert_eq!(code, 0);
     assert_eq!(
         out.trim_end(),
-        r#"{"digest":"sha256:4c1c50d0ffc614f90b93b07d778028dc765548e823f676fb027f61d281ac380d","media_type":"application/vnd.docker.distribution.manifest.v2+json","kind":"image"}"#
+        r#"{"digest":"sha256:4c1c50d0ffc614f90b93b07d778028dc765548e823f676fb027f61d281ac380d","media_type":"application/vnd.docker.distribution.manifest.v2+json","kind":"image","lambda":{"verdict":"unknown","unchecked":[{"check":"platform"}]}}"#
     );
+    // Its platform, as an index entry would name it, settles the verdict;
+    // a platform Lambda does not run is refused; a malformed one is a usage error.
+    let image = fixture("docker-v2-image.json");
+    let (code, out, _) = inspect(&[image.to_str().unwrap(), "--platform", "linux/amd64"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(r#""lambda":{"verdict":"yes"}"#), "{out}");
+    let (_, out, _) = inspect(&[image.to_str().unwrap(), "--platform", "windows/amd64"]);
+    assert!(out.contains(r#""rule":"not_linux""#), "{out}");
+    let (code, out, err) = inspect(&[image.to_str().unwrap(), "--platform", "amd64"]);
+    assert_ne!(code, 0);
+    assert!(out.is_empty() && err.contains("os/arch"), "{err}");
     let (_, out, _) = inspect(&[fixture("buildkit-attestation-artifact.json").to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["kind"], "attestation");

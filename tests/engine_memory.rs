@@ -1592,3 +1592,91 @@ mod dry_run_equals_the_real_run {
         }
     }
 }
+
+/// An index of one image for `platform` (plus its attestation), pushed as `pushed_tag`.
+fn push_for(reg: &MemoryRegistry, salt: &str, pushed_tag: &str, platform: (&str, &str)) -> Push {
+    let img = image(salt);
+    let att = attestation(salt);
+    let entries = vec![entry(&img, Some(platform)), attestation_entry(&att, &img)];
+    let index =
+        raw(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}));
+    reg.push(&repo(), &img, None).unwrap();
+    reg.push(&repo(), &att, None).unwrap();
+    reg.push(&repo(), &index, Some(&tag(pushed_tag))).unwrap();
+    Push {
+        index,
+        image: img,
+        attestation: att,
+    }
+}
+
+/// Issue 22: the record says whether Lambda would take what the pushed tag
+/// now deploys; a `no` is promoted with a warning, or, when the policy says
+/// so, the tag stays on the index and only a derived tag is written.
+#[tokio::test]
+async fn the_record_carries_lambdas_verdict_and_the_policy_decides_what_a_no_does() {
+    let reg = registry(false);
+    let linux = push_for(&reg, "lx", "v1", ("linux", "arm64"));
+    let record = handle(
+        &reg,
+        &policies(Mode::Promote, false, true),
+        &job(linux.index.digest(), "v1"),
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+    assert_eq!(
+        json["deployability"],
+        json!([{"tag": "v1", "digest": linux.image.digest().to_string(),
+                "platform": {"os": "linux", "architecture": "arm64"}, "verdict": "yes"}])
+    );
+
+    // A Windows image: promoted anyway (the default), the record and a note warn.
+    let windows = push_for(&reg, "win", "w1", ("windows", "amd64"));
+    let record = handle(
+        &reg,
+        &policies(Mode::Promote, false, true),
+        &job(windows.index.digest(), "w1"),
+    )
+    .await;
+    assert_eq!(target(&reg, "w1").as_ref(), Some(windows.image.digest()));
+    assert!(record.deployability[0].verdict.is_no());
+    assert!(
+        record.notes.iter().any(|n| n.contains("Lambda would refuse w1")),
+        "{:?}",
+        record.notes
+    );
+    let metrics = ecr_remediator::service::metrics::emf(&record, &Default::default(), 0).unwrap();
+    assert_eq!(metrics["LambdaWouldRefuse"], 1);
+
+    // The policy keeps tag mode for an image Lambda would refuse.
+    let mut vars = BTreeMap::new();
+    vars.insert("ECR_REMEDIATOR_MODE".to_owned(), "promote".to_owned());
+    vars.insert(
+        "ECR_REMEDIATOR_PROMOTE_WHEN_LAMBDA_REFUSES".to_owned(),
+        "false".to_owned(),
+    );
+    let strict = PolicySet::from_env_vars(&vars).unwrap();
+    let other = push_for(&reg, "win2", "w2", ("windows", "amd64"));
+    let record = handle(&reg, &strict, &job(other.index.digest(), "w2")).await;
+    assert_eq!(
+        target(&reg, "w2").as_ref(),
+        Some(other.index.digest()),
+        "the tag stays on the index"
+    );
+    assert_eq!(target(&reg, "w2-windows-amd64").as_ref(), Some(other.image.digest()));
+    assert_eq!(record.policy.as_ref().unwrap().mode, Mode::Tag);
+    assert!(
+        record
+            .notes
+            .iter()
+            .any(|n| n.contains("promote_when_lambda_refuses is off")),
+        "{:?}",
+        record.notes
+    );
+    assert_eq!(record.deployability[0].tag, tag("w2-windows-amd64"));
+    assert!(record.deployability[0].verdict.is_no());
+    // The same policy promotes what Lambda takes.
+    let fine = push_for(&reg, "lx2", "v2", ("linux", "amd64"));
+    handle(&reg, &strict, &job(fine.index.digest(), "v2")).await;
+    assert_eq!(target(&reg, "v2").as_ref(), Some(fine.image.digest()));
+}

@@ -29,6 +29,8 @@ struct Fixture {
     platforms: Option<Vec<String>>,
     subjects: Option<Vec<String>>,
     subject: Option<String>,
+    lambda: String,
+    lambda_platform: Option<String>,
 }
 
 fn dir() -> PathBuf {
@@ -169,4 +171,27 @@ fn wrong_types_are_errors() {
             "{from} -> {to} parsed"
         );
     }
+}
+
+/// Lambda's verdict on each document of the corpus, as catalogued: every
+/// index and artifact refused, the two real image manifests deployable on
+/// their platform, the undocumented layer types of the rest unknown.
+#[test]
+fn every_fixture_gets_its_catalogued_lambda_verdict() {
+    use ecr_remediator::oci::lambda::verdict;
+    use ecr_remediator::oci::manifest::Platform;
+    for f in catalog().fixture {
+        let bytes = std::fs::read(dir().join(&f.file)).unwrap();
+        let m = RawManifest::parse(bytes, f.media_type.as_deref()).unwrap();
+        let platform = f.lambda_platform.as_deref().map(|p| {
+            let (os, arch) = p.split_once('/').unwrap();
+            Platform::new(os, arch, None)
+        });
+        let v = verdict(&m, platform.as_ref(), None);
+        assert_eq!(v.word(), f.lambda, "{}: {}", f.file, v.describe());
+    }
+    // Without its platform, even a deployable image is only `unknown`.
+    let bytes = std::fs::read(dir().join("buildx-arm64-image.json")).unwrap();
+    let v = verdict(&RawManifest::parse(bytes, None).unwrap(), None, None);
+    assert_eq!(v.describe(), "unknown: platform not known");
 }

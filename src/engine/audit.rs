@@ -356,6 +356,11 @@ pub struct AuditRecord {
     /// the pushed index and what signs the promoted image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
+    /// The images this handling makes deployable by a tag, with Lambda's
+    /// verdict on each (`yes`, `no` with reasons, `unknown` with what could
+    /// not be checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deployability: Vec<crate::engine::planned::Deployable>,
     /// Overall outcome.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -400,6 +405,7 @@ impl AuditRecord {
             deferred_until: None,
             incomplete: None,
             signing: None,
+            deployability: Vec::new(),
             outcome: Outcome::Noop,
             is_final: true,
             attempt: None,

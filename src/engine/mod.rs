@@ -266,6 +266,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 .await?;
             record.deferred_until = the_plan.deferred_until_ms.map(crate::time::rfc3339_ms);
             record.signing = the_plan.signing.clone();
+            record.deployability = the_plan.deployability.clone();
             if let Some(p) = record.policy.as_mut() {
                 p.mode = the_plan.mode;
                 p.requested_mode = the_plan.requested_mode;

@@ -21,13 +21,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::engine::action::{Action, DeleteRole, TagRole};
 use crate::engine::deletion::{Gates, deletions, finish};
-pub use crate::engine::planned::Plan;
+pub use crate::engine::planned::{Deployable, Plan};
 use crate::engine::provenance::{Coverage, referrer_copies};
 pub use crate::engine::skip::{SkipReason, Skipped, chain};
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::companion::parse_companion;
 use crate::oci::digest::Digest;
+use crate::oci::lambda::{PlatformTarget, Verdict, verdict};
 use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
 use crate::oci::signature::Signing;
@@ -229,7 +230,19 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let target = match p.mode {
         Mode::Observe | Mode::Tag => Target::Tag,
         Mode::Promote => match promotion(classification, policy) {
-            Ok(e) => Target::Promote(e),
+            Ok(e) => match lambda_verdict(e, manifests, policy) {
+                Some(v) if v.is_no() && !policy.promote_when_lambda_refuses => {
+                    p.mode = Mode::Tag;
+                    p.notes.push(format!(
+                        "promote: Lambda would refuse {} ({}); promote_when_lambda_refuses is off, so the \
+                         tag stays on the index: fell back to tag mode",
+                        e.digest(),
+                        v.describe()
+                    ));
+                    Target::Tag
+                }
+                _ => Target::Promote(e),
+            },
             Err(None) => return p.halt(SkipReason::NoRunnable),
             Err(Some(why)) => {
                 p.mode = Mode::Tag;
@@ -341,6 +354,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
 
+    deployability(&mut p, classification, tag, &target, manifests, policy);
+
     let coverage = if policy.provenance == Provenance::Referrers {
         // The images that stay deployable: the promoted one, and any other
         // that something else still tags or lists (its provenance is not
@@ -377,6 +392,66 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     finish(p, policy)
+}
+
+/// Lambda's verdict on a runnable entry, from its manifest as read (`None`
+/// when it was not read). The promoted image is judged against the policy's
+/// `promote_platform`.
+fn lambda_verdict(e: &ClassifiedEntry, manifests: &BTreeMap<Digest, RawManifest>, policy: &Policy) -> Option<Verdict> {
+    let m = manifests.get(e.digest())?;
+    let target = policy.promote_platform.as_ref().map(|t| t as &dyn PlatformTarget);
+    Some(verdict(m, platform_of(e), target))
+}
+
+/// Records the images the plan makes deployable by a tag (the promoted
+/// image; each image a derived tag lands on) with Lambda's verdict, and
+/// warns in a note for each Lambda would refuse.
+fn deployability(
+    p: &mut Plan,
+    classification: &Classification,
+    tag: &ImageTag,
+    target: &Target<'_>,
+    manifests: &BTreeMap<Digest, RawManifest>,
+    policy: &Policy,
+) {
+    let tagged: Vec<(ImageTag, &ClassifiedEntry)> = match target {
+        Target::Promote(e) => vec![(tag.clone(), *e)],
+        Target::Strip(_) => Vec::new(),
+        Target::Tag => {
+            let runnable = runnables(classification);
+            p.actions
+                .iter()
+                .chain(&p.in_place)
+                .filter_map(|a| match a {
+                    Action::AddTag {
+                        tag,
+                        digest,
+                        role: TagRole::Derived,
+                    } => Some((tag.clone(), *runnable.iter().find(|e| e.digest() == digest)?)),
+                    _ => None,
+                })
+                .collect()
+        }
+    };
+    // Only the promoted image is judged against `promote_platform`: a
+    // derived tag is for whoever deploys that platform.
+    let judged = |e: &ClassifiedEntry| match target {
+        Target::Promote(_) => lambda_verdict(e, manifests, policy),
+        _ => manifests.get(e.digest()).map(|m| verdict(m, platform_of(e), None)),
+    };
+    for (t, e) in tagged {
+        let Some(v) = judged(e) else { continue };
+        if v.is_no() {
+            p.notes
+                .push(format!("Lambda would refuse {t} ({}): {}", e.digest(), v.describe()));
+        }
+        p.deployability.push(Deployable {
+            tag: t,
+            digest: e.digest().clone(),
+            platform: platform_of(e).cloned(),
+            verdict: v,
+        });
+    }
 }
 
 /// For a superseded push: what a handling of it would have written that is

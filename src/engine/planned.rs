@@ -7,6 +7,8 @@ use serde::Serialize;
 use crate::engine::action::Action;
 use crate::engine::skip::{SkipReason, Skipped};
 use crate::oci::digest::Digest;
+use crate::oci::lambda::Verdict;
+use crate::oci::manifest::Platform;
 use crate::oci::names::ImageTag;
 use crate::oci::signature::Signing;
 use crate::policy::{Mode, Policy};
@@ -44,6 +46,25 @@ pub struct Plan {
     /// the index and what signs the image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
+    /// The images this plan makes deployable by a tag (the promoted image,
+    /// or each image given a derived tag), with Lambda's verdict on each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deployability: Vec<Deployable>,
+}
+
+/// An image a plan makes deployable by a tag, and whether Lambda would take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployable {
+    /// The tag that deploys it.
+    pub tag: ImageTag,
+    /// The image manifest.
+    pub digest: Digest,
+    /// Its platform, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Lambda's verdict (`verdict`: yes, no with `reasons`, unknown with `unchecked`).
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 impl Plan {
@@ -59,6 +80,7 @@ impl Plan {
             notes: Vec::new(),
             deferred_until_ms: None,
             signing: None,
+            deployability: Vec::new(),
         }
     }
 

@@ -1,18 +1,22 @@
-//! The `inspect` report: a manifest's classification as stable JSON.
+//! The `inspect` report: a manifest's classification as stable JSON, and
+//! Lambda's verdict on it ([`crate::oci::lambda`]).
 //!
 //! Shape (keys in this order; `entries` only for indexes, `platform` only when
-//! known, `subject` only for attestations):
+//! known, `subject` only for attestations; `lambda` last, on every manifest):
 //!
 //! ```json
 //! {"digest":"sha256:…","media_type":"application/vnd.oci.image.index.v1+json","kind":"index",
 //!  "entries":[{"digest":"sha256:…","media_type":"…","class":"runnable","platform":"linux/arm64/v8"},
-//!             {"digest":"sha256:…","media_type":"…","class":"attestation","subject":"sha256:…"}]}
+//!             {"digest":"sha256:…","media_type":"…","class":"attestation","subject":"sha256:…"}],
+//!  "lambda":{"verdict":"no","reasons":[{"rule":"not_an_image_manifest","media_type":"…"}]}}
 //! ```
 
 use serde::Serialize;
 
-use crate::oci::classify::{Classification, EntryClass, ManifestKind};
+use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify};
 use crate::oci::digest::Digest;
+use crate::oci::lambda::{Verdict, verdict};
+use crate::oci::manifest::{Platform, RawManifest};
 
 /// The report for one manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +40,9 @@ pub struct InspectReport {
     /// Entries of an index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<EntryReport>>,
+    /// Whether Lambda would take this manifest as it is (an image manifest
+    /// needs its platform, which only its index entry or config names).
+    pub lambda: Verdict,
 }
 
 /// The report for one index entry.
@@ -55,8 +62,14 @@ pub struct EntryReport {
     pub subject: Option<Digest>,
 }
 
-impl From<&Classification> for InspectReport {
-    fn from(c: &Classification) -> Self {
+impl InspectReport {
+    /// The report on `manifest`, whose platform (for an image manifest) is
+    /// `platform` when the caller knows it.
+    pub fn of(manifest: &RawManifest, platform: Option<&Platform>) -> Self {
+        InspectReport::classified(&classify(manifest), verdict(manifest, platform, None))
+    }
+
+    fn classified(c: &Classification, lambda: Verdict) -> Self {
         let entries = matches!(c.kind, ManifestKind::Index).then(|| {
             c.entries
                 .iter()
@@ -90,6 +103,7 @@ impl From<&Classification> for InspectReport {
             subject,
             predicate_types,
             entries,
+            lambda,
         }
     }
 }

@@ -127,6 +127,9 @@ pub struct Descriptor {
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Where else the content may be fetched from (foreign layers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
 }
 
 impl Descriptor {
@@ -314,6 +317,7 @@ impl RawManifest {
             platform: None,
             artifact_type: None,
             annotations: BTreeMap::new(),
+            urls: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod companion;
 pub mod digest;
 pub mod inspect;
+pub mod lambda;
 pub mod manifest;
 pub mod media_type;
 pub mod names;

@@ -162,6 +162,7 @@ impl PolicySet {
             keep_if_in_use: bool_var(ENV_KEEP_IF_IN_USE)?,
             grace_period: get(ENV_GRACE_PERIOD).map(str::to_owned),
             promote_signed_index: bool_var(ENV_PROMOTE_SIGNED_INDEX)?,
+            promote_when_lambda_refuses: bool_var(ENV_PROMOTE_WHEN_LAMBDA_REFUSES)?,
         };
         let default = settings.apply_to_env(&Policy::default())?;
         Ok(PolicySet {
@@ -208,13 +209,16 @@ pub const ENV_KEEP_IF_IN_USE: &str = "ECR_REMEDIATOR_KEEP_IF_IN_USE";
 pub const ENV_GRACE_PERIOD: &str = "ECR_REMEDIATOR_GRACE_PERIOD";
 /// `true` to promote even when only the pushed index is signed.
 pub const ENV_PROMOTE_SIGNED_INDEX: &str = "ECR_REMEDIATOR_PROMOTE_SIGNED_INDEX";
+/// `true` (default) to promote an image Lambda would refuse (with a warning
+/// in the record); `false` keeps such a push in tag mode.
+pub const ENV_PROMOTE_WHEN_LAMBDA_REFUSES: &str = "ECR_REMEDIATOR_PROMOTE_WHEN_LAMBDA_REFUSES";
 /// The organisational-unit map rules may refer to:
 /// `ou-aaaa-bbbbbbbb=111111111111,222222222222;ou-cccc-dddddddd=333333333333`.
 /// Read with a policy file or without one.
 pub const ENV_ORGANIZATIONAL_UNITS: &str = "ECR_REMEDIATOR_ORGANIZATIONAL_UNITS";
 
 /// Every policy variable.
-pub const ENV_VARS: [&str; 15] = [
+pub const ENV_VARS: [&str; 16] = [
     ENV_POLICY_FILE,
     ENV_MODE,
     ENV_TAG_TEMPLATE,
@@ -230,6 +234,7 @@ pub const ENV_VARS: [&str; 15] = [
     ENV_KEEP_IF_IN_USE,
     ENV_GRACE_PERIOD,
     ENV_PROMOTE_SIGNED_INDEX,
+    ENV_PROMOTE_WHEN_LAMBDA_REFUSES,
 ];
 
 /// The organisational-unit map of [`ENV_ORGANIZATIONAL_UNITS`] (empty when unset).
@@ -392,6 +397,7 @@ struct SettingsDoc {
     keep_if_in_use: Option<bool>,
     grace_period: Option<String>,
     promote_signed_index: Option<bool>,
+    promote_when_lambda_refuses: Option<bool>,
 }
 
 /// A rule's keys: its own plus a copy of [`SettingsDoc`]'s (not `flatten`,
@@ -420,6 +426,7 @@ struct RuleDoc {
     keep_if_in_use: Option<bool>,
     grace_period: Option<String>,
     promote_signed_index: Option<bool>,
+    promote_when_lambda_refuses: Option<bool>,
 }
 
 impl RuleDoc {
@@ -439,6 +446,7 @@ impl RuleDoc {
             keep_if_in_use: self.keep_if_in_use,
             grace_period: self.grace_period.clone(),
             promote_signed_index: self.promote_signed_index,
+            promote_when_lambda_refuses: self.promote_when_lambda_refuses,
         }
     }
 }
@@ -469,6 +477,7 @@ impl SettingsDoc {
                 "keep_if_in_use" => ENV_KEEP_IF_IN_USE,
                 "grace_period" => ENV_GRACE_PERIOD,
                 "promote_signed_index" => ENV_PROMOTE_SIGNED_INDEX,
+                "promote_when_lambda_refuses" => ENV_PROMOTE_WHEN_LAMBDA_REFUSES,
                 _ => ENV_DRY_RUN,
             }
             .to_owned()
@@ -563,6 +572,9 @@ impl SettingsDoc {
         }
         if let Some(v) = self.promote_signed_index {
             p.promote_signed_index = v;
+        }
+        if let Some(v) = self.promote_when_lambda_refuses {
+            p.promote_when_lambda_refuses = v;
         }
         Ok(p)
     }

@@ -82,6 +82,12 @@ impl PlatformSelector {
     }
 }
 
+impl crate::oci::lambda::PlatformTarget for PlatformSelector {
+    fn matches(&self, platform: &Platform) -> bool {
+        PlatformSelector::matches(self, platform)
+    }
+}
+
 impl fmt::Display for PlatformSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -182,6 +188,10 @@ pub struct Policy {
     /// is not (verification by tag then fails until the image is signed);
     /// off, such a push falls back to tag mode (`index_signed`).
     pub promote_signed_index: bool,
+    /// Promote an image even when Lambda would refuse it (a `no` verdict,
+    /// see [`crate::oci::lambda`]): the record and a metric warn. Off, such
+    /// a push gets derived tags only, its tag staying on the index.
+    pub promote_when_lambda_refuses: bool,
 }
 
 impl Policy {
@@ -231,6 +241,7 @@ impl Default for Policy {
             keep_if_in_use: true,
             grace_period_s: DEFAULT_GRACE_PERIOD_S,
             promote_signed_index: false,
+            promote_when_lambda_refuses: true,
         }
     }
 }

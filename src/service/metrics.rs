@@ -17,7 +17,9 @@
 //!   the manifest or it was recently pulled) and `InUseUnknown` (deletions
 //!   refused because the workload scan failed) and `Incomplete` (a handling
 //!   that could not finish, retried by a follow-up: `incomplete` in the
-//!   record) overall;
+//!   record), `LambdaWouldRefuse` and `LambdaUnknown` (images made
+//!   deployable by a tag whose Lambda verdict is `no`, or `unknown`:
+//!   `deployability` in the record) overall;
 //! - per scheduled sweep: `SignatureGaps` (promoted tags whose index is
 //!   signed and whose image is not, see [`sweep_emf`]);
 //! - with [`MetricsConfig::per_repository`]: `Images`, `ManifestsDeleted` and
@@ -110,6 +112,8 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
                 count("KeptInUse"),
                 count("InUseUnknown"),
                 count("Incomplete"),
+                count("LambdaWouldRefuse"),
+                count("LambdaUnknown"),
             ],
         }),
     ];
@@ -148,6 +152,10 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
         "KeptInUse": skipped(&[SkipCode::InUse, SkipCode::RecentlyPulled]),
         "InUseUnknown": skipped(&[SkipCode::InUseUnknown]),
         "Incomplete": usize::from(record.incomplete.is_some()),
+        // Images made deployable by a tag that Lambda would refuse, or whose
+        // verdict is unknown (`deployability` in the record).
+        "LambdaWouldRefuse": record.deployability.iter().filter(|d| d.verdict.is_no()).count(),
+        "LambdaUnknown": record.deployability.iter().filter(|d| d.verdict.word() == "unknown").count(),
         // Not dimensions: searchable context in the log line.
         "repository": repository,
         "index_digest": record.index_digest,

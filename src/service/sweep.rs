@@ -59,6 +59,12 @@ pub struct SweepSummary {
     pub kept_indexes_retired: usize,
     /// Their size, as `DescribeImages` reported it right before deleting.
     pub bytes_reclaimed: u64,
+    /// Images handled that the handling makes deployable by a tag (or
+    /// that already were) which Lambda would refuse (`deployability` in
+    /// their records: verdict `no`).
+    pub lambda_would_refuse: usize,
+    /// The same, with verdict `unknown` (something could not be checked).
+    pub lambda_unknown: usize,
     /// Images left alone, by reason.
     pub not_touched: BTreeMap<Untouched, usize>,
     /// Promoted tags whose index is signed and whose image is not (a
@@ -288,6 +294,12 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                 .filter(|a| a.outcome == ActionOutcome::Planned && a.action.is_delete())
         };
         s.manifests_deleted += record.deleted as usize + planned_deletes().count();
+        s.lambda_would_refuse += record.deployability.iter().filter(|d| d.verdict.is_no()).count();
+        s.lambda_unknown += record
+            .deployability
+            .iter()
+            .filter(|d| d.verdict.word() == "unknown")
+            .count();
         s.bytes_reclaimed += planned_deletes().filter_map(|a| a.bytes).sum::<u64>();
         s.kept_indexes_retired += record
             .actions

@@ -32,10 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Classify a manifest file and print the result as JSON.
+    /// Classify a manifest file and say whether Lambda would take it, as JSON.
     ///
-    /// Exit status 2 with a one-line error on stderr when the file is not a
-    /// manifest this tool understands.
+    /// `lambda` is the verdict: yes, no (with the rules it breaks) or
+    /// unknown (with what could not be checked). Exit status 2 with a
+    /// one-line error on stderr when the file is not a manifest this tool
+    /// understands.
     Inspect {
         /// The manifest file (exact bytes as the registry served them).
         file: PathBuf,
@@ -43,6 +45,10 @@ enum Command {
         /// `mediaType` field (or to check it).
         #[arg(long, value_name = "MT")]
         media_type: Option<String>,
+        /// The image's platform, as its index entry names it (an image
+        /// manifest does not say; without it the verdict is unknown).
+        #[arg(long, value_name = "OS/ARCH", value_parser = inspect::platform_arg)]
+        platform: Option<ecr_remediator::oci::manifest::Platform>,
     },
     /// Handle one image now, as if its push event had arrived.
     ///
@@ -112,7 +118,11 @@ fn main() -> ExitCode {
             };
             run_async(serve::run(options, policy, cli.aws))
         }
-        Command::Inspect { file, media_type } => match inspect::run(&file, media_type.as_deref()) {
+        Command::Inspect {
+            file,
+            media_type,
+            platform,
+        } => match inspect::run(&file, media_type.as_deref(), platform.as_ref()) {
             Ok(json) => {
                 let mut out = std::io::stdout().lock();
                 match writeln!(out, "{json}") {

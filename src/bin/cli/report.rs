@@ -51,6 +51,15 @@ pub(crate) fn detail(record: &AuditRecord) -> Option<String> {
                 .iter()
                 .filter(|a| matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned))
                 .map(|a| brief(&a.action))
+                // What Lambda would make of a tag the handling made
+                // deployable, when it is not a plain yes.
+                .chain(
+                    record
+                        .deployability
+                        .iter()
+                        .filter(|d| d.verdict.word() != "yes")
+                        .map(|d| format!("Lambda and {}: {}", d.tag, d.verdict.describe())),
+                )
                 .collect::<Vec<_>>()
                 .join("; "),
         ),

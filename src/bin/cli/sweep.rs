@@ -292,6 +292,14 @@ fn summary_table(s: &SweepSummary) -> String {
     }
     line(bytes, s.bytes_reclaimed.to_string());
     line(
+        "Lambda would refuse",
+        if s.lambda_unknown > 0 {
+            format!("{}  (unknown {})", s.lambda_would_refuse, s.lambda_unknown)
+        } else {
+            s.lambda_would_refuse.to_string()
+        },
+    );
+    line(
         "not touched",
         format!(
             "{untouched}{}",

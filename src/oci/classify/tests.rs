@@ -17,6 +17,7 @@ fn desc(media_type: &str, platform: Option<Platform>) -> Descriptor {
         platform,
         artifact_type: None,
         annotations: BTreeMap::new(),
+        urls: Vec::new(),
     }
 }
 
