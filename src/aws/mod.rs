@@ -175,6 +175,7 @@ pub fn handler_with(
         config.policies.clone(),
     );
     h.retry = RetryPolicy::with_attempts(config.max_attempts);
+    h.own_region = sdk.region().map(ToString::to_string);
     h.max_receive_count = config.max_receive_count;
     h.metrics = config.metrics.clone();
     if let Some(m) = &config.members {

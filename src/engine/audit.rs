@@ -45,6 +45,10 @@ pub enum Trigger {
     /// The follow-up a handling scheduled for itself (deletions deferred
     /// for the grace period after the push).
     FollowUp,
+    /// An ECR replication event: the image arrived from another registry
+    /// (cross-region or cross-account replication) and is handled as a push
+    /// in this one.
+    Replication,
 }
 
 /// The policy that applied.
@@ -361,6 +365,9 @@ pub struct AuditRecord {
     /// not be checked).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deployability: Vec<crate::engine::planned::Deployable>,
+    /// For a replicated image: the registry it was replicated from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicated_from: Option<crate::engine::ReplicaSource>,
     /// Overall outcome.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -406,6 +413,7 @@ impl AuditRecord {
             incomplete: None,
             signing: None,
             deployability: Vec::new(),
+            replicated_from: None,
             outcome: Outcome::Noop,
             is_final: true,
             attempt: None,

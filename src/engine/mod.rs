@@ -112,12 +112,25 @@ pub struct Job {
     pub account: Option<AccountId>,
     /// Region (from the event), when known.
     pub region: Option<String>,
+    /// For a replicated image (an `ECR Replication Action` event): the
+    /// registry it was replicated from.
+    pub replicated_from: Option<ReplicaSource>,
     /// Repository.
     pub repository: RepositoryName,
     /// The pushed image's digest.
     pub digest: Digest,
     /// The tag it was pushed with.
     pub tag: Option<ImageTag>,
+}
+
+/// The registry a replicated image came from (`source-account`,
+/// `source-region` of ECR's replication event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaSource {
+    /// The source registry's account.
+    pub account: Option<AccountId>,
+    /// The source registry's region.
+    pub region: Option<String>,
 }
 
 impl Job {
@@ -128,6 +141,7 @@ impl Job {
         record.event_id = self.event_id.clone();
         record.account = self.account.clone();
         record.region = self.region.clone();
+        record.replicated_from = self.replicated_from.clone();
         record.index_digest = Some(self.digest.to_string());
         record.tag = self.tag.as_ref().map(ToString::to_string);
         record

@@ -154,6 +154,9 @@ crate::vocabulary::vocabulary! {
         MalformedEvent = "malformed_event",
         /// A request named an account the deployment does not list.
         AccountNotListed = "account_not_listed",
+        /// The event came from another region's registry than the one this
+        /// deployment acts in.
+        OtherRegion = "other_region",
         /// A sweep was requested of a deployment with no queue for its requests.
         SweepWithoutQueue = "sweep_without_queue",
     }

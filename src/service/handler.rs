@@ -63,6 +63,10 @@ pub struct Handler<R, A> {
     /// This deployment's own account (jobs without an account, or of this
     /// one, use [`Self::registry`]).
     pub own_account: Option<AccountId>,
+    /// This deployment's region, when known: an event from another
+    /// region's registry (forwarded across regions) is never acted on here,
+    /// as every registry call would reach the wrong registry.
+    pub own_region: Option<String>,
     /// The member accounts this deployment lists (`ECR_REMEDIATOR_MEMBER_ACCOUNTS`):
     /// the only ones a sweep, or a sweep's request, may name besides its own.
     pub member_accounts: BTreeSet<AccountId>,
@@ -157,6 +161,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             max_receive_count: None,
             members: None,
             own_account: None,
+            own_region: None,
             member_accounts: BTreeSet::new(),
             sweeps: None,
         }
@@ -357,6 +362,22 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         job: &Job,
         delivery: Delivery,
     ) -> (AuditRecord, Result<EventResult, RetryError>) {
+        if let (Some(region), Some(own)) = (&job.region, &self.own_region)
+            && region != own
+        {
+            let mut record = job.record();
+            record.request_id.clone_from(&delivery.request_id);
+            record.outcome = Outcome::Skipped {
+                code: SkipCode::OtherRegion,
+                reason: format!(
+                    "the image is in {region}'s registry and this deployment acts in {own}: deploy the stack \
+                     (or the hub) in {region} too; nothing was read or written"
+                ),
+            };
+            tracing::warn!(region, own, "event from another region's registry: refused");
+            let result = self.finish(record.clone(), delivery).await;
+            return (record, result);
+        }
         let member = match self.member_registry(job.account.as_ref()).await.transpose() {
             Ok(member) => member,
             Err(e) => {

@@ -28,6 +28,9 @@ pub use crate::service::request::{ImageRequest, REQUEST_KEY, Request, Work};
 pub const ECR_SOURCE: &str = "aws.ecr";
 /// The `detail-type` of ECR's image events.
 pub const IMAGE_ACTION: &str = "ECR Image Action";
+/// The `detail-type` of ECR's replication events: an image a replication
+/// rule copied into this registry (`action-type: REPLICATE`).
+pub const REPLICATION_ACTION: &str = "ECR Replication Action";
 /// The `detail` of an `ECR Image Action` event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ImageActionDetail {
@@ -51,6 +54,12 @@ pub struct ImageActionDetail {
     /// The config media type (image manifests only).
     #[serde(rename = "artifact-media-type", default)]
     pub artifact_media_type: Option<String>,
+    /// Replication events: the account the image was replicated from.
+    #[serde(rename = "source-account", default)]
+    pub source_account: Option<String>,
+    /// Replication events: the region the image was replicated from.
+    #[serde(rename = "source-region", default)]
+    pub source_region: Option<String>,
 }
 
 /// Why an event is not handled.
@@ -62,7 +71,7 @@ pub enum Ignored {
         /// The source.
         source: String,
     },
-    /// From ECR but not an image action (scan, replication, ...).
+    /// From ECR but neither an image action nor a replication (a scan, ...).
     OtherDetailType {
         /// The detail-type.
         detail_type: String,
@@ -102,8 +111,13 @@ impl fmt::Display for Ignored {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ignored::OtherSource { source } => write!(f, "event source {source} is not {ECR_SOURCE}"),
-            Ignored::OtherDetailType { detail_type } => write!(f, "detail-type {detail_type} is not {IMAGE_ACTION}"),
-            Ignored::NotPush { action_type } => write!(f, "action-type {action_type} is not PUSH"),
+            Ignored::OtherDetailType { detail_type } => {
+                write!(
+                    f,
+                    "detail-type {detail_type} is neither {IMAGE_ACTION} nor {REPLICATION_ACTION}"
+                )
+            }
+            Ignored::NotPush { action_type } => write!(f, "action-type {action_type} is not PUSH (nor REPLICATE)"),
             Ignored::Failed => f.write_str("the push failed (result FAILURE)"),
             Ignored::NotAnIndex { media_type } => {
                 write!(f, "{media_type} is a single manifest (a child push or our own retag)")
@@ -141,9 +155,21 @@ pub enum Message {
     },
 }
 
-/// An `ECR Image Action` event: the envelope's identity and its detail.
+/// Which of ECR's two image events an [`ImageAction`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageEvent {
+    /// `ECR Image Action`: a push, a deletion, a storage-class change.
+    Action,
+    /// `ECR Replication Action`: a replication into this registry.
+    Replication,
+}
+
+/// An `ECR Image Action` or `ECR Replication Action` event: the envelope's
+/// identity and its detail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageAction {
+    /// Which event it is.
+    pub event: ImageEvent,
     /// The event id.
     pub id: Option<String>,
     /// The account the image is in.
@@ -233,11 +259,15 @@ impl Message {
                 source: envelope.source,
             });
         }
-        if envelope.detail_type != IMAGE_ACTION {
-            return ignored(Ignored::OtherDetailType {
-                detail_type: envelope.detail_type,
-            });
-        }
+        let event = match envelope.detail_type.as_str() {
+            IMAGE_ACTION => ImageEvent::Action,
+            REPLICATION_ACTION => ImageEvent::Replication,
+            _ => {
+                return ignored(Ignored::OtherDetailType {
+                    detail_type: envelope.detail_type,
+                });
+            }
+        };
         let account = envelope
             .account
             .as_deref()
@@ -247,6 +277,7 @@ impl Message {
         let detail =
             serde_json::from_value(envelope.detail).map_err(|e| MessageError::new(id.clone(), Problem::Detail(e)))?;
         Ok(Message::ImageAction(ImageAction {
+            event,
             id,
             account,
             region: envelope.region,

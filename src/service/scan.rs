@@ -147,6 +147,7 @@ pub(crate) fn jobs_of(
         event_id: None,
         account: account.cloned(),
         region: None,
+        replicated_from: None,
         repository: repository.clone(),
         digest,
         tag,

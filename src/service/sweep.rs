@@ -256,6 +256,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                     event_id: None,
                     account: scope.account.clone(),
                     region: None,
+                    replicated_from: None,
                     repository: repo.clone(),
                     digest,
                     tag: None,

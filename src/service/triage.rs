@@ -1,19 +1,29 @@
-//! Which `ECR Image Action` events are work.
+//! Which `ECR Image Action` and `ECR Replication Action` events are work.
 //!
 //! ECR emits one PUSH event per stored manifest (ECR-FACTS §3): each child of
 //! a buildx index arrives untagged with an image-manifest media type, the
 //! index with its tag. Only a successful PUSH of a tagged index is work; all
 //! else is skipped here, before any registry call, with a typed reason.
+//!
+//! A replication rule copies what is pushed (and what this service writes)
+//! into the destination registry, which receives `ECR Replication Action`
+//! events (`action-type: REPLICATE`, with `source-account` and
+//! `source-region`, and no media type) instead of PUSH. A successful
+//! REPLICATE of a tagged manifest is handled as a push in the destination:
+//! the registry read tells an index from an image (the source's own
+//! promotions arrive as tagged image manifests and end as `not_an_index`);
+//! keep tags and companion tags are recognised by shape, as for a push.
 
 use std::fmt;
 
 use crate::engine::audit::Trigger;
-use crate::engine::{Job, Purpose};
+use crate::engine::{Job, Purpose, ReplicaSource};
 use crate::oci::companion::parse_companion;
 use crate::oci::digest::Digest;
 use crate::oci::media_type::ManifestMediaType;
+use crate::oci::names::AccountId;
 use crate::oci::names::{ImageTag, RepositoryName};
-use crate::service::message::{Ignored, ImageAction, MessageError, Problem};
+use crate::service::message::{Ignored, ImageAction, ImageEvent, MessageError, Problem};
 
 /// What to do with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +55,11 @@ pub fn triage(
     is_keep_tag: impl Fn(&RepositoryName, &ImageTag) -> bool,
 ) -> Result<Triage, MessageError> {
     let detail = &event.detail;
-    if detail.action_type != "PUSH" {
+    let expected = match event.event {
+        ImageEvent::Action => "PUSH",
+        ImageEvent::Replication => "REPLICATE",
+    };
+    if detail.action_type != expected {
         return Ok(Triage::Ignore(Ignored::NotPush {
             action_type: detail.action_type.clone(),
         }));
@@ -76,12 +90,31 @@ pub fn triage(
             tag: tag.as_str().to_owned(),
         }));
     }
+    let (trigger, replicated_from) = match event.event {
+        ImageEvent::Action => (Trigger::Push, None),
+        ImageEvent::Replication => {
+            let account = detail
+                .source_account
+                .as_deref()
+                .map(AccountId::parse)
+                .transpose()
+                .map_err(|e| field(event, "source-account", e))?;
+            (
+                Trigger::Replication,
+                Some(ReplicaSource {
+                    account,
+                    region: detail.source_region.clone(),
+                }),
+            )
+        }
+    };
     Ok(Triage::Handle(Job {
         purpose: Purpose::Remediate,
-        trigger: Trigger::Push,
+        trigger,
         event_id: event.id.clone(),
         account: event.account.clone(),
         region: event.region.clone(),
+        replicated_from,
         repository,
         digest,
         tag: Some(tag),
@@ -92,7 +125,7 @@ pub fn triage(
 mod tests {
     use super::*;
     use crate::policy::template::TagTemplate;
-    use crate::service::message::{ECR_SOURCE, IMAGE_ACTION, Message};
+    use crate::service::message::{ECR_SOURCE, IMAGE_ACTION, Message, REPLICATION_ACTION};
 
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
     const DIGEST: &str = "sha256:42b5e3bd0b6a7e2a6f1f4ab6b3e6c0c5d2b4a1f0e9d8c7b6a5f4e3d2c1b0a998";
@@ -230,5 +263,55 @@ mod tests {
             };
             assert_eq!(subject, format!("sha256:{hex}"));
         }
+    }
+
+    /// A replication event as ECR sends it into the destination registry.
+    fn replicate(tag: &str) -> Event {
+        Event(serde_json::json!({
+            "version": "0", "id": "r1", "detail-type": REPLICATION_ACTION, "source": ECR_SOURCE,
+            "account": "123456789012", "time": "2026-11-23T12:00:05Z", "region": "eu-west-1",
+            "resources": ["arn:aws:ecr:eu-west-1:123456789012:repository/team/app"], "detail": {
+                "result": "SUCCESS", "repository-name": "team/app", "image-digest": DIGEST,
+                "source-account": "123456789012", "action-type": "REPLICATE",
+                "source-region": "eu-central-1", "image-tag": tag
+            }
+        }))
+    }
+
+    #[test]
+    fn a_replicated_tagged_manifest_is_handled_as_a_push_in_the_destination() {
+        let Triage::Handle(job) = run(&replicate("v7")) else {
+            panic!("not handled")
+        };
+        assert_eq!(job.trigger, Trigger::Replication);
+        assert_eq!(job.region.as_deref(), Some("eu-west-1"), "the destination's registry");
+        let from = job.replicated_from.unwrap();
+        assert_eq!(from.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(from.account.unwrap().as_str(), "123456789012");
+        // Children, the source's keep tags and failures are not work, as for a push.
+        assert_eq!(run(&replicate("")), Triage::Ignore(Ignored::Untagged));
+        assert!(matches!(
+            run(&replicate("v7-index")),
+            Triage::Ignore(Ignored::OwnKeepTag { .. })
+        ));
+        let mut failed = replicate("v7");
+        failed.0["detail"]["result"] = "FAILURE".into();
+        assert_eq!(run(&failed), Triage::Ignore(Ignored::Failed));
+        // A PUSH inside a replication event, or REPLICATE inside an image
+        // action, is not what ECR sends: not work.
+        let mut odd = replicate("v7");
+        odd.0["detail"]["action-type"] = "PUSH".into();
+        assert!(matches!(run(&odd), Triage::Ignore(Ignored::NotPush { .. })));
+        let mut odd = push("v7", INDEX);
+        odd.0["detail"]["action-type"] = "REPLICATE".into();
+        assert!(matches!(run(&odd), Triage::Ignore(Ignored::NotPush { .. })));
+        let mut bad = replicate("v7");
+        bad.0["detail"]["source-account"] = "12".into();
+        assert!(
+            triage(&bad.parsed(), keep)
+                .unwrap_err()
+                .to_string()
+                .contains("source-account")
+        );
     }
 }

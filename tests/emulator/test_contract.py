@@ -395,6 +395,52 @@ def test_pushed_buildx_index_exact_digests_protected_attestation_three_events(
     assert sorted((e["detail"]["image-digest"], e["detail"]["image-tag"]) for e in events) == sorted((s.digest, s.tag) for s in stored)
 
 
+@pytest.mark.emulator_only  # registry-wide configuration: never set on a real account by a test
+def test_replication_copies_each_push_and_announces_it_in_the_destination(
+    aws_session: Any, client_factory: Any, ecr: Any, repo: str, salt: str
+) -> None:
+    account = client_factory("sts").get_caller_identity()["Account"]
+    west, sqs, events = (
+        aws_session.client(service, region_name="us-west-2", endpoint_url=ecr.meta.endpoint_url) for service in ("ecr", "sqs", "events")
+    )
+    url = sqs.create_queue(QueueName=f"replicated-{salt}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=f"replicated-{salt}", EventPattern=json.dumps({"source": ["aws.ecr"], "detail-type": ["ECR Replication Action"]}))
+    events.put_targets(Rule=f"replicated-{salt}", Targets=[{"Id": "q", "Arn": arn}])
+    rules = [
+        {
+            "destinations": [{"region": "us-west-2", "registryId": account}],
+            "repositoryFilters": [{"filter": repo, "filterType": "PREFIX_MATCH"}],
+        }
+    ]
+    ecr.put_replication_configuration(replicationConfiguration={"rules": rules})
+    try:
+        assert ecr.describe_registry()["replicationConfiguration"]["rules"] == rules
+        layout, _ = buildx(salt)
+        stored = push(ecr, repo, layout, ["v7"])
+        # The destination repository exists now, with every manifest under the same digest and tag.
+        copies = {d["imageDigest"]: d.get("imageTags", []) for d in west.describe_images(repositoryName=repo)["imageDetails"]}
+        assert copies == {s.digest: [s.tag] if s.tag else [] for s in stored}
+        reply = west.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v7"}], acceptedMediaTypes=[OCI_INDEX])
+        assert not reply["failures"], reply["failures"]
+        got = reply["images"][0]
+        assert got["imageManifest"].encode() == layout.blobs[stored[-1].digest]
+        # One REPLICATE event per manifest, in the destination, naming the source; no media type.
+        bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+        assert sorted((b["detail"]["image-digest"], b["detail"]["image-tag"]) for b in bodies) == sorted((s.digest, s.tag) for s in stored)
+        for b in bodies:
+            assert b["region"] == "us-west-2" and b["account"] == account
+            assert b["detail"]["action-type"] == "REPLICATE" and b["detail"]["result"] == "SUCCESS"
+            assert (b["detail"]["source-region"], b["detail"]["source-account"]) == ("us-east-1", account)
+            assert "manifest-media-type" not in b["detail"]
+        # A deletion in the source is not replicated.
+        ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v7"}])
+        assert len(west.describe_images(repositoryName=repo)["imageDetails"]) == len(stored)
+    finally:
+        ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+        west.delete_repository(repositoryName=repo, force=True)
+
+
 # -- 8. fault injection (emulator only) ---------------------------------------------------------
 
 

@@ -148,6 +148,43 @@ def test_the_deployed_trigger_pattern(
     assert result["Result"] is expected, f"{name}: {rule['EventPattern']}"
 
 
+def replication(tag: str = "v7", repository_name: str = "team-a/api", result: str = "SUCCESS") -> dict[str, Any]:
+    """An ``ECR Replication Action`` event as the destination registry receives it."""
+    e = event(repository_name=repository_name, image_tag=tag, result=result)
+    e["detail-type"] = "ECR Replication Action"
+    e["detail"] = {
+        "result": result,
+        "repository-name": repository_name,
+        "image-digest": e["detail"]["image-digest"],
+        "source-account": "111111111111",
+        "action-type": "REPLICATE",
+        "source-region": "eu-west-1",
+        "image-tag": tag,
+    }
+    return e
+
+
+def test_replicated_images_reach_the_queue_through_their_own_rule(stack: Stack, clients: dict[str, Any]) -> None:
+    events = clients["events"]
+    rule = events.describe_rule(Name=physical(stack, "ReplicationRule"))
+    for name, e, expected in [
+        ("tagged manifest replicated in", replication(), True),
+        ("the source's keep tag (recognised by the function)", replication(tag="v7-index"), True),
+        ("untagged child", replication(tag=""), False),
+        ("failed replication", replication(result="FAILURE"), False),
+        ("outside the selection", replication(repository_name="team-b/api"), False),
+        ("a push", event(), False),
+    ]:
+        got = events.test_event_pattern(EventPattern=rule["EventPattern"], Event=json.dumps(e))["Result"]
+        assert got is expected, f"{name}: {rule['EventPattern']}"
+    queue_name = stack["outputs"]["PushQueueUrl"].rsplit("/", 1)[-1]
+    queue_arn = clients["sqs"].get_queue_attributes(
+        QueueUrl=clients["sqs"].get_queue_url(QueueName=queue_name)["QueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    targets = events.list_targets_by_rule(Rule=physical(stack, "ReplicationRule"))["Targets"]
+    assert [t["Arn"] for t in targets] == [queue_arn]
+
+
 def test_without_keep_tag_and_prefixes_every_tagged_index_push_matches(clients: dict[str, Any]) -> None:
     deployed = deploy(clients, "remediator-open", {"KeepTag": "false", "AuditBus": "default"})
     try:

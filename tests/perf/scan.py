@@ -74,7 +74,7 @@ def scan_runs(cli: Any, emu: EmulatorProcess, clusters: int, services: int, func
         "ECR_REMEDIATOR_GRACE_PERIOD": "0s",
     }
     code, wall, rss, out = run_measured(
-        [str(cli), "remediate", "--repository", repository, "--image-digest", digest, "--image-tag", "v1"], env
+        [str(cli), "remediate", "--repository", repository, "--image-digest", digest, "--image-tag", "v1", "--output", "json"], env
     )
     after = emu.control.calls()
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}

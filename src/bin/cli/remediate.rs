@@ -75,6 +75,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
             event_id: None,
             account: config.account_id.clone(),
             region: region.clone(),
+            replicated_from: None,
             repository: repository.clone(),
             digest,
             tag,

@@ -250,11 +250,23 @@ def _parse_manifest(body: bytes, declared: str | None) -> tuple[str, dict[str, A
     return media_type, doc
 
 
+@dataclass
+class Routed:
+    """An event for another registry than the caller's (a replication's)."""
+
+    account: str
+    region: str
+    detail_type: str
+    detail: dict[str, Any]
+
+
 class Registry:
     """Every repository of every account and region the emulator has seen."""
 
     def __init__(self, check_layers: bool = True):
         self.repositories: dict[tuple[str, str, str], Repository] = {}
+        #: Per registry (account, region): its replication rules, as PutReplicationConfiguration took them.
+        self.replication: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.check_layers = check_layers
         #: Per account: principal ARN → when it was excluded from pull-time updates.
         self.pull_time_exclusions: dict[str, dict[str, _dt.datetime]] = {}
@@ -515,7 +527,59 @@ class Registry:
 
     # -- images -------------------------------------------------------------
 
-    def put_image(self, account: str, region: str, req: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    # -- replication ----------------------------------------------------------
+
+    def put_replication_configuration(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        config = req.get("replicationConfiguration")
+        rules = config.get("rules") if isinstance(config, dict) else None
+        if not isinstance(rules, list) or len(rules) > 10:
+            raise invalid("replicationConfiguration.rules must be a list of at most 10 rules")
+        for rule in rules:
+            destinations = rule.get("destinations") if isinstance(rule, dict) else None
+            if not isinstance(destinations, list) or not 1 <= len(destinations) <= 25:
+                raise invalid("each replication rule needs 1 to 25 destinations")
+            for d in destinations:
+                if not isinstance(d, dict) or not d.get("region") or not d.get("registryId"):
+                    raise invalid("each destination needs a region and a registryId")
+                if d["region"] == region and d["registryId"] == account:
+                    raise invalid("a registry cannot replicate to itself")
+        self.replication[(account, region)] = rules
+        return {"replicationConfiguration": {"rules": rules}}
+
+    def describe_registry(self, account: str, region: str, req: dict[str, Any]) -> dict[str, Any]:
+        return {"registryId": account, "replicationConfiguration": {"rules": self.replication.get((account, region), [])}}
+
+    def _replicate(self, account: str, region: str, repo: Repository, image: Image, tag: str | None) -> list[Routed]:
+        """What ECR's replication does after a push: the manifest (its layers and, for an index,
+        its children, replicated before it) copied into each destination registry whose rule
+        selects the repository, under the same tag, the repository created there when missing;
+        each copy announced by an ``ECR Replication Action`` event in the destination. Deletions
+        are not replicated, and a replica is not replicated again."""
+        out: list[Routed] = []
+        for rule in self.replication.get((account, region), []):
+            filters = rule.get("repositoryFilters") or []
+            if filters and not any(repo.name.startswith(f.get("filter", "")) for f in filters):
+                continue
+            for d in rule["destinations"]:
+                key = (d["registryId"], d["region"], repo.name)
+                dest = self.repositories.get(key)
+                if dest is None:
+                    dest = Repository(repo.name, d["registryId"], d["region"], now(), repo.mutability, list(repo.exclusion_filters))
+                    self.repositories[key] = dest
+                result = "SUCCESS" if _copy_into(dest, repo, image, tag) else "FAILURE"
+                detail = {
+                    "result": result,
+                    "repository-name": repo.name,
+                    "image-digest": image.digest,
+                    "source-account": account,
+                    "action-type": "REPLICATE",
+                    "source-region": region,
+                    "image-tag": tag or "",
+                }
+                out.append(Routed(d["registryId"], d["region"], "ECR Replication Action", detail))
+        return out
+
+    def put_image(self, account: str, region: str, req: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any] | Routed]]:
         repo = self.repo(account, region, req.get("repositoryName"))
         text = req.get("imageManifest")
         if not isinstance(text, str) or not text:
@@ -603,7 +667,7 @@ class Registry:
                 "imageManifestMediaType": media_type,
             }
         }
-        return out, [ecr_event(repo, "PUSH", digest, tag or "", image)]
+        return out, [ecr_event(repo, "PUSH", digest, tag or "", image), *self._replicate(account, region, repo, image, tag)]
 
     def _resolve(self, repo: Repository, image_id: Any) -> tuple[str | None, dict[str, str] | None]:
         """The digest an image id names, or a BatchGetImage/BatchDeleteImage failure."""
@@ -817,6 +881,42 @@ class Registry:
             else:
                 ids.append({"imageDigest": image.digest})
         return _page("imageIds", ids, req, key=f"list:{repo.name}")
+
+
+def _copy_into(dest: Repository, source: Repository, image: Image, tag: str | None) -> bool:
+    """Stores ``image`` (and the blobs it names) in ``dest`` under ``tag``, as a replica; False
+    when the destination refuses it (an immutable tag held by another image, a child missing)."""
+    moving_immutable = tag is not None and tag in dest.tags and dest.tags[tag] != image.digest and dest.tag_is_immutable(tag)
+    if moving_immutable or any(c not in dest.images for c in image.children):
+        return False
+    for blob in _blobs_of(image):
+        if blob in source.blobs:
+            dest.blobs.setdefault(blob, source.blobs[blob])
+    if image.digest not in dest.images:
+        dest.images[image.digest] = Image(
+            digest=image.digest,
+            manifest=image.manifest,
+            media_type=image.media_type,
+            pushed_at=now(),
+            size=image.size,
+            artifact_media_type=image.artifact_media_type,
+            subject=image.subject,
+            children=list(image.children),
+        )
+    if tag is not None:
+        dest.tags[tag] = image.digest
+    return True
+
+
+def _blobs_of(image: Image) -> list[str]:
+    """The config and layer digests an image manifest names (none for an index)."""
+    if image.children:
+        return []
+    try:
+        doc = json.loads(image.manifest)
+    except ValueError:
+        return []
+    return [d["digest"] for d in [doc.get("config") or {}, *(doc.get("layers") or [])] if isinstance(d, dict) and d.get("digest")]
 
 
 def _resource_tags(tags: Any) -> dict[str, str]:

@@ -36,7 +36,7 @@ from werkzeug.wrappers import Request, Response
 from . import __version__, delivery
 from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
-from .registry import EcrError, Registry
+from .registry import EcrError, Registry, Routed
 from .trust import check as trust_check
 from .workloads import ECS_TARGET, Ecs, as_json, patch_lambda
 
@@ -74,6 +74,8 @@ ECR_OPERATIONS = {
     "RegisterPullTimeUpdateExclusion": "register_pull_time_update_exclusion",
     "DeregisterPullTimeUpdateExclusion": "deregister_pull_time_update_exclusion",
     "ListPullTimeUpdateExclusions": "list_pull_time_update_exclusions",
+    "PutReplicationConfiguration": "put_replication_configuration",
+    "DescribeRegistry": "describe_registry",
 }
 
 StartResponse = Callable[..., Any]
@@ -375,8 +377,11 @@ class Emulator:
             events: list[dict[str, Any]] = []
             if isinstance(result, tuple):
                 result, events = result
-            for detail in events:
-                self._publish(account, region, detail)
+            for item in events:
+                if isinstance(item, Routed):
+                    self._publish(item.account, item.region, item.detail, item.detail_type)
+                else:
+                    self._publish(account, region, item)
         log.info("ECR %s %s -> ok", operation, body.get("repositoryName"))
         return _json(200, result)
 
@@ -419,13 +424,13 @@ class Emulator:
             return _error("InvalidArgument", f"Parameter Event is not valid: missing {', '.join(missing)}", 400)
         return _json(200, {"Result": bool(pattern.matches_event(event))})
 
-    def _publish(self, account: str, region: str, detail: dict[str, Any]) -> None:
-        """Sends an ``ECR Image Action`` event to the default bus of the account and region."""
+    def _publish(self, account: str, region: str, detail: dict[str, Any], detail_type: str = "ECR Image Action") -> None:
+        """Sends an ECR event (``ECR Image Action`` unless said) to the default bus of the account and region."""
         stamp = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
         when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
         entry = {
             "Source": "aws.ecr",
-            "DetailType": "ECR Image Action",
+            "DetailType": detail_type,
             "Detail": json.dumps(detail),
             "Resources": [],
             "Time": stamp.timestamp(),
@@ -441,7 +446,7 @@ class Emulator:
             {
                 "version": "0",
                 "id": event_id,
-                "detail-type": "ECR Image Action",
+                "detail-type": detail_type,
                 "source": "aws.ecr",
                 "account": account,
                 "time": when,
