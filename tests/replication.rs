@@ -14,6 +14,109 @@ use serde_json::{Value, json};
 
 const WEST: &str = "us-west-2";
 
+/// The replication configuration is registry-wide: one test at a time sets it.
+static REGISTRY_CONFIG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Replicates repositories named `prefix…` of the test registry into `WEST`.
+fn replicate_to_west(prefix: &str) {
+    python_script(&format!(
+        "import boto3; boto3.client('ecr').put_replication_configuration(replicationConfiguration={{'rules': [\
+         {{'destinations': [{{'region': '{WEST}', 'registryId': '{ACCOUNT}'}}], \
+           'repositoryFilters': [{{'filter': '{prefix}', 'filterType': 'PREFIX_MATCH'}}]}}]}})"
+    ));
+}
+
+fn no_replication() {
+    python_script(
+        "import boto3; boto3.client('ecr').put_replication_configuration(replicationConfiguration={'rules': []})",
+    );
+}
+
+/// The sweep of a source reports how its replicas drifted: ECR replicates
+/// the promotion but not the deletions, so the replica keeps the index and
+/// the attestation the source deleted; a tag moved in the replica alone is
+/// reported too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_reports_replicas_that_drifted_from_their_source() {
+    let _one = REGISTRY_CONFIG.lock().await;
+    let repo = unique("drift");
+    create_repository(&repo, false);
+    replicate_to_west(&repo);
+    let v1 = push_buildx(&repo, "v1", &["linux/arm64"], "drift-1");
+    let v2 = push_buildx(&repo, "v2", &["linux/arm64"], "drift-2");
+    let sweep = |extra: &[&str]| {
+        let mut args = vec!["sweep", "--repository", repo.as_str(), "--output", "json"];
+        args.extend_from_slice(extra);
+        run_cli(&args, &[("ECR_REMEDIATOR_KEEP_TAG", "false")])
+    };
+    // In step: nothing to report.
+    let (code, out, err) = sweep(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, summary) = sweep_json(&out);
+    assert_eq!(summary["replication_drift"], json!([]), "{summary}");
+
+    // The source promotes v1 and deletes its index and attestation; the
+    // replica gets the promotion, keeps what was deleted.
+    let (code, out, err) = sweep(&[
+        "--tag",
+        "v1",
+        "--mode",
+        "promote",
+        "--delete-orphans",
+        "--grace-period",
+        "0s",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(tags(&repo).await["v1"], v1.runnable());
+    assert_eq!(
+        west_tags(&repo).await["v1"],
+        v1.runnable(),
+        "the promotion is replicated"
+    );
+    // v2 moved in the replica alone.
+    python_script(&format!(
+        "import boto3; e = boto3.client('ecr', region_name='{WEST}'); \
+         m = e.batch_get_image(repositoryName='{repo}', imageIds=[{{'imageDigest': '{}'}}])['images'][0]['imageManifest']; \
+         e.put_image(repositoryName='{repo}', imageManifest=m, imageTag='v2')",
+        v2.runnable()
+    ));
+
+    let (code, out, err) = sweep(&["--dry-run"]);
+    assert_eq!(code, 0, "a drifted replica is reported, not a failure: {err}");
+    let (_, summary) = sweep_json(&out);
+    let reports = summary["replication_drift"].as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{summary}");
+    let r = &reports[0];
+    assert_eq!(r["destination"], json!({"account": ACCOUNT, "region": WEST}));
+    let drift = &r["drift"];
+    assert_eq!(drift["only_in_destination"], 2, "the index and the attestation: {r}");
+    let kept: Vec<&str> = drift["only_in_destination_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&v1.index.as_str()) && kept.contains(&v1.attestation()),
+        "{r}"
+    );
+    assert_eq!(drift["tags_differ"], 1, "{r}");
+    assert_eq!(drift["tag_examples"][0]["tag"], "v2");
+    assert_eq!(drift["tag_examples"][0]["destination"], v2.runnable());
+
+    // The table says it in a line a person reads.
+    let (_, table, _) = run_cli(&["sweep", "--repository", repo.as_str(), "--dry-run"], &[]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("replica drift"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains(WEST) && line.contains("1 tag(s) differ (v2)") && line.contains("2 manifest(s)"),
+        "{line}"
+    );
+    no_replication();
+}
+
 async fn west() -> aws_config::SdkConfig {
     sdk_config().await.into_builder().region(Region::new(WEST)).build()
 }
@@ -93,13 +196,10 @@ fn serve_in(region: &str, queue: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_index_is_remediated_in_the_destination_region() {
+    let _one = REGISTRY_CONFIG.lock().await;
     let repo = unique("replicated");
     create_repository(&repo, false);
-    python_script(&format!(
-        "import boto3; boto3.client('ecr').put_replication_configuration(replicationConfiguration={{'rules': [\
-         {{'destinations': [{{'region': '{WEST}', 'registryId': '{ACCOUNT}'}}], \
-           'repositoryFilters': [{{'filter': '{repo}', 'filterType': 'PREFIX_MATCH'}}]}}]}})"
-    ));
+    replicate_to_west(&repo);
     let name = repo.replace('/', "-");
     let west_queue = west_queue(&format!("{name}-west"), &repo).await;
     let east_queue = rule_to_queue(

@@ -18,6 +18,7 @@ use super::tag_cache::TagCache;
 use crate::engine::registry::{
     DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError,
 };
+use crate::engine::replication;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
@@ -397,21 +398,58 @@ impl Registry for EcrRegistry {
     }
 
     async fn list_images(&self, repository: &RepositoryName) -> Result<Vec<(Digest, ImageInfo)>, RegistryError> {
-        let mut pages = self
+        list_images_with(&self.client, repository).await
+    }
+
+    async fn replication_rules(&self) -> Result<Vec<replication::Rule>, RegistryError> {
+        let reply = self
             .client
-            .describe_images()
-            .repository_name(repository.as_str())
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| registry_error("DescribeImages", e).about(repository, None))?;
-            for detail in page.image_details() {
-                out.push(image_entry(detail)?);
-            }
-        }
-        Ok(out)
+            .describe_registry()
+            .send()
+            .await
+            .map_err(|e| registry_error("DescribeRegistry", e))?;
+        let Some(config) = reply.replication_configuration() else {
+            return Ok(Vec::new());
+        };
+        config
+            .rules()
+            .iter()
+            .map(|rule| {
+                let destinations = rule
+                    .destinations()
+                    .iter()
+                    .map(|d| {
+                        Ok(replication::Destination {
+                            account: AccountId::parse(d.registry_id()).map_err(|e| RegistryError::InvalidResponse {
+                                operation: "DescribeRegistry",
+                                problem: format!("registryId: {e}"),
+                            })?,
+                            region: d.region().to_owned(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, RegistryError>>()?;
+                let prefixes = rule
+                    .repository_filters()
+                    .iter()
+                    .map(|f| f.filter().to_owned())
+                    .collect();
+                Ok(replication::Rule { destinations, prefixes })
+            })
+            .collect()
+    }
+
+    async fn list_images_in_region(
+        &self,
+        region: &str,
+        repository: &RepositoryName,
+    ) -> Result<Option<Vec<(Digest, ImageInfo)>>, RegistryError> {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .region(aws_sdk_ecr::config::Region::new(region.to_owned()))
+            .build();
+        list_images_with(&Client::from_conf(config), repository).await.map(Some)
     }
 
     async fn list_referrers(
@@ -513,6 +551,28 @@ impl EcrRegistry {
 }
 
 /// One `DescribeImages` detail as the core sees it.
+
+/// Every active image of `repository` through `client` (`DescribeImages`, paginated).
+async fn list_images_with(
+    client: &Client,
+    repository: &RepositoryName,
+) -> Result<Vec<(Digest, ImageInfo)>, RegistryError> {
+    let mut pages = client
+        .describe_images()
+        .repository_name(repository.as_str())
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| registry_error("DescribeImages", e).about(repository, None))?;
+        for detail in page.image_details() {
+            out.push(image_entry(detail)?);
+        }
+    }
+    Ok(out)
+}
+
 fn image_entry(detail: &aws_sdk_ecr::types::ImageDetail) -> Result<(Digest, ImageInfo), RegistryError> {
     let digest =
         Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| RegistryError::InvalidResponse {

@@ -55,6 +55,7 @@ mod read;
 pub mod reconcile;
 mod redelivery;
 pub mod registry;
+pub mod replication;
 pub mod repository_policy;
 pub mod retire;
 pub mod retry;

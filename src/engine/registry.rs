@@ -93,7 +93,7 @@ pub enum DeleteOutcome {
 }
 
 /// What `DescribeImages` says of one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageInfo {
     /// Its tags, as ECR reports them (any length ECR accepts; never parsed,
     /// so a foreign tag can never make a read fail).
@@ -279,6 +279,26 @@ pub trait Registry: Sync {
         &self,
         repository: &RepositoryName,
     ) -> impl Future<Output = Result<Vec<(Digest, ImageInfo)>, RegistryError>> + Send;
+
+    /// The registry's replication rules (`DescribeRegistry`). For sweeps
+    /// only. The default: none (a registry that does not replicate).
+    fn replication_rules(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::engine::replication::Rule>, RegistryError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Every active image of `repository` in this account's registry in
+    /// `region` (a replication destination), as [`Registry::list_images`];
+    /// `None` when this registry cannot reach another region. For sweeps only.
+    fn list_images_in_region(
+        &self,
+        region: &str,
+        repository: &RepositoryName,
+    ) -> impl Future<Output = Result<Option<Vec<(Digest, ImageInfo)>>, RegistryError>> + Send {
+        let _ = (region, repository);
+        async { Ok(None) }
+    }
 
     /// The manifests whose OCI `subject` is `subject` (`ListImageReferrers`,
     /// paginated; active ones only), oldest first, each with its signature

@@ -16,13 +16,14 @@ use serde::Serialize;
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger, now_ms};
 use crate::engine::registry::{ImageInfo, Registry, RegistryError};
+use crate::engine::replication::{self, DriftReport};
 use crate::engine::retry::retrying;
 use crate::engine::signing::SignatureGap;
 use crate::engine::skip::SkipCode;
 use crate::engine::sweep::{CleanupSelection, Selection, Untouched, cleanup_enabled, select};
 use crate::engine::{Job, Purpose, repository_policy};
 use crate::oci::digest::Digest;
-use crate::oci::names::RepositoryName;
+use crate::oci::names::{AccountId, RepositoryName};
 use crate::policy::Policy;
 use crate::policy::repository_tag::Resolved;
 use crate::service::handler::{Delivery, Handler};
@@ -71,6 +72,14 @@ pub struct SweepSummary {
     /// signature pushed after the promotion): verification by tag fails
     /// until the image is signed. Reported, never changed.
     pub signature_gaps: Vec<SignatureGap>,
+    /// Replication destinations (ECR replication rules of this registry)
+    /// that differ from their source, per repository: tags pointing
+    /// elsewhere, manifests the source deleted (deletions are not
+    /// replicated); or that could not be read.
+    pub replication_drift: Vec<DriftReport>,
+    /// Why the replication rules could not be read, when they could not
+    /// (nothing about replicas is then known).
+    pub replication_unchecked: Option<String>,
     /// Repositories that could not be listed, with the error.
     pub repository_errors: BTreeMap<String, String>,
     /// Repositories not listed because their `ecr-remediator:mode` tag (or
@@ -95,6 +104,7 @@ struct Listed {
     policy: Policy,
     found: Option<Result<CleanupSelection, RegistryError>>,
     gaps: Result<Vec<SignatureGap>, RegistryError>,
+    drift: Vec<DriftReport>,
 }
 
 impl SweepSummary {
@@ -133,16 +143,30 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     selection: &Selection,
     progress: &mut impl Progress,
 ) -> Result<SweepSummary, RegistryError> {
+    let mut summary_unchecked = None;
     let member = handler.sweep_registry(scope.account.as_ref()).await?;
     let registry: &R = member.as_deref().unwrap_or(&handler.registry);
     let repos = repositories(registry, scope, &handler.retry).await?;
     let total = repos.len();
+    let rules = match retrying(&handler.retry, None, || registry.replication_rules()).await {
+        Ok(rules) => rules,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the registry's replication rules; replicas not compared");
+            summary_unchecked = Some(e.to_string());
+            Vec::new()
+        }
+    };
+    let own_account = scope.account.as_ref().or(handler.own_account.as_ref());
+    let (rules, own_region) = (&rules, handler.own_region.as_deref());
     let policies = handler.policies_now().await;
     let policies = &policies;
     // Shared by the stream that lists repositories and the loop that tallies
     // records; the stream is polled on this task only, and no borrow is held
     // across an await.
-    let summary = RefCell::new(SweepSummary::default());
+    let summary = RefCell::new(SweepSummary {
+        replication_unchecked: summary_unchecked,
+        ..SweepSummary::default()
+    });
     let progress = RefCell::new(progress);
     // Repositories are listed one after the other as the handling pulls their
     // images, so the next listing overlaps the last images of the one before
@@ -163,11 +187,13 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                             None
                         };
                         let gaps = signature_gaps(registry, &handler.retry, repo, &listing, &policy).await;
+                        let drift = replicas(registry, handler, repo, &listing, rules, own_account, own_region).await;
                         Scan::Listed(Box::new(Listed {
                             listing,
                             policy: *policy,
                             found,
                             gaps,
+                            drift,
                         }))
                     }
                 }
@@ -201,7 +227,9 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                     policy,
                     found,
                     gaps,
+                    drift,
                 } = *listed;
+                summary.borrow_mut().replication_drift.extend(drift);
                 let plan = select(&listing, &policy, selection);
                 let gaps = match gaps {
                     Ok(gaps) => gaps,
@@ -326,4 +354,55 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         handler.record_signature_gap(scope.account.as_ref(), gap).await;
     }
     Ok(summary)
+}
+
+/// How each replication destination of `repository` differs from this
+/// source (`listing`): only destinations that drifted or could not be read.
+/// A destination in this account and another region is listed through
+/// `registry`'s credentials; another account's registry is not read here
+/// (sweep that account, or from its hub, to compare).
+async fn replicas<R: Registry, A: AuditSink>(
+    registry: &R,
+    handler: &Handler<R, A>,
+    repository: &RepositoryName,
+    listing: &[(Digest, ImageInfo)],
+    rules: &[replication::Rule],
+    own_account: Option<&AccountId>,
+    own_region: Option<&str>,
+) -> Vec<DriftReport> {
+    let mut out = Vec::new();
+    for destination in replication::destinations(rules, repository) {
+        let report = |drift, unreadable| DriftReport {
+            repository: repository.to_string(),
+            destination: destination.clone(),
+            drift,
+            unreadable,
+        };
+        if own_account.is_some_and(|a| *a != destination.account) {
+            out.push(report(
+                None,
+                Some("another account's registry: not read from here; sweep that account to compare".to_owned()),
+            ));
+            continue;
+        }
+        if own_region == Some(destination.region.as_str()) {
+            continue;
+        }
+        let region = destination.region.as_str();
+        match retrying(&handler.retry, None, || {
+            registry.list_images_in_region(region, repository)
+        })
+        .await
+        {
+            Ok(Some(theirs)) => {
+                let drift = replication::drift(listing, &theirs);
+                if !drift.is_empty() {
+                    out.push(report(Some(drift), None));
+                }
+            }
+            Ok(None) => out.push(report(None, Some("this registry cannot read other regions".to_owned()))),
+            Err(e) => out.push(report(None, Some(e.to_string()))),
+        }
+    }
+    out
 }

@@ -309,6 +309,33 @@ fn summary_table(s: &SweepSummary) -> String {
     for gap in &s.signature_gaps {
         line("signed index only", gap.advice());
     }
+    for r in &s.replication_drift {
+        let to = format!(
+            "{} -> {} in {}",
+            r.repository, r.destination.account, r.destination.region
+        );
+        match (&r.drift, &r.unreadable) {
+            (Some(d), _) => {
+                let mut parts = Vec::new();
+                if d.tags_differ > 0 {
+                    let shown: Vec<&str> = d.tag_examples.iter().map(|t| t.tag.as_str()).collect();
+                    parts.push(format!("{} tag(s) differ ({})", d.tags_differ, shown.join(", ")));
+                }
+                if d.only_in_destination > 0 {
+                    parts.push(format!(
+                        "{} manifest(s), {} bytes, only in the replica (deleted here? ECR does not replicate deletions)",
+                        d.only_in_destination, d.only_in_destination_bytes
+                    ));
+                }
+                line("replica drift", format!("{to}: {}", parts.join("; ")));
+            }
+            (None, Some(why)) => line("replica unchecked", format!("{to}: {why}")),
+            (None, None) => {}
+        }
+    }
+    if let Some(why) = &s.replication_unchecked {
+        line("replicas", format!("not compared: {why}"));
+    }
     for (repo, reason) in &s.repositories_left_alone {
         line("left alone", format!("{repo}: {reason}"));
     }
