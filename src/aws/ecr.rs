@@ -550,8 +550,6 @@ impl EcrRegistry {
     }
 }
 
-/// One `DescribeImages` detail as the core sees it.
-
 /// Every active image of `repository` through `client` (`DescribeImages`, paginated).
 async fn list_images_with(
     client: &Client,
@@ -573,6 +571,7 @@ async fn list_images_with(
     Ok(out)
 }
 
+/// One `DescribeImages` detail as the core sees it.
 fn image_entry(detail: &aws_sdk_ecr::types::ImageDetail) -> Result<(Digest, ImageInfo), RegistryError> {
     let digest =
         Digest::parse(detail.image_digest().unwrap_or_default()).map_err(|e| RegistryError::InvalidResponse {
