@@ -573,3 +573,36 @@ async fn the_progress_line_is_drawn_on_a_terminal_only() {
         "{piped_err:?}"
     );
 }
+
+/// Issue 22: the sweep counts the images Lambda would refuse among those it
+/// makes deployable by a tag, and says why in the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_counts_images_lambda_would_refuse() {
+    let repo = unique("sweep-lambda");
+    create_repository(&repo, false);
+    push_buildx(&repo, "linux", &["linux/arm64"], "sweep-lambda-1");
+    push_buildx(&repo, "win", &["windows/amd64"], "sweep-lambda-2");
+    let (code, out, err) = sweep(&[
+        "--repository",
+        &repo,
+        "--mode",
+        "promote",
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (records, summary) = sweep_json(&out);
+    assert_eq!(summary["lambda_would_refuse"], 1, "{summary}");
+    assert_eq!(summary["lambda_unknown"], 0, "{summary}");
+    let win = records.iter().find(|r| r["tag"] == "win").unwrap();
+    assert_eq!(win["deployability"][0]["reasons"][0]["rule"], "not_linux", "{win}");
+    let (_, table, _) = sweep(&["--repository", &repo, "--mode", "promote", "--dry-run"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("Lambda would refuse") && l.ends_with(" 1")),
+        "{table}"
+    );
+    assert!(table.contains("Lambda and win: no: windows image"), "{table}");
+}
