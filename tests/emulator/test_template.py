@@ -401,10 +401,13 @@ def test_operations_dashboard_and_failed_records_alarm(stack: Stack, clients: di
         "Queue",
         "Function",
         "Kept: in use, signed",
+        "Deployable to Lambda?",
         "Recent failures and skips",
     ]
     kept = [m[1] for m in body["widgets"][5]["properties"]["metrics"]]
     assert kept == ["KeptInUse", "InUseUnknown", "IndexSigned", "SignatureGaps"], "the metrics the service emits"
+    lambda_ = [m[1] for m in body["widgets"][6]["properties"]["metrics"]]
+    assert lambda_ == ["LambdaWouldRefuse", "LambdaUnknown"], "the metrics the service emits"
     outcomes = [m[3] for m in body["widgets"][0]["properties"]["metrics"]]
     assert outcomes == ["remediated", "noop", "skipped", "retrying", "failed"]
     group = stack["outputs"]["AuditLogGroupName"]
