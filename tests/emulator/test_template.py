@@ -482,6 +482,13 @@ def test_the_member_stack_forwards_index_pushes_and_trusts_only_the_hub_function
         assert pattern["detail"]["image-tag"] == [{"anything-but": {"suffix": "-index"}}]
         targets = events.list_targets_by_rule(Rule=resources["ForwardRule"])["Targets"]
         assert [(t["Arn"], "RoleArn" in t) for t in targets] == [(HUB_QUEUE, True)]
+        # Images replicated into the member's registry go to the hub too.
+        replicated = json.loads(events.describe_rule(Name=resources["ForwardReplicationRule"])["EventPattern"])
+        assert replicated["detail-type"] == ["ECR Replication Action"]
+        assert replicated["detail"]["action-type"] == ["REPLICATE"]
+        assert replicated["detail"]["repository-name"] == [{"prefix": "team-a/"}]
+        targets = events.list_targets_by_rule(Rule=resources["ForwardReplicationRule"])["Targets"]
+        assert [(t["Arn"], "RoleArn" in t) for t in targets] == [(HUB_QUEUE, True)]
         role = iam.get_role(RoleName="ecr-remediator-member")["Role"]
         trust = role["AssumeRolePolicyDocument"]
         trust = json.loads(trust) if isinstance(trust, str) else trust
