@@ -92,6 +92,26 @@ pub enum DeleteOutcome {
     },
 }
 
+/// One destination registry of a replication rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ReplicationDestination {
+    /// Its account (`registryId`).
+    pub account: AccountId,
+    /// Its region.
+    pub region: String,
+}
+
+/// A replication rule (`DescribeRegistry`): repositories whose name starts
+/// with one of `prefixes` (every repository when there is none) are
+/// replicated to each of `destinations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationRule {
+    /// Its destinations.
+    pub destinations: Vec<ReplicationDestination>,
+    /// Its `PREFIX_MATCH` filters.
+    pub prefixes: Vec<String>,
+}
+
 /// What `DescribeImages` says of one image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -282,9 +302,7 @@ pub trait Registry: Sync {
 
     /// The registry's replication rules (`DescribeRegistry`). For sweeps
     /// only. The default: none (a registry that does not replicate).
-    fn replication_rules(
-        &self,
-    ) -> impl Future<Output = Result<Vec<crate::engine::replication::Rule>, RegistryError>> + Send {
+    fn replication_rules(&self) -> impl Future<Output = Result<Vec<ReplicationRule>, RegistryError>> + Send {
         async { Ok(Vec::new()) }
     }
 

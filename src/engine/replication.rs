@@ -13,31 +13,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::engine::registry::ImageInfo;
+pub use crate::engine::registry::{ReplicationDestination as Destination, ReplicationRule as Rule};
 use crate::oci::digest::Digest;
-use crate::oci::names::{AccountId, RepositoryName};
+use crate::oci::names::RepositoryName;
 
 /// How many examples of each kind of drift a report keeps.
 pub const EXAMPLES: usize = 5;
-
-/// One destination registry of a replication rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Destination {
-    /// Its account (`registryId`).
-    pub account: AccountId,
-    /// Its region.
-    pub region: String,
-}
-
-/// A replication rule (`DescribeRegistry`): repositories whose name starts
-/// with one of `prefixes` (every repository when there is none) are
-/// replicated to each of `destinations`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// Its destinations.
-    pub destinations: Vec<Destination>,
-    /// Its `PREFIX_MATCH` filters.
-    pub prefixes: Vec<String>,
-}
 
 /// The destinations `repository` is replicated to under `rules`, each once.
 pub fn destinations<'r>(rules: &'r [Rule], repository: &RepositoryName) -> Vec<&'r Destination> {
@@ -139,6 +120,7 @@ pub struct DriftReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::names::AccountId;
 
     fn d(n: u8) -> Digest {
         Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap()
