@@ -604,5 +604,5 @@ async fn the_sweep_counts_images_lambda_would_refuse() {
             .any(|l| l.starts_with("Lambda would refuse") && l.ends_with(" 1")),
         "{table}"
     );
-    assert!(table.contains("Lambda and win: no: windows image"), "{table}");
+    assert!(table.contains("Lambda would refuse win: windows image"), "{table}");
 }

@@ -58,7 +58,15 @@ pub(crate) fn detail(record: &AuditRecord) -> Option<String> {
                         .deployability
                         .iter()
                         .filter(|d| d.verdict.word() != "yes")
-                        .map(|d| format!("Lambda and {}: {}", d.tag, d.verdict.describe())),
+                        .map(|d| {
+                            let text = d.verdict.describe();
+                            let why = text.split_once(": ").map_or(text.as_str(), |(_, why)| why);
+                            if d.verdict.is_no() {
+                                format!("Lambda would refuse {}: {why}", d.tag)
+                            } else {
+                                format!("Lambda may refuse {}, not checked: {why}", d.tag)
+                            }
+                        }),
                 )
                 .collect::<Vec<_>>()
                 .join("; "),
