@@ -78,6 +78,11 @@ impl Verdict {
         matches!(self, Verdict::No { .. })
     }
 
+    /// True when something could not be checked (and nothing is refused).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Verdict::Unknown { .. })
+    }
+
     /// One line for people: `yes`, `no: …`, `unknown: …`.
     pub fn describe(&self) -> String {
         match self {

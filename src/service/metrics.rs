@@ -155,7 +155,7 @@ pub fn emf(record: &AuditRecord, config: &MetricsConfig, timestamp_ms: i64) -> O
         // Images made deployable by a tag that Lambda would refuse, or whose
         // verdict is unknown (`deployability` in the record).
         "LambdaWouldRefuse": record.deployability.iter().filter(|d| d.verdict.is_no()).count(),
-        "LambdaUnknown": record.deployability.iter().filter(|d| d.verdict.word() == "unknown").count(),
+        "LambdaUnknown": record.deployability.iter().filter(|d| d.verdict.is_unknown()).count(),
         // Not dimensions: searchable context in the log line.
         "repository": repository,
         "index_digest": record.index_digest,

@@ -324,11 +324,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         };
         s.manifests_deleted += record.deleted as usize + planned_deletes().count();
         s.lambda_would_refuse += record.deployability.iter().filter(|d| d.verdict.is_no()).count();
-        s.lambda_unknown += record
-            .deployability
-            .iter()
-            .filter(|d| d.verdict.word() == "unknown")
-            .count();
+        s.lambda_unknown += record.deployability.iter().filter(|d| d.verdict.is_unknown()).count();
         s.bytes_reclaimed += planned_deletes().filter_map(|a| a.bytes).sum::<u64>();
         s.kept_indexes_retired += record
             .actions

@@ -57,7 +57,7 @@ pub(crate) fn detail(record: &AuditRecord) -> Option<String> {
                     record
                         .deployability
                         .iter()
-                        .filter(|d| d.verdict.word() != "yes")
+                        .filter(|d| d.verdict != ecr_remediator::oci::lambda::Verdict::Yes)
                         .map(|d| {
                             let text = d.verdict.describe();
                             let why = text.split_once(": ").map_or(text.as_str(), |(_, why)| why);
