@@ -26,22 +26,13 @@ use serde::Serialize;
 
 use crate::oci::digest::Digest;
 use crate::oci::manifest::{Manifest, Platform, RawManifest};
-use crate::oci::media_type::{DOCKER_CONFIG, OCI_CONFIG};
+use crate::oci::media_type::{DOCKER_CONFIG, LayerFormat, OCI_CONFIG};
 
 /// Lambda's limit on an image's uncompressed size, layers included (10 GiB).
 pub const MAX_UNCOMPRESSED_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 /// The manifest size Lambda recommends staying under.
 pub const RECOMMENDED_MANIFEST_BYTES: usize = 25_400;
 
-/// Layers Lambda takes as far as anyone can tell: tar, plain or gzip.
-const PLAIN_TAR: [&str; 2] = [
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.docker.image.rootfs.diff.tar",
-];
-const GZIP_TAR: [&str; 2] = [
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-];
 /// The annotation eStargz layers carry (their table of contents).
 const ESTARGZ_TOC: &str = "containerd.io/snapshot/stargz/toc.digest";
 
@@ -210,6 +201,46 @@ impl Unchecked {
     }
 }
 
+/// The one OS Lambda runs, as image platforms name it.
+enum LambdaOs {
+    Linux,
+}
+
+impl LambdaOs {
+    fn of(p: &Platform) -> Option<Self> {
+        match p.os.as_str() {
+            "linux" => Some(Self::Linux),
+            _ => None,
+        }
+    }
+}
+
+/// The architectures Lambda offers (`x86_64`, `arm64`), as image platforms
+/// name them.
+enum LambdaArchitecture {
+    X86_64,
+    Arm64,
+}
+
+impl LambdaArchitecture {
+    fn of(p: &Platform) -> Option<Self> {
+        match p.architecture.as_str() {
+            "amd64" => Some(Self::X86_64),
+            "arm64" => Some(Self::Arm64),
+            _ => None,
+        }
+    }
+
+    /// True for no variant, or the one every arm64 image is (`v8`); Lambda
+    /// documents no other (`amd64/v3`, `arm64/v9`, …).
+    fn takes_variant(&self, variant: Option<&str>) -> bool {
+        match (self, variant) {
+            (_, None) | (Self::Arm64, Some("v8")) => true,
+            (Self::X86_64, Some(_)) | (Self::Arm64, Some(_)) => false,
+        }
+    }
+}
+
 /// The platform a policy targets (`promote_platform`): implemented by the
 /// policy's selector, so that this module needs nothing of the policy.
 pub trait PlatformTarget: std::fmt::Display {
@@ -243,49 +274,44 @@ pub fn verdict(manifest: &RawManifest, platform: Option<&Platform>, target: Opti
     }
     match platform.filter(|p| !p.is_unknown()) {
         None => unchecked.push(Unchecked::Platform),
-        Some(p) => {
-            if p.os != "linux" {
-                no.push(Refusal::NotLinux { os: p.os.clone() });
-            } else if !matches!(p.architecture.as_str(), "amd64" | "arm64") {
-                no.push(Refusal::ArchitectureNotOffered {
-                    architecture: p.architecture.clone(),
-                });
-            } else if let Some(t) = target.filter(|t| !t.matches(p)) {
-                no.push(Refusal::NotTheTargetedPlatform {
-                    platform: p.to_string(),
-                    target: t.to_string(),
-                });
-            } else if p
-                .variant
-                .as_deref()
-                .is_some_and(|v| !(p.architecture == "arm64" && v == "v8"))
-            {
-                unchecked.push(Unchecked::Variant {
-                    platform: p.to_string(),
-                });
+        Some(p) => match (LambdaOs::of(p), LambdaArchitecture::of(p)) {
+            (None, _) => no.push(Refusal::NotLinux { os: p.os.clone() }),
+            (Some(LambdaOs::Linux), None) => no.push(Refusal::ArchitectureNotOffered {
+                architecture: p.architecture.clone(),
+            }),
+            (Some(LambdaOs::Linux), Some(arch)) => {
+                if let Some(t) = target.filter(|t| !t.matches(p)) {
+                    no.push(Refusal::NotTheTargetedPlatform {
+                        platform: p.to_string(),
+                        target: t.to_string(),
+                    });
+                } else if !arch.takes_variant(p.variant.as_deref()) {
+                    unchecked.push(Unchecked::Variant {
+                        platform: p.to_string(),
+                    });
+                }
             }
-        }
+        },
     }
     // A gzip stream is never much smaller than what it holds (stored
     // blocks: 5 bytes of header per 64 KiB, plus 18): what it holds is at
     // least 99.9 % of its size.
     let mut at_least: u64 = 0;
     for layer in &image.layers {
-        let mt = layer.media_type.as_str();
-        if PLAIN_TAR.contains(&mt) {
-            at_least = at_least.saturating_add(layer.size);
-        } else if GZIP_TAR.contains(&mt) {
-            at_least = at_least.saturating_add(layer.size - layer.size / 1000);
-            if layer.annotation(ESTARGZ_TOC).is_some() {
-                unchecked.push(Unchecked::EstargzLayer {
-                    digest: layer.digest.clone(),
-                });
+        match LayerFormat::of(&layer.media_type) {
+            LayerFormat::Tar => at_least = at_least.saturating_add(layer.size),
+            LayerFormat::TarGzip => {
+                at_least = at_least.saturating_add(layer.size - layer.size / 1000);
+                if layer.annotation(ESTARGZ_TOC).is_some() {
+                    unchecked.push(Unchecked::EstargzLayer {
+                        digest: layer.digest.clone(),
+                    });
+                }
             }
-        } else {
-            unchecked.push(Unchecked::LayerMediaType {
+            LayerFormat::TarZstd | LayerFormat::Other => unchecked.push(Unchecked::LayerMediaType {
                 digest: layer.digest.clone(),
-                media_type: mt.to_owned(),
-            });
+                media_type: layer.media_type.clone(),
+            }),
         }
         if !layer.urls.is_empty() {
             unchecked.push(Unchecked::ExternalLayer {

@@ -1,8 +1,9 @@
 //! Media types met in Amazon ECR, as named constants.
 //!
-//! Only the four *manifest* media types are modelled as an enum
-//! ([`ManifestMediaType`]); every other media type (configs, layers, artifact
-//! types) is an open set and stays a string compared against these constants.
+//! The four *manifest* media types are modelled as an enum
+//! ([`ManifestMediaType`]), and how a layer is stored as another
+//! ([`LayerFormat`]); every other media type (configs, artifact types) is an
+//! open set and stays a string compared against these constants.
 
 use std::fmt;
 
@@ -122,6 +123,43 @@ pub fn is_signature_type(artifact_type: &str) -> bool {
         || artifact_type.starts_with(SIGSTORE_BUNDLE_PREFIX)
 }
 
+/// OCI tar layer, uncompressed.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// OCI tar layer, gzip-compressed.
+pub const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI tar layer, zstd-compressed.
+pub const OCI_LAYER_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// Docker tar layer, uncompressed.
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// Docker tar layer, gzip-compressed.
+pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// How a filesystem layer is stored, parsed from its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerFormat {
+    /// An uncompressed tar (OCI or Docker).
+    Tar,
+    /// A gzip-compressed tar (OCI or Docker).
+    TarGzip,
+    /// A zstd-compressed tar (OCI).
+    TarZstd,
+    /// Anything else: Docker foreign layers, non-distributable layers, other
+    /// compressions, non-layer content.
+    Other,
+}
+
+impl LayerFormat {
+    /// The format of a layer with this media type (exact match).
+    pub fn of(media_type: &str) -> Self {
+        match media_type {
+            OCI_LAYER_TAR | DOCKER_LAYER_TAR => Self::Tar,
+            OCI_LAYER_TAR_GZIP | DOCKER_LAYER_TAR_GZIP => Self::TarGzip,
+            OCI_LAYER_TAR_ZSTD => Self::TarZstd,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// True for filesystem layer media types of runnable images (OCI and Docker,
 /// compressed or not, including Windows foreign layers).
 pub fn is_image_layer(media_type: &str) -> bool {
@@ -155,6 +193,23 @@ mod tests {
         assert!(is_signature_type(COSIGN_ARTIFACT_SIG));
         assert!(!is_signature_type(DOCKER_ATTESTATION_MANIFEST));
         assert!(!is_signature_type(HELM_CONFIG));
+    }
+
+    #[test]
+    fn layer_formats() {
+        assert_eq!(LayerFormat::of(OCI_LAYER_TAR), LayerFormat::Tar);
+        assert_eq!(LayerFormat::of(DOCKER_LAYER_TAR), LayerFormat::Tar);
+        assert_eq!(LayerFormat::of(OCI_LAYER_TAR_GZIP), LayerFormat::TarGzip);
+        assert_eq!(LayerFormat::of(DOCKER_LAYER_TAR_GZIP), LayerFormat::TarGzip);
+        assert_eq!(LayerFormat::of(OCI_LAYER_TAR_ZSTD), LayerFormat::TarZstd);
+        for other in [
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip ",
+            IN_TOTO,
+        ] {
+            assert_eq!(LayerFormat::of(other), LayerFormat::Other, "{other}");
+        }
     }
 
     #[test]

@@ -155,6 +155,11 @@ fn an_unknown_platform_or_an_undocumented_variant_is_unknown() {
     assert_eq!(verdict(&m, Some(&unknown), None).word(), "unknown");
     let v3 = Platform::new("linux", "amd64", Some("v3"));
     assert_eq!(verdict(&m, Some(&v3), None).word(), "unknown");
+    let arm_v9 = Platform::new("linux", "arm64", Some("v9"));
+    assert_eq!(verdict(&m, Some(&arm_v9), None).word(), "unknown");
+    // arm64/v8 is what every arm64 image is: buildx writes it.
+    let arm_v8 = Platform::new("linux", "arm64", Some("v8"));
+    assert_eq!(verdict(&m, Some(&arm_v8), None), Verdict::Yes);
 }
 
 #[test]
