@@ -176,6 +176,28 @@ async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
     let s = summary(&out);
     assert_eq!(s["remediated"], 0, "{s}");
     assert_eq!(puts(&swept), writes, "the second sweep wrote something");
+    // v1, v2 and v4 were promoted: their indexes carry only keep tags, so
+    // they are fine from the listing alone; v3 (tag mode) is read again.
+    assert_eq!(s["already_fine"], 4, "{s}");
+    assert_eq!(s["already_fine_by_keep_tag"], 3, "{s}");
+    assert_eq!(s["images_handled"], 1, "{s}");
+    let (_, table, _) = sweep(&["--repository", &swept, "--mode", "promote"]);
+    assert!(
+        table.contains("already fine          4  (3 known by their keep tag alone, not read again)"),
+        "the table says why fewer images were handled than are fine: {table}"
+    );
+
+    // A prefix nothing starts with (a typo) is said on stderr, not only as zeros.
+    let typo = format!("{swept}-typo/");
+    let (code, out, err) = sweep(&["--repository-prefix", &typo]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("repositories scanned  0"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "has no repository whose name starts with {typo} in this region"
+        )),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

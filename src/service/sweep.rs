@@ -49,6 +49,10 @@ pub struct SweepSummary {
     pub leftovers_handled: usize,
     /// Records with outcome `noop`, plus indexes whose only tags are keep tags.
     pub already_fine: usize,
+    /// Of `already_fine`, the indexes whose only tags are keep tags: known
+    /// fine from the listing alone, not read again (so not in
+    /// `images_handled`).
+    pub already_fine_by_keep_tag: usize,
     /// Records with outcome `skipped`, by reason code.
     pub skipped: BTreeMap<SkipCode, usize>,
     /// Records with outcome `failed`, plus records that could not be written.
@@ -249,6 +253,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                     s.repositories_scanned += 1;
                     s.indexes_seen += plan.indexes_seen;
                     s.already_fine += plan.already_fine;
+                    s.already_fine_by_keep_tag += plan.already_fine;
                     for (kind, count) in &plan.untouched {
                         *s.not_touched.entry(*kind).or_default() += count;
                     }

@@ -162,6 +162,15 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
             }
         };
         ok &= summary.ok();
+        if summary.repositories_scanned == 0 && summary.repository_errors.is_empty() {
+            // Nothing matched: most often a mistyped prefix, so say so.
+            let what = if scope.prefixes.is_empty() {
+                String::new()
+            } else {
+                format!(" whose name starts with {}", scope.prefixes.join(" or "))
+            };
+            progress::above(|| eprintln!("note: {label} has no repository{what} in this region"));
+        }
         let report = if json {
             format!("{}\n", serde_json::json!({ "account": account, "summary": summary }))
         } else {
@@ -277,7 +286,17 @@ fn summary_table(s: &SweepSummary) -> String {
     line("images handled", s.images_handled.to_string());
     line("  of them leftovers", s.leftovers_handled.to_string());
     line(remediated, s.remediated.to_string());
-    line("already fine", s.already_fine.to_string());
+    line(
+        "already fine",
+        if s.already_fine_by_keep_tag > 0 {
+            format!(
+                "{}  ({} known by their keep tag alone, not read again)",
+                s.already_fine, s.already_fine_by_keep_tag
+            )
+        } else {
+            s.already_fine.to_string()
+        },
+    );
     line(
         "skipped",
         format!(
