@@ -63,7 +63,7 @@ fn held(m: &RawManifest) -> Held {
 }
 
 /// The manifest asked for by digest, or the outcome that ends the handling.
-fn expect(
+fn asked_for(
     found: Option<Result<RawManifest, FetchFailure>>,
     digest: &Digest,
 ) -> Result<Result<RawManifest, Outcome>, RegistryError> {
@@ -139,7 +139,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         let mut ids = vec![ImageRef::Digest(job.digest.clone())];
         ids.extend(job.tag.iter().cloned().map(ImageRef::Tag));
         let mut first = self.retry(|| self.registry.get_images(repo, &ids)).await?.into_iter();
-        let index = match expect(first.next().map(|(_, r)| r), &job.digest)? {
+        let index = match asked_for(first.next().map(|(_, r)| r), &job.digest)? {
             Ok(m) => m,
             Err(outcome) => return Ok(Read::Skip(outcome)),
         };
@@ -274,7 +274,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         let mut known = Known::new();
         attachments::note_companions(&mut view, &own, &fetched);
         let mut first = fetched.into_iter();
-        let candidate = match expect(first.next().map(|(_, r)| r), &job.digest)? {
+        let candidate = match asked_for(first.next().map(|(_, r)| r), &job.digest)? {
             Ok(m) => m,
             Err(outcome) => return Ok(Read::Skip(outcome)),
         };

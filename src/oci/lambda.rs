@@ -201,33 +201,23 @@ impl Unchecked {
     }
 }
 
-/// The one OS Lambda runs, as image platforms name it.
-enum LambdaOs {
-    Linux,
-}
-
-impl LambdaOs {
-    fn of(p: &Platform) -> Option<Self> {
-        match p.os.as_str() {
-            "linux" => Some(Self::Linux),
-            _ => None,
-        }
-    }
-}
-
-/// The architectures Lambda offers (`x86_64`, `arm64`), as image platforms
-/// name them.
+/// The architectures Lambda offers (`x86_64`, `arm64`), as Linux image
+/// platforms name them.
 enum LambdaArchitecture {
     X86_64,
     Arm64,
 }
 
 impl LambdaArchitecture {
-    fn of(p: &Platform) -> Option<Self> {
-        match p.architecture.as_str() {
-            "amd64" => Some(Self::X86_64),
-            "arm64" => Some(Self::Arm64),
-            _ => None,
+    /// The Lambda architecture of a platform, or the rule it breaks.
+    fn of(p: &Platform) -> Result<Self, Refusal> {
+        match (p.os.as_str(), p.architecture.as_str()) {
+            ("linux", "amd64") => Ok(Self::X86_64),
+            ("linux", "arm64") => Ok(Self::Arm64),
+            ("linux", other) => Err(Refusal::ArchitectureNotOffered {
+                architecture: other.to_owned(),
+            }),
+            (os, _) => Err(Refusal::NotLinux { os: os.to_owned() }),
         }
     }
 
@@ -274,12 +264,9 @@ pub fn verdict(manifest: &RawManifest, platform: Option<&Platform>, target: Opti
     }
     match platform.filter(|p| !p.is_unknown()) {
         None => unchecked.push(Unchecked::Platform),
-        Some(p) => match (LambdaOs::of(p), LambdaArchitecture::of(p)) {
-            (None, _) => no.push(Refusal::NotLinux { os: p.os.clone() }),
-            (Some(LambdaOs::Linux), None) => no.push(Refusal::ArchitectureNotOffered {
-                architecture: p.architecture.clone(),
-            }),
-            (Some(LambdaOs::Linux), Some(arch)) => {
+        Some(p) => match LambdaArchitecture::of(p) {
+            Err(refusal) => no.push(refusal),
+            Ok(arch) => {
                 if let Some(t) = target.filter(|t| !t.matches(p)) {
                     no.push(Refusal::NotTheTargetedPlatform {
                         platform: p.to_string(),
