@@ -84,6 +84,7 @@ fn counts(s: &Value) -> Vec<(&'static str, Value)> {
     [
         "remediated",
         "already_fine",
+        "already_fine_by_keep_tag",
         "skipped",
         "failed",
         "manifests_deleted",
@@ -169,11 +170,22 @@ async fn a_sweep_leaves_the_registry_as_the_per_push_path_would() {
     );
     assert!(t.contains_key("v3-linux-amd64") && t.contains_key("v3-linux-arm64"));
 
-    // A second sweep finds everything done and writes nothing.
+    // A second sweep finds everything done and writes nothing; its dry run
+    // predicts the same counts, those known from the listing alone included.
     let writes = puts(&swept);
+    let (_, dry_again, _) = sweep(&[
+        "--repository",
+        &swept,
+        "--mode",
+        "promote",
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
     let (code, out, _) = sweep(&["--repository", &swept, "--mode", "promote", "--output", "json"]);
     assert_eq!(code, 0);
     let s = summary(&out);
+    assert_eq!(counts(&summary(&dry_again)), counts(&s));
     assert_eq!(s["remediated"], 0, "{s}");
     assert_eq!(puts(&swept), writes, "the second sweep wrote something");
     // v1, v2 and v4 were promoted: their indexes carry only keep tags, so
