@@ -122,6 +122,9 @@ fn job(index: &Digest, pushed_tag: &str) -> Job {
         repository: repo(),
         digest: index.clone(),
         tag: Some(tag(pushed_tag)),
+        // The event of the push itself (the double's clock is logical, its
+        // pushes long past): the grace period runs from the push.
+        tag_arrived_ms: Some(0),
     }
 }
 
@@ -297,14 +300,16 @@ async fn delete_mode_costs_the_same_calls_in_a_repository_of_any_size() {
     }
     assert_eq!(counts[0], counts[1], "per-push calls must not grow with the repository");
     let reads = counts[0].get("BatchGetImage").unwrap() + counts[0].get("DescribeImages").unwrap();
-    // Four reads, and one DescribeImages for the candidates' push and pull
-    // times (the evidence a deletion waits on).
-    assert!(reads <= 5, "{:?}", counts[0]);
+    // Three reads and one DescribeImages for the candidates' push and pull
+    // times (the evidence a deletion waits on); right before deleting, one
+    // batch again (their tags and pull times, their companion tags).
+    assert!(reads <= 6, "{:?}", counts[0]);
     // What is attached to the index, its image and its attestation (what
     // signs the index and the image the tag moves to, and what the
     // deletions wait on): one ListImageReferrers each; their companion tags
-    // ride in the second BatchGetImage.
-    assert_eq!(counts[0].get("ListImageReferrers"), Some(&3), "{:?}", counts[0]);
+    // ride in the second BatchGetImage. Then the two candidates' again,
+    // right before deleting.
+    assert_eq!(counts[0].get("ListImageReferrers"), Some(&5), "{:?}", counts[0]);
     // What runs in the account: one scan (which the ECR adapter caches).
     assert_eq!(counts[0].get("ScanWorkloads"), Some(&1), "{:?}", counts[0]);
 }
@@ -653,7 +658,7 @@ async fn a_repository_with_300_character_tags_is_handled() {
     .await;
     assert_eq!(record.outcome, Outcome::Remediated, "{record:#?}");
     assert!(
-        matches!(outcome_of(&record, p.index.digest()), ActionOutcome::Skipped { reason } if reason.contains("never deleted")),
+        matches!(outcome_of(&record, p.index.digest()), ActionOutcome::Skipped { reason } if reason.starts_with("still_tagged") && reason.contains(&long)),
         "the index keeps its other, long tag: {record:#?}"
     );
 }
@@ -935,6 +940,7 @@ fn cleanup_job(digest: &Digest, min_age_s: u64) -> Job {
         repository: repo(),
         digest: digest.clone(),
         tag: None,
+        tag_arrived_ms: None,
     }
 }
 
@@ -1115,8 +1121,8 @@ async fn referrers_are_written_and_verified_before_the_attestation_is_deleted() 
     // attestation (before planning the deletions), then the copy verified once.
     assert_eq!(
         reg.calls()["ListImageReferrers"],
-        4,
-        "three attachment checks, one verification"
+        6,
+        "three attachment checks, one verification, the index and attestation again right before deleting"
     );
     let referrers = reg.list_referrers(&repo(), p.image.digest()).await.unwrap();
     assert_eq!(referrers, vec![Referrer::new(copy.clone(), None)]);
@@ -1681,4 +1687,257 @@ async fn the_record_carries_lambdas_verdict_and_the_policy_decides_what_a_no_doe
     let fine = push_for(&reg, "lx2", "v2", ("linux", "amd64"));
     handle(&reg, &strict, &job(fine.index.digest(), "v2")).await;
     assert_eq!(target(&reg, "v2").as_ref(), Some(fine.image.digest()));
+}
+
+/// Issue 33: one deletion gate on every path. Over generated registries,
+/// workloads, signatures (present before the run, or pushed while the
+/// workload scan runs), pull times, user tags and indexes tagged like keep
+/// tags: no path (push, cleanup sweep, retirement) deletes a manifest any
+/// evidence keeps, and the dry run plans exactly the real run's deletions.
+mod one_gate_on_every_path {
+    use proptest::prelude::*;
+
+    use super::*;
+    use ecr_remediator::engine::Purpose;
+    use ecr_remediator::engine::usage::{InUse, Workload, WorkloadKind};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Path {
+        Push,
+        Cleanup,
+        Retire,
+        /// Retirement of a user's own index whose tag looks like a keep tag.
+        RetireForeign,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Signed {
+        No,
+        Before,
+        DuringScan,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Pull {
+        Never,
+        Recent,
+        LongAgo,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        path: Path,
+        signed: Signed,
+        index_in_use: bool,
+        attestation_in_use: bool,
+        index_pulled: Pull,
+        attestation_pulled: Pull,
+        attestation_tagged: bool,
+    }
+
+    fn pull() -> impl Strategy<Value = Pull> {
+        prop_oneof![3 => Just(Pull::Never), 1 => Just(Pull::Recent), 1 => Just(Pull::LongAgo)]
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            prop_oneof![
+                Just(Path::Push),
+                Just(Path::Cleanup),
+                Just(Path::Retire),
+                Just(Path::RetireForeign)
+            ],
+            prop_oneof![3 => Just(Signed::No), 1 => Just(Signed::Before), 1 => Just(Signed::DuringScan)],
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
+            pull(),
+            pull(),
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(
+                |(
+                    path,
+                    signed,
+                    index_in_use,
+                    attestation_in_use,
+                    index_pulled,
+                    attestation_pulled,
+                    attestation_tagged,
+                )| {
+                    Case {
+                        path,
+                        signed,
+                        index_in_use,
+                        attestation_in_use,
+                        index_pulled,
+                        attestation_pulled,
+                        attestation_tagged,
+                    }
+                },
+            )
+    }
+
+    /// A Notation signature of `subject` (an OCI referrer).
+    fn notation(subject: &RawManifest, salt: &str) -> RawManifest {
+        raw(&json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.cncf.notary.signature",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                       "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+            "layers": [{"mediaType": "application/jose+json",
+                        "digest": Digest::sha256_of(format!("sig-{salt}").as_bytes()).to_string(), "size": 10}],
+            "subject": {"mediaType": subject.media_type().as_str(), "digest": subject.digest().to_string(),
+                        "size": subject.bytes().len()}
+        }))
+    }
+
+    fn set(keep: bool, delete: bool, dry_run: bool) -> PolicySet {
+        let mut vars = BTreeMap::new();
+        vars.insert("ECR_REMEDIATOR_MODE".to_owned(), "promote".to_owned());
+        vars.insert("ECR_REMEDIATOR_DELETE_ORPHANS".to_owned(), delete.to_string());
+        vars.insert("ECR_REMEDIATOR_GRACE_PERIOD".to_owned(), "0s".to_owned());
+        vars.insert("ECR_REMEDIATOR_DRY_RUN".to_owned(), dry_run.to_string());
+        if !keep {
+            vars.insert("ECR_REMEDIATOR_KEEP_TAG".to_owned(), "false".to_owned());
+        }
+        PolicySet::from_env_vars(&vars).unwrap()
+    }
+
+    fn sweep_job(purpose: Purpose, digest: &Digest) -> Job {
+        Job {
+            purpose,
+            tag: None,
+            ..cleanup_job(digest, 0)
+        }
+    }
+
+    fn run_case(c: &Case) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reg = registry(false);
+            let pushed_tag = if c.path == Path::RetireForeign {
+                "search-index"
+            } else {
+                "v1"
+            };
+            let p = push_buildx(&reg, "a", pushed_tag, &[]);
+            // What each path finds: a fresh push; a leftover of a promotion
+            // that deleted nothing; an index kept under v1-index; a user's
+            // own index tagged search-index.
+            let job = match c.path {
+                Path::Push => job(p.index.digest(), "v1"),
+                Path::Cleanup => {
+                    handle(&reg, &set(false, false, false), &job(p.index.digest(), "v1")).await;
+                    sweep_job(Purpose::Cleanup { min_age_s: 0 }, p.index.digest())
+                }
+                Path::Retire => {
+                    handle(&reg, &set(true, false, false), &job(p.index.digest(), "v1")).await;
+                    sweep_job(Purpose::Retire { min_age_s: 0 }, p.index.digest())
+                }
+                Path::RetireForeign => sweep_job(Purpose::Retire { min_age_s: 0 }, p.index.digest()),
+            };
+            let now = ecr_remediator::time::now_ms();
+            let mut scan = InUse::new(now);
+            for (used, m) in [(c.index_in_use, &p.index), (c.attestation_in_use, &p.attestation)] {
+                if used {
+                    scan.add(
+                        m.digest().clone(),
+                        Workload {
+                            kind: WorkloadKind::EcsTaskDefinition,
+                            name: "arn:aws:ecs:us-east-1:123456789012:task-definition/nightly:3".to_owned(),
+                        },
+                    );
+                }
+            }
+            reg.set_in_use(Ok(scan));
+            for (pulled, m) in [(c.index_pulled, &p.index), (c.attestation_pulled, &p.attestation)] {
+                match pulled {
+                    Pull::Never => {}
+                    Pull::Recent => reg.record_pull(&repo(), m.digest(), now - 3_600_000),
+                    Pull::LongAgo => reg.record_pull(&repo(), m.digest(), now - 400 * 86_400_000),
+                }
+            }
+            if c.attestation_tagged {
+                store_tag(&reg, &p.attestation, "sbom-pinned");
+            }
+            let signature = notation(&p.index, "a");
+            if c.signed == Signed::Before {
+                reg.push(&repo(), &signature, None).unwrap();
+            }
+
+            let before = state(&reg);
+            let dry = handle(&reg, &set(false, true, true), &job).await;
+            let after_dry = state(&reg);
+            prop_assert_eq!(&before.tags, &after_dry.tags, "the dry run wrote a tag: {:#?}", dry);
+            prop_assert_eq!(
+                before.images.keys().collect::<Vec<_>>(),
+                after_dry.images.keys().collect::<Vec<_>>(),
+                "the dry run stored or deleted a manifest: {:#?}",
+                dry
+            );
+            if c.signed == Signed::DuringScan {
+                let sig = signature.clone();
+                reg.on_call(move |op, _, repos| {
+                    if op == "ScanWorkloads" {
+                        let r = repos.get_mut("team/app").unwrap();
+                        let _ = store(r, &sig, None);
+                    }
+                });
+            }
+            let real = handle(&reg, &set(false, true, false), &job).await;
+            let after = state(&reg);
+            let gone = |m: &RawManifest| !after.images.contains_key(m.digest());
+
+            // Nothing any evidence keeps is deleted.
+            prop_assert!(!gone(&p.image), "the runnable image was deleted: {:#?}", real);
+            let index_kept = c.signed != Signed::No
+                || c.index_in_use
+                || c.index_pulled == Pull::Recent
+                || c.path == Path::RetireForeign;
+            if index_kept {
+                prop_assert!(!gone(&p.index), "{:?}: the index was deleted: {:#?}", c, real);
+            }
+            let attestation_kept =
+                c.attestation_in_use || c.attestation_pulled == Pull::Recent || c.attestation_tagged || !gone(&p.index);
+            if attestation_kept {
+                prop_assert!(
+                    !gone(&p.attestation),
+                    "{:?}: the attestation was deleted: {:#?}",
+                    c,
+                    real
+                );
+            }
+            // Where nothing keeps them, the path does its job.
+            let free = !index_kept;
+            if free {
+                prop_assert!(gone(&p.index), "{:?}: nothing kept the index: {:#?}", c, real);
+            }
+            // The dry run planned what the real run deleted (but what was
+            // signed in between).
+            if c.signed != Signed::DuringScan {
+                let mut planned: Vec<Digest> = dry
+                    .actions
+                    .iter()
+                    .filter(|a| a.outcome == ActionOutcome::Planned && a.action.is_delete())
+                    .map(|a| a.action.target().clone())
+                    .collect();
+                planned.sort();
+                let mut applied = deleted(&real);
+                applied.sort();
+                prop_assert_eq!(planned, applied, "dry {:#?}\nreal {:#?}", dry, real);
+            }
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn no_path_deletes_what_evidence_keeps_and_the_dry_run_plans_the_same(c in case()) {
+            run_case(&c)?;
+        }
+    }
 }

@@ -506,15 +506,16 @@ async fn a_leftovers_cleanup_reads_a_constant_number_of_times() {
     // manifests (none here). The leftover: its bytes and companion tags,
     // its children's (and the stripped copy it would have had), one
     // DescribeImages, one ListImageReferrers each for it and its
-    // attestation, the tag re-read, and the deletions.
+    // attestation; right before deleting, the gate's one batch of reads
+    // again (tags and pull times, companion tags, referrers); the deletions.
     let expect = |op: &str| calls.get(&format!("ecr:{op}")).copied().unwrap_or(0);
     assert_eq!(
         expect("DescribeImages"),
         3,
         "listing, the candidate's details, the re-read: {calls:?}"
     );
-    assert_eq!(expect("ListImageReferrers"), 2, "{calls:?}");
-    assert_eq!(expect("BatchGetImage"), 3, "{calls:?}");
+    assert_eq!(expect("ListImageReferrers"), 4, "{calls:?}");
+    assert_eq!(expect("BatchGetImage"), 4, "{calls:?}");
     assert_eq!(expect("BatchDeleteImage"), 2, "{calls:?}");
 }
 
@@ -564,4 +565,319 @@ async fn a_signature_pushed_after_the_promotion_is_reported_by_the_sweep_and_not
         let (_, summary) = sweep(&repo, &["--mode", "promote"], &[]);
         assert_eq!(summary["signature_gaps"], serde_json::json!([]), "{kind}: {summary}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// One deletion gate (issue 33): the five reproductions, through the real
+// binary on the emulator.
+
+/// Promote and delete at once, as an operator asking for a test would.
+const DELETE_NOW: [&str; 5] = ["--mode", "promote", "--delete-orphans", "--grace-period", "0s"];
+
+fn uri(repo: &str, reference: &str) -> String {
+    let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
+    format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repo}{sep}{reference}")
+}
+
+/// Registers an ECS task definition (no service, no task) naming `image`;
+/// returns its ARN.
+fn task_definition(family: &str, image: &str) -> String {
+    python_script(&format!(
+        "import boto3\n\
+         ecs = boto3.client('ecs')\n\
+         td = ecs.register_task_definition(family='{family}', containerDefinitions=[{{'name': 'app', 'image': '{image}', 'memory': 128}}])\n\
+         print(td['taskDefinition']['taskDefinitionArn'])"
+    ))
+    .trim()
+    .to_owned()
+}
+
+fn deregister(arn: &str) {
+    python_script(&format!(
+        "import boto3\nboto3.client('ecs').deregister_task_definition(taskDefinition='{arn}')"
+    ));
+}
+
+/// Moves `digest` to the archive storage class.
+fn archive(repo: &str, digest: &str) {
+    emulator().control(
+        "POST",
+        "status",
+        Some(serde_json::json!({"repository": repo, "digest": digest, "status": "ARCHIVED"})),
+    );
+}
+
+/// The deletions a record lists with `outcome`.
+fn deletions<'a>(record: &'a Value, outcome: &str) -> Vec<&'a Value> {
+    record["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "delete" && a["outcome"] == outcome)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_task_definition_naming_the_index_keeps_it_though_nothing_runs_it() {
+    let repo = unique("gate-task-definition");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "gate-task-definition");
+    let arn = task_definition(&repo.replace('/', "-"), &uri(&repo, &p.index));
+
+    let mut dry = DELETE_NOW.to_vec();
+    dry.push("--dry-run");
+    let planned = remediate(&repo, &p.index, "v1", &dry, &KEEP_OFF);
+    assert!(
+        deletions(&planned, "planned").is_empty(),
+        "the dry run plans no deletion: {planned}"
+    );
+    let r = remediate(&repo, &p.index, "v1", &DELETE_NOW, &KEEP_OFF);
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    assert_eq!(tags(&repo).await["v1"], p.runnable(), "the tag deploys");
+    let kept = skip_of(&r, &p.index).expect("the index is kept");
+    assert_eq!(kept["reason"], "in_use", "{r}");
+    assert_eq!(kept["by"][0]["kind"], "ecs_task_definition", "{r}");
+    assert!(kept["by"][0]["name"].as_str().unwrap().starts_with(&arn), "{r}");
+    assert_eq!(r["deleted"], 0, "{r}");
+    let listing = list(&repo).await;
+    assert!(present(&listing, &p.index) && present(&listing, p.attestation()));
+
+    // Deregistered (INACTIVE, nothing runs it): the leftover goes.
+    deregister(&arn);
+    let (_, summary) = sweep(&repo, &CLEAN_NOW, &KEEP_OFF);
+    assert_eq!(summary["manifests_deleted"], 2, "the control case: {summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_signature_keeps_its_index_on_the_push_path_and_from_retirement() {
+    // The per-push path: the index is signed (the signature archived since),
+    // so promote falls back to tag mode and nothing is deleted.
+    let repo = unique("gate-archived-push");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "gate-archived-push");
+    let signature = attach(&repo, &p.index, "notation");
+    archive(&repo, signature["digest"].as_str().unwrap());
+    let r = remediate(&repo, &p.index, "v1", &DELETE_NOW, &KEEP_OFF);
+    assert_eq!(r["signing"]["index"][0]["kind"], "notation", "{r}");
+    assert_eq!(skip_of(&r, &p.index).unwrap()["reason"], "index_signed", "{r}");
+    assert_eq!(
+        tags(&repo).await["v1"],
+        p.index,
+        "verification by tag still finds the index"
+    );
+    assert_eq!(r["deleted"], 0, "{r}");
+    assert!(present(&list(&repo).await, &p.index));
+
+    // Retirement: the kept index whose signature is archived stays.
+    let repo = unique("gate-archived-retire");
+    let pushed = kept(&repo, "gate-archived-retire").await;
+    let signature = attach(&repo, &pushed[0].index, "notation");
+    archive(&repo, signature["digest"].as_str().unwrap());
+    let args = [
+        "--mode",
+        "promote",
+        "--retire-kept-indexes",
+        "--min-age",
+        "0s",
+        "--grace-period",
+        "0s",
+    ];
+    let (records, summary) = sweep(&repo, &args, &KEEP_OFF);
+    assert_eq!(summary["kept_indexes_retired"], 2, "the two unsigned ones: {summary}");
+    assert_eq!(tags(&repo).await["v1-index"], pushed[0].index, "the signed one stays");
+    let signed = records.iter().find(|r| r["index_digest"] == pushed[0].index).unwrap();
+    assert_eq!(signed["code"], "has_referrers", "{signed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_is_retired_only_on_evidence_that_a_remediation_kept_it() {
+    let repo = unique("gate-retire-evidence");
+    let pushed = kept(&repo, "gate-retire-evidence").await;
+    // A user's own indexes whose tags merely look like keep tags.
+    let search = push_buildx(&repo, "search-index", &["linux/arm64"], "gate-search");
+    let nightly = push_buildx(&repo, "nightly-prev", &["linux/arm64"], "gate-nightly");
+    let mut env = KEEP_OFF.to_vec();
+    env.push(("ECR_REMEDIATOR_KEEP_TAG_HISTORY", "{tag}-prev"));
+    let args = [
+        "--mode",
+        "promote",
+        "--retire-kept-indexes",
+        "--min-age",
+        "0s",
+        "--grace-period",
+        "0s",
+    ];
+
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let (planned, _) = sweep(&repo, &dry, &env);
+    let (records, summary) = sweep(&repo, &args, &env);
+    assert_eq!(
+        summary["kept_indexes_retired"], 3,
+        "the three this service kept: {summary}"
+    );
+    let planned_deletions: usize = planned.iter().map(|r| deletions(r, "planned").len()).sum();
+    let applied: usize = records.iter().map(|r| deletions(r, "applied").len()).sum();
+    assert_eq!(planned_deletions, applied, "the dry run plans the real run's deletions");
+    let t = tags(&repo).await;
+    assert_eq!(t["search-index"], search.index, "{t:?}");
+    assert_eq!(t["nightly-prev"], nightly.index, "{t:?}");
+    for p in [&search, &nightly] {
+        let r = records.iter().find(|r| r["index_digest"] == p.index).unwrap();
+        assert_eq!(r["code"], "not_kept_by_us", "{r}");
+    }
+    let listing = list(&repo).await;
+    for p in &pushed {
+        assert!(!present(&listing, &p.index), "a kept index is retired");
+    }
+}
+
+/// Puts `digest`'s manifest back under `tag` (a rollback by re-tag).
+fn retag(repo: &str, digest: &str, tag: &str) {
+    python_script(&format!(
+        "import boto3\n\
+         ecr = boto3.client('ecr')\n\
+         types = ['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json']\n\
+         img = ecr.batch_get_image(repositoryName='{repo}', imageIds=[{{'imageDigest': '{digest}'}}], acceptedMediaTypes=types)['images'][0]\n\
+         ecr.put_image(repositoryName='{repo}', imageManifest=img['imageManifest'], imageManifestMediaType=img['imageManifestMediaType'], imageTag='{tag}')"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_tag_waits_for_the_grace_period_from_when_the_tag_arrived() {
+    let repo = unique("gate-retag");
+    create_repository(&repo, false);
+    let old = push_buildx(&repo, "v1", &["linux/arm64"], "gate-retag-1");
+    for d in std::iter::once(&old.index).chain(&old.children) {
+        emulator().control(
+            "POST",
+            "age",
+            Some(serde_json::json!({"repository": repo, "digest": d, "seconds": 7200})),
+        );
+    }
+    push_buildx(&repo, "v1", &["linux/arm64"], "gate-retag-2");
+    // The rollback: v1 back on the index pushed two hours ago.
+    retag(&repo, &old.index, "v1");
+    assert_eq!(tags(&repo).await["v1"], old.index);
+
+    // The default grace period (15 minutes), from now: nothing deleted.
+    let promote = ["--mode", "promote", "--delete-orphans"];
+    let r = remediate(&repo, &old.index, "v1", &promote, &KEEP_OFF);
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    assert_eq!(tags(&repo).await["v1"], old.runnable(), "the tag deploys");
+    assert_eq!(r["deleted"], 0, "{r}");
+    let deferred = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reason"] == "grace_period")
+        .count();
+    assert_eq!(deferred, 2, "the index and its attestation wait: {r}");
+    let listing = list(&repo).await;
+    assert!(present(&listing, &old.index) && present(&listing, old.attestation()));
+
+    // Through an event, the same: the event's time says when the tag came.
+    let repo = unique("gate-retag-event");
+    create_repository(&repo, false);
+    let old = push_buildx(&repo, "v1", &["linux/arm64"], "gate-retag-event-1");
+    for d in std::iter::once(&old.index).chain(&old.children) {
+        emulator().control(
+            "POST",
+            "age",
+            Some(serde_json::json!({"repository": repo, "digest": d, "seconds": 7200})),
+        );
+    }
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &format!("{}-q", repo.replace('/', "-"))).await;
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(push_event(&repo, &old.index, "v1", OCI_INDEX))
+        .send()
+        .await
+        .unwrap();
+    let out = serve_until_idle(&queue, &["--delete-orphans"])
+        .env("ECR_REMEDIATOR_KEEP_TAG", "false")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    let listing = list(&repo).await;
+    assert!(present(&listing, &old.index), "deferred, not deleted:\n{log}");
+    assert!(log.contains("grace_period"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_pushed_during_the_workload_scan_keeps_the_index() {
+    let repo = unique("gate-scan-race");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "gate-scan-race");
+    // A slow workload scan: four seconds in ListClusters.
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "ecs:ListClusters", "latency_ms": 4000})),
+    );
+    let mut args = vec![
+        "remediate",
+        "--repository",
+        &repo,
+        "--image-digest",
+        &p.index,
+        "--image-tag",
+        "v1",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(&DELETE_NOW);
+    let scans = || {
+        emulator().control("GET", "calls", None)["ecs:ListClusters"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let scans_before = scans();
+    let mut command = cli(&args);
+    command.env("ECR_REMEDIATOR_KEEP_TAG", "false");
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the deletion's evidence is read (its pull time), the scan starts:
+    // sign the index in the middle of it.
+    let started = std::time::Instant::now();
+    while (emulator().calls(&repo).get("ecr:DescribeImages").copied().unwrap_or(0) == 0 || scans() == scans_before)
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let signature = attach(&repo, &p.index, "notation");
+    let out = child.wait_with_output().unwrap();
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "ecs:ListClusters"})),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "the scan was slow"
+    );
+    let listing = list(&repo).await;
+    assert!(present(&listing, &p.index), "the signed index stays: {r}");
+    assert!(present(&listing, p.attestation()), "and what it lists: {r}");
+    assert!(present(&listing, signature["digest"].as_str().unwrap()));
+    assert_eq!(r["deleted"], 0, "{r}");
+    let kept = deletions(&r, "skipped");
+    assert!(
+        kept.iter()
+            .any(|a| a["digest"] == p.index && a["reason"].as_str().unwrap().starts_with("has_referrers")),
+        "the record says what kept it, right before deleting: {r}"
+    );
 }

@@ -646,6 +646,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         pushed_tag_immutable: false,
         manifests: &manifests,
         now_ms: NOW,
+        tag_arrived_ms: None,
     };
     let p = plan(&input);
 
@@ -972,11 +973,28 @@ fn referrer_invariants(
 
 /// As an earlier run under the default keep tag leaves it: the pushed tag
 /// off the index, `v1-index` on it.
+/// What a promotion under the default keep tag leaves: `v1-index` on the
+/// index and `v1` on its first runnable image (when the scenario has one in
+/// the repository; an index without one was never promoted).
 fn kept_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
     let mut view = build_view(s, index);
     view.remove_tag(&tag("v1"));
     let _ = view.insert_image(index.digest().clone(), [tag("v1-index")]);
+    if let Some(image) = promoted_image(index, &view) {
+        view.remove_tag(&tag("v1"));
+        let _ = view.insert_image(image, [tag("v1")]);
+    }
     view
+}
+
+/// The first runnable entry of `index` the view holds.
+fn promoted_image(index: &RawManifest, view: &RepositoryView) -> Option<Digest> {
+    classify(index)
+        .entries
+        .iter()
+        .filter(|e| matches!(e.class, EntryClass::Runnable { .. }))
+        .map(|e| e.digest().clone())
+        .find(|d| view.contains(d))
 }
 
 /// Retiring a kept index deletes only that index (with exactly its keep
@@ -1014,6 +1032,12 @@ fn check_retire(s: &Scenario, age_s: i64) -> Result<(), TestCaseError> {
             let tags: Vec<_> = state.tags_of(digest).cloned().unwrap_or_default().into_iter().collect();
             if *role == DeleteRole::KeptIndex {
                 prop_assert_eq!(digest, index.digest());
+                // Only on evidence a remediation kept it: v1 names its image.
+                let v1 = view.tag_target(&tag("v1"));
+                prop_assert!(
+                    v1.is_some() && v1.cloned() == promoted_image(&index, &view),
+                    "retired without evidence that a promotion kept it"
+                );
                 prop_assert!(
                     !tags.is_empty() && tags.iter().all(|t| policy.is_keep_tag(t)),
                     "{tags:?}"
@@ -1098,6 +1122,7 @@ fn the_generator_reaches_every_kind_of_plan() {
             pushed_tag_immutable: false,
             manifests: &read_manifests(&s),
             now_ms: NOW,
+            tag_arrived_ms: None,
         });
         deletes += p.actions.iter().filter(|a| a.is_delete()).count();
         moves += p

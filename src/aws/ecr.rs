@@ -464,6 +464,9 @@ impl Registry for EcrRegistry {
                 operation: "ListImageReferrers",
                 problem: e.to_string(),
             })?;
+        let any_status = aws_sdk_ecr::types::ListImageReferrersFilter::builder()
+            .artifact_status(aws_sdk_ecr::types::ArtifactStatusFilter::Any)
+            .build();
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -472,6 +475,9 @@ impl Registry for EcrRegistry {
                 .list_image_referrers()
                 .repository_name(repository.as_str())
                 .subject_id(id.clone())
+                // Without a status filter ECR lists ACTIVE referrers only: an
+                // archived signature keeps its subject as much as an active one.
+                .filter(any_status.clone())
                 .max_results(50)
                 .set_next_token(token.take())
                 .send()

@@ -39,8 +39,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(300);
 /// limited per account; a handful in parallel stays well under).
 const CONCURRENCY: usize = 4;
 
-/// Task definition revisions whose images are remembered (they never change).
-const TASK_DEFINITIONS_KEPT: usize = 4096;
+/// Task definition revisions whose images are remembered (they never
+/// change): every ACTIVE revision of a busy account, and more.
+const TASK_DEFINITIONS_KEPT: usize = 65_536;
 
 /// The scan of one account's workloads, with its cache.
 #[derive(Debug)]
@@ -165,6 +166,27 @@ async fn scan_ecs(
     for (digest, workload) in described.into_iter().flatten() {
         found.add(digest, workload);
     }
+    // Every ACTIVE revision counts, whether or not anything runs it now:
+    // RunTask, EventBridge Scheduler or a scheduled task may start it at any
+    // time. (Those a deployment still references were added above, whatever
+    // their status.)
+    let active: Vec<String> = ecs
+        .list_task_definitions()
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .max_results(100)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| registry_error("ecs:ListTaskDefinitions", e))?;
+    *workloads += active.len();
+    for arn in active {
+        task_definitions.entry(arn.clone()).or_insert(Workload {
+            kind: WorkloadKind::EcsTaskDefinition,
+            name: arn,
+        });
+    }
     // Task definitions naming an image by digest (read once per revision, ever).
     let unread: Vec<String> = task_definitions
         .keys()
@@ -193,17 +215,39 @@ async fn scan_ecs(
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
-    if state.task_definitions.len() + read.len() > TASK_DEFINITIONS_KEPT {
-        state.task_definitions.clear();
-    }
+    let read_now: BTreeMap<String, Vec<Digest>> = read.iter().cloned().collect();
     state.task_definitions.extend(read);
+    // Forget revisions nothing lists any more (deregistered and unused).
+    state
+        .task_definitions
+        .retain(|arn, _| task_definitions.contains_key(arn));
+    if state.task_definitions.len() > TASK_DEFINITIONS_KEPT {
+        tracing::warn!(
+            task_definitions = state.task_definitions.len(),
+            kept = TASK_DEFINITIONS_KEPT,
+            "more task definitions in use or ACTIVE than the cache holds: each scan reads some again"
+        );
+        let over = state.task_definitions.len() - TASK_DEFINITIONS_KEPT;
+        let drop: Vec<String> = state.task_definitions.keys().take(over).cloned().collect();
+        for arn in &drop {
+            state.task_definitions.remove(arn);
+        }
+    }
     for (arn, user) in task_definitions {
-        for digest in state.task_definitions.get(&arn).into_iter().flatten() {
+        let Some(digests) = state.task_definitions.get(&arn).or_else(|| read_now.get(&arn)) else {
+            continue;
+        };
+        let name = if user.name == arn {
+            format!("{arn} (registered, ACTIVE)")
+        } else {
+            format!("{arn} (used by {})", user.name)
+        };
+        for digest in digests {
             found.add(
                 digest.clone(),
                 Workload {
                     kind: WorkloadKind::EcsTaskDefinition,
-                    name: format!("{arn} (used by {})", user.name),
+                    name: name.clone(),
                 },
             );
         }

@@ -11,8 +11,9 @@
 //! the round as `pending` goes to the audit trail (nothing is ever applied
 //! without being in the trail; a redelivery reconciles what it lists, see
 //! [`crate::engine::reconcile`]). Deletions come after every write landed:
-//! their tags are re-read by `imageIds`, then the index
-//! is deleted in its own call before its attestations. ECR refuses to delete
+//! the deletion gate runs again on the candidates' tags, pull times,
+//! companion tags and referrers read right then ([`crate::engine::gate`]),
+//! then the index is deleted in its own call before its attestations. ECR refuses to delete
 //! a manifest an index in the repository still lists
 //! (`ImageReferencedByManifestList`); that is recorded as kept, not failed.
 
@@ -20,11 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod delete;
 
-pub(super) use delete::expected_bytes;
+pub(super) use delete::{Verdict, expected_bytes, kept_outcome};
 
 use super::{Engine, Job, Known};
 use crate::engine::action::{Action, TagRole};
 use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink};
+use crate::engine::gate::Gates;
 use crate::engine::planned::Plan;
 use crate::engine::registry::{ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
@@ -99,7 +101,15 @@ fn push(records: &mut Vec<ActionRecord>, action: &Action, outcome: ActionOutcome
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     /// Applies `plan`, adding one record per action to `record.actions`.
-    pub(super) async fn apply(&self, job: &Job, plan: &Plan, known: &Known, record: &mut AuditRecord) -> Applied {
+    pub(super) async fn apply(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        snapshot: &super::read::Snapshot,
+        gates: Gates<'_>,
+        record: &mut AuditRecord,
+    ) -> Applied {
+        let known = &snapshot.known;
         let writes: Vec<Write<'_>> = plan.actions.iter().filter_map(write_of).collect();
         let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.is_delete()).collect();
         // Write-ahead: whatever dies after this, the trail says what was
@@ -133,7 +143,9 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         };
         if !deletes.is_empty() {
             match attached {
-                Ok(()) => self.delete_all(job, &deletes, known, record).await,
+                Ok(()) => {
+                    self.delete_all(job, plan, &snapshot.view, gates, known, record).await;
+                }
                 Err(why) => {
                     for a in deletes {
                         let reason = format!("kept: the referrer copies are not in place ({why})");

@@ -71,6 +71,36 @@ pub(super) fn waiting_on(plan: &Plan, classification: &Classification, view: &Re
 }
 
 impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
+    /// Reads again what is attached to `digests` (their companion tags in
+    /// one `BatchGetImage`, their referrers of any status with one
+    /// `ListImageReferrers` each, all at once), replacing what `view` knew:
+    /// what is not read again is unknown, and keeps its manifest.
+    pub(super) async fn reread_attachments(
+        &self,
+        repository: &RepositoryName,
+        view: &mut RepositoryView,
+        digests: &[Digest],
+    ) -> Result<(), RegistryError> {
+        for d in digests {
+            view.forget_attachments(d);
+        }
+        let ids = companion_ids(digests);
+        let (fetched, lists) = futures_util::future::try_join(
+            self.retry(|| self.registry.get_images(repository, &ids)),
+            futures_util::future::try_join_all(
+                digests
+                    .iter()
+                    .map(|d| async move { self.retry(|| self.registry.list_referrers(repository, d)).await }),
+            ),
+        )
+        .await?;
+        note_companions(view, digests, &fetched);
+        for (d, referrers) in digests.iter().zip(lists) {
+            view.set_listed_referrers(d, referrers);
+        }
+        Ok(())
+    }
+
     /// Reads the attachments of `digests` into `view`: the companion tags not
     /// read yet (one `BatchGetImage`) and the referrers of each (one
     /// `ListImageReferrers` each, concurrently).

@@ -21,14 +21,14 @@
 //! manifests an index lists before the index, so a young untagged
 //! attestation may belong to a push still in progress.
 //!
-//! Runnable images are never deleted, nor anything tagged or still listed by
-//! an index (the same [`mod@crate::engine::plan`] rules the per-push path uses).
+//! Runnable images are never deleted; every deletion passes the deletion
+//! gate ([`crate::engine::gate`]), as on every other path.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::deletion::{Gates, deletions, finish};
-use crate::engine::keep;
+use crate::engine::gate::{self, Candidate, Role};
 use crate::engine::plan::{runnables, stripped};
 use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
@@ -162,7 +162,18 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
         } else {
             Coverage::default()
         };
-        deletions(&mut p, classification, d, view, &coverage, Gates { policy, now_ms });
+        deletions(
+            &mut p,
+            classification,
+            d,
+            view,
+            &coverage,
+            Gates {
+                policy,
+                now_ms,
+                tag_arrived_ms: None,
+            },
+        );
         return finish(halt_if_kept(p, d), policy);
     }
     match classify_manifest(manifest.manifest()) {
@@ -177,14 +188,19 @@ pub fn plan_cleanup(input: &CleanupInput<'_>) -> Plan {
             })
         }
         ManifestKind::Attestation { .. } => {
-            let by = view.referrers(d, None);
-            if !by.is_empty() {
-                return p.halt(SkipReason::StillReferenced { by });
-            }
-            if let Some(reason) = keep::attached(view, d) {
-                return p.halt(reason);
-            }
-            if let Some(reason) = keep::in_use(view, d, policy, now_ms) {
+            let orphan = Candidate {
+                role: Role::Orphan,
+                ..Candidate::of(d)
+            };
+            if let Some(reason) = gate::keeps(
+                view,
+                &orphan,
+                Gates {
+                    policy,
+                    now_ms,
+                    tag_arrived_ms: None,
+                },
+            ) {
                 return p.halt(reason);
             }
             p.notes

@@ -1,12 +1,11 @@
-//! Planning deletions: the remediated index once nothing tags, lists or is
-//! attached to it, then the attestations it alone listed, each gated by the
-//! keep rules ([`crate::engine::keep`]); then the deletion cap and the dry
-//! run. Pure.
+//! Planning deletions: the remediated index, then the attestations it alone
+//! listed, each through the deletion gate ([`crate::engine::gate`]); then
+//! the deletion cap. Pure.
 
 use std::collections::BTreeSet;
 
 use crate::engine::action::{Action, DeleteRole};
-use crate::engine::keep;
+use crate::engine::gate::{self, Candidate, Role};
 use crate::engine::planned::Plan;
 use crate::engine::provenance::Coverage;
 use crate::engine::skip::{SkipReason, Skipped};
@@ -15,18 +14,15 @@ use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::policy::Policy;
 
-/// What the deletion gates look at besides the view: the policy and now.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Gates<'a> {
-    pub policy: &'a Policy,
-    pub now_ms: i64,
-}
+pub use crate::engine::gate::Gates;
 
 /// Plans the deletion of `idx` (the remediated index) and of the attestation
 /// entries of `c` it frees, on the view as `p`'s actions leave it. Every
-/// deletion needs evidence that nothing uses it ([`keep::in_use`]); all of
-/// them wait for the grace period after the index's push ([`keep::grace`]),
-/// which [`Plan::deferred_until_ms`] then says.
+/// deletion passes the gate ([`gate::keeps`]); all of them wait for the
+/// grace period after the tag arrived ([`gate::grace`]), which
+/// [`Plan::deferred_until_ms`] then says. Within it, the gate runs on the
+/// registry's evidence only (whether anything runs or pulls them is asked
+/// when they are attempted, so a push never pays for a scan).
 pub(crate) fn deletions(
     p: &mut Plan,
     c: &Classification,
@@ -38,7 +34,7 @@ pub(crate) fn deletions(
     // Within the grace period, the deletions are planned with the registry's
     // gates only and deferred: whether anything runs or pulls them is
     // asked when they are attempted, so a push never pays for a scan.
-    let deferred = match keep::grace(view, idx, gates.policy, gates.now_ms) {
+    let deferred = match gate::grace(view, idx, gates) {
         Ok(()) => None,
         Err((SkipReason::GracePeriod { until, grace_period_s }, at)) => Some((until, grace_period_s, at)),
         Err((reason, _)) => {
@@ -74,11 +70,19 @@ fn planned_deletions(
     gates: Gates<'_>,
     check_use: bool,
 ) {
-    let in_use = |view: &RepositoryView, d: &Digest| {
-        if check_use {
-            keep::in_use(view, d, gates.policy, gates.now_ms)
-        } else {
-            None
+    // Within the grace period, usage is not asked yet: the deletions are
+    // deferred whatever it says.
+    let unasked = Policy {
+        keep_if_in_use: false,
+        keep_if_pulled_within_s: None,
+        ..gates.policy.clone()
+    };
+    let gates = if check_use {
+        gates
+    } else {
+        Gates {
+            policy: &unasked,
+            ..gates
         }
     };
     if let Some(why) = &coverage.blocked {
@@ -92,26 +96,11 @@ fn planned_deletions(
             return;
         }
     }
-    let tags = after.tags_of(idx).cloned().unwrap_or_default();
-    if !tags.is_empty() {
-        p.skip_entry(
-            idx,
-            SkipReason::StillTagged {
-                tags: tags.into_iter().collect(),
-            },
-        );
-        return;
-    }
-    let by = after.referrers(idx, Some(idx));
-    if !by.is_empty() {
-        p.skip_entry(idx, SkipReason::StillReferenced { by });
-        return;
-    }
-    if let Some(reason) = keep::attached(&after, idx) {
-        p.skip_entry(idx, reason);
-        return;
-    }
-    if let Some(reason) = in_use(&after, idx) {
+    let index = Candidate {
+        listed_by_except: Some(idx),
+        ..Candidate::of(idx)
+    };
+    if let Some(reason) = gate::keeps(&after, &index, gates) {
         p.skip_entry(idx, reason);
         return;
     }
@@ -157,29 +146,11 @@ fn planned_deletions(
             p.skip_entry(d, SkipReason::ProtectedEntry);
             continue;
         }
-        if let Some(reason) = keep::attached_attestation(&after, d) {
-            p.skip_entry(d, reason);
-            continue;
-        }
-        let Some(tags) = after.tags_of(d) else {
-            p.skip_entry(d, SkipReason::NotInView);
-            continue;
+        let attestation = Candidate {
+            role: Role::Attestation,
+            ..Candidate::of(d)
         };
-        if !tags.is_empty() {
-            let tags = tags.iter().cloned().collect();
-            p.skip_entry(d, SkipReason::StillTagged { tags });
-            continue;
-        }
-        let by = after.referrers(d, None);
-        if !by.is_empty() {
-            p.skip_entry(d, SkipReason::StillReferenced { by });
-            continue;
-        }
-        if let Some(reason) = keep::attached(&after, d) {
-            p.skip_entry(d, reason);
-            continue;
-        }
-        if let Some(reason) = in_use(&after, d) {
+        if let Some(reason) = gate::keeps(&after, &attestation, gates) {
             p.skip_entry(d, reason);
             continue;
         }

@@ -14,7 +14,7 @@
 //! before deleting), one `PutImage` per tag written, and `BatchDeleteImage`
 //! (the index in its own call, then its attestations). Only when the plan
 //! would delete, one `ListImageReferrers` per manifest it would delete
-//! (concurrently; see [`keep`]); their companion tags ride in the second read;
+//! (concurrently; see [`gate`]); their companion tags ride in the second read;
 //! one `DescribeImages` for their push and pull times; and, only when a
 //! deletion is due (after the grace period), the account's workload scan,
 //! which the adapter caches ([`evidence`]). Before them, unless
@@ -47,7 +47,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod deletion;
 pub mod evidence;
-pub mod keep;
+pub mod gate;
 pub mod plan;
 pub mod planned;
 pub mod provenance;
@@ -122,6 +122,12 @@ pub struct Job {
     pub digest: Digest,
     /// The tag it was pushed with.
     pub tag: Option<ImageTag>,
+    /// When that tag arrived (ms since the epoch): the push event's `time`
+    /// (ECR does not reset `imagePushedAt` on a re-tag, the event says when
+    /// the tag came), or the first handling's time a follow-up carries.
+    /// `None`: not known, and the handling's own start is taken (the grace
+    /// period then runs from now).
+    pub tag_arrived_ms: Option<i64>,
 }
 
 /// The registry a replicated image came from (`source-account`,
@@ -254,6 +260,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         }
         let mut pushed_tag_immutable = false;
         let mut conflicts: Vec<String> = Vec::new();
+        let started_ms = audit::now_ms();
         for _round in 0..MAX_ROUNDS {
             let mut snapshot = match self.read(policy, job).await? {
                 Read::Skip(outcome) => return Ok(outcome),
@@ -263,6 +270,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 snapshot.known.get(d).map(|m| classify_manifest(m.manifest()))
             }));
             let now_ms = audit::now_ms();
+            let tag_arrived_ms = Some(job.tag_arrived_ms.unwrap_or(started_ms));
             let planned = |s: &read::Snapshot| {
                 plan(&PlanInput {
                     manifest: &s.index,
@@ -274,6 +282,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     pushed_tag_immutable,
                     manifests: &s.known,
                     now_ms,
+                    tag_arrived_ms,
                 })
             };
             let the_plan = self
@@ -299,10 +308,15 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             if the_plan.mode == Mode::Observe || the_plan.actions.is_empty() {
                 return Ok(Outcome::Noop);
             }
+            let gates = gate::Gates {
+                policy,
+                now_ms: audit::now_ms(),
+                tag_arrived_ms,
+            };
             if the_plan.dry_run {
-                return Ok(dry_run(record, &the_plan, &snapshot.known));
+                return self.dry_run(job, record, &the_plan, &snapshot, gates).await;
             }
-            match self.apply(job, &the_plan, &snapshot.known, record).await {
+            match self.apply(job, &the_plan, &snapshot, gates, record).await {
                 Applied::Done => return Ok(overall(&record.actions)),
                 Applied::Conflict(why) => {
                     tracing::info!(repository = %job.repository, digest = %job.digest, %why, "registry changed before the writes; planning again");
@@ -369,15 +383,60 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         if the_plan.actions.is_empty() {
             return Ok(Outcome::Noop);
         }
+        let gates = gate::Gates {
+            policy,
+            now_ms: audit::now_ms(),
+            tag_arrived_ms: None,
+        };
         if the_plan.dry_run {
-            return Ok(dry_run(record, &the_plan, &candidate.known));
+            return self.dry_run(job, record, &the_plan, &candidate, gates).await;
         }
-        match self.apply(job, &the_plan, &candidate.known, record).await {
+        match self.apply(job, &the_plan, &candidate, gates, record).await {
             Applied::Done => Ok(overall(&record.actions)),
             // A plan of deletions has no writes, so no write precondition.
             Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
             Applied::PushedTagImmutable => Ok(skipped(SkipCode::Conflict, "unexpected tag write in a cleanup")),
         }
+    }
+
+    /// A dry run: every action of the plan, exactly as the real run would
+    /// attempt it, recorded as `planned` (a deletion with the bytes it would
+    /// free); the deletions first pass the same gate on the same reads the
+    /// real run makes right before deleting, so a deletion it would keep is
+    /// recorded as skipped with the reason. Nothing is written.
+    async fn dry_run(
+        &self,
+        job: &Job,
+        record: &mut AuditRecord,
+        plan: &planned::Plan,
+        snapshot: &read::Snapshot,
+        gates: gate::Gates<'_>,
+    ) -> Result<Outcome, RegistryError> {
+        let mut verdicts = if plan.actions.iter().any(Action::is_delete) {
+            self.gate_deletions(job, plan, &snapshot.view, gates, false)
+                .await?
+                .verdicts
+                .into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        for a in &plan.actions {
+            let outcome = if a.is_delete() {
+                match verdicts.next() {
+                    Some(apply::Verdict::Keep(reason)) => apply::kept_outcome(&reason),
+                    Some(apply::Verdict::Gone) => ActionOutcome::Already,
+                    Some(apply::Verdict::Delete) | None => ActionOutcome::Planned,
+                }
+            } else {
+                ActionOutcome::Planned
+            };
+            let mut r = ActionRecord::new(a.clone(), outcome);
+            if a.is_delete() && r.outcome == ActionOutcome::Planned {
+                r.bytes = apply::expected_bytes(a, &snapshot.known);
+            }
+            record.actions.push(r);
+        }
+        Ok(Outcome::Planned)
     }
 
     /// Runs `call` with this engine's retries (see [`retry::retrying`]).
@@ -398,20 +457,6 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     ) -> Result<(), RegistryError> {
         retry::wait_before_retry(&self.retry, self.deadline, attempt, jitter, e).await
     }
-}
-
-/// A dry run: every action of the plan, exactly as the real run would
-/// attempt it, recorded as `planned` (a deletion with the bytes it would
-/// free); nothing is written.
-fn dry_run(record: &mut AuditRecord, plan: &planned::Plan, known: &Known) -> Outcome {
-    for a in &plan.actions {
-        let mut r = ActionRecord::new(a.clone(), ActionOutcome::Planned);
-        if a.is_delete() {
-            r.bytes = apply::expected_bytes(a, known);
-        }
-        record.actions.push(r);
-    }
-    Outcome::Planned
 }
 
 /// Records the writes the plan found already done as `already` (once,

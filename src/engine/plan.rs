@@ -61,6 +61,9 @@ pub struct PlanInput<'a> {
     /// Now, in milliseconds since the epoch (the grace period and the
     /// pull-time window are measured from it).
     pub now_ms: i64,
+    /// When the pushed tag arrived (the push event's time, or the first
+    /// handling's): the grace period runs from it ([`crate::engine::gate::grace`]).
+    pub tag_arrived_ms: Option<i64>,
 }
 
 enum Target<'a> {
@@ -184,6 +187,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         pushed_tag_immutable,
         manifests,
         now_ms,
+        tag_arrived_ms,
     } = *input;
     let mut p = Plan::new(policy);
     if policy.mode == Mode::Observe {
@@ -388,7 +392,18 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     .to_owned(),
             );
         } else {
-            deletions(&mut p, classification, idx, view, &coverage, Gates { policy, now_ms });
+            deletions(
+                &mut p,
+                classification,
+                idx,
+                view,
+                &coverage,
+                Gates {
+                    policy,
+                    now_ms,
+                    tag_arrived_ms,
+                },
+            );
         }
     }
     finish(p, policy)

@@ -10,8 +10,12 @@
 //! - only under a rule with no keep tag (otherwise it keeps them on purpose)
 //!   and a mode that changes the registry;
 //! - only an index every one of whose tags is a keep tag (any other tag, a
-//!   companion tag included, keeps it), older than the minimum age, with
-//!   nothing attached to it (see [`crate::engine::keep`]);
+//!   companion tag included, keeps it), older than the minimum age, and
+//!   only on evidence that a remediation kept it: the pushed tag each keep
+//!   tag stands for (`v1` for `v1-index`) points at one of its runnable
+//!   images (a promotion) or at its stripped copy (a strip); a tag's shape
+//!   alone is not evidence (`not_kept_by_us`);
+//! - through the deletion gate ([`crate::engine::gate`]), as every deletion;
 //! - under `provenance = referrers`, the attestations of each of its images
 //!   are copied as referrers of the image first (an image may be deployed by
 //!   digest); when one cannot be, nothing is deleted;
@@ -24,10 +28,12 @@ use std::collections::BTreeSet;
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::cleanup::{CleanupInput, halt_if_kept, too_recent};
 use crate::engine::deletion::{Gates, deletions, finish};
+use crate::engine::gate::{self, Candidate};
+use crate::engine::plan::{runnables, stripped};
 use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::skip::SkipReason;
-use crate::engine::{keep, view::RepositoryView};
+use crate::engine::view::RepositoryView;
 use crate::oci::classify::{ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
@@ -78,8 +84,35 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     if keep_tags.is_empty() {
         return p.halt(SkipReason::NotKept);
     }
-    if let Some(reason) = keep::attached(view, d) {
-        return p.halt(reason);
+    // The shape of a tag is no evidence: only an index whose pushed tag now
+    // names what its remediation made (one of its runnable images, or its
+    // stripped copy) was kept by this service.
+    let stripped_copy = stripped(manifest, classification).ok().map(|s| s.digest().clone());
+    let made_by_remediation = |holder: &Digest| {
+        runnables(classification).iter().any(|e| e.digest() == holder) || stripped_copy.as_ref() == Some(holder)
+    };
+    let kept_by_us = keep_tags
+        .iter()
+        .flat_map(|k| policy.kept_for(k))
+        .any(|pushed| view.tag_target(&pushed).is_some_and(made_by_remediation));
+    if !kept_by_us {
+        return p.halt(SkipReason::NotKeptByUs { tags: keep_tags });
+    }
+    let gates = Gates {
+        policy,
+        now_ms,
+        tag_arrived_ms: None,
+    };
+    let kept_index = Candidate {
+        removes_tags: &keep_tags,
+        listed_by_except: Some(d),
+        ..Candidate::of(d)
+    };
+    if let Some(reason) = gate::keeps(view, &kept_index, gates) {
+        // Whether it is pulled or run is read and the plan made again.
+        if !matches!(reason, SkipReason::UsageUnknown) {
+            return p.halt(reason);
+        }
     }
     p.notes.push(format!(
         "an index kept under {}: retired on request",
@@ -103,14 +136,7 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     for t in &keep_tags {
         untagged.remove_tag(t);
     }
-    deletions(
-        &mut p,
-        classification,
-        d,
-        &untagged,
-        &coverage,
-        Gates { policy, now_ms },
-    );
+    deletions(&mut p, classification, d, &untagged, &coverage, gates);
     for a in &mut p.actions {
         if let Action::Delete {
             digest,

@@ -138,6 +138,10 @@ crate::vocabulary::vocabulary! {
         RetireNotEnabled = "retire_not_enabled",
         /// Not an index kept under a keep tag (it has no tag at all).
         NotKept = "not_kept",
+        /// Tagged only with tags shaped like keep tags, but nothing shows this
+        /// service kept it (the pushed tag does not point at its image or
+        /// stripped copy): a user's own index, never retired.
+        NotKeptByUs = "not_kept_by_us",
         /// Freed by retiring its index, but `delete_orphans` is off: left in place.
         OrphansKept = "orphans_kept",
         /// The plan's own actions could not be replayed on the view (a bug or a racing change).
@@ -380,6 +384,13 @@ pub enum SkipReason {
     },
     /// Not an index kept under a keep tag (it has no tag at all).
     NotKept,
+    /// Its tags have the shape of keep tags, but no evidence shows a
+    /// remediation kept it: the tag each would stand for does not point at
+    /// one of its runnable images (a promotion) or its stripped copy (a strip).
+    NotKeptByUs {
+        /// Its keep-shaped tags.
+        tags: Vec<ImageTag>,
+    },
     /// Freed by retiring its index, but `delete_orphans` is off: left in place.
     OrphansKept,
     /// The plan's own actions could not be replayed on the view (a bug or a racing change).
@@ -438,6 +449,7 @@ impl SkipReason {
             SkipReason::TagUnreadable { .. } => SkipCode::TagUnreadable,
             SkipReason::RetireNotEnabled { .. } => SkipCode::RetireNotEnabled,
             SkipReason::NotKept => SkipCode::NotKept,
+            SkipReason::NotKeptByUs { .. } => SkipCode::NotKeptByUs,
             SkipReason::OrphansKept => SkipCode::OrphansKept,
             SkipReason::Conflict { .. } => SkipCode::Conflict,
         }
@@ -595,6 +607,15 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::RetireNotEnabled { why } => write!(f, "kept indexes are not retired here: {why}"),
             SkipReason::NotKept => write!(f, "untagged: not an index kept under a keep tag"),
+            SkipReason::NotKeptByUs { tags } => {
+                let t: Vec<&str> = tags.iter().map(ImageTag::as_str).collect();
+                write!(
+                    f,
+                    "tagged {} like a keep tag, but no remediation kept it (the tag it would stand for does not \
+                     point at its image or stripped copy): not retired",
+                    t.join(", ")
+                )
+            }
             SkipReason::OrphansKept => {
                 write!(
                     f,

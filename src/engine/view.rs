@@ -160,6 +160,13 @@ impl RepositoryView {
         self.companions.insert(digest.clone(), found);
     }
 
+    /// Forgets what is attached to `digest` (before reading it again: what
+    /// is not read again is then unknown, and keeps it).
+    pub fn forget_attachments(&mut self, digest: &Digest) {
+        self.companions.remove(digest);
+        self.listed_referrers.remove(digest);
+    }
+
     /// True when the companion tags of `digest` were read.
     pub fn companion_tags_read(&self, digest: &Digest) -> bool {
         self.companions.contains_key(digest)
@@ -248,6 +255,22 @@ impl RepositoryView {
             entry.insert(tag);
         }
         Ok(())
+    }
+
+    /// Sets the tags of `digest` to exactly `tags`, as the registry reported
+    /// them just now (a tag it held before and no longer holds is gone; a
+    /// tag another image held before moved here).
+    pub fn replace_tags(&mut self, digest: &Digest, tags: impl IntoIterator<Item = ImageTag>) {
+        if let Some(old) = self.images.insert(digest.clone(), BTreeSet::new()) {
+            for t in old {
+                if self.tags.get(&t) == Some(digest) {
+                    self.tags.remove(&t);
+                }
+            }
+        }
+        for t in tags {
+            self.put_tag(&t, digest);
+        }
     }
 
     /// Records that `index` refers to `children` (and that it is an index).

@@ -210,12 +210,25 @@ impl Policy {
     /// images to remediate. Retiring them is a separate, explicit action
     /// (`sweep --retire-kept-indexes`).
     pub fn is_keep_tag(&self, tag: &ImageTag) -> bool {
-        let default = TagTemplate::default_keep();
+        self.keep_templates().any(|t| t.could_have_written(tag))
+    }
+
+    fn keep_templates(&self) -> impl Iterator<Item = &TagTemplate> {
         self.keep_tag
             .iter()
-            .chain(std::iter::once(&default))
+            .chain(std::iter::once(TagTemplate::default_keep_ref()))
             .chain(&self.keep_tag_history)
-            .any(|t| t.could_have_written(tag))
+    }
+
+    /// The pushed tags `tag` could be the keep tag of, under the current,
+    /// default or earlier keep-tag templates (`v1-index` → `v1`). A tag of
+    /// that shape is not evidence that the service kept anything: retiring
+    /// also checks what the pushed tag points at now.
+    pub fn kept_for(&self, tag: &ImageTag) -> Vec<ImageTag> {
+        let mut out: Vec<ImageTag> = self.keep_templates().filter_map(|t| t.source_tag(tag)).collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 

@@ -145,6 +145,12 @@ impl TagTemplate {
         }
     }
 
+    /// [`TagTemplate::default_keep`], made once.
+    pub fn default_keep_ref() -> &'static TagTemplate {
+        static DEFAULT: std::sync::OnceLock<TagTemplate> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(TagTemplate::default_keep)
+    }
+
     /// Parses a template for derived (per-platform) tags: it must use at least
     /// one platform placeholder, or every platform would get the same tag.
     pub fn parse_derived(template: &str) -> Result<Self, TemplateError> {
@@ -229,9 +235,19 @@ impl TagTemplate {
     /// shape, i.e. could be a keep tag this template wrote. Used so the
     /// service never remediates (and loops on) its own keep tags.
     pub fn could_have_written(&self, tag: &ImageTag) -> bool {
-        let Some(at) = self.parts.iter().position(|p| *p == Part::Tag) else {
-            return false;
-        };
+        self.inner(tag.as_str()).is_some()
+    }
+
+    /// For a keep-tag template (`prefix{tag}suffix`): the pushed tag that
+    /// `tag` would be the keep tag of (`v1-index` → `v1` under
+    /// `{tag}-index`), when it has that shape and the rest is a valid tag.
+    pub fn source_tag(&self, tag: &ImageTag) -> Option<ImageTag> {
+        self.inner(tag.as_str()).and_then(|t| ImageTag::parse(t).ok())
+    }
+
+    /// What stands for `{tag}` in `s`, when `s` has this template's shape.
+    fn inner<'s>(&self, s: &'s str) -> Option<&'s str> {
+        let at = self.parts.iter().position(|p| *p == Part::Tag)?;
         let lit = |parts: &[Part]| {
             parts
                 .iter()
@@ -243,8 +259,10 @@ impl TagTemplate {
         };
         let prefix = lit(&self.parts[..at]);
         let suffix = lit(&self.parts[at + 1..]);
-        let s = tag.as_str();
-        s.len() > prefix.len() + suffix.len() && s.starts_with(&prefix) && s.ends_with(&suffix)
+        if s.len() <= prefix.len() + suffix.len() || !s.starts_with(&prefix) || !s.ends_with(&suffix) {
+            return None;
+        }
+        s.get(prefix.len()..s.len() - suffix.len())
     }
 }
 

@@ -390,6 +390,12 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         };
         let registry = member.as_deref().unwrap_or(&self.registry);
         let policies = self.policies_now().await;
+        // When no event says when the tag arrived, this first handling is
+        // when it was first seen: the grace period runs from now, and a
+        // follow-up carries that instant instead of starting again.
+        let mut job = job.clone();
+        job.tag_arrived_ms.get_or_insert_with(crate::time::now_ms);
+        let job = &job;
         let mut record = self.engine(registry, &delivery, &policies).remediate(job).await;
         self.follow_up(job, &mut record).await;
         let result = self.finish(record.clone(), delivery).await;

@@ -176,6 +176,8 @@ pub struct ImageAction {
     pub account: Option<AccountId>,
     /// The region.
     pub region: Option<String>,
+    /// The event's `time` (ms since the epoch): when the tag arrived.
+    pub time_ms: Option<i64>,
     /// The detail, as ECR sends it (its fields are read by
     /// [`crate::service::triage::triage`]).
     pub detail: ImageActionDetail,
@@ -281,6 +283,7 @@ impl Message {
             id,
             account,
             region: envelope.region,
+            time_ms: envelope.time.map(|t| t.timestamp_millis()),
             detail,
         }))
     }

@@ -42,6 +42,9 @@ pub struct ImageRequest {
     /// Set on the follow-up a handling scheduled for itself (its deferred
     /// deletions): the record's trigger is `follow_up`.
     pub follow_up: bool,
+    /// On a follow-up: when the tag arrived, as the first handling knew it
+    /// (ms since the epoch), so the grace period is not restarted.
+    pub tag_arrived_ms: Option<i64>,
 }
 
 /// The work of an [`ImageRequest`].
@@ -79,6 +82,8 @@ enum Wire {
         tag: ImageTag,
         #[serde(default, rename = "follow-up", skip_serializing_if = "std::ops::Not::not")]
         follow_up: bool,
+        #[serde(default, rename = "tag-arrived-ms", skip_serializing_if = "Option::is_none")]
+        tag_arrived_ms: Option<i64>,
     },
     Cleanup {
         #[serde(default)]
@@ -113,6 +118,7 @@ impl Request {
                 digest,
                 tag,
                 follow_up,
+                tag_arrived_ms,
             } => Request::Image(ImageRequest {
                 id,
                 account,
@@ -120,6 +126,7 @@ impl Request {
                 digest,
                 work: Work::Remediate { tag },
                 follow_up,
+                tag_arrived_ms,
             }),
             Wire::Cleanup {
                 id,
@@ -135,6 +142,7 @@ impl Request {
                 digest,
                 work: Work::Cleanup { min_age_s },
                 follow_up,
+                tag_arrived_ms: None,
             }),
         })
     }
@@ -167,6 +175,7 @@ impl Request {
             digest: job.digest.clone(),
             work,
             follow_up: false,
+            tag_arrived_ms: None,
         })
     }
 
@@ -180,6 +189,9 @@ impl Request {
         };
         request.follow_up = true;
         request.id = job.event_id.clone().or(request.id);
+        if matches!(request.work, Work::Remediate { .. }) {
+            request.tag_arrived_ms = job.tag_arrived_ms;
+        }
         Request::Image(request)
     }
 
@@ -195,6 +207,7 @@ impl Request {
                 digest,
                 work,
                 follow_up,
+                tag_arrived_ms,
             }) => match work {
                 Work::Remediate { tag } => Wire::Remediate {
                     id,
@@ -203,6 +216,7 @@ impl Request {
                     digest,
                     tag,
                     follow_up,
+                    tag_arrived_ms,
                 },
                 Work::Cleanup { min_age_s } => Wire::Cleanup {
                     id,
@@ -248,6 +262,12 @@ impl ImageRequest {
             repository: self.repository.clone(),
             digest: self.digest.clone(),
             tag,
+            // Only a follow-up carries when its tag arrived (never later than
+            // now); any other request is a first handling, which starts it.
+            tag_arrived_ms: self
+                .tag_arrived_ms
+                .filter(|_| self.follow_up)
+                .map(|t| t.min(crate::time::now_ms())),
         }
     }
 }
@@ -302,6 +322,7 @@ mod tests {
             repository: RepositoryName::parse("team/app").unwrap(),
             digest: Digest::parse(DIGEST).unwrap(),
             tag: tag.map(|t| ImageTag::parse(t).unwrap()),
+            tag_arrived_ms: None,
         };
         let handled = |j: &Job| {
             let Ok(Message::Request(Request::Image(r))) = Message::parse_text(&Request::for_job(j).body()) else {

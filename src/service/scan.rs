@@ -151,6 +151,7 @@ pub(crate) fn jobs_of(
         repository: repository.clone(),
         digest,
         tag,
+        tag_arrived_ms: None,
     };
     let purpose = Purpose::Cleanup {
         min_age_s: selection.min_age_s,

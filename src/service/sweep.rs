@@ -293,6 +293,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
                     repository: repo.clone(),
                     digest,
                     tag: None,
+                    tag_arrived_ms: None,
                 }));
             }
         }

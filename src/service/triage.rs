@@ -118,6 +118,7 @@ pub fn triage(
         repository,
         digest,
         tag: Some(tag),
+        tag_arrived_ms: event.time_ms,
     }))
 }
 

@@ -90,6 +90,7 @@ impl Case {
             pushed_tag_immutable: false,
             manifests: &std::collections::BTreeMap::new(),
             now_ms: NOW,
+            tag_arrived_ms: None,
         })
     }
 }

@@ -14,6 +14,7 @@ import json
 import time
 import urllib.error
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -703,3 +704,118 @@ def test_put_image_of_a_manifest_with_no_media_type_anywhere_is_refused(ecr: Any
     assert error_code(err) == "InvalidParameterException"
     # With imageManifestMediaType it is stored.
     ecr.put_image(repositoryName=repo, imageManifest=json.dumps(doc), imageManifestMediaType=OCI_INDEX, imageTag="typed")
+
+
+def test_a_retag_keeps_the_first_push_time(ecr: Any, repo: str, salt: str) -> None:
+    """PutImage of a stored manifest under a new tag adds the tag and leaves imagePushedAt as the
+    first push set it (ECR-FACTS.md §9; aws/containers-roadmap #214 and #2746; ECR API reference,
+    ``ImageDetail.imagePushedAt``: "the date and time ... at which the current image was pushed")."""
+    layout, image_digest = single_image(salt)
+    push(ecr, repo, layout, ["v1"])
+    first = describe(ecr, repo, imageIds=[{"imageDigest": image_digest}])[0]["imagePushedAt"]
+    time.sleep(1.1)  # AWS reports whole seconds: a reset would show
+    ecr.put_image(
+        repositoryName=repo, imageManifest=layout.blobs[image_digest].decode(), imageManifestMediaType=OCI_MANIFEST, imageTag="v2"
+    )
+    after = describe(ecr, repo, imageIds=[{"imageDigest": image_digest}])[0]
+    assert sorted(after["imageTags"]) == ["v1", "v2"]
+    assert after["imagePushedAt"] == first
+
+
+@pytest.mark.emulator_only
+def test_referrers_are_listed_by_artifact_status(ecr: Any, control: Any, repo: str, salt: str) -> None:
+    """ListImageReferrers lists ACTIVE referrers unless ``filter.artifactStatus`` asks for ARCHIVED,
+    ACTIVATING or ANY (ECR API reference, ``ListImageReferrers`` and ``ArtifactStatusFilter``;
+    ECR-FACTS.md §9). Needs the emulator's status hook to archive a referrer at once."""
+    image_layout, image = single_image(salt)
+    push(ecr, repo, image_layout, ["v1"])
+    kept_layout, kept = referrer_layout(salt + "-kept", image_layout.top[0], "application/vnd.in-toto+json")
+    push(ecr, repo, kept_layout, [])
+    archived_layout, archived = referrer_layout(salt + "-archived", image_layout.top[0], "application/spdx+json")
+    push(ecr, repo, archived_layout, [])
+    control.set_status(repo, archived, "ARCHIVED")
+
+    def listed(**flt: str) -> dict[str, str]:
+        extra = {"filter": flt} if flt else {}
+        reply = ecr.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": image}, **extra)
+        return {r["digest"]: r["artifactStatus"] for r in reply["referrers"]}
+
+    assert listed() == {kept: "ACTIVE"}
+    assert listed(artifactStatus="ACTIVE") == {kept: "ACTIVE"}
+    assert listed(artifactStatus="ARCHIVED") == {archived: "ARCHIVED"}
+    assert listed(artifactStatus="ACTIVATING") == {}
+    assert listed(artifactStatus="ANY") == {kept: "ACTIVE", archived: "ARCHIVED"}
+
+
+# -- ECS ListTaskDefinitions ------------------------------------------------------------------
+
+
+@pytest.fixture()
+def task_family(client_factory: Any, salt: str) -> Iterator[tuple[Any, str]]:
+    """An ECS client and a task definition family of this test's own; every revision is
+    deregistered and deleted afterwards (DeleteTaskDefinitions takes at most 10, INACTIVE ones)."""
+    ecs = client_factory("ecs")
+    family = f"contract-{salt}"
+    yield ecs, family
+
+    def listed(status: str) -> list[str]:
+        pages = ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status=status)
+        return [a for page in pages for a in page["taskDefinitionArns"]]
+
+    for arn in listed("ACTIVE"):
+        ecs.deregister_task_definition(taskDefinition=arn)
+    arns = listed("INACTIVE")
+    for start in range(0, len(arns), 10):
+        ecs.delete_task_definitions(taskDefinitions=arns[start : start + 10])
+
+
+def register(ecs: Any, family: str, count: int) -> list[str]:
+    """Registers ``count`` revisions of ``family``; their ARNs, oldest first."""
+    container = {"name": "app", "image": "public.ecr.aws/docker/library/busybox:latest", "memory": 64, "essential": True}
+    return [
+        ecs.register_task_definition(family=family, containerDefinitions=[container])["taskDefinition"]["taskDefinitionArn"]
+        for _ in range(count)
+    ]
+
+
+def test_list_task_definitions_pages_more_than_100_revisions(task_family: tuple[Any, str]) -> None:
+    """ListTaskDefinitions returns at most 100 ARNs without ``maxResults`` and a ``nextToken`` for
+    the rest; ``maxResults`` sets the page; ``sort`` ASC (default) lists revisions oldest first,
+    DESC newest first; ``familyPrefix`` is the full family name (ECS API reference,
+    ``ListTaskDefinitions``)."""
+    ecs, family = task_family
+    arns = register(ecs, family, 105)
+    first = ecs.list_task_definitions(familyPrefix=family)
+    assert first["taskDefinitionArns"] == arns[:100]
+    assert first.get("nextToken")
+    rest = ecs.list_task_definitions(familyPrefix=family, nextToken=first["nextToken"])
+    assert rest["taskDefinitionArns"] == arns[100:]
+    assert not rest.get("nextToken")
+    pages = list(ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, PaginationConfig={"PageSize": 40}))
+    assert [len(p["taskDefinitionArns"]) for p in pages] == [40, 40, 25]
+    assert [a for p in pages for a in p["taskDefinitionArns"]] == arns
+    newest = ecs.list_task_definitions(familyPrefix=family, sort="DESC", maxResults=3)
+    assert newest["taskDefinitionArns"] == arns[::-1][:3]
+    assert ecs.list_task_definitions(familyPrefix=family[:-1])["taskDefinitionArns"] == []
+
+
+def test_a_deregistered_task_definition_is_listed_only_with_status_inactive(task_family: tuple[Any, str]) -> None:
+    """Without ``status`` ListTaskDefinitions lists ACTIVE revisions only; a deregistered (INACTIVE)
+    revision is listed with ``status=INACTIVE`` (ECS API reference, ``ListTaskDefinitions`` and
+    ``DeregisterTaskDefinition``; ECR-FACTS.md §9)."""
+    ecs, family = task_family
+    arns = register(ecs, family, 3)
+    ecs.deregister_task_definition(taskDefinition=arns[1])
+    assert ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"] == [arns[0], arns[2]]
+    assert ecs.list_task_definitions(familyPrefix=family, status="ACTIVE")["taskDefinitionArns"] == [arns[0], arns[2]]
+    assert ecs.list_task_definitions(familyPrefix=family, status="INACTIVE")["taskDefinitionArns"] == [arns[1]]
+
+
+@pytest.mark.parametrize("bad", [{"maxResults": 0}, {"maxResults": 101}, {"status": "ALL"}, {"sort": "NEWEST"}])
+def test_list_task_definitions_refuses_values_out_of_range(client_factory: Any, bad: dict[str, Any]) -> None:
+    """``maxResults`` is 1-100, ``status`` one of ACTIVE, INACTIVE, DELETE_IN_PROGRESS, ``sort`` ASC
+    or DESC (ECS API reference, ``ListTaskDefinitions``). Which of its two documented client errors
+    ECS answers is not confirmed: both are accepted (the emulator: InvalidParameterException)."""
+    with pytest.raises(ClientError) as err:
+        client_factory("ecs").list_task_definitions(**bad)
+    assert error_code(err) in ("InvalidParameterException", "ClientException")

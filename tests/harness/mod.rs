@@ -323,7 +323,8 @@ pub fn push_event(repository: &str, digest: &str, tag: &str, media_type: &str) -
     serde_json::json!({
         "version": "0", "id": format!("evt-{}", COUNTER.fetch_add(1, Ordering::SeqCst)),
         "detail-type": "ECR Image Action", "source": "aws.ecr", "account": ACCOUNT,
-        "time": "2026-11-23T12:00:00Z", "region": REGION, "resources": [], "detail": detail
+        "time": ecr_remediator::time::rfc3339_ms(ecr_remediator::time::now_ms()), "region": REGION,
+        "resources": [], "detail": detail
     })
     .to_string()
 }

@@ -79,6 +79,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
             repository: repository.clone(),
             digest,
             tag,
+            tag_arrived_ms: None,
         };
         let (record, result) = Box::pin(handler.handle_job_record(&job, Delivery::default())).await;
         if let Err(e) = &result {

@@ -1,13 +1,18 @@
-//! Applying a plan's deletions: the checkpoint, the re-read of their tags,
-//! the index before the attestations it frees (see [`super`]).
+//! Applying a plan's deletions: the checkpoint; the deletion gate again on
+//! evidence read right before the calls ([`crate::engine::gate`]); the
+//! index before the attestations it frees (see [`super`]). The one place
+//! that reaches `BatchDeleteImage` (`Registry::delete_images`).
 
 use std::collections::BTreeMap;
 
 use super::push;
 use crate::engine::action::{Action, DeleteRole};
 use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
+use crate::engine::gate::{self, Gates};
 use crate::engine::planned::Plan;
-use crate::engine::registry::{DeleteOutcome, ImageInfo, Registry};
+use crate::engine::registry::{DeleteOutcome, ImageInfo, Registry, RegistryError};
+use crate::engine::skip::SkipReason;
+use crate::engine::view::RepositoryView;
 use crate::engine::{Engine, Job, Known};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::Manifest;
@@ -37,11 +42,94 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             })
     }
 
-    pub(super) async fn delete_all(&self, job: &Job, deletes: &[&Action], known: &Known, record: &mut AuditRecord) {
+    /// The deletion gate right before the deletion calls, on evidence read
+    /// just now: the candidates' tags and pull times (one `DescribeImages`),
+    /// their companion tags (one `BatchGetImage`) and referrers of any
+    /// status (one `ListImageReferrers` each), all at once, on top of the
+    /// slow evidence the plan was made with (the workload scan). `view` is
+    /// the state the plan was made on; `landed` says the plan's writes were
+    /// made (the real run) or not (the dry run, which sees them as made:
+    /// the same gate on the same reads plans the same deletions).
+    pub(in crate::engine) async fn gate_deletions(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        view: &RepositoryView,
+        gates: Gates<'_>,
+        landed: bool,
+    ) -> Result<Gated, RegistryError> {
         let repo = &job.repository;
+        let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.is_delete()).collect();
         let digests: Vec<Digest> = deletes.iter().map(|a| a.target().clone()).collect();
-        let info = match self.retry(|| self.registry.describe_images(repo, &digests)).await {
-            Ok(info) => info,
+        let writes = || plan.actions.iter().filter(|a| !a.is_delete());
+        let mut fresh = view.clone();
+        if landed {
+            // What the registry says now goes over what the writes made.
+            for a in writes() {
+                let _ = fresh.apply(a);
+            }
+        }
+        let (info, ()) = futures_util::future::try_join(
+            self.retry(|| self.registry.describe_images(repo, &digests)),
+            self.reread_attachments(repo, &mut fresh, &digests),
+        )
+        .await?;
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(deletes.len());
+        let mut unreadable: Vec<Option<SkipReason>> = Vec::with_capacity(deletes.len());
+        for a in &deletes {
+            let d = a.target();
+            match info.get(d) {
+                Some(Some(found)) => {
+                    let parsed: Result<Vec<ImageTag>, _> = found.tags.iter().map(|t| ImageTag::parse(t)).collect();
+                    match parsed {
+                        Ok(tags) => {
+                            fresh.replace_tags(d, tags);
+                            unreadable.push(None);
+                        }
+                        // ECR reported a tag it would not accept: whatever it
+                        // is, something is tagged there.
+                        Err(e) => unreadable.push(Some(SkipReason::Conflict {
+                            error: format!("tagged ({}), a tag that cannot be read: {e}", found.tags.join(", ")),
+                        })),
+                    }
+                    fresh.set_pull_time(d, found.last_pulled_ms);
+                    verdicts.push(Verdict::Delete);
+                }
+                Some(None) | None => {
+                    // Gone already: nothing lists or tags it any more.
+                    let _ = fresh.apply(a);
+                    unreadable.push(None);
+                    verdicts.push(Verdict::Gone);
+                }
+            }
+        }
+        if !landed {
+            for a in writes() {
+                let _ = fresh.apply(a);
+            }
+        }
+        let sifted = gate::sift(&fresh, &deletes, gates, &unreadable);
+        for (v, kept) in verdicts.iter_mut().zip(sifted) {
+            if let (Verdict::Delete, Some(reason)) = (&*v, kept) {
+                *v = Verdict::Keep(reason);
+            }
+        }
+        Ok(Gated { verdicts, info })
+    }
+
+    pub(super) async fn delete_all(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        view: &RepositoryView,
+        gates: Gates<'_>,
+        known: &Known,
+        record: &mut AuditRecord,
+    ) {
+        let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.is_delete()).collect();
+        let repo = &job.repository;
+        let Gated { verdicts, info } = match self.gate_deletions(job, plan, view, gates, true).await {
+            Ok(gated) => gated,
             Err(e) => {
                 for a in deletes {
                     push(&mut record.actions, a, ActionOutcome::Failed((&e).into()));
@@ -50,17 +138,11 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             }
         };
         let mut go: Vec<&Action> = Vec::new();
-        for a in deletes {
-            match info.get(a.target()) {
-                Some(Some(i)) if !only_tags_it_removes(a, &i.tags) => push(
-                    &mut record.actions,
-                    a,
-                    ActionOutcome::Skipped {
-                        reason: format!("tagged ({}); never deleted", i.tags.join(", ")),
-                    },
-                ),
-                Some(None) | None => push(&mut record.actions, a, ActionOutcome::Already),
-                Some(Some(_)) => go.push(a),
+        for (a, verdict) in deletes.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Delete => go.push(a),
+                Verdict::Gone => push(&mut record.actions, a, ActionOutcome::Already),
+                Verdict::Keep(reason) => push(&mut record.actions, a, kept_outcome(&reason)),
             }
         }
         let (indexes, rest): (Vec<&Action>, Vec<&Action>) = go.into_iter().partition(|a| {
@@ -161,15 +243,29 @@ fn reclaimed(action: &Action, known: &Known, info: &BTreeMap<Digest, Option<Imag
         .unwrap_or(0)
 }
 
-/// True when every tag found on a deletion's image right before deleting is
-/// one the deletion was planned to remove with it (none, for all but a
-/// retired kept index): anything else tagged is never deleted.
-fn only_tags_it_removes(action: &Action, found: &[String]) -> bool {
-    let removes: &[ImageTag] = match action {
-        Action::Delete { removes_tags, .. } => removes_tags,
-        _ => &[],
-    };
-    found
-        .iter()
-        .all(|t| ImageTag::parse(t).is_ok_and(|t| removes.contains(&t)))
+/// What the gate said of one deletion right before the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::engine) enum Verdict {
+    /// Nothing keeps it: delete.
+    Delete,
+    /// Already gone.
+    Gone,
+    /// Kept, for this reason.
+    Keep(SkipReason),
+}
+
+/// The gate's verdicts on a plan's deletions (in plan order), with what
+/// `DescribeImages` said of them.
+#[derive(Debug)]
+pub(in crate::engine) struct Gated {
+    pub verdicts: Vec<Verdict>,
+    pub info: BTreeMap<Digest, Option<ImageInfo>>,
+}
+
+/// How a deletion the gate kept is recorded: skipped, with the reason's
+/// code and its sentence.
+pub(in crate::engine) fn kept_outcome(reason: &SkipReason) -> ActionOutcome {
+    ActionOutcome::Skipped {
+        reason: format!("{}: {reason}", reason.code()),
+    }
 }

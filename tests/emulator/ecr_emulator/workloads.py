@@ -10,6 +10,8 @@ references against the emulator's ECR (``registry.py``) the way AWS does:
   the container says ``versionConsistency: disabled``; a task it starts
   (``RunTask``) reports ``containers[].imageDigest`` and pulls the image.
   moto 5.2.5 has no service revisions and no image digests at all.
+  ``ListTaskDefinitions`` pages as ECS does (``maxResults`` 1-100, default
+  100, ``nextToken``, ``sort``); moto 5.2.5 returns every ARN in one reply.
 * **Lambda** resolves ``ImageUri`` once, at ``CreateFunction`` and
   ``UpdateFunctionCode`` (``Code.ResolvedImageUri``, ``CodeSha256``), pulls
   it, and refuses an image index ("The image manifest, config or layer media
@@ -23,6 +25,7 @@ nothing else about tasks runs.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
 import re
@@ -96,7 +99,9 @@ class Ecs:
         return out
 
     def answer(self, operation: str, body: dict[str, Any], account: str, region: str) -> dict[str, Any] | None:
-        """The reply to an operation moto lacks, or None to let moto answer."""
+        """The reply to an operation moto lacks (or answers unlike AWS), or None to let moto answer."""
+        if operation == "ListTaskDefinitions":
+            return list_task_definitions(body, account, region)
         if operation != "DescribeServiceRevisions":
             return None
         arns = body.get("serviceRevisionArns") or []
@@ -167,6 +172,70 @@ class Ecs:
             else:
                 containers.append({"name": c.get("containerName"), **{k: v for k, v in c.items() if k != "containerName"}})
         task["containers"] = containers
+
+
+#: ``ListTaskDefinitions``: the statuses it filters by, and its page size (default and most).
+TASK_DEFINITION_STATUSES = ("ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS")
+TASK_DEFINITION_PAGE = 100
+
+
+def list_task_definitions(body: dict[str, Any], account: str, region: str) -> dict[str, Any]:
+    """``ListTaskDefinitions`` as the ECS API reference describes it, over moto's
+    task definitions (moto 5.2.5 filters but returns one unbounded page):
+    ``status`` (ACTIVE unless given; ACTIVE, INACTIVE or DELETE_IN_PROGRESS),
+    ``familyPrefix`` (the full family name), ``sort`` (ASC: by family, then
+    revision; DESC reverses both), ``maxResults`` 1-100 (100 when absent) and
+    ``nextToken``. A token is tied to the filters and sort it was issued for
+    and resumes after the last revision listed."""
+    from moto.ecs.models import ecs_backends
+
+    status = body.get("status")
+    if status is None:
+        status = "ACTIVE"
+    if status not in TASK_DEFINITION_STATUSES:
+        raise EcrError("InvalidParameterException", f"Invalid status {status!r}: it must be one of {', '.join(TASK_DEFINITION_STATUSES)}")
+    order = body.get("sort")
+    if order is None:
+        order = "ASC"
+    if order not in ("ASC", "DESC"):
+        raise EcrError("InvalidParameterException", f"Invalid sort {order!r}: it must be ASC or DESC")
+    family = body.get("familyPrefix")
+    if family is not None and not isinstance(family, str):
+        raise EcrError("InvalidParameterException", "familyPrefix must be a string")
+    size = body.get("maxResults")
+    if size is None:
+        size = TASK_DEFINITION_PAGE
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= TASK_DEFINITION_PAGE:
+        raise EcrError("InvalidParameterException", f"maxResults must be between 1 and {TASK_DEFINITION_PAGE}")
+    query = [status, family, order]
+    after: tuple[str, int] | None = None
+    token = body.get("nextToken")
+    if token is not None:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+            after = (str(state["after"][0]), int(state["after"][1]))
+            issued_for = state["query"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise EcrError("InvalidParameterException", "Invalid nextToken") from None
+        if issued_for != query:
+            raise EcrError("InvalidParameterException", "nextToken was issued for other status, familyPrefix or sort values")
+    backend = ecs_backends[account][region]
+    listed = sorted(
+        (d.family, d.revision, d.arn)
+        for revisions in backend.task_definitions.values()
+        for d in revisions.values()
+        if d.status == status and (family is None or d.family == family)
+    )
+    if order == "DESC":
+        listed.reverse()
+    if after is not None:
+        listed = [t for t in listed if ((t[0], t[1]) > after if order == "ASC" else (t[0], t[1]) < after)]
+    page = listed[:size]
+    out: dict[str, Any] = {"taskDefinitionArns": [arn for _, _, arn in page]}
+    if len(listed) > size:
+        last = page[-1]
+        out["nextToken"] = base64.urlsafe_b64encode(json.dumps({"query": query, "after": [last[0], last[1]]}).encode()).decode()
+    return out
 
 
 _PATCHED: list[bool] = []
