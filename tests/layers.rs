@@ -157,3 +157,40 @@ fn no_module_imports_a_sibling_that_imports_it_back() {
         assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap().join(" -> "));
     }
 }
+
+/// One place reaches `BatchDeleteImage`: the applier behind the deletion
+/// gate (`src/engine/apply/delete.rs`). Besides it, only the `Registry`
+/// trait and its implementations (the SDK adapter, the test double) name
+/// the call; any other caller would be a deletion path beside the gate.
+#[test]
+fn only_the_applier_behind_the_gate_deletes() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut callers = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let rel = file.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let calls = code.contains(".delete_images(") || code.contains(".batch_delete_image(");
+            if calls {
+                callers.push(format!("{rel}:{}", n + 1));
+            }
+        }
+    }
+    let allowed = |c: &String| c.starts_with("engine/apply/delete.rs:") || c.starts_with("aws/ecr.rs:");
+    assert!(
+        callers.iter().all(allowed),
+        "deletions outside the gate's applier: {callers:?}"
+    );
+    assert!(
+        callers.iter().any(|c| c.starts_with("engine/apply/delete.rs:")),
+        "the applier no longer deletes: {callers:?}"
+    );
+    let in_adapter = callers.iter().filter(|c| c.starts_with("aws/ecr.rs:")).count();
+    assert_eq!(
+        in_adapter, 1,
+        "the SDK adapter calls BatchDeleteImage once, in Registry::delete_images: {callers:?}"
+    );
+}
