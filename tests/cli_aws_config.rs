@@ -67,13 +67,82 @@ fn no_credentials_are_named_with_what_to_set() {
     assert_eq!(code, 1, "{err}");
     one_line_naming(&err, &["no usable AWS credentials", "AWS_PROFILE", "AWS_ACCESS_KEY_ID"]);
     assert!(took < Duration::from_secs(10), "{took:?}");
-    // A profile that does not exist says so.
-    let (code, err, _) = run(
-        &["sweep", "--profile", "nope", "--region", "eu-west-1", "--dry-run"],
-        &[],
-    );
+}
+
+/// A shared config directory of its own: `config` holds `profiles`.
+fn aws_dir(name: &str, config: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ecr-remediator-aws-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(dir.join("credentials"), "").unwrap();
+    dir
+}
+
+#[test]
+fn an_unknown_profile_is_an_error_as_in_the_aws_cli_even_with_keys_in_the_environment() {
+    let dir = aws_dir("unknown", "[profile member]\nregion = eu-west-1\n");
+    let (config, credentials) = (dir.join("config"), dir.join("credentials"));
+    let files = [
+        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+    ];
+    let mut env = KEYS.to_vec();
+    env.extend_from_slice(&files);
+    let (code, err, took) = run(&["sweep", "--profile", "nosuch", "--dry-run"], &env);
     assert_eq!(code, 1, "{err}");
-    one_line_naming(&err, &["no usable AWS credentials"]);
+    one_line_naming(&err, &["The config profile (nosuch) could not be found"]);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    env.push(("AWS_PROFILE", "nosuch"));
+    let (code, err, _) = run(&["sweep", "--dry-run"], &env);
+    assert_eq!(code, 1, "{err}");
+    one_line_naming(&err, &["The config profile (nosuch) could not be found"]);
+}
+
+#[test]
+fn an_explicit_profile_beats_keys_in_the_environment_and_credential_process_works() {
+    // The profile's credentials come from a process, which leaves a mark.
+    let dir = std::env::temp_dir().join(format!("ecr-remediator-aws-process-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mark = dir.join("process-ran");
+    let _ = std::fs::remove_file(&mark);
+    let script = dir.join("creds.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch {}\necho '{{\"Version\": 1, \"AccessKeyId\": \"member\", \"SecretAccessKey\": \"member\"}}'\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let dir = aws_dir(
+        "process",
+        &format!(
+            "[profile member]\nregion = eu-west-1\ncredential_process = {}\n",
+            script.display()
+        ),
+    );
+    let config = dir.join("config");
+    let mut env = KEYS.to_vec();
+    env.push(("AWS_CONFIG_FILE", config.to_str().unwrap()));
+    // Nothing listens there: the command stops after its credentials are read.
+    env.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:1"));
+    let (code, err, _) = run(&["sweep", "--profile", "member", "--dry-run"], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        mark.exists(),
+        "the member profile's credentials were used, not the environment's: {err}"
+    );
+    one_line_naming(&err, &["cannot reach http://127.0.0.1:1"]);
+    // Without --profile, the environment's keys are used, as the AWS CLI does.
+    std::fs::remove_file(&mark).unwrap();
+    let (code, err, _) = run(&["sweep", "--region", "eu-west-1", "--dry-run"], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(!mark.exists(), "{err}");
 }
 
 #[test]

@@ -732,6 +732,17 @@ async fn an_index_is_retired_only_on_evidence_that_a_remediation_kept_it() {
     }
 }
 
+/// Makes everything `p` pushed two hours old (`imagePushedAt`).
+fn two_hours_old(repo: &str, p: &Pushed) {
+    for d in std::iter::once(&p.index).chain(&p.children) {
+        emulator().control(
+            "POST",
+            "age",
+            Some(serde_json::json!({"repository": repo, "digest": d, "seconds": 7200})),
+        );
+    }
+}
+
 /// Puts `digest`'s manifest back under `tag` (a rollback by re-tag).
 fn retag(repo: &str, digest: &str, tag: &str) {
     python_script(&format!(
@@ -748,13 +759,7 @@ async fn a_re_tag_waits_for_the_grace_period_from_when_the_tag_arrived() {
     let repo = unique("gate-retag");
     create_repository(&repo, false);
     let old = push_buildx(&repo, "v1", &["linux/arm64"], "gate-retag-1");
-    for d in std::iter::once(&old.index).chain(&old.children) {
-        emulator().control(
-            "POST",
-            "age",
-            Some(serde_json::json!({"repository": repo, "digest": d, "seconds": 7200})),
-        );
-    }
+    two_hours_old(&repo, &old);
     push_buildx(&repo, "v1", &["linux/arm64"], "gate-retag-2");
     // The rollback: v1 back on the index pushed two hours ago.
     retag(&repo, &old.index, "v1");
@@ -780,13 +785,7 @@ async fn a_re_tag_waits_for_the_grace_period_from_when_the_tag_arrived() {
     let repo = unique("gate-retag-event");
     create_repository(&repo, false);
     let old = push_buildx(&repo, "v1", &["linux/arm64"], "gate-retag-event-1");
-    for d in std::iter::once(&old.index).chain(&old.children) {
-        emulator().control(
-            "POST",
-            "age",
-            Some(serde_json::json!({"repository": repo, "digest": d, "seconds": 7200})),
-        );
-    }
+    two_hours_old(&repo, &old);
     let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
     let queue = create_queue(&sqs, &format!("{}-q", repo.replace('/', "-"))).await;
     sqs.send_message()

@@ -640,3 +640,144 @@ async fn the_sweep_counts_images_lambda_would_refuse() {
     );
     assert!(table.contains("Lambda would refuse win: windows image"), "{table}");
 }
+
+/// Issue 34, items 3 to 6: a sweep says where it acted (every record, the
+/// summary, the table's heading), its selectors combine, a repository left
+/// alone by its tag is not reported as missing, and a dry run that handled
+/// nothing still says it is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_says_where_it_acted_and_its_selectors_combine() {
+    let prefix = unique("where");
+    let named = format!("{prefix}-one/app");
+    let bulk = [format!("{prefix}-bulk/a"), format!("{prefix}-bulk/b")];
+    for repo in std::iter::once(&named).chain(&bulk) {
+        create_repository(repo, false);
+        push_buildx(repo, "v1", &["linux/arm64"], repo);
+    }
+    let bulk_prefix = format!("{prefix}-bulk/");
+    let (code, out, err) = sweep(&[
+        "--repository",
+        &named,
+        "--repository-prefix",
+        &bulk_prefix,
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (records, summary) = sweep_json(&out);
+    assert_eq!(
+        summary["repositories_scanned"], 3,
+        "the named one and both under the prefix: {summary}"
+    );
+    assert_eq!(summary["account"], ACCOUNT, "{summary}");
+    assert_eq!(summary["region"], REGION, "{summary}");
+    assert_eq!(records.len(), 3, "{out}");
+    for r in &records {
+        assert_eq!(r["account"], ACCOUNT, "{r}");
+        assert_eq!(r["region"], REGION, "{r}");
+    }
+
+    // The table's heading says where, and that it is a dry run.
+    let (code, out, _) = sweep(&["--repository", &named, "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains(&format!("account {ACCOUNT} · region {REGION} · dry run")),
+        "{out}"
+    );
+
+    // Nothing to handle: still a dry run, with dry-run words.
+    let empty = format!("{prefix}-none/");
+    let (code, out, err) = sweep(&["--repository-prefix", &empty, "--dry-run", "--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (_, summary) = sweep_json(&out);
+    assert_eq!(summary["dry_run"], true, "{summary}");
+    assert!(err.contains("has no repository"), "a mistyped prefix is said: {err}");
+
+    // A repository its tag leaves alone exists: no note says otherwise.
+    let off = format!("{prefix}-off/app");
+    create_repository(&off, false);
+    tag_repository(&off, "ecr-remediator:mode", "off");
+    let off_prefix = format!("{prefix}-off/");
+    let (code, out, err) = sweep(&["--repository-prefix", &off_prefix, "--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (_, summary) = sweep_json(&out);
+    assert_eq!(
+        summary["repositories_left_alone"].as_object().unwrap().len(),
+        1,
+        "{summary}"
+    );
+    assert!(!err.contains("has no repository"), "{err}");
+}
+
+/// Issue 34, item 2: a profile that reaches its account through IAM
+/// Identity Center works once `aws sso login` has cached a token (here,
+/// the token the emulator's portal was told to accept), even with other
+/// keys in the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sso_profile_with_a_cached_token_reaches_the_registry() {
+    let home = std::env::temp_dir().join(format!("ecr-remediator-sso-{}", std::process::id()));
+    let aws = home.join(".aws");
+    std::fs::create_dir_all(aws.join("sso/cache")).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile deployer]\nsso_session = corp\nsso_account_id = {ACCOUNT}\nsso_role_name = Deployer\n\
+             region = {REGION}\n\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\
+             sso_region = {REGION}\nsso_registration_scopes = sso:account:access\n"
+        ),
+    )
+    .unwrap();
+    let token = format!("sso-token-{}", std::process::id());
+    // `aws sso login` caches the session's token under the SHA-1 of its name ("corp").
+    std::fs::write(
+        aws.join("sso/cache/ee0bfd2552fbd840c02cc48b6e823320543c450f.json"),
+        serde_json::json!({
+            "startUrl": "https://corp.awsapps.com/start", "region": REGION,
+            "accessToken": token, "expiresAt": "2099-01-01T00:00:00Z"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    emulator().control(
+        "POST",
+        "sso-token",
+        Some(serde_json::json!({"token": token, "account_id": ACCOUNT, "role_name": "Deployer"})),
+    );
+    let before = emulator().control("GET", "calls", None)["sso:GetRoleCredentials"]
+        .as_u64()
+        .unwrap_or(0);
+    let prefix = format!("{}/", unique("sso-none"));
+    let out = cli(&[
+        "sweep",
+        "--profile",
+        "deployer",
+        "--repository-prefix",
+        &prefix,
+        "--dry-run",
+        "--output",
+        "json",
+    ])
+    .env("HOME", &home)
+    .env("AWS_CONFIG_FILE", aws.join("config"))
+    .env("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"))
+    .output()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let after = emulator().control("GET", "calls", None)["sso:GetRoleCredentials"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        after > before,
+        "the profile's credentials came from the portal: {stderr}"
+    );
+    let (_, summary) = sweep_json(&stdout);
+    assert_eq!(summary["account"], ACCOUNT, "{summary}");
+}

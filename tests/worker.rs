@@ -425,3 +425,33 @@ async fn remediate_with_stack_writes_to_the_stacks_audit_bus() {
     assert_eq!(code, 1);
     assert!(err.contains("no-such-stack"), "{err}");
 }
+
+/// Issue 36, item 1: an event from another account, in a deployment with no
+/// member role, is refused with no registry call and recorded, even when a
+/// repository of that name exists in this account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_from_another_account_is_refused_without_a_member_role() {
+    let repo = unique("foreign");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], &repo);
+    emulator().clear_calls(&repo);
+    let event = push_event(&repo, &p.index, "v1", OCI_INDEX).replace(ACCOUNT, "333333333333");
+    let queue = queue_with_message(&format!("{}-q", repo.replace('/', "-")), &event).await;
+    let out = serve_until_idle(&queue, &[])
+        .env("ECR_REMEDIATOR_ACCOUNT_ID", ACCOUNT)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    let calls = emulator().calls(&repo);
+    assert!(calls.is_empty(), "no registry call: {calls:?}");
+    assert_eq!(tags(&repo).await["v1"], p.index, "nothing moved:\n{log}");
+    let record = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|l| l["audit_record"].clone())
+        .find(|r| r["index_digest"] == p.index.as_str())
+        .unwrap_or_else(|| panic!("a record:\n{log}"));
+    assert_eq!(record["code"], "other_account", "{record}");
+    assert_eq!(record["account"], "333333333333", "{record}");
+}

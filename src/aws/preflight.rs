@@ -53,6 +53,13 @@ pub enum ConfigProblem {
         /// What failed.
         detail: String,
     },
+    /// The profile asked for (`--profile` or `AWS_PROFILE`) is in neither
+    /// shared file: the AWS CLI's own words.
+    #[error("The config profile ({0}) could not be found")]
+    UnknownProfile(String),
+    /// The shared config or credentials file cannot be read.
+    #[error("cannot read the shared AWS configuration: {0}")]
+    BadConfigFile(String),
     /// AWS answered and refused the credentials.
     #[error("AWS refused the credentials: {code}: {message}")]
     Refused {
@@ -63,14 +70,21 @@ pub enum ConfigProblem {
     },
 }
 
-/// The standard chain with the command line's overrides.
+/// The standard chain with the command line's overrides, with the AWS
+/// CLI's precedence: an explicit `--profile` takes its credentials from
+/// that profile (static keys, `role_arn`, IAM Identity Center,
+/// `credential_process`), never from access keys in the environment; the
+/// region stays `--region`, then `AWS_REGION`, then the profile's.
 pub fn apply(loader: aws_config::ConfigLoader, overrides: &AwsOverrides) -> aws_config::ConfigLoader {
     let mut loader = loader;
     if let Some(r) = &overrides.region {
         loader = loader.region(aws_config::Region::new(r.clone()));
     }
     if let Some(p) = &overrides.profile {
-        loader = loader.profile_name(p);
+        let from_profile = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .profile_name(p)
+            .build();
+        loader = loader.profile_name(p).credentials_provider(from_profile);
     }
     if let Some(e) = &overrides.endpoint_url {
         loader = loader.endpoint_url(e);
@@ -82,8 +96,42 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_owned()
 }
 
-/// Checks that `sdk` can reach AWS; the caller's account when it can.
-pub async fn check(sdk: &aws_config::SdkConfig) -> Result<AccountId, ConfigProblem> {
+/// The profile a configuration asks for by name: `--profile`, else
+/// `AWS_PROFILE`; `None` for the implicit default.
+pub fn selected_profile(overrides: &AwsOverrides) -> Option<String> {
+    overrides
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .filter(|p| !p.is_empty())
+}
+
+/// Whether the shared config or credentials file (as `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE` place them) defines `profile`. `default`
+/// needs no file, as in the AWS CLI.
+pub async fn profile_exists(profile: &str) -> Result<bool, ConfigProblem> {
+    if profile == "default" {
+        return Ok(true);
+    }
+    let set = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &aws_runtime::env_config::file::EnvConfigFiles::default(),
+        Some(std::borrow::Cow::Owned(profile.to_owned())),
+    )
+    .await
+    .map_err(|e| ConfigProblem::BadConfigFile(first_line(&e.to_string())))?;
+    Ok(set.get_profile(profile).is_some())
+}
+
+/// Checks that `sdk`, made from `overrides`, can reach AWS; the caller's
+/// account when it can.
+pub async fn check(sdk: &aws_config::SdkConfig, overrides: &AwsOverrides) -> Result<AccountId, ConfigProblem> {
+    if let Some(profile) = selected_profile(overrides)
+        && !profile_exists(&profile).await?
+    {
+        return Err(ConfigProblem::UnknownProfile(profile));
+    }
     if sdk.region().is_none() {
         return Err(ConfigProblem::NoRegion);
     }

@@ -161,6 +161,9 @@ crate::vocabulary::vocabulary! {
         /// The event came from another region's registry than the one this
         /// deployment acts in.
         OtherRegion = "other_region",
+        /// The image is in another account's registry and this deployment
+        /// has no access to it (no member role): nothing read or written.
+        OtherAccount = "other_account",
         /// A sweep was requested of a deployment with no queue for its requests.
         SweepWithoutQueue = "sweep_without_queue",
     }

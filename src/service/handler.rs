@@ -362,6 +362,37 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         job: &Job,
         delivery: Delivery,
     ) -> (AuditRecord, Result<EventResult, RetryError>) {
+        // Where the job acts, said once: the event's account and region, else
+        // this deployment's own. Every record names both.
+        let mut job = job.clone();
+        if job.account.is_none() {
+            job.account.clone_from(&self.own_account);
+        }
+        if job.region.is_none() {
+            job.region.clone_from(&self.own_region);
+        }
+        // When no event says when the tag arrived, this first handling is
+        // when it was first seen: the grace period runs from now, and a
+        // follow-up carries that instant instead of starting again.
+        job.tag_arrived_ms.get_or_insert_with(crate::time::now_ms);
+        let job = &job;
+        if let (Some(account), Some(own)) = (&job.account, &self.own_account)
+            && account != own
+            && self.members.is_none()
+        {
+            let mut record = job.record();
+            record.request_id.clone_from(&delivery.request_id);
+            record.outcome = Outcome::Skipped {
+                code: SkipCode::OtherAccount,
+                reason: format!(
+                    "the image is in account {account}'s registry and this deployment acts in {own} only (no member \
+                     role configured): nothing was read or written"
+                ),
+            };
+            tracing::warn!(account = %account, own = %own, "image in another account: refused");
+            let result = self.finish(record.clone(), delivery).await;
+            return (record, result);
+        }
         if let (Some(region), Some(own)) = (&job.region, &self.own_region)
             && region != own
         {
@@ -390,12 +421,6 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         };
         let registry = member.as_deref().unwrap_or(&self.registry);
         let policies = self.policies_now().await;
-        // When no event says when the tag arrived, this first handling is
-        // when it was first seen: the grace period runs from now, and a
-        // follow-up carries that instant instead of starting again.
-        let mut job = job.clone();
-        job.tag_arrived_ms.get_or_insert_with(crate::time::now_ms);
-        let job = &job;
         let mut record = self.engine(registry, &delivery, &policies).remediate(job).await;
         self.follow_up(job, &mut record).await;
         let result = self.finish(record.clone(), delivery).await;

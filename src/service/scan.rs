@@ -119,15 +119,19 @@ pub async fn repositories<R: Registry>(
     scope: &Scope,
     retry: &RetryPolicy,
 ) -> Result<Vec<RepositoryName>, RegistryError> {
-    let mut out: Vec<RepositoryName> = if scope.repositories.is_empty() {
-        retrying(retry, None, || registry.list_repositories())
-            .await?
-            .into_iter()
-            .filter(|r| scope.prefixes.is_empty() || scope.prefixes.iter().any(|p| r.as_str().starts_with(p.as_str())))
-            .collect()
-    } else {
-        scope.repositories.clone()
-    };
+    // Selectors combine: the repositories named, and those under any prefix
+    // named (every repository when neither is).
+    let mut out: Vec<RepositoryName> = scope.repositories.clone();
+    if scope.repositories.is_empty() || !scope.prefixes.is_empty() {
+        out.extend(
+            retrying(retry, None, || registry.list_repositories())
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    scope.prefixes.is_empty() || scope.prefixes.iter().any(|p| r.as_str().starts_with(p.as_str()))
+                }),
+        );
+    }
     out.sort();
     out.dedup();
     Ok(out)

@@ -36,6 +36,10 @@ pub struct SweepSummary {
     /// registry would do (`remediated`: would remediate; `manifests_deleted`:
     /// would delete), and nothing was written.
     pub dry_run: bool,
+    /// The account swept (the caller's own, or the member named).
+    pub account: Option<AccountId>,
+    /// The region swept.
+    pub region: Option<String>,
     /// Repositories listed.
     pub repositories_scanned: usize,
     /// Indexes found in them.
@@ -168,6 +172,8 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // records; the stream is polled on this task only, and no borrow is held
     // across an await.
     let summary = RefCell::new(SweepSummary {
+        account: own_account.cloned(),
+        region: own_region.map(str::to_owned),
         replication_unchecked: summary_unchecked,
         ..SweepSummary::default()
     });

@@ -819,3 +819,28 @@ def test_list_task_definitions_refuses_values_out_of_range(client_factory: Any, 
     with pytest.raises(ClientError) as err:
         client_factory("ecs").list_task_definitions(**bad)
     assert error_code(err) in ("InvalidParameterException", "ClientException")
+
+
+# -- IAM Identity Center portal ----------------------------------------------------------------
+
+
+@pytest.mark.emulator_only
+def test_sso_role_credentials_need_an_issued_token(client_factory: Any, control: Any, salt: str) -> None:
+    """GetRoleCredentials (``GET /federation/credentials``) gives short-term credentials for the
+    account and role an access token may reach, and refuses any other token with
+    ``UnauthorizedException`` (IAM Identity Center Portal API reference, GetRoleCredentials): what
+    the SDK's SSO credential provider calls with the token ``aws sso login`` cached. The emulator
+    cannot issue tokens as the portal does, so the test registers one."""
+    sso = client_factory("sso")
+    token = f"token-{salt}"
+    control.sso_token(token, "123456789012", "Deployer")
+    reply = sso.get_role_credentials(roleName="Deployer", accountId="123456789012", accessToken=token)
+    creds = reply["roleCredentials"]
+    assert creds["accessKeyId"] and creds["secretAccessKey"] and creds["sessionToken"]
+    assert creds["expiration"] > 0
+    with pytest.raises(ClientError) as refused:
+        sso.get_role_credentials(roleName="Deployer", accountId="123456789012", accessToken="not-issued")
+    assert refused.value.response["Error"]["Code"] == "UnauthorizedException"
+    with pytest.raises(ClientError) as other_role:
+        sso.get_role_credentials(roleName="Admin", accountId="123456789012", accessToken=token)
+    assert other_role.value.response["Error"]["Code"] == "ForbiddenException"

@@ -327,6 +327,8 @@ def test_least_privilege(stack: Stack, clients: dict[str, Any]) -> None:
     scan = next(s for s in statements if "ecs:ListClusters" in as_list(s["Action"]))
     assert all(a.split(":")[1].startswith(("List", "Describe", "Get")) for a in as_list(scan["Action"])), scan
     assert {"lambda:ListFunctions", "lambda:GetFunction", "ecs:DescribeServiceRevisions"} <= set(as_list(scan["Action"]))
+    missing = workload_scan_calls() - set(as_list(scan["Action"]))
+    assert not missing, f"the workload scan calls {missing}, which the role may not: every deletion would be kept"
     # The function's own reads are not pulls (keep_if_pulled_within would keep everything it read).
     exclusion = cloudformation()["Resources"]["OwnReadsAreNotPulls"]
     assert exclusion["Type"] == "AWS::ECR::PullTimeUpdateExclusion"
@@ -433,6 +435,30 @@ def member_template() -> dict[str, Any]:
     from cfnlint.decode import cfn_yaml
 
     return json.loads(json.dumps(cfn_yaml.load(str(MEMBER))))
+
+
+def workload_scan_calls() -> set[str]:
+    """Every ECS and Lambda operation the workload scan (src/aws/workloads.rs) calls, as it names
+    them in its errors: the role of the function and of each member must allow them all."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "src" / "aws" / "workloads.rs").read_text()
+    found = set(re.findall(r'registry_error\("((?:ecs|lambda):\w+)"', text))
+    assert len(found) >= 8, found
+    return found
+
+
+def test_the_member_role_allows_every_call_of_the_workload_scan() -> None:
+    role = member_template()["Resources"]["MemberRole"]
+    allowed: set[str] = set()
+    for statement in statements_of(role):
+        # A conditional statement ({"Fn::If": [cond, statement, NoValue]}) counts as its statement.
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            statement = statement["Fn::If"][1]
+        if isinstance(statement, dict) and "Action" in statement:
+            allowed |= {a if isinstance(a, str) else a["Fn::If"][1] for a in as_list(statement["Action"])}
+    missing = workload_scan_calls() - allowed
+    assert not missing, f"the member role may not {missing}: the hub would keep every deletion in members"
 
 
 def statements_of(role: dict[str, Any]) -> list[dict[str, Any]]:

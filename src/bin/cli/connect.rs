@@ -32,8 +32,9 @@ impl AwsArgs {
 /// The AWS configuration, checked: within seconds, one readable line when
 /// it cannot reach AWS. Returns it with the caller's account.
 pub(crate) async fn connect(args: &AwsArgs, max_attempts: u32) -> anyhow::Result<(aws_config::SdkConfig, AccountId)> {
-    let sdk = ecr_remediator::aws::load_config_with(max_attempts, &args.overrides()).await;
-    let account = check(&sdk).await?;
+    let overrides = args.overrides();
+    let sdk = ecr_remediator::aws::load_config_with(max_attempts, &overrides).await;
+    let account = check(&sdk, &overrides).await?;
     Ok((sdk, account))
 }
 

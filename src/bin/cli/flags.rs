@@ -88,6 +88,11 @@ pub(crate) fn word<T: Vocabulary + Send + Sync>() -> impl clap::builder::TypedVa
 }
 
 impl PolicyFlags {
+    /// `--dry-run`.
+    pub(crate) fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     pub(crate) fn config(&self) -> anyhow::Result<ServiceConfig> {
         if let Some(file) = &self.config {
             // The file decides the whole policy: a policy variable set beside

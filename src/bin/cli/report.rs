@@ -40,17 +40,40 @@ pub(crate) fn outcome(record: &AuditRecord) -> String {
     }
 }
 
+/// Every change the handling did not make, with why: actions skipped when
+/// attempted (a deletion the gate kept right before the call) and what the
+/// plan left out (deletions deferred or kept, tags not taken).
+fn not_done(record: &AuditRecord) -> Vec<String> {
+    let short = |d: &Digest| render::short_digest(&d.to_string());
+    let attempted = record.actions.iter().filter_map(|a| match &a.outcome {
+        ActionOutcome::Skipped { reason } => Some(format!("not {}: {reason}", brief(&a.action))),
+        _ => None,
+    });
+    let planned = record.skipped.iter().filter_map(|s| match (&s.action, &s.digest) {
+        (Some(a), _) => Some(format!("not {}: {}", brief(a), s.reason)),
+        (None, Some(d)) => Some(format!("{}: {}", short(d), s.reason)),
+        // The handling as a whole: the outcome says it.
+        (None, None) => None,
+    });
+    attempted.chain(planned).collect()
+}
+
 /// What changed (or would), or why nothing did; None when nothing needed doing.
 pub(crate) fn detail(record: &AuditRecord) -> Option<String> {
     match &record.outcome {
         Outcome::Skipped { reason, .. } => Some(reason.clone()),
         Outcome::Failed(f) => Some(f.error.clone()),
+        Outcome::Noop => {
+            let why = not_done(record);
+            (!why.is_empty()).then(|| why.join("; "))
+        }
         Outcome::Remediated | Outcome::Planned => Some(
             record
                 .actions
                 .iter()
                 .filter(|a| matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned))
                 .map(|a| brief(&a.action))
+                .chain(not_done(record))
                 // What Lambda would make of a tag the handling made
                 // deployable, when it is not a plain yes.
                 .chain(
@@ -71,7 +94,7 @@ pub(crate) fn detail(record: &AuditRecord) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        Outcome::Noop | Outcome::InProgress => None,
+        Outcome::InProgress => None,
     }
 }
 

@@ -84,6 +84,7 @@ fn sweep_accounts(args: &SweepArgs) -> anyhow::Result<Vec<Option<AccountId>>> {
 /// Runs the sweep and prints its report; exit status 1 when anything failed.
 pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow::Result<ExitCode> {
     let flags = args.policy.clone();
+    let dry_run = flags.dry_run();
     ecr_remediator::logging::init_text(progress::Logs);
     let scope = Scope {
         repositories: args
@@ -152,7 +153,7 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
         let label = account
             .as_ref()
             .map_or_else(|| "this account".to_owned(), ToString::to_string);
-        let summary = match result {
+        let mut summary = match result {
             Ok(s) => s,
             Err(e) => {
                 // One account failing (no role, no permission) never stops the others.
@@ -162,7 +163,12 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
             }
         };
         ok &= summary.ok();
-        if summary.repositories_scanned == 0 && summary.repository_errors.is_empty() {
+        // A dry run that handled no image is still a dry run.
+        summary.dry_run |= dry_run;
+        if summary.repositories_scanned == 0
+            && summary.repository_errors.is_empty()
+            && summary.repositories_left_alone.is_empty()
+        {
             // Nothing matched: most often a mistyped prefix, so say so.
             let what = if scope.prefixes.is_empty() {
                 String::new()
@@ -172,13 +178,17 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
             progress::above(|| eprintln!("note: {label} has no repository{what} in this region"));
         }
         let report = if json {
-            format!("{}\n", serde_json::json!({ "account": account, "summary": summary }))
+            format!(
+                "{}\n",
+                serde_json::json!({ "account": summary.account, "summary": summary })
+            )
         } else {
-            let heading = if account.is_some() {
-                format!("== account {label}\n")
-            } else {
-                String::new()
-            };
+            let heading = format!(
+                "== account {} · region {}{}\n",
+                summary.account.as_ref().map_or("(unknown)", AccountId::as_str),
+                summary.region.as_deref().unwrap_or("(unknown)"),
+                if summary.dry_run { " · dry run" } else { "" }
+            );
             format!("{heading}{}{}", progress.table(), summary_table(&summary))
         };
         progress::above(|| write!(std::io::stdout().lock(), "{report}"))?;

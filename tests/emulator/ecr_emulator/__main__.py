@@ -13,11 +13,25 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
-from .server import Emulator
+from .server import SSO_BEARER_ENVIRON, SSO_BEARER_HEADER, Emulator
+
+
+class RequestHandler(MotoRequestHandler):
+    """moto's handler, also keeping the IAM Identity Center portal's ``x-amz-sso_bearer_token``
+    header, which Werkzeug's server drops (its name has an underscore) and which the portal's
+    ``GetRoleCredentials`` needs (see ``Emulator._sso_role_credentials``)."""
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        token = self.headers.get(SSO_BEARER_HEADER)
+        if token is not None:
+            environ[SSO_BEARER_ENVIRON] = token
+        return environ
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     app = Emulator(check_layers=not args.no_layer_check)
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=RequestHandler)
 
     def stop(_signum: int, _frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -163,6 +163,11 @@ def _error(code: str, message: str, status: int) -> Response:
     return _json(status, {"__type": code, "message": message}, {"x-amzn-ErrorType": code})
 
 
+#: The IAM Identity Center portal's access-token header, and where the request handler keeps it
+#: (Werkzeug drops headers whose name has an underscore).
+SSO_BEARER_HEADER = "x-amz-sso_bearer_token"
+SSO_BEARER_ENVIRON = "ecr_emulator.sso_bearer_token"
+
 LAMBDA_FUNCTIONS = re.compile(r"^/20\d\d-\d\d-\d\d/functions/?(?P<name>[^/]+)?/?(?P<rest>.*)$")
 
 
@@ -192,6 +197,9 @@ class Emulator:
         self._moto = DomainDispatcherApplication(create_backend_app)
         self.insights = Insights()
         self.ecs = Ecs(lambda: self.registry, self._lock)
+        #: IAM Identity Center access tokens the portal accepts (as `aws sso
+        #: login` caches them), each with the account and role it may reach.
+        self.sso_tokens: dict[str, set[tuple[str, str]]] = {}
         patch_lambda(lambda: self.registry, self._lock)
 
     # -- WSGI ---------------------------------------------------------------
@@ -224,6 +232,8 @@ class Emulator:
                 return self._test_event_pattern(request)(environ, start_response)
             if target in INSIGHTS_TARGETS:
                 return self._insights(request, operation, access_key, region)(environ, start_response)
+        if request.path == "/federation/credentials" and request.method == "GET":
+            return self._sso_role_credentials(request)(environ, start_response)
         lambda_operation = _lambda_operation(request)
         if lambda_operation is not None:
             with self._lock:
@@ -235,6 +245,43 @@ class Emulator:
             if refused is not None:
                 return refused(environ, start_response)
         return self._moto(environ, start_response)
+
+    def _sso_role_credentials(self, request: Request) -> Response:
+        """The IAM Identity Center portal's ``GetRoleCredentials`` (``GET
+        /federation/credentials?account_id=&role_name=``, the access token in
+        ``x-amz-sso_bearer_token``), which the SDK's SSO credential provider
+        calls with the token ``aws sso login`` cached. A token must have been
+        issued (registered through the control API's ``sso-token``) for that
+        account and role: anything else is ``UnauthorizedException``, as the
+        portal answers (AWS IAM Identity Center Portal API reference,
+        GetRoleCredentials)."""
+        with self._lock:
+            self.calls["sso:GetRoleCredentials"] += 1
+        token = request.environ.get(SSO_BEARER_ENVIRON, "")
+        account, role = request.args.get("account_id", ""), request.args.get("role_name", "")
+        if not token or not account or not role:
+            return _error("InvalidRequestException", "account_id, role_name and x-amz-sso_bearer_token are required", 400)
+        with self._lock:
+            allowed = self.sso_tokens.get(token)
+        if allowed is None:
+            return _error("UnauthorizedException", "Session token not found or invalid", 401)
+        if (account, role) not in allowed:
+            return _error("ForbiddenException", "No access", 403)
+        expires = int((time.time() + 3600) * 1000)
+        return Response(
+            json.dumps(
+                {
+                    "roleCredentials": {
+                        "accessKeyId": f"ASIA{account}SSO",
+                        "secretAccessKey": "sso-secret",
+                        "sessionToken": f"sso-session-{role}",
+                        "expiration": expires,
+                    }
+                }
+            ),
+            status=200,
+            content_type="application/json",
+        )
 
     def _members(self, body: dict[str, Any]) -> Response:
         """Many member accounts at once, for benchmarks: in each of ``accounts``, the role ``role_name``
@@ -508,6 +555,7 @@ class Emulator:
             self.calls.clear()
             self.calls_by_repository.clear()
             self.events.clear()
+            self.sso_tokens.clear()
             delivery.reset()
 
     # -- control API ----------------------------------------------------------
@@ -521,6 +569,13 @@ class Emulator:
             return _json(400, {"error": f"body is not JSON: {err}"})
         if path == "health":
             return _json(200, {"ok": True, "service": "ecr-emulator", "version": __version__})
+        if path == "sso-token" and method == "POST":
+            token, account, role = body.get("token"), body.get("account_id"), body.get("role_name")
+            if not all(isinstance(v, str) and v for v in (token, account, role)):
+                return _json(400, {"error": "give token, account_id and role_name"})
+            with self._lock:
+                self.sso_tokens.setdefault(token, set()).add((account, role))
+            return _json(200, {"token": token})
         if path == "reset" and method == "POST":
             self.reset_ecr()
             moto_api_backend.reset()

@@ -113,6 +113,11 @@ class Control:
         """Moves an image to ``ACTIVE``, ``ARCHIVED`` or ``ACTIVATING`` (as ECR's archiving does)."""
         self._call("POST", "status", {"repository": repository, "digest": digest, "status": status})
 
+    def sso_token(self, token: str, account_id: str, role_name: str) -> None:
+        """Makes the IAM Identity Center portal accept ``token`` for ``role_name`` in ``account_id``
+        (as if ``aws sso login`` had issued it)."""
+        self._call("POST", "sso-token", {"token": token, "account_id": account_id, "role_name": role_name})
+
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
     """Polls ``predicate`` until it returns something truthy or ``timeout`` passes."""
