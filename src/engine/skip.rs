@@ -580,7 +580,7 @@ impl fmt::Display for SkipReason {
             SkipReason::GracePeriod { until, grace_period_s } => {
                 write!(
                     f,
-                    "deletion deferred until {until} ({grace_period_s} s after the push), when every check runs again"
+                    "deletion deferred until {until} ({grace_period_s} s after the tag arrived), when every check runs again"
                 )
             }
             SkipReason::IndexSigned { signatures } => {
