@@ -78,31 +78,100 @@ fn imports(text: &str, own: &str, modules: &std::collections::BTreeSet<String>) 
             if prefix == "crate::" && code[..at].ends_with('$') {
                 continue;
             }
-            let path: Vec<&str> = code[at + prefix.len()..]
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-                .next()
-                .unwrap_or("")
-                .split("::")
-                .filter(|s| !s.is_empty())
-                .collect();
-            // The longest prefix of the path that is a module.
-            let mut found = None;
-            for n in 1..=path.len() {
-                let candidate = if base.is_empty() {
-                    path[..n].join("::")
-                } else {
-                    format!("{base}::{}", path[..n].join("::"))
-                };
-                if modules.contains(&candidate) {
-                    found = Some(candidate);
+            for path in paths(&code[at + prefix.len()..]) {
+                // The longest prefix of the path that is a module.
+                let mut found = None;
+                for n in 1..=path.len() {
+                    let candidate = if base.is_empty() {
+                        path[..n].join("::")
+                    } else {
+                        format!("{base}::{}", path[..n].join("::"))
+                    };
+                    if modules.contains(&candidate) {
+                        found = Some(candidate);
+                    }
                 }
-            }
-            if let Some(m) = found {
-                out.push(m);
+                if let Some(m) = found {
+                    out.push(m);
+                }
             }
         }
     }
     out
+}
+
+/// The paths a `use` tree starting at `rest` names, braces expanded
+/// (`a::{b, c::{d, self}}` → `a::b`, `a::c::d`, `a::c`), each as segments.
+fn paths(rest: &str) -> Vec<Vec<String>> {
+    let head: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    let mut segments: Vec<String> = head
+        .split("::")
+        .filter(|s| !s.is_empty() && *s != "self")
+        .map(str::to_owned)
+        .collect();
+    let after = &rest[head.len()..];
+    if !(head.is_empty() || head.ends_with("::")) || !after.starts_with('{') {
+        return vec![segments];
+    }
+    // The group up to its matching brace, split at its top-level commas.
+    let mut depth = 0;
+    let mut items = Vec::new();
+    let mut start = 1;
+    for (i, c) in after.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    items.push(&after[start..i]);
+                    break;
+                }
+            }
+            ',' if depth == 1 => {
+                items.push(&after[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let mut out = vec![segments.clone()];
+    for item in items {
+        for tail in paths(item.trim()) {
+            let mut full = segments.clone();
+            full.extend(tail);
+            out.push(full);
+        }
+    }
+    segments.clear();
+    out
+}
+
+#[test]
+fn use_groups_are_read_as_the_paths_they_name() {
+    let got: Vec<String> = paths("{Engine, Job, attachments::{self, x}, skipped};")
+        .into_iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "",
+            "Engine",
+            "Job",
+            "attachments",
+            "attachments",
+            "attachments::x",
+            "skipped"
+        ]
+    );
+    let got: Vec<String> = paths("engine::gate::{self, Gates};")
+        .into_iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(got, ["engine::gate", "engine::gate", "engine::gate::Gates"]);
 }
 
 #[test]

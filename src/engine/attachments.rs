@@ -10,44 +10,16 @@
 
 use std::collections::BTreeSet;
 
+use super::read::{self, companion_ids, note_companions};
 use super::{Engine, Known};
 use crate::engine::audit::AuditSink;
 use crate::engine::planned::Plan;
-use crate::engine::registry::{FetchFailure, Fetched, ImageRef, Registry, RegistryError};
+use crate::engine::registry::{ImageRef, Registry, RegistryError};
 use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, EntryClass};
-use crate::oci::companion::companion_tags;
 use crate::oci::digest::Digest;
 use crate::oci::names::RepositoryName;
-
-/// The ids to read to learn which companion tags of `subjects` exist.
-pub(super) fn companion_ids(subjects: &[Digest]) -> Vec<ImageRef> {
-    subjects
-        .iter()
-        .flat_map(|s| companion_tags(s).into_iter().map(|(_, t)| ImageRef::Tag(t)))
-        .collect()
-}
-
-/// Records, for each of `subjects` whose companion tags were all read in
-/// `fetched`, which exist. A tag the registry could not serve (archived,
-/// any failure but "not found") counts as existing: something is there.
-pub(super) fn note_companions(view: &mut RepositoryView, subjects: &[Digest], fetched: &Fetched) {
-    for subject in subjects {
-        let mut found = Vec::new();
-        let mut complete = true;
-        for (companion, tag) in companion_tags(subject) {
-            match fetched.iter().find(|(id, _)| *id == ImageRef::Tag(tag.clone())) {
-                None => complete = false,
-                Some((_, Err(FetchFailure::NotFound))) => {}
-                Some(_) => found.push((companion, tag)),
-            }
-        }
-        if complete {
-            view.set_companion_tags(subject, found);
-        }
-    }
-}
 
 /// The manifests whose evidence the plan waits on: those it kept as
 /// `attachments_unknown` or `usage_unknown` and, when the index is one,
@@ -122,7 +94,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             note_companions(view, &unread, &fetched);
             for (id, result) in &fetched {
                 if let (ImageRef::Tag(t), Ok(m)) = (id, result) {
-                    super::read::note(view, known, m, Some(t));
+                    read::note(view, known, m, Some(t));
                 }
             }
         }

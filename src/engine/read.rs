@@ -16,17 +16,18 @@ use std::collections::BTreeSet;
 use super::Known;
 use crate::engine::audit::Outcome;
 use crate::engine::plan::remediation_target;
-use crate::engine::registry::{FetchFailure, ImageRef, Registry, RegistryError};
+use crate::engine::registry::{FetchFailure, Fetched, ImageRef, Registry, RegistryError};
 use crate::engine::skip::SkipCode;
 use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify, classify_manifest};
+use crate::oci::companion::companion_tags;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Policy};
 
-use super::{Engine, Job, attachments, skipped};
+use super::{Engine, Job, skipped};
 
 /// What the planner gets.
 #[derive(Debug)]
@@ -90,6 +91,34 @@ fn asked_for(
             format!("the registry could not serve the image: {e}"),
         ),
     }))
+}
+
+/// The ids to read to learn which companion tags of `subjects` exist.
+pub(super) fn companion_ids(subjects: &[Digest]) -> Vec<ImageRef> {
+    subjects
+        .iter()
+        .flat_map(|s| companion_tags(s).into_iter().map(|(_, t)| ImageRef::Tag(t)))
+        .collect()
+}
+
+/// Records, for each of `subjects` whose companion tags were all read in
+/// `fetched`, which exist. A tag the registry could not serve (archived,
+/// any failure but "not found") counts as existing: something is there.
+pub(super) fn note_companions(view: &mut RepositoryView, subjects: &[Digest], fetched: &Fetched) {
+    for subject in subjects {
+        let mut found = Vec::new();
+        let mut complete = true;
+        for (companion, tag) in companion_tags(subject) {
+            match fetched.iter().find(|(id, _)| *id == ImageRef::Tag(tag.clone())) {
+                None => complete = false,
+                Some((_, Err(FetchFailure::NotFound))) => {}
+                Some(_) => found.push((companion, tag)),
+            }
+        }
+        if complete {
+            view.set_companion_tags(subject, found);
+        }
+    }
 }
 
 /// Records a manifest the registry served (under `tag`, when read by tag).
@@ -204,10 +233,10 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             }
         }
         let companions: Vec<Digest> = companions.into_iter().collect();
-        second.extend(attachments::companion_ids(&companions));
+        second.extend(companion_ids(&companions));
         if !second.is_empty() {
             let fetched = self.retry(|| self.registry.get_images(repo, &second)).await?;
-            attachments::note_companions(&mut view, &companions, &fetched);
+            note_companions(&mut view, &companions, &fetched);
             for (id, result) in fetched {
                 match (id, result) {
                     (ImageRef::Digest(d), Ok(m)) if m.digest() == &d => note(&mut view, &mut known, &m, None),
@@ -268,11 +297,11 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
         // The candidate, and its companion tags (it is read to be deleted).
         let own = [job.digest.clone()];
         let mut ids = vec![ImageRef::Digest(job.digest.clone())];
-        ids.extend(attachments::companion_ids(&own));
+        ids.extend(companion_ids(&own));
         let fetched = self.retry(|| self.registry.get_images(repo, &ids)).await?;
         let mut view = RepositoryView::new();
         let mut known = Known::new();
-        attachments::note_companions(&mut view, &own, &fetched);
+        note_companions(&mut view, &own, &fetched);
         let mut first = fetched.into_iter();
         let candidate = match asked_for(first.next().map(|(_, r)| r), &job.digest)? {
             Ok(m) => m,
@@ -299,7 +328,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            children.extend(attachments::companion_ids(&attestations));
+            children.extend(companion_ids(&attestations));
             // A strip leaves the index's stripped copy under the tag: its
             // digest is computed (from the entries as listed), and whether it
             // exists read in this call, so that `DescribeImages` (which fails
@@ -308,7 +337,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             children.extend(copy.iter().map(|c| ImageRef::Digest(c.digest().clone())));
             if !children.is_empty() {
                 let fetched = self.retry(|| self.registry.get_images(repo, &children)).await?;
-                attachments::note_companions(&mut view, &attestations, &fetched);
+                note_companions(&mut view, &attestations, &fetched);
                 for (id, result) in fetched {
                     if let (ImageRef::Digest(d), Ok(m)) = (id, result)
                         && m.digest() == &d
