@@ -25,6 +25,16 @@ fn defaults() {
 }
 
 #[test]
+fn the_example_files_default_section_is_the_built_in_default() {
+    // Its header says the values shown are the built-in defaults.
+    let text = include_str!("../../../policy.example.toml");
+    let set = PolicySet::from_toml(text)
+        .and_then(|p| p.with_organizational_units(&OrganizationalUnits::default()))
+        .unwrap();
+    assert_eq!(set.default, Policy::default());
+}
+
+#[test]
 fn the_example_file_loads_as_is_and_its_commented_unit_rule_once_uncommented() {
     let text = include_str!("../../../policy.example.toml");
     // As shipped: with no organisational units listed, as a new user has it.
