@@ -62,6 +62,7 @@ pub mod retry;
 pub mod signing;
 pub mod skip;
 pub mod sweep;
+pub mod undo;
 pub mod usage;
 pub mod view;
 
@@ -98,6 +99,10 @@ pub enum Purpose {
         /// Indexes pushed more recently than this are left alone.
         min_age_s: u64,
     },
+    /// Put the job's tag back on the index an earlier promotion kept under
+    /// its keep tag, on the operator's explicit request (`undo`): see
+    /// [`undo`]. Never requested through a queue.
+    Undo,
 }
 
 /// One image to handle.
@@ -230,6 +235,18 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                     Err(e) => Outcome::Failed((&e).into()),
                 }
             }
+            // An undo is what an opted-out repository needs: the service
+            // will not move the tag off the index again.
+            Ok(Resolved::OptedOut { .. }) if job.purpose == Purpose::Undo => {
+                let mut policy = selected.policy.clone();
+                policy.mode = Mode::Observe;
+                summary.source = format!("{}; the repository is opted out", summary.source);
+                record.policy = Some(summary);
+                match self.run(&policy, job, &mut record).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Outcome::Failed((&e).into()),
+                }
+            }
             Ok(left_alone) => {
                 let code = match left_alone {
                     Resolved::Invalid { .. } => SkipCode::InvalidRepositoryTag,
@@ -256,6 +273,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         match job.purpose {
             Purpose::Cleanup { min_age_s } => return self.run_cleanup(policy, job, min_age_s, false, record).await,
             Purpose::Retire { min_age_s } => return self.run_cleanup(policy, job, min_age_s, true, record).await,
+            Purpose::Undo => return self.run_undo(policy, job, record).await,
             Purpose::Remediate => {}
         }
         let mut pushed_tag_immutable = false;
@@ -437,6 +455,82 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             record.actions.push(r);
         }
         Ok(Outcome::Planned)
+    }
+
+    /// The undo line: read the tag and its keep tags (one `BatchGetImage`),
+    /// plan, and apply the one move like any write.
+    async fn run_undo(
+        &self,
+        policy: &crate::policy::Policy,
+        job: &Job,
+        record: &mut AuditRecord,
+    ) -> Result<Outcome, RegistryError> {
+        let Some(tag) = &job.tag else {
+            return Ok(skipped(SkipCode::Untagged, "an undo names the tag to put back"));
+        };
+        let tried = policy.keep_tags_for(tag);
+        let mut ids = vec![registry::ImageRef::Tag(tag.clone())];
+        ids.extend(tried.iter().cloned().map(registry::ImageRef::Tag));
+        let fetched = self.retry(|| self.registry.get_images(&job.repository, &ids)).await?;
+        let mut view = view::RepositoryView::new();
+        let mut known = Known::new();
+        let mut now = None;
+        let mut kept = Vec::new();
+        for (id, result) in fetched {
+            // A tag whose holder cannot be served (archived) is not usable.
+            let (registry::ImageRef::Tag(t), Ok(m)) = (id, result) else {
+                continue;
+            };
+            read::note(&mut view, &mut known, &m, Some(&t));
+            if t == *tag {
+                now = Some(m.digest().clone());
+            } else if m.media_type().is_index() {
+                kept.push((t, m));
+            }
+        }
+        let the_plan = undo::plan_undo(&undo::UndoInput {
+            tag,
+            now: now.as_ref(),
+            kept: &kept,
+            tried: &tried,
+            policy,
+        });
+        record.skipped = the_plan.skipped.clone();
+        record.notes = the_plan.notes.clone();
+        if let Some(reason) = the_plan.halted() {
+            return Ok(skipped(reason.code(), reason.to_string()));
+        }
+        let Some(Action::MoveTag { to, .. }) = the_plan.actions.first() else {
+            return Ok(Outcome::Noop);
+        };
+        let Some((_, index)) = kept.iter().find(|(_, m)| m.digest() == to) else {
+            return Ok(skipped(SkipCode::Inconsistent, "the planned index was not read"));
+        };
+        record.index_digest = Some(index.digest().to_string());
+        let snapshot = read::Snapshot {
+            index: index.clone(),
+            classification: crate::oci::classify::classify(index),
+            view,
+            known,
+            stale_holder: None,
+            pushed_at_ms: None,
+        };
+        let gates = gate::Gates {
+            policy,
+            now_ms: audit::now_ms(),
+            tag_arrived_ms: None,
+        };
+        if the_plan.dry_run {
+            return self.dry_run(job, record, &the_plan, &snapshot, gates).await;
+        }
+        match self.apply(job, &the_plan, &snapshot, gates, record).await {
+            Applied::Done => Ok(overall(&record.actions)),
+            Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
+            Applied::PushedTagImmutable => Ok(skipped(
+                SkipCode::Conflict,
+                format!("{tag} is immutable in this repository: it cannot be moved back"),
+            )),
+        }
     }
 
     /// Runs `call` with this engine's retries (see [`retry::retrying`]).

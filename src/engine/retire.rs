@@ -34,10 +34,20 @@ use crate::engine::planned::Plan;
 use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
-use crate::oci::classify::{ClassifiedEntry, EntryClass};
+use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
+use crate::oci::manifest::RawManifest;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Provenance};
+
+/// Whether `holder` is what a remediation of `index` makes its pushed tag
+/// name: one of its runnable images (a promotion) or its stripped copy (a
+/// strip). The evidence that an index was kept by this service (retirement)
+/// and that its tag has not moved on since (undo).
+pub fn made_by_remediation(index: &RawManifest, classification: &Classification, holder: &Digest) -> bool {
+    runnables(classification).iter().any(|e| e.digest() == holder)
+        || stripped(index, classification).is_ok_and(|s| s.digest() == holder)
+}
 
 /// Plans the retirement of one kept index: its deletion (with its keep
 /// tags) and what follows from it, or a halt saying why not.
@@ -87,14 +97,10 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     // The shape of a tag is no evidence: only an index whose pushed tag now
     // names what its remediation made (one of its runnable images, or its
     // stripped copy) was kept by this service.
-    let stripped_copy = stripped(manifest, classification).ok().map(|s| s.digest().clone());
-    let made_by_remediation = |holder: &Digest| {
-        runnables(classification).iter().any(|e| e.digest() == holder) || stripped_copy.as_ref() == Some(holder)
-    };
     let kept_by_us = keep_tags
         .iter()
         .flat_map(|k| policy.kept_for(k))
-        .any(|pushed| view.tag_target(&pushed).is_some_and(made_by_remediation));
+        .any(|pushed| view.tag_target(&pushed).is_some_and(|h| made_by_remediation(manifest, classification, h)));
     if !kept_by_us {
         return p.halt(SkipReason::NotKeptByUs { tags: keep_tags });
     }

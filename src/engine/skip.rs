@@ -142,6 +142,12 @@ crate::vocabulary::vocabulary! {
         /// service kept it (the pushed tag does not point at its image or
         /// stripped copy): a user's own index, never retired.
         NotKeptByUs = "not_kept_by_us",
+        /// Undo: the tag no longer names what a remediation of the kept index made.
+        MovedOn = "moved_on",
+        /// Undo: no index is kept under any keep tag of the tag.
+        NoKeptIndex = "no_kept_index",
+        /// Undo: the repository's policy would remediate the tag again at once.
+        WouldRemediateAgain = "would_remediate_again",
         /// Freed by retiring its index, but `delete_orphans` is off: left in place.
         OrphansKept = "orphans_kept",
         /// The plan's own actions could not be replayed on the view (a bug or a racing change).
@@ -396,6 +402,26 @@ pub enum SkipReason {
     },
     /// Freed by retiring its index, but `delete_orphans` is off: left in place.
     OrphansKept,
+    /// Undo: the tag has moved on since the promotion (it names something
+    /// no remediation of the kept index made): it is not moved back.
+    MovedOn {
+        /// The tag.
+        tag: ImageTag,
+        /// What it names now (`None`: it does not exist).
+        now: Option<Digest>,
+    },
+    /// Undo: none of the keep tags the tag could have been kept under holds an index.
+    NoKeptIndex {
+        /// The keep tags looked at.
+        tried: Vec<ImageTag>,
+    },
+    /// Undo: the repository's policy (its mode, after its
+    /// `ecr-remediator:mode` tag) would move the tag off the index again on
+    /// the push event the undo itself causes.
+    WouldRemediateAgain {
+        /// The mode that would.
+        mode: crate::policy::Mode,
+    },
     /// The plan's own actions could not be replayed on the view (a bug or a racing change).
     Conflict {
         /// Why.
@@ -454,6 +480,9 @@ impl SkipReason {
             SkipReason::NotKept => SkipCode::NotKept,
             SkipReason::NotKeptByUs { .. } => SkipCode::NotKeptByUs,
             SkipReason::OrphansKept => SkipCode::OrphansKept,
+            SkipReason::MovedOn { .. } => SkipCode::MovedOn,
+            SkipReason::NoKeptIndex { .. } => SkipCode::NoKeptIndex,
+            SkipReason::WouldRemediateAgain { .. } => SkipCode::WouldRemediateAgain,
             SkipReason::Conflict { .. } => SkipCode::Conflict,
         }
     }
@@ -625,6 +654,21 @@ impl fmt::Display for SkipReason {
                     "no index lists it any more, but delete_orphans is off: left in place"
                 )
             }
+            SkipReason::MovedOn { tag, now: Some(d) } => write!(
+                f,
+                "{tag} has moved on since the promotion: it names {d}, which no remediation of the kept index made; \
+                 not moved back"
+            ),
+            SkipReason::MovedOn { tag, now: None } => write!(f, "{tag} does not exist: nothing to put back"),
+            SkipReason::NoKeptIndex { tried } => {
+                let t: Vec<&str> = tried.iter().map(ImageTag::as_str).collect();
+                write!(f, "no index is kept under {}: nothing to put back", t.join(" or "))
+            }
+            SkipReason::WouldRemediateAgain { mode } => write!(
+                f,
+                "this repository's policy ({mode} mode) would move the tag off the index again: tag the repository \
+                 ecr-remediator:mode=tag (or off) first"
+            ),
             SkipReason::Conflict { error } => write!(f, "state conflict: {error}"),
         }
     }

@@ -220,6 +220,15 @@ impl Policy {
             .chain(&self.keep_tag_history)
     }
 
+    /// The keep tags `tag` could have been kept under: rendered with the
+    /// current, default and earlier keep-tag templates (`v1` → `v1-index`).
+    pub fn keep_tags_for(&self, tag: &ImageTag) -> Vec<ImageTag> {
+        let mut out: Vec<ImageTag> = self.keep_templates().filter_map(|t| t.render(tag, None).ok()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The pushed tags `tag` could be the keep tag of, under the current,
     /// default or earlier keep-tag templates (`v1-index` → `v1`). A tag of
     /// that shape is not evidence that the service kept anything: retiring

@@ -158,6 +158,10 @@ impl Request {
         let work = match (job.purpose, &job.tag) {
             (Purpose::Remediate, Some(tag)) => Work::Remediate { tag: tag.clone() },
             (Purpose::Cleanup { min_age_s } | Purpose::Retire { min_age_s }, _) => Work::Cleanup { min_age_s },
+            // Never through a queue either: a cleanup keeps every tagged index.
+            (Purpose::Undo, _) => Work::Cleanup {
+                min_age_s: crate::engine::cleanup::DEFAULT_MIN_AGE_S,
+            },
             // A remediation needs its tag; without one there is nothing the
             // per-push path would do but leave it, which a cleanup does too.
             (Purpose::Remediate, None) => Work::Cleanup {

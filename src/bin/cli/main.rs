@@ -10,6 +10,7 @@ mod remediate;
 mod report;
 mod serve;
 mod sweep;
+mod undo;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +60,16 @@ enum Command {
     /// when the handling failed, or when the image or tag does not exist or
     /// no longer points where it was named.
     Remediate(remediate::RemediateArgs),
+    /// Undo a promotion: put the tag back on the index kept under its keep tag.
+    ///
+    /// The index goes back under the tag by its exact bytes (same digest, so
+    /// signatures made on it still match); the keep tag stays. Refused when
+    /// the tag has moved on since (a newer push), when no index is kept, or
+    /// when the repository's policy would promote it again (tag the
+    /// repository `ecr-remediator:mode=tag` or `off` first). `--dry-run`
+    /// shows the move; an audit record says what was done. Exit status 1
+    /// when nothing was put back.
+    Undo(undo::UndoArgs),
     /// Reconcile the registry: handle every tagged index the policy would still change.
     ///
     /// Lists each selected repository once, then handles each tagged index
@@ -101,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Remediate(args) => run_async(remediate::run(args, cli.aws)),
+        Command::Undo(args) => run_async(undo::run(args, cli.aws)),
         Command::Sweep(args) => run_async(sweep::run(args, cli.aws)),
         Command::Audit(args) => run_async(audit::run(args, cli.aws)),
         Command::Serve {
