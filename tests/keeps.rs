@@ -880,3 +880,59 @@ async fn a_signature_pushed_during_the_workload_scan_keeps_the_index() {
         "the record says what kept it, right before deleting: {r}"
     );
 }
+
+/// Issue 34, item 9: `undo` puts the tag back on the kept index by its
+/// exact bytes (the same digest), says what it would do first, refuses
+/// while the repository would be promoted again, and when the tag has
+/// moved on since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_puts_the_tag_back_on_the_kept_index_by_its_exact_bytes() {
+    let repo = unique("undo");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], "undo");
+    let r = remediate(&repo, &p.index, "v1", &["--mode", "promote"], &[]);
+    assert_eq!(r["outcome"], "remediated", "{r}");
+    assert_eq!(tags(&repo).await["v1"], p.runnable());
+    let undo = |extra: &[&str]| {
+        let mut args = vec!["undo", "--repository", &repo, "--image-tag", "v1", "--output", "json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&args, &[]);
+        let record: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+        (code, record, err)
+    };
+
+    // The repository would be promoted again: refused, nothing changed.
+    let (code, record, err) = undo(&[]);
+    assert_eq!(code, 1, "{record}\n{err}");
+    assert_eq!(record["code"], "would_remediate_again", "{record}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(tags(&repo).await["v1"], p.runnable());
+
+    // Opted out: the dry run shows the move and writes nothing.
+    tag_repository(&repo, "ecr-remediator:mode", "off");
+    let (code, record, err) = undo(&["--dry-run"]);
+    assert_eq!(code, 0, "{record}\n{err}");
+    assert_eq!(record["actions"][0]["action"], "move_tag", "{record}");
+    assert_eq!(record["actions"][0]["outcome"], "planned", "{record}");
+    assert_eq!(tags(&repo).await["v1"], p.runnable(), "a dry run writes nothing");
+
+    // For real: the same digest as pushed, the keep tag still there.
+    let (code, record, err) = undo(&[]);
+    assert_eq!(code, 0, "{record}\n{err}");
+    assert_eq!(record["outcome"], "remediated", "{record}");
+    assert_eq!(record["index_digest"], p.index.as_str(), "{record}");
+    let t = tags(&repo).await;
+    assert_eq!(t["v1"], p.index, "the tag names the original index digest again");
+    assert_eq!(t["v1-index"], p.index);
+    // Again: nothing to undo.
+    let (code, record, _) = undo(&[]);
+    assert_eq!(code, 0, "{record}");
+    assert_eq!(record["outcome"], "noop", "{record}");
+
+    // A newer push moved the tag on: never moved back.
+    let newer = push_buildx(&repo, "v1", &["linux/arm64"], "undo-newer");
+    let (code, record, err) = undo(&[]);
+    assert_eq!(code, 1, "{record}\n{err}");
+    assert_eq!(record["code"], "moved_on", "{record}");
+    assert_eq!(tags(&repo).await["v1"], newer.index);
+}

@@ -35,8 +35,8 @@ use crate::engine::provenance::{Coverage, referrer_copies};
 use crate::engine::skip::SkipReason;
 use crate::engine::view::RepositoryView;
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
-use crate::oci::manifest::RawManifest;
 use crate::oci::digest::Digest;
+use crate::oci::manifest::RawManifest;
 use crate::oci::names::ImageTag;
 use crate::policy::{Mode, Provenance};
 
@@ -97,10 +97,10 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     // The shape of a tag is no evidence: only an index whose pushed tag now
     // names what its remediation made (one of its runnable images, or its
     // stripped copy) was kept by this service.
-    let kept_by_us = keep_tags
-        .iter()
-        .flat_map(|k| policy.kept_for(k))
-        .any(|pushed| view.tag_target(&pushed).is_some_and(|h| made_by_remediation(manifest, classification, h)));
+    let kept_by_us = keep_tags.iter().flat_map(|k| policy.kept_for(k)).any(|pushed| {
+        view.tag_target(&pushed)
+            .is_some_and(|h| made_by_remediation(manifest, classification, h))
+    });
     if !kept_by_us {
         return p.halt(SkipReason::NotKeptByUs { tags: keep_tags });
     }

@@ -59,8 +59,9 @@ pub fn plan_undo(input: &UndoInput<'_>) -> Plan {
     }
     for (keep_tag, index) in kept {
         if index.digest() == now {
-            p.notes
-                .push(format!("{tag} already names the index kept under {keep_tag}: nothing to undo"));
+            p.notes.push(format!(
+                "{tag} already names the index kept under {keep_tag}: nothing to undo"
+            ));
             return p;
         }
         if made_by_remediation(index, &classify(index), now) {
