@@ -781,3 +781,58 @@ async fn an_sso_profile_with_a_cached_token_reaches_the_registry() {
     let (_, summary) = sweep_json(&stdout);
     assert_eq!(summary["account"], ACCOUNT, "{summary}");
 }
+
+/// Issue 34, item 8: a principal not on the registry's pull-time update
+/// exclusion list is told, in one line with the fix, that what its run reads
+/// counts as pulled (and so is kept from deletion); one on the list is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_whose_reads_count_as_pulls_is_told_how_to_stop_it() {
+    let repo = unique("pull-exclusion");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], &repo);
+    let user = repo.replace('/', "-");
+    let keys: Value = serde_json::from_str(
+        python_script(&format!(
+            "import boto3, json\n\
+             iam = boto3.client('iam')\n\
+             iam.create_user(UserName='{user}')\n\
+             k = iam.create_access_key(UserName='{user}')['AccessKey']\n\
+             print(json.dumps({{'id': k['AccessKeyId'], 'secret': k['SecretAccessKey']}}))"
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let run = |id: &str, secret: &str| {
+        let out = cli(&["sweep", "--repository", &repo, "--dry-run", "--output", "json"])
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The test user is on the list (as the stack's role is): no note.
+    let err = run("testing", "testing");
+    assert!(!err.contains("pull-time update exclusion"), "{err}");
+    // Another user is not: told once, with the command that fixes it.
+    let err = run(keys["id"].as_str().unwrap(), keys["secret"].as_str().unwrap());
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("pull-time update exclusion list"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(
+        notes[0].contains(&format!(
+            "aws ecr register-pull-time-update-exclusion --principal-arn arn:aws:iam::{ACCOUNT}:user/{user}"
+        )),
+        "{err}"
+    );
+    // And it is so: that user's read made the index recently pulled.
+    let pulled = python_script(&format!(
+        "import boto3\n\
+         d = boto3.client('ecr').describe_images(repositoryName='{repo}', imageIds=[{{'imageDigest': '{}'}}])\n\
+         print('lastRecordedPullTime' in d['imageDetails'][0])",
+        p.index
+    ));
+    assert_eq!(pulled.trim(), "True", "the read counted as a pull");
+}

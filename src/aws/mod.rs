@@ -22,6 +22,7 @@ pub mod ecr;
 pub mod logs;
 pub mod members;
 pub mod preflight;
+pub mod pull_exclusion;
 pub mod sqs;
 pub mod ssm;
 pub mod tag_cache;

@@ -124,9 +124,18 @@ pub async fn profile_exists(profile: &str) -> Result<bool, ConfigProblem> {
     Ok(set.get_profile(profile).is_some())
 }
 
-/// Checks that `sdk`, made from `overrides`, can reach AWS; the caller's
-/// account when it can.
-pub async fn check(sdk: &aws_config::SdkConfig, overrides: &AwsOverrides) -> Result<AccountId, ConfigProblem> {
+/// Who the configuration acts as: STS `GetCallerIdentity`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The account.
+    pub account: AccountId,
+    /// The caller's ARN (a user, a role's session, …).
+    pub arn: String,
+}
+
+/// Checks that `sdk`, made from `overrides`, can reach AWS; the caller when
+/// it can.
+pub async fn check(sdk: &aws_config::SdkConfig, overrides: &AwsOverrides) -> Result<Caller, ConfigProblem> {
     if let Some(profile) = selected_profile(overrides)
         && !profile_exists(&profile).await?
     {
@@ -201,9 +210,13 @@ pub async fn check(sdk: &aws_config::SdkConfig, overrides: &AwsOverrides) -> Res
             },
         })?;
     let account = reply.account().unwrap_or_default();
-    AccountId::parse(account).map_err(|_| ConfigProblem::Refused {
+    let account = AccountId::parse(account).map_err(|_| ConfigProblem::Refused {
         code: "InvalidResponse".to_owned(),
         message: format!("GetCallerIdentity returned the account {account:?}"),
+    })?;
+    Ok(Caller {
+        account,
+        arn: reply.arn().unwrap_or_default().to_owned(),
     })
 }
 

@@ -844,3 +844,10 @@ def test_sso_role_credentials_need_an_issued_token(client_factory: Any, control:
     with pytest.raises(ClientError) as other_role:
         sso.get_role_credentials(roleName="Admin", accountId="123456789012", accessToken=token)
     assert other_role.value.response["Error"]["Code"] == "ForbiddenException"
+
+
+def test_an_iam_user_is_named_by_its_iam_arn(client_factory: Any) -> None:
+    """GetCallerIdentity names an IAM user ``arn:aws:iam::ACCOUNT:user/NAME`` (STS API reference,
+    GetCallerIdentity): the form the pull-time update exclusion list holds."""
+    arn = client_factory("sts").get_caller_identity()["Arn"]
+    assert arn.startswith("arn:aws:iam::") or ":assumed-role/" in arn, arn

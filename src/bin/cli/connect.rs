@@ -34,8 +34,25 @@ impl AwsArgs {
 pub(crate) async fn connect(args: &AwsArgs, max_attempts: u32) -> anyhow::Result<(aws_config::SdkConfig, AccountId)> {
     let overrides = args.overrides();
     let sdk = ecr_remediator::aws::load_config_with(max_attempts, &overrides).await;
-    let account = check(&sdk, &overrides).await?;
-    Ok((sdk, account))
+    let caller = check(&sdk, &overrides).await?;
+    Ok((sdk, caller.account))
+}
+
+/// Like [`connect`], for a command that reads images: says in one line on
+/// stderr when the caller's reads count as pulls (it is not on the
+/// registry's pull-time update exclusion list), which keeps what it reads
+/// from deletion for `keep_if_pulled_within`.
+pub(crate) async fn connect_to_read(
+    args: &AwsArgs,
+    max_attempts: u32,
+) -> anyhow::Result<(aws_config::SdkConfig, AccountId)> {
+    let overrides = args.overrides();
+    let sdk = ecr_remediator::aws::load_config_with(max_attempts, &overrides).await;
+    let caller = check(&sdk, &overrides).await?;
+    if let Some(note) = ecr_remediator::aws::pull_exclusion::note(&sdk, &caller.arn).await {
+        eprintln!("{note}");
+    }
+    Ok((sdk, caller.account))
 }
 
 /// With `--stack`: the audit records go to the stack's audit bus and are

@@ -44,7 +44,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
         (None, None) => anyhow::bail!("give --image-tag, --image-digest or both"),
     };
     let mut config = args.policy.config()?;
-    let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
+    let (sdk, account) = crate::connect::connect_to_read(&aws, config.max_attempts).await?;
     // Records name the account and region the image is in.
     config.account_id.get_or_insert(account);
     crate::connect::use_stack(&sdk, &mut config, args.policy.stack.as_deref()).await?;

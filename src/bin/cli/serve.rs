@@ -16,7 +16,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitCode> {
     init(LogFormat::Json);
     let mut config = flags.config()?;
-    let (sdk, _) = crate::connect::connect(&aws, config.max_attempts).await?;
+    let (sdk, _) = crate::connect::connect_to_read(&aws, config.max_attempts).await?;
     crate::connect::use_stack(&sdk, &mut config, flags.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);
     ecr_remediator::aws::attach_live_policy(&mut handler, &sdk, &config, Some(flags.overlay())).await?;

@@ -117,7 +117,7 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
         );
         config.put_tps = tps;
     }
-    let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
+    let (sdk, account) = crate::connect::connect_to_read(&aws, config.max_attempts).await?;
     config.account_id.get_or_insert(account);
     crate::connect::use_stack(&sdk, &mut config, flags.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);

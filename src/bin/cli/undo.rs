@@ -35,7 +35,7 @@ pub(crate) struct UndoArgs {
 pub(crate) async fn run(args: UndoArgs, aws: crate::connect::AwsArgs) -> anyhow::Result<ExitCode> {
     ecr_remediator::logging::init_text(crate::progress::Logs);
     let mut config = args.policy.config()?;
-    let (sdk, account) = crate::connect::connect(&aws, config.max_attempts).await?;
+    let (sdk, account) = crate::connect::connect_to_read(&aws, config.max_attempts).await?;
     config.account_id.get_or_insert(account);
     crate::connect::use_stack(&sdk, &mut config, args.policy.stack.as_deref()).await?;
     let mut handler = ecr_remediator::aws::handler_with(&sdk, &config);

@@ -184,6 +184,24 @@ def _lambda_operation(request: Request) -> str | None:
     return f"{request.method} functions/{m.group('rest') or ''}".rstrip("/")
 
 
+def patch_sts_caller_identity() -> None:
+    """moto names a caller whose credentials it did not issue ``arn:aws:sts::A:user/moto``; AWS
+    names an IAM user ``arn:aws:iam::A:user/NAME`` (STS API reference, GetCallerIdentity), and a
+    client that compares principals (the pull-time update exclusion list) must see that form."""
+    from moto.sts.models import STSBackend
+
+    if getattr(STSBackend.get_caller_identity, "_ecr_emulator", False):
+        return
+    original = STSBackend.get_caller_identity
+
+    def get_caller_identity(self: Any, access_key_id: str, region: str) -> tuple[str, str, str]:
+        user_id, arn, account = original(self, access_key_id, region)
+        return user_id, re.sub(r"^arn:(aws[a-z-]*):sts::(\d{12}):user/", r"arn:\1:iam::\2:user/", arn), account
+
+    get_caller_identity._ecr_emulator = True  # type: ignore[attr-defined]
+    STSBackend.get_caller_identity = get_caller_identity  # type: ignore[method-assign]
+
+
 class Emulator:
     """The WSGI application."""
 
@@ -201,6 +219,7 @@ class Emulator:
         #: login` caches them), each with the account and role it may reach.
         self.sso_tokens: dict[str, set[tuple[str, str]]] = {}
         patch_lambda(lambda: self.registry, self._lock)
+        patch_sts_caller_identity()
 
     # -- WSGI ---------------------------------------------------------------
 
