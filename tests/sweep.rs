@@ -836,3 +836,36 @@ async fn an_operator_whose_reads_count_as_pulls_is_told_how_to_stop_it() {
     ));
     assert_eq!(pulled.trim(), "True", "the read counted as a pull");
 }
+
+/// Issue 34, item 10: `inspect` reads from the registry what a tag or a
+/// digest names, and gives the same report as for a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reads_what_a_tag_or_digest_names_from_the_registry() {
+    let repo = unique("inspect");
+    create_repository(&repo, false);
+    let p = push_buildx(&repo, "v1", &["linux/arm64"], &repo);
+    let inspect = |args: &[&str]| {
+        let mut all = vec!["inspect", "--repository", &repo];
+        all.extend_from_slice(args);
+        let out = cli(&all).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = inspect(&["--image-tag", "v1"]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["digest"], p.index.as_str(), "{report}");
+    assert_eq!(report["kind"], "index", "{report}");
+    assert_eq!(report["lambda"]["verdict"], "no", "{report}");
+    let (code, out, err) = inspect(&["--image-digest", p.runnable(), "--platform", "linux/arm64"]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["lambda"]["verdict"], "yes", "{report}");
+    let (code, _, err) = inspect(&["--image-tag", "nope"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{repo}:nope does not exist")), "{err}");
+}

@@ -1,8 +1,11 @@
-//! `ecr-remediator inspect`: classify a manifest file.
+//! `ecr-remediator inspect`: classify a manifest, from a file or the registry.
 
 use anyhow::Context;
+use ecr_remediator::aws::ecr::EcrRegistry;
+use ecr_remediator::engine::registry::{FetchFailure, ImageRef, Registry as _};
 use ecr_remediator::oci::inspect::InspectReport;
 use ecr_remediator::oci::manifest::{Platform, RawManifest};
+use ecr_remediator::oci::names::RepositoryName;
 
 /// The classification of `file` and Lambda's verdict on it, as JSON
 /// (`platform`: the image's, as its index entry names it).
@@ -22,6 +25,33 @@ pub(crate) fn run(
         .with_context(|| format!("{} is not a usable manifest", file.display()))?;
     let report = InspectReport::of(&manifest, platform);
     Ok(serde_json::to_string(&report)?)
+}
+
+/// The classification of what `repository` holds under `named` (a tag or a
+/// digest) and Lambda's verdict on it, as JSON: the same report as for a
+/// file, of the exact bytes ECR serves. One `BatchGetImage`.
+pub(crate) async fn run_registry(
+    repository: &RepositoryName,
+    named: ImageRef,
+    platform: Option<&Platform>,
+    aws: &crate::connect::AwsArgs,
+) -> anyhow::Result<String> {
+    let (sdk, _) = crate::connect::connect_to_read(aws, 3).await?;
+    let registry = EcrRegistry::new(ecr_remediator::aws::ecr_client(&sdk), 10.0, 10);
+    let what = match &named {
+        ImageRef::Tag(t) => format!("{repository}:{t}"),
+        ImageRef::Digest(d) => format!("{repository}@{d}"),
+    };
+    let fetched = registry
+        .get_images(repository, std::slice::from_ref(&named))
+        .await
+        .with_context(|| format!("cannot read {what}"))?;
+    let manifest = match fetched.into_iter().next().map(|(_, r)| r) {
+        Some(Ok(m)) => m,
+        Some(Err(FetchFailure::NotFound)) | None => anyhow::bail!("{what} does not exist"),
+        Some(Err(e)) => anyhow::bail!("{what} cannot be read: {e}"),
+    };
+    Ok(serde_json::to_string(&InspectReport::of(&manifest, platform))?)
 }
 
 /// `--platform os/arch[/variant]`, as an index entry would name it.

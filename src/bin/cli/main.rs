@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ecr_remediator::aws::sqs::ServeOptions;
+use ecr_remediator::engine::registry::ImageRef;
 
 use crate::flags::PolicyFlags;
 
@@ -40,8 +41,20 @@ enum Command {
     /// one-line error on stderr when the file is not a manifest this tool
     /// understands.
     Inspect {
-        /// The manifest file (exact bytes as the registry served them).
-        file: PathBuf,
+        /// The manifest file (exact bytes as the registry served them); or
+        /// name it in the registry with --repository and --image-tag or
+        /// --image-digest.
+        #[arg(required_unless_present = "repository", conflicts_with = "repository")]
+        file: Option<PathBuf>,
+        /// Read the manifest from this repository (with --image-tag or --image-digest).
+        #[arg(long, value_name = "NAME")]
+        repository: Option<ecr_remediator::oci::names::RepositoryName>,
+        /// The tag to read from --repository.
+        #[arg(long, value_name = "TAG", requires = "repository", conflicts_with = "image_digest")]
+        image_tag: Option<ecr_remediator::oci::names::ImageTag>,
+        /// The digest to read from --repository.
+        #[arg(long, value_name = "DIGEST", requires = "repository")]
+        image_digest: Option<ecr_remediator::oci::digest::Digest>,
         /// The media type the registry reported, when the document has no
         /// `mediaType` field (or to check it).
         #[arg(long, value_name = "MT")]
@@ -131,10 +144,36 @@ fn main() -> ExitCode {
             run_async(serve::run(options, policy, cli.aws))
         }
         Command::Inspect {
+            file: None,
+            repository: Some(repository),
+            image_tag,
+            image_digest,
+            platform,
+            ..
+        } => {
+            let named = match (image_tag, image_digest) {
+                (Some(t), _) => ImageRef::Tag(t),
+                (None, Some(d)) => ImageRef::Digest(d),
+                (None, None) => {
+                    eprintln!("error: with --repository, give --image-tag or --image-digest");
+                    return ExitCode::from(EXIT_INVALID_INPUT);
+                }
+            };
+            run_async(async move {
+                let json = inspect::run_registry(&repository, named, platform.as_ref(), &cli.aws).await?;
+                println!("{json}");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Inspect {
             file,
             media_type,
             platform,
-        } => match inspect::run(&file, media_type.as_deref(), platform.as_ref()) {
+            ..
+        } => match file
+            .ok_or_else(|| anyhow::anyhow!("give a manifest file, or --repository with --image-tag or --image-digest"))
+            .and_then(|file| inspect::run(&file, media_type.as_deref(), platform.as_ref()))
+        {
             Ok(json) => {
                 let mut out = std::io::stdout().lock();
                 match writeln!(out, "{json}") {

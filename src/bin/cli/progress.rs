@@ -21,6 +21,13 @@ pub(crate) fn line(template: &str, len: Option<u64>) -> ProgressBar {
     bar
 }
 
+/// Gives `bar` another template (the same one [`line`] takes).
+pub(crate) fn restyle(bar: &ProgressBar, template: &str) {
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+}
+
 /// Runs `f` with the progress lines cleared, then draws them again (for
 /// output that must not be cut by them).
 pub(crate) fn above<T>(f: impl FnOnce() -> T) -> T {

@@ -203,6 +203,11 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
 /// accounts' listings in memory.
 const ACCOUNT_CONCURRENCY: usize = 8;
 
+/// The progress line while repositories are still being listed (the total
+/// of images is not known yet: no time left is shown), and once they all are.
+const LISTING: &str = "{msg}  images {pos}/{len} so far (listing)";
+const LISTED: &str = "{msg}  images {pos}/{len}  ETA {eta}";
+
 /// The sweep's progress line (stderr, on a terminal only) and its per-image output.
 struct SweepProgress {
     line: ProgressBar,
@@ -213,7 +218,7 @@ struct SweepProgress {
 impl SweepProgress {
     fn new(draw: bool, json: bool) -> Self {
         let line = if draw {
-            progress::line("{msg}  images {pos}/{len}  ETA {eta}", Some(0))
+            progress::line(LISTING, Some(0))
         } else {
             ProgressBar::hidden()
         };
@@ -239,10 +244,14 @@ impl SweepProgress {
 
 impl Progress for SweepProgress {
     fn repository(&mut self, n: usize, total: usize, _name: &RepositoryName, images: usize) {
-        // Repositories are listed as the handling reaches them: the images
-        // count is of the repositories listed so far.
+        // Repositories are listed as the handling reaches them: until the
+        // last one is, the images count is of those listed so far, and no
+        // time left can be told.
         self.line.set_message(format!("repository {}/{total}", n + 1));
         self.line.inc_length(images as u64);
+        if n + 1 == total {
+            progress::restyle(&self.line, LISTED);
+        }
     }
 
     fn image(&mut self, record: &AuditRecord) {
