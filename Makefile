@@ -68,7 +68,8 @@ venv: $(VENV)/.installed ## Create the Python venv (emulator, pusher, test tools
 
 .PHONY: emulator
 emulator: venv ## Run the local ECR emulator in the foreground on 127.0.0.1:PORT (default 5000)
-	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator --port $(PORT)
+	PYTHONPATH=$(EMULATOR_DIR) $(VENV_PY) -m ecr_emulator --port $(PORT) \
+	  --pull-time-exclusion arn:aws:iam::123456789012:user/moto
 
 # Infrastructure tools live in their own venvs: aws-sam-cli and checkov pin
 # conflicting dependencies.

@@ -851,3 +851,39 @@ def test_an_iam_user_is_named_by_its_iam_arn(client_factory: Any) -> None:
     GetCallerIdentity): the form the pull-time update exclusion list holds."""
     arn = client_factory("sts").get_caller_identity()["Arn"]
     assert arn.startswith("arn:aws:iam::") or ":assumed-role/" in arn, arn
+
+
+@pytest.mark.emulator_only
+def test_reads_are_pulls_unless_the_reader_is_on_the_exclusion_list(
+    client_factory: Any, emulator: Any, ecr: Any, repo: str, salt: str
+) -> None:
+    """ECR records a read (BatchGetImage) as a pull in ``lastRecordedPullTime`` unless the reading
+    principal is on the registry's pull-time update exclusion list, which starts empty (ECR API
+    reference, RegisterPullTimeUpdateExclusion, ListPullTimeUpdateExclusions; ImageDetail). This
+    suite's emulator registers the test user at start, as the stack registers its function's role."""
+    import boto3
+
+    image_layout, image = single_image(salt)
+    push(ecr, repo, image_layout, ["v1"])
+    listed = ecr.list_pull_time_update_exclusions()["pullTimeUpdateExclusions"]
+    assert listed == ["arn:aws:iam::123456789012:user/moto"], listed
+
+    def pulled() -> bool:
+        detail = ecr.describe_images(repositoryName=repo, imageIds=[{"imageDigest": image}])["imageDetails"][0]
+        return "lastRecordedPullTime" in detail
+
+    ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageDigest": image}])
+    assert not pulled(), "the excluded test user's read is not a pull"
+    iam = client_factory("iam")
+    user = f"reader-{salt}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    other = boto3.client(
+        "ecr",
+        endpoint_url=emulator.url,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+    other.batch_get_image(repositoryName=repo, imageIds=[{"imageDigest": image}])
+    assert pulled(), "another user's read is a pull"

@@ -51,6 +51,9 @@ pub fn emulator() -> &'static Emulator {
     EMULATOR.get_or_init(|| {
         let mut child = Command::new(python())
             .args(["-m", "ecr_emulator", "--port", "0", "--exit-on-stdin-eof"])
+            // The test user's reads (the service's, here) are not pulls, as the
+            // stack registers its function's role: set up, not built in.
+            .args(["--pull-time-exclusion", &format!("arn:aws:iam::{ACCOUNT}:user/moto")])
             .env("PYTHONPATH", root().join("tests/emulator"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         help="accept image manifests whose config and layer blobs were never uploaded "
         "(ECR refuses them with LayersNotFoundException; useful for pushing bare manifests)",
     )
+    parser.add_argument(
+        "--pull-time-exclusion",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="an IAM principal on the pull-time update exclusion list from the start (repeatable): its reads "
+        "do not update lastRecordedPullTime, as for the stack's function role. ECR starts with an empty list",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     parser.add_argument(
         "--exit-on-stdin-eof",
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-    app = Emulator(check_layers=not args.no_layer_check)
+    app = Emulator(check_layers=not args.no_layer_check, pull_time_exclusions=tuple(args.pull_time_exclusion))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=RequestHandler)
 
     def stop(_signum: int, _frame: object) -> None:

@@ -205,8 +205,13 @@ def patch_sts_caller_identity() -> None:
 class Emulator:
     """The WSGI application."""
 
-    def __init__(self, check_layers: bool = True):
+    def __init__(self, check_layers: bool = True, pull_time_exclusions: tuple[str, ...] = ()):
         self.registry = Registry(check_layers=check_layers)
+        #: Principals on the pull-time update exclusion list from the start and after
+        #: every reset: the standing setup of the deployment under test (the stack
+        #: registers its function's role the same way).
+        self.standing_exclusions = pull_time_exclusions
+        self._register_standing_exclusions()
         self.faults = Faults()
         self.calls: Counter[str] = Counter()
         self.calls_by_repository: dict[str, Counter[str]] = {}
@@ -565,11 +570,17 @@ class Emulator:
                 log.warning("ECS %s: reply left as moto gave it: %s", operation, err)
         return Response(reply, status=status, headers=headers)
 
+    def _register_standing_exclusions(self) -> None:
+        for arn in self.standing_exclusions:
+            account = arn.split(":")[4]
+            self.registry.register_pull_time_update_exclusion(account, DEFAULT_REGION, {"principalArn": arn})
+
     def reset_ecr(self) -> None:
         """Forgets every repository, fault rule, call count and recorded event."""
         with self._lock:
             self.ecs.reset()
             self.registry = Registry(check_layers=self.registry.check_layers)
+            self._register_standing_exclusions()
             self.faults.clear()
             self.calls.clear()
             self.calls_by_repository.clear()

@@ -21,14 +21,21 @@ from typing import Any
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The principal the tests' ``testing`` keys act as (moto's default user).
+TEST_USER = "arn:aws:iam::123456789012:user/moto"
+
+
 class EmulatorProcess:
     """A private emulator on a free loopback port."""
 
-    def __init__(self, *args: str, ready_timeout: float = 60.0):
+    def __init__(self, *args: str, ready_timeout: float = 60.0, exclude_test_user: bool = True):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(PACKAGE_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        # The test user's reads (the service's, in these tests) are not pulls, as
+        # the stack's function role's are not: registered, not built in.
+        standing = ["--pull-time-exclusion", TEST_USER] if exclude_test_user else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ecr_emulator", "--port", "0", *args],
+            [sys.executable, "-m", "ecr_emulator", "--port", "0", *standing, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
