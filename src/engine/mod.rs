@@ -406,15 +406,11 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             now_ms: audit::now_ms(),
             tag_arrived_ms: None,
         };
-        if the_plan.dry_run {
-            return self.dry_run(job, record, &the_plan, &candidate, gates).await;
-        }
-        match self.apply(job, &the_plan, &candidate, gates, record).await {
-            Applied::Done => Ok(overall(&record.actions)),
-            // A plan of deletions has no writes, so no write precondition.
-            Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
-            Applied::PushedTagImmutable => Ok(skipped(SkipCode::Conflict, "unexpected tag write in a cleanup")),
-        }
+        // A plan of deletions has no writes, so no write precondition.
+        self.run_once(job, record, &the_plan, &candidate, gates, || {
+            "unexpected tag write in a cleanup".to_owned()
+        })
+        .await
     }
 
     /// A dry run: every action of the plan, exactly as the real run would
@@ -520,16 +516,32 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             now_ms: audit::now_ms(),
             tag_arrived_ms: None,
         };
+        self.run_once(job, record, &the_plan, &snapshot, gates, || {
+            format!("{tag} is immutable in this repository: it cannot be moved back")
+        })
+        .await
+    }
+
+    /// Takes a plan that is not planned again to its end: recorded as
+    /// `planned` in a dry run, else applied; a registry that changed before
+    /// the write (or refused to move an immutable tag, `immutable` says
+    /// how) ends it as skipped (`conflict`).
+    async fn run_once(
+        &self,
+        job: &Job,
+        record: &mut AuditRecord,
+        the_plan: &planned::Plan,
+        snapshot: &read::Snapshot,
+        gates: gate::Gates<'_>,
+        immutable: impl FnOnce() -> String,
+    ) -> Result<Outcome, RegistryError> {
         if the_plan.dry_run {
-            return self.dry_run(job, record, &the_plan, &snapshot, gates).await;
+            return self.dry_run(job, record, the_plan, snapshot, gates).await;
         }
-        match self.apply(job, &the_plan, &snapshot, gates, record).await {
+        match self.apply(job, the_plan, snapshot, gates, record).await {
             Applied::Done => Ok(overall(&record.actions)),
             Applied::Conflict(why) => Ok(skipped(SkipCode::Conflict, why)),
-            Applied::PushedTagImmutable => Ok(skipped(
-                SkipCode::Conflict,
-                format!("{tag} is immutable in this repository: it cannot be moved back"),
-            )),
+            Applied::PushedTagImmutable => Ok(skipped(SkipCode::Conflict, immutable())),
         }
     }
 
