@@ -298,3 +298,71 @@ async fn the_stack_names_the_log_group_and_errors_say_what_to_do() {
     assert_eq!(code, 1);
     assert!(err.contains("did not finish within 2 s"), "{err}");
 }
+
+/// Issue 36, item 4: a digest prefix two images share is refused whatever
+/// the limit and the subcommand, though the newest records (within the
+/// limit) are all about one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_digest_prefix_is_refused_before_the_limit() {
+    let group = format!("/test/{}", unique("audit-ambiguous"));
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk_config().await);
+    logs.create_log_group().log_group_name(&group).send().await.unwrap();
+    logs.create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name("s")
+        .send()
+        .await
+        .unwrap();
+    let (x, y) = (
+        format!("sha256:abcdef1{}", "0".repeat(57)),
+        format!("sha256:abcdef1{}", "1".repeat(57)),
+    );
+    let now = ecr_remediator::time::now_ms();
+    // X once, long ago; then Y 120 times, newer.
+    let events: Vec<_> = std::iter::once((now - 3_600_000, &x))
+        .chain((0..120).map(|i| (now - 60_000 + i, &y)))
+        .map(|(at, digest)| {
+            let message = serde_json::json!({
+                "version": "0", "source": "ecr-remediator", "detail-type": "ECR Remediation Record",
+                "detail": {"schema": "ecr-remediator/audit-record", "schema_version": 1, "repository": "team/app",
+                           "index_digest": digest, "outcome": "noop", "actions": [], "skipped": [], "notes": []}
+            });
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(at)
+                .message(message.to_string())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    logs.put_log_events()
+        .log_group_name(&group)
+        .log_stream_name("s")
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .unwrap();
+    for args in [
+        vec!["--log-group", &group, "--digest", "sha256:abcdef1"],
+        vec!["--log-group", &group, "--digest", "sha256:abcdef1", "--limit", "1"],
+        vec!["stats", "--log-group", &group, "--digest", "sha256:abcdef1"],
+        vec!["show", "sha256:abcdef1", "--log-group", &group],
+    ] {
+        let (code, out, err) = audit(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains("names more than one image"), "{args:?}: {err}");
+        assert!(err.contains(&x) && err.contains(&y), "{args:?}: {err}");
+    }
+    // A prefix only Y has is fine.
+    let (code, out, err) = audit(&[
+        "--log-group",
+        &group,
+        "--digest",
+        "sha256:abcdef11",
+        "--limit",
+        "1",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&out).len(), 1, "{out}");
+}

@@ -197,6 +197,25 @@ pub async fn run(args: AuditArgs, aws: crate::connect::AwsArgs) -> anyhow::Resul
     let insights = LogsInsights::from_config(&sdk);
     let mut spinner = Spinner::new(group.clone());
     let mut out = std::io::stdout().lock();
+    // A digest prefix must name one image in the whole window, whatever the
+    // limit and the subcommand: checked on every record it matches first.
+    if let Some(q) = filter.digest.as_ref().filter(|q| !q.is_whole()) {
+        let all = Take {
+            order: Order::NewestFirst,
+            limit: 0,
+        };
+        let matched = runner
+            .records(&insights, &group, window, &filter, all, &mut spinner)
+            .await;
+        spinner.clear();
+        let named = digests_matching(matched?.iter().map(|f| &f.record), q);
+        anyhow::ensure!(
+            named.len() <= 1,
+            "{} names more than one image in this window: {}; give more characters",
+            q.text(),
+            named.join(", ")
+        );
+    }
     if matches!(args.command, Some(AuditCommand::Stats)) {
         let rows = runner.stats(&insights, &group, window, &filter, &mut spinner).await;
         spinner.clear();
@@ -231,17 +250,6 @@ pub async fn run(args: AuditArgs, aws: crate::connect::AwsArgs) -> anyhow::Resul
         .records(&insights, &group, window, &filter, take, &mut spinner)
         .await;
     spinner.clear();
-    if let Some(q) = filter.digest.as_ref().filter(|q| !q.is_whole())
-        && let Ok(found) = &found
-    {
-        let named = digests_matching(found.iter().map(|f| &f.record), q);
-        anyhow::ensure!(
-            named.len() <= 1,
-            "{} names more than one image in this window: {}; give more characters",
-            q.text(),
-            named.join(", ")
-        );
-    }
     let found = if flags.all_records {
         found?
     } else {
