@@ -422,6 +422,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         let registry = member.as_deref().unwrap_or(&self.registry);
         let policies = self.policies_now().await;
         let mut record = self.engine(registry, &delivery, &policies).remediate(job).await;
+        if let Some(live) = &self.live_policy
+            && let Some(why) = live.stale().await
+        {
+            record.notes.push(format!("the policy may be stale: {why}"));
+        }
         self.follow_up(job, &mut record).await;
         let result = self.finish(record.clone(), delivery).await;
         (record, result)

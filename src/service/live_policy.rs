@@ -28,6 +28,11 @@ use crate::policy::{PolicyError, PolicySet};
 /// How long a policy read is used before the parameter is read again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(60);
 
+/// The longest a handling waits on a re-read of the policy (well inside any
+/// invocation's time): a store that does not answer by then leaves the last
+/// good policy in force, and the record says it may be stale.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(2);
+
 /// One version of the stored policy document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -73,6 +78,8 @@ struct Current {
     policies: Arc<PolicySet>,
     version: i64,
     read_at: Instant,
+    /// Why the last re-read did not give the store's current policy, if it did not.
+    stale: Option<String>,
 }
 
 /// A change every version read gets (the command line's overrides).
@@ -145,6 +152,7 @@ impl LivePolicy {
                 policies: Arc::new(policies),
                 version: stored.version,
                 read_at: Instant::now(),
+                stale: None,
             }),
         })
     }
@@ -158,9 +166,19 @@ impl LivePolicy {
             return current.policies.clone();
         }
         current.read_at = Instant::now();
-        match self.store.fetch().await {
+        let fetched = match tokio::time::timeout(REFRESH_WAIT, self.store.fetch()).await {
+            Ok(fetched) => fetched,
+            Err(_) => Err(format!("no answer within {} s", REFRESH_WAIT.as_secs())),
+        };
+        current.stale = None;
+        match fetched {
             Err(message) => {
                 tracing::warn!(store = %self.store.describe(), %message, "cannot re-read the policy; the last one read stays");
+                current.stale = Some(format!(
+                    "{} could not be re-read ({message}); version {} applied",
+                    self.store.describe(),
+                    current.version
+                ));
             }
             Ok(stored) if stored.version == current.version => {}
             Ok(stored) => match parse(
@@ -177,10 +195,22 @@ impl LivePolicy {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, version = current.version, "new policy refused; the last good one stays");
+                    current.stale = Some(format!(
+                        "version {} of {} is refused; version {} applied",
+                        stored.version,
+                        self.store.describe(),
+                        current.version
+                    ));
                 }
             },
         }
         current.policies.clone()
+    }
+
+    /// Why the policy in force may not be the store's current one (its
+    /// last re-read failed, timed out or was refused), if it may not.
+    pub async fn stale(&self) -> Option<String> {
+        self.current.lock().await.stale.clone()
     }
 
     /// The version in use.
@@ -250,6 +280,43 @@ mod tests {
         // The store down: the last good one stays.
         *store.0.lock().unwrap() = Err("throttled".into());
         assert_eq!(live.current().await.default.mode, Mode::Strip);
+    }
+
+    /// A store that never answers.
+    struct Hanging;
+
+    impl PolicyStore for Hanging {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Stored, String>> + Send + '_>> {
+            Box::pin(std::future::pending())
+        }
+        fn describe(&self) -> String {
+            "the hanging store".to_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_hangs_delays_a_handling_by_the_bound_at_most_and_is_said_stale() {
+        let store = Arc::new(Fake(StdMutex::new(Ok(Stored {
+            text: "[default]\nmode = \"tag\"\n".into(),
+            version: 1,
+        }))));
+        let mut live = LivePolicy::load(store, OrganizationalUnits::default(), false, Duration::ZERO, None)
+            .await
+            .unwrap();
+        assert_eq!(live.stale().await, None);
+        live.store = Arc::new(Hanging);
+        let started = Instant::now();
+        assert_eq!(live.current().await.default.mode, Mode::Tag, "the last good policy");
+        assert!(
+            started.elapsed() <= REFRESH_WAIT + Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        let why = live.stale().await.expect("said stale");
+        assert!(
+            why.contains("no answer within 2 s") && why.contains("version 1 applied"),
+            "{why}"
+        );
     }
 
     #[tokio::test]
