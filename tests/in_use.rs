@@ -81,6 +81,10 @@ async fn nothing_a_workload_uses_or_recently_pulled_is_deleted_the_grace_period_
     assert_eq!(r["deleted"], 0, "{r}");
     let (records, summary) = sweep(&repo);
     assert_eq!(summary["manifests_deleted"], 0, "{summary}");
+    assert!(
+        summary["changes_not_made"]["in_use"].as_u64().unwrap_or(0) >= 1,
+        "the summary counts the deletion not made, by reason: {summary}"
+    );
     assert!(present(&list(&repo).await, &p.index), "{records:?}");
     assert!(
         records

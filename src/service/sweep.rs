@@ -59,6 +59,10 @@ pub struct SweepSummary {
     pub already_fine_by_keep_tag: usize,
     /// Records with outcome `skipped`, by reason code.
     pub skipped: BTreeMap<SkipCode, usize>,
+    /// Changes the handled images' plans left out (a deletion deferred or
+    /// kept, a tag not taken), by reason code: each is also in its record's
+    /// `skipped` and on its row of the table.
+    pub changes_not_made: BTreeMap<SkipCode, usize>,
     /// Records with outcome `failed`, plus records that could not be written.
     pub failed: usize,
     /// Manifests deleted.
@@ -323,6 +327,13 @@ pub async fn sweep<R: Registry, A: AuditSink>(
             Outcome::Noop => s.already_fine += 1,
             Outcome::Skipped { code, .. } => *s.skipped.entry(*code).or_default() += 1,
             Outcome::Failed(_) | Outcome::InProgress => s.failed += 1,
+        }
+        for left_out in record
+            .skipped
+            .iter()
+            .filter(|k| k.action.is_some() || k.digest.is_some())
+        {
+            *s.changes_not_made.entry(left_out.reason.code()).or_default() += 1;
         }
         if written.is_err() && !matches!(record.outcome, Outcome::Failed(_)) {
             // The work may be done, but its record is not in the trail.

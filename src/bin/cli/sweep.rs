@@ -324,6 +324,16 @@ fn summary_table(s: &SweepSummary) -> String {
         ),
     );
     line("failed", s.failed.to_string());
+    let not_made: usize = s.changes_not_made.values().sum();
+    if not_made > 0 {
+        line(
+            "changes not made",
+            format!(
+                "{not_made}{}",
+                by(&mut s.changes_not_made.iter().map(|(k, v)| (k.to_string(), *v)))
+            ),
+        );
+    }
     line(deleted, s.manifests_deleted.to_string());
     if s.kept_indexes_retired > 0 {
         line(retired, s.kept_indexes_retired.to_string());
