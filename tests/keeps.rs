@@ -696,6 +696,8 @@ async fn an_index_is_retired_only_on_evidence_that_a_remediation_kept_it() {
     // A user's own indexes whose tags merely look like keep tags.
     let search = push_buildx(&repo, "search-index", &["linux/arm64"], "gate-search");
     let nightly = push_buildx(&repo, "nightly-prev", &["linux/arm64"], "gate-nightly");
+    // A kept index the user also tagged with a keep-shaped tag of their own.
+    retag(&repo, &pushed[2].index, "release-index");
     let mut env = KEEP_OFF.to_vec();
     env.push(("ECR_REMEDIATOR_KEEP_TAG_HISTORY", "{tag}-prev"));
     let args = [
@@ -713,8 +715,8 @@ async fn an_index_is_retired_only_on_evidence_that_a_remediation_kept_it() {
     let (planned, _) = sweep(&repo, &dry, &env);
     let (records, summary) = sweep(&repo, &args, &env);
     assert_eq!(
-        summary["kept_indexes_retired"], 3,
-        "the three this service kept: {summary}"
+        summary["kept_indexes_retired"], 2,
+        "the two this service kept and nobody else tagged: {summary}"
     );
     let planned_deletions: usize = planned.iter().map(|r| deletions(r, "planned").len()).sum();
     let applied: usize = records.iter().map(|r| deletions(r, "applied").len()).sum();
@@ -727,9 +729,13 @@ async fn an_index_is_retired_only_on_evidence_that_a_remediation_kept_it() {
         assert_eq!(r["code"], "not_kept_by_us", "{r}");
     }
     let listing = list(&repo).await;
-    for p in &pushed {
+    for p in &pushed[..2] {
         assert!(!present(&listing, &p.index), "a kept index is retired");
     }
+    let mine = records.iter().find(|r| r["index_digest"] == pushed[2].index).unwrap();
+    assert_eq!(mine["code"], "still_tagged", "{mine}");
+    assert_eq!(t["release-index"], pushed[2].index, "the user's tag and its index stay");
+    assert_eq!(t["v3-index"], pushed[2].index);
 }
 
 /// Makes everything `p` pushed two hours old (`imagePushedAt`).
@@ -907,6 +913,14 @@ async fn undo_puts_the_tag_back_on_the_kept_index_by_its_exact_bytes() {
     assert_eq!(record["code"], "would_remediate_again", "{record}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert_eq!(tags(&repo).await["v1"], p.runnable());
+
+    // The run's own --mode cannot speak for the deployed service.
+    let (code, out, err) = run_cli(
+        &["undo", "--repository", &repo, "--image-tag", "v1", "--mode", "tag"],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("undo takes no --mode"), "{err}");
 
     // Opted out: the dry run shows the move and writes nothing.
     tag_repository(&repo, "ecr-remediator:mode", "off");

@@ -215,9 +215,29 @@ async fn scan_ecs(
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
-    let read_now: BTreeMap<String, Vec<Digest>> = read.iter().cloned().collect();
     state.task_definitions.extend(read);
-    // Forget revisions nothing lists any more (deregistered and unused).
+    for (arn, user) in &task_definitions {
+        // Every one was read above (a failed read fails the scan).
+        let Some(digests) = state.task_definitions.get(arn) else {
+            continue;
+        };
+        let name = if user.name == *arn {
+            format!("{arn} (registered, ACTIVE)")
+        } else {
+            format!("{arn} (used by {})", user.name)
+        };
+        for digest in digests {
+            found.add(
+                digest.clone(),
+                Workload {
+                    kind: WorkloadKind::EcsTaskDefinition,
+                    name: name.clone(),
+                },
+            );
+        }
+    }
+    // Only now that every digest is in `found`: forget revisions nothing
+    // lists any more (deregistered and unused), and keep the cache bounded.
     state
         .task_definitions
         .retain(|arn, _| task_definitions.contains_key(arn));
@@ -231,25 +251,6 @@ async fn scan_ecs(
         let drop: Vec<String> = state.task_definitions.keys().take(over).cloned().collect();
         for arn in &drop {
             state.task_definitions.remove(arn);
-        }
-    }
-    for (arn, user) in task_definitions {
-        let Some(digests) = state.task_definitions.get(&arn).or_else(|| read_now.get(&arn)) else {
-            continue;
-        };
-        let name = if user.name == arn {
-            format!("{arn} (registered, ACTIVE)")
-        } else {
-            format!("{arn} (used by {})", user.name)
-        };
-        for digest in digests {
-            found.add(
-                digest.clone(),
-                Workload {
-                    kind: WorkloadKind::EcsTaskDefinition,
-                    name: name.clone(),
-                },
-            );
         }
     }
     Ok(())

@@ -97,12 +97,19 @@ pub fn plan_retire(input: &CleanupInput<'_>) -> Plan {
     // The shape of a tag is no evidence: only an index whose pushed tag now
     // names what its remediation made (one of its runnable images, or its
     // stripped copy) was kept by this service.
-    let kept_by_us = keep_tags.iter().flat_map(|k| policy.kept_for(k)).any(|pushed| {
-        view.tag_target(&pushed)
-            .is_some_and(|h| made_by_remediation(manifest, classification, h))
+    // Each keep tag on its own evidence: one the service evidently wrote
+    // goes with the index; any other (a user's `release-index`) keeps it.
+    let (keep_tags, unproven): (Vec<ImageTag>, Vec<ImageTag>) = keep_tags.into_iter().partition(|k| {
+        policy.kept_for(k).iter().any(|pushed| {
+            view.tag_target(pushed)
+                .is_some_and(|h| made_by_remediation(manifest, classification, h))
+        })
     });
-    if !kept_by_us {
-        return p.halt(SkipReason::NotKeptByUs { tags: keep_tags });
+    if keep_tags.is_empty() {
+        return p.halt(SkipReason::NotKeptByUs { tags: unproven });
+    }
+    if !unproven.is_empty() {
+        return p.halt(SkipReason::StillTagged { tags: unproven });
     }
     let gates = Gates {
         policy,

@@ -146,6 +146,8 @@ crate::vocabulary::vocabulary! {
         MovedOn = "moved_on",
         /// Undo: no index is kept under any keep tag of the tag.
         NoKeptIndex = "no_kept_index",
+        /// Undo: several kept indexes list what the tag names: which one to put back is not known.
+        SeveralKeptIndexes = "several_kept_indexes",
         /// Undo: the repository's policy would remediate the tag again at once.
         WouldRemediateAgain = "would_remediate_again",
         /// Freed by retiring its index, but `delete_orphans` is off: left in place.
@@ -415,6 +417,12 @@ pub enum SkipReason {
         /// The keep tags looked at.
         tried: Vec<ImageTag>,
     },
+    /// Undo: more than one kept index lists what the tag names (a rebuild
+    /// kept under two templates): which one was the tag's is not known.
+    SeveralKeptIndexes {
+        /// Their keep tags.
+        tags: Vec<ImageTag>,
+    },
     /// Undo: the repository's policy (its mode, after its
     /// `ecr-remediator:mode` tag) would move the tag off the index again on
     /// the push event the undo itself causes.
@@ -482,6 +490,7 @@ impl SkipReason {
             SkipReason::OrphansKept => SkipCode::OrphansKept,
             SkipReason::MovedOn { .. } => SkipCode::MovedOn,
             SkipReason::NoKeptIndex { .. } => SkipCode::NoKeptIndex,
+            SkipReason::SeveralKeptIndexes { .. } => SkipCode::SeveralKeptIndexes,
             SkipReason::WouldRemediateAgain { .. } => SkipCode::WouldRemediateAgain,
             SkipReason::Conflict { .. } => SkipCode::Conflict,
         }
@@ -663,6 +672,15 @@ impl fmt::Display for SkipReason {
             SkipReason::NoKeptIndex { tried } => {
                 let t: Vec<&str> = tried.iter().map(ImageTag::as_str).collect();
                 write!(f, "no index is kept under {}: nothing to put back", t.join(" or "))
+            }
+            SkipReason::SeveralKeptIndexes { tags } => {
+                let t: Vec<&str> = tags.iter().map(ImageTag::as_str).collect();
+                write!(
+                    f,
+                    "the indexes kept under {} all list what the tag names: which one it was is not known; put the \
+                     tag back by hand",
+                    t.join(" and ")
+                )
             }
             SkipReason::WouldRemediateAgain { mode } => write!(
                 f,

@@ -57,28 +57,38 @@ pub fn plan_undo(input: &UndoInput<'_>) -> Plan {
     if kept.is_empty() {
         return p.halt(SkipReason::NoKeptIndex { tried: tried.to_vec() });
     }
-    for (keep_tag, index) in kept {
-        if index.digest() == now {
-            p.notes.push(format!(
-                "{tag} already names the index kept under {keep_tag}: nothing to undo"
-            ));
-            return p;
-        }
-        if made_by_remediation(index, &classify(index), now) {
-            p.notes.push(format!(
-                "{tag} back on the index kept under {keep_tag}, by its exact bytes (the keep tag stays)"
-            ));
-            p.actions.push(Action::MoveTag {
-                tag: tag.clone(),
-                from: now.clone(),
-                to: index.digest().clone(),
-                role: TagRole::Pushed,
-            });
-            return p;
-        }
+    if let Some((keep_tag, _)) = kept.iter().find(|(_, index)| index.digest() == now) {
+        p.notes.push(format!(
+            "{tag} already names the index kept under {keep_tag}: nothing to undo"
+        ));
+        return p;
     }
-    p.halt(SkipReason::MovedOn {
+    let made: Vec<&(ImageTag, RawManifest)> = kept
+        .iter()
+        .filter(|(_, index)| made_by_remediation(index, &classify(index), now))
+        .collect();
+    let mut digests: Vec<&Digest> = made.iter().map(|(_, m)| m.digest()).collect();
+    digests.sort();
+    digests.dedup();
+    if digests.len() > 1 {
+        return p.halt(SkipReason::SeveralKeptIndexes {
+            tags: made.iter().map(|(t, _)| t.clone()).collect(),
+        });
+    }
+    let Some((keep_tag, index)) = made.first() else {
+        return p.halt(SkipReason::MovedOn {
+            tag: tag.clone(),
+            now: Some(now.clone()),
+        });
+    };
+    p.notes.push(format!(
+        "{tag} back on the index kept under {keep_tag}, by its exact bytes (the keep tag stays)"
+    ));
+    p.actions.push(Action::MoveTag {
         tag: tag.clone(),
-        now: Some(now.clone()),
-    })
+        from: now.clone(),
+        to: index.digest().clone(),
+        role: TagRole::Pushed,
+    });
+    p
 }

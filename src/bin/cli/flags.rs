@@ -93,6 +93,11 @@ impl PolicyFlags {
         self.dry_run
     }
 
+    /// Whether `--mode` was given.
+    pub(crate) fn mode_given(&self) -> bool {
+        self.mode.is_some()
+    }
+
     pub(crate) fn config(&self) -> anyhow::Result<ServiceConfig> {
         if let Some(file) = &self.config {
             // The file decides the whole policy: a policy variable set beside

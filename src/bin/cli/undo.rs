@@ -34,6 +34,13 @@ pub(crate) struct UndoArgs {
 /// promote it again) or the write failed.
 pub(crate) async fn run(args: UndoArgs, aws: crate::connect::AwsArgs) -> anyhow::Result<ExitCode> {
     ecr_remediator::logging::init_text(crate::progress::Logs);
+    // Whether the service would promote the tag again is the repository's
+    // own policy's to say, not this run's.
+    anyhow::ensure!(
+        !args.policy.mode_given(),
+        "undo takes no --mode: the repository's policy decides whether the service would promote the tag again \
+         (tag the repository ecr-remediator:mode=tag or off)"
+    );
     let mut config = args.policy.config()?;
     let (sdk, account) = crate::connect::connect_to_read(&aws, config.max_attempts).await?;
     config.account_id.get_or_insert(account);
