@@ -869,3 +869,54 @@ async fn inspect_reads_what_a_tag_or_digest_names_from_the_registry() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&format!("{repo}:nope does not exist")), "{err}");
 }
+
+/// Issue 34, item 1: a `--profile` that assumes a role from a source
+/// profile works (its STS call has a region and reaches the endpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_profile_assumes_its_role() {
+    let role = unique("deployer").replace('/', "-");
+    python_script(&format!(
+        "import boto3, json\n\
+         trust = json.dumps({{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Principal': {{'AWS': 'arn:aws:iam::{ACCOUNT}:root'}}, 'Action': 'sts:AssumeRole'}}]}})\n\
+         boto3.client('iam').create_role(RoleName='{role}', AssumeRolePolicyDocument=trust)"
+    ));
+    let dir = std::env::temp_dir().join(format!("ecr-remediator-role-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "[profile base]\nregion = {REGION}\n\n[profile deploy]\nrole_arn = arn:aws:iam::{ACCOUNT}:role/{role}\n\
+             source_profile = base\nregion = {REGION}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        "[base]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let assumed = || {
+        emulator().control("GET", "calls", None)["sts:AssumeRole"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = assumed();
+    let prefix = format!("{}/", unique("role-none"));
+    let out = cli(&[
+        "sweep",
+        "--profile",
+        "deploy",
+        "--repository-prefix",
+        &prefix,
+        "--dry-run",
+        "--output",
+        "json",
+    ])
+    .env("AWS_CONFIG_FILE", dir.join("config"))
+    .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(assumed() > before, "the role was assumed: {stderr}");
+}

@@ -76,7 +76,12 @@ pub async fn load_config(max_attempts: u32) -> aws_config::SdkConfig {
 /// [`load_config`] with the command line's `--region`, `--profile` and
 /// `--endpoint-url` over the standard chain.
 pub async fn load_config_with(max_attempts: u32, overrides: &preflight::AwsOverrides) -> aws_config::SdkConfig {
-    preflight::apply(aws_config::defaults(BehaviorVersion::latest()), overrides)
+    let mut loader = preflight::apply(aws_config::defaults(BehaviorVersion::latest()), overrides);
+    if let Some(profile) = &overrides.profile {
+        loader =
+            loader.credentials_provider(preflight::profile_credentials(profile, overrides.region.as_deref()).await);
+    }
+    loader
         .http_client(shared_http_client())
         .retry_config(
             RetryConfig::standard()

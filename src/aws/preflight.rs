@@ -81,15 +81,40 @@ pub fn apply(loader: aws_config::ConfigLoader, overrides: &AwsOverrides) -> aws_
         loader = loader.region(aws_config::Region::new(r.clone()));
     }
     if let Some(p) = &overrides.profile {
-        let from_profile = aws_config::profile::ProfileFileCredentialsProvider::builder()
-            .profile_name(p)
-            .build();
-        loader = loader.profile_name(p).credentials_provider(from_profile);
+        loader = loader.profile_name(p);
     }
     if let Some(e) = &overrides.endpoint_url {
         loader = loader.endpoint_url(e);
     }
     loader
+}
+
+/// The credentials of `--profile` alone, never the environment's keys (the
+/// AWS CLI's precedence): static keys, `role_arn` with its source, IAM
+/// Identity Center, `credential_process`. Its own calls (STS, the SSO
+/// portal) go to the region `--region`, `AWS_REGION` or the profile names,
+/// through the shared HTTP client.
+pub async fn profile_credentials(
+    profile: &str,
+    region: Option<&str>,
+) -> aws_config::profile::ProfileFileCredentialsProvider {
+    let region = match region {
+        Some(r) => Some(aws_config::Region::new(r.to_owned())),
+        None => {
+            aws_config::default_provider::region::DefaultRegionChain::builder()
+                .profile_name(profile)
+                .build()
+                .region()
+                .await
+        }
+    };
+    let config = aws_config::provider_config::ProviderConfig::without_region()
+        .with_region(region)
+        .with_http_client(super::shared_http_client());
+    aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .configure(&config)
+        .profile_name(profile)
+        .build()
 }
 
 fn first_line(s: &str) -> String {
