@@ -567,8 +567,9 @@ impl SettingsDoc {
             p.keep_if_in_use = v;
         }
         if let Some(v) = self.grace_period {
-            p.grace_period_s =
-                crate::time::parse_duration_s(v.trim()).map_err(|e| PolicyError::field(name("grace_period"), e))?;
+            p.grace_period_s = crate::time::parse_duration_s(v.trim())
+                .and_then(crate::policy::grace_period_s)
+                .map_err(|e| PolicyError::field(name("grace_period"), e))?;
         }
         if let Some(v) = self.promote_signed_index {
             p.promote_signed_index = v;

@@ -139,6 +139,21 @@ pub const DEFAULT_KEEP_IF_PULLED_WITHIN_S: u64 = 30 * 86_400;
 /// anything is deleted.
 pub const DEFAULT_GRACE_PERIOD_S: u64 = 900;
 
+/// The longest grace period a policy may set (a week): deletions wait for a
+/// follow-up, and an instant beyond what a record can write would make it
+/// come back at once, forever.
+pub const MAX_GRACE_PERIOD_S: u64 = 7 * 24 * 3600;
+
+/// A grace period as a policy may set it: at most [`MAX_GRACE_PERIOD_S`].
+pub fn grace_period_s(seconds: u64) -> Result<u64, String> {
+    if seconds > MAX_GRACE_PERIOD_S {
+        return Err(format!(
+            "a grace period of {seconds} s is longer than the {MAX_GRACE_PERIOD_S} s (7d) allowed"
+        ));
+    }
+    Ok(seconds)
+}
+
 /// The settings applied to one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {

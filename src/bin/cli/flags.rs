@@ -30,7 +30,7 @@ pub(crate) struct PolicyFlags {
     delete_orphans: bool,
     /// How long after a push its deletions wait (0s: at once; default 15m),
     /// so a deployment or a signature that came right after the push is seen.
-    #[arg(long, value_name = "DURATION", value_parser = ecr_remediator::time::parse_duration_s)]
+    #[arg(long, value_name = "DURATION", value_parser = grace_period)]
     grace_period: Option<u64>,
     /// Plan and record, write nothing: what the real run would do, action by action.
     #[arg(long)]
@@ -157,4 +157,9 @@ impl PolicyFlags {
             set.rules.iter_mut().for_each(|r| apply(&mut r.policy));
         })
     }
+}
+
+/// `--grace-period`: a duration, at most what a policy may set.
+fn grace_period(text: &str) -> Result<u64, String> {
+    ecr_remediator::time::parse_duration_s(text).and_then(ecr_remediator::policy::grace_period_s)
 }

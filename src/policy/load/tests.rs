@@ -313,3 +313,12 @@ fn rules_can_name_organizational_units_from_the_map() {
     let set = load(&env(&[(ENV_REPOSITORY_TAG, "ignored")]), no_file).unwrap();
     assert_eq!(set.default.repository_tag, RepositoryTagUse::Ignored);
 }
+
+#[test]
+fn a_grace_period_longer_than_a_week_is_refused_naming_the_field() {
+    let text = "[default]\ngrace_period = \"8d\"\n";
+    let err = PolicySet::from_toml(text).unwrap_err().to_string();
+    assert!(err.contains("grace_period") && err.contains("7d"), "{err}");
+    let ok = PolicySet::from_toml("[default]\ngrace_period = \"7d\"\n").unwrap();
+    assert_eq!(ok.default.grace_period_s, crate::policy::MAX_GRACE_PERIOD_S);
+}
