@@ -22,11 +22,13 @@
 #![deny(missing_docs)]
 
 pub mod aws;
+pub mod decide;
 pub mod engine;
 pub mod logging;
 pub mod oci;
 pub mod policy;
 pub mod service;
+pub mod sweep;
 pub mod time;
 pub mod trail;
 pub mod vocabulary;

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{fixture, tag};
+use ecr_remediator::decide::plan::Action;
 use ecr_remediator::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Trigger};
-use ecr_remediator::engine::plan::Action;
 use ecr_remediator::engine::registry::memory::{MemoryRegistry, RepoState, store};
 use ecr_remediator::engine::registry::{Registry, RegistryError};
 use ecr_remediator::engine::retry::RetryPolicy;
@@ -1186,7 +1186,7 @@ async fn an_unverified_referrer_keeps_the_index_and_its_attestations() {
     // retries the deletions (the handler enqueues it).
     assert_eq!(
         record.incomplete,
-        Some(ecr_remediator::engine::skip::SkipCode::ReferrersUnverified),
+        Some(ecr_remediator::decide::skip::SkipCode::ReferrersUnverified),
         "{record:#?}"
     );
     assert!(record.deferred_until.is_some(), "{record:#?}");
@@ -1698,8 +1698,8 @@ mod one_gate_on_every_path {
     use proptest::prelude::*;
 
     use super::*;
+    use ecr_remediator::decide::usage::{InUse, Workload, WorkloadKind};
     use ecr_remediator::engine::Purpose;
-    use ecr_remediator::engine::usage::{InUse, Workload, WorkloadKind};
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Path {

@@ -167,11 +167,11 @@ fn use_groups_are_read_as_the_paths_they_name() {
             "skipped"
         ]
     );
-    let got: Vec<String> = paths("engine::gate::{self, Gates};")
+    let got: Vec<String> = paths("decide::gate::{self, Gates};")
         .into_iter()
         .map(|p| p.join("::"))
         .collect();
-    assert_eq!(got, ["engine::gate", "engine::gate", "engine::gate::Gates"]);
+    assert_eq!(got, ["decide::gate", "decide::gate", "decide::gate::Gates"]);
 }
 
 #[test]

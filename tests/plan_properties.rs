@@ -7,11 +7,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{digest_of, tag};
-use ecr_remediator::engine::cleanup::{CleanupInput, plan_cleanup};
-use ecr_remediator::engine::plan::{Action, DeleteRole, PlanInput, SkipReason, TagRole, plan};
-use ecr_remediator::engine::retire::plan_retire;
-use ecr_remediator::engine::usage::{InUse, Workload, WorkloadKind};
-use ecr_remediator::engine::view::{Attachments, Held, RepositoryView};
+use ecr_remediator::decide::cleanup::{CleanupInput, plan_cleanup};
+use ecr_remediator::decide::plan::{Action, DeleteRole, PlanInput, SkipReason, TagRole, plan};
+use ecr_remediator::decide::retire::plan_retire;
+use ecr_remediator::decide::usage::{InUse, Workload, WorkloadKind};
+use ecr_remediator::decide::view::{Attachments, Held, RepositoryView};
 use ecr_remediator::oci::classify::{EntryClass, classify};
 use ecr_remediator::oci::companion::Companion;
 use ecr_remediator::oci::digest::Digest;
@@ -449,7 +449,7 @@ fn build_view(s: &Scenario, index: &RawManifest) -> RepositoryView {
             Attach::Referrer => Attachments {
                 referrers: vec![Referrer::new(
                     digest_of(&format!("signature-of-{d}")),
-                    Some(ecr_remediator::oci::signature::NOTATION_ARTIFACT_TYPE),
+                    Some(ecr_remediator::oci::media_type::NOTATION_SIGNATURE),
                 )],
                 companion_tags: vec![],
             },
@@ -508,7 +508,7 @@ const NOW: i64 = 10_000_000_000;
 /// running it; and none happens within the grace period after the push.
 fn usage_invariants(
     view: &RepositoryView,
-    p: &ecr_remediator::engine::plan::Plan,
+    p: &ecr_remediator::decide::plan::Plan,
     policy: &Policy,
     index: &Digest,
 ) -> Result<(), TestCaseError> {
@@ -546,7 +546,7 @@ fn usage_invariants(
 /// unread.
 fn signature_invariants(
     view: &RepositoryView,
-    p: &ecr_remediator::engine::plan::Plan,
+    p: &ecr_remediator::decide::plan::Plan,
     index: &Digest,
     pushed: &ecr_remediator::oci::names::ImageTag,
 ) -> Result<(), TestCaseError> {
@@ -574,7 +574,7 @@ fn signature_invariants(
 /// is itself a referrer of its image.
 fn attachment_invariants(
     view: &RepositoryView,
-    p: &ecr_remediator::engine::plan::Plan,
+    p: &ecr_remediator::decide::plan::Plan,
     per_push: bool,
 ) -> Result<(), TestCaseError> {
     for a in &p.actions {
@@ -908,7 +908,7 @@ fn referrer_invariants(
     index: &RawManifest,
     classification: &ecr_remediator::oci::classify::Classification,
     view: &RepositoryView,
-    p: &ecr_remediator::engine::plan::Plan,
+    p: &ecr_remediator::decide::plan::Plan,
 ) -> Result<(), TestCaseError> {
     use ecr_remediator::oci::manifest::Manifest;
     let runnable: BTreeSet<&Digest> = classification

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Case, apply, digest_of, fixture, pushed, tag};
-use ecr_remediator::engine::plan::{Action, DeleteRole, Plan, SkipReason, TagRole};
+use ecr_remediator::decide::plan::{Action, DeleteRole, Plan, SkipReason, TagRole};
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
 
 fn seed() -> Case {
@@ -353,7 +353,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     // Other indexes unknown: the deletion is planned all the same; ECR itself
     // refuses to delete what an index it holds still lists, and the engine
     // records that as kept (tests/engine_memory.rs).
-    let mut partial = ecr_remediator::engine::view::RepositoryView::new();
+    let mut partial = ecr_remediator::decide::view::RepositoryView::new();
     for d in c.index.entries() {
         partial.insert_image(d.digest.clone(), []).unwrap();
         partial.set_attachments(&d.digest, Default::default());
@@ -372,7 +372,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     let mut unread = pushed(&c.index, "v7");
     unread.set_companion_tags(&attestation(&c), Vec::new());
     let unread = {
-        let mut v = ecr_remediator::engine::view::RepositoryView::new();
+        let mut v = ecr_remediator::decide::view::RepositoryView::new();
         for (d, tags) in unread.images() {
             v.insert_image(d.clone(), tags.iter().cloned()).unwrap();
         }
@@ -401,7 +401,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     assert!(!p.actions.iter().any(|a| a.target() == &attestation(&c)), "{p:?}");
     assert!(
         p.skipped.iter().any(|s| s.digest.as_ref() == Some(&attestation(&c))
-            && s.reason == ecr_remediator::engine::plan::SkipReason::AttachmentsUnknown),
+            && s.reason == ecr_remediator::decide::plan::SkipReason::AttachmentsUnknown),
         "{p:?}"
     );
 }
@@ -409,7 +409,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
 #[test]
 fn index_deleted_before_handling_or_single_manifest_pushes_are_noops() {
     let c = seed();
-    let view = ecr_remediator::engine::view::RepositoryView::new();
+    let view = ecr_remediator::decide::view::RepositoryView::new();
     assert_eq!(
         c.plan(&view, &policy(Mode::Promote)).halted(),
         Some(&SkipReason::IndexGone)
@@ -470,7 +470,7 @@ fn deleted(p: &Plan) -> Vec<ecr_remediator::oci::digest::Digest> {
 
 #[test]
 fn an_index_a_workload_runs_or_pulled_recently_is_kept_and_the_record_says_who() {
-    use ecr_remediator::engine::usage::{InUse, Workload, WorkloadKind};
+    use ecr_remediator::decide::usage::{InUse, Workload, WorkloadKind};
     let c = seed();
     let pol = deleting(Mode::Promote);
     // Nothing uses it: the index and its attestation go.
@@ -592,11 +592,12 @@ fn within_the_grace_period_deletions_are_deferred_not_dropped() {
 
 #[test]
 fn a_tag_moves_off_a_signed_index_only_onto_a_signed_image_or_when_the_policy_allows() {
-    use ecr_remediator::engine::view::Attachments;
+    use ecr_remediator::decide::view::Attachments;
     use ecr_remediator::oci::companion::Companion;
-    use ecr_remediator::oci::signature::{NOTATION_ARTIFACT_TYPE, Referrer, SignatureKind};
+    use ecr_remediator::oci::media_type::NOTATION_SIGNATURE as NOTATION_ARTIFACT_TYPE;
+    use ecr_remediator::oci::signature::{Referrer, SignatureKind};
     let c = seed();
-    let notation = |v: &mut ecr_remediator::engine::view::RepositoryView, d: &ecr_remediator::oci::digest::Digest| {
+    let notation = |v: &mut ecr_remediator::decide::view::RepositoryView, d: &ecr_remediator::oci::digest::Digest| {
         v.set_attachments(
             d,
             Attachments {
@@ -654,7 +655,7 @@ fn a_tag_moves_off_a_signed_index_only_onto_a_signed_image_or_when_the_policy_al
     assert!(p.actions.iter().any(|a| matches!(a, Action::MoveTag { .. })), "{p:?}");
     assert_eq!(p.signing.unwrap().image[0].kind, SignatureKind::CosignTag);
     // What signs the image unread: nothing moves until it is read.
-    let mut unread = ecr_remediator::engine::view::RepositoryView::new();
+    let mut unread = ecr_remediator::decide::view::RepositoryView::new();
     for (d, tags) in view.images() {
         unread.insert_image(d.clone(), tags.iter().cloned()).unwrap();
     }

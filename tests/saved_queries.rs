@@ -2,7 +2,7 @@
 //! command sends, so console users and CLI users get the same answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ecr_remediator::engine::action::ActionKind;
+use ecr_remediator::decide::action::ActionKind;
 use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::trail::filter::{DigestQuery, Filter, Order, records_query, stats_query};
 use ecr_remediator::trail::query::MAX_ROWS;

@@ -18,12 +18,12 @@ use super::tag_cache::TagCache;
 use crate::engine::registry::{
     DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError,
 };
-use crate::engine::replication;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 use crate::oci::signature::Referrer;
+use crate::sweep::replication;
 
 use crate::service::config::{DEFAULT_PUT_BURST, DEFAULT_PUT_TPS};
 
@@ -172,7 +172,7 @@ impl Registry for EcrRegistry {
     async fn images_in_use(
         &self,
         not_before_ms: i64,
-    ) -> Result<std::sync::Arc<crate::engine::usage::InUse>, RegistryError> {
+    ) -> Result<std::sync::Arc<crate::decide::usage::InUse>, RegistryError> {
         match &self.workloads {
             Some(scanner) => scanner.in_use(not_before_ms).await,
             None => Err(RegistryError::Service {

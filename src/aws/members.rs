@@ -134,7 +134,7 @@ impl MemberRegistries {
         // clear failure rather than an opaque credentials error on every call;
         // the client's first call uses these credentials.
         let first = provider.provide_credentials().await.map_err(|e| {
-            let message = format!("cannot assume {role}: {}", crate::engine::skip::chain(&e));
+            let message = format!("cannot assume {role}: {}", crate::decide::skip::chain(&e));
             if message.contains("AccessDenied") || message.contains("not authorized") {
                 RegistryError::Service {
                     operation: "AssumeRole",

@@ -28,8 +28,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 
 use super::registry_error;
+use crate::decide::usage::{InUse, Workload, WorkloadKind, digest_in_reference};
 use crate::engine::registry::RegistryError;
-use crate::engine::usage::{InUse, Workload, WorkloadKind, digest_in_reference};
 use crate::oci::digest::Digest;
 
 /// How long one scan's result is reused.

@@ -10,10 +10,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::engine::action::Action;
+use crate::decide::action::Action;
+use crate::decide::skip::SkipCode;
+use crate::decide::skip::Skipped;
 use crate::engine::registry::RegistryError;
-use crate::engine::skip::SkipCode;
-use crate::engine::skip::Skipped;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind};
 use crate::oci::digest::Digest;
 use crate::oci::names::AccountId;
@@ -364,7 +364,7 @@ pub struct AuditRecord {
     /// verdict on each (`yes`, `no` with reasons, `unknown` with what could
     /// not be checked).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub deployability: Vec<crate::engine::planned::Deployable>,
+    pub deployability: Vec<crate::decide::planned::Deployable>,
     /// For a replicated image: the registry it was replicated from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicated_from: Option<crate::engine::ReplicaSource>,
@@ -521,7 +521,7 @@ pub trait AuditSink: Sync {
 
     /// The records already in the trail about `event_id`'s handling of
     /// `index`, written from `since_ms` on, as written (JSON), for a
-    /// redelivery to reconcile (see [`crate::engine::reconcile`]). `None`
+    /// redelivery to reconcile (see [`crate::decide::checkpoint`]). `None`
     /// when this sink cannot be read back (the default).
     fn earlier_records(
         &self,

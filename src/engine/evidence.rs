@@ -1,6 +1,6 @@
 //! Reading what a deletion waits on, only when it waits on it, then
 //! planning again: what is attached to the candidates
-//! (`engine::attachments`), when they were pushed and last pulled
+//! (`engine::read`), when they were pushed and last pulled
 //! (one `DescribeImages`), and what runs in the account (the registry's
 //! workload scan, cached by the adapter).
 //!
@@ -11,11 +11,10 @@
 //! the view, and every deletion then keeps its candidate (`in_use_unknown`).
 
 use super::Engine;
-use crate::engine::attachments;
+use crate::decide::planned::Plan;
+use crate::decide::skip::SkipReason;
 use crate::engine::audit::AuditSink;
-use crate::engine::planned::Plan;
 use crate::engine::registry::{Registry, RegistryError};
-use crate::engine::skip::SkipReason;
 use crate::oci::classify::Classification;
 use crate::oci::digest::Digest;
 use crate::oci::names::RepositoryName;
@@ -89,7 +88,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             self.read_attachments(repository, view, known, &signatures).await?;
             return Ok(true);
         }
-        let waiting = attachments::waiting_on(plan, classification, view);
+        let waiting = super::read::waiting_on(plan, classification, view);
         if waiting.is_empty() {
             return Ok(false);
         }

@@ -1,7 +1,7 @@
 //! Handling one image: read → plan → apply, then the audit record.
 //!
 //! A straight line: `read` gathers a constant amount of registry state,
-//! [`crate::engine::plan::plan`] decides everything (fallbacks, gates, collisions)
+//! [`crate::decide::plan::plan`] decides everything (fallbacks, gates, collisions)
 //! without IO, and `apply` only executes the plan and re-checks its
 //! preconditions right before writing. When the registry changed between
 //! reading and writing, the line runs again on fresh state (a bounded number
@@ -25,14 +25,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Instant, SystemTime};
 
-use crate::engine::action::Action;
+use crate::decide::action::Action;
+use crate::decide::plan::{PlanInput, plan};
+use crate::decide::skip::SkipCode;
+use crate::decide::{cleanup, gate, planned, retire, undo, view};
 use crate::engine::audit::{
     ActionOutcome, ActionRecord, AuditRecord, AuditSink, ClassificationSummary, Outcome, PolicySummary, Trigger,
 };
-use crate::engine::plan::{PlanInput, plan};
 use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::retry::{Jitter, RetryPolicy};
-use crate::engine::skip::SkipCode;
 use crate::oci::classify::classify_manifest;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
@@ -40,31 +41,14 @@ use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 use crate::policy::repository_tag::Resolved;
 use crate::policy::{Mode, PolicySet};
 
-pub mod action;
 mod apply;
-mod attachments;
 pub mod audit;
-pub mod cleanup;
-pub mod deletion;
-pub mod evidence;
-pub mod gate;
-pub mod plan;
-pub mod planned;
-pub mod provenance;
+mod evidence;
 mod read;
-pub mod reconcile;
-mod redelivery;
+mod reconcile;
 pub mod registry;
-pub mod replication;
 pub mod repository_policy;
-pub mod retire;
 pub mod retry;
-pub mod signing;
-pub mod skip;
-pub mod sweep;
-pub mod undo;
-pub mod usage;
-pub mod view;
 
 use apply::Applied;
 use read::Read;

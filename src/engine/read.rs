@@ -13,21 +13,20 @@
 
 use std::collections::BTreeSet;
 
-use super::Known;
-use crate::engine::audit::Outcome;
-use crate::engine::plan::remediation_target;
+use super::{Engine, Job, Known, skipped};
+use crate::decide::plan::remediation_target;
+use crate::decide::planned::Plan;
+use crate::decide::skip::{SkipCode, SkipReason};
+use crate::decide::view::{Held, RepositoryView};
+use crate::engine::audit::{AuditSink, Outcome};
 use crate::engine::registry::{FetchFailure, Fetched, ImageRef, Registry, RegistryError};
-use crate::engine::skip::SkipCode;
-use crate::engine::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify, classify_manifest};
 use crate::oci::companion::companion_tags;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
-use crate::oci::names::ImageTag;
+use crate::oci::names::{ImageTag, RepositoryName};
 use crate::policy::{Mode, Policy};
-
-use super::{Engine, Job, skipped};
 
 /// What the planner gets.
 #[derive(Debug)]
@@ -40,7 +39,7 @@ pub(super) struct Snapshot {
     pub view: RepositoryView,
     /// Manifests read, by digest.
     pub known: Known,
-    /// See [`crate::engine::plan::PlanInput::stale_holder`].
+    /// See [`crate::decide::plan::PlanInput::stale_holder`].
     pub stale_holder: Option<Digest>,
     /// When the image was pushed (read for cleanups only).
     pub pushed_at_ms: Option<i64>,
@@ -83,7 +82,7 @@ fn asked_for(
             SkipCode::InvalidManifest,
             format!(
                 "the stored manifest is not valid: {}",
-                crate::engine::skip::chain(&error)
+                crate::decide::skip::chain(&error)
             ),
         ),
         Some(Err(e @ FetchFailure::Other { .. })) => skipped(
@@ -333,7 +332,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             // digest is computed (from the entries as listed), and whether it
             // exists read in this call, so that `DescribeImages` (which fails
             // as a whole for one missing image) only asks for it when it does.
-            let copy = crate::engine::plan::stripped(&candidate, &classification).ok();
+            let copy = crate::decide::plan::stripped(&candidate, &classification).ok();
             children.extend(copy.iter().map(|c| ImageRef::Digest(c.digest().clone())));
             if !children.is_empty() {
                 let fetched = self.retry(|| self.registry.get_images(repo, &children)).await?;
@@ -354,7 +353,7 @@ impl<R: Registry, A: crate::engine::audit::AuditSink> Engine<'_, R, A> {
             described.extend(classification.entries.iter().map(|e| e.digest().clone()));
             // The copy a strip made from the entries as classified now; when
             // refining changed them, no copy is looked for (the leftover is kept).
-            stripped_copy = crate::engine::plan::stripped(&candidate, &classification)
+            stripped_copy = crate::decide::plan::stripped(&candidate, &classification)
                 .ok()
                 .filter(|c| copy.as_ref().is_some_and(|o| o.digest() == c.digest()) && known.contains_key(c.digest()));
             described.extend(stripped_copy.iter().map(|s| s.digest().clone()));
@@ -477,5 +476,107 @@ pub(super) fn note_times(
             // itself finds it gone.
             None => view.set_pull_time(d, None),
         }
+    }
+}
+
+// ---- Attachments ----
+//
+// Reading what is attached to the manifests a plan would delete: their
+// companion tags and their OCI referrers (see [`crate::engine::keep`]).
+//
+// Read only when a deletion waits on it: the planner marks such a
+// manifest `attachments_unknown` (or `usage_unknown`, see
+// [`crate::engine::read`]), the engine reads, and plans again.
+// Companion tags ride in a `BatchGetImage` the reader already makes where
+// it can (the per-push path's second read); referrers cost one
+// `ListImageReferrers` per manifest, made concurrently.
+
+/// The manifests whose evidence the plan waits on: those it kept as
+/// `attachments_unknown` or `usage_unknown` and, when the index is one,
+/// every attestation entry that could be deleted after it (so that one read
+/// covers all).
+pub(super) fn waiting_on(plan: &Plan, classification: &Classification, view: &RepositoryView) -> Vec<Digest> {
+    let mut out: BTreeSet<Digest> = plan
+        .skipped
+        .iter()
+        .filter(|s| matches!(s.reason, SkipReason::AttachmentsUnknown | SkipReason::UsageUnknown))
+        .map(|s| s.digest.clone().unwrap_or_else(|| classification.digest.clone()))
+        .collect();
+    if out.contains(&classification.digest) {
+        for e in &classification.entries {
+            if matches!(e.class, EntryClass::Attestation { .. }) && view.subject_of(e.digest()).is_none() {
+                out.insert(e.digest().clone());
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
+    /// Reads again what is attached to `digests` (their companion tags in
+    /// one `BatchGetImage`, their referrers of any status with one
+    /// `ListImageReferrers` each, all at once), replacing what `view` knew:
+    /// what is not read again is unknown, and keeps its manifest.
+    pub(super) async fn reread_attachments(
+        &self,
+        repository: &RepositoryName,
+        view: &mut RepositoryView,
+        digests: &[Digest],
+    ) -> Result<(), RegistryError> {
+        for d in digests {
+            view.forget_attachments(d);
+        }
+        let ids = companion_ids(digests);
+        let (fetched, lists) = futures_util::future::try_join(
+            self.retry(|| self.registry.get_images(repository, &ids)),
+            futures_util::future::try_join_all(
+                digests
+                    .iter()
+                    .map(|d| async move { self.retry(|| self.registry.list_referrers(repository, d)).await }),
+            ),
+        )
+        .await?;
+        note_companions(view, digests, &fetched);
+        for (d, referrers) in digests.iter().zip(lists) {
+            view.set_listed_referrers(d, referrers);
+        }
+        Ok(())
+    }
+
+    /// Reads the attachments of `digests` into `view`: the companion tags not
+    /// read yet (one `BatchGetImage`) and the referrers of each (one
+    /// `ListImageReferrers` each, concurrently).
+    pub(super) async fn read_attachments(
+        &self,
+        repository: &RepositoryName,
+        view: &mut RepositoryView,
+        known: &mut Known,
+        digests: &[Digest],
+    ) -> Result<(), RegistryError> {
+        let unread: Vec<Digest> = digests
+            .iter()
+            .filter(|d| !view.companion_tags_read(d))
+            .cloned()
+            .collect();
+        if !unread.is_empty() {
+            let ids = companion_ids(&unread);
+            let fetched = self.retry(|| self.registry.get_images(repository, &ids)).await?;
+            note_companions(view, &unread, &fetched);
+            for (id, result) in &fetched {
+                if let (ImageRef::Tag(t), Ok(m)) = (id, result) {
+                    note(view, known, m, Some(t));
+                }
+            }
+        }
+        let lists = futures_util::future::try_join_all(
+            digests
+                .iter()
+                .map(|d| async move { self.retry(|| self.registry.list_referrers(repository, d)).await }),
+        )
+        .await?;
+        for (d, referrers) in digests.iter().zip(lists) {
+            view.set_listed_referrers(d, referrers);
+        }
+        Ok(())
     }
 }

@@ -347,7 +347,7 @@ pub trait Registry: Sync {
     fn images_in_use(
         &self,
         not_before_ms: i64,
-    ) -> impl Future<Output = Result<std::sync::Arc<crate::engine::usage::InUse>, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<std::sync::Arc<crate::decide::usage::InUse>, RegistryError>> + Send;
 
     /// Waits until `count` `PutImage` calls may be made under the client-side
     /// rate limit, and reserves them. The engine calls it *before* its

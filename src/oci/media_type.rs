@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
+use crate::oci::signature::SignatureKind;
+
 /// OCI image index (`application/vnd.oci.image.index.v1+json`).
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker manifest list v2 (`application/vnd.docker.distribution.manifest.list.v2+json`).
@@ -116,11 +118,45 @@ impl Serialize for ManifestMediaType {
     }
 }
 
-/// True when `artifact_type` (or a config media type) marks a signature.
+/// True when `artifact_type` (or a config or layer media type) marks a
+/// signature: see [`SignatureKind::of_artifact_type`], the one definition.
 pub fn is_signature_type(artifact_type: &str) -> bool {
-    artifact_type == NOTATION_SIGNATURE
-        || artifact_type == COSIGN_ARTIFACT_SIG
-        || artifact_type.starts_with(SIGSTORE_BUNDLE_PREFIX)
+    SignatureKind::of_artifact_type(artifact_type).is_some()
+}
+
+/// What a manifest's artifact type (or, without one, its config media
+/// type) says it is: the one place a listing's `artifactMediaType` is told
+/// apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactFamily {
+    /// A container image (no artifact type, or an image config).
+    Image,
+    /// A signature (Notation, cosign, Sigstore bundle).
+    Signature,
+    /// A Helm chart.
+    HelmChart,
+    /// A SOCI index.
+    SociIndex,
+    /// Any other artifact.
+    Other,
+}
+
+impl ArtifactFamily {
+    /// The family of `media_type` (empty: an image).
+    pub fn of(media_type: &str) -> Self {
+        let t = media_type.trim();
+        if t.is_empty() || t == OCI_CONFIG || t == DOCKER_CONFIG {
+            Self::Image
+        } else if is_signature_type(t) || t == COSIGN_SIMPLESIGNING {
+            Self::Signature
+        } else if t == HELM_CONFIG {
+            Self::HelmChart
+        } else if t.starts_with(SOCI_INDEX_PREFIX) {
+            Self::SociIndex
+        } else {
+            Self::Other
+        }
+    }
 }
 
 /// OCI tar layer, uncompressed.

@@ -12,6 +12,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::oci::digest::Digest;
+use crate::oci::media_type as mt;
 use crate::oci::names::ImageTag;
 
 crate::vocabulary::vocabulary! {
@@ -29,23 +30,15 @@ crate::vocabulary::vocabulary! {
     }
 }
 
-/// Artifact type of Notation signatures.
-pub const NOTATION_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
-/// Artifact type of cosign signatures stored as referrers.
-pub const COSIGN_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
-/// Prefix of the Sigstore bundle artifact types (`…bundle.v0.3+json`,
-/// `…bundle+json;version=0.3`).
-pub const SIGSTORE_BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
-
 impl SignatureKind {
     /// The signature format of a referrer with `artifact_type`, if it is one.
     pub fn of_artifact_type(artifact_type: &str) -> Option<SignatureKind> {
         let t = artifact_type.trim();
-        if t == NOTATION_ARTIFACT_TYPE {
+        if t == mt::NOTATION_SIGNATURE {
             Some(SignatureKind::Notation)
-        } else if t == COSIGN_ARTIFACT_TYPE {
+        } else if t == mt::COSIGN_ARTIFACT_SIG {
             Some(SignatureKind::CosignReferrer)
-        } else if t.starts_with(SIGSTORE_BUNDLE_PREFIX) {
+        } else if t.starts_with(mt::SIGSTORE_BUNDLE_PREFIX) {
             Some(SignatureKind::SigstoreBundle)
         } else {
             None

@@ -9,15 +9,14 @@ use std::pin::Pin;
 
 use serde::Serialize;
 
-use crate::engine::audit::now_ms;
-use crate::engine::registry::{Registry, RegistryError};
-use crate::engine::repository_policy;
-use crate::engine::retry::{RetryPolicy, retrying};
-use crate::engine::sweep::{CleanupSelection, Selection, cleanup_enabled, select};
+use crate::engine::registry::Registry;
+use crate::engine::registry::RegistryError;
+use crate::engine::retry::RetryPolicy;
 use crate::policy::PolicySet;
-use crate::policy::repository_tag::Resolved;
 use crate::service::message::Request;
-use crate::service::scan::{Scope, jobs_of, leftovers, repositories};
+use crate::sweep::scan::{Scope, repositories};
+use crate::sweep::select::Selection;
+use crate::sweep::walk::{Found, Walk, Walked};
 
 /// Where a scheduled sweep puts its requests: the push queue, so the
 /// function's concurrency limit, retries, dead-letter queue and audit trail
@@ -82,7 +81,7 @@ pub struct EnqueueSummary {
     pub signature_gaps: usize,
     /// Those gaps, for their records.
     #[serde(skip)]
-    pub gaps: Vec<crate::engine::signing::SignatureGap>,
+    pub gaps: Vec<crate::sweep::signing::SignatureGap>,
     /// Repositories that could not be read, with the error (the others were swept).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub repository_errors: BTreeMap<String, String>,
@@ -97,72 +96,59 @@ pub struct EnqueueSummary {
 /// happens when the requests are consumed, within the queue's limits.
 pub async fn enqueue<R: Registry>(
     registry: &R,
+    retry: &RetryPolicy,
     policies: &PolicySet,
     scope: &Scope,
     selection: &Selection,
     queue: &dyn JobQueue,
 ) -> Result<EnqueueSummary, EnqueueError> {
     let mut summary = EnqueueSummary::default();
-    let retry = RetryPolicy::default();
-    for repo in repositories(registry, scope, &retry).await? {
-        // A repository that cannot be read (its tag, its listing) is reported
-        // and the others are swept, as the CLI's sweep does; only the queue
-        // refusing fails the request (it is delivered again).
-        let rule = policies.select_for(&repo, scope.account.as_ref()).policy;
-        let read = async {
-            let policy = match repository_policy::resolve(registry, &retry, None, rule, &repo).await? {
-                (Resolved::Apply { policy, .. }, _) => *policy,
-                (left_alone, _) => return Ok(Err(left_alone)),
-            };
-            let listing = retrying(&retry, None, || registry.list_images(&repo)).await?;
-            Ok::<_, RegistryError>(Ok((policy, listing)))
-        };
-        let (policy, listing) = match read.await {
-            Ok(Ok(read)) => read,
-            Ok(Err(left_alone)) => {
-                tracing::info!(repository = %repo, reason = %left_alone, "repository left alone");
+    let walk = Walk {
+        registry,
+        retry,
+        policies,
+        scope,
+        selection,
+        replicas: None,
+    };
+    for repo in repositories(registry, scope, retry).await? {
+        // A repository that cannot be read is reported and the others are
+        // swept, as the CLI's sweep does; only the queue refusing fails the
+        // request (it is delivered again).
+        let found = match walk.repository(&repo).await {
+            Walked::Listed(found) => found,
+            Walked::LeftAlone(reason) => {
+                tracing::info!(repository = %repo, %reason, "repository left alone");
                 summary.left_alone += 1;
                 continue;
             }
-            Err(e) => {
+            Walked::Failed(e) => {
                 tracing::error!(repository = %repo, error = %e, "cannot read the repository; the others are swept");
                 summary.repository_errors.insert(repo.to_string(), e.to_string());
                 continue;
             }
         };
-        summary.repositories_scanned += 1;
-        let plan = select(&listing, &policy, selection);
-        match crate::service::scan::signature_gaps(registry, &retry, &repo, &listing, &policy).await {
-            Ok(gaps) => {
-                crate::service::scan::report_gaps(&repo, &gaps);
-                summary.signature_gaps += gaps.len();
-                summary.gaps.extend(gaps);
-            }
-            Err(e) => {
-                tracing::warn!(repository = %repo, error = %e, "cannot read what signs its promoted images");
-            }
+        let Found {
+            indexes_seen,
+            already_fine,
+            jobs,
+            leftovers,
+            gaps,
+            errors,
+            ..
+        } = *found;
+        if !errors.is_empty() {
+            summary.repository_errors.insert(repo.to_string(), errors.join("; "));
         }
-        summary.indexes_seen += plan.indexes_seen;
-        summary.already_fine += plan.already_fine;
-        let cleanup = if cleanup_enabled(&policy, selection) {
-            match leftovers(registry, &retry, &repo, &listing, &policy, selection, now_ms()).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::error!(repository = %repo, error = %e, "cannot read the repository's indexes; no leftovers sought");
-                    summary
-                        .repository_errors
-                        .insert(repo.to_string(), format!("leftovers not sought: {e}"));
-                    CleanupSelection::default()
-                }
-            }
-        } else {
-            CleanupSelection::default()
-        };
-        summary.leftovers += cleanup.jobs.len();
-        let bodies: Vec<String> = jobs_of(&repo, scope.account.as_ref(), plan.jobs, cleanup.jobs, selection)
-            .iter()
-            .map(|job| Request::for_job(job).body())
-            .collect();
+        summary.repositories_scanned += 1;
+        summary.indexes_seen += indexes_seen;
+        summary.already_fine += already_fine;
+        summary.signature_gaps += gaps.len();
+        summary.gaps.extend(gaps);
+        summary.leftovers += leftovers;
+        // Kept indexes are retired only on the operator's request, never
+        // through a queue: the walk's `retire` is not enqueued.
+        let bodies: Vec<String> = jobs.iter().map(|job| Request::for_job(job).body()).collect();
         queue.enqueue(&bodies).await?;
         summary.enqueued += bodies.len();
     }

@@ -15,14 +15,12 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::decide::skip::SkipCode;
 use crate::engine::audit::{
     AuditError, AuditRecord, AuditSink, Outcome, OutcomeKind, Trigger, log_line, write_with_retries,
 };
 use crate::engine::registry::{AccountRegistries, Registry, RegistryError};
 use crate::engine::retry::RetryPolicy;
-use crate::engine::signing::SignatureGap;
-use crate::engine::skip::SkipCode;
-use crate::engine::sweep::Selection;
 use crate::engine::{Engine, Job};
 use crate::oci::names::AccountId;
 use crate::oci::signature::Signing;
@@ -32,8 +30,10 @@ use crate::service::live_policy::LivePolicy;
 use crate::service::message::{Message, MessageError, Request};
 use crate::service::metrics::{MetricsConfig, emf};
 use crate::service::request::{ImageRequest, Work};
-use crate::service::scan::Scope;
 use crate::service::triage::{Triage, triage};
+use crate::sweep::scan::Scope;
+use crate::sweep::select::Selection;
+use crate::sweep::signing::SignatureGap;
 
 /// The service: a registry, an audit sink and the policies.
 #[derive(Debug)]
@@ -294,9 +294,16 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             account: account.clone(),
         };
         let policies = self.policies_now().await;
-        let summary = enqueue(registry, &policies, &scope, &Selection::default(), &*sweeps.queue)
-            .await
-            .map_err(|e| RetryError::Sweep(e.to_string()))?;
+        let summary = enqueue(
+            registry,
+            &self.retry,
+            &policies,
+            &scope,
+            &Selection::default(),
+            &*sweeps.queue,
+        )
+        .await
+        .map_err(|e| RetryError::Sweep(e.to_string()))?;
         tracing::info!(
             account = account.as_ref().map_or("own", AccountId::as_str),
             ?summary,
@@ -315,7 +322,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     }
 
     /// Writes the record of a signature gap a sweep found (see
-    /// [`crate::engine::signing`]): skipped (`signed_after_promotion`, with
+    /// [`crate::sweep::signing`]): skipped (`signed_after_promotion`, with
     /// what to do), final; nothing is changed. A record that cannot be
     /// written is logged: the next sweep finds the gap again.
     pub async fn record_signature_gap(&self, account: Option<&AccountId>, gap: &SignatureGap) {

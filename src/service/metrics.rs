@@ -32,9 +32,9 @@
 
 use serde_json::{Value, json};
 
-use crate::engine::action::Action;
+use crate::decide::action::Action;
+use crate::decide::skip::SkipCode;
 use crate::engine::audit::{ActionOutcome, AuditRecord, Outcome};
-use crate::engine::skip::SkipCode;
 use crate::vocabulary::Vocabulary;
 
 /// Namespace of the metrics (default).
@@ -186,7 +186,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::engine::action::DeleteRole;
+    use crate::decide::action::DeleteRole;
     use crate::engine::audit::{ActionRecord, Failure, Trigger};
     use crate::oci::digest::Digest;
 
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn signed_indexes_kept_manifests_and_incomplete_handlings_are_counted_once() {
-        use crate::engine::skip::{SkipReason, Skipped};
+        use crate::decide::skip::{SkipReason, Skipped};
         use crate::oci::signature::{Signature, SignatureKind, Signing};
         let signed = Signing {
             index: vec![Signature::referrer(SignatureKind::Notation, &Digest::sha256_of(b"sig"))],
@@ -328,7 +328,7 @@ mod tests {
         let skipped = emf(
             &record(
                 Outcome::Skipped {
-                    code: crate::engine::skip::SkipCode::Superseded,
+                    code: crate::decide::skip::SkipCode::Superseded,
                     reason: "…".into(),
                 },
                 true,

@@ -12,6 +12,5 @@ pub mod manual;
 pub mod message;
 pub mod metrics;
 pub mod request;
-pub mod scan;
 pub mod sweep;
 pub mod triage;

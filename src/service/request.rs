@@ -58,7 +58,7 @@ pub enum Work {
     /// Clean this leftover up, if it was pushed at least this long ago.
     Cleanup {
         /// The minimum age, in seconds (never below
-        /// [`crate::engine::cleanup::DEFAULT_MIN_AGE_S`] once handled).
+        /// [`crate::decide::cleanup::DEFAULT_MIN_AGE_S`] once handled).
         min_age_s: u64,
     },
 }
@@ -160,12 +160,12 @@ impl Request {
             (Purpose::Cleanup { min_age_s } | Purpose::Retire { min_age_s }, _) => Work::Cleanup { min_age_s },
             // Never through a queue either: a cleanup keeps every tagged index.
             (Purpose::Undo, _) => Work::Cleanup {
-                min_age_s: crate::engine::cleanup::DEFAULT_MIN_AGE_S,
+                min_age_s: crate::decide::cleanup::DEFAULT_MIN_AGE_S,
             },
             // A remediation needs its tag; without one there is nothing the
             // per-push path would do but leave it, which a cleanup does too.
             (Purpose::Remediate, None) => Work::Cleanup {
-                min_age_s: crate::engine::cleanup::DEFAULT_MIN_AGE_S,
+                min_age_s: crate::decide::cleanup::DEFAULT_MIN_AGE_S,
             },
         };
         let id = match &work {
@@ -247,7 +247,7 @@ impl ImageRequest {
             Work::Remediate { tag } => (Purpose::Remediate, Some(tag.clone())),
             Work::Cleanup { min_age_s } => (
                 Purpose::Cleanup {
-                    min_age_s: (*min_age_s).max(crate::engine::cleanup::DEFAULT_MIN_AGE_S),
+                    min_age_s: (*min_age_s).max(crate::decide::cleanup::DEFAULT_MIN_AGE_S),
                 },
                 None,
             ),
@@ -344,7 +344,7 @@ mod tests {
             assert_eq!(Job { event_id: None, ..got }, original);
         }
         // Younger than the default: the default. Retiring: a cleanup.
-        let floor = crate::engine::cleanup::DEFAULT_MIN_AGE_S;
+        let floor = crate::decide::cleanup::DEFAULT_MIN_AGE_S;
         assert_eq!(
             handled(&job(Purpose::Cleanup { min_age_s: 0 }, None)).purpose,
             Purpose::Cleanup { min_age_s: floor }

@@ -13,21 +13,19 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::engine::action::{Action, DeleteRole};
-use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome, Trigger, now_ms};
-use crate::engine::registry::{ImageInfo, Registry, RegistryError};
-use crate::engine::replication::{self, DriftReport};
+use crate::decide::action::{Action, DeleteRole};
+use crate::decide::skip::SkipCode;
+use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome};
+use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::retry::retrying;
-use crate::engine::signing::SignatureGap;
-use crate::engine::skip::SkipCode;
-use crate::engine::sweep::{CleanupSelection, Selection, Untouched, cleanup_enabled, select};
-use crate::engine::{Job, Purpose, repository_policy};
-use crate::oci::digest::Digest;
+use crate::engine::{Job, Purpose};
 use crate::oci::names::{AccountId, RepositoryName};
-use crate::policy::Policy;
-use crate::policy::repository_tag::Resolved;
 use crate::service::handler::{Delivery, Handler};
-use crate::service::scan::{Scope, jobs_of, leftovers, report_gaps, repositories, signature_gaps};
+use crate::sweep::replication::DriftReport;
+use crate::sweep::scan::{Scope, repositories};
+use crate::sweep::select::{Selection, Untouched};
+use crate::sweep::signing::SignatureGap;
+use crate::sweep::walk::{Found, Replicas, Walk, Walked};
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -100,25 +98,6 @@ pub struct SweepSummary {
     pub repositories_left_alone: BTreeMap<String, String>,
 }
 
-/// What a sweep found in one repository.
-enum Scan {
-    /// Its tag could not be read, or it could not be listed.
-    Failed(RegistryError),
-    /// Its tag leaves it alone.
-    LeftAlone(String),
-    /// Listed, under this policy, with the leftovers found (when sought).
-    Listed(Box<Listed>),
-}
-
-/// A repository a sweep listed.
-struct Listed {
-    listing: Vec<(Digest, ImageInfo)>,
-    policy: Policy,
-    found: Option<Result<CleanupSelection, RegistryError>>,
-    gaps: Result<Vec<SignatureGap>, RegistryError>,
-    drift: Vec<DriftReport>,
-}
-
 impl SweepSummary {
     /// True when nothing failed.
     pub fn ok(&self) -> bool {
@@ -169,145 +148,39 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         }
     };
     let own_account = scope.account.as_ref().or(handler.own_account.as_ref());
-    let (rules, own_region) = (&rules, handler.own_region.as_deref());
     let policies = handler.policies_now().await;
-    let policies = &policies;
-    // Shared by the stream that lists repositories and the loop that tallies
+    let walk = Walk {
+        registry,
+        retry: &handler.retry,
+        policies: &policies,
+        scope,
+        selection,
+        replicas: Some(Replicas {
+            rules: &rules,
+            account: own_account,
+            region: handler.own_region.as_deref(),
+        }),
+    };
+    let walk = &walk;
+    // Shared by the stream that walks repositories and the loop that tallies
     // records; the stream is polled on this task only, and no borrow is held
     // across an await.
     let summary = RefCell::new(SweepSummary {
         account: own_account.cloned(),
-        region: own_region.map(str::to_owned),
+        region: handler.own_region.clone(),
         replication_unchecked: summary_unchecked,
         ..SweepSummary::default()
     });
     let progress = RefCell::new(progress);
-    // Repositories are listed one after the other as the handling pulls their
+    // Repositories are walked one after the other as the handling pulls their
     // images, so the next listing overlaps the last images of the one before
     // and only one listing is in memory at a time.
-    let listed = futures_util::stream::iter(repos.iter().enumerate()).then(|(n, repo)| async move {
-        let rule = policies.select_for(repo, scope.account.as_ref()).policy;
-        let scan = match repository_policy::resolve(registry, &handler.retry, None, rule, repo).await {
-            Err(e) => Scan::Failed(e),
-            Ok((Resolved::Apply { policy, .. }, _)) => {
-                match retrying(&handler.retry, None, || registry.list_images(repo)).await {
-                    Err(e) => Scan::Failed(e),
-                    Ok(listing) => {
-                        let found = if cleanup_enabled(&policy, selection) {
-                            Some(
-                                leftovers(registry, &handler.retry, repo, &listing, &policy, selection, now_ms()).await,
-                            )
-                        } else {
-                            None
-                        };
-                        let gaps = signature_gaps(registry, &handler.retry, repo, &listing, &policy).await;
-                        let drift = replicas(registry, handler, repo, &listing, rules, own_account, own_region).await;
-                        Scan::Listed(Box::new(Listed {
-                            listing,
-                            policy: *policy,
-                            found,
-                            gaps,
-                            drift,
-                        }))
-                    }
-                }
-            }
-            Ok((left_alone, _)) => Scan::LeftAlone(left_alone.to_string()),
-        };
-        (n, repo, scan)
-    });
-    let jobs = listed.flat_map(|(n, repo, scan)| {
-        let mut items = Vec::new();
-        match scan {
-            Scan::Failed(e) => {
-                tracing::warn!(repository = %repo, error = %e, "cannot list the repository; skipped");
-                summary
-                    .borrow_mut()
-                    .repository_errors
-                    .insert(repo.to_string(), e.to_string());
-                progress.borrow_mut().repository(n, total, repo, 0);
-            }
-            Scan::LeftAlone(reason) => {
-                tracing::info!(repository = %repo, %reason, "repository left alone");
-                summary
-                    .borrow_mut()
-                    .repositories_left_alone
-                    .insert(repo.to_string(), reason);
-                progress.borrow_mut().repository(n, total, repo, 0);
-            }
-            Scan::Listed(listed) => {
-                let Listed {
-                    listing,
-                    policy,
-                    found,
-                    gaps,
-                    drift,
-                } = *listed;
-                summary.borrow_mut().replication_drift.extend(drift);
-                let plan = select(&listing, &policy, selection);
-                let gaps = match gaps {
-                    Ok(gaps) => gaps,
-                    Err(e) => {
-                        tracing::warn!(repository = %repo, error = %e, "cannot read what signs its promoted images");
-                        summary
-                            .borrow_mut()
-                            .repository_errors
-                            .insert(repo.to_string(), format!("signatures not checked: {e}"));
-                        Vec::new()
-                    }
-                };
-                report_gaps(repo, &gaps);
-                {
-                    let mut s = summary.borrow_mut();
-                    s.signature_gaps.extend(gaps);
-                    s.repositories_scanned += 1;
-                    s.indexes_seen += plan.indexes_seen;
-                    s.already_fine += plan.already_fine;
-                    s.already_fine_by_keep_tag += plan.already_fine;
-                    for (kind, count) in &plan.untouched {
-                        *s.not_touched.entry(*kind).or_default() += count;
-                    }
-                }
-                let cleanup = match found {
-                    Some(Ok(found)) => found,
-                    Some(Err(e)) => {
-                        tracing::warn!(repository = %repo, error = %e, "cannot read the repository's indexes; no leftovers sought");
-                        summary
-                            .borrow_mut()
-                            .repository_errors
-                            .insert(repo.to_string(), format!("leftovers not sought: {e}"));
-                        CleanupSelection::default()
-                    }
-                    None => CleanupSelection::default(),
-                };
-                {
-                    let mut s = summary.borrow_mut();
-                    for (kind, count) in &cleanup.untouched {
-                        *s.not_touched.entry(*kind).or_default() += count;
-                    }
-                }
-                progress
-                    .borrow_mut()
-                    .repository(n, total, repo, plan.jobs.len() + cleanup.jobs.len() + plan.retire.len());
-                let retire = plan.retire.clone();
-                items.extend(jobs_of(repo, scope.account.as_ref(), plan.jobs, cleanup.jobs, selection));
-                items.extend(retire.into_iter().map(|digest| Job {
-                    purpose: Purpose::Retire {
-                        min_age_s: selection.min_age_s,
-                    },
-                    trigger: Trigger::Sweep,
-                    event_id: None,
-                    account: scope.account.clone(),
-                    region: None,
-                    replicated_from: None,
-                    repository: repo.clone(),
-                    digest,
-                    tag: None,
-                    tag_arrived_ms: None,
-                }));
-            }
-        }
-        futures_util::stream::iter(items)
+    let walked = futures_util::stream::iter(repos.iter().enumerate())
+        .then(|(n, repo)| async move { (n, repo, walk.repository(repo).await) });
+    let jobs = walked.flat_map(|(n, repo, walked)| {
+        let jobs = tally_repository(&mut summary.borrow_mut(), repo, walked);
+        progress.borrow_mut().repository(n, total, repo, jobs.len());
+        futures_util::stream::iter(jobs)
     });
     let mut handled = Box::pin(
         jobs.map(|job| async move {
@@ -317,54 +190,7 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         .buffer_unordered(SWEEP_CONCURRENCY),
     );
     while let Some(((record, written), leftover)) = handled.next().await {
-        let mut s = summary.borrow_mut();
-        s.images_handled += 1;
-        s.leftovers_handled += usize::from(leftover);
-        s.dry_run |= record.policy.as_ref().is_some_and(|p| p.dry_run);
-        // A dry run counts what the real run would do, in the same fields.
-        match &record.outcome {
-            Outcome::Remediated | Outcome::Planned => s.remediated += 1,
-            Outcome::Noop => s.already_fine += 1,
-            Outcome::Skipped { code, .. } => *s.skipped.entry(*code).or_default() += 1,
-            Outcome::Failed(_) | Outcome::InProgress => s.failed += 1,
-        }
-        for left_out in record
-            .skipped
-            .iter()
-            .filter(|k| k.action.is_some() || k.digest.is_some())
-        {
-            *s.changes_not_made.entry(left_out.reason.code()).or_default() += 1;
-        }
-        if written.is_err() && !matches!(record.outcome, Outcome::Failed(_)) {
-            // The work may be done, but its record is not in the trail.
-            s.failed += 1;
-        }
-        let planned_deletes = || {
-            record
-                .actions
-                .iter()
-                .filter(|a| a.outcome == ActionOutcome::Planned && a.action.is_delete())
-        };
-        s.manifests_deleted += record.deleted as usize + planned_deletes().count();
-        s.lambda_would_refuse += record.deployability.iter().filter(|d| d.verdict.is_no()).count();
-        s.lambda_unknown += record.deployability.iter().filter(|d| d.verdict.is_unknown()).count();
-        s.bytes_reclaimed += planned_deletes().filter_map(|a| a.bytes).sum::<u64>();
-        s.kept_indexes_retired += record
-            .actions
-            .iter()
-            .filter(|a| {
-                matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned)
-                    && matches!(
-                        a.action,
-                        Action::Delete {
-                            role: DeleteRole::KeptIndex,
-                            ..
-                        }
-                    )
-            })
-            .count();
-        s.bytes_reclaimed += record.reclaimed_bytes;
-        drop(s);
+        tally_record(&mut summary.borrow_mut(), &record, written.is_ok(), leftover);
         progress.borrow_mut().image(&record);
     }
     drop(handled);
@@ -375,53 +201,96 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     Ok(summary)
 }
 
-/// How each replication destination of `repository` differs from this
-/// source (`listing`): only destinations that drifted or could not be read.
-/// A destination in this account and another region is listed through
-/// `registry`'s credentials; another account's registry is not read here
-/// (sweep that account, or from its hub, to compare).
-async fn replicas<R: Registry, A: AuditSink>(
-    registry: &R,
-    handler: &Handler<R, A>,
-    repository: &RepositoryName,
-    listing: &[(Digest, ImageInfo)],
-    rules: &[replication::Rule],
-    own_account: Option<&AccountId>,
-    own_region: Option<&str>,
-) -> Vec<DriftReport> {
-    let mut out = Vec::new();
-    for destination in replication::destinations(rules, repository) {
-        let report = |drift, unreadable| DriftReport {
-            repository: repository.to_string(),
-            destination: destination.clone(),
-            drift,
-            unreadable,
-        };
-        if own_account.is_some_and(|a| *a != destination.account) {
-            out.push(report(
-                None,
-                Some("another account's registry: not read from here; sweep that account to compare".to_owned()),
-            ));
-            continue;
+/// Adds what the walk found in `repo` to the summary; returns the jobs to
+/// handle (none when the repository failed or is left alone).
+fn tally_repository(s: &mut SweepSummary, repo: &RepositoryName, walked: Walked) -> Vec<Job> {
+    match walked {
+        Walked::Failed(e) => {
+            tracing::warn!(repository = %repo, error = %e, "cannot list the repository; skipped");
+            s.repository_errors.insert(repo.to_string(), e.to_string());
+            Vec::new()
         }
-        if own_region == Some(destination.region.as_str()) {
-            continue;
+        Walked::LeftAlone(reason) => {
+            tracing::info!(repository = %repo, %reason, "repository left alone");
+            s.repositories_left_alone.insert(repo.to_string(), reason);
+            Vec::new()
         }
-        let region = destination.region.as_str();
-        match retrying(&handler.retry, None, || {
-            registry.list_images_in_region(region, repository)
-        })
-        .await
-        {
-            Ok(Some(theirs)) => {
-                let drift = replication::drift(listing, &theirs);
-                if !drift.is_empty() {
-                    out.push(report(Some(drift), None));
-                }
+        Walked::Listed(found) => {
+            let Found {
+                indexes_seen,
+                already_fine,
+                untouched,
+                mut jobs,
+                retire,
+                gaps,
+                drift,
+                errors,
+                ..
+            } = *found;
+            if !errors.is_empty() {
+                s.repository_errors.insert(repo.to_string(), errors.join("; "));
             }
-            Ok(None) => out.push(report(None, Some("this registry cannot read other regions".to_owned()))),
-            Err(e) => out.push(report(None, Some(e.to_string()))),
+            s.replication_drift.extend(drift);
+            s.signature_gaps.extend(gaps);
+            s.repositories_scanned += 1;
+            s.indexes_seen += indexes_seen;
+            s.already_fine += already_fine;
+            s.already_fine_by_keep_tag += already_fine;
+            for (kind, count) in untouched {
+                *s.not_touched.entry(kind).or_default() += count;
+            }
+            jobs.extend(retire);
+            jobs
         }
     }
-    out
+}
+
+/// Adds one handled image's record to the summary.
+fn tally_record(s: &mut SweepSummary, record: &AuditRecord, written: bool, leftover: bool) {
+    s.images_handled += 1;
+    s.leftovers_handled += usize::from(leftover);
+    s.dry_run |= record.policy.as_ref().is_some_and(|p| p.dry_run);
+    // A dry run counts what the real run would do, in the same fields.
+    match &record.outcome {
+        Outcome::Remediated | Outcome::Planned => s.remediated += 1,
+        Outcome::Noop => s.already_fine += 1,
+        Outcome::Skipped { code, .. } => *s.skipped.entry(*code).or_default() += 1,
+        Outcome::Failed(_) | Outcome::InProgress => s.failed += 1,
+    }
+    for left_out in record
+        .skipped
+        .iter()
+        .filter(|k| k.action.is_some() || k.digest.is_some())
+    {
+        *s.changes_not_made.entry(left_out.reason.code()).or_default() += 1;
+    }
+    if !written && !matches!(record.outcome, Outcome::Failed(_)) {
+        // The work may be done, but its record is not in the trail.
+        s.failed += 1;
+    }
+    let planned_deletes = || {
+        record
+            .actions
+            .iter()
+            .filter(|a| a.outcome == ActionOutcome::Planned && a.action.is_delete())
+    };
+    s.manifests_deleted += record.deleted as usize + planned_deletes().count();
+    s.lambda_would_refuse += record.deployability.iter().filter(|d| d.verdict.is_no()).count();
+    s.lambda_unknown += record.deployability.iter().filter(|d| d.verdict.is_unknown()).count();
+    s.bytes_reclaimed += planned_deletes().filter_map(|a| a.bytes).sum::<u64>();
+    s.kept_indexes_retired += record
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(a.outcome, ActionOutcome::Applied | ActionOutcome::Planned)
+                && matches!(
+                    a.action,
+                    Action::Delete {
+                        role: DeleteRole::KeptIndex,
+                        ..
+                    }
+                )
+        })
+        .count();
+    s.bytes_reclaimed += record.reclaimed_bytes;
 }

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::engine::action::ActionKind;
+use crate::decide::action::ActionKind;
 use crate::engine::audit::{AUDIT_SCHEMA, OutcomeKind};
 use crate::oci::digest::Digest;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};

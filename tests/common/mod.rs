@@ -1,8 +1,8 @@
 //! Helpers shared by the planner tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use ecr_remediator::engine::plan::{Plan, PlanInput, plan};
-use ecr_remediator::engine::view::{Held, RepositoryView};
+use ecr_remediator::decide::plan::{Plan, PlanInput, plan};
+use ecr_remediator::decide::view::{Held, RepositoryView};
 use ecr_remediator::oci::classify::EntryClass;
 use ecr_remediator::oci::classify::{Classification, classify};
 use ecr_remediator::oci::digest::Digest;
@@ -34,7 +34,7 @@ pub fn unused(v: &mut RepositoryView, d: &Digest) {
     v.set_pull_time(d, None);
     v.set_pushed_at(d, 0);
     if v.in_use().is_none() {
-        v.set_in_use(Ok(std::sync::Arc::new(ecr_remediator::engine::usage::InUse::new(0))));
+        v.set_in_use(Ok(std::sync::Arc::new(ecr_remediator::decide::usage::InUse::new(0))));
     }
 }
 

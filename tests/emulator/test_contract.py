@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import EVENT_TIMEOUT, EventQueue
+from conftest import EVENT_TIMEOUT, ON_AWS, EventQueue
 from ecr_emulator.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, build_buildx_layout
 from ecr_emulator.push import push
-from ecr_emulator.testing import account_session, member_role_trust
+from ecr_emulator.testing import account_session, member_role_trust, wait_for
 
 ALL_TYPES = [
     OCI_INDEX,
@@ -887,3 +887,120 @@ def test_reads_are_pulls_unless_the_reader_is_on_the_exclusion_list(
     )
     other.batch_get_image(repositoryName=repo, imageIds=[{"imageDigest": image}])
     assert pulled(), "another user's read is a pull"
+
+
+# -- EventBridge PutEvents size -----------------------------------------------------------------
+
+#: EventBridge's PutEvents limit since 2026-01-29: 1 MiB (AWS Compute Blog, "More room to build:
+#: serverless services now support payloads up to 1 MB"), counted over all the entries of a request.
+PUT_EVENTS_LIMIT = 1024 * 1024
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    """An entry's size as the EventBridge User Guide's "Calculating Amazon EventBridge PutEvents
+    event entry size" counts it: 14 bytes for Time, UTF-8 bytes of Source, DetailType, Detail and
+    of each Resources item."""
+    size = 14 if "Time" in entry else 0
+    size += sum(len(entry.get(k, "").encode()) for k in ("Source", "DetailType", "Detail"))
+    return size + sum(len(r.encode()) for r in entry.get("Resources", []))
+
+
+def sized_entry(size: int, source: str, detail_type: str) -> dict[str, Any]:
+    """An entry of exactly ``size`` bytes, with every counted field set and a two-byte character in
+    its Detail (so a byte count that took characters for bytes would be off)."""
+    entry: dict[str, Any] = {
+        "Source": source,
+        "DetailType": detail_type,
+        "Time": time.time(),
+        "Resources": ["arn:aws:ecr:us-east-1:123456789012:repository/size-probe"],
+        "Detail": json.dumps({"note": "caf\u00e9", "pad": ""}, ensure_ascii=False),
+    }
+    entry["Detail"] = json.dumps({"note": "caf\u00e9", "pad": "x" * (size - entry_size(entry))}, ensure_ascii=False)
+    assert entry_size(entry) == size
+    return entry
+
+
+@pytest.fixture()
+def custom_event_queue(client_factory: Any, salt: str) -> Iterator[tuple[str, EventQueue]]:
+    """A source of this test's own, and an SQS queue a default-bus rule feeds with its
+    ``delivered`` events (the other detail types go nowhere)."""
+    sqs, events = client_factory("sqs"), client_factory("events")
+    name, source = f"ecr-contract-{salt}", f"ecr-contract.{salt}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule_arn = events.put_rule(Name=name, EventPattern=json.dumps({"source": [source], "detail-type": ["delivered"]}))["RuleArn"]
+    allow = {
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+    }
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": [allow]})})
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    try:
+        yield source, EventQueue(sqs, url)
+    finally:
+        events.remove_targets(Rule=name, Ids=["queue"])
+        events.delete_rule(Name=name)
+        sqs.delete_queue(QueueUrl=url)
+
+
+def test_put_events_takes_entries_up_to_the_size_limit_and_delivers_them(
+    client_factory: Any, custom_event_queue: tuple[str, EventQueue]
+) -> None:
+    """PutEvents accepts a request whose entries add up to the limit, sized as the EventBridge User
+    Guide's "Calculating Amazon EventBridge PutEvents event entry size" says (Time 14 bytes, UTF-8
+    bytes of Source, DetailType, Detail and each resource); 1,048,576 bytes were measured accepted in
+    2026-03. A large entry reaches a rule's SQS target whole (its envelope adds some hundred bytes,
+    so it is kept 4 KiB under the limit to fit SQS's 1 MiB message)."""
+    events = client_factory("events")
+    source, queue = custom_event_queue
+    at_limit = events.put_events(Entries=[sized_entry(PUT_EVENTS_LIMIT, source, "at-limit")])
+    assert at_limit["FailedEntryCount"] == 0 and at_limit["Entries"][0]["EventId"]
+    entry = sized_entry(PUT_EVENTS_LIMIT - 4096, source, "delivered")
+    reply = events.put_events(Entries=[entry])
+    assert reply["FailedEntryCount"] == 0
+    received = queue.drain(1, EVENT_TIMEOUT)
+    assert [e["id"] for e in received] == [reply["Entries"][0]["EventId"]]
+    assert received[0]["detail"] == json.loads(entry["Detail"])
+    assert received[0]["resources"] == entry["Resources"]
+
+
+def test_put_events_refuses_a_request_over_the_size_limit_as_a_whole(
+    client_factory: Any, custom_event_queue: tuple[str, EventQueue]
+) -> None:
+    """The limit is on the request, its entries added up: one byte over and EventBridge answers
+    ``ValidationException`` ("Total size of the entries in the request is over the limit.") and puts
+    no entry, a small sibling included; there is no per-entry error code for size (EventBridge API
+    reference, ``PutEventsResultEntry``; the error as reported in
+    awslabs/aws-service-catalog-puppet#563 and measured with the 1 MiB limit in 2026-03)."""
+    events = client_factory("events")
+    source, queue = custom_event_queue
+    sibling = sized_entry(1024, source, "delivered")
+    with pytest.raises(ClientError) as err:
+        events.put_events(Entries=[sibling, sized_entry(PUT_EVENTS_LIMIT - 1024 + 1, source, "over")])
+    assert error_code(err) == "ValidationException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as alone:
+        events.put_events(Entries=[sized_entry(PUT_EVENTS_LIMIT + 1, source, "over")])
+    assert error_code(alone) == "ValidationException"
+    # The sibling was not put: the next event the queue receives is this marker.
+    marker = events.put_events(Entries=[sized_entry(1024, source, "delivered")])["Entries"][0]["EventId"]
+    assert [e["id"] for e in queue.drain(1, EVENT_TIMEOUT)] == [marker]
+
+
+@pytest.mark.emulator_only
+def test_the_put_events_limit_can_be_set_to_the_former_256_kb(client_factory: Any, control: Any, salt: str) -> None:
+    """The emulator's ``put_events_max_bytes`` setting: 262,144 bytes is EventBridge's limit before
+    2026-01-29 (EventBridge User Guide, "Calculating Amazon EventBridge PutEvents event entry size",
+    earlier editions), for a client that must keep to it."""
+    events = client_factory("events")
+    control.config(put_events_max_bytes=262_144)
+    try:
+        assert events.put_events(Entries=[sized_entry(262_144, f"ecr-contract.{salt}", "x")])["FailedEntryCount"] == 0
+        with pytest.raises(ClientError) as err:
+            events.put_events(Entries=[sized_entry(262_145, f"ecr-contract.{salt}", "x")])
+        assert error_code(err) == "ValidationException"
+    finally:
+        control.config(put_events_max_bytes=PUT_EVENTS_LIMIT)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use ecr_remediator::aws::logs::{LogsInsights, stack_audit_log_group};
-use ecr_remediator::engine::action::ActionKind;
+use ecr_remediator::decide::action::ActionKind;
 use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::engine::audit::now_ms;
 use ecr_remediator::oci::names::AccountId;

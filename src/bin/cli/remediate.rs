@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use ecr_remediator::decide::skip::SkipCode;
 use ecr_remediator::engine::Job;
 use ecr_remediator::engine::audit::{Outcome, Trigger};
-use ecr_remediator::engine::skip::SkipCode;
 use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::service::handler::Delivery;

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use ecr_remediator::engine::audit::AuditRecord;
-use ecr_remediator::engine::sweep::Selection;
 use ecr_remediator::oci::names::{AccountId, RepositoryName};
 use ecr_remediator::policy::glob::Glob;
-use ecr_remediator::service::scan::Scope;
 use ecr_remediator::service::sweep::{Progress, SweepSummary, sweep as run_sweep};
+use ecr_remediator::sweep::scan::Scope;
+use ecr_remediator::sweep::select::Selection;
 use ecr_remediator::time::{parse_duration_s, parse_since};
 use ecr_remediator::trail::render;
 use futures_util::StreamExt;

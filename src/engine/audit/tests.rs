@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use super::*;
-use crate::engine::action::DeleteRole;
+use crate::decide::action::DeleteRole;
 use crate::vocabulary::Vocabulary;
 
 fn digest(n: u8) -> Digest {
@@ -36,7 +36,7 @@ fn record_has_schema_and_flattened_outcomes() {
         ActionOutcome::Skipped { reason: "x".into() },
     ));
     r.outcome = Outcome::Skipped {
-        code: crate::engine::skip::SkipCode::Superseded,
+        code: crate::decide::skip::SkipCode::Superseded,
         reason: "moved".into(),
     };
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

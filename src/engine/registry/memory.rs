@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{DeleteOutcome, FetchFailure, Fetched, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
-use crate::engine::usage::InUse;
+use crate::decide::usage::InUse;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::{Manifest, RawManifest};
 use crate::oci::names::{ImageTag, RepositoryName};

@@ -38,7 +38,7 @@ from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
 from .registry import EcrError, Registry, Routed
 from .trust import check as trust_check
-from .workloads import ECS_TARGET, Ecs, as_json, patch_lambda
+from .workloads import ECS_TARGET, Ecs, LambdaStates, as_json, patch_lambda
 
 log = logging.getLogger("ecr_emulator")
 
@@ -79,6 +79,13 @@ ECR_OPERATIONS = {
 }
 
 StartResponse = Callable[..., Any]
+
+#: EventBridge's limit on one ``PutEvents`` request: the sizes of its entries added up (see
+#: ``put_events_entry_size``). 1 MiB since AWS raised it from 256 KB on 2026-01-29 (AWS Compute
+#: Blog, "More room to build: serverless services now support payloads up to 1 MB"); measured on
+#: AWS in 2026-03, 1,048,576 bytes are accepted and one byte more is refused. Settable through the
+#: control API (``put_events_max_bytes``; 262144 is the limit before the raise).
+PUT_EVENTS_MAX_BYTES = 1024 * 1024
 
 #: The fields of an event as EventBridge delivers it to a target.
 ENVELOPE = ("version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail")
@@ -142,6 +149,23 @@ moto_cfn_parsing.ResourceMap.load_parameters = _load_parameters  # type: ignore[
 # Fidelity fix for moto's CloudFormation: `Ref` of an AWS::Events::EventBus is its name.
 if not hasattr(moto_events_models.EventBus, "physical_resource_id"):
     moto_events_models.EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
+
+
+def put_events_entry_size(entry: Any) -> int:
+    """A ``PutEvents`` entry's size as EventBridge counts it (EventBridge User Guide, "Calculating
+    Amazon EventBridge PutEvents event entry size"): 14 bytes for ``Time`` if given, and the UTF-8
+    lengths of ``Source``, ``DetailType``, ``Detail`` and each ``Resources`` item. ``EventBusName``
+    and ``TraceHeader`` do not count."""
+    if not isinstance(entry, dict):
+        return 0
+
+    def utf8(value: Any) -> int:
+        return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+
+    size = 14 if entry.get("Time") is not None else 0
+    size += utf8(entry.get("Source")) + utf8(entry.get("DetailType")) + utf8(entry.get("Detail"))
+    resources = entry.get("Resources")
+    return size + (sum(utf8(r) for r in resources) if isinstance(resources, list) else 0)
 
 
 def _json_body(request: Request) -> dict[str, Any] | Response:
@@ -219,6 +243,7 @@ class Emulator:
         self._lock = threading.RLock()
         self._moto = DomainDispatcherApplication(create_backend_app)
         self.insights = Insights()
+        self.put_events_max_bytes = PUT_EVENTS_MAX_BYTES
         self.ecs = Ecs(lambda: self.registry, self._lock)
         #: IAM Identity Center access tokens the portal accepts (as `aws sso
         #: login` caches them), each with the account and role it may reach.
@@ -254,6 +279,10 @@ class Emulator:
                 return self._ecs(request, environ, operation, access_key, region)(environ, start_response)
             if target == "AWSEvents.TestEventPattern":
                 return self._test_event_pattern(request)(environ, start_response)
+            if target == "AWSEvents.PutEvents":
+                refused = self._refuse_oversized_put_events(request, environ)
+                if refused is not None:
+                    return refused(environ, start_response)
             if target in INSIGHTS_TARGETS:
                 return self._insights(request, operation, access_key, region)(environ, start_response)
         if request.path == "/federation/credentials" and request.method == "GET":
@@ -477,6 +506,24 @@ class Emulator:
         except Exception as err:  # an emulator bug: say so, as a 500 with the cause
             log.exception("Insights %s failed", operation)
             return _error("InternalFailure", f"ecr-emulator Insights {operation}: {type(err).__name__}: {err}", 500)
+
+    def _refuse_oversized_put_events(self, request: Request, environ: dict[str, Any]) -> Response | None:
+        """Fidelity fix for moto's EventBridge, which accepts entries of any size: a ``PutEvents``
+        request whose entries add up to more than ``put_events_max_bytes`` is refused as a whole,
+        nothing put, with the ``ValidationException`` EventBridge answers ("Total size of the
+        entries in the request is over the limit."; reported from AWS in
+        awslabs/aws-service-catalog-puppet#563 and measured in 2026-03 with the 1 MiB limit).
+        EventBridge has no per-entry error code for size (``PutEventsResultEntry`` lists none).
+        Anything else goes on to moto, body restored."""
+        data = request.get_data(cache=True)
+        environ["wsgi.input"] = io.BytesIO(data)
+        body = as_json(data) or {}
+        entries = body.get("Entries")
+        if not isinstance(entries, list):
+            return None
+        if sum(put_events_entry_size(e) for e in entries) > self.put_events_max_bytes:
+            return _error("ValidationException", "Total size of the entries in the request is over the limit.", 400)
+        return None
 
     @staticmethod
     def _test_event_pattern(request: Request) -> Response:
@@ -714,6 +761,16 @@ class Emulator:
                     if not isinstance(polls, int) or isinstance(polls, bool) or not 0 <= polls <= 1_000_000:
                         return _json(400, {"error": "'insights_running_polls' must be a whole number from 0"})
                     self.insights.running_polls = polls
+                reads = body.get("lambda_pending_reads")
+                if reads is not None:
+                    if not isinstance(reads, int) or isinstance(reads, bool) or not 0 <= reads <= 1_000_000:
+                        return _json(400, {"error": "'lambda_pending_reads' must be a whole number from 0"})
+                    LambdaStates.pending_reads = reads
+                limit = body.get("put_events_max_bytes")
+                if limit is not None:
+                    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                        return _json(400, {"error": "'put_events_max_bytes' must be a whole number from 1"})
+                    self.put_events_max_bytes = limit
                 orgs = body.get("organizations")
                 if orgs is not None:
                     valid = isinstance(orgs, dict) and all(
@@ -734,6 +791,8 @@ class Emulator:
                 {
                     "check_layers": self.registry.check_layers,
                     "insights_running_polls": self.insights.running_polls,
+                    "put_events_max_bytes": self.put_events_max_bytes,
+                    "lambda_pending_reads": LambdaStates.pending_reads,
                     "organizations": organizations,
                 },
             )

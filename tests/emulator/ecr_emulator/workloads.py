@@ -15,7 +15,16 @@ references against the emulator's ECR (``registry.py``) the way AWS does:
 * **Lambda** resolves ``ImageUri`` once, at ``CreateFunction`` and
   ``UpdateFunctionCode`` (``Code.ResolvedImageUri``, ``CodeSha256``), pulls
   it, and refuses an image index ("The image manifest, config or layer media
-  type for the source image ... is not supported"). moto hashes the URI string.
+  type for the source image ... is not supported"). moto hashes the URI string,
+  and its ``ResolvedImageUri`` of a by-digest ``ImageUri`` is malformed.
+* **Lambda function states**: ``CreateFunction`` answers ``State: Pending``
+  (``StateReasonCode: Creating``) and the function turns ``Active`` (with
+  ``LastUpdateStatus: Successful``) after a set number of ``GetFunction`` /
+  ``GetFunctionConfiguration`` reads (``LambdaStates.pending_reads``);
+  meanwhile ``UpdateFunctionCode``, ``UpdateFunctionConfiguration``,
+  ``PublishVersion`` and ``Invoke`` are refused with
+  ``ResourceConflictException``. moto makes every function ``Active`` at once.
+  ``ListFunctions`` leaves the state fields out, as Lambda does.
 
 Differences from AWS, kept small on purpose: a deployment's revision is the
 service's only current revision at once (no rolling overlap); ECS pulls when
@@ -241,13 +250,53 @@ def list_task_definitions(body: dict[str, Any], account: str, region: str) -> di
 _PATCHED: list[bool] = []
 
 
+class LambdaStates:
+    """How long a function made by ``CreateFunction`` stays ``Pending`` (Lambda Developer Guide,
+    "Lambda function states"): ``pending_reads`` ``GetFunction`` / ``GetFunctionConfiguration``
+    reads answer ``Pending``, the next ones ``Active``. One by default, so a client that reads once
+    and does not poll is caught; 0 makes the first read ``Active``. Functions CloudFormation
+    creates are ``Active`` at once (CloudFormation waits for that in AWS)."""
+
+    pending_reads = 1
+
+
+#: The attribute on a moto function holding how many reads it still answers ``Pending``.
+PENDING = "_ecr_emulator_pending_reads"
+#: What Lambda reports about a function it is still creating (Lambda API reference,
+#: ``FunctionConfiguration``: "When the code is Creating, you can't invoke or modify the function").
+PENDING_STATE = {"State": "Pending", "StateReason": "The function is being created.", "StateReasonCode": "Creating"}
+
+
+#: The configuration fields ``ListFunctions`` does not return (Lambda API reference, ``ListFunctions``).
+NOT_LISTED = (
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+    "RuntimeVersionConfig",
+)
+
+
+def resolved_image_uri(uri: str, digest_hex: str) -> str:
+    """``ResolvedImageUri`` as Lambda reports it: the repository of ``uri`` (tag and digest
+    dropped) at the digest the function runs."""
+    head, _, last = uri.split("@", 1)[0].rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}@sha256:{digest_hex}"
+
+
 def patch_lambda(registry: Callable[[], Registry], lock: threading.RLock) -> None:
     """Makes moto's Lambda resolve ``ImageUri`` against the emulator's ECR
-    (``registry`` gives the current one; once per process)."""
+    (``registry`` gives the current one) and report function states as Lambda
+    does (``LambdaStates``); once per process."""
     if _PATCHED:
         return
     _PATCHED.append(True)
+    from urllib.parse import unquote
+
     from moto.awslambda import models as lambda_models
+    from moto.awslambda import responses as lambda_responses
     from moto.awslambda.exceptions import LambdaClientError
 
     original = lambda_models.LambdaFunction._set_function_code
@@ -276,6 +325,95 @@ def patch_lambda(registry: Callable[[], Registry], lock: threading.RLock) -> Non
             self.code["ImageUri"] = uri
 
     lambda_models.LambdaFunction._set_function_code = _set_function_code  # type: ignore[method-assign]
+
+    original_get_code = lambda_models.LambdaFunction.get_code
+
+    def get_code(self: Any) -> dict[str, Any]:
+        reply = original_get_code(self)
+        code = reply.get("Code") or {}
+        if code.get("ImageUri"):
+            code["ResolvedImageUri"] = resolved_image_uri(code["ImageUri"], self.code_sha_256)
+        return reply
+
+    lambda_models.LambdaFunction.get_code = get_code  # type: ignore[method-assign]
+
+    original_configuration = lambda_models.LambdaFunction.get_configuration
+
+    def get_configuration(self: Any, on_create: bool = False) -> dict[str, Any]:
+        config = original_configuration(self, on_create)
+        if on_create or getattr(self, PENDING, 0) > 0:
+            config.update(PENDING_STATE)
+            config.pop("LastUpdateStatus", None)
+        return config
+
+    lambda_models.LambdaFunction.get_configuration = get_configuration  # type: ignore[method-assign]
+
+    class PendingConflict(LambdaClientError):
+        code = 409
+
+    def refuse_while_pending(operation: Callable[..., Any], takes_qualifier: bool) -> Callable[..., Any]:
+        """``operation`` (a backend method taking the function name, then the qualifier if
+        ``takes_qualifier``), refused while the function is being created, with Lambda's error
+        (its wording as reported in aws/serverless-application-model#2356)."""
+
+        def guarded(self: Any, function_name: str, *args: Any, **kwargs: Any) -> Any:
+            qualifier = (args[0] if args else kwargs.get("qualifier")) if takes_qualifier else None
+            fn = self.get_function(function_name, qualifier)
+            if getattr(fn, PENDING, 0) > 0:
+                raise PendingConflict(
+                    "ResourceConflictException",
+                    "The operation cannot be performed at this time. The resource "
+                    f"{fn.function_arn} is currently in the following state: 'Pending'. StateReasonCode: 'Creating'",
+                )
+            return operation(self, function_name, *args, **kwargs)
+
+        return guarded
+
+    backend = lambda_models.LambdaBackend
+    for name in ("update_function_code", "update_function_configuration", "publish_version", "invoke"):
+        setattr(backend, name, refuse_while_pending(getattr(backend, name), takes_qualifier=name != "publish_version"))
+
+    responses = lambda_responses.LambdaResponse
+    original_create = responses.create_function
+
+    def create_function(self: Any) -> Any:
+        reply = original_create(self)
+        fn = self.backend.get_function(self.json_body["FunctionName"].rsplit(":", 1)[-1], None)
+        with lock:
+            setattr(fn, PENDING, LambdaStates.pending_reads)
+        return reply
+
+    responses.create_function = create_function  # type: ignore[method-assign]
+
+    def counting(read: Callable[[Any], str], name_of: Callable[[str], str]) -> Callable[[Any], str]:
+        """A read that answers as moto does, then brings the function one read closer to ``Active``."""
+
+        def counted(self: Any) -> str:
+            reply = read(self)
+            fn = self.backend.get_function(unquote(name_of(self.path)), self._get_param("Qualifier", None))
+            with lock:
+                if getattr(fn, PENDING, 0) > 0:
+                    setattr(fn, PENDING, getattr(fn, PENDING) - 1)
+            return reply
+
+        return counted
+
+    original_list = responses.list_functions
+
+    def list_functions(self: Any) -> str:
+        """ListFunctions leaves out the state fields (Lambda API reference, ``ListFunctions``:
+        they come from ``GetFunction`` only); moto includes them."""
+        reply = json.loads(original_list(self))
+        for config in reply.get("Functions") or []:
+            for key in NOT_LISTED:
+                config.pop(key, None)
+        return json.dumps(reply)
+
+    responses.list_functions = list_functions  # type: ignore[method-assign]
+    responses.get_function = counting(responses.get_function, lambda path: path.rsplit("/", 1)[-1])  # type: ignore[method-assign]
+    responses.get_function_configuration = counting(  # type: ignore[method-assign]
+        responses.get_function_configuration, lambda path: path.rsplit("/", 2)[-2]
+    )
 
 
 def as_json(data: bytes) -> dict[str, Any] | None:

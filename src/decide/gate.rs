@@ -37,10 +37,10 @@
 //! window between the last check and the deletion is one call. The dry run
 //! runs the same gate on the same reads.
 
-use crate::engine::action::{Action, DeleteRole};
-use crate::engine::skip::SkipReason;
-use crate::engine::usage::NAMED_PER_DIGEST;
-use crate::engine::view::RepositoryView;
+use crate::decide::action::{Action, DeleteRole};
+use crate::decide::skip::SkipReason;
+use crate::decide::usage::NAMED_PER_DIGEST;
+use crate::decide::view::RepositoryView;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
 use crate::policy::Policy;

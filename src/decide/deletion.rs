@@ -1,20 +1,20 @@
 //! Planning deletions: the remediated index, then the attestations it alone
-//! listed, each through the deletion gate ([`crate::engine::gate`]); then
+//! listed, each through the deletion gate ([`crate::decide::gate`]); then
 //! the deletion cap. Pure.
 
 use std::collections::BTreeSet;
 
-use crate::engine::action::{Action, DeleteRole};
-use crate::engine::gate::{self, Candidate, Role};
-use crate::engine::planned::Plan;
-use crate::engine::provenance::Coverage;
-use crate::engine::skip::{SkipReason, Skipped};
-use crate::engine::view::RepositoryView;
+use crate::decide::action::{Action, DeleteRole};
+use crate::decide::gate::{self, Candidate, Role};
+use crate::decide::planned::Plan;
+use crate::decide::provenance::Coverage;
+use crate::decide::skip::{SkipReason, Skipped};
+use crate::decide::view::RepositoryView;
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::policy::Policy;
 
-pub use crate::engine::gate::Gates;
+pub use crate::decide::gate::Gates;
 
 /// Plans the deletion of `idx` (the remediated index) and of the attestation
 /// entries of `c` it frees, on the view as `p`'s actions leave it. Every

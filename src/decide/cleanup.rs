@@ -22,18 +22,18 @@
 //! attestation may belong to a push still in progress.
 //!
 //! Runnable images are never deleted; every deletion passes the deletion
-//! gate ([`crate::engine::gate`]), as on every other path.
+//! gate ([`crate::decide::gate`]), as on every other path.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::action::{Action, DeleteRole};
-use crate::engine::deletion::{Gates, deletions, finish};
-use crate::engine::gate::{self, Candidate, Role};
-use crate::engine::plan::{runnables, stripped};
-use crate::engine::planned::Plan;
-use crate::engine::provenance::{Coverage, referrer_copies};
-use crate::engine::skip::SkipReason;
-use crate::engine::view::RepositoryView;
+use crate::decide::action::{Action, DeleteRole};
+use crate::decide::deletion::{Gates, deletions, finish};
+use crate::decide::gate::{self, Candidate, Role};
+use crate::decide::plan::{runnables, stripped};
+use crate::decide::planned::Plan;
+use crate::decide::provenance::{Coverage, referrer_copies};
+use crate::decide::skip::SkipReason;
+use crate::decide::view::RepositoryView;
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass, ManifestKind, classify_manifest};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;

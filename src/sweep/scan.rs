@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::engine::audit::Trigger;
 use crate::engine::registry::{FetchFailure, ImageInfo, ImageRef, Registry, RegistryError};
 use crate::engine::retry::{RetryPolicy, retrying};
-use crate::engine::signing::{SignatureGap, promotions};
-use crate::engine::sweep::{CleanupSelection, References, Selection, indexes, select_cleanup, unlisted};
 use crate::engine::{Job, Purpose};
 use crate::oci::classify::{classify, classify_manifest};
 use crate::oci::digest::Digest;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
 use crate::oci::signature::{Referrer, Signature};
 use crate::policy::Policy;
+use crate::sweep::select::{CleanupSelection, References, Selection, indexes, select_cleanup, unlisted};
+use crate::sweep::signing::{SignatureGap, promotions};
 
 /// Which repositories a sweep covers.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +32,7 @@ pub struct Scope {
 /// Image ids per `BatchGetImage` call (ECR's limit).
 const BATCH: usize = 100;
 
-/// Finds one repository's leftovers (see [`crate::engine::cleanup`]): reads
+/// Finds one repository's leftovers (see [`crate::decide::cleanup`]): reads
 /// every index once and every untagged manifest no index lists, `BATCH` at a
 /// time, then selects. Costs O(repository / 100) reads, once per sweep.
 pub async fn leftovers<R: Registry>(
@@ -76,7 +76,7 @@ pub async fn leftovers<R: Registry>(
 }
 
 /// The promoted tags of one repository whose index is signed and whose
-/// image is not (see [`crate::engine::signing`]): from the listing, plus one
+/// image is not (see [`crate::sweep::signing`]): from the listing, plus one
 /// `ListImageReferrers` for an index (then its image) only where the listing
 /// shows referrers it cannot classify. Once per sweep, never per push.
 pub async fn signature_gaps<R: Registry>(

@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::action::Action;
-use crate::engine::planned::Plan;
-use crate::engine::skip::{SkipReason, chain};
-use crate::engine::view::RepositoryView;
+use crate::decide::action::Action;
+use crate::decide::planned::Plan;
+use crate::decide::skip::{SkipReason, chain};
+use crate::decide::view::RepositoryView;
 use crate::oci::classify::{Classification, EntryClass, ManifestKind, classify_manifest};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;

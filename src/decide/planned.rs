@@ -1,11 +1,11 @@
 //! What a plan is: the writes in order, the tags they rely on, what was
-//! skipped and why, and explanations. Made by [`crate::engine::plan()`] and its
+//! skipped and why, and explanations. Made by [`crate::decide::plan()`] and its
 //! helpers, replayed by the view, executed by the applier.
 
 use serde::Serialize;
 
-use crate::engine::action::Action;
-use crate::engine::skip::{SkipReason, Skipped};
+use crate::decide::action::Action;
+use crate::decide::skip::{SkipReason, Skipped};
 use crate::oci::digest::Digest;
 use crate::oci::lambda::Verdict;
 use crate::oci::manifest::Platform;

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::engine::action::Action;
-use crate::engine::usage::InUse;
+use crate::decide::action::Action;
+use crate::decide::usage::InUse;
 use crate::oci::companion::Companion;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;

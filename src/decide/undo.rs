@@ -9,10 +9,10 @@
 //! when the repository's policy would move the tag off the index again on
 //! the push event the undo itself causes.
 
-use crate::engine::action::{Action, TagRole};
-use crate::engine::planned::Plan;
-use crate::engine::retire::made_by_remediation;
-use crate::engine::skip::SkipReason;
+use crate::decide::action::{Action, TagRole};
+use crate::decide::planned::Plan;
+use crate::decide::retire::made_by_remediation;
+use crate::decide::skip::SkipReason;
 use crate::oci::classify::classify;
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;

@@ -19,12 +19,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use crate::engine::action::{Action, DeleteRole, TagRole};
-use crate::engine::deletion::{Gates, deletions, finish};
-pub use crate::engine::planned::{Deployable, Plan};
-use crate::engine::provenance::{Coverage, referrer_copies};
-pub use crate::engine::skip::{SkipReason, Skipped, chain};
-use crate::engine::view::{Held, RepositoryView};
+pub use crate::decide::action::{Action, DeleteRole, TagRole};
+use crate::decide::deletion::{Gates, deletions, finish};
+pub use crate::decide::planned::{Deployable, Plan};
+use crate::decide::provenance::{Coverage, referrer_copies};
+pub use crate::decide::skip::{SkipReason, Skipped, chain};
+use crate::decide::view::{Held, RepositoryView};
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::companion::parse_companion;
 use crate::oci::digest::Digest;
@@ -62,7 +62,7 @@ pub struct PlanInput<'a> {
     /// pull-time window are measured from it).
     pub now_ms: i64,
     /// When the pushed tag arrived (the push event's time, or the first
-    /// handling's): the grace period runs from it ([`crate::engine::gate::grace`]).
+    /// handling's): the grace period runs from it ([`crate::decide::gate::grace`]).
     pub tag_arrived_ms: Option<i64>,
 }
 

@@ -2,7 +2,7 @@
 #![cfg(test)]
 
 use super::*;
-use crate::engine::action::DeleteRole;
+use crate::decide::action::DeleteRole;
 use crate::vocabulary::{Vocabulary, assert_serde_agrees};
 
 /// One of each reason, as the planner makes them.

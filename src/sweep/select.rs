@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::engine::cleanup::DEFAULT_MIN_AGE_S;
-use crate::engine::plan::{runnables, stripped};
+use crate::decide::cleanup::DEFAULT_MIN_AGE_S;
+use crate::decide::plan::{runnables, stripped};
 use crate::engine::registry::ImageInfo;
 use crate::oci::classify::{Classification, ManifestKind};
-use crate::oci::companion::parse_companion;
+use crate::oci::companion::{Companion, parse_companion};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
-use crate::oci::media_type::ManifestMediaType;
+use crate::oci::media_type::{ArtifactFamily, ManifestMediaType};
 use crate::oci::names::ImageTag;
 use crate::policy::glob::Glob;
 use crate::policy::{Mode, Policy};
@@ -26,10 +26,10 @@ pub struct Selection {
     /// Only images pushed at or after this instant (milliseconds since the epoch).
     pub since_ms: Option<i64>,
     /// Leftovers pushed more recently than this are not cleaned up (see
-    /// [`crate::engine::cleanup`]).
+    /// [`crate::decide::cleanup`]).
     pub min_age_s: u64,
     /// Also retire the indexes earlier runs kept under a keep tag (see
-    /// [`crate::engine::retire`]); never with a tag filter.
+    /// [`crate::decide::retire`]); never with a tag filter.
     pub retire_kept: bool,
 }
 
@@ -119,24 +119,19 @@ fn is_index(info: &ImageInfo) -> bool {
 }
 
 fn untouched_kind(info: &ImageInfo) -> Option<Untouched> {
-    let artifact = info.artifact_media_type.as_deref().unwrap_or_default();
-    let cosign = info
-        .tags
-        .iter()
-        .any(|t| t.starts_with("sha256-") && (t.ends_with(".sig") || t.ends_with(".att") || t.ends_with(".sbom")));
-    if cosign || artifact.contains("notary") || artifact.contains("sigstore") || artifact.contains("cosign") {
-        Some(Untouched::Signature)
-    } else if artifact.contains("helm") {
-        Some(Untouched::HelmChart)
-    } else if artifact.contains("soci") {
-        Some(Untouched::SociIndex)
-    } else if !artifact.is_empty()
-        && artifact != "application/vnd.oci.image.config.v1+json"
-        && artifact != "application/vnd.docker.container.image.v1+json"
-    {
-        Some(Untouched::OtherArtifact)
-    } else {
-        None
+    let companion = info.tags.iter().any(|t| {
+        ImageTag::parse(t)
+            .ok()
+            .and_then(|t| parse_companion(&t))
+            .is_some_and(|(kind, _)| matches!(kind, Companion::Signature | Companion::Attestation | Companion::Sbom))
+    });
+    match ArtifactFamily::of(info.artifact_media_type.as_deref().unwrap_or_default()) {
+        _ if companion => Some(Untouched::Signature),
+        ArtifactFamily::Signature => Some(Untouched::Signature),
+        ArtifactFamily::HelmChart => Some(Untouched::HelmChart),
+        ArtifactFamily::SociIndex => Some(Untouched::SociIndex),
+        ArtifactFamily::Other => Some(Untouched::OtherArtifact),
+        ArtifactFamily::Image => None,
     }
 }
 

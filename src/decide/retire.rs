@@ -15,7 +15,7 @@
 //!   tag stands for (`v1` for `v1-index`) points at one of its runnable
 //!   images (a promotion) or at its stripped copy (a strip); a tag's shape
 //!   alone is not evidence (`not_kept_by_us`);
-//! - through the deletion gate ([`crate::engine::gate`]), as every deletion;
+//! - through the deletion gate ([`crate::decide::gate`]), as every deletion;
 //! - under `provenance = referrers`, the attestations of each of its images
 //!   are copied as referrers of the image first (an image may be deployed by
 //!   digest); when one cannot be, nothing is deleted;
@@ -25,15 +25,15 @@
 
 use std::collections::BTreeSet;
 
-use crate::engine::action::{Action, DeleteRole};
-use crate::engine::cleanup::{CleanupInput, halt_if_kept, too_recent};
-use crate::engine::deletion::{Gates, deletions, finish};
-use crate::engine::gate::{self, Candidate};
-use crate::engine::plan::{runnables, stripped};
-use crate::engine::planned::Plan;
-use crate::engine::provenance::{Coverage, referrer_copies};
-use crate::engine::skip::SkipReason;
-use crate::engine::view::RepositoryView;
+use crate::decide::action::{Action, DeleteRole};
+use crate::decide::cleanup::{CleanupInput, halt_if_kept, too_recent};
+use crate::decide::deletion::{Gates, deletions, finish};
+use crate::decide::gate::{self, Candidate};
+use crate::decide::plan::{runnables, stripped};
+use crate::decide::planned::Plan;
+use crate::decide::provenance::{Coverage, referrer_copies};
+use crate::decide::skip::SkipReason;
+use crate::decide::view::RepositoryView;
 use crate::oci::classify::{Classification, ClassifiedEntry, EntryClass};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;

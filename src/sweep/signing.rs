@@ -216,7 +216,7 @@ mod tests {
                 &[],
                 false,
                 Some(d('b')),
-                Some(crate::oci::signature::NOTATION_ARTIFACT_TYPE),
+                Some(crate::oci::media_type::NOTATION_SIGNATURE),
             ),
         ));
         assert_eq!(

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::engine::action::Action;
+use crate::decide::action::Action;
 use crate::oci::companion::Companion;
 use crate::oci::digest::Digest;
 use crate::oci::names::ImageTag;
@@ -341,8 +341,8 @@ pub enum SkipReason {
     },
     /// A workload in its account uses it by digest: kept.
     InUse {
-        /// What uses it (at most [`crate::engine::usage::NAMED_PER_DIGEST`] named).
-        by: Vec<crate::engine::usage::Workload>,
+        /// What uses it (at most [`crate::decide::usage::NAMED_PER_DIGEST`] named).
+        by: Vec<crate::decide::usage::Workload>,
         /// How many use it in all.
         count: usize,
     },
