@@ -1,4 +1,4 @@
-//! Decisions, pure: no IO, no `async`, nothing of [`crate::engine`] or above.
+//! Decisions, pure: no IO, no `async`, nothing of the IO line (`engine`) or above.
 //!
 //! From what the engine read ([`view::RepositoryView`], the classified index,
 //! the policy, now), each module answers one question:

@@ -1,7 +1,7 @@
 //! Evidence that something outside the registry uses an image: what runs in
 //! the image's account (ECS, Lambda) by digest, and when the registry last
 //! recorded a pull. Pure data; the scan itself is the adapter's
-//! (`aws::workloads`), reached through [`crate::engine::registry::Registry::images_in_use`].
+//! (`aws::workloads`), reached through the registry's `images_in_use`.
 //!
 //! A deletion needs this evidence (see [`crate::decide::gate::keeps`]):
 //! unknown evidence keeps, as does a scan that failed.

@@ -9,8 +9,6 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::oci::signature::SignatureKind;
-
 /// OCI image index (`application/vnd.oci.image.index.v1+json`).
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker manifest list v2 (`application/vnd.docker.distribution.manifest.list.v2+json`).
@@ -118,10 +116,37 @@ impl Serialize for ManifestMediaType {
     }
 }
 
-/// True when `artifact_type` (or a config or layer media type) marks a
-/// signature: see [`SignatureKind::of_artifact_type`], the one definition.
+/// A signature format, as its artifact type (or config or layer media type) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMedia {
+    /// A Notation (Notary Project) signature.
+    Notation,
+    /// A cosign signature stored as an OCI 1.1 referrer.
+    Cosign,
+    /// A Sigstore bundle (any version).
+    SigstoreBundle,
+}
+
+impl SignatureMedia {
+    /// The signature format `media_type` names, if it names one: the one
+    /// definition of "is this a signature's type".
+    pub fn of(media_type: &str) -> Option<Self> {
+        let t = media_type.trim();
+        if t == NOTATION_SIGNATURE {
+            Some(Self::Notation)
+        } else if t == COSIGN_ARTIFACT_SIG {
+            Some(Self::Cosign)
+        } else if t.starts_with(SIGSTORE_BUNDLE_PREFIX) {
+            Some(Self::SigstoreBundle)
+        } else {
+            None
+        }
+    }
+}
+
+/// True when `artifact_type` (or a config or layer media type) marks a signature.
 pub fn is_signature_type(artifact_type: &str) -> bool {
-    SignatureKind::of_artifact_type(artifact_type).is_some()
+    SignatureMedia::of(artifact_type).is_some()
 }
 
 /// What a manifest's artifact type (or, without one, its config media

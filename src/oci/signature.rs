@@ -33,16 +33,11 @@ crate::vocabulary::vocabulary! {
 impl SignatureKind {
     /// The signature format of a referrer with `artifact_type`, if it is one.
     pub fn of_artifact_type(artifact_type: &str) -> Option<SignatureKind> {
-        let t = artifact_type.trim();
-        if t == mt::NOTATION_SIGNATURE {
-            Some(SignatureKind::Notation)
-        } else if t == mt::COSIGN_ARTIFACT_SIG {
-            Some(SignatureKind::CosignReferrer)
-        } else if t.starts_with(mt::SIGSTORE_BUNDLE_PREFIX) {
-            Some(SignatureKind::SigstoreBundle)
-        } else {
-            None
-        }
+        Some(match mt::SignatureMedia::of(artifact_type)? {
+            mt::SignatureMedia::Notation => SignatureKind::Notation,
+            mt::SignatureMedia::Cosign => SignatureKind::CosignReferrer,
+            mt::SignatureMedia::SigstoreBundle => SignatureKind::SigstoreBundle,
+        })
     }
 }
 

@@ -9,8 +9,10 @@ says so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import time
 import urllib.error
 import uuid
@@ -1004,3 +1006,122 @@ def test_the_put_events_limit_can_be_set_to_the_former_256_kb(client_factory: An
         assert error_code(err) == "ValidationException"
     finally:
         control.config(put_events_max_bytes=PUT_EVENTS_LIMIT)
+
+
+# -- Lambda function states -------------------------------------------------------------------
+
+#: How long a new function may take to turn Active: AWS optimises a container image first.
+LAMBDA_TIMEOUT = 300.0 if ON_AWS else 5.0
+
+
+@pytest.fixture()
+def lambda_function(client_factory: Any, salt: str) -> Iterator[tuple[Any, str, str]]:
+    """A Lambda client, a function name of this test's own and an execution role: against AWS the
+    role ``ECR_CONTRACT_LAMBDA_ROLE`` names (one Lambda can assume; without it the test is
+    skipped), in the emulator one made here. The function is deleted afterwards if it exists."""
+    lam = client_factory("lambda")
+    if ON_AWS:
+        role = os.environ.get("ECR_CONTRACT_LAMBDA_ROLE")
+        if not role:
+            pytest.skip("set ECR_CONTRACT_LAMBDA_ROLE to an execution role to run the Lambda cases against AWS")
+    else:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+        }
+        role = client_factory("iam").create_role(RoleName=f"ecr-contract-{salt}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    name = f"ecr-contract-{salt}"
+    yield lam, name, role
+    with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
+        lam.delete_function(FunctionName=name)
+
+
+def repository_uri(ecr: Any, repo: str) -> str:
+    return ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]["repositoryUri"]
+
+
+def test_lambda_refuses_an_image_index_with_its_message(ecr: Any, repo: str, salt: str, lambda_function: tuple[Any, str, str]) -> None:
+    """CreateFunction from a tag that points at an image index (a default buildx push) fails with
+    ``InvalidParameterValueException`` and Lambda's wording (Lambda Developer Guide, "Create a Lambda
+    function using a container image": one image manifest, no index; aws/aws-lambda-roadmap#82;
+    ECR-FACTS.md §2)."""
+    lam, name, role = lambda_function
+    layout, _ = buildx(salt)
+    push(ecr, repo, layout, ["v1"])
+    uri = f"{repository_uri(ecr, repo)}:v1"
+    with pytest.raises(ClientError) as err:
+        lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": uri}, Architectures=["arm64"])
+    assert error_code(err) == "InvalidParameterValueException"
+    assert err.value.response["Error"]["Message"] == (
+        f"The image manifest, config or layer media type for the source image {uri} is not supported."
+    )
+
+
+def test_a_new_function_is_pending_then_active_and_gone_once_deleted(
+    ecr: Any, repo: str, salt: str, lambda_function: tuple[Any, str, str]
+) -> None:
+    """Lambda Developer Guide, "Lambda function states": CreateFunction leaves the function
+    ``Pending`` (``StateReasonCode: Creating``, "The function is being created."); it cannot be
+    modified until it is ``Active`` (``ResourceConflictException``; Lambda API reference,
+    ``FunctionConfiguration.StateReasonCode``), so a client polls GetFunctionConfiguration, with a
+    bound, until ``Active`` with ``LastUpdateStatus: Successful`` (set once creation completes).
+    ListFunctions leaves the state fields out (Lambda API reference, ``ListFunctions``).
+    ``Code.ResolvedImageUri`` names the digest (Lambda API reference, ``FunctionCodeLocation``).
+    After DeleteFunction, GetFunction answers ``ResourceNotFoundException`` (``DeleteFunction``)."""
+    lam, name, role = lambda_function
+    layout, digest = single_image(salt)
+    push(ecr, repo, layout, [])
+    uri = f"{repository_uri(ecr, repo)}@{digest}"
+    created = lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": uri}, Architectures=["arm64"])
+    assert (created["State"], created["StateReasonCode"]) == ("Pending", "Creating")
+    assert created["StateReason"] == "The function is being created."
+    with pytest.raises(ClientError) as early:
+        lam.update_function_configuration(FunctionName=name, Description="too early")
+    assert error_code(early) == "ResourceConflictException"
+    listed = [f for page in lam.get_paginator("list_functions").paginate() for f in page["Functions"] if f["FunctionName"] == name]
+    assert len(listed) == 1 and "State" not in listed[0] and "LastUpdateStatus" not in listed[0]
+
+    reads: list[str] = []
+
+    def settled() -> bool:
+        reads.append(lam.get_function_configuration(FunctionName=name)["State"])
+        return reads[-1] != "Pending"
+
+    assert wait_for(settled, LAMBDA_TIMEOUT, interval=0.05 if not ON_AWS else 5.0), reads
+    if not ON_AWS:
+        assert reads == ["Pending", "Active"], "the emulator's default: one read still Pending"
+    got = lam.get_function(FunctionName=name)
+    assert (got["Configuration"]["State"], got["Configuration"]["LastUpdateStatus"]) == ("Active", "Successful")
+    assert got["Code"]["ResolvedImageUri"] == uri
+    lam.update_function_configuration(FunctionName=name, Description="now it may change")
+
+    lam.delete_function(FunctionName=name)
+    with pytest.raises(ClientError) as gone:
+        lam.get_function(FunctionName=name)
+    assert error_code(gone) == "ResourceNotFoundException"
+    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+@pytest.mark.emulator_only
+def test_how_many_reads_a_new_function_stays_pending_is_a_setting(
+    control: Any, ecr: Any, repo: str, salt: str, lambda_function: tuple[Any, str, str]
+) -> None:
+    """The emulator's ``lambda_pending_reads``: how many GetFunction / GetFunctionConfiguration
+    reads answer ``Pending`` before ``Active`` (AWS takes seconds to minutes; Lambda Developer
+    Guide, "Lambda function states")."""
+    lam, name, role = lambda_function
+    layout, digest = single_image(salt)
+    push(ecr, repo, layout, [])
+    control.config(lambda_pending_reads=2)
+    try:
+        lam.create_function(
+            FunctionName=name,
+            Role=role,
+            PackageType="Image",
+            Code={"ImageUri": f"{repository_uri(ecr, repo)}@{digest}"},
+            Architectures=["arm64"],
+        )
+        states = [lam.get_function(FunctionName=name)["Configuration"]["State"] for _ in range(3)]
+        assert states == ["Pending", "Pending", "Active"]
+    finally:
+        control.config(lambda_pending_reads=1)

@@ -23,13 +23,14 @@ const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
 fn tagged_indexes_are_handled_oldest_first_and_keep_tags_count_as_done() {
     let policy = PolicySet::default().default;
     let d = |n: u8| Digest::sha256_of(&[n]);
+    let sig = format!("sha256-{}.sig", d(2).hex());
     let listing = vec![
         (d(1), info(INDEX, &["v2"], 20)),
         (d(2), info(INDEX, &["v1", "latest"], 10)),
         (d(3), info(INDEX, &["v0-index"], 5)),
         (d(4), info(INDEX, &[], 1)),
         (d(5), info(IMAGE, &["plain"], 1)),
-        (d(6), info(IMAGE, &["sha256-abc.sig"], 1)),
+        (d(6), info(IMAGE, &[sig.as_str()], 1)),
     ];
     let plan = select(&listing, &policy, &Selection::default());
     let jobs: Vec<(Digest, &str)> = plan.jobs.iter().map(|(d, t)| (d.clone(), t.as_str())).collect();
