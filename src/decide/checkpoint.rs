@@ -6,7 +6,7 @@
 //! message is deleted, the queue delivers the event again; that delivery
 //! finds the work done and would not say who did it. So, on a delivery after
 //! the first, the engine reads the event's earlier records back from the
-//! trail ([`crate::engine::audit::AuditSink::earlier_records`]), takes each
+//! trail (the audit sink's `earlier_records`), takes each
 //! checkpoint no record of the same delivery closed ([`open_checkpoints`],
 //! pure), and:
 //!

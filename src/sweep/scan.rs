@@ -1,7 +1,7 @@
 //! What every sweep reads of a registry: the repositories in scope, each
 //! repository's leftovers, and the jobs its selection makes. Shared by the
-//! in-process sweep ([`crate::service::sweep`]) and the scheduled one
-//! ([`crate::service::enqueue`]).
+//! in-process sweep (`service::sweep`) and the scheduled one
+//! (`service::enqueue`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

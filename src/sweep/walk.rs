@@ -2,8 +2,8 @@
 //! `ecr-remediator:mode` tag, one listing, the leftovers (when sought), the
 //! signature gaps, the replication drift (when asked), and the jobs the
 //! selection makes. The CLI's sweep handles the jobs in process
-//! ([`crate::service::sweep`]); the scheduled sweep enqueues them
-//! ([`crate::service::enqueue`]). Both call [`Walk::repository`], so both
+//! (`service::sweep`); the scheduled sweep enqueues them
+//! (`service::enqueue`). Both call [`Walk::repository`], so both
 //! select, skip and report the same way.
 
 use crate::engine::audit::{Trigger, now_ms};
