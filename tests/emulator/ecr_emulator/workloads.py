@@ -254,8 +254,8 @@ class LambdaStates:
     """How long a function made by ``CreateFunction`` stays ``Pending`` (Lambda Developer Guide,
     "Lambda function states"): ``pending_reads`` ``GetFunction`` / ``GetFunctionConfiguration``
     reads answer ``Pending``, the next ones ``Active``. One by default, so a client that reads once
-    and does not poll is caught; 0 makes the first read ``Active``. Functions CloudFormation
-    creates are ``Active`` at once (CloudFormation waits for that in AWS)."""
+    and does not poll is caught; 0 makes the first read ``Active``. Functions created through
+    CloudFormation are ``Active`` at once."""
 
     pending_reads = 1
 

@@ -2,7 +2,7 @@
 //! ECR events through an EventBridge rule: the path a container deployment takes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 
 use std::process::Command;
 

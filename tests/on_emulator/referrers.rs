@@ -3,7 +3,7 @@
 //! already in the repository) and listed for the image it describes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 
 use ecr_remediator::engine::registry::{ImageRef, Registry};
 use ecr_remediator::oci::digest::Digest;

@@ -3,7 +3,7 @@
 //! restart, an invalid version refused while the last good one stays.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! ownership, and the call budget (constant whatever the repository holds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -3,7 +3,7 @@
 //! ECR sends them, audit records read back from EventBridge through SQS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 
 use ecr_remediator::engine::audit::OutcomeKind;
 use ecr_remediator::service::handler::{Delivery, EventResult};

@@ -5,7 +5,7 @@
 //! real operation, strip next to SOCI/signature/nested entries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 
 use std::sync::Arc;
 

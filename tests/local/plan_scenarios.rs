@@ -1,7 +1,7 @@
 //! The planner on concrete scenarios: what gets tagged, moved, put and deleted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Case, apply, digest_of, fixture, pushed, tag};
 use ecr_remediator::decide::plan::{Action, DeleteRole, Plan, SkipReason, TagRole};

@@ -4,7 +4,7 @@
 //! repository that cannot be listed does not stop the sweep of the others.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 
 use harness::*;
 

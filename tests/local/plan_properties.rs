@@ -2,7 +2,7 @@
 //! repository states and policies (at least 1 000 cases per run).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
