@@ -7,9 +7,12 @@
 //!   flags and filters share (pure);
 //! - [`oci`]: the manifest model, digests, names, classification (pure);
 //! - [`policy`]: per-repository policy, globs, tag templates (pure);
-//! - [`engine`]: the planner and the read → plan → apply line over the
-//!   [`engine::registry::Registry`] and [`engine::audit::AuditSink`] traits
-//!   (no AWS SDK);
+//! - [`decide`]: the decisions (what to do with one pushed index, one
+//!   leftover, one kept index; the one deletion gate), pure;
+//! - [`engine`]: the IO line, read → decide → apply, over the [`Registry`]
+//!   and [`AuditSink`] traits (no AWS SDK);
+//! - [`sweep`]: whole-registry walks (selection, the one per-repository
+//!   walk, signature gaps, replication drift);
 //! - [`service`]: every input parsed once into a message, the one handler
 //!   the Lambda function and the SQS worker call, sweeps, configuration,
 //!   metrics;
@@ -17,7 +20,8 @@
 //!   run over the [`trail::Insights`] trait, and their rendering;
 //! - [`aws`]: the adapters, the only code that imports `aws_sdk_*`.
 //!
-//! The binaries (`src/bin/`) are thin wiring. See `ARCHITECTURE.md` for the map.
+//! The binaries (`src/bin/`) are thin wiring. Start from the names
+//! re-exported below; see `ARCHITECTURE.md` for the map.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -32,3 +36,16 @@ pub mod sweep;
 pub mod time;
 pub mod trail;
 pub mod vocabulary;
+
+// The façade: what the binaries and tests start from.
+pub use engine::audit::{AuditRecord, AuditSink, Outcome, Trigger};
+pub use engine::registry::{Registry, RegistryError};
+pub use engine::{Engine, Job, Purpose};
+pub use oci::digest::Digest;
+pub use oci::manifest::RawManifest;
+pub use oci::names::{AccountId, ImageTag, RepositoryName};
+pub use policy::{Mode, Policy, PolicySet};
+pub use service::config::ServiceConfig;
+pub use service::handler::{Delivery, Handler};
+pub use sweep::signing::SignatureGap;
+pub use time::now_ms;

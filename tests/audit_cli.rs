@@ -317,7 +317,7 @@ async fn an_ambiguous_digest_prefix_is_refused_before_the_limit() {
         format!("sha256:abcdef1{}", "0".repeat(57)),
         format!("sha256:abcdef1{}", "1".repeat(57)),
     );
-    let now = ecr_remediator::time::now_ms();
+    let now = ecr_remediator::now_ms();
     // X once, long ago; then Y 120 times, newer.
     let events: Vec<_> = std::iter::once((now - 3_600_000, &x))
         .chain((0..120).map(|i| (now - 60_000 + i, &y)))

@@ -8,7 +8,7 @@
 
 mod harness;
 
-use ecr_remediator::service::handler::Delivery;
+use ecr_remediator::Delivery;
 use harness::*;
 use serde_json::{Value, json};
 

@@ -6,8 +6,8 @@
 
 mod harness;
 
+use ecr_remediator::Digest;
 use ecr_remediator::engine::registry::Registry;
-use ecr_remediator::oci::digest::Digest;
 use harness::*;
 use serde_json::Value;
 
@@ -131,7 +131,7 @@ async fn nothing_a_workload_uses_or_recently_pulled_is_deleted_the_grace_period_
         &uri(&scanned, &s.index),
     );
     let h = handler(&[]).await;
-    let found = h.registry.images_in_use(ecr_remediator::time::now_ms()).await.unwrap();
+    let found = h.registry.images_in_use(ecr_remediator::now_ms()).await.unwrap();
     let users = |d: &str| {
         found
             .users(&Digest::parse(d).unwrap())

@@ -7,7 +7,7 @@
 
 mod harness;
 
-use ecr_remediator::service::handler::Delivery;
+use ecr_remediator::Delivery;
 use harness::*;
 use serde_json::Value;
 
@@ -63,10 +63,7 @@ print(json.dumps({{t: d["imageDigest"] for d in ecr.describe_images(repositoryNa
 /// The hub's handler (this account's, acting in members through their role) in `mode`.
 async fn hub(
     mode: &str,
-) -> ecr_remediator::service::handler::Handler<
-    ecr_remediator::aws::ecr::EcrRegistry,
-    ecr_remediator::aws::audit::EventBridgeAudit,
-> {
+) -> ecr_remediator::Handler<ecr_remediator::aws::ecr::EcrRegistry, ecr_remediator::aws::audit::EventBridgeAudit> {
     handler(&[
         ("ECR_REMEDIATOR_MODE", mode),
         ("ECR_REMEDIATOR_MEMBER_ROLE", "ecr-remediator-member"),

@@ -7,9 +7,9 @@
 
 mod harness;
 
+use ecr_remediator::AccountId;
 use ecr_remediator::aws::members::{MemberAccess, MemberRegistries};
 use ecr_remediator::engine::registry::{AccountRegistries, Registry};
-use ecr_remediator::oci::names::AccountId;
 use harness::*;
 
 const EXTERNAL_ID: &str = "hub-secret-0123456789";

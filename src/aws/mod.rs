@@ -25,8 +25,8 @@ pub mod preflight;
 pub mod pull_exclusion;
 pub mod sqs;
 pub mod ssm;
-pub mod tag_cache;
-pub mod workloads;
+pub(crate) mod tag_cache;
+pub(crate) mod workloads;
 
 /// The partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
 pub(crate) fn partition(region: Option<&str>) -> &'static str {

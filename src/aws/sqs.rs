@@ -215,7 +215,7 @@ async fn keep_invisible(client: &Client, options: &ServeOptions, in_hand: &Mutex
     }
 }
 
-/// The push queue as a [`JobQueue`] (`SendMessageBatch`, 10 at a time).
+/// The push queue as a `JobQueue` (`SendMessageBatch`, 10 at a time).
 #[derive(Debug, Clone)]
 pub struct SqsJobQueue {
     client: Client,

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use ecr_remediator::ServiceConfig;
 use ecr_remediator::logging::{LogFormat, init};
-use ecr_remediator::service::config::ServiceConfig;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 

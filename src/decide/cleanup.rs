@@ -22,7 +22,7 @@
 //! attestation may belong to a push still in progress.
 //!
 //! Runnable images are never deleted; every deletion passes the deletion
-//! gate ([`crate::decide::gate`]), as on every other path.
+//! gate (`crate::decide::gate`), as on every other path.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -6,26 +6,26 @@
 //! - [`plan`]: what to do with one pushed index (tag or promote, derived
 //!   tags, the keep tag), as an ordered [`planned::Plan`] of [`action`]s and
 //!   [`skip`]ped actions with their reasons;
-//! - [`deletion`]: which of its attestations (and the index) a remediation
-//!   frees, and when ([`provenance`]: whether provenance survives them);
-//! - [`cleanup`], [`retire`], [`undo`]: what to do with one leftover, one
+//! - `deletion`: which of its attestations (and the index) a remediation
+//!   frees, and when (`provenance`: whether provenance survives them);
+//! - [`cleanup`], [`retire`], `undo`: what to do with one leftover, one
 //!   kept index, one promotion to take back;
-//! - [`gate`]: **the deletion gate**, the one rule every deletion on every
+//! - `gate`: **the deletion gate**, the one rule every deletion on every
 //!   path passes, and again right before the call;
-//! - [`checkpoint`]: what an earlier delivery's checkpoint left open.
+//! - `checkpoint`: what an earlier delivery's checkpoint left open.
 //!
 //! [`view`] and [`usage`] are the evidence the decisions read.
 
 pub mod action;
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod cleanup;
-pub mod deletion;
-pub mod gate;
+pub(crate) mod deletion;
+pub(crate) mod gate;
 pub mod plan;
-pub mod planned;
-pub mod provenance;
+pub(crate) mod planned;
+pub(crate) mod provenance;
 pub mod retire;
 pub mod skip;
-pub mod undo;
+pub(crate) mod undo;
 pub mod usage;
 pub mod view;

@@ -62,7 +62,7 @@ pub struct PlanInput<'a> {
     /// pull-time window are measured from it).
     pub now_ms: i64,
     /// When the pushed tag arrived (the push event's time, or the first
-    /// handling's): the grace period runs from it ([`crate::decide::gate::grace`]).
+    /// handling's): the grace period runs from it (`crate::decide::gate::grace`).
     pub tag_arrived_ms: Option<i64>,
 }
 

@@ -15,7 +15,7 @@
 //!   tag stands for (`v1` for `v1-index`) points at one of its runnable
 //!   images (a promotion) or at its stripped copy (a strip); a tag's shape
 //!   alone is not evidence (`not_kept_by_us`);
-//! - through the deletion gate ([`crate::decide::gate`]), as every deletion;
+//! - through the deletion gate (`crate::decide::gate`), as every deletion;
 //! - under `provenance = referrers`, the attestations of each of its images
 //!   are copied as referrers of the image first (an image may be deployed by
 //!   digest); when one cannot be, nothing is deleted;

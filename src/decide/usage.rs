@@ -3,7 +3,7 @@
 //! recorded a pull. Pure data; the scan itself is the adapter's
 //! (`aws::workloads`), reached through the registry's `images_in_use`.
 //!
-//! A deletion needs this evidence (see [`crate::decide::gate::keeps`]):
+//! A deletion needs this evidence (see `crate::decide::gate::keeps`):
 //! unknown evidence keeps, as does a scan that failed.
 
 use std::collections::BTreeMap;

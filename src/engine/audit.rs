@@ -521,7 +521,7 @@ pub trait AuditSink: Sync {
 
     /// The records already in the trail about `event_id`'s handling of
     /// `index`, written from `since_ms` on, as written (JSON), for a
-    /// redelivery to reconcile (see [`crate::decide::checkpoint`]). `None`
+    /// redelivery to reconcile (see `crate::decide::checkpoint`). `None`
     /// when this sink cannot be read back (the default).
     fn earlier_records(
         &self,

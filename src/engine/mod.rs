@@ -14,10 +14,10 @@
 //! before deleting), one `PutImage` per tag written, and `BatchDeleteImage`
 //! (the index in its own call, then its attestations). Only when the plan
 //! would delete, one `ListImageReferrers` per manifest it would delete
-//! (concurrently; see [`gate`]); their companion tags ride in the second read;
+//! (concurrently; see `gate`); their companion tags ride in the second read;
 //! one `DescribeImages` for their push and pull times; and, only when a
 //! deletion is due (after the grace period), the account's workload scan,
-//! which the adapter caches ([`evidence`]). Before them, unless
+//! which the adapter caches (`evidence`). Before them, unless
 //! the rule ignores it, the repository's `ecr-remediator:mode` tag is read
 //! (`ListTagsForResource`, which the ECR adapter caches per repository).
 
@@ -47,7 +47,7 @@ mod evidence;
 mod read;
 mod reconcile;
 pub mod registry;
-pub mod repository_policy;
+pub(crate) mod repository_policy;
 pub mod retry;
 
 use apply::Applied;
@@ -85,7 +85,7 @@ pub enum Purpose {
     },
     /// Put the job's tag back on the index an earlier promotion kept under
     /// its keep tag, on the operator's explicit request (`undo`): see
-    /// [`undo`]. Never requested through a queue.
+    /// `undo`. Never requested through a queue.
     Undo,
 }
 

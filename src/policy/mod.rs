@@ -7,7 +7,7 @@
 
 pub mod glob;
 mod load;
-pub mod organization;
+pub(crate) mod organization;
 pub mod repository_tag;
 pub mod template;
 

@@ -2,7 +2,7 @@
 //!
 //! One method, [`Handler::handle`], takes every [`Message`]: the Lambda
 //! function calls it for a direct invocation and each message of an SQS
-//! batch ([`crate::service::lambda`]), the `serve` worker for each message it
+//! batch (`crate::service::lambda`), the `serve` worker for each message it
 //! receives, the tests for either. Irrelevant events are skipped with a logged reason and cost no
 //! registry call; malformed ones get an audit record saying why; a failure
 //! that a retry may fix (throttling, 5xx, or the audit record not written)
@@ -322,7 +322,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
     }
 
     /// Writes the record of a signature gap a sweep found (see
-    /// [`crate::sweep::signing`]): skipped (`signed_after_promotion`, with
+    /// `crate::sweep::signing`): skipped (`signed_after_promotion`, with
     /// what to do), final; nothing is changed. A record that cannot be
     /// written is logged: the next sweep finds the gap again.
     pub async fn record_signature_gap(&self, account: Option<&AccountId>, gap: &SignatureGap) {

@@ -179,7 +179,7 @@ pub struct ImageAction {
     /// The event's `time` (ms since the epoch): when the tag arrived.
     pub time_ms: Option<i64>,
     /// The detail, as ECR sends it (its fields are read by
-    /// [`crate::service::triage::triage`]).
+    /// `crate::service::triage::triage`).
     pub detail: ImageActionDetail,
 }
 

@@ -4,13 +4,13 @@
 //! enqueued as requests), metrics, and configuration from the environment.
 
 pub mod config;
-pub mod enqueue;
+pub(crate) mod enqueue;
 pub mod handler;
-pub mod lambda;
+pub(crate) mod lambda;
 pub mod live_policy;
 pub mod manual;
 pub mod message;
 pub mod metrics;
-pub mod request;
+pub(crate) mod request;
 pub mod sweep;
-pub mod triage;
+pub(crate) mod triage;

@@ -76,7 +76,7 @@ pub async fn leftovers<R: Registry>(
 }
 
 /// The promoted tags of one repository whose index is signed and whose
-/// image is not (see [`crate::sweep::signing`]): from the listing, plus one
+/// image is not (see `crate::sweep::signing`): from the listing, plus one
 /// `ListImageReferrers` for an index (then its image) only where the listing
 /// shows referrers it cannot classify. Once per sweep, never per push.
 pub async fn signature_gaps<R: Registry>(

@@ -16,9 +16,9 @@ use std::sync::{Mutex, OnceLock};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::config::Credentials;
+use ecr_remediator::Handler;
+use ecr_remediator::ServiceConfig;
 use ecr_remediator::aws::{audit::EventBridgeAudit, ecr::EcrRegistry};
-use ecr_remediator::service::config::ServiceConfig;
-use ecr_remediator::service::handler::Handler;
 use serde_json::Value;
 
 pub const REGION: &str = "us-east-1";
@@ -326,7 +326,7 @@ pub fn push_event(repository: &str, digest: &str, tag: &str, media_type: &str) -
     serde_json::json!({
         "version": "0", "id": format!("evt-{}", COUNTER.fetch_add(1, Ordering::SeqCst)),
         "detail-type": "ECR Image Action", "source": "aws.ecr", "account": ACCOUNT,
-        "time": ecr_remediator::time::rfc3339_ms(ecr_remediator::time::now_ms()), "region": REGION,
+        "time": ecr_remediator::time::rfc3339_ms(ecr_remediator::now_ms()), "region": REGION,
         "resources": [], "detail": detail
     })
     .to_string()

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ecr_remediator::RawManifest;
 use ecr_remediator::oci::inspect::InspectReport;
-use ecr_remediator::oci::manifest::RawManifest;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,7 +32,7 @@ fn seed_case_prints_exactly_the_specified_json() {
     let (code, out, err) = inspect(&[path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let bytes = std::fs::read(&path).unwrap();
-    let digest = ecr_remediator::oci::digest::Digest::sha256_of(&bytes);
+    let digest = ecr_remediator::Digest::sha256_of(&bytes);
     let image = "sha256:73a961b1cc025a771134b89dab34385225d012e1edf7e91e2a8485e22bc88834";
     let entries: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let att = entries["manifests"][1]["digest"].as_str().unwrap();

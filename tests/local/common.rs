@@ -1,14 +1,14 @@
 //! Helpers shared by the planner tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use ecr_remediator::Digest;
+use ecr_remediator::ImageTag;
+use ecr_remediator::Policy;
+use ecr_remediator::RawManifest;
 use ecr_remediator::decide::plan::{Plan, PlanInput, plan};
 use ecr_remediator::decide::view::{Held, RepositoryView};
 use ecr_remediator::oci::classify::EntryClass;
 use ecr_remediator::oci::classify::{Classification, classify};
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::manifest::RawManifest;
-use ecr_remediator::oci::names::ImageTag;
-use ecr_remediator::policy::Policy;
 
 pub fn tag(s: &str) -> ImageTag {
     ImageTag::parse(s).unwrap()

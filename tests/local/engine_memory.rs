@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{fixture, tag};
+use ecr_remediator::Digest;
+use ecr_remediator::RawManifest;
+use ecr_remediator::RepositoryName;
 use ecr_remediator::decide::plan::Action;
 use ecr_remediator::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Trigger};
 use ecr_remediator::engine::registry::memory::{MemoryRegistry, RepoState, store};
 use ecr_remediator::engine::registry::{Registry, RegistryError};
 use ecr_remediator::engine::retry::RetryPolicy;
 use ecr_remediator::engine::{Engine, Job};
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::manifest::RawManifest;
-use ecr_remediator::oci::names::RepositoryName;
 use ecr_remediator::oci::signature::Referrer;
 use ecr_remediator::policy::{Mode, PolicySet};
 use ecr_remediator::vocabulary::Vocabulary;
@@ -113,7 +113,7 @@ fn policies(mode: Mode, delete: bool, keep: bool) -> PolicySet {
 
 fn job(index: &Digest, pushed_tag: &str) -> Job {
     Job {
-        purpose: ecr_remediator::engine::Purpose::Remediate,
+        purpose: ecr_remediator::Purpose::Remediate,
         trigger: Trigger::Push,
         event_id: Some("e1".into()),
         account: None,
@@ -931,7 +931,7 @@ async fn a_keep_tag_taken_between_planning_and_writing_stops_the_move() {
 
 fn cleanup_job(digest: &Digest, min_age_s: u64) -> Job {
     Job {
-        purpose: ecr_remediator::engine::Purpose::Cleanup { min_age_s },
+        purpose: ecr_remediator::Purpose::Cleanup { min_age_s },
         trigger: Trigger::Sweep,
         event_id: None,
         account: None,
@@ -1434,10 +1434,9 @@ mod golden {
 
     #[tokio::test]
     async fn what_the_handler_refuses() {
-        let mut h =
-            ecr_remediator::service::handler::Handler::new(registry(false), Audit::default(), PolicySet::default());
+        let mut h = ecr_remediator::Handler::new(registry(false), Audit::default(), PolicySet::default());
         h.log_records = false;
-        let delivery = ecr_remediator::service::handler::Delivery::default;
+        let delivery = ecr_remediator::Delivery::default;
         h.handle_text("{not json", delivery()).await.unwrap();
         h.handle_text(
             r#"{"ecr-remediator":"cleanup","account":"999999999999","repository":"team/app","digest":"sha256:42b5e3bd0b6a7e2a6f1f4ab6b3e6c0c5d2b4a1f0e9d8c7b6a5f4e3d2c1b0a998","min-age-s":0}"#,
@@ -1698,8 +1697,8 @@ mod one_gate_on_every_path {
     use proptest::prelude::*;
 
     use super::*;
+    use ecr_remediator::Purpose;
     use ecr_remediator::decide::usage::{InUse, Workload, WorkloadKind};
-    use ecr_remediator::engine::Purpose;
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Path {
@@ -1839,7 +1838,7 @@ mod one_gate_on_every_path {
                 }
                 Path::RetireForeign => sweep_job(Purpose::Retire { min_age_s: 0 }, p.index.digest()),
             };
-            let now = ecr_remediator::time::now_ms();
+            let now = ecr_remediator::now_ms();
             let mut scan = InUse::new(now);
             for (used, m) in [(c.index_in_use, &p.index), (c.attestation_in_use, &p.attestation)] {
                 if used {

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use ecr_remediator::Digest;
+use ecr_remediator::RawManifest;
 use ecr_remediator::oci::classify::{EntryClass, ManifestKind, classify};
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::manifest::RawManifest;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -7,6 +7,8 @@ use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{digest_of, tag};
+use ecr_remediator::Digest;
+use ecr_remediator::RawManifest;
 use ecr_remediator::decide::cleanup::{CleanupInput, plan_cleanup};
 use ecr_remediator::decide::plan::{Action, DeleteRole, PlanInput, SkipReason, TagRole, plan};
 use ecr_remediator::decide::retire::plan_retire;
@@ -14,8 +16,6 @@ use ecr_remediator::decide::usage::{InUse, Workload, WorkloadKind};
 use ecr_remediator::decide::view::{Attachments, Held, RepositoryView};
 use ecr_remediator::oci::classify::{EntryClass, classify};
 use ecr_remediator::oci::companion::Companion;
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::manifest::RawManifest;
 use ecr_remediator::oci::signature::Referrer;
 use ecr_remediator::policy::template::TagTemplate;
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy};
@@ -548,7 +548,7 @@ fn signature_invariants(
     view: &RepositoryView,
     p: &ecr_remediator::decide::plan::Plan,
     index: &Digest,
-    pushed: &ecr_remediator::oci::names::ImageTag,
+    pushed: &ecr_remediator::ImageTag,
 ) -> Result<(), TestCaseError> {
     for a in &p.actions {
         let to = match a {

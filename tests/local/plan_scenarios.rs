@@ -27,11 +27,11 @@ fn deleting(mode: Mode) -> Policy {
     }
 }
 
-fn runnable(c: &Case) -> ecr_remediator::oci::digest::Digest {
+fn runnable(c: &Case) -> ecr_remediator::Digest {
     c.index.entries()[0].digest.clone()
 }
 
-fn attestation(c: &Case) -> ecr_remediator::oci::digest::Digest {
+fn attestation(c: &Case) -> ecr_remediator::Digest {
     c.index.entries()[1].digest.clone()
 }
 
@@ -230,10 +230,9 @@ fn promote_platform_selects_one_of_many() {
         ..policy(Mode::Promote)
     };
     let p = c.plan(&view, &pol);
-    let arm64 = ecr_remediator::oci::digest::Digest::parse(
-        "sha256:86fa57b44a1d38f09970f64ac71eb492f7a9cf94d08b85e1c8f07bb0fc0a1761",
-    )
-    .unwrap();
+    let arm64 =
+        ecr_remediator::Digest::parse("sha256:86fa57b44a1d38f09970f64ac71eb492f7a9cf94d08b85e1c8f07bb0fc0a1761")
+            .unwrap();
     assert!(p.actions.contains(&Action::MoveTag {
         tag: tag("17.11"),
         from: c.index.digest().clone(),
@@ -460,7 +459,7 @@ fn resuming_after_a_partial_run_finishes_the_job() {
 }
 
 /// The deletions of `p`, as digests.
-fn deleted(p: &Plan) -> Vec<ecr_remediator::oci::digest::Digest> {
+fn deleted(p: &Plan) -> Vec<ecr_remediator::Digest> {
     p.actions
         .iter()
         .filter(|a| a.is_delete())
@@ -597,7 +596,7 @@ fn a_tag_moves_off_a_signed_index_only_onto_a_signed_image_or_when_the_policy_al
     use ecr_remediator::oci::media_type::NOTATION_SIGNATURE as NOTATION_ARTIFACT_TYPE;
     use ecr_remediator::oci::signature::{Referrer, SignatureKind};
     let c = seed();
-    let notation = |v: &mut ecr_remediator::decide::view::RepositoryView, d: &ecr_remediator::oci::digest::Digest| {
+    let notation = |v: &mut ecr_remediator::decide::view::RepositoryView, d: &ecr_remediator::Digest| {
         v.set_attachments(
             d,
             Attachments {

@@ -10,10 +10,7 @@ use ecr_remediator::service::handler::{Delivery, EventResult};
 use harness::*;
 use serde_json::Value;
 
-type H = ecr_remediator::service::handler::Handler<
-    ecr_remediator::aws::ecr::EcrRegistry,
-    ecr_remediator::aws::audit::EventBridgeAudit,
->;
+type H = ecr_remediator::Handler<ecr_remediator::aws::ecr::EcrRegistry, ecr_remediator::aws::audit::EventBridgeAudit>;
 
 async fn fresh(prefix: &str, immutable: bool) -> (String, AuditQueue) {
     let repo = unique(prefix);
@@ -569,7 +566,7 @@ async fn an_audit_record_that_cannot_be_written_fails_the_event() {
     let (repo, _audit) = fresh("no-bus", false).await;
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "no-bus");
     let h = handler(&[("ECR_REMEDIATOR_MODE", "tag")]).await;
-    let h = ecr_remediator::service::handler::Handler {
+    let h = ecr_remediator::Handler {
         audit: ecr_remediator::aws::audit::EventBridgeAudit::new(
             aws_sdk_eventbridge::Client::new(&sdk_config().await),
             "no-such-bus",

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecr_remediator::service::config::ServiceConfig;
-use ecr_remediator::service::handler::Delivery;
+use ecr_remediator::Delivery;
+use ecr_remediator::ServiceConfig;
 use ecr_remediator::service::live_policy::LivePolicy;
 use harness::*;
 

@@ -5,9 +5,9 @@
 
 use crate::harness;
 
+use ecr_remediator::Digest;
+use ecr_remediator::RepositoryName;
 use ecr_remediator::engine::registry::{ImageRef, Registry};
-use ecr_remediator::oci::digest::Digest;
-use ecr_remediator::oci::names::RepositoryName;
 use ecr_remediator::oci::referrer::referrer_copy;
 use harness::*;
 
@@ -70,7 +70,7 @@ async fn handle(repo: &str, pushed: &Pushed, tag: &str, mode: &str) -> serde_jso
     let audit = AuditQueue::new(repo).await;
     h.handle_text(
         &push_event(repo, &pushed.index, tag, OCI_INDEX),
-        ecr_remediator::service::handler::Delivery::default(),
+        ecr_remediator::Delivery::default(),
     )
     .await
     .unwrap();

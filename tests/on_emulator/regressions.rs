@@ -31,10 +31,7 @@ const DELETE_MODE: [(&str, &str); 4] = [
 
 /// Handles the push event of `pushed` as `v7`.
 async fn handle_v7(
-    h: &ecr_remediator::service::handler::Handler<
-        ecr_remediator::aws::ecr::EcrRegistry,
-        ecr_remediator::aws::audit::EventBridgeAudit,
-    >,
+    h: &ecr_remediator::Handler<ecr_remediator::aws::ecr::EcrRegistry, ecr_remediator::aws::audit::EventBridgeAudit>,
     repo: &str,
     pushed: &Pushed,
 ) -> EventResult {

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
+use ecr_remediator::AccountId;
 use ecr_remediator::aws::logs::{LogsInsights, stack_audit_log_group};
 use ecr_remediator::decide::action::ActionKind;
 use ecr_remediator::engine::audit::OutcomeKind;
-use ecr_remediator::engine::audit::now_ms;
-use ecr_remediator::oci::names::AccountId;
+use ecr_remediator::now_ms;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
 use ecr_remediator::time::{parse_duration_s, parse_since};
 use ecr_remediator::trail::QueryStatus;

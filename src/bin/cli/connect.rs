@@ -1,8 +1,8 @@
 //! The AWS CLI's configuration flags, and the check every AWS-using command
 //! makes before its first real call (see `ecr_remediator::aws::preflight`).
 
+use ecr_remediator::AccountId;
 use ecr_remediator::aws::preflight::{AwsOverrides, check};
-use ecr_remediator::oci::names::AccountId;
 
 /// `--region`, `--profile`, `--endpoint-url`: as the AWS CLI reads them,
 /// over the standard chain (environment, shared config and credentials files, SSO).
@@ -59,7 +59,7 @@ pub(crate) async fn connect_to_read(
 /// read back from its audit log group, as the deployed function's are.
 pub(crate) async fn use_stack(
     sdk: &aws_config::SdkConfig,
-    config: &mut ecr_remediator::service::config::ServiceConfig,
+    config: &mut ecr_remediator::ServiceConfig,
     stack: Option<&str>,
 ) -> anyhow::Result<()> {
     use ecr_remediator::aws::logs::{AUDIT_BUS_OUTPUT, AUDIT_LOG_GROUP_OUTPUT, stack_output};

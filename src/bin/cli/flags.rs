@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::ValueEnum;
 use clap::builder::TypedValueParser as _;
+use ecr_remediator::ServiceConfig;
 use ecr_remediator::policy::template::TagTemplate;
 use ecr_remediator::policy::{Mode, PlatformSelector, Policy, PolicySet};
-use ecr_remediator::service::config::ServiceConfig;
 use ecr_remediator::service::live_policy::Overlay;
 use ecr_remediator::vocabulary::Vocabulary;
 

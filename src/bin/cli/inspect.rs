@@ -1,11 +1,11 @@
 //! `ecr-remediator inspect`: classify a manifest, from a file or the registry.
 
 use anyhow::Context;
+use ecr_remediator::RepositoryName;
 use ecr_remediator::aws::ecr::EcrRegistry;
 use ecr_remediator::engine::registry::{FetchFailure, ImageRef, Registry as _};
 use ecr_remediator::oci::inspect::InspectReport;
 use ecr_remediator::oci::manifest::{Platform, RawManifest};
-use ecr_remediator::oci::names::RepositoryName;
 
 /// The classification of `file` and Lambda's verdict on it, as JSON
 /// (`platform`: the image's, as its index entry names it).

@@ -48,13 +48,13 @@ enum Command {
         file: Option<PathBuf>,
         /// Read the manifest from this repository (with --image-tag or --image-digest).
         #[arg(long, value_name = "NAME")]
-        repository: Option<ecr_remediator::oci::names::RepositoryName>,
+        repository: Option<ecr_remediator::RepositoryName>,
         /// The tag to read from --repository.
         #[arg(long, value_name = "TAG", requires = "repository", conflicts_with = "image_digest")]
-        image_tag: Option<ecr_remediator::oci::names::ImageTag>,
+        image_tag: Option<ecr_remediator::ImageTag>,
         /// The digest to read from --repository.
         #[arg(long, value_name = "DIGEST", requires = "repository")]
-        image_digest: Option<ecr_remediator::oci::digest::Digest>,
+        image_digest: Option<ecr_remediator::Digest>,
         /// The media type the registry reported, when the document has no
         /// `mediaType` field (or to check it).
         #[arg(long, value_name = "MT")]

@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use ecr_remediator::Delivery;
+use ecr_remediator::Digest;
+use ecr_remediator::Job;
 use ecr_remediator::decide::skip::SkipCode;
-use ecr_remediator::engine::Job;
 use ecr_remediator::engine::audit::{Outcome, Trigger};
-use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
-use ecr_remediator::service::handler::Delivery;
 use ecr_remediator::service::manual::{Named, Resolved, resolve};
 use ecr_remediator::trail::render;
 
@@ -70,7 +70,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
     let mut rows = Vec::new();
     for (digest, tag) in images {
         let job = Job {
-            purpose: ecr_remediator::engine::Purpose::Remediate,
+            purpose: ecr_remediator::Purpose::Remediate,
             trigger: Trigger::Manual,
             event_id: None,
             account: config.account_id.clone(),

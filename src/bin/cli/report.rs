@@ -1,8 +1,8 @@
 //! How the CLI shows what a handling did or would do, in a few words.
 
+use ecr_remediator::Digest;
 use ecr_remediator::decide::action::{Action, DeleteRole};
 use ecr_remediator::engine::audit::{ActionOutcome, AuditRecord, Outcome};
-use ecr_remediator::oci::digest::Digest;
 use ecr_remediator::trail::render;
 
 /// One action in a few words, digests shortened as the tables show them.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ecr_remediator::engine::audit::AuditRecord;
+use ecr_remediator::AuditRecord;
 use ecr_remediator::oci::names::{AccountId, RepositoryName};
 use ecr_remediator::policy::glob::Glob;
 use ecr_remediator::service::sweep::{Progress, SweepSummary, sweep as run_sweep};
@@ -97,7 +97,7 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
         account: None,
     };
     let accounts = sweep_accounts(&args)?;
-    let now_ms = ecr_remediator::engine::audit::now_ms();
+    let now_ms = ecr_remediator::now_ms();
     let selection = Selection {
         tag: args.tag.clone(),
         since_ms: args

@@ -3,10 +3,10 @@
 
 use std::process::ExitCode;
 
+use ecr_remediator::Delivery;
 use ecr_remediator::engine::audit::{Outcome, Trigger};
 use ecr_remediator::engine::{Job, Purpose};
 use ecr_remediator::oci::names::{ImageTag, RepositoryName};
-use ecr_remediator::service::handler::Delivery;
 use ecr_remediator::service::manual::{Named, Resolved, resolve};
 use ecr_remediator::trail::render;
 
