@@ -85,6 +85,7 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
     assert_eq!(deleted_in_trail(&trail), expected);
 
     redeliveries_account_for_what_an_earlier_delivery_did().await;
+    every_delivery_claims_only_its_own_checkpoints().await;
 }
 
 fn delivery(attempt: u32) -> Delivery {
@@ -214,4 +215,158 @@ async fn redeliveries_account_for_what_an_earlier_delivery_did() {
         .collect();
     assert_eq!(finals.len(), 2, "{out}");
     assert_eq!(finals[1]["outcome"], "noop");
+}
+
+fn delivered(attempt: u32, request_id: &str) -> Delivery {
+    Delivery {
+        attempt: Some(attempt),
+        request_id: Some(request_id.to_owned()),
+        ..Delivery::default()
+    }
+}
+
+/// The last record of `history`, with its deletions' (outcome, earlier attempt).
+fn deletions_of(record: &Value) -> Vec<(String, Value)> {
+    record["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "delete")
+        .map(|a| (a["outcome"].as_str().unwrap().to_owned(), a["earlier_attempt"].clone()))
+        .collect()
+}
+
+/// Issue 36, items 5 to 7: what identifies a delivery, and what the
+/// reconciler may claim.
+async fn every_delivery_claims_only_its_own_checkpoints() {
+    let repo = unique("trail-identity");
+    let other = unique("trail-identity-other");
+    create_repository(&repo, false);
+    create_repository(&other, false);
+    let group = format!("/test/{}", unique("trail-identity"));
+    log_group_rule(&group, &[&repo, &other]).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = create_queue(&sqs, &unique("follow-ups").replace('/', "-")).await;
+    let deferring = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "1s"),
+        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
+        ("ECR_REMEDIATOR_QUEUE_URL", &queue),
+    ])
+    .await;
+
+    // 5. The push defers its deletions and enqueues its follow-up; the
+    //    follow-up deletes, and its final record is lost; the follow-up's
+    //    redelivery says what its first delivery did (before: the push's own
+    //    final record, same event id and attempt, "closed" the follow-up's
+    //    checkpoint, and the redelivery said `index_gone`, deleted 0).
+    let pushed = push_buildx(&repo, "v5", &["linux/arm64"], "identity-5");
+    let event = push_event(&repo, &pushed.index, "v5", OCI_INDEX);
+    deferring
+        .handle_text(&event, delivered(1, "lambda-push"))
+        .await
+        .unwrap();
+    let mut follow_up = None;
+    for _ in 0..20 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = got.messages().first() {
+            follow_up = m.body().map(str::to_owned);
+            break;
+        }
+    }
+    let follow_up = follow_up.expect("the push enqueued its follow-up");
+    let body: Value = serde_json::from_str(&follow_up).unwrap();
+    let push_id = serde_json::from_str::<Value>(&event).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(body["id"], format!("{push_id}/follow-up-1"), "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);
+    assert!(deferring.handle_text(&follow_up, delivered(1, "sqs-a")).await.is_err());
+    put_events_faults(&[]);
+    assert_eq!(
+        list(&repo).await.len(),
+        1,
+        "the follow-up deleted the index and its attestation"
+    );
+    deferring.handle_text(&follow_up, delivered(2, "sqs-b")).await.unwrap();
+    let history = show(&group, &pushed.index);
+    let last = history.last().unwrap();
+    assert_eq!(last["trigger"], "follow_up", "{history:#?}");
+    assert_eq!(last["attempt"], 2, "{last:#}");
+    assert_eq!(last["deleted"], 2, "{last:#}");
+    assert_eq!(
+        deletions_of(last),
+        vec![("applied".to_owned(), json!(1)), ("applied".to_owned(), json!(1))],
+        "{last:#}"
+    );
+
+    // 7. Every delivery of an event was cut; the dead-letter queue's redrive
+    //    starts the receive count again: the redriven delivery (attempt 1,
+    //    another receive) still closes the trail.
+    let deleting = handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
+        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
+    ])
+    .await;
+    let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "identity-7");
+    let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
+    put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);
+    assert!(deleting.handle_text(&event, delivered(1, "sqs-cut")).await.is_err());
+    put_events_faults(&[]);
+    deleting
+        .handle_text(&event, delivered(1, "sqs-redriven"))
+        .await
+        .unwrap();
+    let history = show(&group, &pushed.index);
+    let last = history.last().unwrap();
+    assert_eq!(last["request_id"], "sqs-redriven", "{history:#?}");
+    assert_eq!(last["outcome"], "remediated", "{last:#}");
+    assert_eq!(last["deleted"], 2, "{last:#}");
+    assert_eq!(
+        deletions_of(last),
+        vec![("applied".to_owned(), json!(1)), ("applied".to_owned(), json!(1))],
+        "{last:#}"
+    );
+
+    // 6. The same request id in another repository: a checkpoint left open
+    //    in `repo` is never claimed by `other`'s request for the same digest
+    //    (which `other` never held).
+    let pushed = push_buildx(&repo, "v6", &["linux/arm64"], "identity-6");
+    let id = unique("sweep-repeated");
+    let request = |repository: &str| {
+        json!({"ecr-remediator": "remediate", "id": id, "repository": repository,
+               "digest": pushed.index, "tag": "v6"})
+        .to_string()
+    };
+    put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);
+    assert!(
+        deleting
+            .handle_text(&request(&repo), delivered(1, "sqs-p"))
+            .await
+            .is_err()
+    );
+    put_events_faults(&[]);
+    deleting
+        .handle_text(&request(&other), delivered(2, "sqs-q"))
+        .await
+        .unwrap();
+    let (_, out, _) = audit_cli(&["--repository", &other, "--log-group", &group, "--output", "json"]);
+    let records: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 1, "{out}");
+    assert_eq!(records[0]["code"], "index_gone", "{out}");
+    assert_eq!(records[0]["deleted"], 0, "{out}");
+    assert!(deletions_of(&records[0]).is_empty(), "{out}");
 }

@@ -127,7 +127,7 @@ pub async fn serve<R: Registry, A: AuditSink>(
                 let delivery = Delivery {
                     attempt,
                     deadline: None,
-                    request_id: None,
+                    request_id: Some(receive_id(receipt)),
                 };
                 let result = handler
                     .handle_text(body, delivery)
@@ -318,4 +318,13 @@ impl JobQueue for SqsJobQueue {
             Ok(())
         })
     }
+}
+
+/// What identifies one receive of a message in its records (`request_id`):
+/// its receipt handle, which SQS makes anew on every receive, shortened. A
+/// redelivery, or a redrive from the dead-letter queue that starts the
+/// receive count again, is then told apart from the receive before it.
+fn receive_id(receipt_handle: &str) -> String {
+    let digest = crate::oci::digest::Digest::sha256_of(receipt_handle.as_bytes());
+    format!("sqs-{}", &digest.hex()[..16])
 }

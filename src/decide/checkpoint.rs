@@ -192,18 +192,48 @@ fn pending(a: &Value, attempt: Option<u32>) -> Option<PendingAction> {
     Some(PendingAction { pending, attempt })
 }
 
-/// The actions pending in the checkpoints of `event_id`'s handling of
-/// `index` that no later record of the same delivery closed, each once
-/// (attributed to the latest such checkpoint), from `records` as written
-/// (oldest first or not: the order does not matter). Records of other
-/// events or indexes, and of the delivery `current`, are ignored.
-pub fn open_checkpoints(records: &[Value], event_id: &str, index: &Digest, current: Option<u32>) -> Vec<PendingAction> {
-    let index = index.to_string();
-    let ours: Vec<&Value> = records
-        .iter()
-        .filter(|r| text(r, "event_id") == Some(event_id) && text(r, "index_digest") == Some(index.as_str()))
-        .filter(|r| current.is_none() || attempt_of(r) != current)
-        .collect();
+/// Whose checkpoints a delivery may claim: the records of the same event,
+/// about the same index, in the same account, region and repository. The
+/// one definition of what ties an earlier record to this handling.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The delivery's event id (a follow-up has its own, see `docs/audit.md`).
+    pub event_id: &'a str,
+    /// The index handled.
+    pub index: &'a Digest,
+    /// The account the handling acts in (`None`: not known, and a record
+    /// must not name one either).
+    pub account: Option<&'a str>,
+    /// The region the handling acts in (likewise).
+    pub region: Option<&'a str>,
+    /// The repository.
+    pub repository: &'a str,
+    /// This delivery (its attempt and request id): its own records are not
+    /// earlier ones. A redrive from the dead-letter queue may start the
+    /// attempt again at 1, so a delivery is told apart by both.
+    pub current: (Option<u32>, Option<&'a str>),
+}
+
+impl Claim<'_> {
+    /// True when `record` is an earlier record of the same handling.
+    fn covers(&self, record: &Value) -> bool {
+        let index = self.index.to_string();
+        text(record, "event_id") == Some(self.event_id)
+            && text(record, "index_digest") == Some(index.as_str())
+            && text(record, "account") == self.account
+            && text(record, "region") == self.region
+            && text(record, "repository") == Some(self.repository)
+            && delivery_of(record) != self.current
+    }
+}
+
+/// The actions pending in the checkpoints `claim` covers that no later
+/// record of the same delivery closed, each once (attributed to the latest
+/// such checkpoint), from `records` as written (oldest first or not: the
+/// order does not matter). Every other record is ignored: another event's,
+/// index's, account's, region's or repository's, and the current delivery's.
+pub fn open_checkpoints(records: &[Value], claim: &Claim<'_>) -> Vec<PendingAction> {
+    let ours: Vec<&Value> = records.iter().filter(|r| claim.covers(r)).collect();
     let closed: Vec<(Option<u32>, Option<&str>)> = ours
         .iter()
         .filter(|r| text(r, "outcome") != Some("in_progress"))
@@ -240,6 +270,7 @@ mod tests {
     fn checkpoint(attempt: u32, request: &str, deletes: &[(Digest, &str)]) -> Value {
         json!({
             "event_id": "e1", "index_digest": d(0).to_string(), "attempt": attempt, "request_id": request,
+            "account": "123456789012", "region": "us-east-1", "repository": "app",
             "outcome": "in_progress", "final": false,
             "actions": deletes.iter().map(|(digest, role)| json!({
                 "action": "delete", "digest": digest.to_string(), "role": role, "outcome": "pending", "bytes": 10
@@ -249,13 +280,24 @@ mod tests {
 
     fn closing(attempt: u32, request: &str) -> Value {
         json!({"event_id": "e1", "index_digest": d(0).to_string(), "attempt": attempt,
-               "request_id": request, "outcome": "remediated", "final": true, "actions": []})
+               "account": "123456789012", "region": "us-east-1", "repository": "app", "request_id": request, "outcome": "remediated", "final": true, "actions": []})
+    }
+
+    fn claim(index: &Digest, current: u32) -> Claim<'_> {
+        Claim {
+            event_id: "e1",
+            index,
+            account: Some("123456789012"),
+            region: Some("us-east-1"),
+            repository: "app",
+            current: (Some(current), Some("this-delivery")),
+        }
     }
 
     #[test]
     fn a_checkpoint_without_its_final_record_is_open() {
         let records = vec![checkpoint(1, "r1", &[(d(0), "index"), (d(1), "attestation")])];
-        let open = open_checkpoints(&records, "e1", &d(0), Some(2));
+        let open = open_checkpoints(&records, &claim(&d(0), 2));
         let digests: Vec<&Digest> = open.iter().map(|p| p.key().1).collect();
         assert_eq!(digests.len(), 2);
         assert!(digests.contains(&&d(0)) && digests.contains(&&d(1)));
@@ -268,10 +310,10 @@ mod tests {
     #[test]
     fn a_checkpoint_its_own_delivery_closed_is_not() {
         let records = vec![checkpoint(1, "r1", &[(d(1), "attestation")]), closing(1, "r1")];
-        assert!(open_checkpoints(&records, "e1", &d(0), Some(2)).is_empty());
+        assert!(open_checkpoints(&records, &claim(&d(0), 2)).is_empty());
         // A final record of another delivery does not close it.
         let records = vec![checkpoint(1, "r1", &[(d(1), "attestation")]), closing(2, "r2")];
-        assert_eq!(open_checkpoints(&records, "e1", &d(0), Some(3)).len(), 1);
+        assert_eq!(open_checkpoints(&records, &claim(&d(0), 3)).len(), 1);
     }
 
     #[test]
@@ -280,8 +322,36 @@ mod tests {
         other["event_id"] = json!("e2");
         let mut other_index = checkpoint(1, "r1", &[(d(1), "attestation")]);
         other_index["index_digest"] = json!(d(9).to_string());
-        let current = checkpoint(2, "r2", &[(d(1), "attestation")]);
-        assert!(open_checkpoints(&[other, other_index, current], "e1", &d(0), Some(2)).is_empty());
+        let current = checkpoint(2, "this-delivery", &[(d(1), "attestation")]);
+        assert!(open_checkpoints(&[other, other_index, current], &claim(&d(0), 2)).is_empty());
+        // The same event id and index elsewhere: another repository, account
+        // or region (a request id that repeats), or a record naming none.
+        for (field, value) in [
+            ("repository", json!("other")),
+            ("account", json!("333333333333")),
+            ("region", json!("eu-west-1")),
+            ("account", Value::Null),
+        ] {
+            let mut elsewhere = checkpoint(1, "r1", &[(d(1), "attestation")]);
+            elsewhere[field] = value;
+            assert!(open_checkpoints(&[elsewhere], &claim(&d(0), 2)).is_empty(), "{field}");
+        }
+        assert_eq!(
+            open_checkpoints(&[checkpoint(1, "r1", &[(d(1), "attestation")])], &claim(&d(0), 2)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_redriven_delivery_at_attempt_one_claims_the_cut_one() {
+        // The dead-letter queue's redrive starts the receive count again: the
+        // cut delivery and this one both say attempt 1; the request ids differ.
+        let records = vec![checkpoint(1, "sqs-cut", &[(d(1), "attestation")])];
+        let index = d(0);
+        let mut this = claim(&index, 1);
+        assert_eq!(open_checkpoints(&records, &this).len(), 1);
+        this.current = (Some(1), Some("sqs-cut"));
+        assert!(open_checkpoints(&records, &this).is_empty());
     }
 
     #[test]
@@ -290,7 +360,7 @@ mod tests {
             checkpoint(2, "r2", &[(d(1), "attestation")]),
             checkpoint(1, "r1", &[(d(1), "attestation")]),
         ];
-        let open = open_checkpoints(&records, "e1", &d(0), Some(3));
+        let open = open_checkpoints(&records, &claim(&d(0), 3));
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].attempt, Some(2));
     }
@@ -303,7 +373,7 @@ mod tests {
         actions.push(json!({"action": "add_tag", "tag": "v1-index", "digest": d(0).to_string(), "role": "keep", "outcome": "pending"}));
         actions.push(json!({"action": "move_tag", "tag": "v1", "outcome": "pending"}));
         actions.push(json!({"action": "add_tag", "tag": "v2", "digest": d(5).to_string(), "outcome": "applied"}));
-        let open = open_checkpoints(&[r], "e1", &d(0), Some(2));
+        let open = open_checkpoints(&[r], &claim(&d(0), 2));
         let keys: Vec<(Option<&str>, &Digest)> = open
             .iter()
             .map(|p| (p.key().0.map(ImageTag::as_str), p.key().1))

@@ -1,7 +1,7 @@
 //! The planner: from an index, its classification, what the registry says and
 //! the policy, an ordered list of actions and of skipped actions with reasons.
 //!
-//! Invariants, held by construction (and property-tested in `tests/plan_properties.rs`):
+//! Invariants, held by construction (and property-tested in `tests/local/plan_properties.rs`):
 //!
 //! 1. A runnable manifest is never deleted; nothing known to be tagged is
 //!    deleted; nothing a known index still lists after the plan is deleted

@@ -9,13 +9,35 @@ use std::collections::BTreeMap;
 
 use super::{Engine, Job, RECONCILE_LOOKBACK_MS};
 use crate::decide::action::{Action, ActionKind};
-use crate::decide::checkpoint::{Pending, PendingAction, PendingWrite, open_checkpoints};
+use crate::decide::checkpoint::{Claim, Pending, PendingAction, PendingWrite, open_checkpoints};
 use crate::decide::skip::SkipCode;
 use crate::engine::audit::{self, ActionOutcome, ActionRecord, AuditRecord, AuditSink, Outcome};
 use crate::engine::registry::{FetchFailure, ImageRef, Registry};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
-use crate::oci::names::ImageTag;
+use crate::oci::names::{AccountId, ImageTag};
+
+/// Whether a delivery reads the trail back for an earlier delivery's open
+/// checkpoint: any delivery after the first; and a first one whose handling
+/// found the work already done or its index gone, because a first delivery
+/// is not always the first handling (a redrive from the dead-letter queue
+/// starts the receive count again; EventBridge may deliver an event twice).
+/// A first delivery that did the work itself reads nothing back. Never after
+/// a failure (the next delivery reconciles).
+fn reconciles(attempt: Option<u32>, record: &AuditRecord) -> bool {
+    if matches!(record.outcome, Outcome::Failed(_)) {
+        return false;
+    }
+    let found_done = matches!(
+        record.outcome,
+        Outcome::Noop
+            | Outcome::Skipped {
+                code: SkipCode::IndexGone,
+                ..
+            }
+    ) || record.actions.iter().any(|a| a.outcome == ActionOutcome::Already);
+    attempt.is_some_and(|a| a >= 2) || found_done
+}
 
 fn delivery(attempt: Option<u32>) -> String {
     attempt.map_or_else(|| "?".to_owned(), |a| a.to_string())
@@ -26,10 +48,10 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
     /// open checkpoint listed, as the registry shows it now (see
     /// [`crate::decide::checkpoint`]).
     pub(super) async fn reconcile(&self, job: &Job, record: &mut AuditRecord) {
-        let (Some(event_id), Some(attempt)) = (&job.event_id, self.attempt) else {
+        let Some(event_id) = &job.event_id else {
             return;
         };
-        if attempt < 2 || matches!(record.outcome, Outcome::Failed(_)) {
+        if !reconciles(self.attempt, record) {
             return;
         }
         let since = audit::now_ms().saturating_sub(RECONCILE_LOOKBACK_MS);
@@ -53,7 +75,15 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         };
         let mut writes = Vec::new();
         let mut deletions = Vec::new();
-        for p in open_checkpoints(&earlier, event_id, &job.digest, Some(attempt)) {
+        let claim = Claim {
+            event_id,
+            index: &job.digest,
+            account: job.account.as_ref().map(AccountId::as_str),
+            region: job.region.as_deref(),
+            repository: job.repository.as_str(),
+            current: (self.attempt, self.request_id.as_deref()),
+        };
+        for p in open_checkpoints(&earlier, &claim) {
             match &p.pending {
                 Pending::Write(_) => writes.push(p),
                 Pending::Deletion { .. } => deletions.push(p),

@@ -168,9 +168,21 @@ impl Request {
                 min_age_s: crate::decide::cleanup::DEFAULT_MIN_AGE_S,
             },
         };
+        // Unique per account, repository, image and sweep run: a request id
+        // is the record's event id, and the reconciler claims only records
+        // of the same event (see `docs/audit.md`, "What identifies a delivery").
+        let scope = format!(
+            "{}/{}/{}/{}",
+            job.account.as_ref().map_or("", AccountId::as_str),
+            job.repository,
+            job.digest,
+            crate::time::now_ms()
+        );
+        let unique = Digest::sha256_of(scope.as_bytes());
+        let unique = &unique.hex()[..12];
         let id = match &work {
-            Work::Remediate { tag } => format!("sweep-{short}-{tag}"),
-            Work::Cleanup { .. } => format!("sweep-{short}-cleanup"),
+            Work::Remediate { tag } => format!("sweep-{short}-{tag}-{unique}"),
+            Work::Cleanup { .. } => format!("sweep-{short}-cleanup-{unique}"),
         };
         Request::Image(ImageRequest {
             id: Some(id),
@@ -186,13 +198,17 @@ impl Request {
     /// The follow-up `job` schedules for itself when its deletions wait for
     /// the grace period: the same work again (a remediation finds its writes
     /// done and plans the deletions; a cleanup plans them again), trigger
-    /// `follow_up`, keeping the event id so the trail links the two.
+    /// `follow_up`. Its id is its own, and names its lineage: the push's
+    /// event id with `/follow-up-N` (the Nth follow-up of that push), so its
+    /// records are never taken for the push's, nor the push's for its.
     pub fn follow_up(job: &Job) -> Request {
         let Request::Image(mut request) = Request::for_job(job) else {
             return Request::for_job(job);
         };
         request.follow_up = true;
-        request.id = job.event_id.clone().or(request.id);
+        if let Some(event_id) = &job.event_id {
+            request.id = Some(follow_up_id(event_id));
+        }
         if matches!(request.work, Work::Remediate { .. }) {
             request.tag_arrived_ms = job.tag_arrived_ms;
         }
@@ -234,6 +250,19 @@ impl Request {
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
+}
+
+/// The id of the next follow-up of the handling whose event id is
+/// `event_id`: `<push event id>/follow-up-N`, N counting from 1.
+fn follow_up_id(event_id: &str) -> String {
+    let (root, n) = match event_id.rsplit_once("/follow-up-") {
+        Some((root, n)) => match n.parse::<u32>() {
+            Ok(n) => (root, n.saturating_add(1)),
+            Err(_) => (event_id, 1),
+        },
+        None => (event_id, 1),
+    };
+    format!("{root}/follow-up-{n}")
 }
 
 impl ImageRequest {

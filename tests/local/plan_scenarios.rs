@@ -351,7 +351,7 @@ fn attestations_still_referenced_tagged_or_of_unknown_reference_are_kept() {
     assert!(!p.actions.iter().any(|a| a.target() == &attestation(&c)));
     // Other indexes unknown: the deletion is planned all the same; ECR itself
     // refuses to delete what an index it holds still lists, and the engine
-    // records that as kept (tests/engine_memory.rs).
+    // records that as kept (tests/local/engine_memory.rs).
     let mut partial = ecr_remediator::decide::view::RepositoryView::new();
     for d in c.index.entries() {
         partial.insert_image(d.digest.clone(), []).unwrap();
