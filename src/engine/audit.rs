@@ -32,6 +32,12 @@ pub const AUDIT_DETAIL_TYPE: &str = "ECR Remediation Record";
 /// less room for the source, detail-type and entry overhead.
 pub const MAX_DETAIL_BYTES: usize = 256 * 1024 - 1024;
 
+/// The most text one field of a record carries (an id, a name, a reason, a
+/// note), in bytes: longer text, such as malformed input quoted in a
+/// reason, is cut with a marker saying how much was left out, so every field
+/// is bounded whatever the input (and quoting, which can double it).
+pub const MAX_FIELD_BYTES: usize = 4096;
+
 /// What started the handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -427,7 +433,7 @@ impl AuditRecord {
     /// from the end (with a `truncated` marker) when it is larger. Identity,
     /// policy and outcome are always kept.
     pub fn to_bounded_json(&self, limit: usize) -> String {
-        let full = self.to_json();
+        let full = bounded_fields(self);
         if full.len() <= limit {
             return full;
         }
@@ -439,7 +445,7 @@ impl AuditRecord {
         loop {
             keep /= 2;
             let cut = self.cut(keep, full.len());
-            let text = cut.to_json();
+            let text = bounded_fields(&cut);
             if text.len() <= limit || keep == 0 {
                 return text;
             }
@@ -471,7 +477,7 @@ impl AuditRecord {
         r
     }
 
-    /// The full record as compact JSON.
+    /// The full record as compact JSON (unbounded: see [`Self::to_bounded_json`]).
     pub fn to_json(&self) -> String {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"schema\":\"{AUDIT_SCHEMA}\",\"error\":\"{e}\"}}"))
@@ -563,6 +569,42 @@ pub async fn write_with_retries<A: AuditSink>(
 /// so CloudWatch Logs Insights can query its fields.
 pub fn log_line(record: &AuditRecord) -> String {
     format!("{{\"audit_record\":{}}}", record.to_bounded_json(MAX_DETAIL_BYTES))
+}
+
+/// `record` as compact JSON with every string cut to [`MAX_FIELD_BYTES`];
+/// when any was, `fields_cut` says how many.
+fn bounded_fields(record: &AuditRecord) -> String {
+    let Ok(mut value) = serde_json::to_value(record) else {
+        return record.to_json();
+    };
+    let cut = cut_long_strings(&mut value, MAX_FIELD_BYTES);
+    if cut > 0
+        && let Some(object) = value.as_object_mut()
+    {
+        object.insert("fields_cut".to_owned(), serde_json::Value::from(cut));
+    }
+    value.to_string()
+}
+
+/// Cuts every string in `value` longer than `max` bytes (at a character
+/// boundary, with a marker); returns how many were cut.
+fn cut_long_strings(value: &mut serde_json::Value, max: usize) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.len() > max => {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            let left_out = s.len() - end;
+            s.truncate(end);
+            s.push_str(&format!("… [{left_out} more bytes cut]"));
+            1
+        }
+        Value::Array(items) => items.iter_mut().map(|v| cut_long_strings(v, max)).sum(),
+        Value::Object(fields) => fields.values_mut().map(|v| cut_long_strings(v, max)).sum(),
+        _ => 0,
+    }
 }
 
 pub use crate::time::{now_ms, rfc3339};

@@ -604,3 +604,29 @@ async fn an_sqs_batch_reports_only_the_failed_messages() {
     );
     assert_eq!(tags(&ok_repo).await["v1"], ok.runnable());
 }
+
+/// Issue 36, item 2: input near SQS's size limit makes a record that fits
+/// one EventBridge entry, written once; the handling is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_input_is_recorded_once_within_the_entry_limit() {
+    let (repo, audit) = fresh("oversized", false).await;
+    let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
+    let gone = format!("sha256:{}", "0".repeat(64));
+    let request = serde_json::json!({
+        "ecr-remediator": "remediate", "id": "i".repeat(261_800), "repository": repo,
+        "digest": gone, "tag": "v1",
+    })
+    .to_string();
+    let result = h.handle_text(&request, Delivery::default()).await;
+    assert!(result.is_ok(), "not retried: {result:?}");
+    let records = audit.records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let written = serde_json::to_string(&records[0]).unwrap();
+    assert!(
+        written.len() <= ecr_remediator::engine::audit::MAX_DETAIL_BYTES,
+        "{}",
+        written.len()
+    );
+    assert_eq!(records[0]["fields_cut"], 1, "{}", &written[..400]);
+    assert_eq!(records[0]["code"], "index_gone");
+}

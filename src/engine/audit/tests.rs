@@ -76,3 +76,36 @@ fn oversized_records_are_truncated_with_a_marker_not_dropped() {
     assert_eq!(v["truncated"]["actions_omitted"], 5000 - kept);
     assert_eq!(r.to_bounded_json(usize::MAX), full);
 }
+
+#[test]
+fn every_field_is_bounded_whatever_the_input() {
+    // An id near SQS's limit, and malformed input quoted in a reason
+    // (quoting doubles a string of `"`): the record still fits one
+    // EventBridge entry, says what it cut, and keeps its identity.
+    let mut r = AuditRecord::new(Trigger::Sweep, Some("team/app"), UNIX_EPOCH);
+    r.event_id = Some("x".repeat(261_800));
+    let quoted = serde_json::to_string(&"\"".repeat(100_000)).unwrap();
+    r.outcome = Outcome::Skipped {
+        code: SkipCode::MalformedEvent,
+        reason: format!("repository-name {quoted} is not a repository name"),
+    };
+    r.notes.push("é".repeat(10_000));
+    let text = r.to_bounded_json(MAX_DETAIL_BYTES);
+    // Three fields at most MAX_FIELD_BYTES each (JSON's escaping of `"`
+    // doubles one of them), and the rest of the record.
+    assert!(text.len() < 4 * MAX_FIELD_BYTES + 2048, "{}", text.len());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["fields_cut"], 3, "{v}");
+    assert_eq!(v["repository"], "team/app");
+    assert_eq!(v["code"], "malformed_event");
+    assert!(
+        v["event_id"].as_str().unwrap().ends_with("[257704 more bytes cut]"),
+        "{}",
+        &v["event_id"]
+    );
+    let note = v["notes"][0].as_str().unwrap();
+    assert!(note.starts_with("éé") && note.contains("more bytes cut"), "{note}");
+    // A record within the bounds is written as it is.
+    let small = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
+    assert_eq!(small.to_bounded_json(MAX_DETAIL_BYTES), small.to_json());
+}
