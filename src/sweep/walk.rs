@@ -87,6 +87,24 @@ pub struct Found {
     pub errors: Vec<String>,
 }
 
+/// The job that retires one kept index (only on the operator's request).
+fn retire_job(repo: &RepositoryName, account: Option<&AccountId>, digest: Digest, selection: &Selection) -> Job {
+    Job {
+        purpose: Purpose::Retire {
+            min_age_s: selection.min_age_s,
+        },
+        trigger: Trigger::Sweep,
+        event_id: None,
+        account: account.cloned(),
+        region: None,
+        replicated_from: None,
+        repository: repo.clone(),
+        digest,
+        tag: None,
+        tag_arrived_ms: None,
+    }
+}
+
 impl<R: Registry> Walk<'_, R> {
     /// Walks one repository.
     pub async fn repository(&self, repo: &RepositoryName) -> Walked {
@@ -147,20 +165,7 @@ impl<R: Registry> Walk<'_, R> {
         let leftovers = cleanup.jobs.len();
         let retire = retire
             .into_iter()
-            .map(|digest| Job {
-                purpose: Purpose::Retire {
-                    min_age_s: self.selection.min_age_s,
-                },
-                trigger: Trigger::Sweep,
-                event_id: None,
-                account: account.cloned(),
-                region: None,
-                replicated_from: None,
-                repository: repo.clone(),
-                digest,
-                tag: None,
-                tag_arrived_ms: None,
-            })
+            .map(|d| retire_job(repo, account, d, self.selection))
             .collect();
         Walked::Listed(Box::new(Found {
             indexes_seen,
