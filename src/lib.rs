@@ -31,6 +31,7 @@ pub mod engine;
 pub mod logging;
 pub mod oci;
 pub mod policy;
+pub mod selftest;
 pub mod service;
 pub mod sweep;
 pub mod time;

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod members;
 pub mod preflight;
 pub mod pull_exclusion;
+pub mod selftest;
 pub mod sqs;
 pub mod ssm;
 pub(crate) mod tag_cache;

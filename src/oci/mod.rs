@@ -1,6 +1,7 @@
 //! The OCI/Docker manifest model and what an index's entries are: pure data,
 //! no IO.
 
+pub mod build;
 pub mod classify;
 pub mod companion;
 pub mod digest;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 /// manifest model, the policy, the pure decisions, the IO line, the
 /// whole-registry walks, the service around them, the audit-trail queries,
 /// and the adapters.
-const LAYERS: [&str; 8] = ["oci", "policy", "decide", "engine", "sweep", "service", "trail", "aws"];
+const LAYERS: [&str; 9] = [
+    "oci", "policy", "decide", "engine", "sweep", "service", "trail", "selftest", "aws",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

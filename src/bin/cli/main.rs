@@ -8,6 +8,7 @@ mod inspect;
 mod progress;
 mod remediate;
 mod report;
+mod selftest;
 mod serve;
 mod sweep;
 mod undo;
@@ -99,6 +100,15 @@ enum Command {
     /// The records are read from `--log-group`, or the `AuditLogGroupName`
     /// output of `--stack`. Exit status 1 on any error.
     Audit(audit::AuditArgs),
+    /// Prove a deployed stack works, in its own account: push a default
+    /// buildx image to a scratch repository, wait for the function's record,
+    /// check that Lambda takes the tag and provenance is kept, clean up.
+    ///
+    /// One line per step and a verdict (or `--output json`); exit status 0
+    /// when every check passed, 1 otherwise. What it creates is removed at
+    /// the end, after a failure or Ctrl-C too (`--keep` leaves it). The IAM
+    /// permissions it needs are in docs/deployment.md.
+    Selftest(selftest::SelftestArgs),
     /// Work on an SQS queue of ECR Image Action events until stopped (SIGTERM/Ctrl-C).
     Serve {
         /// The queue URL.
@@ -128,6 +138,7 @@ fn main() -> ExitCode {
         Command::Undo(args) => run_async(undo::run(args, cli.aws)),
         Command::Sweep(args) => run_async(sweep::run(args, cli.aws)),
         Command::Audit(args) => run_async(audit::run(args, cli.aws)),
+        Command::Selftest(args) => run_async(selftest::run_selftest(args, cli.aws)),
         Command::Serve {
             queue_url,
             visibility_timeout,
