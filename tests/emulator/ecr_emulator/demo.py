@@ -5,7 +5,9 @@ its push events to an SQS queue (the wiring the SAM template deploys), and a
 rule sending audit records to a second queue. Pushes a default-buildx
 single-platform image (image manifest + provenance attestation) as ``v7``,
 runs ``ecr-remediator serve`` on the queue until it is idle, and prints the
-repository before and after, and the audit record. Then stops the emulator.
+repository before and after, and the audit record. Ends with ``ecr-remediator
+selftest`` against a local stack (``local_stack``), as a user runs it against a
+deployed one. Then stops the emulator.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import boto3
 
+from .local_stack import create as create_local_stack
 from .oci import build_buildx_layout
 from .push import push
 from .testing import EmulatorProcess
@@ -52,6 +55,25 @@ def show(ecr: Any, title: str) -> None:
         print(f"  {d['imageDigest'][:19]}…  {tags:<12} {size:>8} B  {d['imageManifestMediaType']}  config={artifact}")
     untagged = [d for d in details if not d.get("imageTags")]
     print(f"untagged images: {len(untagged)}")
+
+
+def selftest(binary: Path, env: dict[str, str], session: Any, endpoint: str) -> int:
+    """What a user runs against a deployed stack, against the local one: the stack's rules and
+    a ``serve`` worker playing its function (``local_stack``), then ``ecr-remediator selftest``."""
+    stack = create_local_stack(session, endpoint, "demo-stack", ["selftest/"])
+    banner("ecr-remediator selftest --stack demo-stack (the local stack: rules as the template wires them, a serve worker as its function)")
+    worker = subprocess.Popen(
+        [str(binary), *stack["serve_args"]],
+        env=env | {"ECR_REMEDIATOR_MODE": "promote"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        run = subprocess.run([str(binary), "selftest", "--stack", "demo-stack", "--timeout", "60s"], env=env, text=True, timeout=300)
+        return run.returncode
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 predicate = layer.get("annotations", {}).get("in-toto.io/predicate-type")
                 print(f"    statement {layer['digest'][:19]}…  {predicate}  (the pushed statement, unchanged)")
             print(f"    subject {manifest['subject']['digest'][:19]}…")
-        return 0
+
+        return selftest(args.binary, env, session, emulator.url)
     finally:
         emulator.stop()
         print("\nemulator stopped.")
