@@ -86,6 +86,7 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
 
     redeliveries_account_for_what_an_earlier_delivery_did().await;
     every_delivery_claims_only_its_own_checkpoints().await;
+    a_follow_ups_redelivery_through_serve_is_reconciled().await;
 }
 
 fn delivery(attempt: u32) -> Delivery {
@@ -369,4 +370,74 @@ async fn every_delivery_claims_only_its_own_checkpoints() {
     assert_eq!(records[0]["code"], "index_gone", "{out}");
     assert_eq!(records[0]["deleted"], 0, "{out}");
     assert!(deletions_of(&records[0]).is_empty(), "{out}");
+}
+
+/// Issue 36, item 5, through the real `serve`: the push defers its
+/// deletions and enqueues its follow-up on the same queue; the follow-up
+/// deletes and its final record is lost; SQS delivers it again (receive
+/// count 2) and that delivery says what the first one did.
+async fn a_follow_ups_redelivery_through_serve_is_reconciled() {
+    let repo = unique("trail-serve");
+    create_repository(&repo, false);
+    let group = format!("/test/{}", unique("trail-serve"));
+    log_group_rule(&group, &[&repo]).await;
+    let pushed = push_buildx(&repo, "v9", &["linux/arm64"], "serve-9");
+    let event = push_event(&repo, &pushed.index, "v9", OCI_INDEX);
+    let queue = queue_with_message(&unique("serve-follow-up").replace('/', "-"), &event).await;
+    // The push: checkpoint and final record; the follow-up: its checkpoint,
+    // then its final record fails on every attempt of its first delivery.
+    put_events_faults(&[
+        "ok",
+        "ok",
+        "ok",
+        "InternalError",
+        "InternalError",
+        "InternalError",
+        "InternalError",
+    ]);
+    let out = cli(&[
+        "serve",
+        "--queue-url",
+        &queue,
+        "--wait",
+        "3",
+        "--visibility-timeout",
+        "1",
+        "--exit-when-idle",
+        "--mode",
+        "promote",
+        "--delete-orphans",
+        "--grace-period",
+        "1s",
+    ])
+    .env("ECR_REMEDIATOR_KEEP_TAG", "false")
+    .env("ECR_REMEDIATOR_MAX_ATTEMPTS", "4")
+    .env("ECR_REMEDIATOR_QUEUE_URL", &queue)
+    .env("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group)
+    .output()
+    .unwrap();
+    put_events_faults(&[]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        list(&repo).await.len(),
+        1,
+        "the follow-up deleted the index and its attestation\n{log}"
+    );
+    let history = show(&group, &pushed.index);
+    let last = history.last().unwrap();
+    let steps: Vec<(&Value, &Value, &Value)> = history
+        .iter()
+        .map(|r| (&r["trigger"], &r["outcome"], &r["attempt"]))
+        .collect();
+    assert_eq!(last["trigger"], "follow_up", "{history:#?}");
+    assert_eq!(last["attempt"], 2, "{steps:?}\n{log}");
+    assert!(last["request_id"].as_str().unwrap().starts_with("sqs-"), "{last:#}");
+    assert!(last["event_id"].as_str().unwrap().ends_with("/follow-up-1"), "{last:#}");
+    assert_eq!(last["deleted"], 2, "{last:#}");
+    assert_eq!(
+        deletions_of(last),
+        vec![("applied".to_owned(), json!(1)), ("applied".to_owned(), json!(1))],
+        "{last:#}"
+    );
 }
