@@ -11,7 +11,7 @@ use super::{Engine, Job, RECONCILE_LOOKBACK_MS};
 use crate::decide::action::{Action, ActionKind};
 use crate::decide::checkpoint::{Claim, Pending, PendingAction, PendingWrite, open_checkpoints};
 use crate::decide::skip::SkipCode;
-use crate::engine::audit::{self, ActionOutcome, ActionRecord, AuditRecord, AuditSink, Outcome};
+use crate::engine::audit::{self, ActionOutcome, ActionRecord, AuditRecord, AuditSink, Outcome, Trigger};
 use crate::engine::registry::{FetchFailure, ImageRef, Registry};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::RawManifest;
@@ -19,24 +19,27 @@ use crate::oci::names::{AccountId, ImageTag};
 
 /// Whether a delivery reads the trail back for an earlier delivery's open
 /// checkpoint: any delivery after the first; and a first one whose handling
-/// found the work already done or its index gone, because a first delivery
-/// is not always the first handling (a redrive from the dead-letter queue
-/// starts the receive count again; EventBridge may deliver an event twice).
-/// A first delivery that did the work itself reads nothing back. Never after
-/// a failure (the next delivery reconciles).
+/// found its work done by someone (its index gone; for anything but a
+/// follow-up, whose push did the writes, a write already in place or
+/// nothing to do), because a first delivery is not always the first
+/// handling: a redrive from the dead-letter queue starts the receive count
+/// again, and EventBridge may deliver an event twice. A first delivery that
+/// did the work itself reads nothing back (a push never pays for it). Never
+/// after a failure (the next delivery reconciles).
 fn reconciles(attempt: Option<u32>, record: &AuditRecord) -> bool {
     if matches!(record.outcome, Outcome::Failed(_)) {
         return false;
     }
-    let found_done = matches!(
+    let index_gone = matches!(
         record.outcome,
-        Outcome::Noop
-            | Outcome::Skipped {
-                code: SkipCode::IndexGone,
-                ..
-            }
-    ) || record.actions.iter().any(|a| a.outcome == ActionOutcome::Already);
-    attempt.is_some_and(|a| a >= 2) || found_done
+        Outcome::Skipped {
+            code: SkipCode::IndexGone,
+            ..
+        }
+    );
+    let done_before = record.trigger != Trigger::FollowUp
+        && (record.outcome == Outcome::Noop || record.actions.iter().any(|a| a.outcome == ActionOutcome::Already));
+    attempt.is_some_and(|a| a >= 2) || index_gone || done_before
 }
 
 fn delivery(attempt: Option<u32>) -> String {
@@ -272,5 +275,64 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 record.outcome = Outcome::Remediated;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::engine::audit::Failure;
+
+    fn record(trigger: Trigger, outcome: Outcome, already: bool) -> AuditRecord {
+        let mut r = AuditRecord::new(trigger, Some("app"), UNIX_EPOCH);
+        r.outcome = outcome;
+        if already {
+            r.actions.push(ActionRecord::new(
+                Action::AddTag {
+                    tag: ImageTag::parse("v1").unwrap(),
+                    digest: Digest::sha256_of(b"i"),
+                    role: crate::decide::action::TagRole::Pushed,
+                },
+                ActionOutcome::Already,
+            ));
+        }
+        r
+    }
+
+    #[test]
+    fn a_first_delivery_reads_the_trail_back_only_when_someone_did_its_work() {
+        let gone = Outcome::Skipped {
+            code: SkipCode::IndexGone,
+            reason: "gone".into(),
+        };
+        // (trigger, outcome, a write already in place, attempt) → reads back
+        let cases = [
+            (Trigger::Push, Outcome::Remediated, false, Some(1), false),
+            (Trigger::Push, Outcome::Remediated, false, None, false),
+            (Trigger::Push, Outcome::Remediated, false, Some(2), true),
+            (Trigger::Push, gone.clone(), false, Some(1), true),
+            (Trigger::Push, Outcome::Noop, false, Some(1), true),
+            (Trigger::Push, Outcome::Remediated, true, Some(1), true),
+            // A follow-up finds its push's writes in place: no read.
+            (Trigger::FollowUp, Outcome::Remediated, true, Some(1), false),
+            (Trigger::FollowUp, gone, false, Some(1), true),
+            (Trigger::FollowUp, Outcome::Remediated, true, Some(2), true),
+        ];
+        for (trigger, outcome, already, attempt, expected) in cases {
+            let r = record(trigger, outcome.clone(), already);
+            assert_eq!(
+                reconciles(attempt, &r),
+                expected,
+                "{trigger:?} {outcome:?} {already} {attempt:?}"
+            );
+        }
+        let failed = Outcome::Failed(Failure {
+            code: "ServerException".into(),
+            error: "x".into(),
+            retryable: true,
+        });
+        assert!(!reconciles(Some(3), &record(Trigger::Push, failed, false)));
     }
 }
