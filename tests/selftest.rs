@@ -263,3 +263,47 @@ fn a_typo_is_one_line_and_a_nonzero_exit() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no-such-stack") && err.contains("no such stack"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_while_the_repository_is_being_created_still_removes_it() {
+    let stack = local_stack("st-racing");
+    let repository = "st-racing/scratch";
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "CreateRepository", "repository": repository, "latency_ms": 2000})),
+    );
+    let child = cli(&[
+        "selftest",
+        "--stack",
+        &stack.name,
+        "--repository",
+        repository,
+        "--timeout",
+        "5m",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    emulator().control(
+        "POST",
+        "faults",
+        Some(serde_json::json!({"operation": "CreateRepository", "repository": repository})),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert!(
+        step(&stdout, "cleanup").contains("deleted repository st-racing/scratch"),
+        "{stdout}"
+    );
+    assert_eq!(left_behind(&stack).await, Vec::<String>::new(), "{stdout}");
+}

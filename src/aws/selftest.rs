@@ -198,6 +198,18 @@ impl Account for SdkAccount {
         Ok(referrers.into_iter().map(|r| r.digest).collect())
     }
 
+    async fn replicas_of(&self, repository: &RepositoryName) -> Result<Vec<String>, CallError> {
+        let rules = self
+            .registry
+            .replication_rules()
+            .await
+            .map_err(registry_call("DescribeRegistry"))?;
+        Ok(crate::sweep::replication::destinations(&rules, repository)
+            .into_iter()
+            .map(|d| format!("{}/{}", d.account, d.region))
+            .collect())
+    }
+
     async fn delete_repository(&self, repository: &RepositoryName) -> Result<(), CallError> {
         match self
             .ecr

@@ -314,6 +314,13 @@ pub struct Truncation {
     pub skipped_omitted: usize,
     /// Notes left out.
     pub notes_omitted: usize,
+    /// Deployability verdicts and signatures left out (from the end of each list).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub other_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One audit record.
@@ -437,17 +444,34 @@ impl AuditRecord {
         if full.len() <= limit {
             return full;
         }
-        let mut keep = self.actions.len().max(self.skipped.len()).max(self.notes.len()).max(
-            self.classification
-                .as_ref()
-                .map_or(0, |c| c.runnable.len().max(c.attestations.len()).max(c.other.len())),
-        );
+        let signing = self.signing.as_ref().map_or(0, |s| s.index.len().max(s.image.len()));
+        let mut keep = self
+            .actions
+            .len()
+            .max(self.skipped.len())
+            .max(self.notes.len())
+            .max(self.deployability.len())
+            .max(signing)
+            .max(
+                self.classification
+                    .as_ref()
+                    .map_or(0, |c| c.runnable.len().max(c.attestations.len()).max(c.other.len())),
+            );
         loop {
             keep /= 2;
             let cut = self.cut(keep, full.len());
             let text = bounded_fields(&cut);
-            if text.len() <= limit || keep == 0 {
+            if text.len() <= limit {
                 return text;
+            }
+            if keep == 0 {
+                // Every list is empty and every field within its bound: what
+                // is left is the identity, the policy and the outcome, far
+                // below any limit a caller gives; cut the policy too if not.
+                let mut bare = cut;
+                bare.policy = None;
+                bare.classification = None;
+                return bounded_fields(&bare);
             }
         }
     }
@@ -469,10 +493,19 @@ impl AuditRecord {
             entries_omitted,
             skipped_omitted: r.skipped.len().saturating_sub(keep),
             notes_omitted: r.notes.len().saturating_sub(keep),
+            other_omitted: 0,
         };
         r.actions.truncate(keep);
         r.skipped.truncate(keep);
         r.notes.truncate(keep);
+        let mut t = t;
+        t.other_omitted = r.deployability.len().saturating_sub(keep);
+        r.deployability.truncate(keep);
+        if let Some(signing) = r.signing.as_mut() {
+            t.other_omitted += signing.index.len().saturating_sub(keep) + signing.image.len().saturating_sub(keep);
+            signing.index.truncate(keep);
+            signing.image.truncate(keep);
+        }
         r.truncated = Some(t);
         r
     }

@@ -166,6 +166,18 @@ pub struct Engine<'a, R, A> {
     pub attempt: Option<u32>,
 }
 
+/// The outcome of a handling the registry stopped: failed, except when the
+/// repository itself is gone (deleted since the push: there is nothing left
+/// to do, and nothing failed).
+fn failed_or_gone(e: &RegistryError) -> Outcome {
+    match e {
+        RegistryError::RepositoryNotFound { .. } => {
+            skipped(SkipCode::IndexGone, format!("the repository no longer exists ({e})"))
+        }
+        _ => Outcome::Failed(e.into()),
+    }
+}
+
 pub(crate) fn skipped(code: SkipCode, reason: impl Into<String>) -> Outcome {
     Outcome::Skipped {
         code,
@@ -205,7 +217,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         let outcome = match resolved {
             Err(e) => {
                 record.policy = Some(summary);
-                Outcome::Failed((&e).into())
+                failed_or_gone(&e)
             }
             Ok(Resolved::Apply { policy, source }) => {
                 if let Some(s) = source {
@@ -216,7 +228,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
                 record.policy = Some(summary);
                 match self.run(&policy, job, &mut record).await {
                     Ok(outcome) => outcome,
-                    Err(e) => Outcome::Failed((&e).into()),
+                    Err(e) => failed_or_gone(&e),
                 }
             }
             // An undo is what an opted-out repository needs: the service

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::{Engine, Job, RECONCILE_LOOKBACK_MS};
-use crate::decide::action::{Action, ActionKind};
+use crate::decide::action::{Action, ActionKind, TagRole};
 use crate::decide::checkpoint::{Claim, Pending, PendingAction, PendingWrite, open_checkpoints};
 use crate::decide::skip::SkipCode;
 use crate::engine::audit::{self, ActionOutcome, ActionRecord, AuditRecord, AuditSink, Outcome, Trigger};
@@ -20,8 +20,8 @@ use crate::oci::names::{AccountId, ImageTag};
 /// Whether a delivery reads the trail back for an earlier delivery's open
 /// checkpoint: any delivery after the first; and a first one whose handling
 /// found its work done by someone (its index gone; for anything but a
-/// follow-up, whose push did the writes, a write already in place or
-/// nothing to do), because a first delivery is not always the first
+/// follow-up, whose push did the writes, its pushed or derived tag already
+/// in place), because a first delivery is not always the first
 /// handling: a redrive from the dead-letter queue starts the receive count
 /// again, and EventBridge may deliver an event twice. A first delivery that
 /// did the work itself reads nothing back (a push never pays for it). Never
@@ -37,8 +37,24 @@ fn reconciles(attempt: Option<u32>, record: &AuditRecord) -> bool {
             ..
         }
     );
+    // The pushed or a derived tag already where this handling would put
+    // it: another delivery of this event wrote it (a push never finds its
+    // own tag moved already; a re-push of an unchanged index moves it
+    // again). Observe mode, a keep tag in place: no sign, no read.
     let done_before = record.trigger != Trigger::FollowUp
-        && (record.outcome == Outcome::Noop || record.actions.iter().any(|a| a.outcome == ActionOutcome::Already));
+        && record.actions.iter().any(|a| {
+            a.outcome == ActionOutcome::Already
+                && matches!(
+                    a.action,
+                    Action::MoveTag {
+                        role: TagRole::Pushed | TagRole::Derived,
+                        ..
+                    } | Action::AddTag {
+                        role: TagRole::Pushed | TagRole::Derived,
+                        ..
+                    } | Action::PutIndex { .. }
+                )
+        });
     attempt.is_some_and(|a| a >= 2) || index_gone || done_before
 }
 
@@ -293,7 +309,7 @@ mod tests {
                 Action::AddTag {
                     tag: ImageTag::parse("v1").unwrap(),
                     digest: Digest::sha256_of(b"i"),
-                    role: crate::decide::action::TagRole::Pushed,
+                    role: TagRole::Pushed,
                 },
                 ActionOutcome::Already,
             ));
@@ -313,7 +329,8 @@ mod tests {
             (Trigger::Push, Outcome::Remediated, false, None, false),
             (Trigger::Push, Outcome::Remediated, false, Some(2), true),
             (Trigger::Push, gone.clone(), false, Some(1), true),
-            (Trigger::Push, Outcome::Noop, false, Some(1), true),
+            // Observe mode: nothing to do is no sign of an earlier delivery.
+            (Trigger::Push, Outcome::Noop, false, Some(1), false),
             (Trigger::Push, Outcome::Remediated, true, Some(1), true),
             // A follow-up finds its push's writes in place: no read.
             (Trigger::FollowUp, Outcome::Remediated, true, Some(1), false),
@@ -328,6 +345,17 @@ mod tests {
                 "{trigger:?} {outcome:?} {already} {attempt:?}"
             );
         }
+        // A keep tag already in place (an unchanged index pushed again): no read.
+        let mut keep = record(Trigger::Push, Outcome::Remediated, false);
+        keep.actions.push(ActionRecord::new(
+            Action::AddTag {
+                tag: ImageTag::parse("v1-index").unwrap(),
+                digest: Digest::sha256_of(b"i"),
+                role: TagRole::Keep,
+            },
+            ActionOutcome::Already,
+        ));
+        assert!(!reconciles(Some(1), &keep));
         let failed = Outcome::Failed(Failure {
             code: "ServerException".into(),
             error: "x".into(),

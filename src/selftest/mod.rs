@@ -15,6 +15,7 @@
 //! `aws::selftest`) and the audit trail through [`Insights`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -91,6 +92,9 @@ pub trait Account: Send + Sync {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> impl Future<Output = Result<Vec<Digest>, CallError>> + Send;
+    /// Where the registry's replication rules copy `repository` to
+    /// (`account/region` each): replicas the clean-up cannot remove.
+    fn replicas_of(&self, repository: &RepositoryName) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
     /// `DeleteRepository` with `force` (its images with it).
     fn delete_repository(&self, repository: &RepositoryName) -> impl Future<Output = Result<(), CallError>> + Send;
     /// `CreateFunction` from a container image.
@@ -209,6 +213,23 @@ impl Progress for Quiet {
     fn waiting(&mut self, _: Duration) {}
 }
 
+/// The platform to build for, if Lambda runs it: `linux/arm64` (or
+/// `linux/arm64/v8`) or `linux/amd64`; anything else is refused before any
+/// call (an image Lambda cannot run proves nothing about the stack).
+pub fn lambda_platform(text: &str) -> Result<(), String> {
+    let platform = crate::oci::build::parse_platform(text).map_err(|e| e.to_string())?;
+    match (
+        platform.os.as_str(),
+        platform.architecture.as_str(),
+        platform.variant.as_deref(),
+    ) {
+        ("linux", "arm64", None | Some("v8")) | ("linux", "amd64", None) => Ok(()),
+        _ => Err(format!(
+            "platform {text}: Lambda runs linux/arm64 and linux/amd64 images only; give one of them"
+        )),
+    }
+}
+
 /// The scratch repository's name: `--repository`, or
 /// `<first prefix>ecr-remediator-selftest-<run>`; refused (with the prefix
 /// to allow) when it is outside the stack's scope or not a valid name.
@@ -240,6 +261,7 @@ pub fn scratch_repository(plan: &Plan) -> Result<RepositoryName, String> {
 }
 
 struct Run<'a, A, I, P> {
+    stop: &'a AtomicBool,
     account: &'a A,
     insights: &'a I,
     plan: &'a Plan,
@@ -251,6 +273,20 @@ struct Run<'a, A, I, P> {
 }
 
 impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
+    /// Interrupted: no further step starts (a call in flight finishes, so
+    /// whatever it created is known and removed).
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Waits `d`, or less when interrupted.
+    async fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.stopped() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn say(&mut self, step: &'static str, status: Status, detail: impl Into<String>) -> bool {
         let step = Step {
             step,
@@ -271,14 +307,31 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
         };
         let uri = match self.account.create_repository(&repo).await {
             Ok(uri) => uri,
+            // A retry after a lost reply finds the repository it created:
+            // a name with this run's id is this run's.
+            Err(e) if plan.repository.is_none() && e.message.starts_with("RepositoryAlreadyExistsException") => {
+                self.repository = Some(repo.clone());
+                return self.say("repository", Status::Failed, format!("{repo}: {e}; removed at the end"));
+            }
             Err(e) => return self.say("repository", Status::Failed, format!("cannot create {repo}: {e}")),
         };
         self.repository = Some(repo.clone());
+        let replicas = match self.account.replicas_of(&repo).await {
+            Ok(r) if r.is_empty() => String::new(),
+            Ok(r) => format!(
+                "; the registry replicates it to {}: those replicas are not removed at the end, delete them there",
+                r.join(", ")
+            ),
+            Err(e) => format!("; its replication rules could not be read ({e})"),
+        };
         self.say(
             "repository",
             Status::Ok,
-            format!("created {repo} (tag ecr-remediator:mode=on)"),
+            format!("created {repo} (tag ecr-remediator:mode=on){replicas}"),
         );
+        if self.stopped() {
+            return false;
+        }
         let built = match crate::oci::build::buildx_image(&plan.platform, plan.format, &plan.run_id) {
             Ok(b) => b,
             Err(e) => return self.say("push", Status::Failed, e.to_string()),
@@ -290,6 +343,9 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
             return self.say("push", Status::Failed, e.to_string());
         }
         self.index = Some(built.index.digest().clone());
+        if self.stopped() {
+            return false;
+        }
         let form = match plan.format {
             AttestationFormat::Subject => "with subject (BuildKit >= 0.32)",
             AttestationFormat::Legacy => "legacy form",
@@ -308,10 +364,16 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
         let Some(record) = self.await_record(&repo, built.index.digest()).await else {
             return false;
         };
+        if self.stopped() {
+            return false;
+        }
         let mut ok = self.check_tag(&repo, &tag, &built, &record).await;
         ok &= self.check_provenance(&repo, &built).await;
         ok &= self.check_deployability(&record);
         ok &= self.check_scope(&repo, built.index.digest()).await;
+        if self.stopped() {
+            return false;
+        }
         // Lambda's own word, also when a check above failed: it says in its
         // words why it refuses the tag.
         let lambda = match &plan.create_function {
@@ -367,6 +429,9 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
                     return None;
                 }
             }
+            if self.stopped() {
+                return None;
+            }
             if started.elapsed() >= self.plan.timeout {
                 self.say(
                     "record",
@@ -387,7 +452,7 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
                 return None;
             }
             self.progress.waiting(started.elapsed());
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            self.pause(Duration::from_secs(2)).await;
         }
     }
 
@@ -510,7 +575,7 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
             None => self.say(
                 "deployability",
                 Status::Failed,
-                format!("the record makes nothing deployable by {TAG} (the stack's mode leaves the tag on the index)"),
+                format!("the record makes nothing deployable by {TAG}: the stack's mode leaves an index on the tag"),
             ),
         }
     }
@@ -570,8 +635,9 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
                 Ok(FunctionState::Failed(reason)) => {
                     return self.say("lambda", Status::Failed, format!("Lambda refused {uri}: {reason}"));
                 }
+                Ok(FunctionState::Pending) if self.stopped() => return false,
                 Ok(FunctionState::Pending) if started.elapsed() < self.plan.timeout => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    self.pause(Duration::from_secs(2)).await;
                 }
                 Ok(FunctionState::Pending) => {
                     return self.say(
@@ -649,7 +715,9 @@ pub async fn run<A: Account, I: Insights, P: Progress>(
     progress: &mut P,
     interrupt: impl Future<Output = ()>,
 ) -> Report {
+    let stop = AtomicBool::new(false);
     let mut run = Run {
+        stop: &stop,
         account,
         insights,
         plan,
@@ -659,15 +727,23 @@ pub async fn run<A: Account, I: Insights, P: Progress>(
         function: None,
         index: None,
     };
-    let (passed, interrupted) = {
+    // The interrupt only raises the flag: the call in flight finishes, so
+    // what it created is recorded and removed below.
+    let passed = {
         let steps = run.steps();
+        let watch = async {
+            interrupt.await;
+            stop.store(true, Ordering::SeqCst);
+            std::future::pending::<bool>().await
+        };
         tokio::pin!(steps);
-        tokio::pin!(interrupt);
+        tokio::pin!(watch);
         tokio::select! {
-            passed = &mut steps => (passed, false),
-            () = &mut interrupt => (false, true),
+            passed = &mut steps => passed,
+            never = &mut watch => never,
         }
     };
+    let interrupted = stop.load(Ordering::SeqCst);
     if interrupted {
         run.say(
             "interrupted",
@@ -713,6 +789,16 @@ mod tests {
             create_function: None,
             keep: false,
             run_id: "r1".into(),
+        }
+    }
+
+    #[test]
+    fn only_platforms_lambda_runs_are_taken() {
+        for ok in ["linux/arm64", "linux/arm64/v8", "linux/amd64"] {
+            assert!(lambda_platform(ok).is_ok(), "{ok}");
+        }
+        for refused in ["linux/ppc64le", "windows/amd64", "linux/arm/v7", "linux"] {
+            assert!(lambda_platform(refused).is_err(), "{refused}");
         }
     }
 

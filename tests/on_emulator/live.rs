@@ -630,3 +630,32 @@ async fn oversized_input_is_recorded_once_within_the_entry_limit() {
     assert_eq!(records[0]["fields_cut"], 1, "{}", &written[..400]);
     assert_eq!(records[0]["code"], "index_gone");
 }
+
+/// A push whose repository was deleted before it was handled (a selftest's
+/// clean-up, a team removing a repository): nothing to do, nothing failed,
+/// so no failure alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_into_a_repository_deleted_since_is_skipped_not_failed() {
+    let (repo, audit) = fresh("deleted-since", false).await;
+    let pushed = push_buildx(&repo, "v1", &["linux/arm64"], "deleted-since");
+    aws_sdk_ecr::Client::new(&sdk_config().await)
+        .delete_repository()
+        .repository_name(&repo)
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
+    let result = handle_push(&h, &repo, &pushed, "v1").await;
+    assert!(format!("{result:?}").contains("Skipped"), "{result:?}");
+    let records = audit.records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["outcome"], "skipped", "{:#}", records[0]);
+    assert_eq!(records[0]["code"], "index_gone");
+    assert!(
+        records[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the repository no longer exists")
+    );
+}

@@ -105,9 +105,9 @@ impl Progress for Lines {
 }
 
 pub(crate) async fn run_selftest(args: SelftestArgs, aws: AwsArgs) -> anyhow::Result<ExitCode> {
+    ecr_remediator::selftest::lambda_platform(&args.platform).map_err(anyhow::Error::msg)?;
     let (sdk, account) = crate::connect::connect(&aws, 3).await?;
     let region = sdk.region().map(ToString::to_string).unwrap_or_default();
-    ecr_remediator::oci::build::parse_platform(&args.platform)?;
     let stack = stack(&sdk, &args.stack).await?;
     let run_id = format!("{:x}", ecr_remediator::now_ms());
     let plan = Plan {

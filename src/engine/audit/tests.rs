@@ -109,3 +109,43 @@ fn every_field_is_bounded_whatever_the_input() {
     let small = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
     assert_eq!(small.to_bounded_json(MAX_DETAIL_BYTES), small.to_json());
 }
+
+#[test]
+fn a_record_of_the_largest_index_fits_whatever_it_lists() {
+    // 1024 entries (the most an index may have), each deployable by a long
+    // tag and signed: every list is cut, the record fits and says so.
+    use crate::decide::planned::Deployable;
+    use crate::oci::lambda::Verdict;
+    use crate::oci::manifest::Platform;
+    use crate::oci::signature::{Signature, SignatureKind, Signing};
+    let mut r = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
+    let arch = "a".repeat(55);
+    for n in 0..1024u32 {
+        let d = Digest::sha256_of(&n.to_be_bytes());
+        r.deployability.push(Deployable {
+            tag: crate::oci::names::ImageTag::parse(&format!("{}-{n}", "t".repeat(60))).unwrap(),
+            digest: d.clone(),
+            platform: Some(Platform::new("linux", &arch, None)),
+            verdict: Verdict::Yes,
+        });
+    }
+    let signatures: Vec<Signature> = (0..1024u32)
+        .map(|n| Signature::referrer(SignatureKind::Notation, &Digest::sha256_of(&n.to_le_bytes())))
+        .collect();
+    r.signing = Some(Signing {
+        index: signatures.clone(),
+        image: signatures,
+    });
+    let text = r.to_bounded_json(MAX_DETAIL_BYTES);
+    assert!(text.len() <= MAX_DETAIL_BYTES, "{}", text.len());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        v["truncated"]["other_omitted"].as_u64().unwrap() > 0,
+        "{}",
+        &v["truncated"]
+    );
+    assert_eq!(v["repository"], "team/app");
+    // A limit below what lists alone can reach still gives a record within it.
+    let small = r.to_bounded_json(8 * 1024);
+    assert!(small.len() <= 8 * 1024, "{}", small.len());
+}
