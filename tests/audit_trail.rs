@@ -103,19 +103,27 @@ fn show(group: &str, digest: &str) -> Vec<Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Promote, deleting orphans at once (no keep tag, no grace period), its
+/// trail read back from `group`.
+async fn deleting_at_once(
+    group: &str,
+) -> ecr_remediator::Handler<ecr_remediator::aws::ecr::EcrRegistry, ecr_remediator::aws::audit::EventBridgeAudit> {
+    handler(&[
+        ("ECR_REMEDIATOR_MODE", "promote"),
+        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
+        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
+        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
+        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", group),
+    ])
+    .await
+}
+
 async fn redeliveries_account_for_what_an_earlier_delivery_did() {
     let repo = unique("trail-redelivered");
     create_repository(&repo, false);
     let group = format!("/test/{}", unique("trail-redelivered"));
     log_group_rule(&group, &[&repo]).await;
-    let deleting = handler(&[
-        ("ECR_REMEDIATOR_MODE", "promote"),
-        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
-        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
-        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
-        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
-    ])
-    .await;
+    let deleting = deleting_at_once(&group).await;
 
     // 1. Delivery 1 deletes, then its final record fails on every attempt;
     //    delivery 2 (the trail back) confirms the deletions from delivery 1's
@@ -314,14 +322,7 @@ async fn every_delivery_claims_only_its_own_checkpoints() {
     // 7. Every delivery of an event was cut; the dead-letter queue's redrive
     //    starts the receive count again: the redriven delivery (attempt 1,
     //    another receive) still closes the trail.
-    let deleting = handler(&[
-        ("ECR_REMEDIATOR_MODE", "promote"),
-        ("ECR_REMEDIATOR_DELETE_ORPHANS", "true"),
-        ("ECR_REMEDIATOR_GRACE_PERIOD", "0s"),
-        ("ECR_REMEDIATOR_KEEP_TAG", "false"),
-        ("ECR_REMEDIATOR_AUDIT_LOG_GROUP", &group),
-    ])
-    .await;
+    let deleting = deleting_at_once(&group).await;
     let pushed = push_buildx(&repo, "v7", &["linux/arm64"], "identity-7");
     let event = push_event(&repo, &pushed.index, "v7", OCI_INDEX);
     put_events_faults(&["ok", "InternalError", "InternalError", "InternalError", "InternalError"]);

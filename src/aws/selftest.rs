@@ -300,13 +300,7 @@ pub async fn stack(sdk: &aws_config::SdkConfig, name: &str) -> Result<Stack, cra
                 .find(|p| p.parameter_key() == Some("RepositoryPrefixes"))
         })
         .and_then(|p| p.parameter_value())
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(crate::service::config::prefix_list)
         .unwrap_or_default();
     Ok(Stack {
         name: name.to_owned(),

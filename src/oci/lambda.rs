@@ -203,12 +203,37 @@ impl Unchecked {
 
 /// The architectures Lambda offers (`x86_64`, `arm64`), as Linux image
 /// platforms name them.
-enum LambdaArchitecture {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LambdaArchitecture {
+    /// `linux/amd64`.
     X86_64,
+    /// `linux/arm64`.
     Arm64,
 }
 
 impl LambdaArchitecture {
+    /// The Lambda architecture of a platform Lambda runs (the variant
+    /// included), or why it does not, in one line.
+    pub fn running(p: &Platform) -> Result<Self, String> {
+        let arch = Self::of(p).map_err(|r| r.describe())?;
+        if arch.takes_variant(p.variant.as_deref()) {
+            Ok(arch)
+        } else {
+            Err(Unchecked::Variant {
+                platform: p.to_string(),
+            }
+            .describe())
+        }
+    }
+
+    /// As Lambda's API names it (`Architectures`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Arm64 => "arm64",
+        }
+    }
+
     /// The Lambda architecture of a platform, or the rule it breaks.
     fn of(p: &Platform) -> Result<Self, Refusal> {
         match (p.os.as_str(), p.architecture.as_str()) {

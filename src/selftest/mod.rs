@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::oci::build::{AttestationFormat, Blob, BuildxImage};
 use crate::oci::digest::Digest;
+use crate::oci::lambda::LambdaArchitecture;
 use crate::oci::manifest::RawManifest;
 use crate::oci::media_type::ManifestMediaType;
 use crate::oci::names::{AccountId, ImageTag, RepositoryName};
@@ -213,21 +214,13 @@ impl Progress for Quiet {
     fn waiting(&mut self, _: Duration) {}
 }
 
-/// The platform to build for, if Lambda runs it: `linux/arm64` (or
-/// `linux/arm64/v8`) or `linux/amd64`; anything else is refused before any
+/// The platform to build for, if Lambda runs it (`oci::lambda`'s rule:
+/// `linux/arm64` or `linux/amd64`); anything else is refused before any
 /// call (an image Lambda cannot run proves nothing about the stack).
-pub fn lambda_platform(text: &str) -> Result<(), String> {
+pub fn lambda_platform(text: &str) -> Result<LambdaArchitecture, String> {
     let platform = crate::oci::build::parse_platform(text).map_err(|e| e.to_string())?;
-    match (
-        platform.os.as_str(),
-        platform.architecture.as_str(),
-        platform.variant.as_deref(),
-    ) {
-        ("linux", "arm64", None | Some("v8")) | ("linux", "amd64", None) => Ok(()),
-        _ => Err(format!(
-            "platform {text}: Lambda runs linux/arm64 and linux/amd64 images only; give one of them"
-        )),
-    }
+    LambdaArchitecture::running(&platform)
+        .map_err(|why| format!("platform {text}: Lambda does not run it ({why}); give linux/arm64 or linux/amd64"))
 }
 
 /// The scratch repository's name: `--repository`, or

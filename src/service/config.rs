@@ -104,6 +104,18 @@ pub struct Members {
     pub accounts: Vec<AccountId>,
 }
 
+/// A stack's `RepositoryPrefixes` as the template joins them (`a/,b-`):
+/// the one reading of its scope, for the function's sweeps and `selftest`.
+/// Empty: every repository.
+pub fn prefix_list(joined: &str) -> Vec<String> {
+    joined
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Invalid configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -187,15 +199,7 @@ impl ServiceConfig {
             whole(ENV_PUT_BURST, 1..=10, "must be a whole number from 1 to 10")?.unwrap_or(DEFAULT_PUT_BURST);
         let max_receive_count = whole(ENV_MAX_RECEIVE_COUNT, 1..=1000, "must be a whole number from 1 to 1000")?;
         let queue_url = get(ENV_QUEUE_URL).map(str::to_owned);
-        let sweep_prefixes = get(ENV_SWEEP_PREFIXES)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let sweep_prefixes = get(ENV_SWEEP_PREFIXES).map(prefix_list).unwrap_or_default();
         let flag = |variable: &'static str, default: bool| match get(variable) {
             None => Ok(default),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),

@@ -128,18 +128,17 @@ pub async fn enqueue<R: Registry>(
                 continue;
             }
         };
+        if let Some(problems) = found.problems() {
+            summary.repository_errors.insert(repo.to_string(), problems);
+        }
         let Found {
             indexes_seen,
             already_fine,
             jobs,
             leftovers,
             gaps,
-            errors,
             ..
         } = *found;
-        if !errors.is_empty() {
-            summary.repository_errors.insert(repo.to_string(), errors.join("; "));
-        }
         summary.repositories_scanned += 1;
         summary.indexes_seen += indexes_seen;
         summary.already_fine += already_fine;

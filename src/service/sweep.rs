@@ -216,6 +216,9 @@ fn tally_repository(s: &mut SweepSummary, repo: &RepositoryName, walked: Walked)
             Vec::new()
         }
         Walked::Listed(found) => {
+            if let Some(problems) = found.problems() {
+                s.repository_errors.insert(repo.to_string(), problems);
+            }
             let Found {
                 indexes_seen,
                 already_fine,
@@ -224,12 +227,8 @@ fn tally_repository(s: &mut SweepSummary, repo: &RepositoryName, walked: Walked)
                 retire,
                 gaps,
                 drift,
-                errors,
                 ..
             } = *found;
-            if !errors.is_empty() {
-                s.repository_errors.insert(repo.to_string(), errors.join("; "));
-            }
             s.replication_drift.extend(drift);
             s.signature_gaps.extend(gaps);
             s.repositories_scanned += 1;

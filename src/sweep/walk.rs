@@ -105,6 +105,14 @@ fn retire_job(repo: &RepositoryName, account: Option<&AccountId>, digest: Digest
     }
 }
 
+impl Found {
+    /// What could not be read, though the repository was listed, on one
+    /// line (`None`: everything was).
+    pub fn problems(&self) -> Option<String> {
+        (!self.errors.is_empty()).then(|| self.errors.join("; "))
+    }
+}
+
 impl<R: Registry> Walk<'_, R> {
     /// Walks one repository.
     pub async fn repository(&self, repo: &RepositoryName) -> Walked {

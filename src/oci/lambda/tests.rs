@@ -1,3 +1,6 @@
+//! Tests of [`super`] (test code only: it is compiled under `#[cfg(test)]`).
+#![cfg(test)]
+
 use serde_json::{Value, json};
 
 use super::*;
