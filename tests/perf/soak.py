@@ -283,6 +283,20 @@ def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
+def redrive(sqs: Any, dlq: str, work: str) -> int:
+    """Moves every message of ``dlq`` back to ``work`` as SQS's redrive does (new messages: the
+    receive count starts again); returns how many."""
+    moved = 0
+    while True:
+        got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=300).get("Messages", [])
+        if not got:
+            return moved
+        for m in got:
+            sqs.send_message(QueueUrl=work, MessageBody=m["Body"])
+            sqs.delete_message(QueueUrl=dlq, ReceiptHandle=m["ReceiptHandle"])
+            moved += 1
+
+
 def final_registry(ecr_of: dict[str, Any]) -> dict[str, dict[str, tuple[list[str], dict[str, Any]]]]:
     out: dict[str, dict[str, tuple[list[str], dict[str, Any]]]] = {}
     for repository in REPOSITORIES:
@@ -407,6 +421,18 @@ def main(argv: list[str] | None = None) -> int:
         crashing.set()
         if args.crash:
             chaos_thread.join()
+        # What docs/operations.md tells an operator: once the cause is fixed
+        # (here: no more kills), redrive the dead-letter queue. The moved
+        # messages start their receive count again; their deliveries must
+        # close the trail the cut ones left.
+        redriven = redrive(c["sqs"], dlq, work)
+        if redriven:
+            print(f"  redriving {redriven} dead letter(s) to the work queue", file=sys.stderr)
+            quiet, deadline = 0, time.monotonic() + 600
+            while quiet < 3 and time.monotonic() < deadline:
+                time.sleep(2)
+                quiet = quiet + 1 if queue_depth(c["sqs"], work) == 0 else 0
+            drained = drained and quiet >= 3
         total = time.monotonic() - started
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -433,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         violations.append("the queue did not drain within 20 minutes")
     figures |= {
         "pushing_s": round(pushed_for),
+        "redriven": redriven,
         "total_s": round(total),
         "workers": args.workers,
         "faults_injected": injected,

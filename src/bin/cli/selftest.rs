@@ -109,7 +109,9 @@ pub(crate) async fn run_selftest(args: SelftestArgs, aws: AwsArgs) -> anyhow::Re
     let (sdk, account) = crate::connect::connect(&aws, 3).await?;
     let region = sdk.region().map(ToString::to_string).unwrap_or_default();
     let stack = stack(&sdk, &args.stack).await?;
-    let run_id = format!("{:x}", ecr_remediator::now_ms());
+    // The time and this process: two runs at once never share a name (a
+    // run adopts a repository of its own name that a retried create finds).
+    let run_id = format!("{:x}{:04x}", ecr_remediator::now_ms(), std::process::id() & 0xffff);
     let plan = Plan {
         account: account.clone(),
         region: region.clone(),
