@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::aws::logs::LogsInsights;
@@ -52,6 +53,35 @@ impl EventBridgeAudit {
     }
 }
 
+/// Whether EventBridge's error `code` (for the call or an entry) refuses the
+/// record for good: the non-retryable ones of `PutEventsResultEntry`
+/// (EventBridge API Reference). Anything else (throttling, an internal
+/// failure, a code this list does not know) is worth another try.
+fn refused_for_good(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDeniedException"
+            | "InvalidAccountIdException"
+            | "InvalidArgument"
+            | "MalformedDetail"
+            | "RedactionFailure"
+            | "NotAuthorizedForSourceException"
+            | "NotAuthorizedForDetailTypeException"
+            | "ValidationException"
+    )
+}
+
+/// What to change after a refusal with `code`.
+fn hint(code: &str) -> &'static str {
+    match code {
+        "AccessDeniedException" | "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => {
+            "; only the function's role and the principals in the stack's AuditWriterArns parameter may write \
+             audit records: add this principal there"
+        }
+        _ => "",
+    }
+}
+
 impl AuditSink for EventBridgeAudit {
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         let destination = format!("event bus {}", self.bus);
@@ -60,22 +90,39 @@ impl AuditSink for EventBridgeAudit {
             .detail_type(AUDIT_DETAIL_TYPE)
             .detail(record.to_bounded_json(MAX_DETAIL_BYTES))
             .event_bus_name(&self.bus);
-        let reply = self
-            .client
-            .put_events()
-            .entries(entry.build())
-            .send()
-            .await
-            .map_err(|e| AuditError::Unavailable {
-                destination: destination.clone(),
-                message: aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string(),
-            })?;
+        let reply = match self.client.put_events().entries(entry.build()).send().await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let code = e.code().map(str::to_owned);
+                let message = aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string();
+                return Err(match code {
+                    Some(code) if refused_for_good(&code) => AuditError::Refused {
+                        destination,
+                        hint: hint(&code),
+                        code,
+                        message,
+                    },
+                    _ => AuditError::Unavailable { destination, message },
+                });
+            }
+        };
         if reply.failed_entry_count() > 0 {
             let failed = reply.entries().iter().find(|e| e.error_code().is_some());
-            return Err(AuditError::Rejected {
-                destination,
-                code: failed.and_then(|e| e.error_code()).unwrap_or("Unknown").to_owned(),
-                message: failed.and_then(|e| e.error_message()).unwrap_or_default().to_owned(),
+            let code = failed.and_then(|e| e.error_code()).unwrap_or("Unknown").to_owned();
+            let message = failed.and_then(|e| e.error_message()).unwrap_or_default().to_owned();
+            return Err(if refused_for_good(&code) {
+                AuditError::Refused {
+                    destination,
+                    hint: hint(&code),
+                    code,
+                    message,
+                }
+            } else {
+                AuditError::Rejected {
+                    destination,
+                    code,
+                    message,
+                }
             });
         }
         Ok(())

@@ -525,7 +525,23 @@ impl AuditRecord {
 /// Could not write an audit record.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    /// The bus accepted the call but rejected the entry.
+    /// The bus refused the record for good: the same record from the same
+    /// principal would be refused again (`AccessDeniedException` when the
+    /// bus's policy does not admit the caller, a malformed entry), so it is
+    /// not retried.
+    #[error("audit record refused by {destination}: {code}: {message}{hint}")]
+    Refused {
+        /// Where it was sent.
+        destination: String,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+        /// What to change, when known (begins with a separator), else empty.
+        hint: &'static str,
+    },
+    /// The bus accepted the call but rejected the entry, for now (throttled,
+    /// an internal failure): worth another try.
     #[error("audit record rejected by {destination}: {code}: {message}")]
     Rejected {
         /// Where it was sent.
@@ -573,8 +589,9 @@ pub trait AuditSink: Sync {
     }
 }
 
-/// Writes `record` to `sink`, retrying every failure with `policy`'s backoff
-/// and never waiting past `deadline`; the last error when none succeeded.
+/// Writes `record` to `sink`, retrying every failure but a refusal with
+/// `policy`'s backoff and never waiting past `deadline`; the last error when
+/// none succeeded.
 pub async fn write_with_retries<A: AuditSink>(
     sink: &A,
     record: &AuditRecord,
@@ -587,6 +604,9 @@ pub async fn write_with_retries<A: AuditSink>(
         let Err(e) = sink.write(record).await else {
             return Ok(());
         };
+        if matches!(e, AuditError::Refused { .. }) {
+            return Err(e);
+        }
         match policy.backoff(attempt, jitter.next_unit()) {
             Some(wait) if deadline.is_none_or(|d| tokio::time::Instant::now() + wait < d) => {
                 tracing::warn!(error = %e, attempt, "audit record not written; retrying");

@@ -147,6 +147,17 @@ pub enum RetryError {
     Sweep(String),
 }
 
+impl RetryError {
+    /// What failed, without what a queue does next: for a one-off run
+    /// (`remediate`, `undo`), where nothing will retry it.
+    pub fn cause(&self) -> String {
+        match self {
+            RetryError::Remediation(m) | RetryError::Sweep(m) => m.clone(),
+            RetryError::Audit(e) => e.to_string(),
+        }
+    }
+}
+
 impl<R: Registry, A: AuditSink> Handler<R, A> {
     /// A handler with default retries and no known receive limit.
     pub fn new(registry: R, audit: A, policies: PolicySet) -> Self {

@@ -15,12 +15,12 @@ use serde::Serialize;
 
 use crate::decide::action::{Action, DeleteRole};
 use crate::decide::skip::SkipCode;
-use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome};
+use crate::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome};
 use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::retry::retrying;
 use crate::engine::{Job, Purpose};
 use crate::oci::names::{AccountId, RepositoryName};
-use crate::service::handler::{Delivery, Handler};
+use crate::service::handler::{Delivery, Handler, RetryError};
 use crate::sweep::replication::DriftReport;
 use crate::sweep::scan::{Scope, repositories};
 use crate::sweep::select::{Selection, Untouched};
@@ -96,12 +96,17 @@ pub struct SweepSummary {
     /// its absence, where the rule requires an opt-in) leaves them alone,
     /// with the reason.
     pub repositories_left_alone: BTreeMap<String, String>,
+    /// Why the sweep stopped before its end: the audit trail refused a
+    /// record for good (the caller may not write to the stack's audit bus),
+    /// so every further image would be refused too, before acting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl SweepSummary {
     /// True when nothing failed.
     pub fn ok(&self) -> bool {
-        self.failed == 0 && self.repository_errors.is_empty()
+        self.failed == 0 && self.repository_errors.is_empty() && self.stopped.is_none()
     }
 }
 
@@ -192,6 +197,10 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     while let Some(((record, written), leftover)) = handled.next().await {
         tally_record(&mut summary.borrow_mut(), &record, written.is_ok(), leftover);
         progress.borrow_mut().image(&record);
+        if let Err(RetryError::Audit(refused @ AuditError::Refused { .. })) = &written {
+            summary.borrow_mut().stopped = Some(refused.to_string());
+            break;
+        }
     }
     drop(handled);
     let summary = summary.into_inner();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::engine::audit::{AUDIT_DETAIL_TYPE, AUDIT_SOURCE};
 use crate::trail::filter::{Filter, Order, records_query, stats_query};
 use crate::trail::{Insights, QueryPage, QueryStatus, TrailError};
 
@@ -203,7 +204,9 @@ impl Runner {
                 );
             }
             for row in rows {
-                let found = found(&row)?;
+                let Some(found) = found(&row)? else {
+                    continue;
+                };
                 let ptr = field(&row, "@ptr").unwrap_or_default().to_owned();
                 if (ptr.is_empty() || seen.insert(ptr)) && filter.matches(&found.record) {
                     out.push(found);
@@ -265,13 +268,24 @@ fn field<'r>(row: &'r [(String, String)], name: &str) -> Option<&'r str> {
     row.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn found(row: &[(String, String)]) -> Result<Found, TrailError> {
+/// The record a row holds, or `None` when the row's event is not an audit
+/// record (another `source` or `detail-type`): whatever else reaches the log
+/// group is never taken for one, by a reader or by the reconciler.
+fn found(row: &[(String, String)]) -> Result<Option<Found>, TrailError> {
     let message = field(row, "@message").ok_or_else(|| TrailError::BadRow {
         problem: "no @message".into(),
     })?;
     let event: Value = serde_json::from_str(message).map_err(|e| TrailError::BadRow {
         problem: format!("@message is not JSON: {e}"),
     })?;
+    if !written_by_the_service(&event) {
+        tracing::debug!(
+            source = %event["source"],
+            detail_type = %event["detail-type"],
+            "a log event that is not an audit record: left out"
+        );
+        return Ok(None);
+    }
     let record = match event.get("detail") {
         Some(d) if d.is_object() => d.clone(),
         _ => {
@@ -280,10 +294,18 @@ fn found(row: &[(String, String)]) -> Result<Found, TrailError> {
             });
         }
     };
-    Ok(Found {
+    Ok(Some(Found {
         timestamp: field(row, "@timestamp").unwrap_or_default().to_owned(),
         record,
-    })
+    }))
+}
+
+/// Whether an EventBridge event is an audit record as the service sends it:
+/// its `source` and `detail-type`, which only a principal the audit bus's
+/// policy admits can put there (see docs/audit.md).
+fn written_by_the_service(event: &Value) -> bool {
+    event.get("source").and_then(Value::as_str) == Some(AUDIT_SOURCE)
+        && event.get("detail-type").and_then(Value::as_str) == Some(AUDIT_DETAIL_TYPE)
 }
 
 #[cfg(test)]
@@ -294,8 +316,9 @@ mod tests {
 
     use super::*;
 
-    /// An Insights double holding timestamped records; answers with at most
-    /// `limit` rows of the window, newest first, after one `Running` poll.
+    /// An Insights double holding timestamped EventBridge events (see
+    /// [`audit_event`]); answers with at most `limit` rows of the window,
+    /// newest first, after one `Running` poll.
     #[derive(Default)]
     struct Fake {
         events: Vec<(i64, Value)>,
@@ -347,7 +370,7 @@ mod tests {
                     .map(|(t, v)| {
                         vec![
                             ("@timestamp".into(), t.to_string()),
-                            ("@message".into(), json!({"detail": v}).to_string()),
+                            ("@message".into(), v.to_string()),
                             ("@ptr".into(), format!("p{t}")),
                         ]
                     })
@@ -373,7 +396,7 @@ mod tests {
     async fn past_ten_thousand_rows_the_window_is_split_and_nothing_is_lost_or_repeated() {
         // 25,000 records, 4 a second.
         let events: Vec<(i64, Value)> = (0..25_000)
-            .map(|i| (1_000_000 + i * 250, json!({"repository": "r", "n": i})))
+            .map(|i| (1_000_000 + i * 250, audit_event(json!({"repository": "r", "n": i}))))
             .collect();
         let fake = Fake {
             events,
@@ -417,6 +440,47 @@ mod tests {
             .unwrap();
         let ns: Vec<i64> = newest.iter().map(|f| f.record["n"].as_i64().unwrap()).collect();
         assert_eq!(ns, vec![24_999, 24_998, 24_997, 24_996, 24_995]);
+    }
+
+    /// `record` as the audit rule delivers it to the log group: the event
+    /// the service put on the bus.
+    fn audit_event(record: Value) -> Value {
+        json!({"source": AUDIT_SOURCE, "detail-type": AUDIT_DETAIL_TYPE, "detail": record})
+    }
+
+    #[tokio::test]
+    async fn only_the_services_audit_records_are_taken_from_the_log_group() {
+        let record = json!({"repository": "r", "outcome": "in_progress"});
+        let events = vec![
+            (1_000_000, audit_event(json!({"repository": "r", "n": 1}))),
+            (
+                1_001_000,
+                json!({"source": "ecr-remediator.forged", "detail-type": AUDIT_DETAIL_TYPE, "detail": record}),
+            ),
+            (
+                1_002_000,
+                json!({"source": AUDIT_SOURCE, "detail-type": "Something Else", "detail": record}),
+            ),
+            (1_003_000, json!({"detail": record})),
+        ];
+        let fake = Fake {
+            events,
+            ..Fake::default()
+        };
+        let window = Window {
+            start_ms: 1_000_000,
+            end_ms: 1_010_000,
+        };
+        let take = Take {
+            order: Order::OldestFirst,
+            limit: 0,
+        };
+        let found = fast()
+            .records(&fake, "g", window, &Filter::default(), take, &mut Silent)
+            .await
+            .unwrap();
+        let records: Vec<&Value> = found.iter().map(|f| &f.record).collect();
+        assert_eq!(records, vec![&json!({"repository": "r", "n": 1})]);
     }
 
     #[tokio::test]

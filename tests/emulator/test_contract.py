@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from conftest import EVENT_TIMEOUT, ON_AWS, EventQueue
 from ecr_emulator.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Layout, build_buildx_layout
 from ecr_emulator.push import push
-from ecr_emulator.testing import account_session, member_role_trust, wait_for
+from ecr_emulator.testing import EmulatorProcess, account_session, member_role_trust, wait_for
 
 ALL_TYPES = [
     OCI_INDEX,
@@ -1006,6 +1006,104 @@ def test_the_put_events_limit_can_be_set_to_the_former_256_kb(client_factory: An
         assert error_code(err) == "ValidationException"
     finally:
         control.config(put_events_max_bytes=PUT_EVENTS_LIMIT)
+
+
+# -- EventBridge event bus policies -------------------------------------------------------------
+
+
+def iam_principal_of(arn: str) -> str:
+    """``aws:PrincipalArn`` of an STS caller: an assumed-role session stands for its role."""
+    parts = arn.split(":")
+    if parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{parts[5].split('/')[1]}"
+    return arn
+
+
+@pytest.fixture()
+def guarded_bus(client_factory: Any, aws_session: Any, emulator: EmulatorProcess | None, salt: str) -> Iterator[tuple[str, str, Any]]:
+    """A custom bus whose policy denies ``events:PutEvents`` to every principal but the test's own
+    (the audit bus's policy in infra/template.yaml), and a second principal of the same account: a
+    role the account trusts, assumed. Yields the bus name, its ARN and that role's events client."""
+    events, iam, sts = client_factory("events"), client_factory("iam"), client_factory("sts")
+    me = iam_principal_of(sts.get_caller_identity()["Arn"])
+    account = sts.get_caller_identity()["Account"]
+    name = f"ecr-contract-{salt}"
+    arn = events.create_event_bus(Name=name)["EventBusArn"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyTheServiceWrites",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "events:PutEvents",
+                "Resource": arn,
+                "Condition": {"Null": {"aws:PrincipalArn": "false"}, "ArnNotLike": {"aws:PrincipalArn": [me]}},
+            }
+        ],
+    }
+    events.put_permission(EventBusName=name, Policy=json.dumps(policy))
+    role = f"ecr-contract-writer-{salt}"
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}],
+    }
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="put-events",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}
+        ),
+    )
+    try:
+        creds = wait_for_role(sts, f"arn:aws:iam::{account}:role/{role}")
+        other = aws_session.__class__(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=aws_session.region_name,
+        ).client("events", **({"endpoint_url": emulator.url} if emulator is not None else {}))
+        yield name, arn, other
+    finally:
+        iam.delete_role_policy(RoleName=role, PolicyName="put-events")
+        iam.delete_role(RoleName=role)
+        events.delete_event_bus(Name=name)
+
+
+def wait_for_role(sts: Any, role_arn: str) -> dict[str, Any]:
+    """Credentials of a new role, once IAM has propagated it (seconds on AWS)."""
+    deadline = time.monotonic() + (60 if ON_AWS else 5)
+    while True:
+        try:
+            return sts.assume_role(RoleArn=role_arn, RoleSessionName="contract")["Credentials"]
+        except ClientError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_a_bus_policy_deny_refuses_the_entries_of_the_principals_it_names(
+    client_factory: Any, guarded_bus: tuple[str, str, Any], salt: str
+) -> None:
+    """An explicit ``Deny`` in an event bus's resource policy refuses ``PutEvents`` even to a
+    principal of the bus's own account whose identity policy allows it (IAM User Guide, "Policy
+    evaluation logic": an explicit deny overrides any allow; EventBridge User Guide, "Permissions
+    for Amazon EventBridge event buses"). The refusal is per entry: ``AccessDeniedException``, a
+    non-retryable entry error (EventBridge API Reference, ``PutEventsResultEntry``), and the
+    request's other entries are put, in order. The principals the ``Deny`` exempts write as before."""
+    name, arn, other = guarded_bus
+    entry = {"Source": f"ecr-contract.{salt}", "DetailType": "forged", "Detail": "{}"}
+    mine = client_factory("events").put_events(Entries=[{**entry, "EventBusName": name}])
+    assert mine["FailedEntryCount"] == 0 and mine["Entries"][0]["EventId"]
+    refused = other.put_events(Entries=[{**entry, "EventBusName": name}, {**entry, "EventBusName": "default"}])
+    assert refused["FailedEntryCount"] == 1, refused
+    first, second = refused["Entries"]
+    assert first["ErrorCode"] == "AccessDeniedException" and "EventId" not in first, first
+    assert "explicit deny" in first["ErrorMessage"] and arn in first["ErrorMessage"], first
+    assert second.get("EventId") and "ErrorCode" not in second, second
+    by_arn = other.put_events(Entries=[{**entry, "EventBusName": arn}])
+    assert by_arn["Entries"][0]["ErrorCode"] == "AccessDeniedException", by_arn
 
 
 # -- Lambda function states -------------------------------------------------------------------

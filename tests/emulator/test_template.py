@@ -54,6 +54,9 @@ def clients(emulator: Any, client_factory: Any) -> dict[str, Any]:
 
 
 Stack = dict[str, Any]
+#: The tests' own principal (moto's, for the static test credentials): the operator the module's
+#: stack names in AuditWriterArns, as a team names the role it runs `--stack` commands with.
+OPERATOR = "arn:aws:iam::123456789012:user/moto"
 
 
 def deploy(clients: dict[str, Any], name: str, parameters: dict[str, str]) -> Stack:
@@ -80,7 +83,8 @@ def deploy(clients: dict[str, Any], name: str, parameters: dict[str, str]) -> St
 
 @pytest.fixture(scope="module")
 def stack(clients: dict[str, Any]) -> Iterator[Stack]:
-    deployed = deploy(clients, "remediator", {"RepositoryPrefixes": "team-a/,svc-", "Mode": "promote", "DeleteOrphans": "true"})
+    parameters = {"RepositoryPrefixes": "team-a/,svc-", "Mode": "promote", "DeleteOrphans": "true", "AuditWriterArns": OPERATOR}
+    deployed = deploy(clients, "remediator", parameters)
     yield deployed
     clients["cloudformation"].delete_stack(StackName="remediator")
 
@@ -283,6 +287,59 @@ def test_audit_records_land_in_the_log_group(stack: Stack, clients: dict[str, An
     group = stack["outputs"]["AuditLogGroupName"]
     messages = [e["message"] for e in clients["logs"].filter_log_events(logGroupName=group)["events"]]
     assert any(json.loads(m)["detail"] == record for m in messages), messages
+
+
+def assumed_events_client(clients: dict[str, Any], emulator: Any, role: str) -> Any:
+    """An EventBridge client acting as a new role of the account (one any principal of it may assume)."""
+    import boto3
+
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}],
+    }
+    arn = clients["iam"].create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    sts = boto3.client(
+        "sts", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    c = sts.assume_role(RoleArn=arn, RoleSessionName="writer")["Credentials"]
+    session = boto3.Session(
+        aws_access_key_id=c["AccessKeyId"],
+        aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"],
+        region_name="us-east-1",
+    )
+    return session.client("events", endpoint_url=emulator.url)
+
+
+def test_only_the_function_and_the_named_operators_may_write_audit_records(stack: Stack, clients: dict[str, Any], emulator: Any) -> None:
+    """The created audit bus's policy denies events:PutEvents to every principal but the function's
+    role and AuditWriterArns, so a record on it (and a checkpoint the reconciler reads back) is the
+    service's: another principal of the account, one whose own policy allows PutEvents, is refused."""
+    bus = clients["events"].describe_event_bus(Name="remediator-audit")
+    [deny] = json.loads(bus["Policy"])["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "events:PutEvents"), deny
+    assert deny["Resource"] == bus["Arn"]
+    exempt = sorted(as_list(deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]))
+    assert exempt == sorted([stack["outputs"]["FunctionRoleArn"], OPERATOR]), deny
+    record = {"schema": "ecr-remediator/audit-record", "schema_version": 1, "repository": "team-a/api", "outcome": "in_progress"}
+    entry = {
+        "Source": "ecr-remediator",
+        "DetailType": "ECR Remediation Record",
+        "Detail": json.dumps(record),
+        "EventBusName": "remediator-audit",
+    }
+    intruder = assumed_events_client(clients, emulator, "remediator-test-intruder")
+    try:
+        refused = intruder.put_events(Entries=[entry])
+    finally:
+        clients["iam"].delete_role(RoleName="remediator-test-intruder")
+    assert refused["FailedEntryCount"] == 1 and refused["Entries"][0]["ErrorCode"] == "AccessDeniedException", refused
+    # The operator the stack names writes, as before (test_audit_records_land_in_the_log_group).
+    assert clients["events"].put_events(Entries=[entry])["FailedEntryCount"] == 0
+    # Without AuditWriterArns only the function's role is exempt.
+    bare = cloudformation()["Resources"]["AuditEventBus"]["Properties"]["Policy"]["Statement"][0]
+    assert bare["Condition"]["Null"] == {"aws:PrincipalArn": "false"}, "the archive's replays are not denied"
+    assert bare["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::If"][2] == [{"Fn::GetAtt": ["FunctionRole", "Arn"]}]
 
 
 def policy_statements(clients: dict[str, Any], stack: Stack) -> list[dict[str, Any]]:

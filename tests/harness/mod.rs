@@ -31,7 +31,7 @@ pub struct Emulator {
     _stdin: Mutex<ChildStdin>,
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 

@@ -10,6 +10,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod audit_bus;
 mod live;
 mod policy_store;
 mod queued;

@@ -83,7 +83,7 @@ pub(crate) async fn run(args: RemediateArgs, aws: crate::connect::AwsArgs) -> an
         };
         let (record, result) = Box::pin(handler.handle_job_record(&job, Delivery::default())).await;
         if let Err(e) = &result {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.cause());
             ok = false;
         }
         match &record.outcome {

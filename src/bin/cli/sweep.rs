@@ -163,6 +163,9 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
             }
         };
         ok &= summary.ok();
+        if let Some(why) = &summary.stopped {
+            progress::above(|| eprintln!("error: account {label}: the sweep stopped: {why}"));
+        }
         // A dry run that handled no image is still a dry run.
         summary.dry_run |= dry_run;
         if summary.repositories_scanned == 0
@@ -389,6 +392,9 @@ fn summary_table(s: &SweepSummary) -> String {
     }
     for (repo, error) in &s.repository_errors {
         line("repository error", format!("{repo}: {error}"));
+    }
+    if let Some(why) = &s.stopped {
+        line("stopped", format!("before the end: {why}"));
     }
     out
 }

@@ -74,7 +74,7 @@ pub(crate) async fn run(args: UndoArgs, aws: crate::connect::AwsArgs) -> anyhow:
     let (record, result) = Box::pin(handler.handle_job_record(&job, Delivery::default())).await;
     let mut ok = result.is_ok();
     if let Err(e) = &result {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", e.cause());
     }
     match &record.outcome {
         Outcome::Failed(_) => ok = false,

@@ -149,3 +149,55 @@ fn a_record_of_the_largest_index_fits_whatever_it_lists() {
     let small = r.to_bounded_json(8 * 1024);
     assert!(small.len() <= 8 * 1024, "{}", small.len());
 }
+
+/// A sink answering with `error` (built anew each call) and counting calls.
+struct Failing {
+    calls: std::sync::atomic::AtomicU32,
+    refused: bool,
+}
+
+impl AuditSink for Failing {
+    async fn write(&self, _: &AuditRecord) -> Result<(), AuditError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(if self.refused {
+            AuditError::Refused {
+                destination: "event bus audit".into(),
+                code: "AccessDeniedException".into(),
+                message: "explicit deny".into(),
+                hint: "; add it to AuditWriterArns",
+            }
+        } else {
+            AuditError::Rejected {
+                destination: "event bus audit".into(),
+                code: "ThrottlingException".into(),
+                message: "slow down".into(),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_refused_record_is_not_retried_and_a_throttled_one_is() {
+    let policy = crate::engine::retry::RetryPolicy {
+        max_attempts: 4,
+        base: std::time::Duration::from_millis(1),
+        cap: std::time::Duration::from_millis(2),
+    };
+    let record = AuditRecord::new(Trigger::Push, Some("team/app"), UNIX_EPOCH);
+    let refusing = Failing {
+        calls: 0.into(),
+        refused: true,
+    };
+    let err = write_with_retries(&refusing, &record, &policy, None).await.unwrap_err();
+    assert_eq!(refusing.calls.into_inner(), 1);
+    assert_eq!(
+        err.to_string(),
+        "audit record refused by event bus audit: AccessDeniedException: explicit deny; add it to AuditWriterArns"
+    );
+    let throttled = Failing {
+        calls: 0.into(),
+        refused: false,
+    };
+    assert!(write_with_retries(&throttled, &record, &policy, None).await.is_err());
+    assert_eq!(throttled.calls.into_inner(), 4);
+}

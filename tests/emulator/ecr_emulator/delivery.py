@@ -16,10 +16,8 @@ through an execution role, so the emulator takes over exactly those targets
    ``Principal`` is ``*`` or names the role or its account, and whose
    conditions hold; any matching ``Deny`` refuses.
 
-Conditions understood: ``StringEquals``, ``StringLike``, ``ArnEquals`` and
-``ArnLike`` on ``aws:PrincipalOrgID``, ``aws:PrincipalAccount``,
-``aws:PrincipalArn``, ``aws:SourceArn`` and ``aws:SourceAccount``. Anything
-else makes an ``Allow`` not apply and a ``Deny`` apply (fail closed).
+The queue policy is evaluated as every resource policy here is
+(``resource_policy.py``: conditions it cannot evaluate fail closed).
 Organisation membership is the emulator's setting (:data:`ORGANIZATIONS`),
 not moto's Organizations API, whose accounts get random ids.
 
@@ -31,7 +29,6 @@ the control API serves at ``/_emulator/deliveries``.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import json
 import logging
 import threading
@@ -43,6 +40,7 @@ from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimes
 from moto.events import models as moto_events_models
 from moto.events.utils import EventTemplateParser
 
+from . import resource_policy
 from .trust import _list
 
 log = logging.getLogger("ecr_emulator.delivery")
@@ -55,9 +53,6 @@ FAILED: deque[dict[str, Any]] = deque(maxlen=1000)
 #: Deliveries made across accounts.
 DELIVERED: deque[dict[str, Any]] = deque(maxlen=1000)
 _LOCK = threading.Lock()
-
-KNOWN_KEYS = {"aws:principalorgid", "aws:principalaccount", "aws:principalarn", "aws:sourcearn", "aws:sourceaccount"}
-OPERATORS = {"StringEquals": False, "ArnEquals": False, "StringLike": True, "ArnLike": True}
 
 
 def reset() -> None:
@@ -81,85 +76,29 @@ def _parse_sqs_arn(arn: str) -> tuple[str, str, str] | None:
     return parts[3], parts[4], parts[5]
 
 
-def _conditions(condition: Any, context: dict[str, str | None]) -> bool | None:
-    """True/False when the conditions can be evaluated, None when they cannot."""
-    if not condition:
-        return True
-    if not isinstance(condition, dict):
-        return None
-    for operator, tests in condition.items():
-        if operator not in OPERATORS or not isinstance(tests, dict):
-            return None
-        like = OPERATORS[operator]
-        for key, wanted in tests.items():
-            if key.lower() not in KNOWN_KEYS:
-                return None
-            have = context.get(key.lower())
-            if have is None:
-                return False
-            values = [str(w) for w in _list(wanted)]
-            if not any(fnmatch.fnmatchcase(have, w) if like else have == w for w in values):
-                return False
-    return True
-
-
-def _action_matches(statement: dict[str, Any], action: str) -> bool:
-    service = action.split(":")[0]
-    return any(str(a).lower() in (action.lower(), f"{service}:*", "*") for a in _list(statement.get("Action", [])))
-
-
-def _resource_matches(statement: dict[str, Any], resource: str) -> bool:
-    if "Resource" not in statement:
-        return True
-    return any(fnmatch.fnmatchcase(resource, str(r)) for r in _list(statement["Resource"]))
-
-
-def _principal_matches(principal: Any, account: str, role_arn: str) -> bool:
-    if principal == "*":
-        return True
-    if not isinstance(principal, dict):
-        return False
-    names = [str(p) for p in _list(principal.get("AWS", []))]
-    return any(p in ("*", account, f"arn:aws:iam::{account}:root", role_arn) for p in names)
-
-
-def _document(doc: Any) -> dict[str, Any]:
-    if isinstance(doc, dict):
-        return doc
-    try:
-        parsed = json.loads(doc) if doc else {}
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def resource_policy_allows(
     policy: Any, action: str, resource: str, account: str, role_arn: str, context: dict[str, str | None]
 ) -> str | None:
-    """None when the resource policy lets the principal do ``action``, else why not."""
-    allowed = False
-    for statement in _list(_document(policy).get("Statement", [])):
-        if not isinstance(statement, dict) or not _action_matches(statement, action) or not _resource_matches(statement, resource):
-            continue
-        if not _principal_matches(statement.get("Principal"), account, role_arn):
-            continue
-        holds = _conditions(statement.get("Condition"), context)
-        if statement.get("Effect") == "Deny" and holds is not False:
-            return f"denied by the queue policy's statement {statement.get('Sid', '')!r}".replace(" ''", "")
-        if statement.get("Effect") == "Allow" and holds is True:
-            allowed = True
-    if allowed:
+    """None when the queue's resource policy lets the principal do ``action``, else why not."""
+    decision = resource_policy.evaluate(policy, action, resource, account, role_arn, context)
+    if decision.denied_by is not None:
+        return f"denied by the queue policy's statement {decision.denied_by!r}".replace(" ''", "")
+    if decision.allowed:
         return None
     return "no statement of the queue policy allows the principal (organisation, account and role checked)"
 
 
 def identity_allows(role: Any, action: str, resource: str) -> bool:
-    documents = [_document(d) for d in getattr(role, "policies", {}).values()]
-    documents += [_document(getattr(p, "document", None)) for p in getattr(role, "managed_policies", {}).values()]
+    documents = [resource_policy.document(d) for d in getattr(role, "policies", {}).values()]
+    documents += [resource_policy.document(getattr(p, "document", None)) for p in getattr(role, "managed_policies", {}).values()]
     allowed = False
     for doc in documents:
         for statement in _list(doc.get("Statement", [])):
-            if not isinstance(statement, dict) or not _action_matches(statement, action) or not _resource_matches(statement, resource):
+            if (
+                not isinstance(statement, dict)
+                or not resource_policy.action_matches(statement, action)
+                or not resource_policy.resource_matches(statement, resource)
+            ):
                 continue
             if statement.get("Condition"):
                 continue  # not evaluated: never taken as allowing
@@ -173,14 +112,14 @@ def identity_allows(role: Any, action: str, resource: str) -> bool:
 def _trusts_eventbridge(role: Any, rule: Any) -> bool:
     """Whether the role lets EventBridge assume it for ``rule`` (``aws:SourceAccount``/``aws:SourceArn`` conditions evaluated)."""
     context: dict[str, str | None] = {"aws:sourceaccount": rule.account_id, "aws:sourcearn": rule.arn}
-    for statement in _list(_document(role.assume_role_policy_document).get("Statement", [])):
+    for statement in _list(resource_policy.document(role.assume_role_policy_document).get("Statement", [])):
         if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
             continue
-        if _conditions(statement.get("Condition"), context) is not True:
+        if resource_policy.conditions(statement.get("Condition"), context) is not True:
             continue
         principal = statement.get("Principal")
         services = _list(principal.get("Service", [])) if isinstance(principal, dict) else []
-        if "events.amazonaws.com" in services and _action_matches(statement, "sts:AssumeRole"):
+        if "events.amazonaws.com" in services and resource_policy.action_matches(statement, "sts:AssumeRole"):
             return True
     return False
 

@@ -2,7 +2,9 @@
 
 * the push rule: ECR ``PUSH`` events of an image index, in the stack's repository prefixes, to the
   push queue (which a ``serve`` worker plays the function on);
-* the audit rule: records (source ``ecr-remediator``) on the default bus to the audit log group;
+* the audit bus, whose policy denies ``events:PutEvents`` to every principal but the one running
+  this (the static test credentials' ``user/moto`` stands for the function's role, as the worker
+  plays the function), and its audit rule: records (source ``ecr-remediator``) to the audit log group;
 * a CloudFormation stack carrying the parameters and outputs ``selftest`` and ``--stack`` read
   (``RepositoryPrefixes``; ``AuditLogGroupName``, ``AuditBusArn``, ``FunctionName``,
   ``PushQueueUrl``).
@@ -21,6 +23,8 @@ import sys
 from typing import Any
 
 import boto3
+
+from .registry import iam_principal
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -43,19 +47,31 @@ def create(session: boto3.Session, endpoint: str, name: str, prefixes: list[str]
     events.put_rule(Name=f"{name}-push", EventPattern=json.dumps(pushes))
     events.put_targets(Rule=f"{name}-push", Targets=[{"Id": "push-queue", "Arn": queue_arn}])
 
+    bus = f"{name}-audit"
+    bus_arn = events.create_event_bus(Name=bus)["EventBusArn"]
+    caller = session.client("sts", endpoint_url=endpoint).get_caller_identity()["Arn"]
+    writers = {
+        "Sid": "OnlyTheServiceWritesAuditRecords",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "events:PutEvents",
+        "Resource": bus_arn,
+        "Condition": {"Null": {"aws:PrincipalArn": "false"}, "ArnNotLike": {"aws:PrincipalArn": [iam_principal(caller)]}},
+    }
+    events.put_permission(EventBusName=bus, Policy=json.dumps({"Version": "2012-10-17", "Statement": [writers]}))
     log_group = f"/aws/events/{name}/audit"
     logs.create_log_group(logGroupName=log_group)
     audit = {"source": ["ecr-remediator"], "detail-type": ["ECR Remediation Record"]}
-    events.put_rule(Name=f"{name}-audit", EventPattern=json.dumps(audit))
+    events.put_rule(Name=f"{name}-audit", EventBusName=bus, EventPattern=json.dumps(audit))
     log_group_arn = f"arn:aws:logs:{region}:{account}:log-group:{log_group}"
-    events.put_targets(Rule=f"{name}-audit", Targets=[{"Id": "audit-log-group", "Arn": log_group_arn}])
+    events.put_targets(Rule=f"{name}-audit", EventBusName=bus, Targets=[{"Id": "audit-log-group", "Arn": log_group_arn}])
 
     template = {
         "Parameters": {"RepositoryPrefixes": {"Type": "String", "Default": ""}},
         "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {
             "AuditLogGroupName": {"Value": log_group},
-            "AuditBusArn": {"Value": f"arn:aws:events:{region}:{account}:event-bus/default"},
+            "AuditBusArn": {"Value": bus_arn},
             "FunctionName": {"Value": f"{name}-function"},
             "PushQueueUrl": {"Value": queue_url},
         },

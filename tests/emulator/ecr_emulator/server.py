@@ -33,10 +33,10 @@ from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.wrappers import Request, Response
 
-from . import __version__, delivery
+from . import __version__, delivery, event_bus
 from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
-from .registry import EcrError, Registry, Routed
+from .registry import EcrError, Registry, Routed, iam_principal
 from .trust import check as trust_check
 from .workloads import ECS_TARGET, Ecs, LambdaStates, as_json, patch_lambda
 
@@ -283,6 +283,7 @@ class Emulator:
                 refused = self._refuse_oversized_put_events(request, environ)
                 if refused is not None:
                     return refused(environ, start_response)
+                return self._put_events_as_bus_policies_allow(request, environ, access_key, region)(environ, start_response)
             if target in INSIGHTS_TARGETS:
                 return self._insights(request, operation, access_key, region)(environ, start_response)
         if request.path == "/federation/credentials" and request.method == "GET":
@@ -525,6 +526,55 @@ class Emulator:
             return _error("ValidationException", "Total size of the entries in the request is over the limit.", 400)
         return None
 
+    def _put_events_as_bus_policies_allow(self, request: Request, environ: dict[str, Any], access_key: str, region: str) -> Response:
+        """Fidelity fix for moto's EventBridge, which evaluates no event bus policy: each entry is
+        checked against its bus's resource policy (``resource_policy.py``) and refused, as
+        EventBridge refuses it, in its own result entry with ``AccessDeniedException`` (a
+        non-retryable entry error, ``PutEventsResultEntry`` in the EventBridge API Reference)
+        when an explicit ``Deny`` applies to the caller, or when the caller is in another account
+        and no ``Allow`` does ("Permissions for Amazon EventBridge event buses", EventBridge User
+        Guide). The other entries go on to moto; the reply lists all, in request order."""
+        data = request.get_data(cache=True)
+        body = as_json(data) or {}
+        entries = body.get("Entries")
+        if not isinstance(entries, list) or not access_key:
+            environ["wsgi.input"] = io.BytesIO(data)
+            return self._moto_response(environ)
+        caller_account = get_account_id_from(access_key)
+        caller = self._caller(access_key, region) or f"arn:aws:iam::{caller_account}:root"
+        principal = iam_principal(caller)
+        refusals = [event_bus.refusal(e, caller, principal, caller_account, region) for e in entries]
+        if not any(refusals):
+            environ["wsgi.input"] = io.BytesIO(data)
+            return self._moto_response(environ)
+        passed = [e for e, why in zip(entries, refusals, strict=True) if why is None]
+        results: list[dict[str, Any]] = []
+        if passed:
+            forwarded = json.dumps({**body, "Entries": passed}).encode()
+            environ["wsgi.input"] = io.BytesIO(forwarded)
+            environ["CONTENT_LENGTH"] = str(len(forwarded))
+            reply = self._moto_response(environ)
+            if reply.status_code != 200:
+                return reply
+            results = list((as_json(reply.get_data()) or {}).get("Entries", []))
+        merged = []
+        for why in refusals:
+            merged.append({"ErrorCode": "AccessDeniedException", "ErrorMessage": why} if why else results.pop(0))
+        failed = sum(1 for m in merged if "ErrorCode" in m)
+        return _json(200, {"FailedEntryCount": failed, "Entries": merged})
+
+    def _moto_response(self, environ: dict[str, Any]) -> Response:
+        """moto's answer to the request in ``environ``, as a response to amend or pass on."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _chunk: None
+
+        reply = b"".join(self._moto(environ, capture))
+        headers = [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"]
+        return Response(reply, status=captured.get("status", "500 Internal Server Error"), headers=headers)
+
     @staticmethod
     def _test_event_pattern(request: Request) -> Response:
         """EventBridge ``TestEventPattern`` (moto 5.2.5 does not implement it),
@@ -600,15 +650,9 @@ class Emulator:
             return _error(err.code, err.message, err.status)
         if own is not None:
             return _json(200, own)
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-            captured["status"], captured["headers"] = status, headers
-            return lambda _chunk: None
-
-        reply = b"".join(self._moto(environ, capture))
-        status = captured.get("status", "500 Internal Server Error")
-        headers = [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"]
+        answer = self._moto_response(environ)
+        reply, status = answer.get_data(), answer.status
+        headers = [(k, v) for k, v in answer.headers.items() if k.lower() != "content-length"]
         parsed = as_json(reply) if status.startswith("200") else None
         if parsed is not None:
             try:

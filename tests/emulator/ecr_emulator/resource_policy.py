@@ -1,0 +1,144 @@
+"""Resource-based policies as AWS evaluates them, for the subset the emulator
+enforces: an SQS queue's ``Policy`` (cross-account EventBridge delivery,
+``delivery.py``) and an EventBridge event bus's policy (``PutEvents``,
+``server.py``). One evaluator, so both resources answer alike.
+
+What AWS does (IAM User Guide, "Policy evaluation logic"): an explicit
+``Deny`` that applies refuses, whatever allows; within one account an
+identity policy *or* the resource policy may allow; across accounts the
+resource policy must allow. The emulator models no identity policies, so a
+caller in the resource's own account is allowed unless a ``Deny`` applies.
+
+Statements understood: ``Effect``, ``Principal`` (``*``, ``{"AWS": ...}``
+naming an account, its root, or the principal's ARN), ``Action`` (exact,
+``service:*`` or ``*``), ``Resource`` (with wildcards) and ``Condition`` with
+``StringEquals``, ``StringNotEquals``, ``StringLike``, ``StringNotLike``,
+``ArnEquals``, ``ArnNotEquals``, ``ArnLike``, ``ArnNotLike`` and ``Null``
+(``"true"``: the key is absent; ``"false"``: present) on the keys in
+:data:`KNOWN_KEYS`. A negated operator holds when the key is absent from
+the request, as in IAM ("...IfExists" aside). A condition the emulator cannot
+evaluate makes an ``Allow`` not apply and a ``Deny`` apply (fail closed).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .trust import _list
+
+KNOWN_KEYS = {
+    "aws:principalorgid",
+    "aws:principalaccount",
+    "aws:principalarn",
+    "aws:sourcearn",
+    "aws:sourceaccount",
+    "events:source",
+    "events:detail-type",
+}
+#: Operator -> (wildcards, negated).
+OPERATORS = {
+    "StringEquals": (False, False),
+    "StringNotEquals": (False, True),
+    "StringLike": (True, False),
+    "StringNotLike": (True, True),
+    "ArnEquals": (False, False),
+    "ArnNotEquals": (False, True),
+    "ArnLike": (True, False),
+    "ArnNotLike": (True, True),
+}
+
+
+def document(doc: Any) -> dict[str, Any]:
+    """A policy document as a dict (it may come as JSON text); ``{}`` when it is not one."""
+    if isinstance(doc, dict):
+        return doc
+    try:
+        parsed = json.loads(doc) if doc else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def conditions(condition: Any, context: dict[str, str | None]) -> bool | None:
+    """True/False when the conditions can be evaluated, None when they cannot."""
+    if not condition:
+        return True
+    if not isinstance(condition, dict):
+        return None
+    for operator, tests in condition.items():
+        if (operator not in OPERATORS and operator != "Null") or not isinstance(tests, dict):
+            return None
+        if operator == "Null":
+            for key, wanted in tests.items():
+                if key.lower() not in KNOWN_KEYS or str(wanted).lower() not in ("true", "false"):
+                    return None
+                if (context.get(key.lower()) is None) != (str(wanted).lower() == "true"):
+                    return False
+            continue
+        like, negated = OPERATORS[operator]
+        for key, wanted in tests.items():
+            if key.lower() not in KNOWN_KEYS:
+                return None
+            have = context.get(key.lower())
+            if have is None:
+                if negated:
+                    continue
+                return False
+            values = [str(w) for w in _list(wanted)]
+            matched = any(fnmatch.fnmatchcase(have, w) if like else have == w for w in values)
+            if matched == negated:
+                return False
+    return True
+
+
+def action_matches(statement: dict[str, Any], action: str) -> bool:
+    service = action.split(":")[0]
+    return any(str(a).lower() in (action.lower(), f"{service}:*", "*") for a in _list(statement.get("Action", [])))
+
+
+def resource_matches(statement: dict[str, Any], resource: str) -> bool:
+    if "Resource" not in statement:
+        return True
+    return any(fnmatch.fnmatchcase(resource, str(r)) for r in _list(statement["Resource"]))
+
+
+def principal_matches(principal: Any, account: str, principal_arn: str) -> bool:
+    """Whether a statement's ``Principal`` names the caller: ``*``, its account (as an id or
+    its root ARN) or its own ARN."""
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        return False
+    names = [str(p) for p in _list(principal.get("AWS", []))]
+    partition = principal_arn.split(":")[1] if principal_arn.count(":") >= 5 else "aws"
+    return any(p in ("*", account, f"arn:{partition}:iam::{account}:root", principal_arn) for p in names)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a resource policy says of one request."""
+
+    #: The ``Sid`` (or ``""``) of a ``Deny`` that applies, if any.
+    denied_by: str | None
+    #: Whether an ``Allow`` applies.
+    allowed: bool
+
+
+def evaluate(policy: Any, action: str, resource: str, account: str, principal_arn: str, context: dict[str, str | None]) -> Decision:
+    """The statements of ``policy`` that apply to ``principal_arn`` (of ``account``) doing
+    ``action`` on ``resource``, with ``context`` for conditions."""
+    allowed = False
+    for statement in _list(document(policy).get("Statement", [])):
+        if not isinstance(statement, dict) or not action_matches(statement, action) or not resource_matches(statement, resource):
+            continue
+        if not principal_matches(statement.get("Principal"), account, principal_arn):
+            continue
+        holds = conditions(statement.get("Condition"), context)
+        if statement.get("Effect") == "Deny" and holds is not False:
+            return Decision(denied_by=str(statement.get("Sid", "")), allowed=False)
+        if statement.get("Effect") == "Allow" and holds is True:
+            allowed = True
+    return Decision(denied_by=None, allowed=allowed)
