@@ -129,10 +129,15 @@ async fn a_healthy_local_stack_passes_and_nothing_it_created_remains() {
         "provenance",
         "deployability",
         "scope",
+        "writers",
         "lambda",
     ] {
         assert!(step(&out, name).trim_start().starts_with("ok"), "{name}:\n{out}");
     }
+    assert!(
+        step(&out, "writers").contains("only arn:aws:iam::123456789012:user/moto may write records on the audit bus"),
+        "{out}"
+    );
     assert!(step(&out, "lambda").contains("Active after"), "{out}");
     assert!(
         out.lines().last().unwrap().starts_with("PASSED: stack st-healthy"),
@@ -172,6 +177,34 @@ async fn a_healthy_local_stack_passes_and_nothing_it_created_remains() {
         .send()
         .await
         .unwrap();
+}
+
+/// A stack whose audit bus lets anyone in the account write (its policy
+/// removed, as on a stack deployed with `AuditBus=default`): the function
+/// works, but the trail cannot be trusted, and the verdict says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_bus_anyone_may_write_to_fails_the_writers_step() {
+    let stack = local_stack("st-openbus");
+    python_script(
+        "import boto3; boto3.client('events').remove_permission(EventBusName='st-openbus-audit', RemoveAllPermissions=True)",
+    );
+    let _worker = worker(&stack, &[("ECR_REMEDIATOR_MODE", "promote")]);
+    let (code, out, err, _) = selftest(&stack, &["--timeout", "60s"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let writers = step(&out, "writers");
+    assert!(writers.trim_start().starts_with("FAILED"), "{out}");
+    assert!(
+        writers.contains("the audit bus has no resource policy")
+            && writers.contains("AuditBus=create")
+            && writers.contains("AuditWriterArns"),
+        "{out}"
+    );
+    assert!(
+        step(&out, "tag").trim_start().starts_with("ok"),
+        "the function still works:\n{out}"
+    );
+    assert!(out.lines().last().unwrap().contains("failed: writers"), "{out}");
+    assert_eq!(left_behind(&stack).await, Vec::<String>::new(), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

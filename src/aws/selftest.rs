@@ -21,6 +21,7 @@ pub struct SdkAccount {
     ecr: aws_sdk_ecr::Client,
     registry: EcrRegistry,
     lambda: aws_sdk_lambda::Client,
+    events: aws_sdk_eventbridge::Client,
 }
 
 impl SdkAccount {
@@ -31,6 +32,7 @@ impl SdkAccount {
             registry: EcrRegistry::new(ecr.clone(), 10.0, 10),
             ecr,
             lambda: aws_sdk_lambda::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
         }
     }
 }
@@ -69,6 +71,17 @@ fn registry_call(operation: &'static str) -> impl Fn(crate::engine::registry::Re
 }
 
 impl Account for SdkAccount {
+    async fn event_bus_policy(&self, bus: &str) -> Result<Option<String>, CallError> {
+        let described = self
+            .events
+            .describe_event_bus()
+            .name(bus)
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeEventBus", e))?;
+        Ok(described.policy().map(str::to_owned))
+    }
+
     async fn create_repository(&self, name: &RepositoryName) -> Result<String, CallError> {
         let opt_in = aws_sdk_ecr::types::Tag::builder()
             .key(crate::policy::repository_tag::MODE_TAG_KEY)
@@ -307,5 +320,7 @@ pub async fn stack(sdk: &aws_config::SdkConfig, name: &str) -> Result<Stack, cra
         audit_log_group,
         function,
         prefixes,
+        audit_bus: stack_output(sdk, name, "AuditBusArn").await.ok(),
+        function_role: stack_output(sdk, name, "FunctionRoleArn").await.ok(),
     })
 }

@@ -31,6 +31,8 @@ use crate::trail::filter::{DigestQuery, Filter, Order};
 use crate::trail::query::{Runner, Silent, Take, Window};
 use crate::trail::{Insights, TrailError};
 
+pub mod writers;
+
 /// The tag the self-test pushes.
 pub const TAG: &str = "selftest";
 
@@ -110,6 +112,8 @@ pub trait Account: Send + Sync {
     fn function_state(&self, name: &str) -> impl Future<Output = Result<FunctionState, CallError>> + Send;
     /// `DeleteFunction`.
     fn delete_function(&self, name: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+    /// The resource policy of the event bus `bus` (an ARN), `None` when it has none.
+    fn event_bus_policy(&self, bus: &str) -> impl Future<Output = Result<Option<String>, CallError>> + Send;
 }
 
 /// What the self-test knows of the deployed stack.
@@ -123,6 +127,10 @@ pub struct Stack {
     pub function: Option<String>,
     /// Its `RepositoryPrefixes` (empty: every repository).
     pub prefixes: Vec<String>,
+    /// Its audit bus (`AuditBusArn` output), when it says.
+    pub audit_bus: Option<String>,
+    /// Its function's role (`FunctionRoleArn` output), when it says.
+    pub function_role: Option<String>,
 }
 
 /// What to run.
@@ -364,6 +372,7 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
         ok &= self.check_provenance(&repo, &built).await;
         ok &= self.check_deployability(&record);
         ok &= self.check_scope(&repo, built.index.digest()).await;
+        ok &= self.check_writers().await;
         if self.stopped() {
             return false;
         }
@@ -600,6 +609,58 @@ impl<A: Account, I: Insights, P: Progress> Run<'_, A, I, P> {
         }
     }
 
+    /// Only the service may put records on the stack's audit bus (its
+    /// policy), so the trail the record came from is the service's.
+    async fn check_writers(&mut self) -> bool {
+        let stack = &self.plan.stack;
+        let Some(bus) = stack.audit_bus.clone() else {
+            return self.say(
+                "writers",
+                Status::Skipped,
+                "the stack names no audit bus (AuditBusArn output)",
+            );
+        };
+        let policy = match self.account.event_bus_policy(&bus).await {
+            Ok(p) => p,
+            Err(e) => {
+                return self.say(
+                    "writers",
+                    Status::Failed,
+                    format!("cannot read the audit bus's policy: {e}"),
+                );
+            }
+        };
+        match writers::audit_writers(&bus, policy.as_deref()) {
+            writers::Writers::Only(list) => {
+                let function = stack.function_role.as_deref();
+                let others: Vec<&str> = list
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|w| Some(*w) != function)
+                    .collect();
+                let who = match (function.is_some_and(|f| list.iter().any(|w| w == f)), others.is_empty()) {
+                    (true, true) => "only the function's role".to_owned(),
+                    (true, false) => format!("only the function's role and {} (AuditWriterArns)", others.join(", ")),
+                    (false, _) => format!("only {}", others.join(", ")),
+                };
+                self.say(
+                    "writers",
+                    Status::Ok,
+                    format!("{who} may write records on the audit bus"),
+                )
+            }
+            writers::Writers::Anyone(why) => self.say(
+                "writers",
+                Status::Failed,
+                format!(
+                    "{why}: any principal of the account allowed events:PutEvents can write a record that looks like \
+                     the function's. Deploy the stack with AuditBus=create (the default), naming operators' roles in \
+                     AuditWriterArns"
+                ),
+            ),
+        }
+    }
+
     async fn check_function(&mut self, repository_uri: &str, role: &str) -> bool {
         let name = format!("ecr-remediator-selftest-{}", self.plan.run_id);
         let uri = format!("{repository_uri}:{TAG}");
@@ -774,6 +835,7 @@ mod tests {
                 audit_log_group: "/g".into(),
                 function: None,
                 prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+                ..Stack::default()
             },
             repository: repository.map(|r| RepositoryName::parse(r).unwrap()),
             platform: "linux/arm64".into(),
