@@ -621,7 +621,11 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
             digest: record.index_digest.clone(),
         };
         if let Err(e) = write {
-            tracing::error!(error = %e, "audit record not written");
+            // A refusal stops a command, which prints it once as its error;
+            // a worker logs every failure.
+            if self.log_records || !matches!(e, AuditError::Refused { .. }) {
+                tracing::error!(error = %e, "audit record not written");
+            }
             return Err(RetryError::Audit(e));
         }
         if let Outcome::Failed(f) = &record.outcome

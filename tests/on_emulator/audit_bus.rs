@@ -174,6 +174,7 @@ async fn a_command_run_as_a_principal_the_audit_bus_refuses_stops_before_acting(
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "not retried");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(!err.contains("ERROR"), "said once, not logged again: {err}");
     assert!(
         errors[0].contains("AccessDeniedException") && errors[0].contains("AuditWriterArns"),
         "{err}"
