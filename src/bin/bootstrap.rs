@@ -17,11 +17,18 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 /// When retries must stop: the invocation's deadline less a margin (at most
 /// half the time left), so the audit record is written before the timeout.
-fn retry_deadline(invocation_deadline: SystemTime) -> tokio::time::Instant {
-    let left = invocation_deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::Instant::now() + left - DEADLINE_MARGIN.min(left / 2)
+/// `None` for a deadline already past when the invocation starts, which
+/// Lambda never gives (a local runtime emulator may send a fixed one, such
+/// as cargo-lambda's 600000 ms after the epoch): no retry would ever run.
+fn retry_deadline(invocation_deadline: SystemTime) -> Option<tokio::time::Instant> {
+    let Ok(left) = invocation_deadline.duration_since(SystemTime::now()) else {
+        tracing::warn!(
+            deadline = ?invocation_deadline,
+            "the invocation's deadline is already past: retries are bounded by the attempts only"
+        );
+        return None;
+    };
+    Some(tokio::time::Instant::now() + left - DEADLINE_MARGIN.min(left / 2))
 }
 
 #[tokio::main]
@@ -34,7 +41,7 @@ async fn main() -> Result<(), Error> {
         .inspect_err(|e| tracing::error!(error = %e, "cannot load the policy"))?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         let deadline = retry_deadline(event.context.deadline());
-        Box::pin(handler.handle_lambda(event.payload, Some(deadline), Some(&event.context.request_id)))
+        Box::pin(handler.handle_lambda(event.payload, deadline, Some(&event.context.request_id)))
             .await
             .map_err(Error::from)
     }))
