@@ -87,6 +87,32 @@ async fn deletions_are_in_the_trail_even_when_the_final_record_is_lost() {
     redeliveries_account_for_what_an_earlier_delivery_did().await;
     every_delivery_claims_only_its_own_checkpoints().await;
     a_follow_ups_redelivery_through_serve_is_reconciled().await;
+    a_put_events_call_refused_as_a_whole_is_not_retried_and_nothing_acts().await;
+}
+
+/// A `PutEvents` call refused as a whole (`AccessDeniedException`, as for a
+/// caller whose identity policy does not allow it): the checkpoint is not
+/// written, so nothing acts, and neither it nor the final record is retried
+/// (a retry would take the calls the faults below leave free).
+async fn a_put_events_call_refused_as_a_whole_is_not_retried_and_nothing_acts() {
+    let repo = unique("trail-refused");
+    create_repository(&repo, false);
+    let audit = AuditQueue::new(&repo).await;
+    let pushed = push_buildx(&repo, "v1", &["linux/arm64"], "refused-1");
+    let h = handler(&[("ECR_REMEDIATOR_MODE", "promote")]).await;
+    put_events_faults(&["AccessDeniedException", "AccessDeniedException"]);
+    let event = push_event(&repo, &pushed.index, "v1", OCI_INDEX);
+    let err = h
+        .handle_text(&event, Delivery::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    put_events_faults(&[]);
+    assert!(err.contains("refused") && err.contains("AuditWriterArns"), "{err}");
+    assert_eq!(tags(&repo).await["v1"], pushed.index, "nothing acted: {err}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let records = audit.records().await;
+    assert!(records.is_empty(), "not retried: {records:#?}");
 }
 
 fn delivery(attempt: u32) -> Delivery {

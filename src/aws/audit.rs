@@ -9,7 +9,9 @@ use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::aws::logs::LogsInsights;
-use crate::engine::audit::{AUDIT_DETAIL_TYPE, AUDIT_SOURCE, AuditError, AuditRecord, AuditSink, MAX_DETAIL_BYTES};
+use crate::engine::audit::{
+    AUDIT_DETAIL_TYPE, AUDIT_SOURCE, AuditError, AuditRecord, AuditSink, MAX_DETAIL_BYTES, Refusal,
+};
 use crate::oci::digest::Digest;
 use crate::trail::filter::{Filter, Order};
 use crate::trail::query::{Runner, Silent, Take, Window};
@@ -53,30 +55,35 @@ impl EventBridgeAudit {
     }
 }
 
-/// Whether EventBridge's error `code` (for the call or an entry) refuses the
-/// record for good: the non-retryable ones of `PutEventsResultEntry`
-/// (EventBridge API Reference). Anything else (throttling, an internal
-/// failure, a code this list does not know) is worth another try.
-fn refused_for_good(code: &str) -> bool {
-    matches!(
-        code,
-        "AccessDeniedException"
-            | "InvalidAccountIdException"
-            | "InvalidArgument"
-            | "MalformedDetail"
-            | "RedactionFailure"
-            | "NotAuthorizedForSourceException"
-            | "NotAuthorizedForDetailTypeException"
-            | "ValidationException"
-    )
+/// What EventBridge's error `code` (for the call or an entry) says: `None`
+/// when it is worth another try (throttling, an internal failure, a code
+/// this list does not know); else whom it refuses for good, from the
+/// non-retryable ones of `PutEventsResultEntry` (EventBridge API Reference).
+fn refusal(code: &str) -> Option<Refusal> {
+    match code {
+        "AccessDeniedException" | "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => {
+            Some(Refusal::Caller)
+        }
+        "InvalidAccountIdException"
+        | "InvalidArgument"
+        | "MalformedDetail"
+        | "RedactionFailure"
+        | "ValidationException" => Some(Refusal::Record),
+        _ => None,
+    }
 }
 
 /// What to change after a refusal with `code`.
 fn hint(code: &str) -> &'static str {
     match code {
-        "AccessDeniedException" | "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => {
+        "AccessDeniedException" => {
             "; only the function's role and the principals in the stack's AuditWriterArns parameter may write \
-             audit records: add this principal there"
+             audit records: add this caller's IAM role ARN there (arn:aws:iam::ACCOUNT:role/PATH/NAME, not the \
+             assumed-role session ARN)"
+        }
+        "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => {
+            "; the caller's own IAM policy limits the sources or detail-types it may put (events:source, \
+             events:detail-type): allow source ecr-remediator, detail-type ECR Remediation Record"
         }
         _ => "",
     }
@@ -95,14 +102,15 @@ impl AuditSink for EventBridgeAudit {
             Err(e) => {
                 let code = e.code().map(str::to_owned);
                 let message = aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string();
-                return Err(match code {
-                    Some(code) if refused_for_good(&code) => AuditError::Refused {
+                return Err(match code.as_deref().and_then(refusal) {
+                    Some(of) => AuditError::Refused {
+                        of,
                         destination,
-                        hint: hint(&code),
-                        code,
+                        hint: code.as_deref().map_or("", hint),
+                        code: code.unwrap_or_default(),
                         message,
                     },
-                    _ => AuditError::Unavailable { destination, message },
+                    None => AuditError::Unavailable { destination, message },
                 });
             }
         };
@@ -110,19 +118,19 @@ impl AuditSink for EventBridgeAudit {
             let failed = reply.entries().iter().find(|e| e.error_code().is_some());
             let code = failed.and_then(|e| e.error_code()).unwrap_or("Unknown").to_owned();
             let message = failed.and_then(|e| e.error_message()).unwrap_or_default().to_owned();
-            return Err(if refused_for_good(&code) {
-                AuditError::Refused {
+            return Err(match refusal(&code) {
+                Some(of) => AuditError::Refused {
+                    of,
                     destination,
                     hint: hint(&code),
                     code,
                     message,
-                }
-            } else {
-                AuditError::Rejected {
+                },
+                None => AuditError::Rejected {
                     destination,
                     code,
                     message,
-                }
+                },
             });
         }
         Ok(())

@@ -531,6 +531,8 @@ pub enum AuditError {
     /// not retried.
     #[error("audit record refused by {destination}: {code}: {message}{hint}")]
     Refused {
+        /// Whom or what it refuses.
+        of: Refusal,
         /// Where it was sent.
         destination: String,
         /// The error code.
@@ -567,6 +569,16 @@ pub enum AuditError {
         /// What happened.
         message: String,
     },
+}
+
+/// What a refused record says about the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller may not write records there: every record it sends is
+    /// refused (the bus's policy, its own IAM policy).
+    Caller,
+    /// This record was refused (its content); another may go through.
+    Record,
 }
 
 /// Where audit records go.

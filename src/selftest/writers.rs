@@ -62,6 +62,7 @@ struct Statement {
     effect: Effect,
     principal: Option<Principal>,
     action: Option<OneOrMany>,
+    resource: Option<OneOrMany>,
     #[serde(default)]
     condition: BTreeMap<String, BTreeMap<String, OneOrMany>>,
 }
@@ -87,17 +88,47 @@ pub fn audit_writers(bus_arn: &str, policy: Option<&str>) -> Writers {
     let Ok(document) = serde_json::from_str::<Document>(policy) else {
         return Writers::Anyone("the audit bus's resource policy could not be read".into());
     };
-    document.statement.iter().find_map(exempted).map_or_else(
-        || Writers::Anyone("no statement of the audit bus's policy denies events:PutEvents to other principals".into()),
-        Writers::Only,
-    )
+    let Some(exempt) = document.statement.iter().find_map(|s| exempted(s, bus_arn)) else {
+        return Writers::Anyone(
+            "no statement of the audit bus's policy denies events:PutEvents to other principals".into(),
+        );
+    };
+    match exempt.iter().find(|w| covers_every_role(w)) {
+        Some(w) => Writers::Anyone(format!(
+            "the audit bus's policy exempts {w}, which covers every principal of an account"
+        )),
+        None => Writers::Only(exempt),
+    }
+}
+
+/// Whether an exemption pattern names every role or user of an account
+/// (`*`, `arn:aws:iam::*:...`, `arn:aws:iam::A:*`, `...:role/*`).
+fn covers_every_role(pattern: &str) -> bool {
+    let parts: Vec<&str> = pattern.splitn(6, ':').collect();
+    let [_, _, _, _, account, resource] = parts.as_slice() else {
+        return true;
+    };
+    account.contains(['*', '?'])
+        || resource.starts_with(['*', '?'])
+        || ["role/", "user/"].iter().any(|kind| {
+            resource
+                .strip_prefix(kind)
+                .is_some_and(|rest| rest.starts_with(['*', '?']))
+        })
 }
 
 /// The principals a statement exempts from denying everyone else
 /// `events:PutEvents`, when it is such a statement: `Deny`, every
 /// principal, the action, and no condition but the exemption (and the
 /// `Null` guard that spares principals with no ARN).
-fn exempted(s: &Statement) -> Option<Vec<String>> {
+fn exempted(s: &Statement, bus_arn: &str) -> Option<Vec<String>> {
+    let on_the_bus = s
+        .resource
+        .as_ref()
+        .is_none_or(|r| r.items().iter().any(|x| *x == "*" || *x == bus_arn));
+    if !on_the_bus {
+        return None;
+    }
     let puts = s.action.as_ref().is_some_and(|a| {
         a.items()
             .iter()
@@ -106,13 +137,16 @@ fn exempted(s: &Statement) -> Option<Vec<String>> {
     if s.effect != Effect::Deny || !s.principal.as_ref().is_some_and(Principal::everyone) || !puts {
         return None;
     }
-    let mut exempt = None;
+    let mut exempt: Option<Vec<String>> = None;
     for (operator, tests) in &s.condition {
         for (key, values) in tests {
             let on_arn = key.eq_ignore_ascii_case(PRINCIPAL_ARN);
             match operator.as_str() {
+                // Several negated operators: the denial spares what any of them spares.
                 "ArnNotLike" | "ArnNotEquals" | "StringNotLike" | "StringNotEquals" if on_arn => {
-                    exempt = Some(values.items().into_iter().map(str::to_owned).collect());
+                    exempt
+                        .get_or_insert_with(Vec::new)
+                        .extend(values.items().into_iter().map(str::to_owned));
                 }
                 "Null" if on_arn && values.items() == ["false"] => {}
                 _ => return None,
@@ -169,6 +203,32 @@ mod tests {
                 "{bus} {policy:?}"
             );
         }
+        // An exemption of every role, or a denial on another bus, guards nothing.
+        for wide in [
+            "*",
+            "arn:aws:iam::123456789012:*",
+            "arn:aws:iam::123456789012:role/*",
+            "arn:aws:iam::*:role/f",
+        ] {
+            let policy = deny(&format!(
+                r#"{{"ArnNotLike":{{"aws:PrincipalArn":["arn:aws:iam::1:role/f","{wide}"]}}}}"#
+            ));
+            assert!(
+                matches!(audit_writers(BUS, Some(&policy)), Writers::Anyone(_)),
+                "{wide}"
+            );
+        }
+        let elsewhere = deny(r#"{"ArnNotLike":{"aws:PrincipalArn":["arn:aws:iam::1:role/f"]}}"#)
+            .replace(BUS, "arn:aws:events:us-east-1:123456789012:event-bus/other");
+        assert!(matches!(audit_writers(BUS, Some(&elsewhere)), Writers::Anyone(_)));
+        // Two negated operators: the union is what is spared.
+        let two = deny(
+            r#"{"ArnNotLike":{"aws:PrincipalArn":["arn:aws:iam::1:role/f"]},"StringNotEquals":{"aws:PrincipalArn":["arn:aws:iam::1:role/g"]}}"#,
+        );
+        assert_eq!(
+            audit_writers(BUS, Some(&two)),
+            Writers::Only(vec!["arn:aws:iam::1:role/f".into(), "arn:aws:iam::1:role/g".into()])
+        );
         // A denial narrowed by another condition leaves the rest free.
         let narrowed = deny(
             r#"{"ArnNotLike":{"aws:PrincipalArn":["arn:aws:iam::1:role/f"]},"StringEquals":{"aws:PrincipalAccount":"2"}}"#,

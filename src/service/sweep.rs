@@ -7,7 +7,7 @@
 //! repository are handled at once, all sharing the `PutImage` token bucket. The engine is idempotent, so a sweep
 //! run again (or resumed after an interruption) writes nothing already done.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::decide::action::{Action, DeleteRole};
 use crate::decide::skip::SkipCode;
-use crate::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome};
+use crate::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Refusal};
 use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::retry::retrying;
 use crate::engine::{Job, Purpose};
@@ -96,9 +96,10 @@ pub struct SweepSummary {
     /// its absence, where the rule requires an opt-in) leaves them alone,
     /// with the reason.
     pub repositories_left_alone: BTreeMap<String, String>,
-    /// Why the sweep stopped before its end: the audit trail refused a
-    /// record for good (the caller may not write to the stack's audit bus),
-    /// so every further image would be refused too, before acting.
+    /// Why the sweep stopped before its end: the audit trail refused the
+    /// caller (it may not write to the stack's audit bus), so every further
+    /// image would be refused too, before acting. The images under way
+    /// then were finished; none was started after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
 }
@@ -180,7 +181,11 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     // Repositories are walked one after the other as the handling pulls their
     // images, so the next listing overlaps the last images of the one before
     // and only one listing is in memory at a time.
+    // Set when the trail refuses the caller: no image is started after it
+    // (each would be refused before acting), those under way finish.
+    let stop = Cell::new(false);
     let walked = futures_util::stream::iter(repos.iter().enumerate())
+        .take_while(|_| std::future::ready(!stop.get()))
         .then(|(n, repo)| async move { (n, repo, walk.repository(repo).await) });
     let jobs = walked.flat_map(|(n, repo, walked)| {
         let jobs = tally_repository(&mut summary.borrow_mut(), repo, walked);
@@ -188,24 +193,32 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         futures_util::stream::iter(jobs)
     });
     let mut handled = Box::pin(
-        jobs.map(|job| async move {
-            let leftover = matches!(job.purpose, Purpose::Cleanup { .. } | Purpose::Retire { .. });
-            (handler.handle_job_record(&job, Delivery::default()).await, leftover)
-        })
-        .buffer_unordered(SWEEP_CONCURRENCY),
+        jobs.take_while(|_| std::future::ready(!stop.get()))
+            .map(|job| async move {
+                let leftover = matches!(job.purpose, Purpose::Cleanup { .. } | Purpose::Retire { .. });
+                (handler.handle_job_record(&job, Delivery::default()).await, leftover)
+            })
+            .buffer_unordered(SWEEP_CONCURRENCY),
     );
     while let Some(((record, written), leftover)) = handled.next().await {
         tally_record(&mut summary.borrow_mut(), &record, written.is_ok(), leftover);
         progress.borrow_mut().image(&record);
-        if let Err(RetryError::Audit(refused @ AuditError::Refused { .. })) = &written {
+        if let Err(RetryError::Audit(
+            refused @ AuditError::Refused {
+                of: Refusal::Caller, ..
+            },
+        )) = &written
+            && !stop.replace(true)
+        {
             summary.borrow_mut().stopped = Some(refused.to_string());
-            break;
         }
     }
     drop(handled);
     let summary = summary.into_inner();
-    for gap in &summary.signature_gaps {
-        handler.record_signature_gap(scope.account.as_ref(), gap).await;
+    if summary.stopped.is_none() {
+        for gap in &summary.signature_gaps {
+            handler.record_signature_gap(scope.account.as_ref(), gap).await;
+        }
     }
     Ok(summary)
 }

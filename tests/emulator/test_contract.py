@@ -1011,11 +1011,12 @@ def test_the_put_events_limit_can_be_set_to_the_former_256_kb(client_factory: An
 # -- EventBridge event bus policies -------------------------------------------------------------
 
 
-def iam_principal_of(arn: str) -> str:
-    """``aws:PrincipalArn`` of an STS caller: an assumed-role session stands for its role."""
+def iam_principal_of(iam: Any, arn: str) -> str:
+    """``aws:PrincipalArn`` of an STS caller: an assumed-role session stands for its role, whose
+    ARN carries its path (IAM Identity Center's roles are under ``/aws-reserved/...``)."""
     parts = arn.split(":")
     if parts[2] == "sts" and parts[5].startswith("assumed-role/"):
-        return f"arn:{parts[1]}:iam::{parts[4]}:role/{parts[5].split('/')[1]}"
+        return iam.get_role(RoleName=parts[5].split("/")[1])["Role"]["Arn"]
     return arn
 
 
@@ -1025,7 +1026,7 @@ def guarded_bus(client_factory: Any, aws_session: Any, emulator: EmulatorProcess
     (the audit bus's policy in infra/template.yaml), and a second principal of the same account: a
     role the account trusts, assumed. Yields the bus name, its ARN and that role's events client."""
     events, iam, sts = client_factory("events"), client_factory("iam"), client_factory("sts")
-    me = iam_principal_of(sts.get_caller_identity()["Arn"])
+    me = iam_principal_of(iam, sts.get_caller_identity()["Arn"])
     account = sts.get_caller_identity()["Account"]
     name = f"ecr-contract-{salt}"
     arn = events.create_event_bus(Name=name)["EventBusArn"]
@@ -1104,6 +1105,56 @@ def test_a_bus_policy_deny_refuses_the_entries_of_the_principals_it_names(
     assert second.get("EventId") and "ErrorCode" not in second, second
     by_arn = other.put_events(Entries=[{**entry, "EventBusName": arn}])
     assert by_arn["Entries"][0]["ErrorCode"] == "AccessDeniedException", by_arn
+
+
+def test_a_bus_policy_names_a_role_by_its_arn_with_its_path(
+    client_factory: Any, aws_session: Any, emulator: EmulatorProcess | None, salt: str
+) -> None:
+    """``aws:PrincipalArn`` of an assumed-role session is its role's ARN, path included
+    (IAM User Guide, "AWS global condition context keys": aws:PrincipalArn), so an exemption
+    naming the role without its path does not cover it."""
+    events, iam, sts = client_factory("events"), client_factory("iam"), client_factory("sts")
+    account = sts.get_caller_identity()["Account"]
+    name, role = f"ecr-contract-{salt}", f"ecr-contract-pathed-{salt}"
+    arn = events.create_event_bus(Name=name)["EventBusArn"]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}],
+    }
+    role_arn = iam.create_role(RoleName=role, Path="/team/", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="put-events",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}
+        ),
+    )
+    try:
+        assert role_arn == f"arn:aws:iam::{account}:role/team/{role}"
+        creds = wait_for_role(sts, role_arn)
+        writer = aws_session.__class__(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=aws_session.region_name,
+        ).client("events", **({"endpoint_url": emulator.url} if emulator is not None else {}))
+        entry = {"Source": f"ecr-contract.{salt}", "DetailType": "pathed", "Detail": "{}", "EventBusName": name}
+        for exempt, refused in ((role_arn, False), (f"arn:aws:iam::{account}:role/{role}", True)):
+            deny = {
+                "Sid": "OnlyTheServiceWrites",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "events:PutEvents",
+                "Resource": arn,
+                "Condition": {"ArnNotLike": {"aws:PrincipalArn": [exempt]}},
+            }
+            events.put_permission(EventBusName=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+            reply = writer.put_events(Entries=[entry])
+            assert (reply["FailedEntryCount"] == 1) == refused, (exempt, reply)
+    finally:
+        iam.delete_role_policy(RoleName=role, PolicyName="put-events")
+        iam.delete_role(RoleName=role)
+        events.delete_event_bus(Name=name)
 
 
 # -- Lambda function states -------------------------------------------------------------------

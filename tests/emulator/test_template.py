@@ -342,6 +342,33 @@ def test_only_the_function_and_the_named_operators_may_write_audit_records(stack
     assert bare["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::If"][2] == [{"Fn::GetAtt": ["FunctionRole", "Arn"]}]
 
 
+def test_audit_writers_are_role_or_user_arns_never_every_principal() -> None:
+    """AuditWriterArns takes a role or user ARN, path included, with wildcards for a family of
+    roles; not a session ARN (which aws:PrincipalArn never is), not every role of an account."""
+    import re
+
+    from cfnlint.decode import cfn_yaml
+
+    pattern = re.compile(cfn_yaml.load(str(TEMPLATE))["Parameters"]["AuditWriterArns"]["AllowedPattern"])
+    for ok in (
+        "",
+        "arn:aws:iam::123456789012:role/platform-deployer",
+        "arn:aws:iam::123456789012:role/team/ops-*",
+        "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Platform_*",
+        "arn:aws-us-gov:iam::123456789012:user/ci",
+    ):
+        assert pattern.fullmatch(ok), ok
+    for refused in (
+        "*",
+        "arn:aws:iam::123456789012:*",
+        "arn:aws:iam::123456789012:role/*",
+        "arn:aws:iam::*:role/ops",
+        "arn:aws:iam::123456789012:root",
+        "arn:aws:sts::123456789012:assumed-role/ops/alice",
+    ):
+        assert not pattern.fullmatch(refused), refused
+
+
 def policy_statements(clients: dict[str, Any], stack: Stack) -> list[dict[str, Any]]:
     iam = clients["iam"]
     role = physical(stack, "FunctionRole")

@@ -161,6 +161,7 @@ impl AuditSink for Failing {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Err(if self.refused {
             AuditError::Refused {
+                of: Refusal::Caller,
                 destination: "event bus audit".into(),
                 code: "AccessDeniedException".into(),
                 message: "explicit deny".into(),

@@ -76,15 +76,26 @@ PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):(?:user|role|
 
 def iam_principal(arn: str) -> str:
     """The IAM principal an STS caller ARN stands for: an assumed-role session
-    is its role (``arn:aws:sts::A:assumed-role/R/s`` → ``arn:aws:iam::A:role/R``);
+    is its role, path included (``arn:aws:sts::A:assumed-role/R/s`` → ``arn:aws:iam::A:role/P/R``);
     a user, as IAM names it."""
     m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$", arn)
     if m:
-        return f"arn:{m.group(1)}:iam::{m.group(2)}:role/{m.group(3)}"
+        return f"arn:{m.group(1)}:iam::{m.group(2)}:role{_role_path(m.group(2), m.group(3))}{m.group(3)}"
     m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):(user/.+)$", arn)
     if m:
         return f"arn:{m.group(1)}:iam::{m.group(2)}:{m.group(3)}"
     return arn
+
+
+def _role_path(account: str, name: str) -> str:
+    """The IAM path of role ``name`` in ``account`` (``/`` when moto does not know it): a role's
+    principal ARN carries it (``arn:aws:iam::A:role/team/ops``), its session ARN does not."""
+    from moto.iam.models import iam_backends
+
+    try:
+        return str(iam_backends[account]["global"].get_role(name).path or "/")
+    except Exception:  # moto's IAMNotFoundException: a role the tests never created
+        return "/"
 
 
 class EcrError(Exception):

@@ -17,7 +17,9 @@ naming an account, its root, or the principal's ARN), ``Action`` (exact,
 (``"true"``: the key is absent; ``"false"``: present) on the keys in
 :data:`KNOWN_KEYS`. A negated operator holds when the key is absent from
 the request, as in IAM ("...IfExists" aside). A condition the emulator cannot
-evaluate makes an ``Allow`` not apply and a ``Deny`` apply (fail closed).
+evaluate, and a statement with ``NotPrincipal``, ``NotAction`` or
+``NotResource``, makes an ``Allow`` not apply and a ``Deny`` apply (fail
+closed).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ KNOWN_KEYS = {
     "events:source",
     "events:detail-type",
 }
+#: Statement elements the emulator does not evaluate.
+NEGATED_ELEMENTS = {"NotPrincipal", "NotAction", "NotResource"}
 #: Operator -> (wildcards, negated).
 OPERATORS = {
     "StringEquals": (False, False),
@@ -132,7 +136,14 @@ def evaluate(policy: Any, action: str, resource: str, account: str, principal_ar
     ``action`` on ``resource``, with ``context`` for conditions."""
     allowed = False
     for statement in _list(document(policy).get("Statement", [])):
-        if not isinstance(statement, dict) or not action_matches(statement, action) or not resource_matches(statement, resource):
+        if not isinstance(statement, dict):
+            continue
+        if NEGATED_ELEMENTS & statement.keys():
+            # Not evaluated: a Deny applies, an Allow does not (fail closed).
+            if statement.get("Effect") == "Deny":
+                return Decision(denied_by=str(statement.get("Sid", "")), allowed=False)
+            continue
+        if not action_matches(statement, action) or not resource_matches(statement, resource):
             continue
         if not principal_matches(statement.get("Principal"), account, principal_arn):
             continue
