@@ -97,10 +97,17 @@ pub async fn note(sdk: &aws_config::SdkConfig, caller: &str) -> Option<String> {
         Ok(list) if excluded(caller, &list) => None,
         Ok(_) => {
             let arn = listable_arn(caller);
+            // A session's ARN does not carry its role's path; the role's own ARN does.
+            let path = if caller.contains(":assumed-role/") {
+                " (the role's ARN as IAM gives it: with its path, if it has one)"
+            } else {
+                ""
+            };
             Some(format!(
                 "note: {arn} is not on this registry's pull-time update exclusion list: every image this run reads \
                  counts as pulled and is kept from deletion for keep_if_pulled_within (30 days by default); add it \
-                 (aws ecr register-pull-time-update-exclusion --principal-arn {arn}) or run through the stack's role"
+                 (aws ecr register-pull-time-update-exclusion --principal-arn {arn}){path} or run through the \
+                 stack's role"
             ))
         }
         Err(e) => Some(format!(

@@ -284,7 +284,9 @@ fn summary_table(s: &SweepSummary) -> String {
     let skipped: usize = s.skipped.values().sum();
     let untouched: usize = s.not_touched.values().sum();
     let mut out = String::new();
-    if s.dry_run {
+    if s.dry_run && s.stopped.is_some() {
+        out.push_str("dry run: nothing was written; it stopped before the end (below)\n");
+    } else if s.dry_run {
         out.push_str("dry run: nothing was written; a real run on this registry now would do what is listed above\n");
     }
     let (remediated, deleted, retired, bytes) = if s.dry_run {
