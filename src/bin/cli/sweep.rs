@@ -164,7 +164,8 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
         };
         ok &= summary.ok();
         if let Some(why) = &summary.stopped {
-            progress::above(|| eprintln!("error: account {label}: the sweep stopped: {why}"));
+            let whose = summary.account.as_ref().map_or_else(|| label.clone(), |a| format!("account {a}"));
+            progress::above(|| eprintln!("error: {whose}: the sweep stopped: {why}"));
         }
         // A dry run that handled no image is still a dry run.
         summary.dry_run |= dry_run;
