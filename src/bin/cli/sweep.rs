@@ -164,7 +164,10 @@ pub(crate) async fn run(args: SweepArgs, aws: crate::connect::AwsArgs) -> anyhow
         };
         ok &= summary.ok();
         if let Some(why) = &summary.stopped {
-            let whose = summary.account.as_ref().map_or_else(|| label.clone(), |a| format!("account {a}"));
+            let whose = summary
+                .account
+                .as_ref()
+                .map_or_else(|| label.clone(), |a| format!("account {a}"));
             progress::above(|| eprintln!("error: {whose}: the sweep stopped: {why}"));
         }
         // A dry run that handled no image is still a dry run.
