@@ -25,7 +25,9 @@ use crate::decide::gate::{self, Gates};
 use crate::decide::planned::Plan;
 use crate::decide::skip::{SkipCode, SkipReason};
 use crate::decide::view::RepositoryView;
-use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
+use crate::engine::audit::{
+    ActionOutcome, ActionRecord, AuditError, AuditRecord, AuditSink, Failure, Outcome, write_with_retries,
+};
 use crate::engine::registry::{DeleteOutcome, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
 use crate::oci::digest::Digest;
@@ -493,10 +495,14 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
         checkpoint.is_final = false;
         write_with_retries(self.audit, &checkpoint, &self.retry, self.deadline)
             .await
-            .map_err(|e| Failure {
-                code: "AuditUnavailable".to_owned(),
-                error: format!("not attempted: the checkpoint record listing it could not be written: {e}"),
-                retryable: true,
+            .map_err(|e| {
+                // A refusal will refuse again: said as such, not as an outage.
+                let refused = matches!(e, AuditError::Refused { .. });
+                Failure {
+                    code: if refused { "AuditRefused" } else { "AuditUnavailable" }.to_owned(),
+                    error: format!("not attempted: the checkpoint record listing it could not be written: {e}"),
+                    retryable: !refused,
+                }
             })
     }
 
