@@ -252,14 +252,6 @@ async fn redeliveries_account_for_what_an_earlier_delivery_did() {
     assert_eq!(finals[1]["outcome"], "noop");
 }
 
-fn delivered(attempt: u32, request_id: &str) -> Delivery {
-    Delivery {
-        attempt: Some(attempt),
-        request_id: Some(request_id.to_owned()),
-        ..Delivery::default()
-    }
-}
-
 /// The last record of `history`, with its deletions' (outcome, earlier attempt).
 fn deletions_of(record: &Value) -> Vec<(String, Value)> {
     record["actions"]

@@ -55,38 +55,37 @@ impl EventBridgeAudit {
     }
 }
 
-/// What EventBridge's error `code` (for the call or an entry) says: `None`
-/// when it is worth another try (throttling, an internal failure, a code
-/// this list does not know); else whom it refuses for good, from the
-/// non-retryable ones of `PutEventsResultEntry` (EventBridge API Reference).
-fn refusal(code: &str) -> Option<Refusal> {
-    match code {
-        "AccessDeniedException" | "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => {
-            Some(Refusal::Caller)
-        }
+/// The refusal EventBridge's error `code` (for the call or an entry) means,
+/// from the non-retryable codes of `PutEventsResultEntry` (EventBridge API
+/// Reference), with what to change; `None` when another try may succeed
+/// (throttling, an internal failure, a code this list does not know).
+fn refused(destination: &str, code: &str, message: String) -> Option<AuditError> {
+    let (of, hint) = match code {
+        "AccessDeniedException" => (
+            Refusal::Caller,
+            "; only the function's role and the principals in the stack's AuditWriterArns parameter may write \
+             audit records: add this caller's IAM role ARN there (arn:aws:iam::ACCOUNT:role/PATH/NAME, not the \
+             assumed-role session ARN)",
+        ),
+        "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => (
+            Refusal::Caller,
+            "; the caller's own IAM policy limits the sources or detail-types it may put (events:source, \
+             events:detail-type): allow source ecr-remediator, detail-type ECR Remediation Record",
+        ),
         "InvalidAccountIdException"
         | "InvalidArgument"
         | "MalformedDetail"
         | "RedactionFailure"
-        | "ValidationException" => Some(Refusal::Record),
-        _ => None,
-    }
-}
-
-/// What to change after a refusal with `code`.
-fn hint(code: &str) -> &'static str {
-    match code {
-        "AccessDeniedException" => {
-            "; only the function's role and the principals in the stack's AuditWriterArns parameter may write \
-             audit records: add this caller's IAM role ARN there (arn:aws:iam::ACCOUNT:role/PATH/NAME, not the \
-             assumed-role session ARN)"
-        }
-        "NotAuthorizedForSourceException" | "NotAuthorizedForDetailTypeException" => {
-            "; the caller's own IAM policy limits the sources or detail-types it may put (events:source, \
-             events:detail-type): allow source ecr-remediator, detail-type ECR Remediation Record"
-        }
-        _ => "",
-    }
+        | "ValidationException" => (Refusal::Record, ""),
+        _ => return None,
+    };
+    Some(AuditError::Refused {
+        of,
+        destination: destination.to_owned(),
+        code: code.to_owned(),
+        message,
+        hint,
+    })
 }
 
 impl AuditSink for EventBridgeAudit {
@@ -100,38 +99,25 @@ impl AuditSink for EventBridgeAudit {
         let reply = match self.client.put_events().entries(entry.build()).send().await {
             Ok(reply) => reply,
             Err(e) => {
-                let code = e.code().map(str::to_owned);
                 let message = aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string();
-                return Err(match code.as_deref().and_then(refusal) {
-                    Some(of) => AuditError::Refused {
-                        of,
-                        destination,
-                        hint: code.as_deref().map_or("", hint),
-                        code: code.unwrap_or_default(),
-                        message,
-                    },
-                    None => AuditError::Unavailable { destination, message },
-                });
+                return Err(match e.code() {
+                    Some(code) => refused(&destination, code, message.clone()),
+                    None => None,
+                }
+                .unwrap_or(AuditError::Unavailable { destination, message }));
             }
         };
         if reply.failed_entry_count() > 0 {
             let failed = reply.entries().iter().find(|e| e.error_code().is_some());
             let code = failed.and_then(|e| e.error_code()).unwrap_or("Unknown").to_owned();
             let message = failed.and_then(|e| e.error_message()).unwrap_or_default().to_owned();
-            return Err(match refusal(&code) {
-                Some(of) => AuditError::Refused {
-                    of,
-                    destination,
-                    hint: hint(&code),
-                    code,
-                    message,
-                },
-                None => AuditError::Rejected {
+            return Err(
+                refused(&destination, &code, message.clone()).unwrap_or(AuditError::Rejected {
                     destination,
                     code,
                     message,
-                },
-            });
+                }),
+            );
         }
         Ok(())
     }

@@ -25,9 +25,7 @@ use crate::decide::gate::{self, Gates};
 use crate::decide::planned::Plan;
 use crate::decide::skip::{SkipCode, SkipReason};
 use crate::decide::view::RepositoryView;
-use crate::engine::audit::{
-    ActionOutcome, ActionRecord, AuditError, AuditRecord, AuditSink, Failure, Outcome, write_with_retries,
-};
+use crate::engine::audit::{ActionOutcome, ActionRecord, AuditRecord, AuditSink, Failure, Outcome, write_with_retries};
 use crate::engine::registry::{DeleteOutcome, ImageInfo, ImageRef, PutOutcome, Registry, RegistryError};
 use crate::engine::retry::Jitter;
 use crate::oci::digest::Digest;
@@ -497,7 +495,7 @@ impl<R: Registry, A: AuditSink> Engine<'_, R, A> {
             .await
             .map_err(|e| {
                 // A refusal will refuse again: said as such, not as an outage.
-                let refused = matches!(e, AuditError::Refused { .. });
+                let refused = e.is_refusal();
                 Failure {
                     code: if refused { "AuditRefused" } else { "AuditUnavailable" }.to_owned(),
                     error: format!("not attempted: the checkpoint record listing it could not be written: {e}"),

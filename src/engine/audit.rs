@@ -571,6 +571,26 @@ pub enum AuditError {
     },
 }
 
+impl AuditError {
+    /// Whether the trail refused the record for good: another try of the
+    /// same record by the same caller would be refused too.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, AuditError::Refused { .. })
+    }
+
+    /// Whether the trail refuses the caller: every record it sends would be
+    /// refused, so nothing more should be attempted under it.
+    pub fn refuses_the_caller(&self) -> bool {
+        matches!(
+            self,
+            AuditError::Refused {
+                of: Refusal::Caller,
+                ..
+            }
+        )
+    }
+}
+
 /// What a refused record says about the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -616,7 +636,7 @@ pub async fn write_with_retries<A: AuditSink>(
         let Err(e) = sink.write(record).await else {
             return Ok(());
         };
-        if matches!(e, AuditError::Refused { .. }) {
+        if e.is_refusal() {
             return Err(e);
         }
         match policy.backoff(attempt, jitter.next_unit()) {

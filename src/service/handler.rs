@@ -623,7 +623,7 @@ impl<R: Registry, A: AuditSink> Handler<R, A> {
         if let Err(e) = write {
             // A refusal stops a command, which prints it once as its error;
             // a worker logs every failure.
-            if self.log_records || !matches!(e, AuditError::Refused { .. }) {
+            if self.log_records || !e.is_refusal() {
                 tracing::error!(error = %e, "audit record not written");
             }
             return Err(RetryError::Audit(e));

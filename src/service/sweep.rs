@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::decide::action::{Action, DeleteRole};
 use crate::decide::skip::SkipCode;
-use crate::engine::audit::{ActionOutcome, AuditError, AuditRecord, AuditSink, Outcome, Refusal};
+use crate::engine::audit::{ActionOutcome, AuditRecord, AuditSink, Outcome};
 use crate::engine::registry::{Registry, RegistryError};
 use crate::engine::retry::retrying;
 use crate::engine::{Job, Purpose};
@@ -178,12 +178,12 @@ pub async fn sweep<R: Registry, A: AuditSink>(
         ..SweepSummary::default()
     });
     let progress = RefCell::new(progress);
-    // Repositories are walked one after the other as the handling pulls their
-    // images, so the next listing overlaps the last images of the one before
-    // and only one listing is in memory at a time.
     // Set when the trail refuses the caller: no image is started after it
     // (each would be refused before acting), those under way finish.
     let stop = Cell::new(false);
+    // Repositories are walked one after the other as the handling pulls their
+    // images, so the next listing overlaps the last images of the one before
+    // and only one listing is in memory at a time.
     let walked = futures_util::stream::iter(repos.iter().enumerate())
         .take_while(|_| std::future::ready(!stop.get()))
         .then(|(n, repo)| async move { (n, repo, walk.repository(repo).await) });
@@ -203,11 +203,8 @@ pub async fn sweep<R: Registry, A: AuditSink>(
     while let Some(((record, written), leftover)) = handled.next().await {
         tally_record(&mut summary.borrow_mut(), &record, written.is_ok(), leftover);
         progress.borrow_mut().image(&record);
-        if let Err(RetryError::Audit(
-            refused @ AuditError::Refused {
-                of: Refusal::Caller, ..
-            },
-        )) = &written
+        if let Err(RetryError::Audit(refused)) = &written
+            && refused.refuses_the_caller()
             && !stop.replace(true)
         {
             summary.borrow_mut().stopped = Some(refused.to_string());

@@ -163,6 +163,15 @@ pub async fn handler(policy: &[(&str, &str)]) -> Handler<EcrRegistry, EventBridg
     h
 }
 
+/// A delivery as a queue makes it: its receive count and request id.
+pub fn delivered(attempt: u32, request_id: &str) -> ecr_remediator::Delivery {
+    ecr_remediator::Delivery {
+        attempt: Some(attempt),
+        request_id: Some(request_id.to_owned()),
+        ..ecr_remediator::Delivery::default()
+    }
+}
+
 /// Few, fast retries, so that tests can exhaust them with scripted faults.
 pub fn test_retries() -> ecr_remediator::engine::retry::RetryPolicy {
     ecr_remediator::engine::retry::RetryPolicy {
@@ -190,6 +199,12 @@ impl Pushed {
 }
 
 fn run_python(args: &[&str]) -> String {
+    run_python_with(args, &[])
+}
+
+/// Runs Python against the emulator with the test credentials, `env`
+/// overriding any of them (another principal's keys).
+fn run_python_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(python())
         .args(args)
         .env("PYTHONPATH", root().join("tests/emulator"))
@@ -198,6 +213,7 @@ fn run_python(args: &[&str]) -> String {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_DEFAULT_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -211,6 +227,11 @@ fn run_python(args: &[&str]) -> String {
 /// Runs a Python script (boto3 available) against the emulator; returns its stdout.
 pub fn python_script(script: &str) -> String {
     run_python(&["-c", script])
+}
+
+/// [`python_script`] with `env` set (e.g. another principal's credentials).
+pub fn python_script_with(script: &str, env: &[(&str, &str)]) -> String {
+    run_python_with(&["-c", script], env)
 }
 
 /// The manifest stored under `digest`, parsed.

@@ -39,6 +39,15 @@ fn another_role(role: &str) -> (String, String, String) {
     (v[0].clone(), v[1].clone(), v[2].clone())
 }
 
+/// The environment that makes a process act with `creds`.
+fn as_role(creds: &(String, String, String)) -> [(&'static str, &str); 3] {
+    [
+        ("AWS_ACCESS_KEY_ID", &creds.0),
+        ("AWS_SECRET_ACCESS_KEY", &creds.1),
+        ("AWS_SESSION_TOKEN", &creds.2),
+    ]
+}
+
 /// `PutEvents` of `detail` as an audit record on `bus`, sent with `creds`;
 /// returns EventBridge's reply.
 fn put_record_as(creds: &(String, String, String), bus: &str, detail: &Value) -> Value {
@@ -48,18 +57,11 @@ fn put_record_as(creds: &(String, String, String), bus: &str, detail: &Value) ->
          events = boto3.client('events', endpoint_url=os.environ['AWS_ENDPOINT_URL'])\n\
          print(json.dumps(events.put_events(Entries=[entry])))"
     );
-    let out = std::process::Command::new(python())
-        .args(["-c", &script])
-        .env("AWS_ENDPOINT_URL", &emulator().url)
-        .env("AWS_ACCESS_KEY_ID", &creds.0)
-        .env("AWS_SECRET_ACCESS_KEY", &creds.1)
-        .env("AWS_SESSION_TOKEN", &creds.2)
-        .env("AWS_DEFAULT_REGION", REGION)
-        .env("FORGED", detail.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let forged = detail.to_string();
+    let mut env = as_role(creds).to_vec();
+    env.push(("FORGED", &forged));
+    let out = python_script_with(&script, &env);
+    serde_json::from_str(out.trim()).unwrap()
 }
 
 /// A checkpoint forged on the audit bus (as a delivery that never ran,
@@ -81,12 +83,7 @@ async fn a_checkpoint_forged_on_the_audit_bus_is_refused_and_never_claimed() {
     .await;
     let pushed = push_buildx(&repo, "v1", &["linux/arm64"], &repo);
     let event = push_event(&repo, &pushed.index, "v1", OCI_INDEX);
-    let first = ecr_remediator::Delivery {
-        attempt: Some(1),
-        request_id: Some("lambda-1".into()),
-        ..ecr_remediator::Delivery::default()
-    };
-    h.handle_text(&event, first).await.unwrap();
+    h.handle_text(&event, delivered(1, "lambda-1")).await.unwrap();
     let history = wait_for_history(&group, &pushed.index, 2).await;
     let mut forged = history
         .iter()
@@ -104,12 +101,7 @@ async fn a_checkpoint_forged_on_the_audit_bus_is_refused_and_never_claimed() {
     assert_eq!(reply["FailedEntryCount"], 1, "{reply:#}");
     assert_eq!(reply["Entries"][0]["ErrorCode"], "AccessDeniedException", "{reply:#}");
 
-    let second = ecr_remediator::Delivery {
-        attempt: Some(2),
-        request_id: Some("lambda-2".into()),
-        ..ecr_remediator::Delivery::default()
-    };
-    h.handle_text(&event, second).await.unwrap();
+    h.handle_text(&event, delivered(2, "lambda-2")).await.unwrap();
     let history = wait_for_history(&group, &pushed.index, 3).await;
     assert_eq!(history.len(), 3, "the service's records only: {history:#?}");
     let last = history.last().unwrap();
@@ -164,9 +156,7 @@ async fn a_command_run_as_a_principal_the_audit_bus_refuses_stops_before_acting(
         "--stack",
         &stack,
     ])
-    .env("AWS_ACCESS_KEY_ID", &creds.0)
-    .env("AWS_SECRET_ACCESS_KEY", &creds.1)
-    .env("AWS_SESSION_TOKEN", &creds.2)
+    .envs(as_role(&creds))
     .output()
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -201,9 +191,7 @@ async fn a_command_run_as_a_principal_the_audit_bus_refuses_stops_before_acting(
         "--output",
         "json",
     ])
-    .env("AWS_ACCESS_KEY_ID", &creds.0)
-    .env("AWS_SECRET_ACCESS_KEY", &creds.1)
-    .env("AWS_SESSION_TOKEN", &creds.2)
+    .envs(as_role(&creds))
     .output()
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
