@@ -1020,55 +1020,64 @@ def iam_principal_of(iam: Any, arn: str) -> str:
     return arn
 
 
-@pytest.fixture()
-def guarded_bus(client_factory: Any, aws_session: Any, emulator: EmulatorProcess | None, salt: str) -> Iterator[tuple[str, str, Any]]:
-    """A custom bus whose policy denies ``events:PutEvents`` to every principal but the test's own
-    (the audit bus's policy in infra/template.yaml), and a second principal of the same account: a
-    role the account trusts, assumed. Yields the bus name, its ARN and that role's events client."""
-    events, iam, sts = client_factory("events"), client_factory("iam"), client_factory("sts")
-    me = iam_principal_of(iam, sts.get_caller_identity()["Arn"])
-    account = sts.get_caller_identity()["Account"]
-    name = f"ecr-contract-{salt}"
-    arn = events.create_event_bus(Name=name)["EventBusArn"]
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "OnlyTheServiceWrites",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "events:PutEvents",
-                "Resource": arn,
-                "Condition": {"Null": {"aws:PrincipalArn": "false"}, "ArnNotLike": {"aws:PrincipalArn": [me]}},
-            }
-        ],
+def only_writers(bus_arn: str, exempt: list[str]) -> str:
+    """A bus policy denying ``events:PutEvents`` to every principal with an ARN but ``exempt``
+    (the audit bus's policy in infra/template.yaml)."""
+    deny = {
+        "Sid": "OnlyTheServiceWrites",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "events:PutEvents",
+        "Resource": bus_arn,
+        "Condition": {"Null": {"aws:PrincipalArn": "false"}, "ArnNotLike": {"aws:PrincipalArn": exempt}},
     }
-    events.put_permission(EventBusName=name, Policy=json.dumps(policy))
-    role = f"ecr-contract-writer-{salt}"
+    return json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+
+
+@contextlib.contextmanager
+def events_writer(
+    client_factory: Any, aws_session: Any, emulator: EmulatorProcess | None, role: str, path: str = "/"
+) -> Iterator[tuple[str, Any]]:
+    """Another principal of the account: a new role (under ``path``) the account trusts, whose own
+    policy allows ``events:PutEvents`` on ``*``, assumed. Yields its ARN and its EventBridge
+    client; the role is deleted afterwards."""
+    iam, sts = client_factory("iam"), client_factory("sts")
+    account = sts.get_caller_identity()["Account"]
     trust = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}],
     }
-    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(
-        RoleName=role,
-        PolicyName="put-events",
-        PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}
-        ),
-    )
+    role_arn = iam.create_role(RoleName=role, Path=path, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}
+    iam.put_role_policy(RoleName=role, PolicyName="put-events", PolicyDocument=json.dumps(allow))
     try:
-        creds = wait_for_role(sts, f"arn:aws:iam::{account}:role/{role}")
-        other = aws_session.__class__(
+        creds = wait_for_role(sts, role_arn)
+        client = aws_session.__class__(
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
             region_name=aws_session.region_name,
         ).client("events", **({"endpoint_url": emulator.url} if emulator is not None else {}))
-        yield name, arn, other
+        yield role_arn, client
     finally:
         iam.delete_role_policy(RoleName=role, PolicyName="put-events")
         iam.delete_role(RoleName=role)
+
+
+@pytest.fixture()
+def guarded_bus(client_factory: Any, aws_session: Any, emulator: EmulatorProcess | None, salt: str) -> Iterator[tuple[str, str, Any]]:
+    """A custom bus whose policy denies ``events:PutEvents`` to every principal but the test's own,
+    and a second principal of the same account (:func:`events_writer`). Yields the bus name, its
+    ARN and that principal's events client."""
+    events, iam, sts = client_factory("events"), client_factory("iam"), client_factory("sts")
+    me = iam_principal_of(iam, sts.get_caller_identity()["Arn"])
+    name = f"ecr-contract-{salt}"
+    arn = events.create_event_bus(Name=name)["EventBusArn"]
+    try:
+        events.put_permission(EventBusName=name, Policy=only_writers(arn, [me]))
+        with events_writer(client_factory, aws_session, emulator, f"ecr-contract-writer-{salt}") as (_, other):
+            yield name, arn, other
+    finally:
         events.delete_event_bus(Name=name)
 
 
@@ -1113,47 +1122,19 @@ def test_a_bus_policy_names_a_role_by_its_arn_with_its_path(
     """``aws:PrincipalArn`` of an assumed-role session is its role's ARN, path included
     (IAM User Guide, "AWS global condition context keys": aws:PrincipalArn), so an exemption
     naming the role without its path does not cover it."""
-    events, iam, sts = client_factory("events"), client_factory("iam"), client_factory("sts")
-    account = sts.get_caller_identity()["Account"]
+    events = client_factory("events")
+    account = client_factory("sts").get_caller_identity()["Account"]
     name, role = f"ecr-contract-{salt}", f"ecr-contract-pathed-{salt}"
     arn = events.create_event_bus(Name=name)["EventBusArn"]
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}],
-    }
-    role_arn = iam.create_role(RoleName=role, Path="/team/", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    iam.put_role_policy(
-        RoleName=role,
-        PolicyName="put-events",
-        PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]}
-        ),
-    )
     try:
-        assert role_arn == f"arn:aws:iam::{account}:role/team/{role}"
-        creds = wait_for_role(sts, role_arn)
-        writer = aws_session.__class__(
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-            region_name=aws_session.region_name,
-        ).client("events", **({"endpoint_url": emulator.url} if emulator is not None else {}))
-        entry = {"Source": f"ecr-contract.{salt}", "DetailType": "pathed", "Detail": "{}", "EventBusName": name}
-        for exempt, refused in ((role_arn, False), (f"arn:aws:iam::{account}:role/{role}", True)):
-            deny = {
-                "Sid": "OnlyTheServiceWrites",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "events:PutEvents",
-                "Resource": arn,
-                "Condition": {"ArnNotLike": {"aws:PrincipalArn": [exempt]}},
-            }
-            events.put_permission(EventBusName=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
-            reply = writer.put_events(Entries=[entry])
-            assert (reply["FailedEntryCount"] == 1) == refused, (exempt, reply)
+        with events_writer(client_factory, aws_session, emulator, role, path="/team/") as (role_arn, writer):
+            assert role_arn == f"arn:aws:iam::{account}:role/team/{role}"
+            entry = {"Source": f"ecr-contract.{salt}", "DetailType": "pathed", "Detail": "{}", "EventBusName": name}
+            for exempt, refused in ((role_arn, False), (f"arn:aws:iam::{account}:role/{role}", True)):
+                events.put_permission(EventBusName=name, Policy=only_writers(arn, [exempt]))
+                reply = writer.put_events(Entries=[entry])
+                assert (reply["FailedEntryCount"] == 1) == refused, (exempt, reply)
     finally:
-        iam.delete_role_policy(RoleName=role, PolicyName="put-events")
-        iam.delete_role(RoleName=role)
         events.delete_event_bus(Name=name)
 
 

@@ -406,8 +406,7 @@ def trail_env(trail: AuditTrail, grace: str) -> list[str]:
 
 def deliver_losing_the_final_record(port: int, control: Control, records: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
     """One delivery whose checkpoint reaches the trail and whose final record fails on every attempt
-    (however many the function makes: under `cargo lambda watch` one, as its runtime API gives every
-    invocation a deadline long past, so the function retries nothing)."""
+    the function makes (its retries included)."""
     control.fault("events:PutEvents", sequence=["ok"], rate=1.0, error="InternalError", user_agent="aws-sdk-rust")
     before = control.calls().get("events:PutEvents", 0)
     try:

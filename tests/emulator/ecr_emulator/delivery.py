@@ -41,7 +41,7 @@ from moto.events import models as moto_events_models
 from moto.events.utils import EventTemplateParser
 
 from . import resource_policy
-from .trust import _list
+from .resource_policy import as_list
 
 log = logging.getLogger("ecr_emulator.delivery")
 
@@ -93,7 +93,7 @@ def identity_allows(role: Any, action: str, resource: str) -> bool:
     documents += [resource_policy.document(getattr(p, "document", None)) for p in getattr(role, "managed_policies", {}).values()]
     allowed = False
     for doc in documents:
-        for statement in _list(doc.get("Statement", [])):
+        for statement in as_list(doc.get("Statement", [])):
             if (
                 not isinstance(statement, dict)
                 or not resource_policy.action_matches(statement, action)
@@ -112,13 +112,13 @@ def identity_allows(role: Any, action: str, resource: str) -> bool:
 def _trusts_eventbridge(role: Any, rule: Any) -> bool:
     """Whether the role lets EventBridge assume it for ``rule`` (``aws:SourceAccount``/``aws:SourceArn`` conditions evaluated)."""
     context: dict[str, str | None] = {"aws:sourceaccount": rule.account_id, "aws:sourcearn": rule.arn}
-    for statement in _list(resource_policy.document(role.assume_role_policy_document).get("Statement", [])):
+    for statement in as_list(resource_policy.document(role.assume_role_policy_document).get("Statement", [])):
         if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
             continue
         if resource_policy.conditions(statement.get("Condition"), context) is not True:
             continue
         principal = statement.get("Principal")
-        services = _list(principal.get("Service", [])) if isinstance(principal, dict) else []
+        services = as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
         if "events.amazonaws.com" in services and resource_policy.action_matches(statement, "sts:AssumeRole"):
             return True
     return False
@@ -250,7 +250,7 @@ class QueuePolicy(CloudFormationModel):
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> QueuePolicy:
         props = cloudformation_json.get("Properties", {})
-        queues = [str(q) for q in _list(props.get("Queues", []))]
+        queues = [str(q) for q in as_list(props.get("Queues", []))]
         cls._set(account_id, region_name, queues, props.get("PolicyDocument"))
         return cls(resource_name, account_id, region_name, queues)
 
@@ -266,6 +266,6 @@ class QueuePolicy(CloudFormationModel):
     ) -> None:
         props = cloudformation_json.get("Properties", {})
         try:
-            cls._set(account_id, region_name, [str(q) for q in _list(props.get("Queues", []))], None)
+            cls._set(account_id, region_name, [str(q) for q in as_list(props.get("Queues", []))], None)
         except Exception:  # the queue may be gone already
             log.debug("queue policy of a deleted queue not cleared")

@@ -24,7 +24,7 @@ from typing import Any
 
 import boto3
 
-from .registry import iam_principal
+from .resource_policy import iam_principal
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 

@@ -32,6 +32,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .resource_policy import iam_principal
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -72,30 +74,6 @@ MAX_PULL_TIME_EXCLUSIONS = 100
 #: The principal moto answers for credentials it did not issue (the tests' ``testing`` keys).
 LOCAL_PRINCIPAL = "arn:aws:iam::{account}:user/moto"
 PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):(?:user|role|assumed-role)/.+$")
-
-
-def iam_principal(arn: str) -> str:
-    """The IAM principal an STS caller ARN stands for: an assumed-role session
-    is its role, path included (``arn:aws:sts::A:assumed-role/R/s`` → ``arn:aws:iam::A:role/P/R``);
-    a user, as IAM names it."""
-    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$", arn)
-    if m:
-        return f"arn:{m.group(1)}:iam::{m.group(2)}:role{_role_path(m.group(2), m.group(3))}{m.group(3)}"
-    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):(user/.+)$", arn)
-    if m:
-        return f"arn:{m.group(1)}:iam::{m.group(2)}:{m.group(3)}"
-    return arn
-
-
-def _role_path(account: str, name: str) -> str:
-    """The IAM path of role ``name`` in ``account`` (``/`` when moto does not know it): a role's
-    principal ARN carries it (``arn:aws:iam::A:role/team/ops``), its session ARN does not."""
-    from moto.iam.models import iam_backends
-
-    try:
-        return str(iam_backends[account]["global"].get_role(name).path or "/")
-    except Exception:  # moto's IAMNotFoundException: a role the tests never created
-        return "/"
 
 
 class EcrError(Exception):

@@ -1,7 +1,9 @@
-"""Resource-based policies as AWS evaluates them, for the subset the emulator
-enforces: an SQS queue's ``Policy`` (cross-account EventBridge delivery,
-``delivery.py``) and an EventBridge event bus's policy (``PutEvents``,
-``server.py``). One evaluator, so both resources answer alike.
+"""IAM policies as AWS evaluates them, for the subset the emulator enforces:
+an SQS queue's ``Policy`` (cross-account EventBridge delivery,
+``delivery.py``), an EventBridge event bus's policy (``PutEvents``,
+``event_bus.py``) and a role's trust policy (``AssumeRole``, ``trust.py``);
+and the principal ARN a policy sees for a caller (:func:`iam_principal`).
+One evaluator, so every policy answers alike.
 
 What AWS does (IAM User Guide, "Policy evaluation logic"): an explicit
 ``Deny`` that applies refuses, whatever allows; within one account an
@@ -26,12 +28,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from .trust import _list
-
 KNOWN_KEYS = {
+    "sts:externalid",
     "aws:principalorgid",
     "aws:principalaccount",
     "aws:principalarn",
@@ -53,6 +55,34 @@ OPERATORS = {
     "ArnLike": (True, False),
     "ArnNotLike": (True, True),
 }
+
+
+def as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def iam_principal(arn: str) -> str:
+    """The IAM principal an STS caller ARN stands for: an assumed-role session
+    is its role, path included (``arn:aws:sts::A:assumed-role/R/s`` → ``arn:aws:iam::A:role/P/R``);
+    a user, as IAM names it."""
+    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$", arn)
+    if m:
+        return f"arn:{m.group(1)}:iam::{m.group(2)}:role{_role_path(m.group(2), m.group(3))}{m.group(3)}"
+    m = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):(user/.+)$", arn)
+    if m:
+        return f"arn:{m.group(1)}:iam::{m.group(2)}:{m.group(3)}"
+    return arn
+
+
+def _role_path(account: str, name: str) -> str:
+    """The IAM path of role ``name`` in ``account`` (``/`` when moto does not know it): a role's
+    principal ARN carries it (``arn:aws:iam::A:role/team/ops``), its session ARN does not."""
+    from moto.iam.models import iam_backends
+
+    try:
+        return str(iam_backends[account]["global"].get_role(name).path or "/")
+    except Exception:  # moto's IAMNotFoundException: a role the tests never created
+        return "/"
 
 
 def document(doc: Any) -> dict[str, Any]:
@@ -91,7 +121,7 @@ def conditions(condition: Any, context: dict[str, str | None]) -> bool | None:
                 if negated:
                     continue
                 return False
-            values = [str(w) for w in _list(wanted)]
+            values = [str(w) for w in as_list(wanted)]
             matched = any(fnmatch.fnmatchcase(have, w) if like else have == w for w in values)
             if matched == negated:
                 return False
@@ -100,13 +130,13 @@ def conditions(condition: Any, context: dict[str, str | None]) -> bool | None:
 
 def action_matches(statement: dict[str, Any], action: str) -> bool:
     service = action.split(":")[0]
-    return any(str(a).lower() in (action.lower(), f"{service}:*", "*") for a in _list(statement.get("Action", [])))
+    return any(str(a).lower() in (action.lower(), f"{service}:*", "*") for a in as_list(statement.get("Action", [])))
 
 
 def resource_matches(statement: dict[str, Any], resource: str) -> bool:
     if "Resource" not in statement:
         return True
-    return any(fnmatch.fnmatchcase(resource, str(r)) for r in _list(statement["Resource"]))
+    return any(fnmatch.fnmatchcase(resource, str(r)) for r in as_list(statement["Resource"]))
 
 
 def principal_matches(principal: Any, account: str, principal_arn: str) -> bool:
@@ -116,7 +146,7 @@ def principal_matches(principal: Any, account: str, principal_arn: str) -> bool:
         return True
     if not isinstance(principal, dict):
         return False
-    names = [str(p) for p in _list(principal.get("AWS", []))]
+    names = [str(p) for p in as_list(principal.get("AWS", []))]
     partition = principal_arn.split(":")[1] if principal_arn.count(":") >= 5 else "aws"
     return any(p in ("*", account, f"arn:{partition}:iam::{account}:root", principal_arn) for p in names)
 
@@ -135,7 +165,7 @@ def evaluate(policy: Any, action: str, resource: str, account: str, principal_ar
     """The statements of ``policy`` that apply to ``principal_arn`` (of ``account``) doing
     ``action`` on ``resource``, with ``context`` for conditions."""
     allowed = False
-    for statement in _list(document(policy).get("Statement", [])):
+    for statement in as_list(document(policy).get("Statement", [])):
         if not isinstance(statement, dict):
             continue
         if NEGATED_ELEMENTS & statement.keys():

@@ -36,7 +36,8 @@ from werkzeug.wrappers import Request, Response
 from . import __version__, delivery, event_bus
 from .faults import MESSAGES, STATUS, FaultError, Faults
 from .insights import Insights, QueryError
-from .registry import EcrError, Registry, Routed, iam_principal
+from .registry import EcrError, Registry, Routed
+from .resource_policy import iam_principal
 from .trust import check as trust_check
 from .workloads import ECS_TARGET, Ecs, LambdaStates, as_json, patch_lambda
 
