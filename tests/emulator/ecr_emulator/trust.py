@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from urllib.parse import unquote
 
-from . import resource_policy
+from . import delivery, resource_policy
 
 
 def check(policy_document: str, caller_account: str, caller_arn: str, external_id: str | None) -> str | None:
@@ -28,6 +28,7 @@ def check(policy_document: str, caller_account: str, caller_arn: str, external_i
         "sts:externalid": external_id,
         "aws:principalarn": arn,
         "aws:principalaccount": caller_account,
+        "aws:principalorgid": delivery.organization_of(caller_account),
     }
     decision = resource_policy.evaluate(doc, "sts:AssumeRole", "*", caller_account, arn, context)
     if decision.allowed and decision.denied_by is None:
